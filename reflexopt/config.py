@@ -1,0 +1,66 @@
+"""Frozen configuration records. The CLI builds these; the library only reads them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+LOCAL_MODEL = "local/smollm2"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSpec(_Frozen):
+    """How to reach one model and how to call it."""
+
+    id: str = Field(LOCAL_MODEL, description="litellm model id, `local/smollm2`, or a registered fake id")
+    api_base: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = Field(None, gt=0)
+    timeout_s: float = Field(120.0, gt=0, description="per-call timeout")
+    concurrency: int | None = Field(None, gt=0, description="in-flight calls; None picks per provider")
+    max_retries: int = Field(4, ge=0)
+
+    @field_validator("id")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("model id is empty")
+        return v.strip()
+
+    @property
+    def is_local(self) -> bool:
+        return self.id.startswith("local/")
+
+    def params(self) -> dict[str, object]:
+        """Sampling parameters that change the answer (and so belong in the cache key)."""
+        out: dict[str, object] = {}
+        if self.temperature is not None:
+            out["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            out["max_tokens"] = self.max_tokens
+        return out
+
+
+class DataSpec(_Frozen):
+    path: str
+    input_field: str | None = None
+    ideal_field: str | None = None
+
+
+class ScorerSpec(_Frozen):
+    """Either an LLM judge (judge + rubric) or a deterministic metric."""
+
+    metric: str | None = None
+    judge: ModelSpec | None = None
+    rubric: str | None = None
+    judge_repeats: int = Field(1, ge=1)
+
+
+class EvalConfig(_Frozen):
+    data: DataSpec
+    prompt_path: str
+    model: ModelSpec = ModelSpec()
+    scorer: ScorerSpec = ScorerSpec()
+    concurrency: int | None = Field(None, gt=0)

@@ -1,0 +1,216 @@
+"""Run a prompt over cases concurrently and score each output -> per-case results and a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .config import EvalConfig, ScorerSpec
+from .data import Case
+from .errors import ConfigError
+from .metrics import Score
+from .models import ModelClient
+from .prompt import Prompt
+from .stats import mean_ci, percentile
+
+
+class Scorer(Protocol):
+    kind: str
+    name: str
+
+    def describe(self) -> str: ...
+
+    async def score(self, case: Case, output: str) -> Score: ...
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case_id: str
+    input: str
+    output: str
+    ideal: str | None
+    score: float | None
+    passed: bool | None
+    reasoning: str = ""
+    category: str | None = None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False
+    budget_exhausted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CaseResult:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+async def run_case(case: Case, prompt: Prompt, task: ModelClient, scorer: Scorer) -> CaseResult:
+    res = await task.complete(prompt.render(case))
+    base = dict(case_id=case.id, input=case.input_text, ideal=case.ideal, prompt_tokens=res.prompt_tokens,
+                completion_tokens=res.completion_tokens, cost_usd=res.cost_usd, latency_s=res.latency_s,
+                cached=res.cached)
+    if not res.ok:
+        return CaseResult(output="", score=None, passed=None, error=f"model call failed: {res.error}",
+                          budget_exhausted=res.budget_exhausted, **base)
+    s = await scorer.score(case, res.text)
+    return CaseResult(output=res.text, score=s.value, passed=s.passed, reasoning=s.reasoning, category=s.category,
+                      error=s.error, **base)
+
+
+async def iter_results(cases: Sequence[Case], prompt: Prompt, task: ModelClient, scorer: Scorer,
+                       *, concurrency: int | None = None) -> AsyncIterator[CaseResult]:
+    """Yield results as they complete, keeping at most `concurrency` cases in flight."""
+    limit = max(1, concurrency or task.concurrency)
+    pending: set[asyncio.Task[CaseResult]] = set()
+    it = iter(cases)
+    try:
+        while True:
+            while len(pending) < limit:
+                case = next(it, None)
+                if case is None:
+                    break
+                pending.add(asyncio.ensure_future(run_case(case, prompt, task, scorer)))
+            if not pending:
+                return
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                yield t.result()
+    finally:
+        for t in pending:
+            t.cancel()
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    results: tuple[CaseResult, ...]
+    scorer: str
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> list[float]:
+        return [r.score for r in self.results if r.score is not None]
+
+    @property
+    def mean(self) -> float:
+        s = self.scored
+        return sum(s) / len(s) if s else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        s = self.scored
+        lo, hi = mean_ci(s)
+        passed = [r.passed for r in self.results if r.passed is not None]
+        cats = Counter(r.category for r in self.results if r.category)
+        lat = [r.latency_s for r in self.results if not r.cached and not r.budget_exhausted]
+        out = {
+            "score": round(self.mean, 4) if s else None,
+            "ci95": [round(lo, 4), round(hi, 4)] if s else None,
+            "n_cases": len(self.results),
+            "n_scored": len(s),
+            "pass_rate": round(sum(passed) / len(passed), 4) if passed else None,
+            "errors": sum(1 for r in self.results if r.error),
+            "failure_categories": dict(cats.most_common()),
+            "scorer": self.scorer,
+            "latency_p50_s": _r(percentile(lat, 50)),
+            "latency_p95_s": _r(percentile(lat, 95)),
+        }
+        out.update(self.usage)
+        return out
+
+    def write_jsonl(self, path: str | Path) -> None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with p.open("w", encoding="utf-8") as f:
+            for r in self.results:
+                f.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def usage_of(*clients: ModelClient) -> dict[str, Any]:
+    """Totals over several clients (task + judge), plus a per-role breakdown."""
+    total: dict[str, Any] = {"model_calls": 0, "cached_calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                             "cost_usd": 0.0}
+    by_role: dict[str, Any] = {}
+    seen: set[int] = set()
+    for c in clients:
+        if id(c) in seen:
+            continue
+        seen.add(id(c))
+        snap = c.meter.snapshot()
+        by_role[c.role] = snap
+        for k in total:
+            total[k] += snap[k]
+    total["cost_usd"] = round(total["cost_usd"], 6)
+    total["by_role"] = by_role
+    return total
+
+
+async def evaluate_async(cases: Sequence[Case], prompt: Prompt, task: ModelClient, scorer: Scorer, *,
+                         concurrency: int | None = None,
+                         on_result: Callable[[CaseResult], None] | None = None) -> EvalReport:
+    order = {c.id: i for i, c in enumerate(cases)}
+    results: list[CaseResult] = []
+    async for r in iter_results(cases, prompt, task, scorer, concurrency=concurrency):
+        results.append(r)
+        if on_result:
+            on_result(r)
+    results.sort(key=lambda r: order[r.case_id])
+    clients = [task] + ([scorer.client] if isinstance(getattr(scorer, "client", None), ModelClient) else [])
+    return EvalReport(tuple(results), scorer.describe(), usage_of(*clients))
+
+
+def evaluate(cases: Sequence[Case], prompt: Prompt, task: ModelClient, scorer: Scorer, *,
+             concurrency: int | None = None, on_result: Callable[[CaseResult], None] | None = None) -> EvalReport:
+    """Synchronous entry point: evaluate `prompt` on `cases`."""
+    return asyncio.run(evaluate_async(cases, prompt, task, scorer, concurrency=concurrency, on_result=on_result))
+
+
+def make_scorer(spec: ScorerSpec, cases: Sequence[Case]) -> tuple[Scorer, str | None]:
+    """The scorer a spec asks for, and a note when a default metric was chosen for the user."""
+    from .judge import JudgeScorer, load_rubric
+    from .metrics import MetricScorer, default_metric
+    from .models import get_client
+
+    if spec.judge is not None and spec.metric:
+        raise ConfigError("--judge and --metric both given", fix="score with one: a judge model or a metric")
+    if spec.judge is not None:
+        rubric = load_rubric(spec.rubric or ("correctness" if all(c.ideal for c in cases) else "helpfulness"))
+        return JudgeScorer(get_client(spec.judge, role="judge"), rubric), None
+    if spec.rubric:
+        raise ConfigError("--judge-criteria needs --judge MODEL", fix="add --judge MODEL, or drop the rubric")
+    if spec.metric:
+        return MetricScorer(spec.metric, cases), None
+    name = default_metric(cases)
+    return MetricScorer(name, cases), f"no --judge or --metric given: scoring with metric {name!r}"
+
+
+def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None = None,
+                on_note: Callable[[str], None] | None = None,
+                on_total: Callable[[int], None] | None = None) -> EvalReport:
+    """Load data and prompt from a config, evaluate, and return the report."""
+    from .data import load_dataset
+    from .models import get_client
+    from .prompt import load_prompt
+
+    cases = load_dataset(config.data.path, input_field=config.data.input_field, ideal_field=config.data.ideal_field)
+    prompt = load_prompt(config.prompt_path)
+    prompt.check_fields(cases)
+    scorer, note = make_scorer(config.scorer, cases)
+    if note and on_note:
+        on_note(note)
+    task = get_client(config.model, role="task")
+    if on_total:
+        on_total(len(cases))
+    return evaluate(cases, prompt, task, scorer, concurrency=config.concurrency, on_result=on_result)

@@ -1,0 +1,160 @@
+"""LLM judge: a rubric plus input, output and reference -> a structured verdict normalised to 0..1.
+
+A verdict that does not parse is retried with a reminder, then recorded as a judge error (value None) and
+counted, never turned into a middle score.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .data import Case
+from .errors import RubricError
+from .metrics import Score
+from .models import ModelClient
+from .prompts import meta_prompt
+
+_FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n?", re.S)
+_SCALE = re.compile(r"(?:score|rate|grade)[^\n]{0,60}?\b(\d{1,2})\s*(?:-|–|to)\s*(\d{1,3})\b", re.I)
+
+
+@dataclass(frozen=True)
+class Rubric:
+    name: str
+    text: str
+    low: int = 1
+    high: int = 5
+    pass_score: float = 4
+
+    def normalise(self, raw: float) -> float:
+        return (raw - self.low) / (self.high - self.low)
+
+
+def rubric_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    return [here / "rubrics", here.parent / "rubrics"]
+
+
+def available_rubrics() -> list[str]:
+    names: set[str] = set()
+    for d in rubric_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.md"))
+    return sorted(names)
+
+
+def load_rubric(ref: str) -> Rubric:
+    """A rubric from a file path, or by name from the shipped `rubrics/`."""
+    path = Path(ref)
+    if not path.is_file():
+        found = [d / f"{ref}.md" for d in rubric_dirs() if (d / f"{ref}.md").is_file()]
+        if not found:
+            raise RubricError(ref, "no such rubric file or shipped rubric name",
+                              fix=f"pass a markdown file or one of: {', '.join(available_rubrics())}")
+        path = found[0]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise RubricError(path, "bytes are not UTF-8", fix="re-save the rubric as UTF-8") from None
+    meta: dict[str, object] = {}
+    m = _FRONT.match(text)
+    if m:
+        try:
+            meta = yaml.safe_load(m.group(1)) or {}
+        except yaml.YAMLError:
+            raise RubricError(path, "front matter is not valid YAML", line=1, fix="fix the --- block") from None
+        text = text[m.end():]
+    if not text.strip():
+        raise RubricError(path, "the rubric is empty", fix="describe what a good answer is and how to score it")
+    low, high = 1, 5
+    if "scale" in meta:
+        try:
+            low, high = (int(x) for x in meta["scale"])  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise RubricError(path, "scale must be [low, high]", line=1, fix="write `scale: [1, 5]`") from None
+    elif sm := _SCALE.search(text):
+        low, high = int(sm.group(1)), int(sm.group(2))
+    if high <= low:
+        raise RubricError(path, f"scale {low}..{high} is empty", fix="use a scale such as [1, 5]")
+    default_pass = high - (high - low) * 0.25
+    pass_score = float(meta.get("pass", default_pass))  # type: ignore[arg-type]
+    return Rubric(name=path.stem, text=text.strip(), low=low, high=high, pass_score=pass_score)
+
+
+def parse_verdict(text: str, rubric: Rubric) -> tuple[float, str, str] | None:
+    """(raw score, reasoning, category) or None when the reply is not a usable verdict."""
+    from json_repair import repair_json
+
+    obj: object = None
+    m = re.search(r"\{.*\}", text, re.S)
+    if m:
+        try:
+            obj = json.loads(m.group(0))
+        except ValueError:
+            try:
+                obj = json.loads(repair_json(m.group(0)))
+            except ValueError:
+                obj = None
+    score: object = None
+    reasoning, category = "", ""
+    if isinstance(obj, dict):
+        score = obj.get("score")
+        reasoning = str(obj.get("reasoning", ""))
+        category = str(obj.get("failure_category", obj.get("category", "")) or "")
+    if score is None:
+        sm = re.search(r'"?score"?\s*[:=]\s*(-?\d+(?:\.\d+)?)', text, re.I)
+        score = sm.group(1) if sm else None
+    try:
+        value = float(score)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if not rubric.low <= value <= rubric.high:
+        return None
+    return value, reasoning.strip(), category.strip().lower()
+
+
+class JudgeScorer:
+    """Scores outputs by asking a judge model to apply a rubric (temperature 0)."""
+
+    kind = "judge"
+
+    def __init__(self, client: ModelClient, rubric: Rubric, *, parse_retries: int = 2) -> None:
+        self.client = client
+        self.rubric = rubric
+        self.parse_retries = parse_retries
+        self.name = f"judge {client.spec.id} / {rubric.name}"
+
+    def describe(self) -> str:
+        return f"LLM judge {self.client.spec.id} with rubric {self.rubric.name} (scale {self.rubric.low}-{self.rubric.high})"
+
+    def messages(self, case: Case, output: str) -> list[dict[str, str]]:
+        ref = f"\n# Reference answer\n\n<reference>\n{case.ideal}\n</reference>\n" if case.ideal else ""
+        user = meta_prompt("judge", rubric=self.rubric.text, input=case.input_text, output=output,
+                           reference_block=ref, low=self.rubric.low, high=self.rubric.high)
+        return [{"role": "system", "content": meta_prompt("judge_system").strip()}, {"role": "user", "content": user}]
+
+    async def score(self, case: Case, output: str, *, sample: int = 0) -> Score:
+        messages = self.messages(case, output)
+        last_error = "no reply"
+        for attempt in range(self.parse_retries + 1):
+            res = await self.client.complete(messages, sample=sample, temperature=0.0)
+            if not res.ok:
+                return Score(None, None, error=f"judge call failed: {res.error}")
+            verdict = parse_verdict(res.text, self.rubric)
+            if verdict is not None:
+                raw, reasoning, category = verdict
+                passed = raw >= self.rubric.pass_score
+                cat = None if passed else (category if category not in ("", "none") else "unspecified")
+                return Score(self.rubric.normalise(raw), passed, reasoning, cat, raw=raw)
+            last_error = f"unparseable verdict: {res.text[:200]!r}"
+            if attempt < self.parse_retries:
+                messages = [*messages, {"role": "assistant", "content": res.text},
+                            {"role": "user", "content": "That was not the JSON object asked for. Reply with only "
+                             f'{{"reasoning": "...", "score": <integer {self.rubric.low}-{self.rubric.high}>, '
+                             '"failure_category": "..."}'}]
+        return Score(None, None, error=f"judge error: {last_error}")

@@ -1,0 +1,206 @@
+"""Deterministic scorers: exact, contains, regex, f1, rouge-l, json, json-schema, max-length.
+
+A metric spec is `name` or `name:argument` (`regex:^\\d+$`, `json-schema:schema.json`, `max-length:280`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .data import Case, is_categorical, labels
+from .errors import ConfigError, DataError, MetricError
+
+
+@dataclass(frozen=True)
+class Score:
+    """One scored output. `value` is in 0..1; None when scoring failed (`error` says why)."""
+
+    value: float | None
+    passed: bool | None
+    reasoning: str = ""
+    category: str | None = None
+    error: str | None = None
+    raw: float | None = None
+
+
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize(text: str) -> str:
+    text = text.lower().translate(_PUNCT)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _strip_fences(text: str) -> str:
+    m = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
+    return (m.group(1) if m else text).strip()
+
+
+def exact(output: str, ideal: str | None, **_: Any) -> float:
+    return float(normalize(output) == normalize(ideal or ""))
+
+
+def _has(label: str, text: str) -> bool:
+    return re.search(rf"(?<![a-z0-9]){re.escape(label)}(?![a-z0-9])", text) is not None
+
+
+def contains(output: str, ideal: str | None, *, label_set: Sequence[str] = (), **_: Any) -> float:
+    """1 when the reference label appears in the output and no other label does."""
+    out = normalize(output)
+    want = normalize(ideal or "")
+    if not want or not _has(want, out):
+        return 0.0
+    others = [normalize(x) for x in label_set if normalize(x) != want]
+    # a label that contains the wanted one as a word (e.g. "not positive") still counts as another label
+    return 0.0 if any(o and _has(o, out) and not _has(o, want) for o in others) else 1.0
+
+
+def token_f1(output: str, ideal: str | None, **_: Any) -> float:
+    pred, ref = normalize(output).split(), normalize(ideal or "").split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    p, r = common / len(pred), common / len(ref)
+    return 2 * p * r / (p + r)
+
+
+@lru_cache(maxsize=1)
+def _rouge() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(output: str, ideal: str | None, **_: Any) -> float:
+    if not output.strip() or not (ideal or "").strip():
+        return 0.0
+    return float(_rouge().score(ideal or "", output)["rougeL"].fmeasure)
+
+
+def json_valid(output: str, ideal: str | None, **_: Any) -> float:
+    try:
+        json.loads(_strip_fences(output))
+        return 1.0
+    except ValueError:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    name: str
+    fn: Callable[..., float]
+    needs_reference: bool
+    threshold: float
+    help: str
+    arg: str | None = None  # name of the required argument, if any
+
+
+METRICS: dict[str, MetricDef] = {
+    "exact": MetricDef("exact", exact, True, 1.0, "normalised exact match with the reference"),
+    "contains": MetricDef("contains", contains, True, 1.0, "reference label present and no other label"),
+    "regex": MetricDef("regex", lambda o, i, **k: 0.0, False, 1.0, "output matches a regular expression", "PATTERN"),
+    "f1": MetricDef("f1", token_f1, True, 0.5, "token F1 against the reference"),
+    "rouge-l": MetricDef("rouge-l", rouge_l, True, 0.5, "ROUGE-L F-measure against the reference"),
+    "json": MetricDef("json", json_valid, False, 1.0, "output is valid JSON"),
+    "json-schema": MetricDef("json-schema", lambda o, i, **k: 0.0, False, 1.0, "output validates against a JSON "
+                             "schema file", "SCHEMA.json"),
+    "max-length": MetricDef("max-length", lambda o, i, **k: 0.0, False, 1.0, "output at most N characters", "N"),
+}
+
+
+class MetricScorer:
+    """Scores outputs with a deterministic metric. No model calls."""
+
+    kind = "metric"
+
+    def __init__(self, spec: str, cases: Sequence[Case] = ()) -> None:
+        name, _, arg = spec.partition(":")
+        name = name.strip().lower().replace("_", "-")
+        name = {"rougel": "rouge-l", "rouge": "rouge-l", "json-valid": "json", "maxlen": "max-length"}.get(name, name)
+        if name not in METRICS:
+            raise MetricError(f"unknown metric {spec!r}", fix=f"use one of {', '.join(METRICS)}")
+        self.defn = METRICS[name]
+        self.name = spec if arg else name
+        if self.defn.arg and not arg:
+            raise MetricError(f"metric {name} needs an argument", fix=f"write --metric {name}:{self.defn.arg}")
+        self._fn = self._bind(name, arg)
+        self.label_set = labels(cases) if is_categorical(cases) else []
+        for c in cases:
+            if self.defn.needs_reference and c.ideal is None:
+                raise DataError(c.source, f"row has no reference (`ideal`), which metric {name} needs", line=c.line,
+                                fix="add `ideal` to every row, map it with --ideal-field, or use --judge")
+
+    def _bind(self, name: str, arg: str) -> Callable[..., float]:
+        if name == "regex":
+            try:
+                pattern = re.compile(arg, re.S)
+            except re.error as e:
+                raise MetricError(f"invalid regular expression {arg!r}: {e}", fix="fix the pattern") from None
+            return lambda o, i, **k: float(pattern.search(o) is not None)
+        if name == "max-length":
+            if not arg.isdigit():
+                raise MetricError(f"max-length needs a whole number, got {arg!r}", fix="write --metric max-length:280")
+            limit = int(arg)
+            return lambda o, i, **k: float(len(o.strip()) <= limit)
+        if name == "json-schema":
+            return self._schema_fn(Path(arg))
+        return self.defn.fn
+
+    @staticmethod
+    def _schema_fn(path: Path) -> Callable[..., float]:
+        import jsonschema
+
+        if not path.exists():
+            raise MetricError(f"{path}: no such schema file", fix="pass an existing JSON schema file")
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+            validator = jsonschema.validators.validator_for(schema)(schema)
+            validator.check_schema(schema)
+        except (ValueError, jsonschema.SchemaError) as e:
+            raise MetricError(f"{path}: not a valid JSON schema ({str(e).splitlines()[0]})",
+                              fix="fix the schema file") from None
+
+        def check(output: str, ideal: str | None, **_: Any) -> float:
+            try:
+                return float(validator.is_valid(json.loads(_strip_fences(output))))
+            except ValueError:
+                return 0.0
+
+        return check
+
+    def describe(self) -> str:
+        return f"metric {self.name} ({self.defn.help})"
+
+    async def score(self, case: Case, output: str) -> Score:
+        return self.score_sync(case, output)
+
+    def score_sync(self, case: Case, output: str) -> Score:
+        value = self._fn(output, case.ideal, label_set=self.label_set)
+        passed = value >= self.defn.threshold
+        category = None if passed else ("wrong answer" if self.defn.needs_reference else f"fails {self.name}")
+        return Score(value, passed, category=category, raw=value)
+
+
+def default_metric(cases: Sequence[Case]) -> str:
+    """A sensible metric for a dataset with references (raise when there are none)."""
+    if not cases or any(c.ideal is None for c in cases):
+        missing = next((c for c in cases if c.ideal is None), None)
+        where = f"{missing.source} line {missing.line}" if missing else "the dataset"
+        raise ConfigError(f"no --judge or --metric given and {where} has no reference (`ideal`)",
+                          fix="add --judge MODEL (with --judge-criteria RUBRIC) or a reference-free metric: "
+                          "--metric json | regex:PATTERN | max-length:N | json-schema:FILE")
+    if is_categorical(cases):
+        return "contains"
+    mean_words = sum(len((c.ideal or "").split()) for c in cases) / len(cases)
+    return "f1" if mean_words <= 6 else "rouge-l"

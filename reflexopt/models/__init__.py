@@ -1,0 +1,60 @@
+"""The model layer: the only package that talks to model providers (through litellm).
+
+`get_client(spec, role)` returns a :class:`ModelClient` for a litellm id, `local/NAME` (the embedded
+llama.cpp server), or a fake registered with :func:`register_fake`.
+"""
+
+from __future__ import annotations
+
+from ..config import ModelSpec
+from ..errors import ModelError
+from .base import Backend, ChatResult, Message, Meter, RawReply, TransientError, redact
+from .cache import ResponseCache, shared_cache
+from .client import ModelClient
+from .fake import FakeModel, FunctionModel
+
+__all__ = [
+    "Backend", "ChatResult", "FakeModel", "FunctionModel", "Message", "Meter", "ModelClient", "RawReply",
+    "ResponseCache", "TransientError", "get_client", "redact", "register_fake", "unregister_fake",
+]
+
+_fakes: dict[str, Backend] = {}
+
+
+def register_fake(model_id: str, backend: Backend) -> None:
+    """Make `model_id` resolve to a fake backend (tests, examples)."""
+    _fakes[model_id] = backend
+
+
+def unregister_fake(model_id: str) -> None:
+    _fakes.pop(model_id, None)
+
+
+def resolve_backend(spec: ModelSpec) -> tuple[Backend, str, int]:
+    """(backend, stable cache identity, default concurrency) for a model spec."""
+    if spec.id in _fakes:
+        return _fakes[spec.id], spec.id, 8
+    if spec.id.startswith("fake/"):
+        raise ModelError(f"unknown model {spec.id!r}: no fake model is registered under that id",
+                         fix="register it with reflexopt.models.register_fake, or use a real model id")
+    if spec.is_local:
+        from .local import LocalBackend, model_file
+
+        name = spec.id.split("/", 1)[1]
+        path = model_file(name)  # fails fast (with the install command) when the extra is missing
+        return LocalBackend(name), f"{spec.id}:{path.name}", 2
+    from .litellm_backend import LiteLLMBackend, check_model_id
+
+    check_model_id(spec.id, spec.api_base)
+    key = spec.id if not spec.api_base else f"{spec.id}@{spec.api_base}"
+    return LiteLLMBackend(spec.id, api_base=spec.api_base), key, 8
+
+
+def get_client(spec: ModelSpec, role: str = "task", *, cache: ResponseCache | None | bool = True) -> ModelClient:
+    if spec.is_local:  # small local models ramble and sample: make them deterministic and brief by default
+        spec = spec.model_copy(update={"temperature": 0.0 if spec.temperature is None else spec.temperature,
+                                       "max_tokens": spec.max_tokens or 256})
+    backend, key, default_conc = resolve_backend(spec)
+    store = shared_cache() if cache is True else (cache or None)
+    return ModelClient(spec, backend, cache=store, model_key=key, concurrency=spec.concurrency or default_conc,
+                       role=role)

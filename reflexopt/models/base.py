@@ -1,0 +1,114 @@
+"""Model-layer records: what a call returns, and the meter that counts calls, tokens, cost and latency."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """One model call as recorded: never raised, a failure is a result with `error` set."""
+
+    text: str
+    model: str
+    ok: bool = True
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False
+    attempts: int = 1
+    budget_exhausted: bool = False
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """What a backend returns for one successful HTTP call."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Backend(Protocol):
+    """A transport: one request in, one reply out, exceptions for failures."""
+
+    name: str
+
+    async def call(self, messages: list[Message], params: dict[str, Any], timeout_s: float) -> RawReply: ...
+
+    def retry_after(self, exc: BaseException) -> tuple[bool, float | None]:
+        """(retryable, seconds the server asked us to wait)."""
+        ...
+
+
+class TransientError(Exception):
+    """Raised by fakes (and usable by custom backends) to ask for a retry."""
+
+    def __init__(self, message: str = "transient error", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BudgetGate(Protocol):
+    def allow(self, meter: Meter) -> bool: ...
+
+
+@dataclass
+class Meter:
+    """Running totals for one model client (thread-safe)."""
+
+    calls: int = 0
+    cached_calls: int = 0
+    failed_calls: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    max_call_cost: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, r: ChatResult) -> None:
+        with self._lock:
+            if r.cached:
+                self.cached_calls += 1
+                return
+            if r.budget_exhausted:
+                return
+            self.calls += 1
+            self.retries += max(0, r.attempts - 1)
+            if not r.ok:
+                self.failed_calls += 1
+            self.prompt_tokens += r.prompt_tokens
+            self.completion_tokens += r.completion_tokens
+            self.cost_usd += r.cost_usd
+            self.max_call_cost = max(self.max_call_cost, r.cost_usd)
+            self.latencies.append(r.latency_s)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "model_calls": self.calls,
+                "cached_calls": self.cached_calls,
+                "failed_calls": self.failed_calls,
+                "retries": self.retries,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "cost_usd": round(self.cost_usd, 6),
+            }
+
+
+_SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|(?i:bearer)\s+[A-Za-z0-9_\-.]{8,}|AIza[0-9A-Za-z_\-]{20,})")
+
+
+def redact(text: str) -> str:
+    """Strip anything that looks like an API key from a message before it is stored or shown."""
+    return _SECRET.sub("[redacted]", text)

@@ -1,0 +1,109 @@
+"""ModelClient: one model in one role, with concurrency limit, retries, timeout, cache and accounting.
+
+Everything above this layer calls `await client.complete(messages)` and gets a :class:`ChatResult`;
+nothing is raised for a failed call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from ..config import ModelSpec
+from .base import Backend, BudgetGate, ChatResult, Message, Meter, RawReply, TransientError, redact
+from .cache import ResponseCache
+
+MAX_BACKOFF_S = 60.0
+
+
+class ModelClient:
+    def __init__(self, spec: ModelSpec, backend: Backend, *, cache: ResponseCache | None, model_key: str,
+                 concurrency: int, role: str = "task", base_delay_s: float = 1.0) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.cache = cache
+        self.model_key = model_key
+        self.concurrency = concurrency
+        self.role = role
+        self.meter = Meter()
+        self.gate: BudgetGate | None = None
+        self.base_delay_s = base_delay_s
+        self._sems: dict[int, asyncio.Semaphore] = {}
+
+    def _sem(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        key = id(loop)
+        if key not in self._sems:
+            self._sems = {key: asyncio.Semaphore(self.concurrency)}
+        return self._sems[key]
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        after = None
+        if isinstance(exc, TransientError):
+            after = exc.retry_after
+        elif exc is not None:
+            after = self.backend.retry_after(exc)[1]
+        if after is not None:
+            return min(max(after, 0.0), MAX_BACKOFF_S)
+        exp = self.base_delay_s * (2 ** (state.attempt_number - 1))
+        return min(exp, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
+
+    def _retryable(self, exc: BaseException) -> bool:
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError, TransientError)):
+            return True
+        return self.backend.retry_after(exc)[0]
+
+    async def complete(self, messages: list[Message], *, sample: int = 0, **overrides: Any) -> ChatResult:
+        """Call the model once (or serve from cache). `sample` separates repeated samples of one request."""
+        params = {**self.spec.params(), **{k: v for k, v in overrides.items() if v is not None}}
+        key = None
+        if self.cache is not None:
+            from .cache import cache_key
+
+            key = cache_key(self.model_key, messages, params, sample)
+            hit = self.cache.get(key)
+            if hit is not None:
+                result = ChatResult(hit.text, self.spec.id, prompt_tokens=hit.prompt_tokens,
+                                    completion_tokens=hit.completion_tokens, cost_usd=0.0, cached=True)
+                self.meter.record(result)
+                return result
+        async with self._sem():
+            if self.gate is not None and not self.gate.allow(self.meter):
+                result = ChatResult("", self.spec.id, ok=False, error="budget exhausted", budget_exhausted=True,
+                                    attempts=0)
+                self.meter.record(result)
+                return result
+            start = time.perf_counter()
+            attempts = 0
+            try:
+                reply: RawReply | None = None
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self.spec.max_retries + 1),
+                    wait=self._wait,
+                    retry=retry_if_exception(self._retryable),
+                    reraise=True,
+                ):
+                    with attempt:
+                        attempts += 1
+                        reply = await asyncio.wait_for(
+                            self.backend.call(messages, params, self.spec.timeout_s), self.spec.timeout_s + 1
+                        )
+                assert reply is not None
+            except Exception as exc:  # noqa: BLE001 - a failed call is a result, not a crash
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                result = ChatResult("", self.spec.id, ok=False, error=redact(reason)[:500],
+                                    latency_s=time.perf_counter() - start, attempts=attempts)
+                self.meter.record(result)
+                return result
+        result = ChatResult(reply.text, self.spec.id, prompt_tokens=reply.prompt_tokens,
+                            completion_tokens=reply.completion_tokens, cost_usd=reply.cost_usd,
+                            latency_s=time.perf_counter() - start, attempts=attempts)
+        if self.cache is not None and key is not None:
+            self.cache.put(key, self.spec.id, reply)
+        self.meter.record(result)
+        return result

