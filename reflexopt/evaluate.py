@@ -56,9 +56,9 @@ class CaseResult:
 
 async def run_case(case: Case, prompt: Prompt, task: ModelClient, scorer: Scorer) -> CaseResult:
     res = await task.complete(prompt.render(case))
-    base = dict(case_id=case.id, input=case.input_text, ideal=case.ideal, prompt_tokens=res.prompt_tokens,
-                completion_tokens=res.completion_tokens, cost_usd=res.cost_usd, latency_s=res.latency_s,
-                cached=res.cached)
+    base: dict[str, Any] = dict(case_id=case.id, input=case.input_text, ideal=case.ideal,
+                                prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
+                                cost_usd=res.cost_usd, latency_s=res.latency_s, cached=res.cached)
     if not res.ok:
         return CaseResult(output="", score=None, passed=None, error=f"model call failed: {res.error}",
                           budget_exhausted=res.budget_exhausted, **base)
@@ -167,7 +167,8 @@ async def evaluate_async(cases: Sequence[Case], prompt: Prompt, task: ModelClien
         if on_result:
             on_result(r)
     results.sort(key=lambda r: order[r.case_id])
-    clients = [task] + ([scorer.client] if isinstance(getattr(scorer, "client", None), ModelClient) else [])
+    judge = getattr(scorer, "client", None)
+    clients = [task] + ([judge] if isinstance(judge, ModelClient) else [])
     return EvalReport(tuple(results), scorer.describe(), usage_of(*clients))
 
 
@@ -207,10 +208,10 @@ def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] |
     cases = load_dataset(config.data.path, input_field=config.data.input_field, ideal_field=config.data.ideal_field)
     prompt = load_prompt(config.prompt_path)
     prompt.check_fields(cases)
+    task = get_client(config.model, role="task")
     scorer, note = make_scorer(config.scorer, cases)
     if note and on_note:
         on_note(note)
-    task = get_client(config.model, role="task")
     if on_total:
         on_total(len(cases))
     return evaluate(cases, prompt, task, scorer, concurrency=config.concurrency, on_result=on_result)

@@ -74,7 +74,7 @@ def load_rubric(ref: str) -> Rubric:
     low, high = 1, 5
     if "scale" in meta:
         try:
-            low, high = (int(x) for x in meta["scale"])  # type: ignore[union-attr]
+            low, high = (int(x) for x in meta["scale"])  # type: ignore[attr-defined]
         except (TypeError, ValueError):
             raise RubricError(path, "scale must be [low, high]", line=1, fix="write `scale: [1, 5]`") from None
     elif sm := _SCALE.search(text):
@@ -130,7 +130,8 @@ class JudgeScorer:
         self.name = f"judge {client.spec.id} / {rubric.name}"
 
     def describe(self) -> str:
-        return f"LLM judge {self.client.spec.id} with rubric {self.rubric.name} (scale {self.rubric.low}-{self.rubric.high})"
+        r = self.rubric
+        return f"LLM judge {self.client.spec.id} with rubric {r.name} (scale {r.low}-{r.high})"
 
     def messages(self, case: Case, output: str) -> list[dict[str, str]]:
         ref = f"\n# Reference answer\n\n<reference>\n{case.ideal}\n</reference>\n" if case.ideal else ""

@@ -100,7 +100,7 @@ class Prompt:
             for d in self.demos:
                 demo_turns += [{"role": "user", "content": d.input}, {"role": "assistant", "content": d.output}]
         if self.placeholders:
-            filled = self.fill(case)
+            filled = self.fill(case).strip()
             if self.demos and self.demo_style == "inline":
                 filled = self._instruction_for_filled(filled)
             return [*demo_turns, {"role": "user", "content": filled + cue}]
@@ -165,7 +165,8 @@ def parse_prompt(text: str, source: str = "<prompt>") -> Prompt:
     try:
         demos = tuple(Demo(str(d["input"]), str(d["output"])) for d in meta.get("demos") or [])
     except (KeyError, TypeError):
-        raise PromptError(source, "each demo needs `input` and `output`", line=1, fix="correct the demos list") from None
+        raise PromptError(source, "each demo needs `input` and `output`", line=1,
+                          fix="correct the demos list") from None
     return Prompt(text=text.strip() + "\n", source=source, instruction_role=role, demo_style=style,
                   answer_cue=str(meta.get("answer_cue") or ""), demos=demos)
 

@@ -152,11 +152,12 @@ class LocalBackend:
         self.name = f"local/{name}"
         self._model = name
         self._inner: Any = None
+        self._server: LocalServer | None = None
         self._start_lock = threading.Lock()
 
     def _backend(self) -> Any:
         with self._start_lock:
-            if self._inner is None or not self._server.running():
+            if self._inner is None or self._server is None or not self._server.running():
                 from .litellm_backend import LiteLLMBackend
 
                 self._server = local_server(self._model)
@@ -167,8 +168,8 @@ class LocalBackend:
     async def call(self, messages: list[dict[str, str]], params: dict[str, Any], timeout_s: float) -> Any:
         import asyncio
 
-        inner = self._inner if self._inner is not None and self._server.running() else \
-            await asyncio.to_thread(self._backend)
+        ready = self._inner is not None and self._server is not None and self._server.running()
+        inner = self._inner if ready else await asyncio.to_thread(self._backend)
         return await inner.call(messages, params, timeout_s)
 
     def retry_after(self, exc: BaseException) -> tuple[bool, float | None]:

@@ -1,0 +1,110 @@
+"""The CLI as a user runs it: a subprocess, against a real loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SHARED, FakeOpenAI, write_jsonl
+
+
+def cli(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REFLEXOPT_HOME": str(home), "OPENAI_API_KEY": "sk-test-key-0000000000",
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return subprocess.run([sys.executable, "-m", "reflexopt", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"text {i}", "ideal": "positive" if i % 2 else "negative"}
+                                             for i in range(8)])
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Classify the sentiment: {input}\n")
+    return {"data": data, "prompt": prompt}
+
+
+def test_eval_json_then_fully_cached(files: dict[str, Path], openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    openai_server.responder = lambda req: "positive" if int(req["messages"][-1]["content"][-1]) % 2 else "nope"
+    args = ["eval", str(files["data"]), str(files["prompt"]), "-m", "openai/test", "--api-base", openai_server.url,
+            "--json", "-o", str(tmp_path / "cases.jsonl")]
+    first = cli(*args, home=tmp_path / "h")
+    assert first.returncode == 0, first.stderr
+    s = json.loads(first.stdout)
+    for key in ("score", "ci95", "n_cases", "model_calls", "cached_calls", "prompt_tokens", "completion_tokens",
+                "cost_usd", "latency_p50_s", "latency_p95_s", "errors"):
+        assert key in s
+    assert s["score"] == 0.5 and s["n_cases"] == 8 and s["model_calls"] == 8 and s["cached_calls"] == 0
+    assert s["ci95"][0] <= 0.5 <= s["ci95"][1]
+    rows = [json.loads(x) for x in (tmp_path / "cases.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {"output", "score", "ideal", "latency_s"} <= set(rows[0])
+    second = json.loads(cli(*args, home=tmp_path / "h").stdout)
+    assert second["model_calls"] == 0 and second["cached_calls"] == 8 and second["score"] == 0.5
+    assert len(openai_server.requests) == 8
+
+
+def test_eval_table(files: dict[str, Path], openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    r = cli("eval", str(files["data"]), str(files["prompt"]), "-m", "openai/test", "--api-base", openai_server.url,
+            home=tmp_path / "h")
+    assert r.returncode == 0, r.stderr
+    assert "score" in r.stdout and "95% CI" in r.stdout and "from cache" in r.stdout
+    assert "scoring with metric 'contains'" in r.stderr
+
+
+def test_security_incidents_rouge_l_scores_all_rows(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    openai_server.responder = lambda req: "A phishing incident compromised accounts; they were locked."
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Summarize this security incident report.")
+    r = cli("eval", str(SHARED / "security_incidents.jsonl"), str(prompt), "--metric", "rouge-l", "-m", "openai/t",
+            "--api-base", openai_server.url, "--json", home=tmp_path / "h")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["n_cases"] == 100 and s["n_scored"] == 100 and s["errors"] == 0 and 0 < s["score"] < 1
+    first = openai_server.requests[0][1]["messages"]
+    assert first[0] == {"role": "system", "content": "Summarize this security incident report."}
+
+
+BAD = {
+    "invalid json": (b'{"input": "a", "ideal": "x"}\n{"input": oops}\n', "d.jsonl:2: invalid JSON"),
+    "missing field": (b'{"input": "a", "ideal": "x"}\n{"ideal": "y"}\n', "d.jsonl:2: row has no input"),
+    "empty file": (b"", "d.jsonl: the file is empty"),
+    "non utf8": (b'{"input": "caf\xe9", "ideal": "x"}\n', "d.jsonl:1: bytes are not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_data_exit_2_one_line(kind: str, tmp_path: Path) -> None:
+    content, needle = BAD[kind]
+    (tmp_path / "d.jsonl").write_bytes(content)
+    (tmp_path / "p.md").write_text("Hi {input}")
+    r = cli("eval", str(tmp_path / "d.jsonl"), str(tmp_path / "p.md"), "-m", "fake/none", home=tmp_path / "h")
+    _one_line_error(r, needle)
+
+
+def _one_line_error(r: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, r.stderr
+    assert needle in lines[0] and "fix:" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_other_bad_inputs_exit_2(files: dict[str, Path], tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    d, p = str(files["data"]), str(files["prompt"])
+    _one_line_error(cli("eval", str(tmp_path / "missing.jsonl"), p, home=home), "missing.jsonl: no such file")
+    _one_line_error(cli("eval", d, str(tmp_path / "nope.md"), home=home), "nope.md: no such file")
+    bad_prompt = tmp_path / "q.md"
+    bad_prompt.write_text("Question: {question}")
+    _one_line_error(cli("eval", d, str(bad_prompt), "--metric", "exact", home=home), "placeholder {question}")
+    _one_line_error(cli("eval", d, p, "-m", "nosuchprovider/model", home=home), "unknown model")
+    _one_line_error(cli("eval", d, p, "--metric", "bleu", home=home), "unknown metric 'bleu'")
+    _one_line_error(cli("eval", d, p, "--judge", "openai/x", "--judge-criteria", "nope", home=home), "no such rubric")
+
+
+def test_help_lists_commands(tmp_path: Path) -> None:
+    r = cli("--help", home=tmp_path / "h")
+    assert r.returncode == 0 and "eval" in r.stdout

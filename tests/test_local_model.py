@@ -1,0 +1,89 @@
+"""The real embedded model (llama-cpp-python server + SmolLM2-135M), end to end. Few and small."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+pytest.importorskip("llama_cpp", reason="needs the `local` extra")
+
+
+def _children_serving(parent: int) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if "llama_cpp.server" in cmd and ppid == parent:
+            pids.append(int(d.name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "REFLEXOPT_HOME": str(home)}
+
+
+def test_eval_on_embedded_model_then_cached(tmp_path: Path) -> None:
+    rows = [json.loads(x) for x in (EXAMPLES / "reviews" / "data.jsonl").read_text().splitlines()[:6]]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Is this review positive or negative? Answer with one word.\n\nReview: {input}\nAnswer:")
+    cmd = [sys.executable, "-m", "reflexopt", "eval", str(data), str(prompt), "--json", "--max-tokens", "8"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=600)
+    assert first.returncode == 0, first.stderr
+    s = json.loads(first.stdout)
+    assert s["n_cases"] == 6 and s["n_scored"] == 6 and s["errors"] == 0 and s["model_calls"] == 6
+    assert s["cost_usd"] == 0 and s["completion_tokens"] > 0 and s["latency_p50_s"] > 0
+    second = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"),
+                                       timeout=600).stdout)
+    assert second["model_calls"] == 0 and second["cached_calls"] == 6 and second["score"] == s["score"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_server_stops_when_the_run_is_interrupted_or_killed(tmp_path: Path, sig: signal.Signals) -> None:
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Write a long essay about this review.")
+    proc = subprocess.Popen([sys.executable, "-m", "reflexopt", "eval", str(EXAMPLES / "reviews" / "data.jsonl"),
+                             str(prompt)], env=_env(tmp_path / "h"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        servers: list[int] = []
+        while time.monotonic() < deadline and not servers:
+            servers = _children_serving(proc.pid)
+            time.sleep(0.5)
+        assert servers, "the local server never started"
+        time.sleep(3)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(p) for p in servers):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in servers), "the local model server outlived reflexopt"
+        if sig == signal.SIGINT:
+            assert proc.returncode == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reflexopt.data import Case
+from reflexopt.errors import ConfigError, DataError, MetricError
+from reflexopt.metrics import MetricScorer, contains, default_metric, exact, json_valid, rouge_l, token_f1
+
+
+def cases(*ideals: str | None) -> list[Case]:
+    return [Case(id=str(i), input=f"in{i}", ideal=x, line=i + 1, source="d.jsonl") for i, x in enumerate(ideals)]
+
+
+def test_exact() -> None:
+    assert exact("  Positive. ", "positive") == 1.0
+    assert exact("positive!", "negative") == 0.0
+
+
+def test_contains_requires_only_the_right_label() -> None:
+    labels = ["positive", "negative"]
+    assert contains("The sentiment is Positive.", "positive", label_set=labels) == 1.0
+    assert contains("positive or negative", "positive", label_set=labels) == 0.0
+    assert contains("negative", "positive", label_set=labels) == 0.0
+    assert contains("positively", "positive", label_set=labels) == 0.0
+    assert contains("Human", "Human", label_set=["Human", "Entity"]) == 1.0
+
+
+def test_token_f1_known_values() -> None:
+    assert token_f1("the cat sat", "cat sat") == 1.0
+    assert token_f1("cat", "cat sat") == pytest.approx(2 * 1 * 0.5 / 1.5)
+    assert token_f1("dog", "cat") == 0.0
+
+
+def test_rouge_l_known_values() -> None:
+    assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    assert rouge_l("", "x") == 0.0
+    mid = rouge_l("the cat sat", "the cat sat on the mat")
+    assert 0.5 < mid < 1.0
+
+
+def test_json_and_schema(tmp_path: Path) -> None:
+    assert json_valid('```json\n{"a": 1}\n```', None) == 1.0
+    assert json_valid("{a: 1}", None) == 0.0
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "required": ["label"]}))
+    m = MetricScorer(f"json-schema:{schema}")
+    assert m.score_sync(cases(None)[0], '{"label": "x"}').value == 1.0
+    assert m.score_sync(cases(None)[0], '{"other": 1}').value == 0.0
+    with pytest.raises(MetricError, match="no such schema"):
+        MetricScorer(f"json-schema:{tmp_path / 'missing.json'}")
+
+
+def test_regex_and_max_length() -> None:
+    c = cases(None)[0]
+    assert MetricScorer(r"regex:^\d+$").score_sync(c, "42").value == 1.0
+    assert MetricScorer(r"regex:^\d+$").score_sync(c, "4 2").value == 0.0
+    assert MetricScorer("max-length:5").score_sync(c, "abcde").value == 1.0
+    assert MetricScorer("max-length:5").score_sync(c, "abcdef").passed is False
+    with pytest.raises(MetricError, match="needs an argument"):
+        MetricScorer("regex")
+    with pytest.raises(MetricError, match="invalid regular expression"):
+        MetricScorer("regex:(")
+
+
+def test_unknown_metric_and_missing_reference() -> None:
+    with pytest.raises(MetricError, match="unknown metric 'bleu'"):
+        MetricScorer("bleu")
+    with pytest.raises(DataError, match=r"d.jsonl:2: row has no reference"):
+        MetricScorer("exact", cases("a", None))
+
+
+def test_scorer_labels_and_failure_category() -> None:
+    cs = cases("positive", "negative", "positive", "negative")
+    m = MetricScorer("contains", cs)
+    assert m.label_set == ["negative", "positive"]
+    s = m.score_sync(cs[0], "negative")
+    assert s.value == 0.0 and s.passed is False and s.category == "wrong answer"
+
+
+def test_default_metric() -> None:
+    assert default_metric(cases("positive", "negative", "positive", "negative")) == "contains"
+    assert default_metric(cases("Paris is the capital", "1969 moon landing year", "blue whale")) == "f1"
+    long = "word " * 30
+    assert default_metric(cases(long, long + "x")) == "rouge-l"
+    with pytest.raises(ConfigError, match="--judge"):
+        default_metric(cases("a", None))

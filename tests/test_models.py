@@ -1,0 +1,174 @@
+"""The model layer against a real loopback HTTP server (litellm -> OpenAI-compatible endpoint)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from conftest import FakeOpenAI, Scripted, completion
+
+from reflexopt.config import ModelSpec
+from reflexopt.errors import ModelError
+from reflexopt.models import (
+    FakeModel,
+    FunctionModel,
+    TransientError,
+    get_client,
+    redact,
+    register_fake,
+    unregister_fake,
+)
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def client(srv: FakeOpenAI, **kw: object):  # type: ignore[no-untyped-def]
+    spec = ModelSpec(id="openai/test-model", api_base=srv.url, **kw)  # type: ignore[arg-type]
+    c = get_client(spec)
+    c.base_delay_s = 0.05
+    return c
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-123456")
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_success_tokens_and_cache(openai_server: FakeOpenAI) -> None:
+    openai_server.responder = lambda req: "hello"
+    c = client(openai_server)
+    r = run(c.complete(MSG))
+    assert r.ok and r.text == "hello" and r.prompt_tokens == 10 and r.completion_tokens == 5 and not r.cached
+    again = run(c.complete(MSG))
+    assert again.cached and again.text == "hello"
+    other_sample = run(c.complete(MSG, sample=1))
+    assert not other_sample.cached
+    assert len(openai_server.requests) == 2
+    snap = c.meter.snapshot()
+    assert snap["model_calls"] == 2 and snap["cached_calls"] == 1 and snap["prompt_tokens"] == 20
+
+
+def test_cache_survives_a_new_client(openai_server: FakeOpenAI) -> None:
+    run(client(openai_server).complete(MSG))
+    fresh = client(openai_server)
+    assert run(fresh.complete(MSG)).cached
+    assert len(openai_server.requests) == 1
+    assert not run(client(openai_server, temperature=0.7).complete(MSG)).cached
+
+
+def test_429_honours_retry_after(openai_server: FakeOpenAI) -> None:
+    openai_server.script = [Scripted(status=429, headers={"Retry-After": "1"})]
+    c = client(openai_server)
+    r = run(c.complete(MSG))
+    assert r.ok and r.attempts == 2
+    (t0, _), (t1, _) = openai_server.requests
+    assert t1 - t0 >= 0.95
+    assert c.meter.retries == 1
+
+
+def test_5xx_retried_with_backoff(openai_server: FakeOpenAI) -> None:
+    openai_server.script = [Scripted(status=503), Scripted(status=500)]
+    r = run(client(openai_server).complete(MSG))
+    assert r.ok and r.attempts == 3
+
+
+def test_timeout_retried_then_recorded_as_failure(openai_server: FakeOpenAI) -> None:
+    openai_server.script = [Scripted(body=completion("slow"), delay_s=2.0)] * 3
+    c = client(openai_server, timeout_s=0.5, max_retries=1)
+    start = time.monotonic()
+    r = run(c.complete(MSG))
+    assert not r.ok and r.attempts == 2 and "imeout" in (r.error or "")
+    assert time.monotonic() - start < 5
+    assert c.meter.failed_calls == 1
+
+
+def test_timeout_then_success(openai_server: FakeOpenAI) -> None:
+    openai_server.script = [Scripted(body=completion("slow"), delay_s=2.0)]
+    openai_server.responder = lambda req: "fast"
+    r = run(client(openai_server, timeout_s=0.5).complete(MSG))
+    assert r.ok and r.text == "fast" and r.attempts == 2
+
+
+def test_client_errors_are_not_retried_and_not_raised(openai_server: FakeOpenAI) -> None:
+    openai_server.script = [Scripted(status=400)]
+    r = run(client(openai_server).complete(MSG))
+    assert not r.ok and r.attempts == 1 and len(openai_server.requests) == 1
+    assert "sk-test" not in (r.error or "")
+
+
+def test_concurrency_limit(openai_server: FakeOpenAI) -> None:
+    openai_server.script = [Scripted(body=completion(str(i)), delay_s=0.3) for i in range(6)]
+    c = client(openai_server, concurrency=2)
+
+    async def many() -> list[object]:
+        return await asyncio.gather(*(c.complete([{"role": "user", "content": str(i)}]) for i in range(6)))
+
+    start = time.monotonic()
+    results = run(many())
+    elapsed = time.monotonic() - start
+    assert all(r.ok for r in results)  # type: ignore[attr-defined]
+    assert elapsed >= 0.85  # 6 calls of 0.3 s, two at a time
+
+
+def test_connection_refused_is_a_failed_result() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = get_client(ModelSpec(id="openai/x", api_base=f"http://127.0.0.1:{port}/v1", max_retries=1))
+    c.base_delay_s = 0.01
+    r = run(c.complete(MSG))
+    assert not r.ok and r.attempts == 2
+
+
+def test_unknown_model_id() -> None:
+    with pytest.raises(ModelError, match="unknown model 'nosuchprovider/foo'"):
+        get_client(ModelSpec(id="nosuchprovider/foo"))
+    with pytest.raises(ModelError, match="no fake model"):
+        get_client(ModelSpec(id="fake/unregistered"))
+
+
+def test_fakes_register_like_models() -> None:
+    register_fake("fake/script", FakeModel(["a", TransientError("busy", retry_after=0.01), "b"]))
+    register_fake("fake/fn", FunctionModel(lambda m: m[-1]["content"].upper(), cost_per_token=0.001))
+    try:
+        s = get_client(ModelSpec(id="fake/script"), cache=False)
+        s.base_delay_s = 0.01
+        assert run(s.complete(MSG)).text == "a"
+        second = run(s.complete(MSG))
+        assert second.text == "b" and second.attempts == 2
+        f = get_client(ModelSpec(id="fake/fn"))
+        r = run(f.complete(MSG))
+        assert r.text == "HI" and r.cost_usd == pytest.approx(0.002)
+    finally:
+        unregister_fake("fake/script")
+        unregister_fake("fake/fn")
+
+
+def test_budget_gate_refuses_without_calling() -> None:
+    backend = FunctionModel(lambda m: "x")
+    register_fake("fake/gated", backend)
+
+    class MaxTwo:
+        def allow(self, meter: object) -> bool:
+            return meter.calls < 2  # type: ignore[attr-defined]
+
+    try:
+        c = get_client(ModelSpec(id="fake/gated"), cache=False)
+        c.gate = MaxTwo()
+        results = [run(c.complete([{"role": "user", "content": str(i)}])) for i in range(4)]
+        assert [r.ok for r in results] == [True, True, False, False]
+        assert results[-1].budget_exhausted and len(backend.calls) == 2
+    finally:
+        unregister_fake("fake/gated")
+
+
+def test_redact() -> None:
+    assert "sk-" not in redact("bad key sk-abcdefghijklmnop given")
+    assert "secret" not in redact("Authorization: Bearer secrettokenvalue")
