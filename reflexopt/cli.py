@@ -46,8 +46,19 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _optional_resume(argv: list[str]) -> list[str]:
+    """`--resume` may stand alone (resume the latest run) or take a run id."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--resume" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "latest")
+            break
+    return out
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.argv[1:] = _optional_resume(sys.argv[1:])
     from .errors import ReflexoptError
 
     try:
@@ -130,3 +141,112 @@ def eval_cmd(
         out.print(eval_table(summary, title=f"{prompt.name} on {dataset.name} with {model}"))
         if output:
             err.print(f"per-case results: {output}")
+
+
+def _duration(text: str | None) -> float | None:
+    import re
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not m or not any(m.groups()):
+        _fail(f"--max-time {text!r} is not a duration (fix: write e.g. 90s, 30m, 1h30m)")
+    h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + se
+
+
+def _split(text: str | None) -> tuple[float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        parts = tuple(float(x) for x in text.split("/"))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(p <= 0 for p in parts):
+        _fail(f"--split {text!r} is not TRAIN/VAL/TEST (fix: write e.g. 30/30/40 or 0.3/0.3/0.4)")
+    return parts  # type: ignore[return-value]
+
+
+@app.command("optimize")
+@_guard
+def optimize_cmd(
+    dataset: Annotated[Path | None, typer.Argument(help="JSONL or CSV dataset.")] = None,
+    prompt: Annotated[Path | None, typer.Argument(help="Starting prompt file (markdown).")] = None,
+    model: ModelOpt = "local/smollm2",
+    api_base: ApiBase = None,
+    judge: JudgeOpt = None,
+    judge_criteria: RubricOpt = None,
+    metric: MetricOpt = None,
+    reasoning_model: Annotated[str | None, typer.Option("--reasoning-model", help="Model that diagnoses and "
+                                                        "rewrites (default: the task model).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the best prompt here.")] = None,
+    target: Annotated[float | None, typer.Option("--target", min=0, max=1, help="Stop at this val score.")] = None,
+    patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after N trials with no gain.")] = 10,
+    max_calls: Annotated[int | None, typer.Option("--max-calls", min=1, help="Hard limit on paid calls.")] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", min=0, help="Hard limit in USD.")] = None,
+    max_time: Annotated[str | None, typer.Option("--max-time", help="e.g. 30m, 1h.")] = None,
+    max_trials: Annotated[int, typer.Option("--max-trials", min=0, help="Candidates to try.")] = 24,
+    split_opt: Annotated[str | None, typer.Option("--split", help="TRAIN/VAL/TEST, e.g. 30/30/40.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    concurrency: ConcOpt = None,
+    max_tokens: MaxTok = None,
+    input_field: InputField = None,
+    ideal_field: IdealField = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Directory for this run.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue a run: its id, or none for the "
+                                               "latest.")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL (default: SQLite in the "
+                                                "run directory), e.g. postgresql://...")] = None,
+    no_prune: Annotated[bool, typer.Option("--no-prune", help="Evaluate every candidate on all of val.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the estimated calls and cost, and stop.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Optimize a prompt: diagnose failures, propose rewrites, search with Optuna, verify on held-out test."""
+    from .config import Budget, DataSpec, OptimizeConfig, ScorerSpec
+    from .optimizer import Optimizer
+    from .render import LiveView, optimize_summary, prompt_diff
+
+    if resume is None and (dataset is None or prompt is None):
+        _fail("DATASET and PROMPT are required (fix: give both, or --resume RUN_ID)")
+    resume_ref = None if resume in (None, "latest") else resume
+    config = OptimizeConfig(
+        data=DataSpec(path=str(dataset or ""), input_field=input_field, ideal_field=ideal_field),
+        prompt_path=str(prompt or ""),
+        model=_model_spec(model, api_base, max_tokens),
+        reasoning=_model_spec(reasoning_model, api_base) if reasoning_model else None,
+        scorer=ScorerSpec(metric=metric, judge=_model_spec(judge, api_base) if judge else None, rubric=judge_criteria),
+        budget=Budget(max_calls=max_calls, max_cost=max_cost, max_time_s=_duration(max_time), max_trials=max_trials,
+                      patience=patience, target=target),
+        split=_split(split_opt), seed=seed, concurrency=concurrency, pruning=not no_prune, storage=storage,
+        output=str(output) if output else None,
+    )
+    if resume is not None:
+        from .store import RunStore
+
+        found = RunStore.open(resume_ref, run_dir=run_dir)
+        opt = Optimizer(config, on_event=None, resume=str(found.root))
+    else:
+        opt = Optimizer(config, run_dir=run_dir)
+    est = opt.estimate()
+    if dry_run:
+        if as_json:
+            sys.stdout.write(json.dumps(est) + "\n")
+        else:
+            cost = est["cost_estimate_usd"]
+            out.print(f"estimated calls: ≤{est['calls_estimate']} (baseline {est['calls_baseline']}, search "
+                      f"{est['calls_search']}, final test {est['calls_final_test']}); estimated cost: "
+                      + ("$0 (local/fake model)" if cost == 0 else f"${cost:.4f}" if cost else "unknown price"))
+        return
+    with LiveView(err, quiet=as_json) as view:
+        opt.on_event = view.on_event
+        result = opt.run()
+    data = result.to_json()
+    if as_json:
+        for k in ("baseline_prompt", "best_prompt", "usage"):
+            data.pop(k, None)
+        sys.stdout.write(json.dumps(data) + "\n")
+        return
+    out.print(optimize_summary(data))
+    out.print(prompt_diff(result.baseline_prompt, result.best_prompt))
+    verdict = "a significant gain" if result.significant else "no significant gain (keep testing before shipping)"
+    out.print(f"best prompt: {result.best_prompt_path} · {verdict}")

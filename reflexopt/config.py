@@ -64,3 +64,36 @@ class EvalConfig(_Frozen):
     model: ModelSpec = ModelSpec()
     scorer: ScorerSpec = ScorerSpec()
     concurrency: int | None = Field(None, gt=0)
+
+
+class Budget(_Frozen):
+    max_calls: int | None = Field(None, gt=0, description="hard limit on paid model calls, all roles")
+    max_cost: float | None = Field(None, gt=0, description="hard limit in USD")
+    max_time_s: float | None = Field(None, gt=0)
+    max_trials: int = Field(24, ge=0)
+    patience: int = Field(10, ge=1, description="stop after this many trials without an accepted gain")
+    target: float | None = Field(None, ge=0, le=1)
+
+
+class OptimizeConfig(_Frozen):
+    data: DataSpec
+    prompt_path: str
+    model: ModelSpec = ModelSpec()
+    reasoning: ModelSpec | None = None
+    scorer: ScorerSpec = ScorerSpec()
+    budget: Budget = Budget()
+    split: tuple[float, float, float] | None = None
+    seed: int = 0
+    concurrency: int | None = Field(None, gt=0)
+    pruning: bool = True
+    diagnose_sample: int = Field(12, ge=1)
+    noise_sample: int = Field(10, ge=0, description="val cases re-judged to measure judge noise")
+    storage: str | None = None
+    output: str | None = None
+
+    def public(self) -> dict[str, object]:
+        """The config as stored in the run directory (no secrets: keys never enter the config)."""
+        data = self.model_dump(mode="json")
+        if self.storage and "@" in self.storage:
+            data["storage"] = self.storage.split("://", 1)[0] + "://***@" + self.storage.rsplit("@", 1)[1]
+        return data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ class CaseResult:
     latency_s: float = 0.0
     cached: bool = False
     budget_exhausted: bool = False
+    calls: int = 0  # paid model calls this case cost (task + judge)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,16 +60,18 @@ async def run_case(case: Case, prompt: Prompt, task: ModelClient, scorer: Scorer
     base: dict[str, Any] = dict(case_id=case.id, input=case.input_text, ideal=case.ideal,
                                 prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
                                 cost_usd=res.cost_usd, latency_s=res.latency_s, cached=res.cached)
+    task_calls = 0 if res.cached or res.budget_exhausted else 1
     if not res.ok:
         return CaseResult(output="", score=None, passed=None, error=f"model call failed: {res.error}",
-                          budget_exhausted=res.budget_exhausted, **base)
+                          budget_exhausted=res.budget_exhausted, calls=task_calls, **base)
     s = await scorer.score(case, res.text)
+    judge_out_of_budget = bool(s.error and "budget exhausted" in s.error)
     return CaseResult(output=res.text, score=s.value, passed=s.passed, reasoning=s.reasoning, category=s.category,
-                      error=s.error, **base)
+                      error=s.error, calls=task_calls + s.calls, budget_exhausted=judge_out_of_budget, **base)
 
 
 async def iter_results(cases: Sequence[Case], prompt: Prompt, task: ModelClient, scorer: Scorer,
-                       *, concurrency: int | None = None) -> AsyncIterator[CaseResult]:
+                       *, concurrency: int | None = None) -> AsyncGenerator[CaseResult, None]:
     """Yield results as they complete, keeping at most `concurrency` cases in flight."""
     limit = max(1, concurrency or task.concurrency)
     pending: set[asyncio.Task[CaseResult]] = set()

@@ -142,20 +142,22 @@ class JudgeScorer:
     async def score(self, case: Case, output: str, *, sample: int = 0) -> Score:
         messages = self.messages(case, output)
         last_error = "no reply"
+        calls = 0
         for attempt in range(self.parse_retries + 1):
             res = await self.client.complete(messages, sample=sample, temperature=0.0)
+            calls += 0 if res.cached or res.budget_exhausted else 1
             if not res.ok:
-                return Score(None, None, error=f"judge call failed: {res.error}")
+                return Score(None, None, error=f"judge call failed: {res.error}", calls=calls)
             verdict = parse_verdict(res.text, self.rubric)
             if verdict is not None:
                 raw, reasoning, category = verdict
                 passed = raw >= self.rubric.pass_score
                 cat = None if passed else (category if category not in ("", "none") else "unspecified")
-                return Score(self.rubric.normalise(raw), passed, reasoning, cat, raw=raw)
+                return Score(self.rubric.normalise(raw), passed, reasoning, cat, raw=raw, calls=calls)
             last_error = f"unparseable verdict: {res.text[:200]!r}"
             if attempt < self.parse_retries:
                 messages = [*messages, {"role": "assistant", "content": res.text},
                             {"role": "user", "content": "That was not the JSON object asked for. Reply with only "
                              f'{{"reasoning": "...", "score": <integer {self.rubric.low}-{self.rubric.high}>, '
                              '"failure_category": "..."}'}]
-        return Score(None, None, error=f"judge error: {last_error}")
+        return Score(None, None, error=f"judge error: {last_error}", calls=calls)

@@ -29,6 +29,7 @@ class Score:
     category: str | None = None
     error: str | None = None
     raw: float | None = None
+    calls: int = 0  # paid model calls spent on scoring (judges)
 
 
 _PUNCT = str.maketrans("", "", string.punctuation)

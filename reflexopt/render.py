@@ -60,3 +60,121 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
     t.add_row("latency", f"p50 {_fmt(s['latency_p50_s'], 2)} s · p95 {_fmt(s['latency_p95_s'], 2)} s")
     t.add_row("calls", f"{s['model_calls']} made · {s['cached_calls']} from cache")
     return t
+
+
+class LiveView:
+    """Renders optimizer events on stderr: phase, trial, best val, calls, tokens, cost, elapsed, time left."""
+
+    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+        import time
+
+        from rich.live import Live
+
+        self.console = console
+        self.quiet = quiet
+        self.start = time.monotonic()
+        self.state: dict[str, Any] = {"phase": "starting", "trial": 0, "best_val": None, "baseline_val": None,
+                                      "cases": 0}
+        self.est: dict[str, Any] = {}
+        self.usage: dict[str, Any] = {}
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True) \
+            if console.is_terminal and not quiet else None
+
+    def __enter__(self) -> LiveView:
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live:
+            self.live.__exit__(*exc)
+
+    def _render(self) -> Table:
+        import time
+
+        s = self.state
+        elapsed = time.monotonic() - self.start
+        t = Table(show_header=False, box=None)
+        t.add_column(style="bold cyan")
+        t.add_column()
+        t.add_row("phase", str(s["phase"]))
+        t.add_row("trial", f"{s['trial']} / {self.est.get('max_trials', '?')}  {s.get('last', '')}")
+        t.add_row("val", f"baseline {_fmt(s['baseline_val'])} · best {_fmt(s['best_val'])}")
+        u = self.usage
+        calls = u.get("budget_calls_used", 0)
+        t.add_row("calls", f"{calls} paid · {u.get('cached_calls', 0)} cached · "
+                  f"est. {self.est.get('calls_estimate', '?')}")
+        t.add_row("tokens", f"{u.get('prompt_tokens', 0):,} + {u.get('completion_tokens', 0):,}  "
+                  f"cost ${u.get('cost_usd', 0):.4f}")
+        left = ""
+        est = self.est.get("calls_estimate")
+        if est and calls:
+            left = f" · about {max(0.0, elapsed / calls * (est - calls)) / 60:.0f} min left (estimate)"
+        t.add_row("elapsed", f"{elapsed / 60:.1f} min{left}")
+        return t
+
+    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        s = self.state
+        if kind == "start":
+            self.est = data
+            self.est.setdefault("max_trials", data.get("max_trials"))
+            msg = "resuming" if data.get("resumed") else "run"
+            self.console.print(f"[dim]{msg} {data['run_id']} in {data['run_dir']} · train/val/test "
+                               f"{data['n_train']}/{data['n_val']}/{data['n_test']} · "
+                               f"estimated ≤{data['calls_estimate']} calls{self._cost(data)}[/]")
+        elif kind == "note":
+            self.console.print(f"[dim]{data['message']}[/]")
+        elif kind == "phase":
+            s["phase"] = data["phase"]
+        elif kind == "baseline":
+            s["baseline_val"] = s["best_val"] = data["val"]
+            if data.get("noise"):
+                self.console.print(f"[dim]judge noise: per-case SD {data['noise']:.3f}; gains under "
+                                   f"{data['min_gain']:.3f} on val are not accepted[/]")
+        elif kind == "trial_start":
+            s["trial"] = data["n"]
+            s["last"] = f"({data['operator']} from {data['parent']})"
+        elif kind == "trial":
+            s["best_val"] = data["best_val"]
+            self.usage = data["usage"]
+            if self.live is None and not self.quiet:
+                mark = "✓ accepted" if data["accepted"] else data["state"]
+                self.console.print(f"trial {data['n']:>3} {data['operator']:<24} val {_fmt(data['val'])} "
+                                   f"({data['n_val']} cases) {mark} · best {_fmt(data['best_val'])}")
+        elif kind == "done":
+            self.usage = data["usage"]
+        if self.live:
+            self.live.update(self._render())
+
+    @staticmethod
+    def _cost(d: dict[str, Any]) -> str:
+        c = d.get("cost_estimate_usd")
+        return f", about ${c:.2f}" if c else ""
+
+
+def optimize_summary(r: dict[str, Any]) -> Table:
+    t = Table(title=f"run {r['run_id']}", title_justify="left")
+    t.add_column("")
+    t.add_column("baseline", justify="right")
+    t.add_column("best", justify="right")
+    t.add_row("val score", _fmt(r["baseline_val"]), _fmt(r["best_val"]))
+    t.add_row("test score", _fmt(r["baseline_test"]), _fmt(r["best_test"]))
+    lo, hi = r["delta_ci95"]
+    delta = r["best_test"] - r["baseline_test"]
+    verdict = "[bold green]significant[/]" if r["significant"] else "[yellow]not significant[/]"
+    t.add_row("test gain", "", f"{delta:+.3f} (95% CI {lo:+.3f}…{hi:+.3f})")
+    t.add_row("paired test", "", f"p = {r['p_value']:.4f} · {verdict}")
+    t.add_row("cases fixed / broken", "", f"{r['test_wins']} / {r['test_losses']}")
+    t.add_row("trials", "", f"{r['trials']} ({r['pruned_trials']} pruned) · stopped: {r['stop_reason']}")
+    t.add_row("calls", "", f"{r['model_calls']} paid · {r['cached_calls']} cached")
+    t.add_row("cost / time", "", f"${r['cost_usd']:.4f} · {r['elapsed_s'] / 60:.1f} min")
+    return t
+
+
+def prompt_diff(before: str, after: str) -> Any:
+    import difflib
+
+    from rich.syntax import Syntax
+
+    diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), "baseline", "best"))
+    return Syntax(diff or "(no change: the baseline stays best)\n", "diff", word_wrap=True)

@@ -111,3 +111,13 @@ def classify_error(exc: BaseException) -> tuple[bool, float | None]:
     if isinstance(status, int) and 400 <= status < 500 and status not in RETRY_STATUS:
         retryable = False
     return retryable, parse_retry_after(_header(exc, "retry-after"))
+
+
+def price_per_token(model: str) -> tuple[float, float] | None:
+    """(input, output) USD per token from litellm's price map; (0, 0) for local and fake models."""
+    if model.startswith(("local/", "fake/")):
+        return (0.0, 0.0)
+    info = _litellm().model_cost.get(model) or _litellm().model_cost.get(model.split("/", 1)[-1])
+    if not info:
+        return None
+    return float(info.get("input_cost_per_token") or 0.0), float(info.get("output_cost_per_token") or 0.0)

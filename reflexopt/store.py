@@ -1,0 +1,144 @@
+"""Run storage: one directory per run, append-only logs, resume.
+
+    <runs>/<run_id>/
+      config.json      the run's configuration (no secrets)
+      study.db         the Optuna study (SQLite; or --storage elsewhere)
+      candidates.jsonl one line per candidate prompt (parent, operator, reasoning, params, val score, state)
+      candidates/      every candidate prompt as a prompt file
+      evals.jsonl      every scored case: candidate key, split, case result  (what resume replays for free)
+      events.jsonl     append-only event log (phases, trials, usage)
+      best.md          the selected prompt
+      summary.json     the final verdict
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .evaluate import CaseResult
+from .paths import home_dir
+
+
+def runs_root() -> Path:
+    return home_dir() / "runs"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(2).hex()
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                return  # a line cut short by a crash: ignore it
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+
+def prompt_key(markdown: str) -> str:
+    return hashlib.sha256(markdown.encode()).hexdigest()[:16]
+
+
+class RunStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.candidates_dir = root / "candidates"
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    @classmethod
+    def create(cls, config: dict[str, Any], *, run_dir: Path | None = None, run_id: str | None = None) -> RunStore:
+        root = run_dir or runs_root() / (run_id or new_run_id())
+        if (root / "config.json").exists():
+            raise ConfigError(f"{root} already holds a run", fix="use --resume to continue it, or another --run-dir")
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "candidates").mkdir(exist_ok=True)
+        (root / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+        return cls(root)
+
+    @classmethod
+    def open(cls, ref: str | None = None, *, run_dir: Path | None = None) -> RunStore:
+        """An existing run: by directory, by id under the runs root, or the latest one."""
+        if run_dir is not None and ref is None:
+            root = run_dir
+        elif ref and Path(ref).is_dir():
+            root = Path(ref)
+        elif ref:
+            root = (run_dir.parent if run_dir else runs_root()) / ref
+        else:
+            runs = sorted((p for p in runs_root().glob("*") if (p / "config.json").exists()),
+                          key=lambda p: p.stat().st_mtime)
+            if not runs:
+                raise ConfigError("no run to resume", fix="start one with reflexopt optimize")
+            root = runs[-1]
+        if not (root / "config.json").exists():
+            raise ConfigError(f"{root}: not a reflexopt run directory", fix="pass a run id from `reflexopt runs list`")
+        return cls(root)
+
+    def config(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.root / "config.json").read_text(encoding="utf-8"))
+        return data
+
+    def storage_url(self) -> str:
+        return f"sqlite:///{(self.root / 'study.db').resolve()}"
+
+    def _append(self, name: str, obj: dict[str, Any]) -> None:
+        with (self.root / name).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+    def event(self, kind: str, **data: Any) -> None:
+        self._append("events.jsonl", {"t": round(time.time(), 3), "event": kind, **data})
+
+    def events(self) -> list[dict[str, Any]]:
+        return list(_read_jsonl(self.root / "events.jsonl"))
+
+    def add_eval(self, key: str, split: str, result: CaseResult, calls: int) -> None:
+        self._append("evals.jsonl", {"key": key, "split": split, "calls": calls, **result.to_json()})
+
+    def evals(self) -> dict[tuple[str, str, str], tuple[CaseResult, int]]:
+        out: dict[tuple[str, str, str], tuple[CaseResult, int]] = {}
+        for row in _read_jsonl(self.root / "evals.jsonl"):
+            out[(row["key"], row["split"], row["case_id"])] = (CaseResult.from_json(row), int(row.get("calls", 0)))
+        return out
+
+    def save_candidate(self, record: dict[str, Any], markdown: str) -> None:
+        (self.candidates_dir / f"{record['id']}.md").write_text(markdown, encoding="utf-8")
+        self._append("candidates.jsonl", record)
+
+    def candidates(self) -> list[dict[str, Any]]:
+        """Latest record per candidate id."""
+        latest: dict[str, dict[str, Any]] = {}
+        for row in _read_jsonl(self.root / "candidates.jsonl"):
+            latest[str(row["id"])] = row
+        return list(latest.values())
+
+    def candidate_markdown(self, cid: str) -> str:
+        return (self.candidates_dir / f"{cid}.md").read_text(encoding="utf-8")
+
+    def write_best(self, markdown: str) -> Path:
+        path = self.root / "best.md"
+        path.write_text(markdown, encoding="utf-8")
+        return path
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        tmp = self.root / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        tmp.replace(self.root / "summary.json")
+
+    def summary(self) -> dict[str, Any] | None:
+        p = self.root / "summary.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
