@@ -32,30 +32,55 @@ Event = Callable[[str, dict[str, Any]], None]
 
 
 class CallBudget:
-    """Hard limits shared by every client of a run. Calls are counted when granted, so concurrency cannot overshoot."""
+    """Hard limits shared by every client of a run.
+
+    Calls are counted when granted, and each call in flight is charged the most expensive call seen so far, so
+    concurrency cannot overshoot. During the search a reserve (calls, and their cost at the average price so far)
+    is kept back for the final test evaluation.
+    """
 
     def __init__(self, max_calls: int | None, max_cost: float | None, *, prior_calls: int = 0,
                  prior_cost: float = 0.0) -> None:
         self.max_calls, self.max_cost = max_calls, max_cost
         self.granted = prior_calls
         self.prior_cost = prior_cost
-        self.limit_calls = max_calls  # lowered during search to keep a reserve for the final test
+        self.limit_calls = max_calls
+        self.reserve_calls = 0
+        self.inflight = 0
         self.meters: list[Meter] = []
         self._lock = threading.Lock()
 
+    def set_reserve(self, calls: int) -> None:
+        with self._lock:
+            self.reserve_calls = calls
+            self.limit_calls = None if self.max_calls is None else max(0, self.max_calls - calls)
+
     def spent_cost(self) -> float:
         return self.prior_cost + sum(m.cost_usd for m in self.meters)
+
+    def _cost_ok(self) -> bool:
+        if self.max_cost is None:
+            return True
+        paid = [m for m in self.meters if m.calls]
+        worst = max((m.max_call_cost for m in self.meters), default=0.0)
+        if not paid and self.inflight:
+            return False  # the price of a call is unknown until the first one returns
+        avg = sum(m.cost_usd for m in paid) / max(1, sum(m.calls for m in paid))
+        return self.spent_cost() + worst * (self.inflight + 1) + avg * self.reserve_calls <= self.max_cost
 
     def allow(self, meter: Meter) -> bool:
         with self._lock:
             if self.limit_calls is not None and self.granted >= self.limit_calls:
                 return False
-            if self.max_cost is not None:
-                worst = max((m.max_call_cost for m in self.meters), default=0.0)
-                if self.spent_cost() + worst > self.max_cost:
-                    return False
+            if not self._cost_ok():
+                return False
             self.granted += 1
+            self.inflight += 1
             return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.inflight = max(0, self.inflight - 1)
 
     def remaining(self) -> float:
         return math.inf if self.limit_calls is None else self.limit_calls - self.granted
@@ -145,7 +170,9 @@ class Optimizer:
             self.config = stored.model_copy(update={"storage": config.storage or stored.storage})
             self.resumed = True
         else:
-            self.config = config
+            data = config.data.model_copy(update={"path": str(Path(config.data.path).resolve())})
+            self.config = config.model_copy(update={"data": data,
+                                                    "prompt_path": str(Path(config.prompt_path).resolve())})
             self.store = None  # type: ignore[assignment]
             self._run_dir = run_dir
             self.resumed = False
@@ -187,7 +214,9 @@ class Optimizer:
         self.scorer, note = make_scorer(cfg.scorer, self.splits.train + self.splits.val + self.splits.test)
         if note:
             self.on_event("note", {"message": note})
-        self.reasoner: ModelClient = get_client(cfg.reasoning or cfg.model, role="reasoning")
+        # the reasoning model writes whole prompts: it does not inherit the task's completion limit
+        self.reasoner: ModelClient = get_client(cfg.reasoning or cfg.model.model_copy(update={"max_tokens": None}),
+                                                role="reasoning")
         if self.store is None:
             self.store = RunStore.create(cfg.public(), run_dir=self._run_dir)
             self.store.save_candidate(Candidate("baseline", self.baseline_prompt).record(),
@@ -314,9 +343,7 @@ class Optimizer:
         est = self.estimate()
         store.event("start", resumed=self.resumed, **est)
         self.on_event("start", {"run_id": store.run_id, "run_dir": str(store.root), "resumed": self.resumed, **est})
-        reserve = 2 * len(test) * (2 if cfg.scorer.judge else 1)
-        if self.budget.max_calls is not None:
-            self.budget.limit_calls = max(0, self.budget.max_calls - reserve)
+        self.budget.set_reserve(2 * len(test) * (2 if cfg.scorer.judge else 1))
         stale = self.search.fail_stale()
         if stale:
             store.event("stale_trials_failed", n=stale)
@@ -394,7 +421,7 @@ class Optimizer:
 
         # final verdict on test
         self.on_event("phase", {"phase": "test", "stop_reason": stop})
-        self.budget.limit_calls = self.budget.max_calls
+        self.budget.set_reserve(0)
         base_test, _ = await self._eval(baseline, test, "test")
         best_test = base_test if best is baseline else (await self._eval(best, test, "test"))[0]
         b_scores = {r.case_id: r.score for r in base_test if r.score is not None}

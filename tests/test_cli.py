@@ -108,3 +108,31 @@ def test_other_bad_inputs_exit_2(files: dict[str, Path], tmp_path: Path) -> None
 def test_help_lists_commands(tmp_path: Path) -> None:
     r = cli("--help", home=tmp_path / "h")
     assert r.returncode == 0 and "eval" in r.stdout
+
+
+def test_optimize_dry_run_makes_no_calls(files: dict[str, Path], openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    r = cli("optimize", str(files["data"]), str(files["prompt"]), "-m", "openai/test", "--api-base",
+            openai_server.url, "--dry-run", "--json", "--max-calls", "100", home=tmp_path / "h")
+    assert r.returncode == 0, r.stderr
+    est = json.loads(r.stdout)
+    assert 0 < est["calls_estimate"] <= 100 and est["n_train"] + est["n_val"] + est["n_test"] == 8
+    assert openai_server.requests == []
+
+
+def test_optimize_json_and_bad_options(files: dict[str, Path], openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    openai_server.responder = lambda req: "positive"
+    out = tmp_path / "best.md"
+    r = cli("optimize", str(files["data"]), str(files["prompt"]), "-m", "openai/test", "--api-base",
+            openai_server.url, "--max-trials", "2", "--json", "-o", str(out), home=tmp_path / "h")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    for key in ("run_id", "baseline_val", "best_val", "baseline_test", "best_test", "delta_ci95", "p_value",
+                "significant", "model_calls", "cached_calls", "cost_usd", "trials", "pruned_trials",
+                "best_prompt_path"):
+        assert key in res
+    assert res["best_prompt_path"] == str(out) and out.exists() and res["trials"] == 2
+    home = tmp_path / "h"
+    d, p = str(files["data"]), str(files["prompt"])
+    _one_line_error(cli("optimize", d, p, "--max-time", "soon", home=home), "--max-time 'soon'")
+    _one_line_error(cli("optimize", d, p, "--split", "1/2", home=home), "--split '1/2'")
+    _one_line_error(cli("optimize", "--resume", "nope-run", home=home), "not a reflexopt run directory")

@@ -78,28 +78,37 @@ class ModelClient:
                                     attempts=0)
                 self.meter.record(result)
                 return result
-            start = time.perf_counter()
-            attempts = 0
             try:
-                reply: RawReply | None = None
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(self.spec.max_retries + 1),
-                    wait=self._wait,
-                    retry=retry_if_exception(self._retryable),
-                    reraise=True,
-                ):
-                    with attempt:
-                        attempts += 1
-                        reply = await asyncio.wait_for(
-                            self.backend.call(messages, params, self.spec.timeout_s), self.spec.timeout_s + 1
-                        )
-                assert reply is not None
-            except Exception as exc:  # noqa: BLE001 - a failed call is a result, not a crash
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                result = ChatResult("", self.spec.id, ok=False, error=redact(reason)[:500],
-                                    latency_s=time.perf_counter() - start, attempts=attempts)
-                self.meter.record(result)
-                return result
+                return await self._call(messages, params, key)
+            finally:
+                release = getattr(self.gate, "release", None)
+                if release is not None:
+                    release()
+
+    async def _call(self, messages: list[Message], params: dict[str, Any], key: str | None) -> ChatResult:
+        """One logical call with retries and a timeout per attempt; failures come back as results."""
+        start = time.perf_counter()
+        attempts = 0
+        try:
+            reply: RawReply | None = None
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.spec.max_retries + 1),
+                wait=self._wait,
+                retry=retry_if_exception(self._retryable),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    reply = await asyncio.wait_for(
+                        self.backend.call(messages, params, self.spec.timeout_s), self.spec.timeout_s + 1
+                    )
+            assert reply is not None
+        except Exception as exc:  # noqa: BLE001 - a failed call is a result, not a crash
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            result = ChatResult("", self.spec.id, ok=False, error=redact(reason)[:500],
+                                latency_s=time.perf_counter() - start, attempts=attempts)
+            self.meter.record(result)
+            return result
         result = ChatResult(reply.text, self.spec.id, prompt_tokens=reply.prompt_tokens,
                             completion_tokens=reply.completion_tokens, cost_usd=reply.cost_usd,
                             latency_s=time.perf_counter() - start, attempts=attempts)

@@ -1,0 +1,187 @@
+"""The optimize loop with fake models: gains, budgets, selection, noise, pruning, Pareto parents."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_jsonl
+
+from reflexopt.config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
+from reflexopt.models import FunctionModel, register_fake, unregister_fake
+from reflexopt.optimizer import Candidate, Optimizer, optimize
+from reflexopt.prompt import Prompt
+
+LABEL_SPEC = "exactly one of these labels"
+
+
+def _h(text: str) -> int:
+    return int(hashlib.md5(text.encode()).hexdigest(), 16) % 100
+
+
+def label_task(accuracy_with_spec: int = 85, accuracy_without: int = 5):  # type: ignore[no-untyped-def]
+    """A task model that is good only when the prompt states the label set (or shows demos)."""
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        item = messages[-1]["content"]
+        good = LABEL_SPEC in text or any(m["role"] == "assistant" for m in messages)
+        right = "positive" if "good" in item else "negative"
+        if _h(item) < (accuracy_with_spec if good else accuracy_without):
+            return right
+        return "It is a product review."
+
+    return reply
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    rows = [{"input": f"{'good' if i % 2 else 'bad'} thing number {i}", "ideal": "positive" if i % 2 else "negative"}
+            for i in range(90)]
+    return write_jsonl(tmp_path / "d.jsonl", rows)
+
+
+@pytest.fixture
+def prompt_file(tmp_path: Path) -> Path:
+    p = tmp_path / "p.md"
+    p.write_text("Look at this.\n")
+    return p
+
+
+@pytest.fixture
+def fakes() -> Any:
+    made: list[str] = []
+
+    def add(name: str, fn: Any) -> FunctionModel:
+        backend = FunctionModel(fn)
+        register_fake(name, backend)
+        made.append(name)
+        return backend
+
+    yield add
+    for n in made:
+        unregister_fake(n)
+
+
+def config(dataset: Path, prompt: Path, **kw: Any) -> OptimizeConfig:
+    budget = kw.pop("budget", Budget(max_trials=10, patience=6))
+    return OptimizeConfig(data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
+                          model=ModelSpec(id="fake/task"), reasoning=ModelSpec(id="fake/reasoner"), budget=budget, **kw)
+
+
+def test_garbage_reasoner_still_improves_significantly(dataset: Path, prompt_file: Path, fakes: Any,
+                                                       tmp_path: Path) -> None:
+    fakes("fake/task", label_task())
+    reasoner = fakes("fake/reasoner", lambda m: "}}} not json <prompt></prompt> ###")
+    out = tmp_path / "best.md"
+    r = optimize(config(dataset, prompt_file, output=str(out)))
+    assert r.best_val > r.baseline_val and r.best_test > r.baseline_test + 0.4
+    assert r.significant and r.p_value < 0.05 and r.delta_ci95[0] > 0
+    assert out.read_text() == r.best_prompt and LABEL_SPEC in r.best_prompt
+    assert len(reasoner.calls) > 0  # the reasoner was asked, and its junk did not break the loop
+    run = Path(r.run_dir)
+    events = [json.loads(x)["event"] for x in (run / "events.jsonl").read_text().splitlines()]
+    assert events[0] == "start" and events[-1] == "done" and "trial" in events
+    cands = [json.loads(x) for x in (run / "candidates.jsonl").read_text().splitlines()]
+    assert any(c["fallback"] for c in cands)  # unusable rewrites are recorded as fallbacks
+    assert all((run / "candidates" / f"{c['id']}.md").exists() for c in cands)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_candidate"] == r.best_candidate and (run / "best.md").read_text() == r.best_prompt
+
+
+def test_never_returns_a_regression(dataset: Path, prompt_file: Path, fakes: Any) -> None:
+    # every change to the prompt makes this model worse
+    def task(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        item = messages[-1]["content"]
+        right = "positive" if "good" in item else "negative"
+        changed = text.count("\n") > 2 or len(messages) > 2 or "Answer:" in text or messages[0]["role"] == "user"
+        return right if _h(item) < (20 if changed else 70) else "hmm"
+
+    fakes("fake/task", task)
+    fakes("fake/reasoner", lambda m: "<prompt>Look at this very carefully and think.</prompt>")
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=8, patience=8)))
+    assert r.best_candidate == "baseline" and r.best_prompt == r.baseline_prompt
+    assert r.best_val == r.baseline_val and r.best_test == r.baseline_test and not r.significant
+
+
+@pytest.mark.parametrize("max_calls", [150, 400])
+def test_max_calls_is_a_hard_limit(dataset: Path, prompt_file: Path, fakes: Any, max_calls: int) -> None:
+    task = fakes("fake/task", label_task())
+    reasoner = fakes("fake/reasoner", lambda m: "<prompt>Classify: positive or negative.</prompt>")
+    r = optimize(config(dataset, prompt_file, concurrency=4,
+                        budget=Budget(max_trials=50, patience=50, max_calls=max_calls)))
+    paid = len(task.calls) + len(reasoner.calls)
+    assert paid <= max_calls and r.model_calls == paid
+    assert r.stop_reason == "budget"
+    assert r.baseline_test == r.baseline_test  # the final test verdict is still delivered (reserve kept)
+
+
+def test_max_cost_is_a_hard_limit(dataset: Path, prompt_file: Path, fakes: Any) -> None:
+    register_fake("fake/task", FunctionModel(label_task(), cost_per_token=0.0001))
+    fakes("fake/reasoner", lambda m: "nothing")
+    try:
+        r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=50, patience=50, max_cost=0.05)))
+        assert r.cost_usd <= 0.05
+    finally:
+        unregister_fake("fake/task")
+
+
+def test_judge_noise_blocks_gains_below_it(dataset: Path, prompt_file: Path, fakes: Any) -> None:
+    fakes("fake/task", label_task(accuracy_with_spec=20, accuracy_without=15))  # a tiny real gain
+    fakes("fake/reasoner", lambda m: "nothing")
+    rng = random.Random(0)
+
+    def noisy_judge(messages: list[dict[str, str]]) -> str:
+        text = messages[-1]["content"]
+        good = "<response>\npositive" in text or "<response>\nnegative" in text
+        score = min(5, max(1, (4 if good else 2) + rng.choice([-2, -1, 0, 1, 2])))
+        return json.dumps({"reasoning": "r", "score": score, "failure_category": "none" if score >= 4 else "wrong"})
+
+    fakes("fake/judge", noisy_judge)
+    opt = Optimizer(config(dataset, prompt_file, scorer=ScorerSpec(judge=ModelSpec(id="fake/judge")),
+                           budget=Budget(max_trials=6, patience=6)))
+    events: list[tuple[str, dict[str, Any]]] = []
+    opt.on_event = lambda k, d: events.append((k, d))
+    r = opt.run()
+    base = next(d for k, d in events if k == "baseline")
+    assert base["noise"] > 0.1 and base["min_gain"] > 0
+    assert r.judge_noise == pytest.approx(base["noise"], abs=1e-4)
+    for k, d in events:
+        if k == "trial" and d["accepted"]:
+            assert d["val"] > r.baseline_val + base["min_gain"] - 1e-9
+
+
+def test_pruning_cuts_calls_for_bad_candidates(dataset: Path, prompt_file: Path, fakes: Any) -> None:
+    fakes("fake/task", label_task())
+    fakes("fake/reasoner", lambda m: "<prompt>Say something nice.</prompt>")
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=14, patience=14)))
+    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+    pruned = [c for c in cands if c["state"] == "pruned"]
+    assert r.pruned_trials == len(pruned) > 0
+    n_val = max(c["n_val"] for c in cands)
+    assert all(c["n_val"] < n_val for c in pruned)
+
+
+def test_dry_run_estimate_makes_no_calls(dataset: Path, prompt_file: Path, fakes: Any) -> None:
+    task = fakes("fake/task", label_task())
+    opt = Optimizer(config(dataset, prompt_file, budget=Budget(max_trials=10, max_calls=500)))
+    est = opt.estimate()
+    assert 0 < est["calls_estimate"] <= 500 and est["cost_estimate_usd"] == 0.0
+    assert est["n_train"] + est["n_val"] + est["n_test"] == 90
+    assert task.calls == []
+
+
+def test_pareto_parent_prefers_candidates_best_on_some_case(dataset: Path, prompt_file: Path) -> None:
+    opt = Optimizer(config(dataset, prompt_file))
+    opt.rng = random.Random(0)
+    a = Candidate("a", Prompt("A"), state="complete", val={"1": 1, "2": 0, "3": 1})
+    b = Candidate("b", Prompt("B"), state="complete", val={"1": 0, "2": 1, "3": 1})
+    c = Candidate("c", Prompt("C"), state="complete", val={"1": 0, "2": 0, "3": 1})  # dominated
+    d = Candidate("d", Prompt("D"), state="pruned", val={"1": 1, "2": 1})
+    picks = {opt._pareto_parent([a, b, c, d]).id for _ in range(50)}
+    assert picks == {"a", "b"}
