@@ -54,6 +54,12 @@ def format_cases(results: Sequence[CaseResult], limit: int = 6, width: int = 600
     return "\n\n".join(blocks) if blocks else "(none)"
 
 
+def _echoes_instructions(*parts: str) -> bool:
+    """Weak models copy phrases of the meta-prompt back; such 'categories' carry no information."""
+    template = meta_prompt("diagnose").lower()
+    return any(p and (p.lower().strip(" .") in template) for p in parts)
+
+
 def parse_diagnosis(text: str) -> tuple[FailureCategory, ...]:
     from json_repair import repair_json
 
@@ -74,7 +80,7 @@ def parse_diagnosis(text: str) -> tuple[FailureCategory, ...]:
         name = str(c.get("name") or "").strip()
         cause = str(c.get("root_cause") or "").strip()
         fix = str(c.get("fix") or "").strip()
-        if not name or not (cause or fix) or len(name) > 120:
+        if not name or not (cause or fix) or len(name) > 120 or _echoes_instructions(name, cause, fix):
             continue
         try:
             n = int(c.get("cases") or 0)

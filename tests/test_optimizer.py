@@ -185,3 +185,17 @@ def test_pareto_parent_prefers_candidates_best_on_some_case(dataset: Path, promp
     d = Candidate("d", Prompt("D"), state="pruned", val={"1": 1, "2": 1})
     picks = {opt._pareto_parent([a, b, c, d]).id for _ in range(50)}
     assert picks == {"a", "b"}
+
+
+def test_diagnosis_parsing_is_defensive() -> None:
+    from reflexopt.diagnose import parse_diagnosis
+
+    good = parse_diagnosis('Sure: {"categories": [{"name": "verbose", "root_cause": "no format given", '
+                           '"fix": "ask for the label only", "cases": 3}]}')
+    assert [(c.name, c.cases) for c in good] == [("verbose", 3)]
+    assert parse_diagnosis("no json here") == ()
+    assert parse_diagnosis('{"categories": "none"}') == ()
+    assert parse_diagnosis('{"categories": [{"name": "x"}]}') == ()  # no cause and no fix
+    echoed = parse_diagnosis('{"categories": [{"name": "Failing cases", "root_cause": "the prompt fails to say '
+                             'or says badly", "fix": ""}]}')
+    assert echoed == ()
