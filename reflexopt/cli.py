@@ -250,3 +250,35 @@ def optimize_cmd(
     out.print(prompt_diff(result.baseline_prompt, result.best_prompt))
     verdict = "a significant gain" if result.significant else "no significant gain (keep testing before shipping)"
     out.print(f"best prompt: {result.best_prompt_path} · {verdict}")
+
+
+@app.command("worker")
+@_guard
+def worker_cmd(
+    storage: Annotated[str, typer.Option("--storage", help="Optuna storage URL shared with the run, e.g. "
+                                         "postgresql://user@host/db.")],
+    study: Annotated[str | None, typer.Option("--study", help="Work on this study only (default: every "
+                                              "running reflexopt study).")] = None,
+    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to keep polling for a running study.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Join optimize runs in shared storage and evaluate their trials (run it on any number of machines)."""
+    from .worker import run_worker
+
+    def show(kind: str, data: dict[str, Any]) -> None:
+        if as_json:
+            return
+        if kind == "study":
+            err.print(f"joined {data['study']} (run {data['run_id']})")
+        elif kind == "trial":
+            err.print(f"  {data['candidate']:>5} {data['operator']:<24} {data['state']:<9} val {data['val']:.3f} "
+                      f"({data['n_val']} cases)")
+
+    reports = run_worker(storage, study=study, wait_s=wait, on_event=show)
+    if as_json:
+        sys.stdout.write(json.dumps([r.__dict__ for r in reports]) + "\n")
+    else:
+        for r in reports:
+            out.print(f"{r.study}: {r.trials} trials, {r.model_calls} paid calls")
+        if not reports:
+            out.print("no running study found")

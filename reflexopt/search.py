@@ -3,11 +3,18 @@
 Each candidate prompt is one trial (ask/tell). Val cases are reported per case (step = case index) so
 `WilcoxonPruner` can stop a candidate as soon as it is significantly worse than the best one. The TPE sampler
 learns which operators and structural settings pay off.
+
+The study is also the run's shared state: every trial carries its candidate prompt, parent, operator and
+reasoning as user attributes and its per-case val scores as intermediate values, and the study carries the
+run's configuration. So any process that can reach the storage (SQLite in the run directory, or PostgreSQL
+for several machines) can rebuild the candidate pool and take part; Optuna's RDB storage is the coordination.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +25,8 @@ SPACE_CHOICES: dict[str, tuple[str, ...]] = {
     "demo_style": ("turns", "inline"),
 }
 MAX_DEMOS = 8
+HEARTBEAT_S = 10
+GRACE_S = 90
 
 
 @dataclass(frozen=True)
@@ -27,13 +36,66 @@ class TrialRecord:
     value: float | None
     params: dict[str, Any]
     attrs: dict[str, Any]
+    steps: dict[int, float]
+
+
+def _optuna() -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # we record heartbeats ourselves (ask/tell has no heartbeat thread)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    return optuna
+
+
+def _storage(url: str) -> Any:
+    optuna = _optuna()
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    try:
+        for attempt in range(6):
+            try:
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                                  **kwargs)
+            except ImportError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                # several processes creating the schema of an empty database at once race; the loser retries
+                if "IntegrityError" not in type(e).__name__ or attempt == 5:
+                    raise
+                time.sleep(0.5 + attempt)
+        raise AssertionError("unreachable")
+    except ImportError:
+        from .errors import ConfigError
+
+        raise ConfigError(f"no database driver for storage {url.split('://', 1)[0]}://",
+                          fix='pip install "reflexopt[postgres]" for postgresql:// URLs') from None
+    except Exception as e:  # noqa: BLE001 - sqlalchemy/optuna raise many types for a bad URL or server
+        from .errors import ConfigError
+
+        where = url.split("@")[-1]
+        raise ConfigError(f"cannot open storage ...@{where}: {type(e).__name__}",
+                          fix="check the URL, that the server runs and that the database exists") from None
+
+
+def find_studies(url: str) -> list[tuple[str, dict[str, Any]]]:
+    """(study name, study attributes) of every reflexopt study in a storage."""
+    optuna = _optuna()
+    out = []
+    for s in optuna.get_all_study_summaries(storage=_storage(url), include_best_trial=False):
+        if "reflexopt_config" in s.user_attrs:
+            out.append((s.study_name, dict(s.user_attrs)))
+    return out
 
 
 class Trial:
-    """One asked trial: its parameters, per-case reports and the pruning question."""
+    """One asked trial: its parameters, per-case reports, heartbeat and the pruning question."""
 
-    def __init__(self, trial: Any) -> None:
+    def __init__(self, trial: Any, storage: Any) -> None:
         self._t = trial
+        self._storage = storage
         self.number: int = trial.number
         self.params: dict[str, Any] = {}
 
@@ -51,6 +113,9 @@ class Trial:
     def should_prune(self) -> bool:
         return bool(self._t.should_prune())
 
+    def heartbeat(self) -> None:
+        self._storage.record_heartbeat(self._t._trial_id)
+
     def set_attr(self, key: str, value: Any) -> None:
         self._t.set_user_attr(key, value)
 
@@ -60,34 +125,40 @@ class Search:
                  n_startup_steps: int = 15, pruning: bool = True) -> None:
         # n_startup_steps 15: below that, scipy's Wilcoxon test on tied 0/1 scores switches to an exact
         # permutation method that takes up to a second per check; from 15 cases on it is ~1 ms.
-        import warnings
-
-        import optuna
-
-        optuna.logging.set_verbosity(logging.WARNING)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        optuna = _optuna()
         self._optuna = optuna
+        self.storage = _storage(storage)
         pruner: Any = (optuna.pruners.WilcoxonPruner(p_threshold=p_threshold, n_startup_steps=n_startup_steps)
                        if pruning else optuna.pruners.NopPruner())
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
-        self.study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
+        self.study = optuna.create_study(storage=self.storage, study_name=study_name, direction="maximize",
                                          sampler=sampler, pruner=pruner, load_if_exists=True)
 
-    def fail_stale(self) -> int:
-        """Trials left RUNNING by a killed process are marked FAIL so the study can go on."""
+    @property
+    def name(self) -> str:
+        return str(self.study.study_name)
+
+    def set(self, key: str, value: Any) -> None:
+        self.study.set_user_attr(key, value)
+
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._optuna.load_study(study_name=self.name, storage=self.storage).user_attrs)
+
+    def fail_stale(self, *, immediately: bool = False) -> int:
+        """Fail trials left RUNNING by a dead process: at once (a single-process run being resumed), or once
+        their heartbeat is older than the grace period (other workers may still be alive)."""
         from optuna.trial import TrialState
 
+        if not immediately:
+            return len(self._optuna.storages.fail_stale_trials(self.study) or [])
         n = 0
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             n += 1
         return n
 
-    def enqueue(self, params: dict[str, Any]) -> None:
-        self.study.enqueue_trial(params, skip_if_exists=True)
-
     def ask(self) -> Trial:
-        return Trial(self.study.ask())
+        return Trial(self.study.ask(), self.storage)
 
     def tell(self, trial: Trial, value: float | None, *, pruned: bool = False, failed: bool = False) -> None:
         from optuna.trial import TrialState
@@ -99,20 +170,13 @@ class Search:
         else:
             self.study.tell(trial._t, value)
 
-    def add_complete(self, params: dict[str, Any], value: float, steps: dict[int, float],
-                     attrs: dict[str, Any]) -> None:
-        """Record an already-evaluated candidate (the baseline, or a duplicate) with its per-case values."""
-        from optuna.distributions import CategoricalDistribution, IntDistribution
-
-        dists: dict[str, Any] = {k: CategoricalDistribution(list(v)) for k, v in SPACE_CHOICES.items()}
-        dists["n_demos"] = IntDistribution(0, MAX_DEMOS)
-        dists["demo_seed"] = IntDistribution(0, 9)
-        trial = self._optuna.trial.create_trial(
-            params={k: v for k, v in params.items() if k in dists},
-            distributions={k: d for k, d in dists.items() if k in params}, value=value,
-            intermediate_values=steps, user_attrs=attrs)
+    def add_baseline(self, value: float, steps: dict[int, float], attrs: dict[str, Any]) -> None:
+        """Record the already-evaluated starting prompt (no parameters) with its per-case values."""
+        trial = self._optuna.trial.create_trial(params={}, distributions={}, value=value,
+                                                intermediate_values=steps, user_attrs=attrs)
         self.study.add_trial(trial)
 
-    def trials(self) -> list[TrialRecord]:
-        return [TrialRecord(t.number, t.state.name, t.value, dict(t.params), dict(t.user_attrs))
+    def records(self) -> list[TrialRecord]:
+        return [TrialRecord(t.number, t.state.name, t.value, dict(t.params), dict(t.user_attrs),
+                            dict(t.intermediate_values))
                 for t in self.study.get_trials(deepcopy=False)]

@@ -13,7 +13,8 @@ from conftest import write_jsonl
 
 from reflexopt.config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
 from reflexopt.models import FunctionModel, register_fake, unregister_fake
-from reflexopt.optimizer import Candidate, Optimizer, optimize
+from reflexopt.optimizer import Optimizer, optimize
+from reflexopt.pool import Candidate, pareto_parent
 from reflexopt.prompt import Prompt
 
 LABEL_SPEC = "exactly one of these labels"
@@ -176,14 +177,13 @@ def test_dry_run_estimate_makes_no_calls(dataset: Path, prompt_file: Path, fakes
     assert task.calls == []
 
 
-def test_pareto_parent_prefers_candidates_best_on_some_case(dataset: Path, prompt_file: Path) -> None:
-    opt = Optimizer(config(dataset, prompt_file))
-    opt.rng = random.Random(0)
+def test_pareto_parent_prefers_candidates_best_on_some_case() -> None:
+    rng = random.Random(0)
     a = Candidate("a", Prompt("A"), state="complete", val={"1": 1, "2": 0, "3": 1})
     b = Candidate("b", Prompt("B"), state="complete", val={"1": 0, "2": 1, "3": 1})
     c = Candidate("c", Prompt("C"), state="complete", val={"1": 0, "2": 0, "3": 1})  # dominated
     d = Candidate("d", Prompt("D"), state="pruned", val={"1": 1, "2": 1})
-    picks = {opt._pareto_parent([a, b, c, d]).id for _ in range(50)}
+    picks = {pareto_parent([a, b, c, d], rng).id for _ in range(50)}
     assert picks == {"a", "b"}
 
 

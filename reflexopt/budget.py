@@ -1,0 +1,61 @@
+"""Hard call and cost limits shared by every model client of a run."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from .models import Meter
+
+
+class CallBudget:
+    """Calls are counted when granted, and each call in flight is charged the most expensive call seen so far, so
+    concurrency cannot overshoot. During the search a reserve (calls, and their cost at the average price so far)
+    is kept back for the final test evaluation. In a distributed run each process enforces its own limits.
+    """
+
+    def __init__(self, max_calls: int | None, max_cost: float | None, *, prior_calls: int = 0,
+                 prior_cost: float = 0.0) -> None:
+        self.max_calls, self.max_cost = max_calls, max_cost
+        self.granted = prior_calls
+        self.prior_cost = prior_cost
+        self.limit_calls = max_calls
+        self.reserve_calls = 0
+        self.inflight = 0
+        self.meters: list[Meter] = []
+        self._lock = threading.Lock()
+
+    def set_reserve(self, calls: int) -> None:
+        with self._lock:
+            self.reserve_calls = calls
+            self.limit_calls = None if self.max_calls is None else max(0, self.max_calls - calls)
+
+    def spent_cost(self) -> float:
+        return self.prior_cost + sum(m.cost_usd for m in self.meters)
+
+    def _cost_ok(self) -> bool:
+        if self.max_cost is None:
+            return True
+        paid = [m for m in self.meters if m.calls]
+        worst = max((m.max_call_cost for m in self.meters), default=0.0)
+        if not paid and self.inflight:
+            return False  # the price of a call is unknown until the first one returns
+        avg = sum(m.cost_usd for m in paid) / max(1, sum(m.calls for m in paid))
+        return self.spent_cost() + worst * (self.inflight + 1) + avg * self.reserve_calls <= self.max_cost
+
+    def allow(self, meter: Meter) -> bool:
+        with self._lock:
+            if self.limit_calls is not None and self.granted >= self.limit_calls:
+                return False
+            if not self._cost_ok():
+                return False
+            self.granted += 1
+            self.inflight += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.inflight = max(0, self.inflight - 1)
+
+    def remaining(self) -> float:
+        return math.inf if self.limit_calls is None else self.limit_calls - self.granted

@@ -1,0 +1,117 @@
+"""Candidates and the pool they form: rebuilt from the study, Pareto parents, and honest selection."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data import Case
+from .prompt import Prompt, parse_prompt
+from .search import TrialRecord
+from .store import prompt_key
+
+
+@dataclass
+class Candidate:
+    id: str
+    prompt: Prompt
+    operator: str = "baseline"
+    parent: str | None = None
+    reasoning: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    val: dict[str, float] = field(default_factory=dict)
+    state: str = "running"  # complete | pruned | duplicate | failed | incomplete | running
+    trial: int | None = None
+    fallback: bool = False
+    worker: str = ""
+
+    @property
+    def key(self) -> str:
+        return prompt_key(self.prompt.to_markdown())
+
+    @property
+    def val_mean(self) -> float:
+        return sum(self.val.values()) / len(self.val) if self.val else float("nan")
+
+    def record(self) -> dict[str, Any]:
+        return {"id": self.id, "key": self.key, "operator": self.operator, "parent": self.parent,
+                "reasoning": self.reasoning[:2000], "params": self.params, "state": self.state, "trial": self.trial,
+                "val_mean": None if not self.val else round(self.val_mean, 6), "n_val": len(self.val),
+                "fallback": self.fallback, "worker": self.worker}
+
+    def attrs(self) -> dict[str, Any]:
+        """What the study keeps about this candidate (so any process can rebuild it)."""
+        return {"candidate": self.id, "key": self.key, "prompt": self.prompt.to_markdown(), "operator": self.operator,
+                "parent": self.parent, "reasoning": self.reasoning[:2000], "fallback": self.fallback,
+                "worker": self.worker, "state": self.state}
+
+
+_STATES = {"COMPLETE": "complete", "PRUNED": "pruned"}
+
+
+def counts_as_trial(r: TrialRecord) -> bool:
+    """Trials that use up --max-trials: finished or running candidates, and candidates that failed on their own;
+    not the baseline, not trials skipped at the limit, not trials of a process that died (stale)."""
+    if r.attrs.get("candidate") == "baseline" or "skipped" in r.attrs:
+        return False
+    return r.state in ("COMPLETE", "PRUNED", "RUNNING") or r.attrs.get("state") in ("failed", "incomplete")
+
+
+def from_study(records: Sequence[TrialRecord], val: Sequence[Case]) -> list[Candidate]:
+    """Every finished candidate in trial order, with its per-case val scores."""
+    out = []
+    for r in sorted(records, key=lambda r: r.number):
+        if r.state not in _STATES or "prompt" not in r.attrs:
+            continue
+        state = r.attrs.get("state") if r.attrs.get("state") == "duplicate" else _STATES[r.state]
+        scores = {val[i].id: v for i, v in r.steps.items() if 0 <= i < len(val)}
+        out.append(Candidate(str(r.attrs["candidate"]), parse_prompt(r.attrs["prompt"], str(r.attrs["candidate"])),
+                             str(r.attrs.get("operator", "")), r.attrs.get("parent"), str(r.attrs.get("reasoning", "")),
+                             dict(r.params), scores, str(state), r.number, bool(r.attrs.get("fallback")),
+                             str(r.attrs.get("worker", ""))))
+    return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    best: Candidate
+    since_gain: int  # trials after the last accepted gain
+    trials: int  # finished trials, baseline excluded
+    pruned: int
+    accepted: tuple[str, ...]  # the accepted path, in order
+
+
+def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
+    """Walk the trials in order; a candidate is accepted only when it is fully evaluated on val and beats the
+    current best by more than `min_gain` (judge noise). The baseline is the first best: never a regression."""
+    base = next(c for c in pool if c.id == "baseline")
+    best, since, trials, pruned, path = base, 0, 0, 0, ["baseline"]
+    for c in pool:
+        if c.id == "baseline":
+            continue
+        trials += 1
+        pruned += c.state == "pruned"
+        if c.state == "complete" and len(c.val) == n_val and c.val_mean > best.val_mean + min_gain:
+            best, since = c, 0
+            path.append(c.id)
+        else:
+            since += 1
+    return Selection(best, since, trials, pruned, tuple(path))
+
+
+def pareto_parent(pool: Sequence[Candidate], rng: random.Random) -> Candidate:
+    """Sample a parent from the per-case Pareto front on val, weighted by the cases each is best on."""
+    done = [c for c in pool if c.state == "complete" and c.val]
+    ids = sorted(set().union(*(c.val.keys() for c in done)))
+    wins: dict[str, int] = {c.id: 0 for c in done}
+    for case_id in ids:
+        scored = [(c.val.get(case_id, -1.0), c.id) for c in done]
+        top = max(s for s, _ in scored)
+        leaders = [cid for s, cid in scored if s == top]
+        if len(leaders) < len(done):  # cases everyone ties on say nothing
+            for cid in leaders:
+                wins[cid] += 1
+    front = [c for c in done if wins[c.id] > 0] or [max(done, key=lambda c: c.val_mean)]
+    return rng.choices(front, weights=[wins[c.id] or 1 for c in front])[0]

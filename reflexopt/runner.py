@@ -1,0 +1,210 @@
+"""One run's working context and one trial of the search, shared by `optimize` and `reflexopt worker`.
+
+A Runner loads the data and split, builds the model clients and the scorer, evaluates candidates (with a
+memo of scored cases, so a resumed run pays for nothing it already has), and runs trials: ask -> pick a Pareto
+parent -> diagnose -> propose -> evaluate val in shuffled order with per-case reports and pruning -> tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .budget import CallBudget
+from .config import OptimizeConfig
+from .data import Case, load_dataset, split
+from .diagnose import Diagnosis, diagnose
+from .evaluate import CaseResult, Scorer, iter_results, make_scorer, usage_of
+from .models import ModelClient, get_client
+from .pool import Candidate, counts_as_trial, pareto_parent
+from .prompt import Prompt
+from .propose import propose, task_facts
+from .search import HEARTBEAT_S, Search, Trial
+from .store import RunStore
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Runner:
+    def __init__(self, config: OptimizeConfig, baseline: Prompt, *, store: RunStore | None,
+                 on_event: Event | None = None) -> None:
+        self.config = cfg = config
+        self.store = store
+        self.on_event: Event = on_event or (lambda kind, data: None)
+        self.cases = load_dataset(cfg.data.path, input_field=cfg.data.input_field, ideal_field=cfg.data.ideal_field)
+        baseline.check_fields(self.cases)
+        self.baseline_prompt = baseline
+        self.splits = split(self.cases, cfg.split, seed=cfg.seed)
+        self.val: list[Case] = list(self.splits.val)
+        self.test: list[Case] = list(self.splits.test)
+        self.index = {c.id: i for i, c in enumerate(self.val)}
+        self.facts = task_facts(self.splits.train)
+        self.worker = worker_id()
+        self.out_of_budget = False
+        self.diagnoses: dict[str, tuple[Diagnosis, list[CaseResult]]] = {}
+        self.memo: dict[tuple[str, str, str], tuple[CaseResult, int]] = store.evals() if store else {}
+        self.rng = random.Random(f"{cfg.seed}-{self.worker}")
+
+    def connect(self, search: Search) -> None:
+        """Build clients, scorer and budget (this may start the local model server on first call)."""
+        cfg = self.config
+        self.search = search
+        self.task = get_client(cfg.model, role="task")
+        self.scorer: Scorer
+        self.scorer, note = make_scorer(cfg.scorer, self.splits.train + self.splits.val + self.splits.test)
+        if note:
+            self.on_event("note", {"message": note})
+        # the reasoning model writes whole prompts: it does not inherit the task's completion limit
+        self.reasoner: ModelClient = get_client(cfg.reasoning or cfg.model.model_copy(update={"max_tokens": None}),
+                                                role="reasoning")
+        judge = getattr(self.scorer, "client", None)
+        self.clients = [self.task, self.reasoner] + ([judge] if isinstance(judge, ModelClient) else [])
+        prior_calls = sum(calls for _, calls in self.memo.values())
+        if self.store is not None:
+            prior_calls += sum(int(e.get("calls", 0)) for e in self.store.events()
+                               if e["event"] in ("diagnosis", "proposal"))
+        prior_cost = sum(r.cost_usd for r, _ in self.memo.values() if not r.cached)
+        self.budget = CallBudget(cfg.budget.max_calls, cfg.budget.max_cost, prior_calls=prior_calls,
+                                 prior_cost=prior_cost)
+        for c in self.clients:
+            c.gate = self.budget
+            self.budget.meters.append(c.meter)
+
+    def usage(self) -> dict[str, Any]:
+        u = usage_of(*self.clients)
+        u["budget_calls_used"] = self.budget.granted
+        return u
+
+    def _log(self, kind: str, **data: Any) -> None:
+        if self.store is not None:
+            self.store.event(kind, **data)
+
+    # ------------------------------------------------------------ evaluation
+    async def evaluate(self, cand: Candidate, cases: Sequence[Case], split_name: str,
+                       trial: Trial | None = None) -> tuple[list[CaseResult], bool]:
+        """Evaluate with the memo; report each case to the trial; stop as soon as the pruner says so."""
+        key = cand.key
+        results: list[CaseResult] = []
+        todo: list[Case] = []
+
+        def take(r: CaseResult) -> bool:
+            results.append(r)
+            if trial is not None and r.score is not None:
+                trial.report(r.score, self.index[r.case_id])
+                return trial.should_prune()
+            return False
+
+        for c in cases:
+            hit = self.memo.get((key, split_name, c.id))
+            if hit is not None and hit[0].error is None:
+                if take(hit[0]):
+                    return results, True
+            else:
+                todo.append(c)
+        gen = iter_results(todo, cand.prompt, self.task, self.scorer, concurrency=self.config.concurrency)
+        async with contextlib.aclosing(gen):
+            async for r in gen:
+                if r.budget_exhausted:
+                    self.out_of_budget = True
+                    continue
+                if r.error is None:
+                    self.memo[(key, split_name, r.case_id)] = (r, r.calls)
+                if self.store is not None:
+                    self.store.add_eval(key, split_name, r, r.calls)
+                self.on_event("case", {"split": split_name, "candidate": cand.id, "score": r.score})
+                if take(r):
+                    return results, True
+        return results, False
+
+    async def diagnosis(self, parent: Candidate) -> tuple[Diagnosis, list[CaseResult]]:
+        if parent.key in self.diagnoses:
+            return self.diagnoses[parent.key]
+        sample = list(self.splits.train[: self.config.diagnose_sample])
+        results, _ = await self.evaluate(parent, sample, "train")
+        failing = [r for r in results if r.passed is False]
+        before = self.reasoner.meter.calls
+        diag = await diagnose(self.reasoner, parent.prompt, failing)
+        self._log("diagnosis", candidate=parent.id, source=diag.source, calls=self.reasoner.meter.calls - before,
+                  categories=[c.__dict__ for c in diag.categories])
+        self.diagnoses[parent.key] = (diag, failing)
+        return diag, failing
+
+    # ----------------------------------------------------------------- trial
+    async def _heartbeat(self, trial: Trial) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(trial.heartbeat)
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def step(self, pool: list[Candidate]) -> Candidate | None:
+        """Run one trial. None when the study already has `max_trials` trials (another worker took the last)."""
+        trial = self.search.ask()
+        earlier = sum(1 for t in self.search.records() if t.number < trial.number and counts_as_trial(t))
+        if earlier >= self.config.budget.max_trials:
+            trial.set_attr("skipped", "max trials reached")
+            self.search.tell(trial, None, failed=True)
+            return None
+        beat = asyncio.ensure_future(self._heartbeat(trial))
+        try:
+            return await self._step(trial, pool)
+        finally:
+            beat.cancel()
+
+    async def _step(self, trial: Trial, pool: list[Candidate]) -> Candidate:
+        params = trial.suggest(len(self.splits.train))
+        parent = pareto_parent(pool, self.rng)
+        op = params["operator"]
+        diag: Diagnosis = Diagnosis()
+        failing: list[CaseResult] = []
+        if op in ("fix", "restructure", "constraints"):
+            diag, failing = await self.diagnosis(parent)
+        others = [c for c in pool if c.state == "complete" and c is not parent]
+        other = self.rng.choice(others).prompt if others else None
+        before = self.reasoner.meter.calls
+        prompt, prop = await propose(params, parent.prompt, train=self.splits.train, facts=self.facts,
+                                     reasoner=self.reasoner, diagnosis=diag, failing=failing, other=other)
+        self._log("proposal", trial=trial.number, operator=op, used=prop.operator, fallback=prop.fallback,
+                  calls=self.reasoner.meter.calls - before)
+        cand = Candidate(f"t{trial.number}", prompt, prop.operator if not prop.fallback else f"{op}->{prop.operator}",
+                         parent.id, prop.reasoning, params, trial=trial.number, fallback=prop.fallback,
+                         worker=self.worker)
+        self.on_event("trial_start", {"n": trial.number, "candidate": cand.id, "operator": cand.operator,
+                                      "parent": parent.id})
+        dup = next((c for c in pool if c.key == cand.key and c.state == "complete"), None)
+        if dup is not None:  # the same prompt again: its scores are known, no calls
+            for cid, v in dup.val.items():
+                trial.report(v, self.index[cid])
+            cand.val, cand.state = dict(dup.val), "duplicate"
+            self._finish(trial, cand, dup.val_mean)
+            return cand
+        order = list(self.val)
+        random.Random(self.config.seed * 100_003 + trial.number).shuffle(order)
+        results, pruned = await self.evaluate(cand, order, "val", trial)
+        cand.val = {r.case_id: r.score for r in results if r.score is not None}
+        if not cand.val:
+            cand.state = "failed"
+        elif pruned:
+            cand.state = "pruned"
+        elif len(cand.val) < len(self.val) and self.out_of_budget:
+            cand.state = "incomplete"
+        else:
+            cand.state = "complete"
+        self._finish(trial, cand, cand.val_mean if cand.val else None)
+        return cand
+
+    def _finish(self, trial: Trial, cand: Candidate, value: float | None) -> None:
+        for k, v in cand.attrs().items():
+            trial.set_attr(k, v)
+        failed = cand.state in ("failed", "incomplete")
+        self.search.tell(trial, None if failed else value, pruned=cand.state == "pruned", failed=failed)
+        if self.store is not None:
+            self.store.save_candidate(cand.record(), cand.prompt.to_markdown())

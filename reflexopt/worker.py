@@ -1,0 +1,83 @@
+"""`reflexopt worker`: join optimize runs whose study lives in shared storage and evaluate their trials.
+
+There is no scheduler: the study in the storage is the coordination. A worker reads the run's configuration
+and baseline from the study's attributes, rebuilds the candidate pool from its trials, and runs trials with
+the same Runner as `reflexopt optimize` until the study says it is no longer running (or a limit is reached).
+The dataset path in the run's configuration must be readable on the worker's machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import OptimizeConfig
+from .errors import ConfigError
+from .pool import counts_as_trial, from_study, select
+from .prompt import parse_prompt
+from .runner import Runner
+from .search import Search, find_studies
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    study: str
+    trials: int
+    model_calls: int
+
+
+async def _work_on(name: str, attrs: dict[str, Any], storage: str, on_event: Event) -> WorkerReport:
+    config = OptimizeConfig.model_validate(attrs["reflexopt_config"]).model_copy(update={"storage": storage})
+    runner = Runner(config, parse_prompt(attrs["baseline_prompt"], "baseline"), store=None, on_event=on_event)
+    search = Search(storage, name, seed=config.seed, pruning=config.pruning)
+    runner.connect(search)
+    b = config.budget
+    done = 0
+    while search.attrs().get("status") == "running":
+        records = search.records()
+        if sum(1 for t in records if counts_as_trial(t)) >= b.max_trials:
+            break
+        min_gain = float(search.attrs().get("min_gain", 0.0))
+        pool = from_study(records, runner.val)
+        sel = select(pool, len(runner.val), min_gain)
+        if sel.since_gain >= b.patience or (b.target is not None and sel.best.val_mean >= b.target):
+            break
+        if runner.out_of_budget or runner.budget.remaining() < min(8, len(runner.val)):
+            break
+        cand = await runner.step(pool)
+        if cand is None:
+            break
+        done += 1
+        on_event("trial", {"study": name, "candidate": cand.id, "operator": cand.operator, "state": cand.state,
+                           "val": cand.val_mean, "n_val": len(cand.val)})
+    return WorkerReport(name, done, runner.usage()["model_calls"])
+
+
+def run_worker(storage: str, *, study: str | None = None, wait_s: float = 0.0,
+               on_event: Event | None = None) -> list[WorkerReport]:
+    """Work on every running reflexopt study in `storage` (or just `study`) until none is left running.
+
+    With `wait_s`, keep polling that long for a study to appear or start running."""
+    emit: Event = on_event or (lambda kind, data: None)
+    reports: list[WorkerReport] = []
+    deadline = time.monotonic() + wait_s
+    seen_any = False
+    while True:
+        studies = [(n, a) for n, a in find_studies(storage) if study is None or n == study]
+        if study is not None and not studies and time.monotonic() >= deadline:
+            raise ConfigError(f"no reflexopt study named {study!r} in the storage",
+                              fix="start the run with `reflexopt optimize ... --storage URL` first; "
+                              "the study name is printed at its start")
+        running = [(n, a) for n, a in studies if a.get("status") == "running"]
+        for name, attrs in running:
+            seen_any = True
+            emit("study", {"study": name, "run_id": attrs.get("run_id")})
+            reports.append(asyncio.run(_work_on(name, attrs, storage, emit)))
+        if time.monotonic() >= deadline or (seen_any and not running):
+            return reports
+        time.sleep(0.5)
