@@ -188,6 +188,7 @@ class Optimizer:
         if not baseline.val:
             raise ConfigError("the baseline prompt produced no scorable output on val (every call failed)",
                               fix=f"check the model and scorer; see {store.root / 'evals.jsonl'}")
+        store.save_candidate(baseline.record(), r.baseline_prompt.to_markdown())
         noise = await self._judge_noise(baseline)
         min_gain = 2 * noise / math.sqrt(len(r.val)) if noise else 0.0
         if not any(t.attrs.get("candidate") == "baseline" for t in search.records()):
