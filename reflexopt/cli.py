@@ -282,3 +282,65 @@ def worker_cmd(
             out.print(f"{r.study}: {r.trials} trials, {r.model_calls} paid calls")
         if not reports:
             out.print("no running study found")
+
+
+@app.command("compare")
+@_guard
+def compare_cmd(
+    dataset: Annotated[Path, typer.Argument(help="JSONL or CSV dataset.")],
+    prompt: Annotated[Path, typer.Argument(help="Starting prompt file (markdown).")],
+    models: Annotated[list[str], typer.Option("-m", "--model", help="A model to compare (repeat: -m A -m B).")],
+    api_base: ApiBase = None,
+    judge: JudgeOpt = None,
+    judge_criteria: RubricOpt = None,
+    metric: MetricOpt = None,
+    reasoning_model: Annotated[str | None, typer.Option(
+        "--reasoning-model", help="Model that diagnoses and rewrites for every model (default: each model).")] = None,
+    no_tune: Annotated[bool, typer.Option("--no-tune", help="Score the starting prompt only.")] = False,
+    max_calls_per_model: Annotated[int | None, typer.Option("--max-calls-per-model", min=1)] = None,
+    max_trials: Annotated[int, typer.Option("--max-trials", min=0, help="Candidates per model.")] = 12,
+    target: Annotated[float | None, typer.Option("--target", min=0, max=1, help="Score that is good enough.")] = None,
+    transfer: Annotated[bool, typer.Option("--transfer", help="Score every tuned prompt on every model.")] = False,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Models tuned at the same time.")] = 2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    concurrency: ConcOpt = None,
+    max_tokens: MaxTok = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tune a prompt for each model, then compare them on the same test split and recommend the cheapest
+    model that is as good as the best."""
+    from .compare import compare
+    from .config import Budget, CompareConfig, DataSpec, ScorerSpec
+    from .render import compare_table, transfer_table
+
+    if len(models) < 1:
+        _fail("give at least one model with -m (fix: -m MODEL_A -m MODEL_B)")
+    config = CompareConfig(
+        data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
+        models=tuple(_model_spec(m, api_base, max_tokens) for m in models),
+        reasoning=_model_spec(reasoning_model, api_base) if reasoning_model else None,
+        scorer=ScorerSpec(metric=metric, judge=_model_spec(judge, api_base) if judge else None, rubric=judge_criteria),
+        budget=Budget(max_calls=max_calls_per_model, max_trials=max_trials, patience=max(1, max_trials)),
+        tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel)
+
+    def show(kind: str, data: dict[str, Any]) -> None:
+        if as_json:
+            return
+        if kind == "model_start":
+            err.print(f"[dim]{data['model']}: tuning[/]" if not no_tune else f"[dim]{data['model']}: scoring[/]")
+        elif kind == "model_done":
+            row = data["row"]
+            err.print(f"[dim]{data['model']}: " + (f"failed: {row['error']}" if row["error"] else
+                                                   f"tuned {row['tuned']}") + "[/]")
+
+    result = compare(config, on_event=show).to_json()
+    if as_json:
+        for r in result["rows"]:
+            r.pop("tuned_prompt", None)
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    out.print(compare_table(result))
+    if result["transfer"]:
+        out.print(transfer_table(result["transfer"]))
+    out.print(f"[bold]recommendation:[/] {result['reason']}" if result["recommendation"] else
+              f"no recommendation: {result['reason']}")

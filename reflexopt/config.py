@@ -21,6 +21,8 @@ class ModelSpec(_Frozen):
     timeout_s: float = Field(120.0, gt=0, description="per-call timeout")
     concurrency: int | None = Field(None, gt=0, description="in-flight calls; None picks per provider")
     max_retries: int = Field(4, ge=0)
+    cache_tag: str | None = Field(None, description="separates cached responses, e.g. per batch round, so a "
+                                  "provider's update of a model behind the same id is measured afresh")
 
     @field_validator("id")
     @classmethod
@@ -97,3 +99,19 @@ class OptimizeConfig(_Frozen):
         if self.storage and "@" in self.storage:
             data["storage"] = self.storage.split("://", 1)[0] + "://***@" + self.storage.rsplit("@", 1)[1]
         return data
+
+
+class CompareConfig(_Frozen):
+    data: DataSpec
+    prompt_path: str
+    models: tuple[ModelSpec, ...]
+    reasoning: ModelSpec | None = None
+    scorer: ScorerSpec = ScorerSpec()
+    budget: Budget = Budget()  # per model
+    tune: bool = True
+    transfer: bool = False
+    target: float | None = Field(None, ge=0, le=1)
+    split: tuple[float, float, float] | None = None
+    seed: int = 0
+    concurrency: int | None = Field(None, gt=0)
+    parallel: int = Field(2, ge=1, description="models tuned at the same time")

@@ -107,7 +107,7 @@ class Optimizer:
         return est
 
     def _cost_estimate(self, calls: int) -> float | None:
-        from .models.litellm_backend import price_per_token
+        from .models import price_per_token
 
         specs = [self.config.model] + ([self.config.scorer.judge] if self.config.scorer.judge else [])
         prices = [price_per_token(s.id) for s in specs]

@@ -178,3 +178,37 @@ def prompt_diff(before: str, after: str) -> Any:
 
     diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), "baseline", "best"))
     return Syntax(diff or "(no change: the baseline stays best)\n", "diff", word_wrap=True)
+
+
+def compare_table(d: dict[str, Any]) -> Table:
+    t = Table(title=f"{d['compare_id']} · {d['n_test']} test cases", title_justify="left")
+    for col in ("model", "baseline", "tuned (95% CI)", "gain", "pass rate", "$ / 1k req", "tokens / req",
+                "$ / success", "latency p50/p95"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for r in d["rows"]:
+        if r["error"]:
+            t.add_row(r["model"], "[red]failed[/]", r["error"][:60], "", "", "", "", "", "")
+            continue
+        ci = r["tuned_ci95"]
+        mark = " *" if r["significant_gain"] else ""
+        t.add_row(
+            ("[bold]" + r["model"] + "[/]") if r["model"] == d["recommendation"] else r["model"],
+            _fmt(r["baseline"]), f"{_fmt(r['tuned'])} ({ci[0]:.2f}–{ci[1]:.2f})" if ci else _fmt(r["tuned"]),
+            "–" if r["gain"] is None else f"{r['gain']:+.3f}{mark}", _fmt(r["pass_rate"]),
+            "–" if r["cost_per_1k"] is None else f"{r['cost_per_1k']:.4f}",
+            "–" if r["tokens_per_request"] is None else f"{r['tokens_per_request']:.0f}",
+            "–" if r["cost_per_success"] is None else f"{r['cost_per_success']:.6f}",
+            f"{_fmt(r['latency_p50_s'], 2)} / {_fmt(r['latency_p95_s'], 2)} s")
+    t.caption = "* significant gain from tuning (paired test on the test split)"
+    return t
+
+
+def transfer_table(matrix: dict[str, dict[str, float | None]]) -> Table:
+    models = list(matrix)
+    t = Table(title="transfer: prompt tuned for (row) scored on (column)", title_justify="left")
+    t.add_column("tuned for \\ scored on")
+    for m in models:
+        t.add_column(m, justify="right")
+    for src in models:
+        t.add_row(src, *(("[bold]" if src == dst else "") + _fmt(matrix[src].get(dst)) for dst in models))
+    return t

@@ -15,7 +15,7 @@ from .fake import FakeModel, FunctionModel
 
 __all__ = [
     "Backend", "ChatResult", "FakeModel", "FunctionModel", "Message", "Meter", "ModelClient", "RawReply",
-    "ResponseCache", "TransientError", "get_client", "redact", "register_fake", "unregister_fake",
+    "ResponseCache", "TransientError", "get_client", "price_per_token", "redact", "register_fake", "unregister_fake",
 ]
 
 _fakes: dict[str, Backend] = {}
@@ -50,11 +50,24 @@ def resolve_backend(spec: ModelSpec) -> tuple[Backend, str, int]:
     return LiteLLMBackend(spec.id, api_base=spec.api_base), key, 8
 
 
+def price_per_token(model_id: str) -> tuple[float, float] | None:
+    """(input, output) USD per token: litellm's price map; 0 for local models; a fake's own price."""
+    fake = _fakes.get(model_id)
+    if fake is not None:
+        cpt = float(getattr(fake, "cost_per_token", 0.0))
+        return (cpt, cpt)
+    from .litellm_backend import price_per_token as litellm_price
+
+    return litellm_price(model_id)
+
+
 def get_client(spec: ModelSpec, role: str = "task", *, cache: ResponseCache | None | bool = True) -> ModelClient:
     if spec.is_local:  # small local models ramble and sample: make them deterministic and brief by default
         spec = spec.model_copy(update={"temperature": 0.0 if spec.temperature is None else spec.temperature,
                                        "max_tokens": spec.max_tokens or 256})
     backend, key, default_conc = resolve_backend(spec)
+    if spec.cache_tag:
+        key = f"{key}#{spec.cache_tag}"
     store = shared_cache() if cache is True else (cache or None)
     return ModelClient(spec, backend, cache=store, model_key=key, concurrency=spec.concurrency or default_conc,
                        role=role)

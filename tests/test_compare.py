@@ -1,0 +1,94 @@
+"""reflexopt compare with fakes of known quality: the recommendation must be right."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_jsonl
+
+from reflexopt.compare import ModelRow, compare, recommend
+from reflexopt.config import Budget, CompareConfig, DataSpec, ModelSpec
+from reflexopt.models import FunctionModel, register_fake, unregister_fake
+
+
+def labeller(accuracy: int, *, needs_spec: bool = False):  # type: ignore[no-untyped-def]
+    def reply(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        item = messages[-1]["content"]
+        if needs_spec and "exactly one of these labels" not in text:
+            return "hmm"
+        right = "positive" if "good" in item else "negative"
+        h = int(hashlib.md5(item.encode()).hexdigest(), 16) % 100
+        return right if h < accuracy else ("negative" if right == "positive" else "positive")
+
+    return reply
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Any:
+    rows = [{"input": f"{'good' if i % 2 else 'bad'} device {i}", "ideal": "positive" if i % 2 else "negative"}
+            for i in range(150)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Classify.\n")
+    names = {"fake/strong": (92, 1e-4), "fake/cheap": (90, 1e-6), "fake/weak": (45, 1e-8)}
+    for name, (acc, price) in names.items():
+        register_fake(name, FunctionModel(labeller(acc), cost_per_token=price))
+    register_fake("fake/broken", FunctionModel(lambda m: ValueError("down")))
+    yield data, prompt
+    for name in [*names, "fake/broken"]:
+        unregister_fake(name)
+
+
+def test_recommends_the_cheapest_model_as_good_as_the_best(setup: Any) -> None:
+    data, prompt = setup
+    cfg = CompareConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt), tune=False,
+                        models=(ModelSpec(id="fake/strong"), ModelSpec(id="fake/cheap"), ModelSpec(id="fake/weak"),
+                                ModelSpec(id="fake/broken")))
+    res = compare(cfg)
+    rows = {r.model: r for r in res.rows}
+    assert res.recommendation == "fake/cheap", res.reason
+    assert "indistinguishable" in res.reason and "fake/strong" in res.reason
+    assert rows["fake/strong"].tuned > rows["fake/weak"].tuned  # type: ignore[operator]
+    assert rows["fake/cheap"].cost_per_1k < rows["fake/strong"].cost_per_1k  # type: ignore[operator]
+    assert rows["fake/broken"].error and "down" in rows["fake/broken"].error  # one failure loses nothing else
+    assert rows["fake/cheap"].cost_per_success > rows["fake/cheap"].cost_per_1k / 1000  # type: ignore[operator]
+    from reflexopt.store import runs_root
+
+    saved = json.loads((runs_root() / res.compare_id / "compare.json").read_text())
+    assert saved["recommendation"] == "fake/cheap" and len(saved["rows"]) == 4
+
+
+def test_target_picks_cheapest_model_meeting_it() -> None:
+    a = ModelRow("a", tuned=0.95, tuned_ci95=(0.9, 1.0), cost_per_1k=10.0, scores={str(i): 1.0 for i in range(40)})
+    b = ModelRow("b", tuned=0.80, tuned_ci95=(0.7, 0.9), cost_per_1k=1.0,
+                 scores={str(i): float(i % 5 != 0) for i in range(40)})
+    c = ModelRow("c", tuned=0.50, tuned_ci95=(0.4, 0.6), cost_per_1k=0.1,
+                 scores={str(i): float(i % 2) for i in range(40)})
+    assert recommend([a, b, c], None)[0] == "a"  # b and c are significantly worse than a
+    assert recommend([a, b, c], 0.75)[0] == "b"
+    assert recommend([a, b, c], 0.99)[0] == "a"  # nobody meets it: fall back to the best and its equals
+    assert recommend([ModelRow("x", error="boom")], None)[0] is None
+
+
+def test_tuned_compare_with_transfer(setup: Any) -> None:
+    data, prompt = setup
+    register_fake("fake/picky", FunctionModel(labeller(90, needs_spec=True), cost_per_token=1e-6))
+    try:
+        cfg = CompareConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt), transfer=True,
+                            models=(ModelSpec(id="fake/picky"), ModelSpec(id="fake/weak")),
+                            budget=Budget(max_trials=6, patience=6), parallel=2)
+        res = compare(cfg)
+        rows = {r.model: r for r in res.rows}
+        assert rows["fake/picky"].baseline == 0.0 and rows["fake/picky"].tuned > 0.8  # type: ignore[operator]
+        assert rows["fake/picky"].significant_gain and rows["fake/picky"].run_id
+        assert res.transfer is not None and set(res.transfer) == {"fake/picky", "fake/weak"}
+        assert res.transfer["fake/picky"]["fake/picky"] == rows["fake/picky"].tuned
+        assert res.transfer["fake/weak"]["fake/picky"] is not None
+        assert res.recommendation == "fake/picky"
+    finally:
+        unregister_fake("fake/picky")
