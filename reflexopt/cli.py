@@ -344,3 +344,41 @@ def compare_cmd(
         out.print(transfer_table(result["transfer"]))
     out.print(f"[bold]recommendation:[/] {result['reason']}" if result["recommendation"] else
               f"no recommendation: {result['reason']}")
+
+
+@app.command("batch")
+@_guard
+def batch_cmd(
+    jobs: Annotated[Path, typer.Argument(help="Jobs file (YAML): defaults + a list of jobs.")],
+    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Jobs run at the same time.")] = 1,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL for every job's study.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-optimize many prompt/model jobs; resumable; exit code 1 when a job regressed beyond its tolerance."""
+    from .batch import run_batch
+    from .render import batch_table
+
+    def show(kind: str, data: dict[str, Any]) -> None:
+        if as_json:
+            return
+        if kind == "round":
+            err.print(f"[dim]round {data['round']}" + (" (resuming)" if data["resumed"] else "") +
+                      f" · state in {data['state_dir']}[/]")
+        elif kind == "skip":
+            err.print(f"[dim]{data['unit']}: finished earlier, skipped[/]")
+        elif kind == "unit_start":
+            how = "resuming" if data["resume"] else ("warm start from previous best" if data["warm_start"] else
+                                                     "first run")
+            err.print(f"{data['unit']}: {how}")
+
+    result = run_batch(jobs, storage=storage, parallel=parallel, on_event=show)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        out.print(batch_table(result))
+        for name in result["regressions"]:
+            out.print(f"[bold red]regression:[/] {name}")
+        for name in result["failed"]:
+            out.print(f"[bold red]failed:[/] {name} (re-run the same command to retry)")
+    if result["regressions"] or result["failed"]:
+        raise typer.Exit(1)

@@ -212,3 +212,20 @@ def transfer_table(matrix: dict[str, dict[str, float | None]]) -> Table:
     for src in models:
         t.add_row(src, *(("[bold]" if src == dst else "") + _fmt(matrix[src].get(dst)) for dst in models))
     return t
+
+
+def batch_table(d: dict[str, Any]) -> Table:
+    t = Table(title=f"batch round {d['round']}", title_justify="left")
+    for col in ("job", "model", "previous best", "new baseline", "new best", "change", "significant", "status",
+                "calls", "cost"):
+        t.add_column(col, justify="left" if col in ("job", "model", "status") else "right")
+    for r in d["jobs"]:
+        if r["status"] != "done":
+            t.add_row(r["job"], r.get("model", ""), "", "", "", "", "", f"[red]{r['status']}[/]", "", "")
+            continue
+        prev = r.get("previous_best")
+        change = "" if prev is None else f"{r['new_best'] - prev:+.3f}"
+        status = "[bold red]REGRESSION[/]" if r.get("regression") else ("skipped (done)" if r.get("skipped") else "ok")
+        t.add_row(r["job"], r["model"], _fmt(prev), _fmt(r["new_baseline"]), _fmt(r["new_best"]), change,
+                  "yes" if r["significant"] else "no", status, str(r["model_calls"]), f"${r['cost_usd']:.4f}")
+    return t
