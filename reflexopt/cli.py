@@ -16,8 +16,9 @@ from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Evaluate and optimize LLM prompts on your own data, with your own judge.")
-out = Console()
-err = Console(stderr=True)
+# piped output gets wide tables instead of rich's 80-column default
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ModelOpt = Annotated[str, typer.Option("-m", "--model", help="Task model: a litellm id, or local/smollm2 (offline).")]
 ApiBase = Annotated[str | None, typer.Option("--api-base", help="Base URL of an OpenAI-compatible endpoint.")]
