@@ -222,8 +222,8 @@ class Batch:
         start_prompt = Path(prev["best_prompt_file"]) if prev else Path(unit.job.prompt)
         run_dir = self.root / f"round-{n}" / unit.slug
         j = unit.job
-        spec = ModelSpec(id=unit.model, api_base=j.api_base, max_tokens=j.max_tokens,
-                         cache_tag=f"batch-{self.root.name}-r{n}")
+        spec = ModelSpec.parse(unit.model, api_base=j.api_base, max_tokens=j.max_tokens,
+                               cache_tag=f"batch-{self.root.name}-r{n}")
         config = OptimizeConfig(
             data=DataSpec(path=j.dataset, input_field=j.input_field, ideal_field=j.ideal_field),
             prompt_path=str(start_prompt), model=spec,

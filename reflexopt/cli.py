@@ -20,7 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
-ModelOpt = Annotated[str, typer.Option("-m", "--model", help="Task model: a litellm id, or local/smollm2 (offline).")]
+ModelOpt = Annotated[str, typer.Option("-m", "--model", help="Task model: a litellm id, or local/smollm2 (offline); "
+                                       "settings after @, e.g. local/smollm2@temperature=0.7,max_tokens=64.")]
 ApiBase = Annotated[str | None, typer.Option("--api-base", help="Base URL of an OpenAI-compatible endpoint.")]
 JudgeOpt = Annotated[str | None, typer.Option("--judge", help="Judge model id; scores with a rubric.")]
 RubricOpt = Annotated[str | None, typer.Option("--judge-criteria", help="Rubric file or shipped rubric name.")]
@@ -93,9 +94,11 @@ def _model_spec(model: str, api_base: str | None, max_tokens: int | None = None)
     from .config import ModelSpec
 
     try:
-        return ModelSpec(id=model, api_base=api_base, max_tokens=max_tokens)
+        return ModelSpec.parse(model, api_base=api_base, max_tokens=max_tokens)
     except ValidationError as e:
-        _fail(f"invalid model options: {e.errors()[0]['msg']}")
+        _fail(f"invalid model options for {model!r}: {e.errors()[0]['msg']} (fix: correct the value)")
+    except ValueError as e:
+        _fail(f"{e} (fix: write -m ID or -m ID@temperature=0.7,max_tokens=64)")
 
 
 @app.command("eval")

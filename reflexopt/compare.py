@@ -17,6 +17,7 @@ from typing import Any
 
 from .config import CompareConfig, ModelSpec, OptimizeConfig
 from .data import Case, load_dataset, split
+from .errors import ConfigError
 from .evaluate import CaseResult, evaluate_async, make_scorer
 from .models import get_client, price_per_token
 from .prompt import Prompt, load_prompt, parse_prompt
@@ -81,7 +82,7 @@ def _row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Seque
     per_success = None if cost_1k is None or not n_pass else cost_1k / 1000 * len(tuned) / n_pass
     lat = [r.latency_s for r in tuned if not r.cached and r.error is None]
     return ModelRow(
-        model=model.id, baseline=_r(sum(b.values()) / len(b)) if b else None, tuned=_r(tuned_mean),
+        model=model.label, baseline=_r(sum(b.values()) / len(b)) if b else None, tuned=_r(tuned_mean),
         tuned_ci95=tuple(round(x, 4) for x in mean_ci(list(t.values()))) if t else None,  # type: ignore[arg-type]
         gain=_r(cmp.delta) if cmp else None, pass_rate=_r(n_pass / len(passes)) if passes else None,
         tokens_per_request=_r(per_req_tokens, 1), cost_per_1k=_r(cost_1k, 6), cost_per_success=_r(per_success, 8),
@@ -151,7 +152,7 @@ class Comparison:
         from .optimizer import Optimizer
 
         cfg = self.config
-        self.on_event("model_start", {"model": model.id})
+        self.on_event("model_start", {"model": model.label})
         try:
             if not cfg.tune:
                 res = asyncio.run(self._score(model, self.prompt))
@@ -163,7 +164,7 @@ class Comparison:
                 oc = OptimizeConfig(data=cfg.data, prompt_path=cfg.prompt_path, model=model, reasoning=cfg.reasoning,
                                     scorer=cfg.scorer, budget=cfg.budget, split=cfg.split, seed=cfg.seed,
                                     concurrency=cfg.concurrency)
-                opt = Optimizer(oc, on_event=lambda k, d: self.on_event(k, {**d, "model": model.id}))
+                opt = Optimizer(oc, on_event=lambda k, d: self.on_event(k, {**d, "model": model.label}))
                 result = opt.run()
                 store = opt.store
                 assert store is not None
@@ -176,8 +177,8 @@ class Comparison:
             if row.tuned is None:
                 raise RuntimeError("no test case could be scored")
         except Exception as e:  # noqa: BLE001 - one model failing must not lose the others
-            row = ModelRow(model=model.id, error=f"{type(e).__name__}: {e}"[:300])
-        self.on_event("model_done", {"model": model.id, "row": asdict(row)})
+            row = ModelRow(model=model.label, error=f"{type(e).__name__}: {e}"[:300])
+        self.on_event("model_done", {"model": model.label, "row": asdict(row)})
         return row
 
     def run(self) -> CompareResult:
@@ -185,7 +186,10 @@ class Comparison:
         cfg = self.config
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "config.json").write_text(cfg.model_dump_json(indent=2), encoding="utf-8")
-        self.on_event("start", {"compare_id": self.id, "models": [m.id for m in cfg.models], "n_test": len(self.test)})
+        labels = [m.label for m in cfg.models]
+        if len(set(labels)) != len(labels):
+            raise ConfigError("the same model is listed twice", fix="give each -m a different id or settings")
+        self.on_event("start", {"compare_id": self.id, "models": labels, "n_test": len(self.test)})
         with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
             rows = list(pool.map(self._one, cfg.models))
         transfer = self._transfer(rows) if cfg.transfer else None
@@ -199,7 +203,7 @@ class Comparison:
     def _transfer(self, rows: Sequence[ModelRow]) -> dict[str, dict[str, float | None]]:
         """matrix[prompt tuned for A][scored on model B] = mean test score."""
         self.on_event("phase", {"phase": "transfer"})
-        specs = {m.id: m for m in self.config.models}
+        specs = {m.label: m for m in self.config.models}
         matrix: dict[str, dict[str, float | None]] = {}
         for src in rows:
             matrix[src.model] = {}

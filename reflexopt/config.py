@@ -32,6 +32,25 @@ class ModelSpec(_Frozen):
         return v.strip()
 
     @property
+    def label(self) -> str:
+        """The id plus any sampling settings, e.g. `local/smollm2@temperature=0.8` (tells specs of one id apart)."""
+        extra = {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens)) if v is not None}
+        return self.id + ("@" + ",".join(f"{k}={v}" for k, v in extra.items()) if extra else "")
+
+    @classmethod
+    def parse(cls, text: str, **defaults: object) -> ModelSpec:
+        """`ID` or `ID@key=value,...` with keys temperature, max_tokens, timeout_s, concurrency."""
+        model_id, _, settings = text.partition("@")
+        values: dict[str, object] = {k: v for k, v in defaults.items() if v is not None}
+        for part in filter(None, (x.strip() for x in settings.split(","))):
+            key, eq, value = part.partition("=")
+            if not eq or key not in ("temperature", "max_tokens", "timeout_s", "concurrency"):
+                raise ValueError(f"bad model setting {part!r} in {text!r}: use temperature=, max_tokens=, "
+                                 "timeout_s= or concurrency=")
+            values[key] = value
+        return cls(id=model_id, **values)  # type: ignore[arg-type]
+
+    @property
     def is_local(self) -> bool:
         return self.id.startswith("local/")
 

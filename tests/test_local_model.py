@@ -87,3 +87,16 @@ def test_server_stops_when_the_run_is_interrupted_or_killed(tmp_path: Path, sig:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_compare_on_embedded_model_with_two_settings(tmp_path: Path) -> None:
+    rows = [json.loads(x) for x in (EXAMPLES / "reviews" / "data.jsonl").read_text().splitlines()[:30]]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Is this review positive or negative?\n")
+    cmd = [sys.executable, "-m", "reflexopt", "compare", str(data), str(prompt), "-m", "local/smollm2",
+           "-m", "local/smollm2@temperature=0.9", "--max-tokens", "8", "--max-trials", "2", "--transfer"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "tuned (95% CI)" in r.stdout and "transfer" in r.stdout and "recommendation:" in r.stdout
+    assert "local/smollm2@temperature=0.9" in r.stdout
