@@ -32,6 +32,7 @@ IdealField = Annotated[str | None, typer.Option("--ideal-field", help="Column ho
 ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Cases in flight at once.")]
 MaxTok = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Completion token limit for the task model.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+ReportOpt = Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")]
 
 
 @app.callback()
@@ -203,6 +204,7 @@ def optimize_cmd(
                                                 "run directory), e.g. postgresql://...")] = None,
     no_prune: Annotated[bool, typer.Option("--no-prune", help="Evaluate every candidate on all of val.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the estimated calls and cost, and stop.")] = False,
+    report: ReportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimize a prompt: diagnose failures, propose rewrites, search with Optuna, verify on held-out test."""
@@ -245,6 +247,10 @@ def optimize_cmd(
         opt.on_event = view.on_event
         result = opt.run()
     data = result.to_json()
+    if report is not None:
+        from .report import write_report
+
+        err.print(f"report: {write_report(Path(result.run_dir), report)}")
     if as_json:
         for k in ("baseline_prompt", "best_prompt", "usage"):
             data.pop(k, None)
@@ -309,6 +315,7 @@ def compare_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     concurrency: ConcOpt = None,
     max_tokens: MaxTok = None,
+    report: ReportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Tune a prompt for each model, then compare them on the same test split and recommend the cheapest
@@ -338,6 +345,11 @@ def compare_cmd(
                                                    f"tuned {row['tuned']}") + "[/]")
 
     result = compare(config, on_event=show).to_json()
+    if report is not None:
+        from .report import write_report
+        from .store import runs_root
+
+        err.print(f"report: {write_report(runs_root() / result['compare_id'], report)}")
     if as_json:
         for r in result["rows"]:
             r.pop("tuned_prompt", None)
@@ -356,6 +368,8 @@ def batch_cmd(
     jobs: Annotated[Path, typer.Argument(help="Jobs file (YAML): defaults + a list of jobs.")],
     parallel: Annotated[int, typer.Option("--parallel", min=1, help="Jobs run at the same time.")] = 1,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL for every job's study.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write one HTML report per job into this "
+                                                "directory.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-optimize many prompt/model jobs; resumable; exit code 1 when a job regressed beyond its tolerance."""
@@ -376,6 +390,15 @@ def batch_cmd(
             err.print(f"{data['unit']}: {how}")
 
     result = run_batch(jobs, storage=storage, parallel=parallel, on_event=show)
+    if report is not None:
+        from .report import write_report
+
+        report.mkdir(parents=True, exist_ok=True)
+        for row in result["jobs"]:
+            if row.get("run_dir") and Path(row["run_dir"], "config.json").exists():
+                slug = Path(row["run_dir"]).name
+                write_report(Path(row["run_dir"]), report / f"{slug}.html")
+        err.print(f"reports: {report}")
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
@@ -386,3 +409,105 @@ def batch_cmd(
             out.print(f"[bold red]failed:[/] {name} (re-run the same command to retry)")
     if result["regressions"] or result["failed"]:
         raise typer.Exit(1)
+
+
+runs_app = typer.Typer(help="Run history: list, show and diff runs (optimize, compare, batch).",
+                       no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+@_guard
+def runs_list(as_json: JsonOpt = False) -> None:
+    """Every run: id, date, dataset, model, baseline -> best on test, significance, calls, cost, status."""
+    from rich.table import Table
+
+    from .runs import age, list_runs
+
+    runs = list_runs()
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_json() for r in runs]) + "\n")
+        return
+    t = Table(title=f"{len(runs)} runs", title_justify="left")
+    for col in ("id", "date", "kind", "dataset", "model", "baseline → best", "significant", "calls", "cost",
+                "status"):
+        t.add_column(col)
+    for r in runs:
+        score = "–" if r.best is None else (f"{r.baseline:.3f} → {r.best:.3f}" if r.baseline is not None
+                                            else f"best {r.best:.3f}")
+        sig = "" if r.significant is None else ("yes" if r.significant else "no")
+        t.add_row(r.id, age(r.started), r.kind, r.dataset, r.model, score, sig, "" if r.calls is None else str(r.calls),
+                  "" if r.cost is None else f"${r.cost:.4f}",
+                  r.status if r.status == "done" else f"[yellow]{r.status}[/]")
+    out.print(t)
+
+
+@runs_app.command("show")
+@_guard
+def runs_show(run: Annotated[str, typer.Argument(help="Run id (or prefix) or directory.")],
+              as_json: JsonOpt = False) -> None:
+    """Config, trajectory, best prompt and summary of one run."""
+    from rich.table import Table
+
+    from .runs import show
+
+    data = show(run)
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        return
+    info = data["run"]
+    out.print(f"[bold]{info['id']}[/] · {info['kind']} · {info['status']} · {info['path']}")
+    cfg = data["config"]
+    out.print(f"dataset {cfg['data']['path']} · prompt {cfg['prompt_path']}")
+    if "compare" in data:
+        from .render import compare_table
+
+        out.print(compare_table(data["compare"]))
+        return
+    t = Table(title="trajectory", title_justify="left")
+    for col in ("candidate", "operator", "parent", "state", "val", "cases"):
+        t.add_column(col)
+    for c in data["trajectory"]:
+        t.add_row(c["id"], str(c["operator"]), str(c.get("parent") or ""), c["state"],
+                  "–" if c["val_mean"] is None else f"{c['val_mean']:.3f}", str(c["n_val"]))
+    out.print(t)
+    if data["summary"]:
+        from .render import optimize_summary
+
+        out.print(optimize_summary(data["summary"]))
+    if data["best_prompt"]:
+        out.print("[bold]best prompt[/]")
+        out.print(data["best_prompt"], markup=False, highlight=False)
+
+
+@runs_app.command("diff")
+@_guard
+def runs_diff(a: Annotated[str, typer.Argument(help="First run.")],
+              b: Annotated[str, typer.Argument(help="Second run.")], as_json: JsonOpt = False) -> None:
+    """Prompt diff of two runs' best prompts, and the test cases whose score changed."""
+    from rich.syntax import Syntax
+
+    from .runs import diff
+
+    d = diff(a, b)
+    if as_json:
+        sys.stdout.write(json.dumps(d) + "\n")
+        return
+    out.print(Syntax(d["prompt_diff"] or "(same best prompt)\n", "diff", word_wrap=True))
+    out.print(f"{d['common_test_cases']} common test cases · {len(d['changed_cases'])} changed: "
+              f"{d['better_in_b']} better in {d['b']}, {d['worse_in_b']} worse")
+    for c in d["changed_cases"][:20]:
+        out.print(f"  case {c['case_id']}: {c['score_a']} → {c['score_b']} · {c['input'][:80]!r}", markup=False)
+
+
+@app.command("report")
+@_guard
+def report_cmd(run: Annotated[str, typer.Argument(help="Run id (or prefix), compare id, or directory.")],
+               output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file to write.")] = None,
+               ) -> None:
+    """Write a self-contained HTML report (opens offline; plots inline)."""
+    from .report import write_report
+    from .runs import find
+
+    path = write_report(find(run), output)
+    out.print(f"report: {path}")

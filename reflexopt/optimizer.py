@@ -169,6 +169,7 @@ class Optimizer:
             self.store.save_candidate(Candidate("baseline", r.baseline_prompt).record(),
                                       r.baseline_prompt.to_markdown())
         store = self.store
+        store.mark_running()
         search = Search(cfg.storage or store.storage_url(), study_name(store.run_id), seed=cfg.seed,
                         pruning=cfg.pruning)
         r.connect(search)

@@ -68,7 +68,13 @@ class RunStore:
         root.mkdir(parents=True, exist_ok=True)
         (root / "candidates").mkdir(exist_ok=True)
         (root / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
-        return cls(root)
+        store = cls(root)
+        store.mark_running()
+        return store
+
+    def mark_running(self) -> None:
+        """Record the owning process, so `runs list` can tell running from interrupted runs."""
+        (self.root / "pid").write_text(str(os.getpid()), encoding="utf-8")
 
     @classmethod
     def open(cls, ref: str | None = None, *, run_dir: Path | None = None) -> RunStore:

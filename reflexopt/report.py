@@ -1,0 +1,276 @@
+"""Self-contained HTML report of a run (or a comparison): inline SVG plots, inline CSS, no script, no network.
+
+Everything that comes from data (inputs, outputs, prompts, reasoning, model names) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections import Counter
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from .evaluate import CaseResult
+from .store import RunStore, prompt_key
+
+CSS = """
+body{font:14px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+main{max-width:1080px;margin:0 auto;padding:24px}
+h1{font-size:22px;margin:0 0 4px}
+h2{font-size:17px;margin:28px 0 10px;border-bottom:1px solid #dde1e7;padding-bottom:4px}
+.card{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:14px 16px;margin:10px 0}
+.kpis{display:flex;gap:12px;flex-wrap:wrap}.kpi{flex:1;min-width:150px}
+.kpi b{display:block;font-size:22px}.muted{color:#667085}.good{color:#067647}.bad{color:#b42318}
+table{border-collapse:collapse;width:100%;font-size:13px}th,td{border-bottom:1px solid #eaecf0;padding:5px 8px;
+text-align:left;vertical-align:top}th{background:#f2f4f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
+pre{white-space:pre-wrap;word-break:break-word;background:#f8f9fb;border:1px solid #eaecf0;border-radius:6px;
+padding:8px;margin:4px 0;font-size:12px;max-height:260px;overflow:auto}
+.add{background:#dcfae6}.del{background:#fee4e2}.tag{display:inline-block;border-radius:10px;padding:0 8px;
+font-size:12px;background:#eef2ff}.case{border-left:3px solid #d0d5dd;padding-left:10px;margin:12px 0}
+.case.fixed{border-color:#17b26a}.case.broken{border-color:#f04438}summary{cursor:pointer;padding:2px 0}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head>"
+            f"<body><main>{body}</main></body></html>")
+
+
+def _p(p: float) -> str:
+    return "p < 0.0001" if p < 0.0001 else f"p = {p:.4f}"
+
+
+def _f(x: float | None, nd: int = 3) -> str:
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def trajectory_svg(cands: list[dict[str, Any]], accepted: list[str]) -> str:
+    pts = [c for c in cands if c.get("val_mean") is not None]
+    if not pts:
+        return "<p class=muted>No trial has a val score yet.</p>"
+    w, h, pad = 960, 260, 36
+    n = max(2, len(pts))
+    xs = [pad + i * (w - 2 * pad) / (n - 1) for i in range(len(pts))]
+
+    def y(v: float) -> float:
+        return h - pad - v * (h - 2 * pad)
+
+    parts = [f"<svg viewBox='0 0 {w} {h}' width='100%' role=img aria-label='val score of every trial'>"]
+    for t in (0, 0.25, 0.5, 0.75, 1):
+        parts.append(f"<line x1={pad} x2={w - pad} y1={y(t):.1f} y2={y(t):.1f} stroke='#eaecf0'/>"
+                     f"<text x=4 y={y(t) + 4:.1f} font-size=11 fill='#667085'>{t:.2f}</text>")
+    acc = [(xs[i], y(c["val_mean"])) for i, c in enumerate(pts) if c["id"] in accepted]
+    if len(acc) > 1:
+        path = " ".join(f"{x:.1f},{yy:.1f}" for x, yy in acc)
+        parts.append(f"<polyline points='{path}' fill=none stroke='#f79009' stroke-width=2.5/>")
+    for i, c in enumerate(pts):
+        x, yy = xs[i], y(c["val_mean"])
+        label = escape(f"{c['id']} · {c.get('operator', '')} · {c.get('state', '')} · val {c['val_mean']:.3f} "
+                       f"({c.get('n_val', 0)} cases)")
+        if c["id"] in accepted:
+            shape = f"<circle cx={x:.1f} cy={yy:.1f} r=6 fill='#f79009'/>"
+        elif c.get("state") == "pruned":
+            shape = (f"<circle cx={x:.1f} cy={yy:.1f} r=5 fill='#fff' stroke='#98a2b3' stroke-width=1.5/>"
+                     f"<line x1={x - 3:.1f} y1={yy - 3:.1f} x2={x + 3:.1f} y2={yy + 3:.1f} stroke='#98a2b3'/>")
+        else:
+            shape = f"<circle cx={x:.1f} cy={yy:.1f} r=5 fill='#2e90fa'/>"
+        parts.append(f"<g><title>{label}</title>{shape}</g>")
+    parts.append(f"<text x={pad} y={h - 8} font-size=11 fill='#667085'>trials in order → · orange: accepted path · "
+                 "hollow: pruned (scored on part of val) · blue: completed</text></svg>")
+    return _svg("".join(parts))
+
+
+def _svg(markup: str) -> str:
+    """In HTML an unquoted attribute value swallows a directly following '/': keep self-closing tags apart."""
+    return markup.replace("/>", " />")
+
+
+def diff_html(a: str, b: str) -> str:
+    rows = []
+    for line in difflib.unified_diff(a.splitlines(), b.splitlines(), "baseline", "best", lineterm=""):
+        cls = "add" if line.startswith("+") and not line.startswith("+++") else \
+            "del" if line.startswith("-") and not line.startswith("---") else ""
+        rows.append(f"<div class='{cls}'>{escape(line) or '&nbsp;'}</div>")
+    return f"<pre>{''.join(rows) or 'no change: the baseline stayed best'}</pre>"
+
+
+def _case_block(kind: str, base: CaseResult, best: CaseResult, expand: bool = False) -> str:
+    ref = f"<div><b>reference</b><pre>{escape(base.ideal or '')}</pre></div>" if base.ideal is not None else ""
+    why = "".join(f"<div class=muted>{escape(lbl)} judge: {escape(r.reasoning)}</div>"
+                  for lbl, r in (("baseline", base), ("best", best)) if r.reasoning)
+    head = (f"<span class=tag>{escape(kind)}</span> case {escape(base.case_id)} · score {_f(base.score)} → "
+            f"{_f(best.score)} · <span class=muted>{escape(base.input[:90])}</span>")
+    return (f"<details class='case {kind}'{' open' if expand else ''}><summary>{head}</summary>"
+            f"<div><b>input</b><pre>{escape(base.input)}</pre></div>"
+            f"<div><b>baseline output</b><pre>{escape(base.output)}</pre></div>"
+            f"<div><b>best output</b><pre>{escape(best.output)}</pre></div>{ref}{why}</details>")
+
+
+def _lineage(cands: dict[str, dict[str, Any]], best: str) -> str:
+    chain: list[dict[str, Any]] = []
+    cur: str | None = best
+    seen: set[str] = set()
+    while cur and cur in cands and cur not in seen:
+        seen.add(cur)
+        chain.append(cands[cur])
+        cur = cands[cur].get("parent")
+    rows = "".join(f"<tr><td>{escape(c['id'])}</td><td>{escape(str(c.get('operator')))}</td>"
+                   f"<td class=num>{_f(c.get('val_mean'))}</td><td>{escape(str(c.get('reasoning') or '')[:600])}"
+                   "</td></tr>" for c in reversed(chain))
+    return f"<table><tr><th>step</th><th>operator</th><th>val</th><th>why</th></tr>{rows}</table>"
+
+
+def _phases(events: list[dict[str, Any]]) -> dict[str, float]:
+    t = {e["event"]: e["t"] for e in reversed(events)}
+    first_search = next((e["t"] for e in events if e["event"] in ("proposal", "diagnosis", "trial")), None)
+    stop = next((e["t"] for e in reversed(events) if e["event"] == "stop"), None)
+    done = next((e["t"] for e in reversed(events) if e["event"] == "done"), None)
+    out: dict[str, float] = {}
+    if "start" in t and first_search:
+        out["baseline"] = first_search - t["start"]
+    if first_search and stop:
+        out["search"] = stop - first_search
+    if stop and done:
+        out["final test"] = done - stop
+    return out
+
+
+def run_report(path: Path) -> str:
+    store = RunStore(path)
+    cfg = store.config()
+    summary = store.summary()
+    cands = sorted(store.candidates(), key=lambda c: (c.get("trial") is not None, c.get("trial") or 0))
+    by_id = {c["id"]: c for c in cands}
+    events = store.events()
+    evals = store.evals()
+    base_md = store.candidate_markdown("baseline")
+    best_md = summary["best_prompt"] if summary else base_md
+    accepted = list(summary.get("accepted_path") or []) if summary else []
+    if not accepted:  # older or interrupted runs: the path of strict improvements in trial order
+        best_val = -1.0
+        for c in cands:
+            if c.get("state") in ("complete", None) and c.get("val_mean") is not None and c["val_mean"] > best_val:
+                if c["id"] == "baseline" or c.get("n_val") == max((x.get("n_val") or 0) for x in cands):
+                    accepted.append(c["id"])
+                    best_val = c["val_mean"]
+    status = "finished" if summary else "interrupted or still running (partial report)"
+    title = f"reflexopt run {path.name}"
+    body = [f"<h1>{escape(title)}</h1><div class=muted>{escape(Path(cfg['data']['path']).name)} · model "
+            f"{escape(cfg['model']['id'])} · {escape(status)}</div>"]
+    if summary:
+        sig = ("<span class=good>significant</span>" if summary["significant"]
+               else "<span class=bad>not significant</span>")
+        d = summary["best_test"] - summary["baseline_test"]
+        lo, hi = summary["delta_ci95"]
+        body.append(
+            "<div class='card kpis'>"
+            f"<div class=kpi>baseline test<b>{_f(summary['baseline_test'])}</b></div>"
+            f"<div class=kpi>best test<b>{_f(summary['best_test'])}</b></div>"
+            f"<div class=kpi>gain<b>{d:+.3f}</b><span class=muted>95% CI {lo:+.3f} … {hi:+.3f}</span></div>"
+            f"<div class=kpi>paired test<b>{_p(summary['p_value'])}</b>{sig}</div>"
+            f"<div class=kpi>trials<b>{summary['trials']}</b><span class=muted>{summary['pruned_trials']} pruned · "
+            f"{escape(summary['stop_reason'])}</span></div></div>")
+    body.append("<h2>Score trajectory (val)</h2><div class=card>" + trajectory_svg(cands, accepted) + "</div>")
+    if summary:
+        bkey, nkey = prompt_key(base_md), prompt_key(best_md)
+        bt = {cid: r for (k, s, cid), (r, _) in evals.items() if k == bkey and s == "test"}
+        nt = {cid: r for (k, s, cid), (r, _) in evals.items() if k == nkey and s == "test"}
+        common = [c for c in bt if c in nt]
+        fixed = [c for c in common if (nt[c].score or 0) > (bt[c].score or 0)]
+        broken = [c for c in common if (nt[c].score or 0) < (bt[c].score or 0)]
+        body.append(f"<h2>Baseline vs best on test: {len(fixed)} cases fixed, {len(broken)} broken</h2>")
+        blocks = [_case_block("broken", bt[c], nt[c], i < 2) for i, c in enumerate(broken[:50])] + \
+            [_case_block("fixed", bt[c], nt[c], i < 2) for i, c in enumerate(fixed[:50])]
+        body.append("<div class=card>" + ("".join(blocks) or "<p class=muted>No case changed.</p>") + "</div>")
+        cb = Counter(r.category for r in bt.values() if r.category)
+        cn = Counter(r.category for r in nt.values() if r.category)
+        rows = "".join(f"<tr><td>{escape(k)}</td><td class=num>{cb.get(k, 0)}</td><td class=num>{cn.get(k, 0)}"
+                       "</td></tr>" for k in sorted(set(cb) | set(cn), key=lambda k: -(cb.get(k, 0) + cn.get(k, 0))))
+        body.append("<h2>Failure categories on test</h2><div class=card><table><tr><th>category</th><th>baseline"
+                    f"</th><th>best</th></tr>{rows or '<tr><td colspan=3>none</td></tr>'}</table></div>")
+    body.append("<h2>Prompt diff</h2><div class=card>" + diff_html(base_md, best_md) + "</div>")
+    best_id = summary["best_candidate"] if summary else "baseline"
+    body.append("<h2>Lineage of the best prompt</h2><div class=card>" + _lineage(by_id, best_id) + "</div>")
+    usage: dict[str, Any] = (summary or {}).get("usage") or next(
+        (e["usage"] for e in reversed(events) if e.get("usage")), {})
+    roles = usage.get("by_role", {}) if usage else {}
+    names = {"task": "evaluation (task model)", "judge": "judging", "reasoning": "reasoning (diagnose, propose)"}
+    rows = "".join(f"<tr><td>{escape(names.get(k, k))}</td><td class=num>{v['model_calls']}</td><td class=num>"
+                   f"{v['cached_calls']}</td><td class=num>{v['prompt_tokens']:,}</td><td class=num>"
+                   f"{v['completion_tokens']:,}</td><td class=num>${v['cost_usd']:.4f}</td></tr>"
+                   for k, v in roles.items())
+    phases = "".join(f"<tr><td>{escape(k)}</td><td class=num>{v / 60:.1f} min</td></tr>"
+                     for k, v in _phases(events).items())
+    body.append("<h2>Calls, tokens, cost and time</h2><div class=card><table><tr><th>phase</th><th>paid calls</th>"
+                "<th>cached</th><th>prompt tokens</th><th>completion tokens</th><th>cost</th></tr>"
+                f"{rows}</table><table style='margin-top:10px;width:auto'><tr><th>phase</th><th>time</th></tr>"
+                f"{phases}</table></div>")
+    return _page(title, "".join(body))
+
+
+def scatter_svg(rows: list[dict[str, Any]]) -> str:
+    pts = [r for r in rows if r.get("tuned") is not None]
+    if not pts:
+        return "<p class=muted>no scores</p>"
+    use_cost = any((r.get("cost_per_1k") or 0) > 0 for r in pts)
+    key = "cost_per_1k" if use_cost else "tokens_per_request"
+    xs = [float(r.get(key) or 0) for r in pts]
+    w, h, pad = 720, 280, 48
+    xmax = max(xs) * 1.1 or 1.0
+    parts = [f"<svg viewBox='0 0 {w} {h}' width='100%' role=img aria-label='score versus cost'>"]
+    for t in (0, 0.5, 1):
+        yy = h - pad - t * (h - 2 * pad)
+        parts.append(f"<line x1={pad} x2={w - pad} y1={yy:.1f} y2={yy:.1f} stroke='#eaecf0'/>"
+                     f"<text x=8 y={yy + 4:.1f} font-size=11 fill='#667085'>{t:.1f}</text>")
+    for r, xv in zip(pts, xs):
+        x = pad + xv / xmax * (w - 2 * pad)
+        yy = h - pad - (r["tuned"] or 0) * (h - 2 * pad)
+        parts.append(f"<g><title>{escape(r['model'])}: {r['tuned']:.3f}</title><circle cx={x:.1f} cy={yy:.1f} r=6 "
+                     f"fill='#2e90fa'/><text x={x + 8:.1f} y={yy - 8:.1f} font-size=12>{escape(r['model'])}</text></g>")
+    label = "USD per 1,000 requests" if use_cost else "tokens per request (no prices: local models)"
+    parts.append(f"<text x={pad} y={h - 10} font-size=11 fill='#667085'>x: {label} · y: tuned test score</text>"
+                 "</svg>")
+    return _svg("".join(parts))
+
+
+def compare_report(path: Path) -> str:
+    data = json.loads((path / "compare.json").read_text(encoding="utf-8"))
+    title = f"reflexopt {path.name}"
+    head = ("<tr><th>model</th><th>baseline</th><th>tuned</th><th>95% CI</th><th>gain</th><th>pass rate</th>"
+            "<th>$ / 1k req</th><th>tokens / req</th><th>$ / success</th><th>latency p50 / p95</th></tr>")
+    rows = []
+    for r in data["rows"]:
+        if r.get("error"):
+            rows.append(f"<tr><td>{escape(r['model'])}</td><td colspan=9 class=bad>{escape(r['error'])}</td></tr>")
+            continue
+        ci = r.get("tuned_ci95") or [None, None]
+        gain = "" if r["gain"] is None else "{:+.3f}".format(r["gain"])
+        star = " *" if r["significant_gain"] else ""
+        cells = [_f(r["baseline"]), _f(r["tuned"]), f"{_f(ci[0])} – {_f(ci[1])}", gain + star, _f(r["pass_rate"]),
+                 _f(r["cost_per_1k"], 4), _f(r["tokens_per_request"], 0), _f(r["cost_per_success"], 6),
+                 f"{_f(r['latency_p50_s'], 2)} / {_f(r['latency_p95_s'], 2)} s"]
+        rows.append(f"<tr><td>{escape(r['model'])}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
+    body = [f"<h1>{escape(title)}</h1><div class=muted>{data['n_test']} test cases · * significant gain</div>",
+            f"<div class=card><b>Recommendation:</b> {escape(data['reason'])}</div>",
+            f"<h2>Models</h2><div class=card><table>{head}{''.join(rows)}</table></div>",
+            "<h2>Score vs cost</h2><div class=card>" + scatter_svg(data["rows"]) + "</div>"]
+    matrix = data.get("transfer")
+    if matrix:
+        models = list(matrix)
+        matrix_rows = "".join(
+            "<tr><td>" + escape(src) + "</td>" + "".join(
+                f"<td class=num style='background:rgba(46,144,250,{(matrix[src].get(dst) or 0) * 0.35:.2f})'>"
+                f"{_f(matrix[src].get(dst))}</td>" for dst in models) + "</tr>" for src in models)
+        body.append("<h2>Transfer: prompt tuned for (row) scored on (column)</h2><div class=card><table><tr><th></th>"
+                    + "".join(f"<th>{escape(m)}</th>" for m in models) + f"</tr>{matrix_rows}</table></div>")
+    return _page(title, "".join(body))
+
+
+def write_report(path: Path, out: Path | None = None) -> Path:
+    html = compare_report(path) if (path / "compare.json").exists() else run_report(path)
+    target = out or path / "report.html"
+    target.write_text(html, encoding="utf-8")
+    return target

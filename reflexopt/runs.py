@@ -1,0 +1,147 @@
+"""Run history: find runs (optimize, compare, batch; finished or interrupted), show one, diff two."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .paths import home_dir
+from .store import RunStore, runs_root
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: str
+    path: Path
+    kind: str  # optimize | compare
+    started: float
+    dataset: str
+    model: str
+    baseline: float | None
+    best: float | None
+    significant: bool | None
+    calls: int | None
+    cost: float | None
+    status: str  # done | interrupted | running
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d["path"] = str(self.path)
+        return d
+
+
+def _pid_alive(path: Path) -> bool:
+    try:
+        pid = int((path / "pid").read_text())
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _run_dirs() -> list[Path]:
+    roots = [runs_root(), home_dir() / "batch"]
+    out: list[Path] = []
+    for root in roots:
+        if root.is_dir():
+            out += [p.parent for p in root.glob("*/config.json")]
+            out += [p.parent for p in root.glob("*/round-*/*/config.json")]
+    return out
+
+
+def info(path: Path) -> RunInfo:
+    cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    started = (path / "config.json").stat().st_mtime
+    if (path / "compare.json").exists() or "models" in cfg:
+        res = json.loads((path / "compare.json").read_text()) if (path / "compare.json").exists() else None
+        rows = (res or {}).get("rows", [])
+        best = max((r["tuned"] for r in rows if r.get("tuned") is not None), default=None)
+        return RunInfo(path.name, path, "compare", started, Path(cfg["data"]["path"]).name,
+                       ", ".join(m["id"] for m in cfg["models"]), None, best, None, None, None,
+                       "done" if res else "interrupted")
+    summary = RunStore(path).summary()
+    status = "done" if summary else ("running" if _pid_alive(path) else "interrupted")
+    if summary:
+        return RunInfo(path.name, path, "optimize", started, Path(cfg["data"]["path"]).name, cfg["model"]["id"],
+                       summary["baseline_test"], summary["best_test"], summary["significant"],
+                       summary["model_calls"], summary["cost_usd"], status)
+    evals = RunStore(path).evals()
+    return RunInfo(path.name, path, "optimize", started, Path(cfg["data"]["path"]).name, cfg["model"]["id"], None,
+                   None, None, sum(c for _, c in evals.values()), None, status)
+
+
+def list_runs() -> list[RunInfo]:
+    return sorted((info(p) for p in _run_dirs()), key=lambda r: r.started, reverse=True)
+
+
+def find(ref: str) -> Path:
+    """A run by id (or unique id prefix), or by directory."""
+    if Path(ref).is_dir() and (Path(ref) / "config.json").exists():
+        return Path(ref)
+    dirs = _run_dirs()
+    exact = [p for p in dirs if p.name == ref or str(p.relative_to(home_dir())) == ref]
+    hits = exact or [p for p in dirs if p.name.startswith(ref)]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise ConfigError(f"no run {ref!r}", fix="see `reflexopt runs list` for run ids")
+    raise ConfigError(f"{ref!r} matches {len(hits)} runs", fix="give more of the run id")
+
+
+def trajectory(path: Path) -> list[dict[str, Any]]:
+    """Every candidate in trial order with its state and val score."""
+    cands = RunStore(path).candidates()
+    return sorted(cands, key=lambda c: (c.get("trial") is not None, c.get("trial") or 0))
+
+
+def show(ref: str) -> dict[str, Any]:
+    path = find(ref)
+    store = RunStore(path)
+    out: dict[str, Any] = {"run": info(path).to_json(), "config": store.config()}
+    if (path / "compare.json").exists():
+        out["compare"] = json.loads((path / "compare.json").read_text())
+        return out
+    out["trajectory"] = trajectory(path)
+    out["summary"] = store.summary()
+    best = path / "best.md"
+    out["best_prompt"] = best.read_text() if best.exists() else None
+    return out
+
+
+def _test_scores(path: Path) -> dict[str, Any]:
+    store = RunStore(path)
+    summary = store.summary()
+    if not summary:
+        return {}
+    from .store import prompt_key
+
+    key = prompt_key(summary["best_prompt"])
+    return {cid: r for (k, s, cid), (r, _) in store.evals().items() if k == key and s == "test"}
+
+
+def diff(a: str, b: str) -> dict[str, Any]:
+    pa, pb = find(a), find(b)
+    ba = (pa / "best.md").read_text() if (pa / "best.md").exists() else ""
+    bb = (pb / "best.md").read_text() if (pb / "best.md").exists() else ""
+    prompt_diff = "".join(difflib.unified_diff(ba.splitlines(True), bb.splitlines(True), f"{pa.name}/best.md",
+                                               f"{pb.name}/best.md"))
+    ta, tb = _test_scores(pa), _test_scores(pb)
+    changes = []
+    for cid in sorted(set(ta) & set(tb), key=lambda x: (len(x), x)):
+        ra, rb = ta[cid], tb[cid]
+        if ra.score != rb.score:
+            changes.append({"case_id": cid, "input": ra.input, "ideal": ra.ideal, "score_a": ra.score,
+                            "score_b": rb.score, "output_a": ra.output, "output_b": rb.output})
+    better = sum(1 for c in changes if (c["score_b"] or 0) > (c["score_a"] or 0))
+    return {"a": pa.name, "b": pb.name, "prompt_diff": prompt_diff, "common_test_cases": len(set(ta) & set(tb)),
+            "changed_cases": changes, "better_in_b": better, "worse_in_b": len(changes) - better}
+
+
+def age(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))

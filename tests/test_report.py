@@ -1,0 +1,159 @@
+"""Run history and HTML reports, on runs made by optimize, compare and batch, finished or interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_jsonl
+
+from reflexopt.compare import compare
+from reflexopt.config import Budget, CompareConfig, DataSpec, ModelSpec, OptimizeConfig
+from reflexopt.models import FunctionModel, register_fake, unregister_fake
+from reflexopt.optimizer import optimize
+from reflexopt.report import write_report
+from reflexopt.runs import diff, list_runs, show
+
+EVIL = "<script>alert('pwned')</script> & <b>bold</b>"
+
+
+def task(messages: list[dict[str, str]]) -> str:
+    text = " ".join(m["content"] for m in messages)
+    item = messages[-1]["content"]
+    right = "positive" if "good" in item else "negative"
+    if "exactly one of these labels" in text:
+        return right if hash(item) % 10 < 9 else "?"
+    return "<script>document.title='x'</script> maybe"
+
+
+@pytest.fixture
+def run_files(tmp_path: Path) -> tuple[Path, Path]:
+    rows = [{"input": f"{'good' if i % 2 else 'bad'} thing {i}", "ideal": "positive" if i % 2 else "negative"}
+            for i in range(60)]
+    rows[1]["input"] = "good " + EVIL
+    rows[2]["input"] = "bad " + EVIL
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Look <at> this & that.\n")
+    register_fake("fake/task", FunctionModel(task))
+    register_fake("fake/reasoner", FunctionModel(lambda m: "<prompt>Decide: {input}</prompt>"))
+    yield data, prompt
+    unregister_fake("fake/task")
+    unregister_fake("fake/reasoner")
+
+
+def _cfg(data: Path, prompt: Path, **kw: Any) -> OptimizeConfig:
+    return OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt), model=ModelSpec(id="fake/task"),
+                          reasoning=ModelSpec(id="fake/reasoner"), budget=Budget(max_trials=6, patience=6), **kw)
+
+
+def test_history_on_finished_interrupted_and_compare_runs(run_files: tuple[Path, Path]) -> None:
+    data, prompt = run_files
+    r1 = optimize(_cfg(data, prompt))
+    r2 = optimize(_cfg(data, prompt, seed=1))
+    calls = {"n": 0}
+
+    def dying(messages: list[dict[str, str]]) -> str:
+        calls["n"] += 1
+        if calls["n"] > 30:
+            raise KeyboardInterrupt
+        return task(messages)
+
+    register_fake("fake/dying", FunctionModel(dying))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            optimize(_cfg(data, prompt).model_copy(update={"model": ModelSpec(id="fake/dying")}))
+    finally:
+        unregister_fake("fake/dying")
+    for pid_file in Path(os.environ["REFLEXOPT_HOME"], "runs").glob("*/pid"):
+        pid_file.write_text("999999")  # the interrupted run's process is gone (here: this test still runs)
+    cmp = compare(CompareConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt), tune=False,
+                                models=(ModelSpec(id="fake/task"), ModelSpec(id="fake/reasoner"))))
+    runs = {r.id: r for r in list_runs()}
+    assert runs[r1.run_id].status == "done" and runs[r1.run_id].best == r1.best_test
+    interrupted = [r for r in runs.values() if r.status == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0].calls and interrupted[0].kind == "optimize"
+    assert runs[cmp.compare_id].kind == "compare" and runs[cmp.compare_id].status == "done"
+    shown = show(r1.run_id[:17] if sum(1 for k in runs if k.startswith(r1.run_id[:17])) == 1 else r1.run_id)
+    assert shown["summary"]["run_id"] == r1.run_id and shown["trajectory"][0]["id"] == "baseline"
+    assert show(interrupted[0].id)["summary"] is None
+    d = diff(r1.run_id, r2.run_id)
+    assert d["common_test_cases"] > 0 and isinstance(d["changed_cases"], list)
+    for path in (Path(r1.run_dir), interrupted[0].path, runs[cmp.compare_id].path):
+        html = write_report(path).read_text()
+        assert "<script" not in html and html.startswith("<!doctype html>")
+
+
+def test_report_escapes_data(run_files: tuple[Path, Path]) -> None:
+    data, prompt = run_files
+    r = optimize(_cfg(data, prompt))
+    html = write_report(Path(r.run_dir)).read_text()
+    assert "<script" not in html.lower().replace("&lt;script", "")
+    assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt;" in html
+    assert "<b>bold</b>" not in html and "&lt;at&gt;" in html
+    for section in ("Score trajectory", "Baseline vs best on test", "Failure categories", "Prompt diff",
+                    "Lineage of the best prompt", "Calls, tokens, cost and time"):
+        assert section in html
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_opens_offline_in_chromium(run_files: tuple[Path, Path], tmp_path: Path) -> None:
+    exe = _chromium()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium must be installed in CI (apt-get install chromium)")
+        pytest.skip("Chromium is not installed")
+    playwright = pytest.importorskip("playwright.sync_api")
+    data, prompt = run_files
+    r = optimize(_cfg(data, prompt))
+    report = write_report(Path(r.run_dir), tmp_path / "report.html")
+    requests: list[str] = []
+    problems: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.on("request", lambda req: requests.append(req.url))
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type in ("error", "warning") else None)
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.goto(report.as_uri())
+        page.wait_for_load_state("networkidle")
+        text = page.inner_text("body")
+        nested = page.evaluate("document.querySelectorAll('svg circle circle, svg line *, svg polyline *').length")
+        points = page.evaluate("document.querySelectorAll('svg > g > circle').length")
+        title = page.title()
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert requests == [report.as_uri()], requests
+    assert problems == []
+    assert "<script>alert('pwned')</script>" in text  # shown as text, not run
+    assert title.startswith("reflexopt run")
+    assert nested == 0 and points == r.trials + 1  # every trial and the baseline is drawn, none swallowed
+
+
+def test_cli_runs_and_report(run_files: tuple[Path, Path], tmp_path: Path) -> None:
+    data, prompt = run_files
+    r = optimize(_cfg(data, prompt))
+    env = {**os.environ}
+    out = subprocess.run([sys.executable, "-m", "reflexopt", "runs", "list", "--json"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0 and r.run_id in {x["id"] for x in json.loads(out.stdout)}
+    shown = subprocess.run([sys.executable, "-m", "reflexopt", "runs", "show", r.run_id], capture_output=True,
+                           text=True, env=env, timeout=120)
+    assert shown.returncode == 0 and "trajectory" in shown.stdout and "best prompt" in shown.stdout
+    rep = subprocess.run([sys.executable, "-m", "reflexopt", "report", r.run_id, "-o", str(tmp_path / "r.html")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert rep.returncode == 0 and (tmp_path / "r.html").exists()
+    bad = subprocess.run([sys.executable, "-m", "reflexopt", "runs", "show", "no-such-run"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "no run 'no-such-run'" in bad.stderr
