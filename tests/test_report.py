@@ -75,7 +75,15 @@ def test_history_on_finished_interrupted_and_compare_runs(run_files: tuple[Path,
         pid_file.write_text("999999")  # the interrupted run's process is gone (here: this test still runs)
     cmp = compare(CompareConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt), tune=False,
                                 models=(ModelSpec(id="fake/task"), ModelSpec(id="fake/reasoner"))))
+    from reflexopt.batch import run_batch
+
+    jobs = data.parent / "jobs.yaml"
+    jobs.write_text(f"jobs:\n  - name: j\n    dataset: {data.name}\n    prompt: {prompt.name}\n"
+                    "    model: fake/task\n    reasoning_model: fake/reasoner\n    budget: {max_trials: 2}\n")
+    batch = run_batch(jobs)
     runs = {r.id: r for r in list_runs()}
+    batch_run = next(r for r in runs.values() if r.path == Path(batch["jobs"][0]["run_dir"]))
+    assert batch_run.status == "done" and show(str(batch_run.path))["summary"]["run_id"] == batch_run.id
     assert runs[r1.run_id].status == "done" and runs[r1.run_id].best == r1.best_test
     interrupted = [r for r in runs.values() if r.status == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0].calls and interrupted[0].kind == "optimize"
