@@ -120,3 +120,35 @@ def openai_server() -> Iterator[FakeOpenAI]:
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def browse_offline(page_path: Path) -> dict[str, Any]:
+    """Open a local HTML file in headless Chromium; record every request, console problem and what is shown.
+
+    Skips where Chromium is not installed (fails in CI, which installs it)."""
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium must be installed in CI (apt-get install chromium)")
+        pytest.skip("Chromium is not installed")
+    playwright = pytest.importorskip("playwright.sync_api")
+    seen: dict[str, Any] = {"requests": [], "problems": []}
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.on("request", lambda req: seen["requests"].append(req.url))
+        page.on("console", lambda msg: seen["problems"].append(msg.text) if msg.type in ("error", "warning")
+                else None)
+        page.on("pageerror", lambda exc: seen["problems"].append(str(exc)))
+        page.goto(page_path.as_uri())
+        page.wait_for_load_state("networkidle")
+        seen["text"] = page.inner_text("body")
+        seen["title"] = page.title()
+        seen["nested"] = page.evaluate("document.querySelectorAll('svg circle *, svg line *, svg polyline *').length")
+        seen["points"] = page.evaluate("document.querySelectorAll('svg > g > circle').length")
+        browser.close()
+    return seen

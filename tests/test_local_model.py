@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, write_jsonl
+from conftest import EXAMPLES, browse_offline, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -103,14 +103,6 @@ def test_compare_on_embedded_model_with_two_settings(tmp_path: Path) -> None:
 
 
 def test_report_of_a_real_run_opens_offline_in_chromium(tmp_path: Path) -> None:
-    import shutil
-
-    exe = shutil.which("chromium")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium must be installed in CI (apt-get install chromium)")
-        pytest.skip("Chromium is not installed")
-    playwright = pytest.importorskip("playwright.sync_api")
     rows = [json.loads(x) for x in (EXAMPLES / "reviews" / "data.jsonl").read_text().splitlines()[:24]]
     rows[0]["input"] = "<script>alert(1)</script> great camera"
     data = write_jsonl(tmp_path / "d.jsonl", rows)
@@ -121,18 +113,7 @@ def test_report_of_a_real_run_opens_offline_in_chromium(tmp_path: Path) -> None:
                         "--max-trials", "2", "--json", "--report", str(report)], capture_output=True, text=True,
                        env=_env(tmp_path / "h"), timeout=900)
     assert r.returncode == 0, r.stderr
-    requests: list[str] = []
-    problems: list[str] = []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu",
-                                                               "--disable-background-networking"])
-        page = browser.new_page()
-        page.on("request", lambda req: requests.append(req.url))
-        page.on("console", lambda msg: problems.append(msg.text) if msg.type in ("error", "warning") else None)
-        page.on("pageerror", lambda exc: problems.append(str(exc)))
-        page.goto(report.as_uri())
-        page.wait_for_load_state("networkidle")
-        body = page.inner_text("body")
-        browser.close()
-    assert requests == [report.as_uri()] and problems == []
-    assert "Score trajectory" in body and "Calls, tokens, cost and time" in body
+    seen = browse_offline(report)
+    assert seen["requests"] == [report.as_uri()] and seen["problems"] == []
+    assert "Score trajectory" in seen["text"] and "Calls, tokens, cost and time" in seen["text"]
+    assert seen["nested"] == 0 and seen["points"] >= 1

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_jsonl
+from conftest import browse_offline, write_jsonl
 
 from reflexopt.compare import compare
 from reflexopt.config import Budget, CompareConfig, DataSpec, ModelSpec, OptimizeConfig
@@ -110,43 +109,16 @@ def test_report_escapes_data(run_files: tuple[Path, Path]) -> None:
         assert section in html
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_report_opens_offline_in_chromium(run_files: tuple[Path, Path], tmp_path: Path) -> None:
-    exe = _chromium()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium must be installed in CI (apt-get install chromium)")
-        pytest.skip("Chromium is not installed")
-    playwright = pytest.importorskip("playwright.sync_api")
     data, prompt = run_files
     r = optimize(_cfg(data, prompt))
     report = write_report(Path(r.run_dir), tmp_path / "report.html")
-    requests: list[str] = []
-    problems: list[str] = []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page()
-        page.on("request", lambda req: requests.append(req.url))
-        page.on("console", lambda msg: problems.append(msg.text) if msg.type in ("error", "warning") else None)
-        page.on("pageerror", lambda exc: problems.append(str(exc)))
-        page.goto(report.as_uri())
-        page.wait_for_load_state("networkidle")
-        text = page.inner_text("body")
-        nested = page.evaluate("document.querySelectorAll('svg circle circle, svg line *, svg polyline *').length")
-        points = page.evaluate("document.querySelectorAll('svg > g > circle').length")
-        title = page.title()
-        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        browser.close()
-    assert requests == [report.as_uri()], requests
-    assert problems == []
-    assert "<script>alert('pwned')</script>" in text  # shown as text, not run
-    assert title.startswith("reflexopt run")
-    assert nested == 0 and points == r.trials + 1  # every trial and the baseline is drawn, none swallowed
+    seen = browse_offline(report)
+    assert seen["requests"] == [report.as_uri()], seen["requests"]
+    assert seen["problems"] == []
+    assert "<script>alert('pwned')</script>" in seen["text"]  # shown as text, not run
+    assert seen["title"].startswith("reflexopt run")
+    assert seen["nested"] == 0 and seen["points"] == r.trials + 1  # every trial and the baseline is drawn
 
 
 def test_cli_runs_and_report(run_files: tuple[Path, Path], tmp_path: Path) -> None:
