@@ -318,8 +318,7 @@ def compare_cmd(
     report: ReportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Tune a prompt for each model, then compare them on the same test split and recommend the cheapest
-    model that is as good as the best."""
+    """Tune a prompt for each model, compare them on one test split, recommend the cheapest good one."""
     from .compare import compare
     from .config import Budget, CompareConfig, DataSpec, ScorerSpec
     from .render import compare_table, transfer_table
