@@ -23,11 +23,14 @@ EVIL = "<script>alert('pwned')</script> & <b>bold</b>"
 
 
 def task(messages: list[dict[str, str]]) -> str:
+    import hashlib
+
     text = " ".join(m["content"] for m in messages)
     item = messages[-1]["content"]
     right = "positive" if "good" in item else "negative"
     if "exactly one of these labels" in text:
-        return right if hash(item) % 10 < 9 else "?"
+        # the rows carrying EVIL are always answered right once the prompt is fixed, so they show as fixed cases
+        return right if EVIL in item or int(hashlib.md5(item.encode()).hexdigest(), 16) % 10 < 9 else "?"
     return "<script>document.title='x'</script> maybe"
 
 
@@ -35,8 +38,8 @@ def task(messages: list[dict[str, str]]) -> str:
 def run_files(tmp_path: Path) -> tuple[Path, Path]:
     rows = [{"input": f"{'good' if i % 2 else 'bad'} thing {i}", "ideal": "positive" if i % 2 else "negative"}
             for i in range(60)]
-    rows[1]["input"] = "good " + EVIL
-    rows[2]["input"] = "bad " + EVIL
+    for i in range(1, 60, 5):  # spread over train, val and test whatever the split
+        rows[i]["input"] = ("good " if i % 2 else "bad ") + EVIL + f" {i}"
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     prompt = tmp_path / "p.md"
     prompt.write_text("Look <at> this & that.\n")
