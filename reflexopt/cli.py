@@ -239,7 +239,7 @@ def optimize_cmd(
             sys.stdout.write(json.dumps(est) + "\n")
         else:
             cost = est["cost_estimate_usd"]
-            out.print(f"estimated calls: ≤{est['calls_estimate']} (baseline {est['calls_baseline']}, search "
+            out.print(f"estimated calls: about {est['calls_estimate']} (baseline {est['calls_baseline']}, search "
                       f"{est['calls_search']}, final test {est['calls_final_test']}); estimated cost: "
                       + ("$0 (local/fake model)" if cost == 0 else f"${cost:.4f}" if cost else "unknown price"))
         return

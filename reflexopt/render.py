@@ -121,7 +121,7 @@ class LiveView:
             msg = "resuming" if data.get("resumed") else "run"
             self.console.print(f"[dim]{msg} {data['run_id']} in {data['run_dir']} · train/val/test "
                                f"{data['n_train']}/{data['n_val']}/{data['n_test']} · "
-                               f"estimated ≤{data['calls_estimate']} calls{self._cost(data)}[/]")
+                               f"estimated about {data['calls_estimate']} calls{self._cost(data)}[/]")
         elif kind == "note":
             self.console.print(f"[dim]{data['message']}[/]")
         elif kind == "phase":

@@ -9,6 +9,7 @@ Needs Debian's chromium (apt-get install chromium). The terminal summary is rend
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import subprocess
@@ -45,7 +46,7 @@ def main() -> None:
         report = write_report(run, Path(tmp) / "report.html")
         shoot(report, out / "report.png", 1200, 1500)
         summary = json.loads((run / "summary.json").read_text())
-        console = Console(record=True, width=100, force_terminal=True)
+        console = Console(record=True, width=100, force_terminal=True, file=io.StringIO())
         console.print(optimize_summary(summary))
         console.print(prompt_diff(summary["baseline_prompt"], summary["best_prompt"]))
         svg = Path(tmp) / "terminal.html"
