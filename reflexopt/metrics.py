@@ -189,7 +189,14 @@ class MetricScorer:
     def score_sync(self, case: Case, output: str) -> Score:
         value = self._fn(output, case.ideal, label_set=self.label_set)
         passed = value >= self.defn.threshold
-        category = None if passed else ("wrong answer" if self.defn.needs_reference else f"fails {self.name}")
+        if passed:
+            category = None
+        elif self.defn.name in ("exact", "contains"):
+            category = "wrong answer"
+        elif self.defn.needs_reference:
+            category = f"low {self.defn.name} (< {self.defn.threshold})"
+        else:
+            category = f"fails {self.name}"
         return Score(value, passed, category=category, raw=value)
 
 
