@@ -51,7 +51,8 @@ def test_recommends_the_cheapest_model_as_good_as_the_best(setup: Any) -> None:
                                 ModelSpec(id="fake/broken")))
     res = compare(cfg)
     rows = {r.model: r for r in res.rows}
-    assert res.recommendation == "fake/cheap", res.reason
+    assert res.recommendation == "fake/cheap", (res.reason, [(r.model, r.tuned, r.cost_per_1k, r.error)
+                                                            for r in res.rows])
     assert "indistinguishable" in res.reason and "fake/strong" in res.reason
     assert rows["fake/strong"].tuned > rows["fake/weak"].tuned  # type: ignore[operator]
     assert rows["fake/cheap"].cost_per_1k < rows["fake/strong"].cost_per_1k  # type: ignore[operator]

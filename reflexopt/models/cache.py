@@ -6,6 +6,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ class ResponseCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        for attempt in range(20):  # another process may be creating the same file right now
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, text TEXT,"
             " prompt_tokens INT, completion_tokens INT, cost REAL, created REAL DEFAULT (unixepoch()))"
@@ -53,11 +61,13 @@ class ResponseCache:
 
 
 _shared: dict[Path, ResponseCache] = {}
+_shared_lock = threading.Lock()
 
 
 def shared_cache() -> ResponseCache:
-    """One cache connection per cache file per process."""
+    """One cache connection per cache file per process (models tuned in parallel threads share it)."""
     path = home_dir() / "cache.sqlite"
-    if path not in _shared:
-        _shared[path] = ResponseCache(path)
-    return _shared[path]
+    with _shared_lock:
+        if path not in _shared:
+            _shared[path] = ResponseCache(path)
+        return _shared[path]
