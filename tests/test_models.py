@@ -172,3 +172,28 @@ def test_budget_gate_refuses_without_calling() -> None:
 def test_redact() -> None:
     assert "sk-" not in redact("bad key sk-abcdefghijklmnop given")
     assert "secret" not in redact("Authorization: Bearer secrettokenvalue")
+
+
+def test_cache_file_created_by_many_at_once(tmp_path: object) -> None:
+    """Parallel compare threads (and several processes) may open a fresh cache file at the same moment."""
+    import threading
+    from pathlib import Path
+
+    from reflexopt.models import ResponseCache
+
+    errors: list[str] = []
+
+    def open_cache(path: Path) -> None:
+        try:
+            ResponseCache(path)
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    for i in range(15):
+        path = Path(str(tmp_path)) / f"c{i}.sqlite"
+        threads = [threading.Thread(target=open_cache, args=(path,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
