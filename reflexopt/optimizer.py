@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import OptimizeConfig
 from .errors import ConfigError
-from .pool import Candidate, counts_as_trial, from_study, select
+from .pool import Candidate, from_study, select
 from .prompt import load_prompt, parse_prompt
 from .propose import LLM_OPERATORS
 from .runner import Event, Runner
@@ -204,26 +204,30 @@ class Optimizer:
         search.set("status", "running")
         self._emit("baseline", {"val": baseline.val_mean, "noise": noise, "min_gain": min_gain})
 
-        stop = ""
         self._emit("phase", {"phase": "search"})
+        max_time = cfg.budget.max_time_s
+        records = search.records()
+        pool = from_study(records, r.val)
+        sel = select(pool, len(r.val), min_gain)
         while True:
-            pool = from_study(search.records(), r.val)
-            sel = select(pool, len(r.val), min_gain)
-            stop = self._stop_reason(sel.best.val_mean, sel.since_gain, start)
+            timed_out = max_time is not None and time.monotonic() - start >= max_time
+            stop = r.stop_reason(records, sel, timed_out=timed_out)
             if stop:
                 break
-            before = sel.best.id
             cand = await r.step(pool)
             if cand is None:
                 stop = "max trials"
                 break
-            after = select(from_study(search.records(), r.val), len(r.val), min_gain)
-            accepted = after.best.id == cand.id and before != cand.id
+            records = search.records()
+            pool = from_study(records, r.val)
+            after = select(pool, len(r.val), min_gain)
+            accepted = after.best.id == cand.id and sel.best.id != cand.id
+            sel = after
             store.event("trial", candidate=cand.id, operator=cand.operator, state=cand.state, val=cand.val_mean,
-                        accepted=accepted, best=after.best.id, best_val=after.best.val_mean, usage=r.usage())
-            self._emit("trial", {"n": after.trials, "candidate": cand.id, "operator": cand.operator,
+                        accepted=accepted, best=sel.best.id, best_val=sel.best.val_mean, usage=r.usage())
+            self._emit("trial", {"n": sel.trials, "candidate": cand.id, "operator": cand.operator,
                                  "state": cand.state, "val": cand.val_mean, "n_val": len(cand.val),
-                                 "accepted": accepted, "best_val": after.best.val_mean, "usage": r.usage()})
+                                 "accepted": accepted, "best_val": sel.best.val_mean, "usage": r.usage()})
         search.set("status", "stopping")
         store.event("stop", reason=stop)
         await self._wait_for_workers(search)
@@ -261,22 +265,6 @@ class Optimizer:
         store.event("done", significant=result.significant, usage=usage)
         self._emit("done", result.to_json())
         return result
-
-    def _stop_reason(self, best_val: float, since_gain: int, start: float) -> str:
-        b, r = self.config.budget, self.runner
-        n_done = sum(1 for t in r.search.records() if counts_as_trial(t))
-        if b.target is not None and best_val >= b.target:
-            return "target reached"
-        if since_gain >= b.patience:
-            return f"no accepted gain in {b.patience} trials"
-        if n_done >= b.max_trials:
-            return "max trials"
-        if b.max_time_s is not None and time.monotonic() - start >= b.max_time_s:
-            return "max time"
-        if r.out_of_budget or r.budget.remaining() < min(8, len(r.val)):
-            return "budget"
-        return ""
-
 
 def optimize(config: OptimizeConfig, *, on_event: Event | None = None, resume: str | None = None,
              run_dir: Path | None = None) -> OptimizeResult:

@@ -21,10 +21,10 @@ from .data import Case, load_dataset, split
 from .diagnose import Diagnosis, diagnose
 from .evaluate import CaseResult, Scorer, iter_results, make_scorer, usage_of
 from .models import ModelClient, get_client
-from .pool import Candidate, counts_as_trial, pareto_parent
+from .pool import Candidate, Selection, counts_as_trial, pareto_parent
 from .prompt import Prompt
 from .propose import propose, task_facts
-from .search import HEARTBEAT_S, Search, Trial
+from .search import HEARTBEAT_S, Search, Trial, TrialRecord
 from .store import RunStore
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -83,6 +83,21 @@ class Runner:
         u = usage_of(*self.clients)
         u["budget_calls_used"] = self.budget.granted
         return u
+
+    def stop_reason(self, records: Sequence[TrialRecord], sel: Selection, *, timed_out: bool = False) -> str:
+        """Why the search should stop now ('' to go on): the limits `optimize` and every worker obey."""
+        b = self.config.budget
+        if b.target is not None and sel.best.val_mean >= b.target:
+            return "target reached"
+        if sel.since_gain >= b.patience:
+            return f"no accepted gain in {b.patience} trials"
+        if sum(1 for t in records if counts_as_trial(t)) >= b.max_trials:
+            return "max trials"
+        if timed_out:
+            return "max time"
+        if self.out_of_budget or self.budget.remaining() < min(8, len(self.val)):
+            return "budget"
+        return ""
 
     def _log(self, kind: str, **data: Any) -> None:
         if self.store is not None:

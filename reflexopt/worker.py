@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import OptimizeConfig
 from .errors import ConfigError
-from .pool import counts_as_trial, from_study, select
+from .pool import from_study, select
 from .prompt import parse_prompt
 from .runner import Runner
 from .search import Search, find_studies
@@ -36,18 +36,15 @@ async def _work_on(name: str, attrs: dict[str, Any], storage: str, on_event: Eve
     runner = Runner(config, parse_prompt(attrs["baseline_prompt"], "baseline"), store=None, on_event=on_event)
     search = Search(storage, name, seed=config.seed, pruning=config.pruning)
     runner.connect(search)
-    b = config.budget
     done = 0
-    while search.attrs().get("status") == "running":
+    while True:
+        attrs_now = search.attrs()
+        if attrs_now.get("status") != "running":
+            break
         records = search.records()
-        if sum(1 for t in records if counts_as_trial(t)) >= b.max_trials:
-            break
-        min_gain = float(search.attrs().get("min_gain", 0.0))
         pool = from_study(records, runner.val)
-        sel = select(pool, len(runner.val), min_gain)
-        if sel.since_gain >= b.patience or (b.target is not None and sel.best.val_mean >= b.target):
-            break
-        if runner.out_of_budget or runner.budget.remaining() < min(8, len(runner.val)):
+        sel = select(pool, len(runner.val), float(attrs_now.get("min_gain", 0.0)))
+        if runner.stop_reason(records, sel):
             break
         cand = await runner.step(pool)
         if cand is None:
