@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
 from .errors import ConfigError, InputFileError
 from .paths import home_dir
+from .yamlfile import load_yaml
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -94,7 +95,7 @@ def load_jobs(path: str | Path) -> list[JobSpec]:
         raise InputFileError(p, "no such jobs file", fix="check the path")
     text = p.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise InputFileError(p, f"not valid YAML ({getattr(e, 'problem', e)})",

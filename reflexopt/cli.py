@@ -190,7 +190,8 @@ def optimize_cmd(
     max_calls: Annotated[int | None, typer.Option("--max-calls", min=1, help="Hard limit on paid calls.")] = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", min=0, help="Hard limit in USD.")] = None,
     max_time: Annotated[str | None, typer.Option("--max-time", help="e.g. 30m, 1h.")] = None,
-    max_trials: Annotated[int, typer.Option("--max-trials", min=0, help="Candidates to try.")] = 24,
+    max_trials: Annotated[int | None, typer.Option("--max-trials", min=0, help="Candidates to try (default 24, or "
+                          "no limit when --max-calls, --max-cost or --max-time is set).")] = None,
     split_opt: Annotated[str | None, typer.Option("--split", help="TRAIN/VAL/TEST, e.g. 30/30/40.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     concurrency: ConcOpt = None,

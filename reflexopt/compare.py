@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import CompareConfig, ModelSpec, OptimizeConfig
+from .config import CompareConfig, ModelSpec, OptimizeConfig, public
 from .data import Case, load_dataset, split
 from .errors import ConfigError
 from .evaluate import CaseResult, evaluate_async, make_scorer
@@ -185,7 +185,8 @@ class Comparison:
         start = time.monotonic()
         cfg = self.config
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "config.json").write_text(cfg.model_dump_json(indent=2), encoding="utf-8")
+        (self.root / "config.json").write_text(json.dumps(public(cfg.model_dump(mode="json")), indent=2),
+                                              encoding="utf-8")
         labels = [m.label for m in cfg.models]
         if len(set(labels)) != len(labels):
             raise ConfigError("the same model is listed twice", fix="give each -m a different id or settings")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LOCAL_MODEL = "local/smollm2"
@@ -91,9 +93,16 @@ class Budget(_Frozen):
     max_calls: int | None = Field(None, gt=0, description="hard limit on paid model calls, all roles")
     max_cost: float | None = Field(None, gt=0, description="hard limit in USD")
     max_time_s: float | None = Field(None, gt=0)
-    max_trials: int = Field(24, ge=0)
+    max_trials: int | None = Field(None, ge=0, description="candidates to try; None: 24, or no limit when a "
+                                   "call, cost or time budget is set (the budget decides)")
     patience: int = Field(10, ge=1, description="stop after this many trials without an accepted gain")
     target: float | None = Field(None, ge=0, le=1)
+
+    @property
+    def trial_limit(self) -> int:
+        if self.max_trials is not None:
+            return self.max_trials
+        return 24 if self.max_calls is None and self.max_cost is None and self.max_time_s is None else 10_000
 
 
 class OptimizeConfig(_Frozen):
@@ -112,12 +121,26 @@ class OptimizeConfig(_Frozen):
     storage: str | None = None
     output: str | None = None
 
-    def public(self) -> dict[str, object]:
+    def public(self) -> dict[str, Any]:
         """The config as stored in the run directory (no secrets: keys never enter the config)."""
-        data = self.model_dump(mode="json")
-        if self.storage and "@" in self.storage:
-            data["storage"] = self.storage.split("://", 1)[0] + "://***@" + self.storage.rsplit("@", 1)[1]
+        data = public(self.model_dump(mode="json"))
+        if data.get("storage"):  # no password at all: a resume reads it from PGPASSWORD / ~/.pgpass or --storage
+            data["storage"] = data["storage"].replace(":***@", "@")
         return data
+
+
+def public(data: object) -> Any:
+    """A dumped config with every secret taken out: URL passwords (storage, api_base) and the values of
+    configured secret variables, wherever they appear."""
+    from .models.base import redact
+
+    if isinstance(data, dict):
+        return {k: public(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [public(v) for v in data]
+    if isinstance(data, str):
+        return redact(data)
+    return data
 
 
 class CompareConfig(_Frozen):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ from typing import Any
 from .errors import DataError
 
 RESERVED = ("id", "ideal", "messages")
+REFERENCE_NAMES = ("label", "answer", "output", "expected", "target", "reference")
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,14 @@ def _read_text(path: Path) -> str:
     return text
 
 
+def _lines(text: str) -> list[str]:
+    """Lines split on \\n only: U+2028, U+2029 and U+0085 are ordinary characters inside a JSON string or a CSV
+    field (str.splitlines would cut a row there)."""
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+
+
 def _rows_jsonl(path: Path, text: str) -> Iterable[tuple[int, dict[str, Any]]]:
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -75,21 +84,44 @@ def _rows_jsonl(path: Path, text: str) -> Iterable[tuple[int, dict[str, Any]]]:
                 path, f"invalid JSON ({e.msg} at column {e.colno})", line=n,
                 fix="make each line one complete JSON object",
             ) from None
+        except RecursionError:
+            raise DataError(path, "JSON nested too deeply", line=n, fix="flatten the row") from None
         if not isinstance(row, dict):
             raise DataError(path, f"expected a JSON object, got {type(row).__name__}", line=n,
                             fix='write rows as {"input": ..., "ideal": ...}')
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(path, "a string holds an unpaired surrogate escape (such as \\ud800)", line=n,
+                            fix="remove the broken escape or re-export the file as UTF-8") from None
+        except RecursionError:
+            raise DataError(path, "JSON nested too deeply", line=n, fix="flatten the row") from None
         yield n, row
 
 
+_DELIMITERS = ",;\t|"
+
+
 def _rows_csv(path: Path, text: str) -> Iterable[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(text.splitlines())
-    if not reader.fieldnames:
-        raise DataError(path, "no header row", line=1, fix="put column names on the first line")
-    for row in reader:
-        n = reader.line_num
-        if None in row:
-            raise DataError(path, "more values than header columns", line=n, fix="quote values that contain commas")
-        yield n, {k: v for k, v in row.items() if k is not None}
+    header = text.split("\n", 1)[0]
+    try:
+        delimiter = csv.Sniffer().sniff(header, delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    csv.field_size_limit(2**31 - 1)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        if not reader.fieldnames:
+            raise DataError(path, "no header row", line=1, fix="put column names on the first line")
+        for row in reader:
+            n = reader.line_num
+            if None in row:
+                raise DataError(path, "more values than header columns", line=n,
+                                fix="quote values that contain the delimiter")
+            yield n, {k: v for k, v in row.items() if k is not None}
+    except csv.Error as e:
+        raise DataError(path, f"unreadable CSV ({e})", line=reader.line_num,
+                        fix="check the quoting; values with quotes or line breaks must be quoted") from None
 
 
 def _messages_input(path: Path, n: int, messages: Any) -> tuple[tuple[dict[str, str], ...], str]:
@@ -108,6 +140,8 @@ def _messages_input(path: Path, n: int, messages: Any) -> tuple[tuple[dict[str, 
 def _to_case(path: Path, n: int, row: dict[str, Any], input_field: str | None, ideal_field: str | None,
              index: int) -> Case:
     ideal_key = ideal_field or "ideal"
+    if ideal_field is None and "ideal" not in row:  # common names for the reference column
+        ideal_key = next((k for k in REFERENCE_NAMES if k in row), "ideal")
     if ideal_field and ideal_field not in row:
         raise DataError(path, f"row has no field `{ideal_field}` (given by --ideal-field)", line=n,
                         fix=f"add `{ideal_field}` or pick another --ideal-field; fields here: {sorted(row)}")
@@ -130,7 +164,8 @@ def _to_case(path: Path, n: int, row: dict[str, Any], input_field: str | None, i
         if not value:
             raise DataError(path, "row has no input (no `input`, `messages` or other fields)", line=n,
                             fix="add an `input` field, or name the input column with --input-field")
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if value is None or (isinstance(value, (str, dict, list)) and not (value.strip() if isinstance(value, str)
+                                                                     else value)):
         raise DataError(path, "the input is empty", line=n, fix="give every row a non-empty input")
     if not isinstance(value, (str, dict)):
         value = json.dumps(value, ensure_ascii=False) if isinstance(value, list) else str(value)
@@ -163,7 +198,21 @@ def is_categorical(cases: Sequence[Case], max_labels: int = 20) -> bool:
     if len(ideals) < len(cases) or not ideals:
         return False
     labels = set(ideals)
-    return len(labels) <= max(2, min(max_labels, len(ideals) // 2)) and all(len(x.split()) <= 4 for x in labels)
+    return len(labels) <= max(2, min(max_labels, len(ideals) // 2)) and all(
+        len(re.findall(r"\w+", x)) <= 5 for x in labels)
+
+
+def default_max_tokens(cases: Sequence[Case]) -> int | None:
+    """A completion cap that fits the references: small for labels, generous (twice the longest) for free text;
+    None when some case has no reference. A rambling answer to a one-word task costs time and, under a
+    `contains` metric, often names a wrong label too."""
+    ideals = [c.ideal for c in cases if c.ideal]
+    if not ideals or len(ideals) < len(cases):
+        return None
+    longest = max(len(x) for x in ideals) / 3.5 + 1  # ~tokens (English averages about 4 characters per token)
+    if is_categorical(cases):
+        return int(max(16, 3 * longest))
+    return int(min(4096, max(64, 2 * longest)))
 
 
 def labels(cases: Sequence[Case]) -> list[str]:

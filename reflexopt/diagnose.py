@@ -100,7 +100,7 @@ async def diagnose(reasoner: ModelClient, prompt: Prompt, failing: Sequence[Case
     if not failing:
         return Diagnosis()
     text = meta_prompt("diagnose", prompt=prompt.to_markdown().strip(), cases=format_cases(failing))
-    res = await reasoner.complete([{"role": "user", "content": text}], temperature=0.0)
+    res = await reasoner.complete([{"role": "user", "content": text}], temperature=0.0, max_tokens=reasoner.cap(768))
     if res.ok:
         cats = parse_diagnosis(res.text)
         if cats:

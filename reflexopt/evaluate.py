@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import EvalConfig, ScorerSpec
+from .config import EvalConfig, ModelSpec, ScorerSpec
 from .data import Case
 from .errors import ConfigError
 from .metrics import Score
@@ -181,6 +181,23 @@ def evaluate(cases: Sequence[Case], prompt: Prompt, task: ModelClient, scorer: S
     return asyncio.run(evaluate_async(cases, prompt, task, scorer, concurrency=concurrency, on_result=on_result))
 
 
+def task_spec(spec: ModelSpec, cases: Sequence[Case], concurrency: int | None) -> tuple[ModelSpec, str | None]:
+    """The task model's spec for a run: `--concurrency` reaches the client (not only the case loop), and with
+    no `--max-tokens` the completion cap comes from the references (and the run says so)."""
+    from .data import default_max_tokens
+
+    update: dict[str, Any] = {}
+    if concurrency and spec.concurrency is None:
+        update["concurrency"] = concurrency
+    note = None
+    if spec.max_tokens is None:
+        cap = default_max_tokens(cases)
+        if cap is not None:
+            update["max_tokens"] = cap
+            note = f"task outputs capped at {cap} tokens (fits the references; --max-tokens N overrides)"
+    return spec.model_copy(update=update), note
+
+
 def make_scorer(spec: ScorerSpec, cases: Sequence[Case]) -> tuple[Scorer, str | None]:
     """The scorer a spec asks for, and a note when a default metric was chosen for the user."""
     from .judge import JudgeScorer, load_rubric
@@ -211,10 +228,12 @@ def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] |
     cases = load_dataset(config.data.path, input_field=config.data.input_field, ideal_field=config.data.ideal_field)
     prompt = load_prompt(config.prompt_path)
     prompt.check_fields(cases)
-    task = get_client(config.model, role="task")
+    spec, cap_note = task_spec(config.model, cases, config.concurrency)
+    task = get_client(spec, role="task")
     scorer, note = make_scorer(config.scorer, cases)
-    if note and on_note:
-        on_note(note)
+    for n in (note, cap_note):
+        if n and on_note:
+            on_note(n)
     if on_total:
         on_total(len(cases))
     return evaluate(cases, prompt, task, scorer, concurrency=config.concurrency, on_result=on_result)

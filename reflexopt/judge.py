@@ -18,6 +18,7 @@ from .errors import RubricError
 from .metrics import Score
 from .models import ModelClient
 from .prompts import meta_prompt
+from .yamlfile import load_yaml
 
 _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n?", re.S)
 _SCALE = re.compile(r"(?:score|rate|grade)[^\n]{0,60}?\b(\d{1,2})\s*(?:-|–|to)\s*(\d{1,3})\b", re.I)
@@ -65,9 +66,12 @@ def load_rubric(ref: str) -> Rubric:
     m = _FRONT.match(text)
     if m:
         try:
-            meta = yaml.safe_load(m.group(1)) or {}
+            meta = load_yaml(m.group(1)) or {}
         except yaml.YAMLError:
             raise RubricError(path, "front matter is not valid YAML", line=1, fix="fix the --- block") from None
+        if not isinstance(meta, dict):
+            raise RubricError(path, "front matter must be a mapping", line=1, fix="use `key: value` lines, "
+                              "such as `scale: [1, 5]` and `pass: 4`")
         text = text[m.end():]
     if not text.strip():
         raise RubricError(path, "the rubric is empty", fix="describe what a good answer is and how to score it")
@@ -82,36 +86,63 @@ def load_rubric(ref: str) -> Rubric:
     if high <= low:
         raise RubricError(path, f"scale {low}..{high} is empty", fix="use a scale such as [1, 5]")
     default_pass = high - (high - low) * 0.25
-    pass_score = float(meta.get("pass", default_pass))  # type: ignore[arg-type]
+    raw_pass = meta.get("pass", default_pass)
+    if isinstance(raw_pass, bool) or not isinstance(raw_pass, (int, float)) or not low <= raw_pass <= high:
+        raise RubricError(path, f"pass must be a number from {low} to {high}, got {raw_pass!r}", line=1,
+                          fix=f"write `pass: {default_pass:g}` (the lowest passing score)")
+    pass_score = float(raw_pass)
     return Rubric(name=path.stem, text=text.strip(), low=low, high=high, pass_score=pass_score)
 
 
+def _json_objects(text: str) -> list[dict[str, object]]:
+    """Every top-level JSON object in the text, left to right."""
+    dec = json.JSONDecoder()
+    out: list[dict[str, object]] = []
+    pos = text.find("{")
+    while pos != -1:
+        try:
+            obj, end = dec.raw_decode(text, pos)
+        except (ValueError, RecursionError):
+            pos = text.find("{", pos + 1)
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+        pos = text.find("{", end)
+    return out
+
+
 def parse_verdict(text: str, rubric: Rubric) -> tuple[float, str, str] | None:
-    """(raw score, reasoning, category) or None when the reply is not a usable verdict."""
+    """(raw score, reasoning, category) or None when the reply is not a usable verdict.
+
+    The verdict is the judge's own answer, which the judge prompt asks for last: the *last* JSON object with a
+    score (a judge that quotes the graded response first may quote a score the response planted), else the
+    last `score: N` in the text."""
     from json_repair import repair_json
 
-    obj: object = None
-    m = re.search(r"\{.*\}", text, re.S)
-    if m:
+    verdicts = [o for o in _json_objects(text) if "score" in o]
+    if not verdicts:
+        tail = text[text.rfind("{"):] if "{" in text else ""
         try:
-            obj = json.loads(m.group(0))
-        except ValueError:
-            try:
-                obj = json.loads(repair_json(m.group(0)))
-            except ValueError:
-                obj = None
+            repaired = json.loads(repair_json(tail)) if tail else None
+        except (ValueError, RecursionError):
+            repaired = None
+        if isinstance(repaired, dict) and "score" in repaired:
+            verdicts = [repaired]
     score: object = None
     reasoning, category = "", ""
-    if isinstance(obj, dict):
+    if verdicts:
+        obj = verdicts[-1]
         score = obj.get("score")
         reasoning = str(obj.get("reasoning", ""))
         category = str(obj.get("failure_category", obj.get("category", "")) or "")
-    if score is None:
-        sm = re.search(r'"?score"?\s*[:=]\s*(-?\d+(?:\.\d+)?)', text, re.I)
-        score = sm.group(1) if sm else None
+    else:
+        found = re.findall(r'"?score"?\s*[:=]\s*(-?\d+(?:\.\d+)?)', text, re.I)
+        score = found[-1] if found else None
+    if isinstance(score, bool):
+        return None
     try:
         value = float(score)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if not rubric.low <= value <= rubric.high:
         return None
@@ -144,7 +175,8 @@ class JudgeScorer:
         last_error = "no reply"
         calls = 0
         for attempt in range(self.parse_retries + 1):
-            res = await self.client.complete(messages, sample=sample, temperature=0.0)
+            res = await self.client.complete(messages, sample=sample, temperature=0.0,
+                                             max_tokens=self.client.cap(512))
             calls += 0 if res.cached or res.budget_exhausted else 1
             if not res.ok:
                 return Score(None, None, error=f"judge call failed: {res.error}", calls=calls)

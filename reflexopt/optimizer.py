@@ -5,18 +5,18 @@ final verdict on test. Knows nothing of terminals: progress goes to an `on_event
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import OptimizeConfig
 from .errors import ConfigError
+from .operators import LLM_OPERATORS, NAMES
 from .pool import Candidate, from_study, select
 from .prompt import load_prompt, parse_prompt
-from .propose import LLM_OPERATORS
 from .runner import Event, Runner
 from .search import GRACE_S, Search
 from .stats import paired_compare
@@ -51,6 +51,8 @@ class OptimizeResult:
     test_losses: int = 0
     accepted_path: tuple[str, ...] = ()
     study: str = ""
+    unspent_calls: int | None = None  # of --max-calls, when set
+    operators: dict[str, int] | None = None  # trials per operator that actually ran
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -63,7 +65,7 @@ def estimate(n_val: int, n_test: int, n_train_sample: int, max_trials: int, judg
     """Rough call count for a run. The pruner never stops a candidate before 15 val cases and, measured on the
     embedded model, stops about half of the rest early, so a trial costs about 15 + (n_val - 15) / 2 cases."""
     per_case = 2 if judged else 1
-    llm_share = len(LLM_OPERATORS) / 7
+    llm_share = len(LLM_OPERATORS) / len(NAMES)
     per_trial = n_val if n_val <= 15 else 15 + (n_val - 15) / 2
     search = int(max_trials * (per_trial * per_case + llm_share * (2 + 0.3 * n_train_sample * per_case)))
     total = n_val * per_case + search + 2 * n_test * per_case
@@ -83,7 +85,7 @@ class Optimizer:
             self.store: RunStore | None = RunStore.open(resume or None, run_dir=run_dir)
             stored = OptimizeConfig.model_validate(self.store.config())
             self.config = stored.model_copy(update={"storage": config.storage or stored.storage})
-            baseline = parse_prompt(self.store.candidate_markdown("baseline"), "baseline")
+            baseline = parse_prompt(self.store.baseline_markdown(), "baseline")
             self.resumed = True
         else:
             data = config.data.model_copy(update={"path": str(Path(config.data.path).resolve())})
@@ -101,10 +103,10 @@ class Optimizer:
     def estimate(self) -> dict[str, Any]:
         cfg, r = self.config, self.runner
         est = estimate(len(r.val), len(r.test), min(cfg.diagnose_sample, len(r.splits.train)),
-                       cfg.budget.max_trials, cfg.scorer.judge is not None)
+                       min(cfg.budget.trial_limit, 60), cfg.scorer.judge is not None)
         if cfg.budget.max_calls:
             est["calls_estimate"] = min(est["calls_estimate"], cfg.budget.max_calls)
-        est.update(n_train=len(r.splits.train), n_val=len(r.val), n_test=len(r.test), max_trials=cfg.budget.max_trials)
+        est.update(n_train=len(r.splits.train), n_val=len(r.val), n_test=len(r.test), max_trials=cfg.budget.trial_limit)
         est["cost_estimate_usd"] = self._cost_estimate(est["calls_estimate"])
         return est
 
@@ -166,7 +168,8 @@ class Optimizer:
         start = time.monotonic()
         cfg, r = self.config, self.runner
         if self.store is None:
-            self.store = RunStore.create(cfg.public(), run_dir=self._run_dir)
+            self.store = RunStore.create(cfg.public(), run_dir=self._run_dir,
+                                         baseline=r.baseline_prompt.to_markdown())
             r.store = self.store
             self.store.save_candidate(Candidate("baseline", r.baseline_prompt).record(),
                                       r.baseline_prompt.to_markdown())
@@ -197,7 +200,7 @@ class Optimizer:
         if not any(t.attrs.get("candidate") == "baseline" for t in search.records()):
             search.add_baseline(baseline.val_mean, {r.index[k]: v for k, v in baseline.val.items()},
                                 baseline.attrs())
-        search.set("reflexopt_config", json.loads(cfg.model_dump_json()))
+        search.set("reflexopt_config", cfg.public())
         search.set("baseline_prompt", r.baseline_prompt.to_markdown())
         search.set("min_gain", min_gain)
         search.set("run_id", store.run_id)
@@ -211,7 +214,7 @@ class Optimizer:
         sel = select(pool, len(r.val), min_gain)
         while True:
             timed_out = max_time is not None and time.monotonic() - start >= max_time
-            stop = r.stop_reason(records, sel, timed_out=timed_out)
+            stop = r.stop_reason(records, sel, pool, timed_out=timed_out)
             if stop:
                 break
             cand = await r.step(pool)
@@ -260,7 +263,9 @@ class Optimizer:
             pruned_trials=sel.pruned, best_prompt_path=str(cfg.output or best_path), best_candidate=best.id,
             stop_reason=stop, judge_noise=round(noise, 4), elapsed_s=round(time.monotonic() - start, 1),
             baseline_prompt=r.baseline_prompt.to_markdown(), best_prompt=best_md, usage=usage,
-            test_wins=cmp.wins, test_losses=cmp.losses, accepted_path=sel.accepted, study=search.name)
+            test_wins=cmp.wins, test_losses=cmp.losses, accepted_path=sel.accepted, study=search.name,
+            unspent_calls=None if cfg.budget.max_calls is None else max(0, cfg.budget.max_calls - r.budget.granted),
+            operators=dict(Counter(c.operator for c in pool if c.id != "baseline")))
         store.write_summary(result.to_json())
         store.event("done", significant=result.significant, usage=usage)
         self._emit("done", result.to_json())

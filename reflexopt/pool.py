@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .data import Case
+from .operators import LLM_OPERATORS, Outcome
 from .prompt import Prompt, parse_prompt
 from .search import TrialRecord
 from .store import prompt_key
@@ -26,10 +27,13 @@ class Candidate:
     trial: int | None = None
     fallback: bool = False
     worker: str = ""
+    asked: str = ""  # the operator the policy asked for (differs from `operator` when an LLM rewrite fell back)
 
     @property
     def key(self) -> str:
-        return prompt_key(self.prompt.to_markdown())
+        """Same key, same messages for every case: prompts that differ only in settings that do not change
+        the rendering (demo style without demos, ...) share one key and are never paid for twice."""
+        return prompt_key(self.prompt.canonical().to_markdown())
 
     @property
     def val_mean(self) -> float:
@@ -39,13 +43,13 @@ class Candidate:
         return {"id": self.id, "key": self.key, "operator": self.operator, "parent": self.parent,
                 "reasoning": self.reasoning[:2000], "params": self.params, "state": self.state, "trial": self.trial,
                 "val_mean": None if not self.val else round(self.val_mean, 6), "n_val": len(self.val),
-                "fallback": self.fallback, "worker": self.worker}
+                "fallback": self.fallback, "worker": self.worker, "asked": self.asked or self.operator}
 
     def attrs(self) -> dict[str, Any]:
         """What the study keeps about this candidate (so any process can rebuild it)."""
         return {"candidate": self.id, "key": self.key, "prompt": self.prompt.to_markdown(), "operator": self.operator,
                 "parent": self.parent, "reasoning": self.reasoning[:2000], "fallback": self.fallback,
-                "worker": self.worker, "state": self.state}
+                "worker": self.worker, "state": self.state, "asked": self.asked or self.operator}
 
 
 _STATES = {"COMPLETE": "complete", "PRUNED": "pruned"}
@@ -67,10 +71,41 @@ def from_study(records: Sequence[TrialRecord], val: Sequence[Case]) -> list[Cand
             continue
         state = r.attrs.get("state") if r.attrs.get("state") == "duplicate" else _STATES[r.state]
         scores = {val[i].id: v for i, v in r.steps.items() if 0 <= i < len(val)}
-        out.append(Candidate(str(r.attrs["candidate"]), parse_prompt(r.attrs["prompt"], str(r.attrs["candidate"])),
+        out.append(Candidate(str(r.attrs["candidate"]), _parsed(str(r.attrs["prompt"]), str(r.attrs["candidate"])),
                              str(r.attrs.get("operator", "")), r.attrs.get("parent"), str(r.attrs.get("reasoning", "")),
                              dict(r.params), scores, str(state), r.number, bool(r.attrs.get("fallback")),
-                             str(r.attrs.get("worker", ""))))
+                             str(r.attrs.get("worker", "")), str(r.attrs.get("asked", ""))))
+    return out
+
+
+_PARSED: dict[tuple[str, str], Prompt] = {}
+
+
+def _parsed(markdown: str, source: str) -> Prompt:
+    """Parse each stored candidate once per process: the pool is rebuilt after every trial, and re-parsing every
+    earlier candidate's front matter made each trial slower than the one before."""
+    key = (markdown, source)
+    hit = _PARSED.get(key)
+    if hit is None:
+        if len(_PARSED) > 20_000:
+            _PARSED.clear()
+        hit = _PARSED[key] = parse_prompt(markdown, source)
+    return hit
+
+
+def outcomes(pool: Sequence[Candidate]) -> list[Outcome]:
+    """What each finished trial says about its operator, for the operator policy (operators.choose)."""
+    by_id = {c.id: c for c in pool}
+    out = []
+    for c in pool:
+        if c.id == "baseline" or c.trial is None:
+            continue
+        parent = by_id.get(c.parent or "")
+        improved = (c.state == "complete" and parent is not None and bool(parent.val)
+                    and c.val_mean > parent.val_mean)
+        asked = c.asked or c.operator
+        out.append(Outcome(c.operator, asked, asked_llm=asked in LLM_OPERATORS,
+                           llm_usable=asked in LLM_OPERATORS and not c.fallback, improved=improved))
     return out
 
 

@@ -28,6 +28,7 @@ import yaml
 
 from .data import Case
 from .errors import PromptError
+from .yamlfile import load_yaml
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n?", re.S)
@@ -58,6 +59,12 @@ class Prompt:
 
     def with_(self, **changes: Any) -> Prompt:
         return replace(self, **changes)
+
+    def canonical(self) -> Prompt:
+        """The same prompt with settings that cannot change the rendered messages reset to their defaults."""
+        style = self.demo_style if self.demos else "turns"
+        role = "system" if self.placeholders else self.instruction_role
+        return replace(self, source="<prompt>", demo_style=style, instruction_role=role)
 
     def check_fields(self, cases: Sequence[Case]) -> None:
         """Raise PromptError when a placeholder is missing from the data."""
@@ -133,8 +140,10 @@ class Prompt:
         if self.demos:
             meta["demos"] = [{"input": d.input, "output": d.output} for d in self.demos]
         body = self.text.rstrip() + "\n"
-        if not meta:
+        if not meta and not body.lstrip("\ufeff").startswith("---"):
             return body
+        if not meta:  # a body that itself starts with a --- line (a rule, say) must not be read as front matter
+            return "---\n---\n" + body
         return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=10_000) + "---\n" + body
 
 
@@ -143,9 +152,12 @@ def parse_prompt(text: str, source: str = "<prompt>") -> Prompt:
     m = _FRONT.match(text)
     if m:
         try:
-            loaded = yaml.safe_load(m.group(1)) or {}
+            loaded = load_yaml(m.group(1)) or {}
         except yaml.YAMLError as e:
-            raise PromptError(source, f"front matter is not valid YAML ({e})", line=1,
+            mark = getattr(e, "problem_mark", None)
+            what = " ".join((getattr(e, "problem", None) or str(e)).split())
+            raise PromptError(source, f"front matter is not valid YAML ({what})",
+                              line=mark.line + 2 if mark is not None else 1,
                               fix="fix the block between the --- lines") from None
         if not isinstance(loaded, dict):
             raise PromptError(source, "front matter must be a mapping", line=1, fix="use `key: value` lines")

@@ -1,8 +1,12 @@
-"""Rewrite operators: turn a parent prompt into a candidate, recording the operator and the reasoning.
+"""Rewrite operators: turn a parent prompt into a candidate, recording the operator that ran and why.
 
-LLM operators (fix, restructure, constraints, compress, merge) ask the reasoning model; operators that need
-no LLM (format spec, few-shot demos, structure: instruction role and answer cue) always work, so a weak
-reasoning model still gets help. An LLM rewrite that is unusable falls back to the format operator.
+LLM operators (fix, restructure, constraints, compress, merge) ask the reasoning model. The others need no
+LLM and always produce something, so a weak reasoning model still gets help: a task instruction built from the
+task facts (several phrasings), few-shot demos (how many, which, label balance, order, turns or inline), an
+answer cue (optionally repeating the allowed labels), an output-format spec, and structure (instruction as
+system or user message). An LLM rewrite whose reply is unusable falls back to a no-LLM operator, and the
+candidate is recorded under the operator that actually ran. Each trial changes one thing, so the lineage of
+the best prompt explains the result step by step. The operator table is in operators.py.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from .data import Case, is_categorical, labels
 from .diagnose import Diagnosis, format_cases
 from .evaluate import CaseResult
 from .models import ModelClient
+from .operators import BY_NAME, LLM_OPERATORS, N_PHRASINGS
 from .prompt import Demo, Prompt
 from .prompts import meta_prompt
 
-LLM_OPERATORS = ("fix", "restructure", "constraints", "compress", "merge")
 MAX_DEMO_CHARS = 6000
+_KIND_STOP = {"a", "an", "the", "is", "it", "one", "input", "text", "following", "given", "task", "prompt", "case",
+              "answer", "response", "model", "user", "message", "data", "item", "example"}
 
 
 @dataclass(frozen=True)
@@ -32,33 +38,51 @@ class TaskFacts:
     categorical: bool
     sentences: int | None  # typical number of sentences in references (free text)
     words: int | None
+    kind: str = "text"  # what one input is: "review", "question", ... (from the prompt, else from the data)
 
     def as_text(self) -> str:
         if self.categorical:
-            return f"The answer is one label out of: {', '.join(self.labels)}."
+            return f"Each input is a {self.kind}. The answer is one label out of: {', '.join(self.labels)}."
         if self.sentences:
             return f"Reference answers are free text, typically {self.sentences} sentence(s), about {self.words} words."
         return "The answer is free text."
 
 
-def task_facts(train: Sequence[Case]) -> TaskFacts:
+def input_kind(prompt_text: str, train: Sequence[Case]) -> str:
+    """A noun for one input: taken from the starting prompt ("this review" -> review), else "question" when
+    most inputs are questions, else "text"."""
+    for m in re.finditer(r"\b(?:this|each|every|following|given)\s+([a-z]{3,})\b", prompt_text.lower()):
+        if m.group(1) not in _KIND_STOP:
+            return m.group(1)
+    inputs = [c.input_text.strip() for c in train]
+    if inputs and sum(x.endswith("?") for x in inputs) >= 0.6 * len(inputs):
+        return "question"
+    return "text"
+
+
+def task_facts(train: Sequence[Case], prompt_text: str = "") -> TaskFacts:
+    kind = input_kind(prompt_text, train)
     if is_categorical(train):
-        return TaskFacts(tuple(labels(train)), True, None, None)
+        return TaskFacts(tuple(labels(train)), True, None, None, kind)
     ideals = [c.ideal for c in train if c.ideal]
     if not ideals:
-        return TaskFacts((), False, None, None)
+        return TaskFacts((), False, None, None, kind)
     sents = [len([s for s in re.split(r"(?<=[.!?])\s+", x.strip()) if s]) for x in ideals]
     words = [len(x.split()) for x in ideals]
-    return TaskFacts((), False, int(median(sents)), int(median(words)))
+    return TaskFacts((), False, int(median(sents)), int(median(words)), kind)
 
 
 @dataclass(frozen=True)
 class Proposal:
     text: str
-    operator: str
+    operator: str  # the operator that actually ran
     reasoning: str
-    fallback: bool = False
+    fallback: bool = False  # an LLM operator was asked and its reply was unusable
     reasoning_calls: int = 0
+
+
+def _or_list(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
 def format_spec(facts: TaskFacts) -> str:
@@ -88,27 +112,72 @@ def apply_constraints(parent_text: str, facts: TaskFacts, diagnosis: Diagnosis) 
     return Proposal(f"{parent_text.rstrip()}\n\n{block}\n", "constraints", "emphasised: " + "; ".join(rules))
 
 
-def choose_demos(train: Sequence[Case], k: int, seed: int, facts: TaskFacts) -> tuple[Demo, ...]:
-    """k demos from train: round-robin over labels when categorical, seeded; bounded total length."""
+# Task instructions built from the facts alone (LM-BFF / APE style templates that name the label set); small
+# models follow an explicit label list far better than a vague request.
+PHRASINGS: tuple[str, ...] = (
+    "Classify the {kind} into one of these categories: {labels}.\nAnswer with the category name only.",
+    "Read the {kind} and choose the label that fits it best.\nLabels: {labels}\nReply with one label and nothing "
+    "else.",
+    "Which of these labels describes the {kind}: {labels_or}? Answer with just the label.",
+    "You are an expert annotator. Label each {kind} as {labels_or}. Output only the label, with no explanation.",
+)
+assert len(PHRASINGS) == N_PHRASINGS
+
+
+def instruction_from_facts(facts: TaskFacts, phrasing: int) -> str:
+    template = PHRASINGS[phrasing % len(PHRASINGS)]
+    return template.format(kind=facts.kind, labels=", ".join(facts.labels), labels_or=_or_list(facts.labels))
+
+
+def apply_instruct(parent: Prompt, facts: TaskFacts, phrasing: int, keep_parent: bool) -> Proposal:
+    """A fresh instruction from the task facts; the parent's text is kept above it when asked, and always when
+    it holds placeholders (they carry the input)."""
+    new = instruction_from_facts(facts, phrasing)
+    keep = keep_parent or bool(parent.placeholders)
+    text = f"{parent.text.rstrip()}\n\n{new}\n" if keep else new + "\n"
+    how = "added below the parent's text" if keep else "replacing the parent's text"
+    return Proposal(text, "instruct", f"task instruction from the facts (phrasing {phrasing % len(PHRASINGS)}, "
+                    f"{how}): labels {', '.join(facts.labels)}; input kind '{facts.kind}'")
+
+
+def answer_cue(name: str, facts: TaskFacts) -> str:
+    """The text appended to the last user message. `options` repeats the allowed labels right before the
+    answer: small models weigh the end of the prompt most."""
+    if name == "none":
+        return ""
+    if name == "options" and facts.categorical:
+        return f"Options: {', '.join(facts.labels)}\nAnswer:"
+    return {"answer": "Answer:", "label": "Label:", "category": "Category:"}.get(name, "Answer:")
+
+
+def choose_demos(train: Sequence[Case], k: int, seed: int, facts: TaskFacts, *, pick: str = "balanced",
+                 order: str = "cycle") -> tuple[Demo, ...]:
+    """k demos from train, seeded: `balanced` takes labels round-robin (categorical), `random` follows the
+    data's own label mix; `order` keeps the pick order (labels alternate), shuffles, or groups by label.
+    The total length is bounded."""
     if k <= 0:
         return ()
     rng = random.Random(seed)
     pool = [c for c in train if c.ideal]
-    if facts.categorical:
+    if facts.categorical and pick == "balanced":
         by: dict[str, list[Case]] = defaultdict(list)
         for c in pool:
             by[c.ideal or ""].append(c)
         for v in by.values():
             rng.shuffle(v)
-        order = sorted(by)
-        rng.shuffle(order)
+        labs = sorted(by)
+        rng.shuffle(labs)
         picked: list[Case] = []
         while len(picked) < k and any(by.values()):
-            for lab in order:
+            for lab in labs:
                 if by[lab] and len(picked) < k:
                     picked.append(by[lab].pop())
     else:
         picked = rng.sample(pool, min(k, len(pool)))
+    if order == "shuffled":
+        rng.shuffle(picked)
+    elif order == "grouped":
+        picked.sort(key=lambda c: c.ideal or "")
     demos: list[Demo] = []
     total = 0
     for c in picked:
@@ -144,38 +213,63 @@ async def llm_rewrite(op: str, reasoner: ModelClient, parent: Prompt, facts: Tas
     if op == "merge":
         values["other"] = (other or parent).text.strip()
     res = await reasoner.complete([{"role": "user", "content": meta_prompt(f"propose_{op}", **values)}],
-                                  temperature=0.0)
+                                  temperature=0.0, max_tokens=reasoner.cap(max(512, 2 * len(parent.text) // 3)))
     calls = 0 if res.cached or res.budget_exhausted else 1
     if not res.ok:
         return None, res.error or "", calls
     return extract_prompt(res.text, parent), res.text, calls
 
 
+def _no_llm(op: str, params: dict[str, Any], parent: Prompt, train: Sequence[Case], facts: TaskFacts,
+            diagnosis: Diagnosis) -> tuple[Prompt, Proposal]:
+    """Apply one operator that needs no LLM."""
+    if op == "instruct" and facts.categorical:
+        prop = apply_instruct(parent, facts, int(params.get("phrasing", 0)), bool(params.get("keep_parent", False)))
+        return parent.with_(text=prop.text), prop
+    if op == "demos":
+        n = int(params.get("n_demos", 0))
+        pick, order = str(params.get("demo_pick", "balanced")), str(params.get("demo_order", "cycle"))
+        demos = choose_demos(train, n, int(params.get("demo_seed", 0)), facts, pick=pick, order=order)
+        style = params.get("demo_style", parent.demo_style)
+        labs = ", ".join(sorted({d.output for d in demos})) if facts.categorical else ""
+        why = (f"{len(demos)} demos from train ({pick} pick, {order} order, seed {params.get('demo_seed', 0)}) as "
+               f"{'chat turns' if style == 'turns' else 'examples inline'}" + (f"; labels shown: {labs}" if labs else ""))
+        return parent.with_(demos=demos, demo_style=style), Proposal(parent.text, "demos", why)
+    if op == "cue" and facts.categorical:
+        cue = answer_cue(str(params.get("cue", "answer")), facts)
+        why = f"answer cue {cue!r} after the input" if cue else "no answer cue"
+        return parent.with_(answer_cue=cue), Proposal(parent.text, "cue", why)
+    if op == "structure":
+        role = params.get("instruction_role", parent.instruction_role)
+        style = params.get("demo_style", parent.demo_style)
+        why = f"instruction as the {role} message" + (f"; demos as {style}" if parent.demos else "")
+        return parent.with_(instruction_role=role, demo_style=style), Proposal(parent.text, "structure", why)
+    if op == "constraints":
+        prop = apply_constraints(parent.text, facts, diagnosis)
+        return parent.with_(text=prop.text), prop
+    prop = apply_format(parent.text, facts)
+    return parent.with_(text=prop.text), prop
+
+
+def fallback_operator(facts: TaskFacts) -> str:
+    """The no-LLM operator that stands in for an unusable LLM rewrite."""
+    return "instruct" if facts.categorical else "format"
+
+
 async def propose(params: dict[str, Any], parent: Prompt, *, train: Sequence[Case], facts: TaskFacts,
                   reasoner: ModelClient | None, diagnosis: Diagnosis, failing: Sequence[CaseResult],
                   other: Prompt | None) -> tuple[Prompt, Proposal]:
-    """Apply the trial's operator, then its structural settings, to the parent."""
+    """Apply the trial's operator (params["operator"]) with its settings to the parent."""
     op = params["operator"]
-    prop: Proposal
-    if op == "format":
-        prop = apply_format(parent.text, facts)
-    elif op == "demos":
-        prop = Proposal(parent.text, "demos", f"{params['n_demos']} demos from train (seed {params['demo_seed']})")
-    elif op in LLM_OPERATORS and reasoner is not None:
-        text, raw, calls = await llm_rewrite(op, reasoner, parent, facts, diagnosis, failing, other)
-        if text is not None:
-            why = diagnosis.as_text() if op in ("fix", "constraints") else f"{op} by the reasoning model"
-            prop = Proposal(text, op, why, reasoning_calls=calls)
-        else:
-            alt = apply_constraints(parent.text, facts, diagnosis) if op == "constraints" else \
-                apply_format(parent.text, facts)
-            prop = Proposal(alt.text, alt.operator, f"{op}: reasoning model reply unusable ({raw[:120]!r}); "
-                            f"fell back to {alt.operator}: {alt.reasoning}", fallback=True, reasoning_calls=calls)
-    else:
-        prop = apply_format(parent.text, facts)
-    n = int(params.get("n_demos", 0))
-    demos = choose_demos(train, n, int(params.get("demo_seed", 0)), facts) if n else parent.demos
-    cue = {"none": "", "answer": "Answer:"}[params.get("answer_cue", "none")]
-    cand = parent.with_(text=prop.text, instruction_role=params.get("instruction_role", parent.instruction_role),
-                        answer_cue=cue, demos=demos, demo_style=params.get("demo_style", parent.demo_style))
-    return cand, prop
+    if op not in BY_NAME:
+        raise ValueError(f"unknown operator {op!r}")
+    if op not in LLM_OPERATORS or reasoner is None:
+        return _no_llm(op, params, parent, train, facts, diagnosis)
+    text, raw, calls = await llm_rewrite(op, reasoner, parent, facts, diagnosis, failing, other)
+    if text is not None:
+        why = diagnosis.as_text() if op in ("fix", "constraints") else f"{op} by the reasoning model"
+        return parent.with_(text=text), Proposal(text, op, why, reasoning_calls=calls)
+    alt_op = "constraints" if op == "constraints" else fallback_operator(facts)
+    cand, alt = _no_llm(alt_op, params, parent, train, facts, diagnosis)
+    return cand, Proposal(alt.text, alt.operator, f"{op}: reasoning model reply unusable ({raw[:120]!r}); "
+                          f"fell back to {alt.operator}: {alt.reasoning}", fallback=True, reasoning_calls=calls)

@@ -98,7 +98,9 @@ class LiveView:
         t.add_column(style="bold cyan")
         t.add_column()
         t.add_row("phase", str(s["phase"]))
-        t.add_row("trial", f"{s['trial']} / {self.est.get('max_trials', '?')}  {s.get('last', '')}")
+        cap = self.est.get("max_trials")
+        cap_text = "?" if cap is None else ("budget" if cap >= 10_000 else str(cap))
+        t.add_row("trial", f"{s['trial']} / {cap_text}  {s.get('last', '')}")
         t.add_row("val", f"baseline {_fmt(s['baseline_val'])} · best {_fmt(s['best_val'])}")
         u = self.usage
         calls = u.get("budget_calls_used", 0)
@@ -166,7 +168,9 @@ def optimize_summary(r: dict[str, Any]) -> Table:
     t.add_row("paired test", "", f"p = {r['p_value']:.4f} · {verdict}")
     t.add_row("cases fixed / broken", "", f"{r['test_wins']} / {r['test_losses']}")
     t.add_row("trials", "", f"{r['trials']} ({r['pruned_trials']} pruned) · stopped: {r['stop_reason']}")
-    t.add_row("calls", "", f"{r['model_calls']} paid · {r['cached_calls']} cached")
+    unspent = r.get("unspent_calls")
+    left = f" · {unspent} of the --max-calls budget unspent" if unspent else ""
+    t.add_row("calls", "", f"{r['model_calls']} paid · {r['cached_calls']} cached{left}")
     t.add_row("cost / time", "", f"${r['cost_usd']:.4f} · {r['elapsed_s'] / 60:.1f} min")
     return t
 

@@ -146,7 +146,7 @@ def run_report(path: Path) -> str:
     by_id = {c["id"]: c for c in cands}
     events = store.events()
     evals = store.evals()
-    base_md = store.candidate_markdown("baseline")
+    base_md = store.baseline_markdown()
     best_md = summary["best_prompt"] if summary else base_md
     accepted = list(summary.get("accepted_path") or []) if summary else []
     if not accepted:  # older or interrupted runs: the path of strict improvements in trial order

@@ -19,9 +19,10 @@ from .budget import CallBudget
 from .config import OptimizeConfig
 from .data import Case, load_dataset, split
 from .diagnose import Diagnosis, diagnose
-from .evaluate import CaseResult, Scorer, iter_results, make_scorer, usage_of
+from .evaluate import CaseResult, Scorer, iter_results, make_scorer, task_spec, usage_of
 from .models import ModelClient, get_client
-from .pool import Candidate, Selection, counts_as_trial, pareto_parent
+from .operators import Outcome, available, choose, get, reasoner_ok, untried
+from .pool import Candidate, Selection, counts_as_trial, outcomes, pareto_parent
 from .prompt import Prompt
 from .propose import propose, task_facts
 from .search import HEARTBEAT_S, Search, Trial, TrialRecord
@@ -47,22 +48,25 @@ class Runner:
         self.val: list[Case] = list(self.splits.val)
         self.test: list[Case] = list(self.splits.test)
         self.index = {c.id: i for i, c in enumerate(self.val)}
-        self.facts = task_facts(self.splits.train)
+        self.facts = task_facts(self.splits.train, baseline.text)
         self.worker = worker_id()
         self.out_of_budget = False
         self.diagnoses: dict[str, tuple[Diagnosis, list[CaseResult]]] = {}
         self.memo: dict[tuple[str, str, str], tuple[CaseResult, int]] = store.evals() if store else {}
-        self.rng = random.Random(f"{cfg.seed}-{self.worker}")
+        self.reasoner_given_up = False
 
     def connect(self, search: Search) -> None:
         """Build clients, scorer and budget (this may start the local model server on first call)."""
         cfg = self.config
         self.search = search
-        self.task = get_client(cfg.model, role="task")
+        everything = self.splits.train + self.splits.val + self.splits.test
+        spec, cap_note = task_spec(cfg.model, everything, cfg.concurrency)
+        self.task = get_client(spec, role="task")
         self.scorer: Scorer
-        self.scorer, note = make_scorer(cfg.scorer, self.splits.train + self.splits.val + self.splits.test)
-        if note:
-            self.on_event("note", {"message": note})
+        self.scorer, note = make_scorer(cfg.scorer, everything)
+        for n in (note, cap_note):
+            if n:
+                self.on_event("note", {"message": n})
         # the reasoning model writes whole prompts: it does not inherit the task's completion limit
         self.reasoner: ModelClient = get_client(cfg.reasoning or cfg.model.model_copy(update={"max_tokens": None}),
                                                 role="reasoning")
@@ -84,14 +88,33 @@ class Runner:
         u["budget_calls_used"] = self.budget.granted
         return u
 
-    def stop_reason(self, records: Sequence[TrialRecord], sel: Selection, *, timed_out: bool = False) -> str:
-        """Why the search should stop now ('' to go on): the limits `optimize` and every worker obey."""
+    def operators(self, pool: Sequence[Candidate]) -> tuple[tuple[str, ...], list[Outcome]]:
+        """The operators available now and the history the policy learns from. The reasoning model is dropped
+        once its rewrites keep being unusable (logged once)."""
+        history = outcomes(pool)
+        healthy = reasoner_ok(history)
+        if not healthy and not self.reasoner_given_up:
+            self.reasoner_given_up = True
+            asked = [h for h in history if h.asked_llm]
+            why = (f"{sum(h.llm_usable for h in asked)} of {len(asked)} rewrites by the reasoning model were usable; "
+                   "it is not asked again in this run")
+            self._log("reasoner_given_up", reason=why)
+            self.on_event("note", {"message": why})
+        train = self.splits.train
+        ops = available(categorical=self.facts.categorical, has_references=any(c.ideal for c in train),
+                        has_train=bool(train), reasoner=True, reasoner_healthy=healthy)
+        return ops, history
+
+    def stop_reason(self, records: Sequence[TrialRecord], sel: Selection, pool: Sequence[Candidate] = (), *,
+                    timed_out: bool = False) -> str:
+        """Why the search should stop now ('' to go on): the limits `optimize` and every worker obey.
+        Patience does not stop the search while an available operator family is still untried."""
         b = self.config.budget
         if b.target is not None and sel.best.val_mean >= b.target:
             return "target reached"
-        if sel.since_gain >= b.patience:
+        if sel.since_gain >= b.patience and not (pool and untried(*self.operators(pool))):
             return f"no accepted gain in {b.patience} trials"
-        if sum(1 for t in records if counts_as_trial(t)) >= b.max_trials:
+        if sum(1 for t in records if counts_as_trial(t)) >= b.trial_limit:
             return "max trials"
         if timed_out:
             return "max time"
@@ -164,7 +187,7 @@ class Runner:
         """Run one trial. None when the study already has `max_trials` trials (another worker took the last)."""
         trial = self.search.ask()
         earlier = sum(1 for t in self.search.records() if t.number < trial.number and counts_as_trial(t))
-        if earlier >= self.config.budget.max_trials:
+        if earlier >= self.config.budget.trial_limit:
             trial.set_attr("skipped", "max trials reached")
             self.search.tell(trial, None, failed=True)
             return None
@@ -175,23 +198,28 @@ class Runner:
             beat.cancel()
 
     async def _step(self, trial: Trial, pool: list[Candidate]) -> Candidate:
-        params = trial.suggest(len(self.splits.train))
-        parent = pareto_parent(pool, self.rng)
-        op = params["operator"]
+        # every random choice of a trial comes from the seed and the trial number: the same seed, data and
+        # models give the same run, and a resumed run makes the choices an uninterrupted one would have made
+        rng = random.Random(f"{self.config.seed}-{trial.number}")
+        ops, history = self.operators(pool)
+        op = choose(ops, history, rng)
+        params = trial.suggest(op, n_train=len(self.splits.train), n_labels=len(self.facts.labels))
+        params.setdefault("phrasing", trial.number)  # for an LLM rewrite that falls back to `instruct`
+        parent = pareto_parent(pool, rng)
         diag: Diagnosis = Diagnosis()
         failing: list[CaseResult] = []
-        if op in ("fix", "restructure", "constraints"):
+        if get(op).needs_diagnosis:
             diag, failing = await self.diagnosis(parent)
         others = [c for c in pool if c.state == "complete" and c is not parent]
-        other = self.rng.choice(others).prompt if others else None
+        other = rng.choice(others).prompt if others else None
         before = self.reasoner.meter.calls
         prompt, prop = await propose(params, parent.prompt, train=self.splits.train, facts=self.facts,
                                      reasoner=self.reasoner, diagnosis=diag, failing=failing, other=other)
         self._log("proposal", trial=trial.number, operator=op, used=prop.operator, fallback=prop.fallback,
                   calls=self.reasoner.meter.calls - before)
-        cand = Candidate(f"t{trial.number}", prompt, prop.operator if not prop.fallback else f"{op}->{prop.operator}",
-                         parent.id, prop.reasoning, params, trial=trial.number, fallback=prop.fallback,
-                         worker=self.worker)
+        cand = Candidate(f"t{trial.number}", prompt, prop.operator, parent.id, prop.reasoning,
+                         {k: v for k, v in params.items() if k != "operator"}, trial=trial.number,
+                         fallback=prop.fallback, worker=self.worker, asked=op)
         self.on_event("trial_start", {"n": trial.number, "candidate": cand.id, "operator": cand.operator,
                                       "parent": parent.id})
         dup = next((c for c in pool if c.key == cand.key and c.state == "complete"), None)

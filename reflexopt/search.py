@@ -18,13 +18,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-SPACE_CHOICES: dict[str, tuple[str, ...]] = {
-    "operator": ("fix", "restructure", "format", "constraints", "demos", "compress", "merge"),
-    "instruction_role": ("system", "user"),
-    "answer_cue": ("none", "answer"),
-    "demo_style": ("turns", "inline"),
-}
-MAX_DEMOS = 8
+from .operators import CUES, DEMO_ORDERS, DEMO_PICKS, N_PHRASINGS
+
+MAX_DEMOS = 12
 HEARTBEAT_S = 10
 GRACE_S = 90
 
@@ -99,11 +95,26 @@ class Trial:
         self.number: int = trial.number
         self.params: dict[str, Any] = {}
 
-    def suggest(self, n_train: int) -> dict[str, Any]:
+    def suggest(self, operator: str, *, n_train: int, n_labels: int) -> dict[str, Any]:
+        """The settings of one operator, sampled by TPE (conditional: each operator has its own knobs).
+        The operator itself is chosen by the policy in operators.py and recorded as a user attribute."""
         t = self._t
-        p: dict[str, Any] = {name: t.suggest_categorical(name, list(ch)) for name, ch in SPACE_CHOICES.items()}
-        p["n_demos"] = t.suggest_int("n_demos", 0, max(0, min(MAX_DEMOS, n_train)))
-        p["demo_seed"] = t.suggest_int("demo_seed", 0, 9)
+        p: dict[str, Any] = {"operator": operator}
+        if operator == "demos":
+            top = max(1, min(MAX_DEMOS, n_train, max(8, 2 * n_labels)))
+            p["n_demos"] = t.suggest_int("n_demos", 1, top)
+            p["demo_pick"] = t.suggest_categorical("demo_pick", list(DEMO_PICKS))
+            p["demo_order"] = t.suggest_categorical("demo_order", list(DEMO_ORDERS))
+            p["demo_style"] = t.suggest_categorical("demo_style", ["turns", "inline"])
+            p["demo_seed"] = t.suggest_int("demo_seed", 0, 9)
+        elif operator == "instruct":
+            p["phrasing"] = t.suggest_int("phrasing", 0, N_PHRASINGS - 1)
+            p["keep_parent"] = t.suggest_categorical("keep_parent", [False, True])
+        elif operator == "cue":
+            p["cue"] = t.suggest_categorical("cue", list(CUES))
+        elif operator == "structure":
+            p["instruction_role"] = t.suggest_categorical("instruction_role", ["system", "user"])
+            p["demo_style"] = t.suggest_categorical("structure_demo_style", ["turns", "inline"])
         self.params = p
         return p
 

@@ -47,6 +47,12 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def prompt_key(markdown: str) -> str:
     return hashlib.sha256(markdown.encode()).hexdigest()[:16]
 
@@ -61,13 +67,18 @@ class RunStore:
         return self.root.name
 
     @classmethod
-    def create(cls, config: dict[str, Any], *, run_dir: Path | None = None, run_id: str | None = None) -> RunStore:
+    def create(cls, config: dict[str, Any], *, run_dir: Path | None = None, run_id: str | None = None,
+               baseline: str | None = None) -> RunStore:
+        """A new run folder. `config.json` is written last and atomically: a folder that has it is a complete
+        run that can be resumed, whenever the process was killed."""
         root = run_dir or runs_root() / (run_id or new_run_id())
         if (root / "config.json").exists():
             raise ConfigError(f"{root} already holds a run", fix="use --resume to continue it, or another --run-dir")
         root.mkdir(parents=True, exist_ok=True)
         (root / "candidates").mkdir(exist_ok=True)
-        (root / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+        if baseline is not None:
+            _write_atomic(root / "candidates" / "baseline.md", baseline)
+        _write_atomic(root / "config.json", json.dumps(config, indent=2, sort_keys=True))
         store = cls(root)
         store.mark_running()
         return store
@@ -122,7 +133,7 @@ class RunStore:
         return out
 
     def save_candidate(self, record: dict[str, Any], markdown: str) -> None:
-        (self.candidates_dir / f"{record['id']}.md").write_text(markdown, encoding="utf-8")
+        _write_atomic(self.candidates_dir / f"{record['id']}.md", markdown)
         self._append("candidates.jsonl", record)
 
     def candidates(self) -> list[dict[str, Any]]:
@@ -132,8 +143,21 @@ class RunStore:
             latest[str(row["id"])] = row
         return list(latest.values())
 
-    def candidate_markdown(self, cid: str) -> str:
-        return (self.candidates_dir / f"{cid}.md").read_text(encoding="utf-8")
+    def candidate_markdown(self, cid: str) -> str | None:
+        p = self.candidates_dir / f"{cid}.md"
+        return p.read_text(encoding="utf-8") if p.exists() else None
+
+    def baseline_markdown(self) -> str:
+        """The starting prompt as saved, or re-read from its file when a kill came before it was saved."""
+        md = self.candidate_markdown("baseline")
+        if md is not None:
+            return md
+        path = str(self.config().get("prompt_path") or "")
+        try:
+            return Path(path).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError):
+            raise ConfigError(f"{self.root}: the starting prompt was never saved and {path or 'its file'} cannot be "
+                              "read", fix="start the run again with another --run-dir") from None
 
     def write_best(self, markdown: str) -> Path:
         path = self.root / "best.md"
@@ -141,9 +165,7 @@ class RunStore:
         return path
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        tmp = self.root / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        tmp.replace(self.root / "summary.json")
+        _write_atomic(self.root / "summary.json", json.dumps(summary, indent=2))
 
     def summary(self) -> dict[str, Any] | None:
         p = self.root / "summary.json"

@@ -44,7 +44,7 @@ async def _work_on(name: str, attrs: dict[str, Any], storage: str, on_event: Eve
         records = search.records()
         pool = from_study(records, runner.val)
         sel = select(pool, len(runner.val), float(attrs_now.get("min_gain", 0.0)))
-        if runner.stop_reason(records, sel):
+        if runner.stop_reason(records, sel, pool):
             break
         cand = await runner.step(pool)
         if cand is None:

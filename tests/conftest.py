@@ -19,6 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 EXAMPLES = ROOT / "examples"
 
+
+def names_labels(text: str, labels: tuple[str, ...] = ("positive", "negative")) -> bool:
+    """What the fake task models react to: a prompt that states the label set (a format spec, a task
+    instruction, demos or an options cue all do)."""
+    return all(lab in text for lab in labels)
+
+
 _real_connect = socket.socket.connect
 
 

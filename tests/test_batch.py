@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeOpenAI, write_jsonl
+from conftest import FakeOpenAI, names_labels, write_jsonl
 
 from reflexopt.batch import load_jobs
 from reflexopt.errors import ConfigError
@@ -60,7 +60,7 @@ def _reply_for(quality: dict[str, int]):  # type: ignore[no-untyped-def]
         item = msgs[-1]["content"]
         right = "positive" if "good" in item else "negative"
         h = int(hashlib.md5(item.encode()).hexdigest(), 16) % 100
-        acc = quality["with_spec"] if "exactly one of these labels" in text else quality["without"]
+        acc = quality["with_spec"] if names_labels(text) else quality["without"]
         return right if h < acc else "a review"
 
     return reply

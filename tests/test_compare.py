@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_jsonl
+from conftest import names_labels, write_jsonl
 
 from reflexopt.compare import ModelRow, compare, recommend
 from reflexopt.config import Budget, CompareConfig, DataSpec, ModelSpec
@@ -19,7 +19,7 @@ def labeller(accuracy: int, *, needs_spec: bool = False):  # type: ignore[no-unt
     def reply(messages: list[dict[str, str]]) -> str:
         text = " ".join(m["content"] for m in messages)
         item = messages[-1]["content"]
-        if needs_spec and "exactly one of these labels" not in text:
+        if needs_spec and not names_labels(text):
             return "hmm"
         right = "positive" if "good" in item else "negative"
         h = int(hashlib.md5(item.encode()).hexdigest(), 16) % 100

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_jsonl
+from conftest import names_labels, write_jsonl
 
 from reflexopt.config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
 from reflexopt.models import FunctionModel, register_fake, unregister_fake
@@ -30,7 +30,7 @@ def label_task(accuracy_with_spec: int = 85, accuracy_without: int = 5):  # type
     def reply(messages: list[dict[str, str]]) -> str:
         text = " ".join(m["content"] for m in messages)
         item = messages[-1]["content"]
-        good = LABEL_SPEC in text or any(m["role"] == "assistant" for m in messages)
+        good = names_labels(text)
         right = "positive" if "good" in item else "negative"
         if _h(item) < (accuracy_with_spec if good else accuracy_without):
             return right
@@ -82,7 +82,7 @@ def test_garbage_reasoner_still_improves_significantly(dataset: Path, prompt_fil
     r = optimize(config(dataset, prompt_file, output=str(out)))
     assert r.best_val > r.baseline_val and r.best_test > r.baseline_test + 0.4
     assert r.significant and r.p_value < 0.05 and r.delta_ci95[0] > 0
-    assert out.read_text() == r.best_prompt and LABEL_SPEC in r.best_prompt
+    assert out.read_text() == r.best_prompt and names_labels(r.best_prompt)
     assert len(reasoner.calls) > 0  # the reasoner was asked, and its junk did not break the loop
     run = Path(r.run_dir)
     events = [json.loads(x)["event"] for x in (run / "events.jsonl").read_text().splitlines()]

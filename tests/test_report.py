@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import browse_offline, write_jsonl
+from conftest import browse_offline, names_labels, write_jsonl
 
 from reflexopt.compare import compare
 from reflexopt.config import Budget, CompareConfig, DataSpec, ModelSpec, OptimizeConfig
@@ -28,7 +28,7 @@ def task(messages: list[dict[str, str]]) -> str:
     text = " ".join(m["content"] for m in messages)
     item = messages[-1]["content"]
     right = "positive" if "good" in item else "negative"
-    if "exactly one of these labels" in text:
+    if names_labels(text):
         # the rows carrying EVIL are always answered right once the prompt is fixed, so they show as fixed cases
         return right if EVIL in item or int(hashlib.md5(item.encode()).hexdigest(), 16) % 10 < 9 else "?"
     return "<script>document.title='x'</script> maybe"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeOpenAI, write_jsonl
+from conftest import FakeOpenAI, names_labels, write_jsonl
 
 
 def _reply(req: dict[str, Any]) -> str:
@@ -23,7 +23,7 @@ def _reply(req: dict[str, Any]) -> str:
     if "<prompt>" in text or "Failing cases" in text:
         return "I cannot help with prompts."  # a useless reasoning model
     item = msgs[-1]["content"]
-    good = "exactly one of these labels" in text or any(m["role"] == "assistant" for m in msgs)
+    good = names_labels(text)
     right = "positive" if "good" in item else "negative"
     h = int(hashlib.md5(item.encode()).hexdigest(), 16) % 100
     return right if h < (85 if good else 10) else "a review"

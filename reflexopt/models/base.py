@@ -107,8 +107,28 @@ class Meter:
 
 
 _SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|(?i:bearer)\s+[A-Za-z0-9_\-.]{8,}|AIza[0-9A-Za-z_\-]{20,})")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$|^PGPASSWORD$", re.I)
+
+
+def secret_values() -> list[str]:
+    """Values of the environment's secret-looking variables (`*_API_KEY`, `*_TOKEN`, `*_SECRET`, ...): every
+    configured key is redacted, whatever its format (a provider may echo it in an error)."""
+    import os
+
+    vals = {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8}
+    return sorted(vals, key=len, reverse=True)
+
+
+def mask_url(url: str) -> str:
+    """`scheme://user:password@host` -> `scheme://user:***@host` (the user is kept, so a stored URL still says
+    who connects; the password comes from the environment or the command line again)."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
 
 
 def redact(text: str) -> str:
-    """Strip anything that looks like an API key from a message before it is stored or shown."""
-    return _SECRET.sub("[redacted]", text)
+    """Strip API keys, URL passwords and the values of configured secret variables from a message before it
+    is stored or shown."""
+    for v in secret_values():
+        text = text.replace(v, "[redacted]")
+    return _SECRET.sub("[redacted]", mask_url(text))

@@ -20,6 +20,10 @@ from .cache import ResponseCache
 MAX_BACKOFF_S = 60.0
 
 
+class EmptyReply(Exception):
+    """A successful HTTP reply with no text."""
+
+
 class ModelClient:
     def __init__(self, spec: ModelSpec, backend: Backend, *, cache: ResponseCache | None, model_key: str,
                  concurrency: int, role: str = "task", base_delay_s: float = 1.0) -> None:
@@ -33,6 +37,11 @@ class ModelClient:
         self.gate: BudgetGate | None = None
         self.base_delay_s = base_delay_s
         self._sems: dict[int, asyncio.Semaphore] = {}
+
+    def cap(self, default: int) -> int:
+        """A completion cap for calls whose output size we know (a verdict, a rewritten prompt): the spec's own
+        `max_tokens` when set, else `default`. An uncapped reply from a slow model can run for many minutes."""
+        return self.spec.max_tokens or default
 
     def _sem(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -103,6 +112,9 @@ class ModelClient:
                         self.backend.call(messages, params, self.spec.timeout_s), self.spec.timeout_s + 1
                     )
             assert reply is not None
+            if not (reply.text or "").strip():
+                # a 200 with no text is not an answer: never scored, never cached
+                raise EmptyReply("the model returned an empty reply")
         except Exception as exc:  # noqa: BLE001 - a failed call is a result, not a crash
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             result = ChatResult("", self.spec.id, ok=False, error=redact(reason)[:500],
