@@ -34,7 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
-from .errors import ConfigError, InputFileError
+from .errors import ConfigError, InputFileError, ReflexoptError
 from .paths import home_dir
 from .yamlfile import load_yaml
 
@@ -88,12 +88,59 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
     return out
 
 
+def job_config(j: JobSpec, model: str, *, prompt: Path | None = None, cache_tag: str | None = None,
+               storage: str | None = None) -> OptimizeConfig:
+    """The optimize config of one job on one model. Every model (task, judge, reasoning) takes `ID@settings`."""
+    return OptimizeConfig(
+        data=DataSpec(path=j.dataset, input_field=j.input_field, ideal_field=j.ideal_field),
+        prompt_path=str(prompt or j.prompt),
+        model=ModelSpec.parse(model, api_base=j.api_base, max_tokens=j.max_tokens, cache_tag=cache_tag),
+        reasoning=ModelSpec.parse(j.reasoning_model, api_base=j.api_base) if j.reasoning_model else None,
+        scorer=ScorerSpec(metric=j.metric, judge=ModelSpec.parse(j.judge, api_base=j.api_base) if j.judge else None,
+                          rubric=j.judge_criteria),
+        budget=j.budget, seed=j.seed, storage=storage)
+
+
+def check_job(j: JobSpec) -> list[str]:
+    """Everything about a job that can be checked before any model call: model ids and settings, the dataset,
+    the prompt and its placeholders, the metric or the judge and its rubric. Problems as one-line texts."""
+    from .data import load_dataset
+    from .evaluate import make_scorer
+    from .models import resolve_backend
+    from .prompt import load_prompt
+
+    problems: list[str] = []
+    try:
+        configs = [job_config(j, m) for m in j.model_ids()]
+    except (ValueError, ReflexoptError) as e:
+        return [" ".join(str(e).split())]
+    cfg = configs[0]
+    try:
+        cases = load_dataset(cfg.data.path, input_field=cfg.data.input_field, ideal_field=cfg.data.ideal_field)
+        load_prompt(cfg.prompt_path).check_fields(cases)
+        make_scorer(cfg.scorer, cases)
+    except ReflexoptError as e:
+        problems.append(str(e))
+    for spec in [c.model for c in configs] + [x for x in (cfg.reasoning, cfg.scorer.judge) if x is not None]:
+        if spec.is_local:
+            continue
+        try:
+            resolve_backend(spec)
+        except ReflexoptError as e:
+            problems.append(str(e))
+    return problems
+
+
 def load_jobs(path: str | Path) -> list[JobSpec]:
     """Read and validate a jobs file; every problem is reported with its line, in one error."""
     p = Path(path)
     if not p.is_file():
         raise InputFileError(p, "no such jobs file", fix="check the path")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputFileError(p, f"bytes are not UTF-8 (offset {e.start})",
+                             fix="re-save the jobs file as UTF-8") from None
     try:
         data = load_yaml(text)
     except yaml.YAMLError as e:
@@ -137,13 +184,20 @@ def load_jobs(path: str | Path) -> list[JobSpec]:
                 problems.append(f"{p}:{line}: {label}.{field}: no such file {value!r} (relative to the jobs file)")
         if merged.get("model") and merged.get("models"):
             problems.append(f"{p}:{where}: {label}: give `model` or `models`, not both")
-        name = merged.get("name")
+        name = str(merged.get("name"))
         if name in names:
             problems.append(f"{p}:{where}: {label}: duplicate job name {name!r}")
-        names.add(str(name))
+        names.add(name)
+        if job is not None and job.models is not None and not job.models:
+            problems.append(f"{p}:{lines.get(('jobs', i, 'models')) or where}: {label}.models: the list is empty "
+                            "(name at least one model, or drop `models` for the embedded model)")
+            job = None
         if job is not None:
-            jobs.append(job.model_copy(update={"dataset": str((p.parent / job.dataset).resolve()),
-                                               "prompt": str((p.parent / job.prompt).resolve())}))
+            job = job.model_copy(update={"dataset": str((p.parent / job.dataset).resolve()),
+                                         "prompt": str((p.parent / job.prompt).resolve())})
+            if (p.parent / job.dataset).is_file() and (p.parent / job.prompt).is_file():
+                problems += [f"{p}:{where}: {label}: {x}" for x in check_job(job)]
+            jobs.append(job)
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) in the jobs file: " + " | ".join(problems),
                           fix="correct each location listed")
@@ -222,16 +276,8 @@ class Batch:
         prev = self._previous(unit, n)
         start_prompt = Path(prev["best_prompt_file"]) if prev else Path(unit.job.prompt)
         run_dir = self.root / f"round-{n}" / unit.slug
-        j = unit.job
-        spec = ModelSpec.parse(unit.model, api_base=j.api_base, max_tokens=j.max_tokens,
-                               cache_tag=f"batch-{self.root.name}-r{n}")
-        config = OptimizeConfig(
-            data=DataSpec(path=j.dataset, input_field=j.input_field, ideal_field=j.ideal_field),
-            prompt_path=str(start_prompt), model=spec,
-            reasoning=ModelSpec(id=j.reasoning_model, api_base=j.api_base) if j.reasoning_model else None,
-            scorer=ScorerSpec(metric=j.metric, judge=ModelSpec(id=j.judge, api_base=j.api_base) if j.judge else None,
-                              rubric=j.judge_criteria),
-            budget=j.budget, seed=j.seed, storage=self.storage)
+        config = job_config(unit.job, unit.model, prompt=start_prompt, cache_tag=f"batch-{self.root.name}-r{n}",
+                            storage=self.storage)
         self.on_event("unit_start", {"unit": unit.key, "round": n, "warm_start": bool(prev),
                                      "resume": (run_dir / "config.json").exists()})
         with self._lock:

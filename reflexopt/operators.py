@@ -107,7 +107,7 @@ def available(*, categorical: bool, has_references: bool, has_train: bool, reaso
 
 
 def untried(ops: Sequence[str], history: Iterable[Outcome]) -> list[str]:
-    seen = set()
+    seen: set[str] = set()
     for h in history:
         seen.update((h.operator, h.asked or h.operator))
     return [o for o in ops if o not in seen]

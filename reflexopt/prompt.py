@@ -143,7 +143,7 @@ class Prompt:
         if not meta and not body.lstrip("\ufeff").startswith("---"):
             return body
         if not meta:  # a body that itself starts with a --- line (a rule, say) must not be read as front matter
-            return "---\n---\n" + body
+            return "---\n{}\n---\n" + body
         return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=10_000) + "---\n" + body
 
 
@@ -187,6 +187,8 @@ def load_prompt(path: str | Path) -> Prompt:
     p = Path(path)
     if not p.exists():
         raise PromptError(p, "no such file", fix="check the path to the prompt file")
+    if not p.is_file():
+        raise PromptError(p, "is a directory, not a prompt file", fix="pass the path of a markdown prompt file")
     try:
         text = p.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:

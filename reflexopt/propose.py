@@ -23,7 +23,7 @@ from .data import Case, is_categorical, labels
 from .diagnose import Diagnosis, format_cases
 from .evaluate import CaseResult
 from .models import ModelClient
-from .operators import BY_NAME, LLM_OPERATORS, N_PHRASINGS
+from .operators import BY_NAME, CUES, LLM_OPERATORS, N_PHRASINGS
 from .prompt import Demo, Prompt
 from .prompts import meta_prompt
 
@@ -232,8 +232,9 @@ def _no_llm(op: str, params: dict[str, Any], parent: Prompt, train: Sequence[Cas
         demos = choose_demos(train, n, int(params.get("demo_seed", 0)), facts, pick=pick, order=order)
         style = params.get("demo_style", parent.demo_style)
         labs = ", ".join(sorted({d.output for d in demos})) if facts.categorical else ""
+        how = "chat turns" if style == "turns" else "examples inline"
         why = (f"{len(demos)} demos from train ({pick} pick, {order} order, seed {params.get('demo_seed', 0)}) as "
-               f"{'chat turns' if style == 'turns' else 'examples inline'}" + (f"; labels shown: {labs}" if labs else ""))
+               f"{how}" + (f"; labels shown: {labs}" if labs else ""))
         return parent.with_(demos=demos, demo_style=style), Proposal(parent.text, "demos", why)
     if op == "cue" and facts.categorical:
         cue = answer_cue(str(params.get("cue", "answer")), facts)
@@ -249,6 +250,25 @@ def _no_llm(op: str, params: dict[str, Any], parent: Prompt, train: Sequence[Cas
         return parent.with_(text=prop.text), prop
     prop = apply_format(parent.text, facts)
     return parent.with_(text=prop.text), prop
+
+
+def vary(params: dict[str, Any], attempt: int, parent: Prompt) -> dict[str, Any]:
+    """Other settings for the same no-LLM operator, for when the first ones rebuild a prompt the pool already
+    has (TPE often re-suggests the parent's own setting): the next phrasing, cue or demo seed, the other role."""
+    op, p = params["operator"], dict(params)
+    if op == "instruct":
+        p["phrasing"] = int(p.get("phrasing", 0)) + attempt
+        p["keep_parent"] = bool(p.get("keep_parent", False)) ^ (attempt % 2 == 1)
+    elif op == "cue":
+        p["cue"] = CUES[(CUES.index(str(p.get("cue", "none"))) + attempt) % len(CUES)]
+    elif op == "structure":
+        roles = ("system", "user")
+        p["instruction_role"] = roles[(roles.index(parent.instruction_role) + 1) % 2]
+        if attempt > 1:
+            p["demo_style"] = "inline" if parent.demo_style == "turns" else "turns"
+    elif op == "demos":
+        p["demo_seed"] = int(p.get("demo_seed", 0)) + 10 * attempt
+    return p
 
 
 def fallback_operator(facts: TaskFacts) -> str:
@@ -269,7 +289,6 @@ async def propose(params: dict[str, Any], parent: Prompt, *, train: Sequence[Cas
     if text is not None:
         why = diagnosis.as_text() if op in ("fix", "constraints") else f"{op} by the reasoning model"
         return parent.with_(text=text), Proposal(text, op, why, reasoning_calls=calls)
-    alt_op = "constraints" if op == "constraints" else fallback_operator(facts)
-    cand, alt = _no_llm(alt_op, params, parent, train, facts, diagnosis)
+    cand, alt = _no_llm(fallback_operator(facts), params, parent, train, facts, diagnosis)
     return cand, Proposal(alt.text, alt.operator, f"{op}: reasoning model reply unusable ({raw[:120]!r}); "
                           f"fell back to {alt.operator}: {alt.reasoning}", fallback=True, reasoning_calls=calls)

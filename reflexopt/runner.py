@@ -13,6 +13,7 @@ import os
 import random
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .budget import CallBudget
@@ -21,10 +22,10 @@ from .data import Case, load_dataset, split
 from .diagnose import Diagnosis, diagnose
 from .evaluate import CaseResult, Scorer, iter_results, make_scorer, task_spec, usage_of
 from .models import ModelClient, get_client
-from .operators import Outcome, available, choose, get, reasoner_ok, untried
+from .operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
 from .pool import Candidate, Selection, counts_as_trial, outcomes, pareto_parent
 from .prompt import Prompt
-from .propose import propose, task_facts
+from .propose import propose, task_facts, vary
 from .search import HEARTBEAT_S, Search, Trial, TrialRecord
 from .store import RunStore
 
@@ -215,6 +216,17 @@ class Runner:
         before = self.reasoner.meter.calls
         prompt, prop = await propose(params, parent.prompt, train=self.splits.train, facts=self.facts,
                                      reasoner=self.reasoner, diagnosis=diag, failing=failing, other=other)
+        known = {c.key for c in pool}
+        for attempt in range(1, 5):  # a no-LLM operator that rebuilt a known prompt: try its other settings
+            if prop.operator in LLM_OPERATORS or Candidate("x", prompt).key not in known:
+                break
+            alt = vary({**params, "operator": prop.operator}, attempt, parent.prompt)
+            prompt2, prop2 = await propose(alt, parent.prompt, train=self.splits.train, facts=self.facts,
+                                           reasoner=None, diagnosis=diag, failing=failing, other=other)
+            params.update({k: v for k, v in alt.items() if k != "operator"})
+            prompt = prompt2
+            prop = replace(prop2, reasoning=(prop.reasoning + " | " if prop.fallback else "") + prop2.reasoning,
+                           fallback=prop.fallback, reasoning_calls=prop.reasoning_calls)
         self._log("proposal", trial=trial.number, operator=op, used=prop.operator, fallback=prop.fallback,
                   calls=self.reasoner.meter.calls - before)
         cand = Candidate(f"t{trial.number}", prompt, prop.operator, parent.id, prop.reasoning,

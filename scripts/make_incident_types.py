@@ -1,9 +1,9 @@
 """Derive a third public classification set for benchmarks: the type of a security incident from its summary.
 
 Source: ../shared/data/security_incidents.jsonl (aevyraai/reflex, examples/security_incidents.jsonl,
-Apache-2.0). Each report's first section (SUMMARY, OVERVIEW or DESCRIPTION) becomes the input and the type from its `Classification:` line
-(e.g. "High — Credential Phishing" -> "Credential Phishing") the reference label; the line itself is not in
-the input. 100 rows, 10 labels.
+Apache-2.0). Each report's first section (SUMMARY, OVERVIEW or DESCRIPTION) becomes the input, and the type
+from its `Classification:` line (e.g. "High — Credential Phishing" -> "Credential Phishing") the reference
+label; the line itself is not in the input. 100 rows, 10 labels.
 
     python scripts/make_incident_types.py   # writes scripts/data/incident_types.jsonl
 """

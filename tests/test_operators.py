@@ -1,0 +1,189 @@
+"""The operator registry and policy, and the no-LLM operators: the search must still win when the reasoning
+model never writes a usable prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import names_labels, write_jsonl
+
+from reflexopt import operators
+from reflexopt.config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
+from reflexopt.data import Case
+from reflexopt.diagnose import Diagnosis
+from reflexopt.models import FunctionModel, register_fake, unregister_fake
+from reflexopt.operators import Outcome, available, choose, reasoner_ok, untried
+from reflexopt.optimizer import optimize
+from reflexopt.pool import Candidate
+from reflexopt.prompt import Prompt, parse_prompt
+from reflexopt.propose import choose_demos, input_kind, propose, task_facts
+from reflexopt.search import Search
+
+
+def test_registry_is_the_one_list_every_part_reads() -> None:
+    assert set(operators.LLM_OPERATORS) == {"fix", "restructure", "constraints", "compress", "merge"}
+    assert len(operators.NAMES) == len(set(operators.NAMES))
+    assert all(operators.get(n).name == n for n in operators.NAMES)
+
+
+def test_untried_families_come_first_then_sampling_is_seeded() -> None:
+    ops = available(categorical=True, has_references=True, has_train=True, reasoner=True, reasoner_healthy=True)
+    history: list[Outcome] = []
+    order = []
+    for _ in ops:
+        op = choose(ops, history, random.Random(0))
+        order.append(op)
+        history.append(Outcome(op, op))
+    assert order == list(ops) and not untried(ops, history)
+    a = [choose(ops, history, random.Random(f"7-{i}")) for i in range(20)]
+    b = [choose(ops, history, random.Random(f"7-{i}")) for i in range(20)]
+    assert a == b
+
+
+def test_credit_goes_to_the_operator_that_ran() -> None:
+    ops = ("demos", "fix")
+    # fix was asked 5 times, fell back each time; demos won every time it ran
+    history = [Outcome("instruct", "fix", asked_llm=True) for _ in range(5)]
+    history += [Outcome("demos", "demos", improved=True) for _ in range(5)]
+    picks = [choose(ops, history, random.Random(i)) for i in range(200)]
+    assert picks.count("demos") > 180
+
+
+def test_reasoner_is_given_up_when_its_rewrites_stay_unusable() -> None:
+    bad = [Outcome("instruct", "fix", asked_llm=True, llm_usable=False)] * 3
+    assert not reasoner_ok(bad)
+    assert reasoner_ok(bad[:2])
+    mixed = [Outcome("fix", "fix", asked_llm=True, llm_usable=True)] + bad * 2
+    assert reasoner_ok(mixed[:3]) and not reasoner_ok(mixed + bad)
+    ops = available(categorical=True, has_references=True, has_train=True, reasoner=True, reasoner_healthy=False)
+    assert not set(ops) & set(operators.LLM_OPERATORS)
+    free = available(categorical=False, has_references=False, has_train=True, reasoner=True, reasoner_healthy=False)
+    assert free == ("structure",)
+
+
+def _cases(n: int = 40) -> list[Case]:
+    labs = ["alpha", "beta", "gamma"]
+    return [Case(id=str(i), input=f"item {i}?", ideal=labs[i % 3] if i % 5 else "alpha") for i in range(n)]
+
+
+def test_demo_space_pick_order_balance() -> None:
+    train = _cases()
+    facts = task_facts(train)
+    bal = choose_demos(train, 6, 1, facts, pick="balanced", order="cycle")
+    assert sorted(d.output for d in bal) == ["alpha", "alpha", "beta", "beta", "gamma", "gamma"]
+    grouped = choose_demos(train, 6, 1, facts, pick="balanced", order="grouped")
+    assert [d.output for d in grouped] == sorted(d.output for d in grouped)
+    assert choose_demos(train, 6, 1, facts, pick="random") == choose_demos(train, 6, 1, facts, pick="random")
+    assert choose_demos(train, 6, 1, facts, pick="random") != choose_demos(train, 6, 2, facts, pick="random")
+
+
+def test_task_facts_name_the_input_kind() -> None:
+    assert input_kind("Tell me about this review.", []) == "review"
+    assert input_kind("What kind of question is this?", _cases()) == "question"
+    assert input_kind("Do it.", [Case(id="1", input="a statement")]) == "text"
+
+
+def test_every_no_llm_operator_records_its_reasoning() -> None:
+    train = _cases()
+    facts = task_facts(train, "Label this ticket.")
+    parent = Prompt("Label this ticket.\n")
+    seen = set()
+    for op, params in [("instruct", {"phrasing": 2, "keep_parent": False}),
+                       ("demos", {"n_demos": 3, "demo_pick": "balanced", "demo_order": "shuffled",
+                                  "demo_style": "inline", "demo_seed": 4}),
+                       ("cue", {"cue": "options"}), ("format", {}),
+                       ("structure", {"instruction_role": "user", "demo_style": "turns"})]:
+        cand, prop = asyncio.run(propose({"operator": op, **params}, parent, train=train, facts=facts,
+                                         reasoner=None, diagnosis=Diagnosis(), failing=[], other=None))
+        assert prop.operator == op and prop.reasoning and not prop.fallback
+        seen.add(cand.canonical().to_markdown())
+        assert parse_prompt(cand.to_markdown()) == cand.with_(source="<prompt>")
+    assert len(seen) == 5
+    cand, _ = asyncio.run(propose({"operator": "instruct", "phrasing": 0, "keep_parent": False}, parent, train=train,
+                                  facts=facts, reasoner=None, diagnosis=Diagnosis(), failing=[], other=None))
+    assert "ticket" in cand.text and all(lab in cand.text for lab in ("alpha", "beta", "gamma"))
+
+
+def test_prompts_that_render_alike_share_a_key() -> None:
+    a = Candidate("a", Prompt("Classify {input}\n", instruction_role="user"))
+    b = Candidate("b", Prompt("Classify {input}\n", instruction_role="system", demo_style="inline"))
+    c = Candidate("c", Prompt("Classify {input}\n", answer_cue="Answer:"))
+    assert a.key == b.key != c.key
+
+
+@pytest.fixture
+def task_files(tmp_path: Path) -> tuple[Path, Path]:
+    rows = [{"input": f"{'good' if i % 2 else 'bad'} gadget {i}", "ideal": "positive" if i % 2 else "negative"}
+            for i in range(90)]
+    (tmp_path / "p.md").write_text("Look at this.\n")
+    return write_jsonl(tmp_path / "d.jsonl", rows), tmp_path / "p.md"
+
+
+@pytest.fixture
+def fake_models() -> Any:
+    def task(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        item = messages[-1]["content"]
+        return ("positive" if "good" in item else "negative") if names_labels(text) else "a gadget"
+
+    register_fake("fake/task", FunctionModel(task))
+    garbage = FunctionModel(lambda m: "<prompt></prompt> no idea")
+    register_fake("fake/garbage", garbage)
+    yield garbage
+    unregister_fake("fake/task")
+    unregister_fake("fake/garbage")
+
+
+def _config(data: Path, prompt: Path, **budget: Any) -> OptimizeConfig:
+    return OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt), model=ModelSpec(id="fake/task"),
+                          reasoning=ModelSpec(id="fake/garbage"), scorer=ScorerSpec(metric="contains"),
+                          budget=Budget(**{"max_trials": 16, "patience": 2, **budget}), seed=3)
+
+
+def test_a_useless_reasoner_is_dropped_and_fallbacks_are_recorded_as_what_ran(task_files: Any,
+                                                                              fake_models: Any) -> None:
+    data, prompt = task_files
+    r = optimize(_config(data, prompt))
+    assert r.best_test > r.baseline_test + 0.5 and r.significant
+    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+    fell = [c for c in cands if c.get("fallback")]
+    assert fell and all(c["operator"] not in operators.LLM_OPERATORS and c["asked"] in operators.LLM_OPERATORS
+                        for c in fell)
+    events = [json.loads(x) for x in (Path(r.run_dir) / "events.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "reasoner_given_up" for e in events)
+    rewrites = [c for c in cands if c.get("asked") in operators.LLM_OPERATORS]
+    assert len(rewrites) <= operators.GIVE_UP_AFTER
+
+
+def test_patience_waits_until_every_family_was_tried(task_files: Any, fake_models: Any) -> None:
+    data, prompt = task_files
+    r = optimize(_config(data, prompt, patience=1, max_trials=30))
+    ran = set(r.operators or {})
+    assert {"instruct", "demos", "cue", "format", "structure"} <= ran
+    assert r.stop_reason.startswith("no accepted gain")
+
+
+def test_same_seed_same_run(task_files: Any, fake_models: Any, tmp_path: Path) -> None:
+    data, prompt = task_files
+    runs = []
+    for i in range(2):
+        r = optimize(_config(data, prompt).model_copy(update={"concurrency": 1}),
+                     run_dir=tmp_path / f"run{i}")
+        cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+        runs.append(([(c["id"], c["operator"], c["parent"], c["key"], c["val_mean"]) for c in cands],
+                     r.best_candidate, r.best_test))
+    assert runs[0] == runs[1]
+
+
+def test_search_space_is_conditional_on_the_operator(tmp_path: Path) -> None:
+    s = Search(f"sqlite:///{tmp_path / 's.db'}", "x", seed=0)
+    t = s.ask()
+    p = t.suggest("demos", n_train=30, n_labels=6)
+    assert {"n_demos", "demo_pick", "demo_order", "demo_style", "demo_seed"} <= set(p) and 1 <= p["n_demos"] <= 12
+    t2 = s.ask()
+    assert set(t2.suggest("cue", n_train=30, n_labels=6)) == {"operator", "cue"}
