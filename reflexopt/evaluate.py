@@ -71,14 +71,17 @@ async def run_case(case: Case, prompt: Prompt, task: ModelClient, scorer: Scorer
 
 
 async def iter_results(cases: Sequence[Case], prompt: Prompt, task: ModelClient, scorer: Scorer,
-                       *, concurrency: int | None = None) -> AsyncGenerator[CaseResult, None]:
-    """Yield results as they complete, keeping at most `concurrency` cases in flight."""
+                       *, concurrency: int | None = None,
+                       stop: asyncio.Event | None = None) -> AsyncGenerator[CaseResult, None]:
+    """Yield results as they complete, keeping at most `concurrency` cases in flight. Once `stop` is set no new
+    case starts, but the cases in flight are still awaited and yielded: their calls are paid for, so their
+    answers are recorded and cached rather than thrown away."""
     limit = max(1, concurrency or task.concurrency)
     pending: set[asyncio.Task[CaseResult]] = set()
     it = iter(cases)
     try:
         while True:
-            while len(pending) < limit:
+            while len(pending) < limit and not (stop is not None and stop.is_set()):
                 case = next(it, None)
                 if case is None:
                     break

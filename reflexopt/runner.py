@@ -130,7 +130,8 @@ class Runner:
     # ------------------------------------------------------------ evaluation
     async def evaluate(self, cand: Candidate, cases: Sequence[Case], split_name: str,
                        trial: Trial | None = None) -> tuple[list[CaseResult], bool]:
-        """Evaluate with the memo; report each case to the trial; stop as soon as the pruner says so."""
+        """Evaluate with the memo; report each case to the trial; stop as soon as the pruner says so. Cases
+        already in flight when the trial is pruned are still awaited, recorded and cached (they are paid)."""
         key = cand.key
         results: list[CaseResult] = []
         todo: list[Case] = []
@@ -149,7 +150,9 @@ class Runner:
                     return results, True
             else:
                 todo.append(c)
-        gen = iter_results(todo, cand.prompt, self.task, self.scorer, concurrency=self.config.concurrency)
+        stop = asyncio.Event()
+        gen = iter_results(todo, cand.prompt, self.task, self.scorer, concurrency=self.config.concurrency,
+                           stop=stop)
         async with contextlib.aclosing(gen):
             async for r in gen:
                 if r.budget_exhausted:
@@ -160,9 +163,9 @@ class Runner:
                 if self.store is not None:
                     self.store.add_eval(key, split_name, r, r.calls)
                 self.on_event("case", {"split": split_name, "candidate": cand.id, "score": r.score})
-                if take(r):
-                    return results, True
-        return results, False
+                if not stop.is_set() and take(r):
+                    stop.set()
+        return results, stop.is_set()
 
     async def diagnosis(self, parent: Candidate) -> tuple[Diagnosis, list[CaseResult]]:
         if parent.key in self.diagnoses:

@@ -89,6 +89,10 @@ class ModelClient:
                 return result
             try:
                 return await self._call(messages, params, key)
+            except asyncio.CancelledError:
+                # the request may already be served (and billed): count it, so reported calls match the provider
+                self.meter.record(ChatResult("", self.spec.id, ok=False, error="cancelled"))
+                raise
             finally:
                 release = getattr(self.gate, "release", None)
                 if release is not None:
