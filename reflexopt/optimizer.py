@@ -96,6 +96,7 @@ class Optimizer:
             self._run_dir = run_dir
             self.resumed = False
         self.runner = Runner(self.config, baseline, store=self.store, on_event=self._emit)
+        self.runner.preflight()
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         self.on_event(kind, data)

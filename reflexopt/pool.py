@@ -131,7 +131,7 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
         if c.state == "complete" and len(c.val) == n_val and c.val_mean > best.val_mean + min_gain:
             best, since = c, 0
             path.append(c.id)
-        else:
+        elif c.state != "duplicate":  # a prompt already known cost nothing and says nothing new
             since += 1
     return Selection(best, since, trials, pruned, tuple(path))
 

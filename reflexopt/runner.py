@@ -56,6 +56,17 @@ class Runner:
         self.memo: dict[tuple[str, str, str], tuple[CaseResult, int]] = store.evals() if store else {}
         self.reasoner_given_up = False
 
+    def preflight(self) -> None:
+        """Check everything that can fail before a call: every model id, setting and API key (task, reasoning,
+        judge), the metric or rubric. Raises reflexopt's own errors; makes no call."""
+        from .models import resolve_backend
+
+        cfg = self.config
+        make_scorer(cfg.scorer, self.cases)
+        for spec in (cfg.model, cfg.reasoning, cfg.scorer.judge):
+            if spec is not None:
+                resolve_backend(spec)
+
     def connect(self, search: Search) -> None:
         """Build clients, scorer and budget (this may start the local model server on first call)."""
         cfg = self.config
@@ -115,6 +126,9 @@ class Runner:
             return "target reached"
         if sel.since_gain >= b.patience and not (pool and untried(*self.operators(pool))):
             return f"no accepted gain in {b.patience} trials"
+        tail = [c.state for c in pool if c.id != "baseline"][-2 * b.patience:]
+        if len(tail) == 2 * b.patience and all(s == "duplicate" for s in tail):
+            return "search space exhausted (only known prompts came back)"
         if sum(1 for t in records if counts_as_trial(t)) >= b.trial_limit:
             return "max trials"
         if timed_out:
@@ -207,9 +221,13 @@ class Runner:
         rng = random.Random(f"{self.config.seed}-{trial.number}")
         ops, history = self.operators(pool)
         op = choose(ops, history, rng)
-        params = trial.suggest(op, n_train=len(self.splits.train), n_labels=len(self.facts.labels))
+        params = trial.suggest(op, n_train=len(self.splits.train), n_labels=len(self.facts.labels),
+                               first=not any(h.operator == op for h in history))
         params.setdefault("phrasing", trial.number)  # for an LLM rewrite that falls back to `instruct`
-        parent = pareto_parent(pool, rng)
+        # half the trials build on the best prompt so far (each operator changes one thing, so gains compose);
+        # the other half on a parent from the per-case Pareto front (prompts best on some case: diversity)
+        full = [c for c in pool if c.state == "complete" and len(c.val) == len(self.val)]
+        parent = max(full, key=lambda c: c.val_mean) if full and rng.random() < 0.5 else pareto_parent(pool, rng)
         diag: Diagnosis = Diagnosis()
         failing: list[CaseResult] = []
         if get(op).needs_diagnosis:

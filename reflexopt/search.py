@@ -95,14 +95,24 @@ class Trial:
         self.number: int = trial.number
         self.params: dict[str, Any] = {}
 
-    def suggest(self, operator: str, *, n_train: int, n_labels: int) -> dict[str, Any]:
+    def suggest(self, operator: str, *, n_train: int, n_labels: int, first: bool = False) -> dict[str, Any]:
         """The settings of one operator, sampled by TPE (conditional: each operator has its own knobs).
-        The operator itself is chosen by the policy in operators.py and recorded as a user attribute."""
+        The operator itself is chosen by the policy in operators.py and recorded as a user attribute.
+
+        The first demos trial of a run takes a known-good setting instead (LM-BFF: every label shown, twice,
+        as chat turns in a balanced cycle), so the strongest no-LLM operator is not judged on an unlucky draw;
+        it carries no TPE parameters."""
         t = self._t
         p: dict[str, Any] = {"operator": operator}
         if operator == "demos":
             top = max(1, min(MAX_DEMOS, n_train, max(8, 2 * n_labels)))
-            p["n_demos"] = t.suggest_int("n_demos", 1, top)
+            low = max(1, min(n_labels, top))  # every label at least once when the task has labels
+            if first:
+                p.update(n_demos=min(top, max(4, 2 * n_labels)), demo_pick="balanced", demo_order="cycle",
+                         demo_style="turns", demo_seed=0)
+                self.params = p
+                return p
+            p["n_demos"] = t.suggest_int("n_demos", low, top)
             p["demo_pick"] = t.suggest_categorical("demo_pick", list(DEMO_PICKS))
             p["demo_order"] = t.suggest_categorical("demo_order", list(DEMO_ORDERS))
             p["demo_style"] = t.suggest_categorical("demo_style", ["turns", "inline"])

@@ -322,3 +322,28 @@ def test_api_base_userinfo_and_storage_password_are_not_stored(tmp_path: Path) -
     text = json.dumps(cfg.public())
     assert "s3cretpassw0rd" not in text and "pgs3cretpw" not in text
     assert "postgresql://alice@db.example/opt" in text  # the user stays: a resume without --storage connects
+
+
+# ----------------------------------------------------------------------------- fail fast (first-hour issue)
+def test_missing_key_fails_before_any_call(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": "a", "ideal": "x"}] * 3)
+    (tmp_path / "p.md").write_text("Hi\n")
+    env = {k: "" for k in ("OPENAI_API_KEY",)}
+    for cmd in (["eval"], ["optimize", "--dry-run"], ["optimize", "--judge", "openai/gpt-4o-mini", "--dry-run",
+                                                       "-m", "local/smollm2"]):
+        args = [cmd[0], str(data), str(tmp_path / "p.md"), *cmd[1:]]
+        if "-m" not in args:
+            args += ["-m", "openai/gpt-4o-mini"]
+        r = cli(*args, home=tmp_path / "h", env=env)
+        assert r.returncode == 2, r.stderr
+        assert "OPENAI_API_KEY is not set" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_401_stops_the_command_at_the_first_call(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    openai_server.script = [Scripted(status=401, body={"error": {"message": "bad key", "type": "auth"}})] * 50
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"a{i}", "ideal": "x"} for i in range(40)])
+    (tmp_path / "p.md").write_text("Hi\n")
+    r = cli("eval", str(data), str(tmp_path / "p.md"), "-m", "openai/gpt-4o-mini", "--api-base", openai_server.url,
+            "--concurrency", "2", home=tmp_path / "h", env={"OPENAI_API_KEY": "sk-wrong-000000000000"})
+    assert r.returncode == 2 and "refused the credentials" in r.stderr and "OPENAI_API_KEY" in r.stderr
+    assert len(openai_server.requests) <= 2  # no retries, no 40 doomed calls

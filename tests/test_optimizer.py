@@ -158,7 +158,9 @@ def test_judge_noise_blocks_gains_below_it(dataset: Path, prompt_file: Path, fak
 
 
 def test_pruning_cuts_calls_for_bad_candidates(dataset: Path, prompt_file: Path, fakes: Any) -> None:
-    fakes("fake/task", label_task())
+    good = label_task()
+    # rewrites by this reasoner ask for something nice: the task model then answers badly whatever else it sees
+    fakes("fake/task", lambda m: "so nice" if "nice" in " ".join(x["content"] for x in m) else good(m))
     fakes("fake/reasoner", lambda m: "<prompt>Say something nice.</prompt>")
     r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=14, patience=14)))
     cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
@@ -170,6 +172,7 @@ def test_pruning_cuts_calls_for_bad_candidates(dataset: Path, prompt_file: Path,
 
 def test_dry_run_estimate_makes_no_calls(dataset: Path, prompt_file: Path, fakes: Any) -> None:
     task = fakes("fake/task", label_task())
+    fakes("fake/reasoner", lambda m: "no")
     opt = Optimizer(config(dataset, prompt_file, budget=Budget(max_trials=10, max_calls=500)))
     est = opt.estimate()
     assert 0 < est["calls_estimate"] <= 500 and est["cost_estimate_usd"] == 0.0

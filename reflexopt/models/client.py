@@ -14,6 +14,7 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ..config import ModelSpec
+from ..errors import ModelError
 from .base import Backend, BudgetGate, ChatResult, Message, Meter, RawReply, TransientError, redact
 from .cache import ResponseCache
 
@@ -120,6 +121,12 @@ class ModelClient:
                 # a 200 with no text is not an answer: never scored, never cached
                 raise EmptyReply("the model returned an empty reply")
         except Exception as exc:  # noqa: BLE001 - a failed call is a result, not a crash
+            fatal = getattr(self.backend, "fatal", None)
+            why = fatal(exc) if fatal is not None else None
+            if why is not None:  # nothing will succeed: stop the command at the first call, with the fix
+                self.meter.record(ChatResult("", self.spec.id, ok=False, error=why, attempts=attempts))
+                raise ModelError(redact(why), fix="fix the key, the model id or --api-base, then run the command "
+                                 "again (calls already made are cached)") from None
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             result = ChatResult("", self.spec.id, ok=False, error=redact(reason)[:500],
                                 latency_s=time.perf_counter() - start, attempts=attempts)

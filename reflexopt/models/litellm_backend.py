@@ -22,7 +22,8 @@ def _litellm() -> Any:
 
 
 def check_model_id(model: str, api_base: str | None) -> None:
-    """Raise ModelError when litellm cannot route this id."""
+    """Raise ModelError when litellm cannot route this id, or when the provider's API key is not set (checked
+    offline, before any call; with --api-base the server may need no key)."""
     litellm = _litellm()
     try:
         litellm.get_llm_provider(model=model, api_base=api_base)
@@ -32,6 +33,38 @@ def check_model_id(model: str, api_base: str | None) -> None:
             fix="use a litellm id such as openai/gpt-4o-mini, anthropic/claude-3-5-haiku-latest, ollama/llama3, "
             "or local/smollm2 for the embedded model; add --api-base for OpenAI-compatible servers",
         ) from None
+    if api_base:
+        return
+    missing = [k for k in key_variables(model) if not os.environ.get(k)]
+    if missing:
+        raise ModelError(f"{model}: {missing[0]} is not set",
+                         fix=f"export {missing[0]}=... (or give --api-base for a server that needs no key)")
+
+
+def key_variables(model: str) -> list[str]:
+    """The environment variables that hold this provider's credentials (e.g. OPENAI_API_KEY)."""
+    try:
+        env = _litellm().validate_environment(model=model)
+    except Exception:  # noqa: BLE001
+        return []
+    names = list(env.get("missing_keys") or [])
+    if not names and env.get("keys_in_environment"):
+        names = [v for v in (f"{model.split('/', 1)[0].upper()}_API_KEY",) if v in os.environ]
+    return [k for k in names if any(w in k for w in ("KEY", "TOKEN", "SECRET"))]
+
+
+def fatal_error(exc: BaseException, model: str) -> str | None:
+    """A one-line reason when an error means no call to this model can succeed (bad key, no access, unknown
+    model at the provider); None for errors worth retrying or local to one request."""
+    litellm = _litellm()
+    status = getattr(exc, "status_code", None)
+    auth = isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)) or status in (401, 403)
+    if auth:
+        keys = key_variables(model) or [f"{model.split('/', 1)[0].upper()}_API_KEY"]
+        return f"{model}: the provider refused the credentials ({status or 401}); check {keys[0]}"
+    if isinstance(exc, litellm.NotFoundError) or status == 404:
+        return f"{model}: the provider does not know this model or endpoint (404)"
+    return None
 
 
 def _header(exc: BaseException, name: str) -> str | None:
@@ -97,6 +130,9 @@ class LiteLLMBackend:
 
     def retry_after(self, exc: BaseException) -> tuple[bool, float | None]:
         return classify_error(exc)
+
+    def fatal(self, exc: BaseException) -> str | None:
+        return fatal_error(exc, self.model)
 
 
 def classify_error(exc: BaseException) -> tuple[bool, float | None]:
