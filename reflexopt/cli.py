@@ -35,8 +35,19 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"reflexopt {version('reflexopt')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
     """Evaluate and optimize LLM prompts on your own data, with your own judge."""
 
 
@@ -153,7 +164,7 @@ def _duration(text: str | None) -> float | None:
 
     if text is None:
         return None
-    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*", text)
     if not m or not any(m.groups()):
         _fail(f"--max-time {text!r} is not a duration (fix: write e.g. 90s, 30m, 1h30m)")
     h, mi, se = (float(g) if g else 0.0 for g in m.groups())
@@ -243,6 +254,8 @@ def optimize_cmd(
             out.print(f"estimated calls: about {est['calls_estimate']} (baseline {est['calls_baseline']}, search "
                       f"{est['calls_search']}, final test {est['calls_final_test']}); estimated cost: "
                       + ("$0 (local/fake model)" if cost == 0 else f"${cost:.4f}" if cost else "unknown price"))
+        if est.get("warning"):
+            err.print(f"[yellow]warning:[/] {est['warning']}")
         return
     with LiveView(err, quiet=as_json) as view:
         opt.on_event = view.on_event

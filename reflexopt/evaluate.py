@@ -210,14 +210,17 @@ def make_scorer(spec: ScorerSpec, cases: Sequence[Case]) -> tuple[Scorer, str | 
     if spec.judge is not None and spec.metric:
         raise ConfigError("--judge and --metric both given", fix="score with one: a judge model or a metric")
     if spec.judge is not None:
-        rubric = load_rubric(spec.rubric or ("correctness" if all(c.ideal for c in cases) else "helpfulness"))
-        return JudgeScorer(get_client(spec.judge, role="judge"), rubric), None
+        name = spec.rubric or ("correctness" if all(c.ideal for c in cases) else "helpfulness")
+        rubric = load_rubric(name)
+        note = None if spec.rubric else f"no --judge-criteria given: the judge grades with the {name!r} rubric"
+        return JudgeScorer(get_client(spec.judge, role="judge"), rubric), note
     if spec.rubric:
         raise ConfigError("--judge-criteria needs --judge MODEL", fix="add --judge MODEL, or drop the rubric")
     if spec.metric:
         return MetricScorer(spec.metric, cases), None
     name = default_metric(cases)
-    return MetricScorer(name, cases), f"no --judge or --metric given: scoring with metric {name!r}"
+    scorer = MetricScorer(name, cases)
+    return scorer, f"no --judge or --metric given: scoring with metric {name!r} ({scorer.explain()})"
 
 
 def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None = None,

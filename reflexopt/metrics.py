@@ -180,6 +180,15 @@ class MetricScorer:
 
         return check
 
+    def explain(self) -> str:
+        """What this metric accepts, in one clause (shown in the run header)."""
+        return {
+            "contains": "an answer counts when it names the reference label and no other label",
+            "exact": "an answer counts when it equals the reference, ignoring case and spaces",
+            "f1": "token overlap with the reference, 0..1",
+            "rouge-l": "longest-common-subsequence overlap with the reference, 0..1",
+        }.get(self.defn.name, self.defn.help)
+
     def describe(self) -> str:
         return f"metric {self.name} ({self.defn.help})"
 

@@ -106,6 +106,10 @@ class Optimizer:
         est = estimate(len(r.val), len(r.test), min(cfg.diagnose_sample, len(r.splits.train)),
                        min(cfg.budget.trial_limit, 60), cfg.scorer.judge is not None)
         if cfg.budget.max_calls:
+            fixed = est["calls_baseline"] + est["calls_final_test"]
+            if cfg.budget.max_calls < fixed:
+                est["warning"] = (f"--max-calls {cfg.budget.max_calls} is below the {fixed} calls that scoring the "
+                                  "starting prompt on val and the final test alone need; the search will not run")
             est["calls_estimate"] = min(est["calls_estimate"], cfg.budget.max_calls)
         est.update(n_train=len(r.splits.train), n_val=len(r.val), n_test=len(r.test), max_trials=cfg.budget.trial_limit)
         est["cost_estimate_usd"] = self._cost_estimate(est["calls_estimate"])

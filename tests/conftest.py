@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = ROOT / "tests" / "data"  # copies of the public sets the tests read (sources in tests/data/README.md)
 EXAMPLES = ROOT / "examples"
 
 
