@@ -211,6 +211,8 @@ class Optimizer:
         search.set("run_id", store.run_id)
         search.set("status", "running")
         self._emit("baseline", {"val": baseline.val_mean, "noise": noise, "min_gain": min_gain})
+        store.write_progress({"calls": r.budget.granted, "cost_usd": r.usage()["cost_usd"], "trials": 0,
+                              "baseline_val": round(baseline.val_mean, 4), "best_val": round(baseline.val_mean, 4)})
 
         self._emit("phase", {"phase": "search"})
         max_time = cfg.budget.max_time_s
@@ -231,11 +233,15 @@ class Optimizer:
             after = select(pool, len(r.val), min_gain)
             accepted = after.best.id == cand.id and sel.best.id != cand.id
             sel = after
+            usage = r.usage()
             store.event("trial", candidate=cand.id, operator=cand.operator, state=cand.state, val=cand.val_mean,
-                        accepted=accepted, best=sel.best.id, best_val=sel.best.val_mean, usage=r.usage())
+                        accepted=accepted, best=sel.best.id, best_val=sel.best.val_mean, usage=usage)
+            store.write_progress({"calls": usage["budget_calls_used"], "cost_usd": usage["cost_usd"],
+                                  "trials": sel.trials, "baseline_val": round(baseline.val_mean, 4),
+                                  "best_val": round(sel.best.val_mean, 4)})
             self._emit("trial", {"n": sel.trials, "candidate": cand.id, "operator": cand.operator,
                                  "state": cand.state, "val": cand.val_mean, "n_val": len(cand.val),
-                                 "accepted": accepted, "best_val": sel.best.val_mean, "usage": r.usage()})
+                                 "accepted": accepted, "best_val": sel.best.val_mean, "usage": usage})
         search.set("status", "stopping")
         store.event("stop", reason=stop)
         await self._wait_for_workers(search)

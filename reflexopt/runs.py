@@ -62,18 +62,25 @@ def info(path: Path) -> RunInfo:
         res = json.loads((path / "compare.json").read_text()) if (path / "compare.json").exists() else None
         rows = (res or {}).get("rows", [])
         best = max((r["tuned"] for r in rows if r.get("tuned") is not None), default=None)
-        return RunInfo(path.name, path, "compare", started, Path(cfg["data"]["path"]).name,
+        return RunInfo(path.name, path, "compare", started, _data_name(cfg["data"]["path"]),
                        ", ".join(m["id"] for m in cfg["models"]), None, best, None, None, None,
                        "done" if res else "interrupted")
     summary = RunStore(path).summary()
     status = "done" if summary else ("running" if _pid_alive(path) else "interrupted")
     if summary:
-        return RunInfo(path.name, path, "optimize", started, Path(cfg["data"]["path"]).name, cfg["model"]["id"],
+        return RunInfo(path.name, path, "optimize", started, _data_name(cfg["data"]["path"]), cfg["model"]["id"],
                        summary["baseline_test"], summary["best_test"], summary["significant"],
                        summary["model_calls"], summary["cost_usd"], status)
-    evals = RunStore(path).evals()
-    return RunInfo(path.name, path, "optimize", started, Path(cfg["data"]["path"]).name, cfg["model"]["id"], None,
-                   None, None, sum(c for _, c in evals.values()), None, status)
+    progress = RunStore(path).progress()  # a few bytes written after each trial: no log is read
+    return RunInfo(path.name, path, "optimize", started, _data_name(cfg["data"]["path"]), cfg["model"]["id"],
+                   progress.get("baseline_val"), progress.get("best_val"), None, progress.get("calls"),
+                   progress.get("cost_usd"), status)
+
+
+def _data_name(path: str) -> str:
+    """`reviews/data.jsonl`: the file and its folder, so two `data.jsonl` tell apart."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 
 
 def list_runs() -> list[RunInfo]:

@@ -164,6 +164,17 @@ class RunStore:
         path.write_text(markdown, encoding="utf-8")
         return path
 
+    def write_progress(self, progress: dict[str, Any]) -> None:
+        """A small snapshot (calls, cost, baseline and best val) so `runs list` never reads the logs."""
+        _write_atomic(self.root / "progress.json", json.dumps(progress))
+
+    def progress(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.root / "progress.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         _write_atomic(self.root / "summary.json", json.dumps(summary, indent=2))
 
