@@ -25,7 +25,6 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
 from .errors import ConfigError, InputFileError, ReflexoptError
+from .parallel import map_threads
 from .paths import home_dir
 from .yamlfile import load_yaml
 
@@ -321,8 +321,7 @@ class Batch:
         rnd = self._current_round()
         self.on_event("round", {"round": rnd["n"], "resumed": bool(rnd["units"]), "state_dir": str(self.root)})
         units = self.units()
-        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            entries = list(pool.map(lambda u: self._run_unit(u, rnd), units))
+        entries = map_threads(lambda u: self._run_unit(u, rnd), units, self.parallel)
         with self._lock:
             rnd["done"] = all(e["status"] == "done" for e in entries)
             self._commit(rnd)

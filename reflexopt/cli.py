@@ -6,6 +6,7 @@ Heavy imports (litellm, numpy, the library) happen inside commands so `reflexopt
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -56,8 +57,31 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+class Interrupted(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    raise Interrupted(128 + signum)
+
+
+def _stop_now(code: int) -> NoReturn:
+    """End the process within seconds on Ctrl-C / SIGTERM: stop the local model server, then exit without
+    joining worker threads (compare and batch run models in threads that may be mid-call). Nothing is lost:
+    every run writes its calls, scores and trials as they happen, and resumes from them."""
+    err.print("interrupted: work done so far is kept (run the same command, or --resume, to continue)")
+    try:
+        from .models.local import stop_all
+
+        stop_all()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _optional_resume(argv: list[str]) -> list[str]:
@@ -94,8 +118,9 @@ def _guard(fn: Any) -> Any:
         except ReflexoptError as e:
             _fail(str(e).replace("[", "\\["))
         except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(130) from None
+            _stop_now(130)
+        except Interrupted as e:
+            _stop_now(e.code)
 
     return wrapper
 

@@ -10,7 +10,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from .data import Case, load_dataset, split
 from .errors import ConfigError
 from .evaluate import CaseResult, evaluate_async, make_scorer
 from .models import get_client, price_per_token
+from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
 from .stats import mean_ci, paired_compare, percentile
 from .store import new_run_id, runs_root
@@ -191,8 +191,7 @@ class Comparison:
         if len(set(labels)) != len(labels):
             raise ConfigError("the same model is listed twice", fix="give each -m a different id or settings")
         self.on_event("start", {"compare_id": self.id, "models": labels, "n_test": len(self.test)})
-        with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
-            rows = list(pool.map(self._one, cfg.models))
+        rows = map_threads(self._one, cfg.models, cfg.parallel)
         transfer = self._transfer(rows) if cfg.transfer else None
         choice, reason = recommend(rows, cfg.target)
         result = CompareResult(self.id, tuple(rows), choice, reason, transfer, len(self.test),

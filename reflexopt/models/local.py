@@ -8,10 +8,8 @@ on Linux the server also dies with its parent (PR_SET_PDEATHSIG), so even `kill 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -52,13 +50,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    os.setpgrp()
+# The server runs under a watchdog that exits as soon as its parent process is gone (its parent id changes),
+# however reflexopt ended: exit, Ctrl-C, SIGTERM or kill -9. PR_SET_PDEATHSIG is not used: it fires when the
+# *thread* that started the child ends, and reflexopt starts the server from worker threads (compare, asyncio),
+# which killed a server still in use by other threads.
+_WATCHDOG = """
+import os, runpy, sys, threading, time
+parent = int(sys.argv[1])
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv = ["llama_cpp.server", *sys.argv[2:]]
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
+def _own_group() -> None:  # pragma: no cover - runs in the child
+    os.setpgrp()  # a Ctrl-C in the terminal reaches reflexopt, which stops the server itself
 
 
 class LocalServer:
@@ -85,11 +95,11 @@ class LocalServer:
         self.port = _free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path), "--host", "127.0.0.1",
-               "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
-               "--verbose", "False"]
+        cmd = [sys.executable, "-c", _WATCHDOG, str(os.getpid()), "--model", str(self.model_path),
+               "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
+               "--n_threads", str(self.n_threads), "--verbose", "False"]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                     preexec_fn=_own_group if os.name == "posix" else None)
         log.close()
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
