@@ -221,6 +221,8 @@ class Optimizer:
         sel = select(pool, len(r.val), min_gain)
         while True:
             timed_out = max_time is not None and time.monotonic() - start >= max_time
+            if cfg.storage is not None and search.fail_stale():  # a dead worker's trial must not hold a slot
+                records = search.records()
             stop = r.stop_reason(records, sel, pool, timed_out=timed_out)
             if stop:
                 break

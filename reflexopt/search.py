@@ -171,7 +171,12 @@ class Search:
         from optuna.trial import TrialState
 
         if not immediately:
-            return len(self._optuna.storages.fail_stale_trials(self.study) or [])
+            running = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+            if not running:
+                return 0
+            self._optuna.storages.fail_stale_trials(self.study)  # returns None: count what it failed
+            failed = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+            return len(running & failed)
         n = 0
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

@@ -41,6 +41,7 @@ async def _work_on(name: str, attrs: dict[str, Any], storage: str, on_event: Eve
         attrs_now = search.attrs()
         if attrs_now.get("status") != "running":
             break
+        search.fail_stale()  # a dead worker's trial must not hold a --max-trials slot
         records = search.records()
         pool = from_study(records, runner.val)
         sel = select(pool, len(runner.val), float(attrs_now.get("min_gain", 0.0)))

@@ -347,3 +347,33 @@ def test_401_stops_the_command_at_the_first_call(openai_server: FakeOpenAI, tmp_
             "--concurrency", "2", home=tmp_path / "h", env={"OPENAI_API_KEY": "sk-wrong-000000000000"})
     assert r.returncode == 2 and "refused the credentials" in r.stderr and "OPENAI_API_KEY" in r.stderr
     assert len(openai_server.requests) <= 2  # no retries, no 40 doomed calls
+
+
+def test_a_dead_workers_trial_stops_holding_a_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from reflexopt import search as search_mod
+    from reflexopt.pool import counts_as_trial
+
+    monkeypatch.setattr(search_mod, "GRACE_S", 1)
+    s = search_mod.Search(f"sqlite:///{tmp_path / 's.db'}", "x")
+    t = s.ask()
+    t.heartbeat()  # a worker started this trial, then died (no more heartbeats)
+    assert sum(counts_as_trial(r) for r in s.records()) == 1
+    time.sleep(2.5)
+    assert s.fail_stale() == 1
+    assert sum(counts_as_trial(r) for r in s.records()) == 0
+
+
+def test_parallel_compare_prints_no_tracebacks(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    openai_server.responder = lambda req: "positive" if "good" in req["messages"][-1]["content"] else "negative"
+    rows = [{"input": f"{'good' if i % 2 else 'bad'} thing {i}", "ideal": "positive" if i % 2 else "negative"}
+            for i in range(40)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    (tmp_path / "p.md").write_text("Look.\n")
+    r = cli("compare", str(data), str(tmp_path / "p.md"), "-m", "openai/a", "-m", "openai/b", "--api-base",
+            openai_server.url, "--max-trials", "2", "--parallel", "2", "--metric", "contains", home=tmp_path / "h",
+            env={"OPENAI_API_KEY": "sk-test-0000000000000000"})
+    assert r.returncode == 0, r.stderr
+    for bad in ("Traceback", "coroutine", "never retrieved", "destroyed"):
+        assert bad not in r.stderr, r.stderr[-2000:]

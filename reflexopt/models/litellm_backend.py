@@ -12,13 +12,45 @@ from .base import Message, RawReply
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 
 
+_ready = False
+
+
 def _litellm() -> Any:
+    global _ready
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
-    litellm.suppress_debug_info = True
-    litellm.telemetry = False
+    if not _ready:
+        litellm.suppress_debug_info = True
+        litellm.telemetry = False
+        _drop_success_logging()
+        _ready = True
     return litellm
+
+
+def _drop_success_logging() -> None:
+    """reflexopt registers no litellm callbacks, but every async call still queues a success-logging coroutine
+    on one process-wide worker bound to one event loop. compare and batch run an event loop per thread, and the
+    worker then printed "cannot reuse already awaited coroutine" tracebacks (and cost CPU on every call).
+    With no callbacks there is nothing to log: the coroutine is closed unrun."""
+    try:
+        from litellm.litellm_core_utils import logging_worker
+    except ImportError:  # pragma: no cover - other litellm layouts
+        return
+    worker = getattr(logging_worker, "GLOBAL_LOGGING_WORKER", None)
+    if worker is None or not hasattr(worker, "ensure_initialized_and_enqueue"):
+        return
+
+    def enqueue(async_coroutine: Any) -> None:
+        import litellm
+
+        if litellm.callbacks or litellm.success_callback or litellm._async_success_callback:
+            original(async_coroutine)  # someone configured litellm logging: keep it
+        else:
+            async_coroutine.close()
+
+    original = worker.ensure_initialized_and_enqueue
+    worker.ensure_initialized_and_enqueue = enqueue
 
 
 def check_model_id(model: str, api_base: str | None) -> None:
