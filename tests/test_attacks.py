@@ -377,3 +377,40 @@ def test_parallel_compare_prints_no_tracebacks(openai_server: FakeOpenAI, tmp_pa
     assert r.returncode == 0, r.stderr
     for bad in ("Traceback", "coroutine", "never retrieved", "destroyed"):
         assert bad not in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("sig,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_compare_stops_within_seconds_and_keeps_its_work(openai_server: FakeOpenAI, tmp_path: Path, sig: str,
+                                                         code: int) -> None:
+    import signal
+    import time
+
+    def slow(req: dict[str, Any]) -> str:
+        time.sleep(0.3)
+        return "positive" if "good" in req["messages"][-1]["content"] else "negative"
+
+    openai_server.responder = slow
+    rows = [{"input": f"{'good' if i % 2 else 'bad'} thing {i}", "ideal": "positive" if i % 2 else "negative"}
+            for i in range(60)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    (tmp_path / "p.md").write_text("Look.\n")
+    home = tmp_path / "h"
+    p = subprocess.Popen([sys.executable, "-m", "reflexopt", "compare", str(data), str(tmp_path / "p.md"), "-m",
+                          "openai/a", "-m", "openai/b", "--api-base", openai_server.url, "--max-trials", "20",
+                          "--metric", "contains", "--concurrency", "2"],
+                         env={**os.environ, "REFLEXOPT_HOME": str(home), "OPENAI_API_KEY": "sk-test-00000000000000"},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(openai_server.requests) < 10:
+        time.sleep(0.2)
+    assert len(openai_server.requests) >= 10, "compare never started calling"
+    t0 = time.monotonic()
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10 and p.returncode == code, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    served = len(openai_server.requests)
+    time.sleep(1.5)
+    assert len(openai_server.requests) - served <= 4, "calls went on after the command stopped"
+    evals = list(home.rglob("evals.jsonl"))
+    assert evals and any(e.read_text() for e in evals), "the work done before the signal was not kept"

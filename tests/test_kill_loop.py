@@ -1,0 +1,18 @@
+"""The kill -9 campaign, reduced: SIGKILL optimize at random moments (one within its first second), resume,
+and check that the run finishes and no answered call is paid again (scripts/kill_loop.py runs 25 kills)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_kill_loop_reduced() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "kill_loop.py"), "--kills", "3", "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 0, (report, r.stderr[-2000:])
+    assert report["kills"] == 3 and report["repaid"] == 0 and report["summary_written"]
