@@ -120,6 +120,7 @@ class OptimizeConfig(_Frozen):
     noise_sample: int = Field(10, ge=0, description="val cases re-judged to measure judge noise")
     storage: str | None = None
     output: str | None = None
+    strategy: str = Field("reflex", description="search strategy: reflex (default), mipro or gepa")
 
     def public(self) -> dict[str, Any]:
         """The config as stored in the run directory (no secrets: keys never enter the config)."""

@@ -21,6 +21,7 @@ from .runner import Event, Runner
 from .search import GRACE_S, Search
 from .stats import paired_compare
 from .store import RunStore
+from .strategies import SearchContext, get_strategy
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Optimizer:
             self._run_dir = run_dir
             self.resumed = False
         self.runner = Runner(self.config, baseline, store=self.store, on_event=self._emit)
+        self.strategy = get_strategy(self.config.strategy)
         self.runner.preflight()
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
@@ -214,36 +216,9 @@ class Optimizer:
         store.write_progress({"calls": r.budget.granted, "cost_usd": r.usage()["cost_usd"], "trials": 0,
                               "baseline_val": round(baseline.val_mean, 4), "best_val": round(baseline.val_mean, 4)})
 
-        self._emit("phase", {"phase": "search"})
-        max_time = cfg.budget.max_time_s
-        records = search.records()
-        pool = from_study(records, r.val)
-        sel = select(pool, len(r.val), min_gain)
-        while True:
-            timed_out = max_time is not None and time.monotonic() - start >= max_time
-            if cfg.storage is not None and search.fail_stale():  # a dead worker's trial must not hold a slot
-                records = search.records()
-            stop = r.stop_reason(records, sel, pool, timed_out=timed_out)
-            if stop:
-                break
-            cand = await r.step(pool)
-            if cand is None:
-                stop = "max trials"
-                break
-            records = search.records()
-            pool = from_study(records, r.val)
-            after = select(pool, len(r.val), min_gain)
-            accepted = after.best.id == cand.id and sel.best.id != cand.id
-            sel = after
-            usage = r.usage()
-            store.event("trial", candidate=cand.id, operator=cand.operator, state=cand.state, val=cand.val_mean,
-                        accepted=accepted, best=sel.best.id, best_val=sel.best.val_mean, usage=usage)
-            store.write_progress({"calls": usage["budget_calls_used"], "cost_usd": usage["cost_usd"],
-                                  "trials": sel.trials, "baseline_val": round(baseline.val_mean, 4),
-                                  "best_val": round(sel.best.val_mean, 4)})
-            self._emit("trial", {"n": sel.trials, "candidate": cand.id, "operator": cand.operator,
-                                 "state": cand.state, "val": cand.val_mean, "n_val": len(cand.val),
-                                 "accepted": accepted, "best_val": sel.best.val_mean, "usage": usage})
+        self._emit("phase", {"phase": "search", "strategy": self.strategy.name})
+        ctx = SearchContext(r, search, store, baseline, min_gain, started=start, emit=self._emit)
+        stop = await self.strategy.search(ctx)
         search.set("status", "stopping")
         store.event("stop", reason=stop)
         await self._wait_for_workers(search)

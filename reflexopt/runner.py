@@ -260,7 +260,7 @@ class Runner:
             for cid, v in dup.val.items():
                 trial.report(v, self.index[cid])
             cand.val, cand.state = dict(dup.val), "duplicate"
-            self._finish(trial, cand, dup.val_mean)
+            self.finish(trial, cand, dup.val_mean)
             return cand
         order = list(self.val)
         random.Random(self.config.seed * 100_003 + trial.number).shuffle(order)
@@ -274,10 +274,10 @@ class Runner:
             cand.state = "incomplete"
         else:
             cand.state = "complete"
-        self._finish(trial, cand, cand.val_mean if cand.val else None)
+        self.finish(trial, cand, cand.val_mean if cand.val else None)
         return cand
 
-    def _finish(self, trial: Trial, cand: Candidate, value: float | None) -> None:
+    def finish(self, trial: Trial, cand: Candidate, value: float | None) -> None:
         for k, v in cand.attrs().items():
             trial.set_attr(k, v)
         failed = cand.state in ("failed", "incomplete")

@@ -1,0 +1,124 @@
+"""The search seam: what a strategy gets, what it must do, and how it records candidates.
+
+`optimize` runs in three phases. The baseline phase scores the starting prompt on val (and measures judge
+noise); the search phase hands a :class:`SearchContext` to one :class:`Strategy`; the verdict phase, shared by
+every strategy, selects the best candidate on val (never worse than the baseline, gains above judge noise only)
+and scores baseline and best on test. So two strategies run on one workload share the dataset, split, scorer,
+model clients, response cache, budget, run store, verdict and report: their results compare fairly.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..pool import Candidate, Selection, from_study, select
+
+if TYPE_CHECKING:
+    from ..runner import Runner
+    from ..search import Search
+    from ..store import RunStore
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+class Strategy(Protocol):
+    """A search strategy.
+
+    Contract:
+    - `search(ctx)` runs after the baseline is scored on val and returns the reason it stopped.
+    - Every model call goes through `ctx.runner`'s clients (task, reasoning, judge), so the response cache,
+      the hard budget (`--max-calls`, `--max-cost`), retries and accounting hold. A strategy never calls a
+      provider any other way.
+    - It never reads the test split (`ctx.runner.test`); the verdict does.
+    - Each candidate it wants considered is recorded with `ctx.record(...)` (scored on all of val and stored as
+      a finished trial of the run's study), or as a trial of `ctx.search` with per-case reports, so the
+      verdict, `runs show` and the report see it like any other.
+    - It stops when `ctx.stop_reason()` returns a reason (budget, time, target), and it does not raise for a
+      failed call: failed calls are results.
+    - The same seed, data and models give the same candidates.
+    """
+
+    name: str
+
+    async def search(self, ctx: SearchContext) -> str: ...
+
+
+@dataclass
+class SearchContext:
+    runner: Runner
+    search: Search
+    store: RunStore
+    baseline: Candidate
+    min_gain: float
+    started: float = field(default_factory=time.monotonic)
+    emit: Event = field(default=lambda kind, data: None)
+
+    @property
+    def config(self) -> Any:
+        return self.runner.config
+
+    def timed_out(self) -> bool:
+        max_time = self.config.budget.max_time_s
+        return max_time is not None and time.monotonic() - self.started >= max_time
+
+    def stop_reason(self) -> str:
+        """The limits every strategy obeys (patience and trial limits are the reflex strategy's own)."""
+        r = self.runner
+        records = self.search.records()
+        sel = select(from_study(records, r.val), len(r.val), self.min_gain)
+        b = self.config.budget
+        if b.target is not None and sel.best.val_mean >= b.target:
+            return "target reached"
+        if self.timed_out():
+            return "max time"
+        if r.out_of_budget or r.budget.remaining() < min(8, len(r.val)):
+            return "budget"
+        return ""
+
+    async def record(self, prompt: Any, *, operator: str, reasoning: str, parent: str = "baseline",
+                     params: dict[str, Any] | None = None) -> Candidate:
+        """Score a prompt on all of val (memo and budget apply) and store it as a finished trial."""
+        r = self.runner
+        trial = self.search.ask()
+        cand = Candidate(f"t{trial.number}", prompt, operator, parent, reasoning, dict(params or {}),
+                         trial=trial.number, worker=r.worker, asked=operator)
+        order = list(r.val)
+        random.Random(self.config.seed * 100_003 + trial.number).shuffle(order)
+        results, _ = await r.evaluate(cand, order, "val")
+        cand.val = {x.case_id: x.score for x in results if x.score is not None}
+        for cid, v in cand.val.items():
+            trial.report(v, r.index[cid])
+        complete = len(cand.val) == len(r.val)
+        cand.state = "complete" if complete else ("failed" if not cand.val else "incomplete")
+        r.finish(trial, cand, cand.val_mean if cand.val else None)
+        self.after_trial(cand)
+        return cand
+
+    def selection(self) -> Selection:
+        r = self.runner
+        return select(from_study(self.search.records(), r.val), len(r.val), self.min_gain)
+
+    def after_trial(self, cand: Candidate, before: Selection | None = None) -> Selection:
+        """Log a finished trial (events, progress file, callback) and return the new selection."""
+        r = self.runner
+        before = before or self._last
+        sel = self.selection()
+        accepted = sel.best.id == cand.id and (before is None or before.best.id != cand.id)
+        usage = r.usage()
+        self.store.event("trial", candidate=cand.id, operator=cand.operator, state=cand.state,
+                         val=cand.val_mean, accepted=accepted, best=sel.best.id, best_val=sel.best.val_mean,
+                         usage=usage)
+        self.store.write_progress({"calls": usage["budget_calls_used"], "cost_usd": usage["cost_usd"],
+                                   "trials": sel.trials, "baseline_val": round(self.baseline.val_mean, 4),
+                                   "best_val": round(sel.best.val_mean, 4)})
+        self.emit("trial", {"n": sel.trials, "candidate": cand.id, "operator": cand.operator, "state": cand.state,
+                            "val": cand.val_mean, "n_val": len(cand.val), "accepted": accepted,
+                            "best_val": sel.best.val_mean, "usage": usage})
+        self._last = sel
+        return sel
+
+    _last: Selection | None = None
