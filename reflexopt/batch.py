@@ -59,6 +59,7 @@ class JobSpec(BaseModel):
     ideal_field: str | None = None
     budget: Budget = Budget(max_trials=8)
     tolerance: float = Field(0.02, ge=0, le=1)
+    strategy: str = "reflex"
     seed: int = 0
 
     def model_ids(self) -> list[str]:
@@ -98,7 +99,7 @@ def job_config(j: JobSpec, model: str, *, prompt: Path | None = None, cache_tag:
         reasoning=ModelSpec.parse(j.reasoning_model, api_base=j.api_base) if j.reasoning_model else None,
         scorer=ScorerSpec(metric=j.metric, judge=ModelSpec.parse(j.judge, api_base=j.api_base) if j.judge else None,
                           rubric=j.judge_criteria),
-        budget=j.budget, seed=j.seed, storage=storage)
+        budget=j.budget, seed=j.seed, storage=storage, strategy=j.strategy)
 
 
 def check_job(j: JobSpec) -> list[str]:
@@ -108,10 +109,12 @@ def check_job(j: JobSpec) -> list[str]:
     from .evaluate import make_scorer
     from .models import resolve_backend
     from .prompt import load_prompt
+    from .strategies import get_strategy
 
     problems: list[str] = []
     try:
         configs = [job_config(j, m) for m in j.model_ids()]
+        get_strategy(j.strategy)
     except (ValueError, ReflexoptError) as e:
         return [" ".join(str(e).split())]
     cfg = configs[0]

@@ -34,6 +34,8 @@ ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Cases
 MaxTok = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Completion token limit for the task model.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")]
+StrategyOpt = Annotated[str, typer.Option("--strategy", help="Search strategy: reflex (reflexopt's own), mipro "
+                                          "(DSPy MIPROv2) or gepa (DSPy GEPA).")]
 
 
 def _version(value: bool) -> None:
@@ -242,6 +244,7 @@ def optimize_cmd(
     no_prune: Annotated[bool, typer.Option("--no-prune", help="Evaluate every candidate on all of val.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the estimated calls and cost, and stop.")] = False,
     report: ReportOpt = None,
+    strategy: StrategyOpt = "reflex",
     as_json: JsonOpt = False,
 ) -> None:
     """Optimize a prompt: diagnose failures, propose rewrites, search with Optuna, verify on held-out test."""
@@ -261,7 +264,7 @@ def optimize_cmd(
         budget=Budget(max_calls=max_calls, max_cost=max_cost, max_time_s=_duration(max_time), max_trials=max_trials,
                       patience=patience, target=target),
         split=_split(split_opt), seed=seed, concurrency=concurrency, pruning=not no_prune, storage=storage,
-        output=str(output) if output else None,
+        output=str(output) if output else None, strategy=strategy,
     )
     if resume is not None:
         from .store import RunStore
@@ -355,6 +358,7 @@ def compare_cmd(
     concurrency: ConcOpt = None,
     max_tokens: MaxTok = None,
     report: ReportOpt = None,
+    strategy: StrategyOpt = "reflex",
     as_json: JsonOpt = False,
 ) -> None:
     """Tune a prompt for each model, compare them on one test split, recommend the cheapest good one."""
@@ -370,7 +374,8 @@ def compare_cmd(
         reasoning=_model_spec(reasoning_model, api_base) if reasoning_model else None,
         scorer=ScorerSpec(metric=metric, judge=_model_spec(judge, api_base) if judge else None, rubric=judge_criteria),
         budget=Budget(max_calls=max_calls_per_model, max_trials=max_trials, patience=max(1, max_trials)),
-        tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel)
+        tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel,
+        strategy=strategy)
 
     def show(kind: str, data: dict[str, Any]) -> None:
         if as_json:

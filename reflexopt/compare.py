@@ -163,7 +163,7 @@ class Comparison:
             else:
                 oc = OptimizeConfig(data=cfg.data, prompt_path=cfg.prompt_path, model=model, reasoning=cfg.reasoning,
                                     scorer=cfg.scorer, budget=cfg.budget, split=cfg.split, seed=cfg.seed,
-                                    concurrency=cfg.concurrency)
+                                    concurrency=cfg.concurrency, strategy=cfg.strategy)
                 opt = Optimizer(oc, on_event=lambda k, d: self.on_event(k, {**d, "model": model.label}))
                 result = opt.run()
                 store = opt.store

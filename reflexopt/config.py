@@ -158,3 +158,4 @@ class CompareConfig(_Frozen):
     seed: int = 0
     concurrency: int | None = Field(None, gt=0)
     parallel: int = Field(2, ge=1, description="models tuned at the same time")
+    strategy: str = Field("reflex", description="search strategy of every model's tuning run")

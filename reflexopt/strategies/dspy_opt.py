@@ -1,0 +1,219 @@
+"""DSPy's MIPROv2 and GEPA as reflexopt strategies. The only module that imports dspy (lazily: it is loaded
+only when `--strategy mipro|gepa` is chosen).
+
+- `ReflexLM` (a `dspy.BaseLM`) sends every DSPy call through reflexopt's ModelClient on the run's event loop:
+  the response cache (a re-run pays nothing), the hard budget (a call past `--max-calls` is refused, never
+  made), retries, accounting and the embedded model all work as for the reflex strategy.
+- `ReflexAdapter` renders the task program exactly as reflexopt renders a prompt file (instruction, demos as
+  chat turns or inline, the input, the answer cue) and takes the raw completion as the output: it never fails
+  to parse, so a small model such as SmolLM2-135M gets a real score instead of AdapterParseError. DSPy's own
+  signatures (MIPRO's proposer, GEPA's reflection) are rendered as plain "field: value" text, and the raw
+  completion fills their output field.
+- The scorer is the DSPy metric; for GEPA the feedback is the judge's reasoning and failure category, or for a
+  metric what was expected against what came back.
+- The optimized program maps back to a normal prompt file: its instruction becomes the text and its demos the
+  front-matter demos, with the starting prompt's structure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import warnings
+from types import SimpleNamespace
+from typing import Any
+
+import dspy
+
+from ..data import Case
+from ..errors import BudgetExceeded
+from ..models import ModelClient
+from ..prompt import Demo, Prompt
+from .base import SearchContext
+
+warnings.filterwarnings("ignore", message=r"Implementing custom LMs through BaseLM", category=DeprecationWarning)
+for _name in ("dspy", "gepa", "optuna"):
+    logging.getLogger(_name).setLevel(logging.WARNING)  # their INFO lines would flood the terminal
+
+
+class ReflexLM(dspy.BaseLM):
+    """A DSPy LM that calls a reflexopt ModelClient on the run's event loop (DSPy runs in worker threads)."""
+
+    def __init__(self, client: ModelClient, loop: asyncio.AbstractEventLoop, *, max_tokens: int | None = None) -> None:
+        super().__init__(model=f"reflexopt/{client.spec.id}", model_type="chat", temperature=0.0,
+                         max_tokens=max_tokens, cache=False)
+        self.client = client
+        self.loop = loop
+        self.cap = max_tokens
+
+    def forward(self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
+                **kwargs: Any) -> Any:
+        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in (messages or [])] or \
+            [{"role": "user", "content": str(prompt or "")}]
+        temperature = kwargs.get("temperature")
+        rollout = kwargs.get("rollout_id")
+        sample = rollout if isinstance(rollout, int) else (abs(hash(str(rollout))) % 10_000 if rollout else 0)
+        cap = self.client.spec.max_tokens or self.cap or kwargs.get("max_tokens")
+        res = asyncio.run_coroutine_threadsafe(
+            self.client.complete(msgs, sample=sample, temperature=temperature, max_tokens=cap), self.loop).result()
+        if res.budget_exhausted:
+            raise BudgetExceeded("the call budget is spent", fix="raise --max-calls or --max-cost")
+        if not res.ok:
+            raise RuntimeError(res.error or "model call failed")
+        usage = {"prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
+                 "total_tokens": res.prompt_tokens + res.completion_tokens}
+        choice = SimpleNamespace(message=SimpleNamespace(content=res.text, tool_calls=None), finish_reason="stop")
+        return SimpleNamespace(choices=[choice], usage=usage, model=self.model, cache_hit=res.cached)
+
+
+class TaskSignature(dspy.Signature):
+    """Answer the input."""
+
+    input: str = dspy.InputField()
+    answer: str = dspy.OutputField()
+
+
+class ReflexAdapter(dspy.Adapter):
+    """Renders the task exactly as a reflexopt prompt file; takes the raw completion as the output."""
+
+    def __init__(self, base: Prompt, cases: dict[str, Case]) -> None:
+        super().__init__()
+        self.base = base
+        self.cases = cases
+
+    def prompt_for(self, signature: Any, demos: list[Any]) -> Prompt:
+        return to_prompt(self.base, signature.instructions, demos)
+
+    def format(self, signature: Any, demos: list[Any], inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        if set(signature.input_fields) == {"input"} and set(signature.output_fields) == {"answer"}:
+            text = str(inputs.get("input", ""))
+            case = self.cases.get(text) or Case(id="dspy", input=text)
+            return list(self.prompt_for(signature, demos).render(case))
+        # DSPy's own steps (instruction proposals, reflection): plain text fields, raw completion back
+        parts = [f"{name}: {inputs[name]}" for name in signature.input_fields if name in inputs]
+        out = next(iter(signature.output_fields), "answer")
+        return [{"role": "system", "content": str(signature.instructions)},
+                {"role": "user", "content": "\n\n".join(parts) + f"\n\nWrite the {out.replace('_', ' ')}."}]
+
+    def parse(self, signature: Any, completion: str) -> dict[str, Any]:
+        text = str(completion).strip()
+        return {name: text for name in signature.output_fields}
+
+
+def to_prompt(base: Prompt, instruction: str, demos: list[Any]) -> Prompt:
+    """A DSPy predictor's instruction and demos as a reflexopt prompt, with the starting prompt's structure."""
+    shots = tuple(Demo(str(d.get("input", "")), str(d.get("answer", ""))) for d in demos
+                  if d.get("input") is not None and d.get("answer") is not None)
+    text = (instruction or base.text).strip() + "\n"
+    return base.with_(text=text, demos=shots, source="<dspy>")
+
+
+class ReflexProposer:
+    """GEPA's instruction proposal through a reflexopt meta-prompt: DSPy's built-in proposer parses the
+    reflection model's reply with a JSON adapter, which weak reasoning models fail every time. The new
+    instruction is the last <prompt>...</prompt> block; an unusable reply keeps the current instruction."""
+
+    def __init__(self, lm: ReflexLM) -> None:
+        self.lm = lm
+
+    def __call__(self, candidate: dict[str, str], reflective_dataset: Any,
+                 components_to_update: list[str]) -> dict[str, str]:
+        from ..prompts import meta_prompt
+
+        out: dict[str, str] = {}
+        for name in components_to_update:
+            rows = list(reflective_dataset.get(name, []))[:6]
+            examples = "\n\n".join(
+                f"## Example {i}\nInput: {str(r.get('Inputs', ''))[:600]}\n"
+                f"Output: {str(r.get('Generated Outputs', ''))[:400]}\nFeedback: {str(r.get('Feedback', ''))[:400]}"
+                for i, r in enumerate(rows, 1))
+            text = meta_prompt("gepa_reflect", instruction=candidate.get(name, ""), examples=examples)
+            try:
+                reply = str(self.lm(text)[0])
+            except BudgetExceeded:
+                raise
+            except Exception:  # noqa: BLE001 - a failed reflection keeps the instruction
+                reply = ""
+            found = re.findall(r"<prompt>\s*(.*?)\s*</prompt>", reply, re.S | re.I)
+            new = found[-1].strip() if found else ""
+            out[name] = new if 8 <= len(new) <= 8000 else candidate.get(name, "")
+        return out
+
+
+class DspyStrategy:
+    """`mipro` (MIPROv2) or `gepa` (GEPA), sized to the run's remaining call budget."""
+
+    def __init__(self, kind: str) -> None:
+        if kind not in ("mipro", "gepa"):
+            raise ValueError(kind)
+        self.name = kind
+
+    async def search(self, ctx: SearchContext) -> str:
+        r = ctx.runner
+        loop = asyncio.get_running_loop()
+        base = r.baseline_prompt
+        cases = {c.input_text: c for c in (*r.splits.train, *r.val)}
+        task_lm = ReflexLM(r.task, loop)
+        reasoner_lm = ReflexLM(r.reasoner, loop, max_tokens=r.reasoner.cap(768))
+        adapter = ReflexAdapter(base, cases)
+        per_case = 2 if ctx.config.scorer.judge else 1
+        left = r.budget.remaining()
+        budget = int(left) if left != float("inf") else 20 * len(r.val) * per_case
+        examples = {c.id: dspy.Example(input=c.input_text, answer=c.ideal or "").with_inputs("input")
+                    for c in (*r.splits.train, *r.val)}
+        train = [examples[c.id] for c in r.splits.train]
+        val = [examples[c.id] for c in r.val]
+        by_text = {c.input_text: c for c in (*r.splits.train, *r.val)}
+        gepa = self.name == "gepa"
+
+        def metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
+            case = by_text.get(str(gold.input)) or Case(id="dspy", input=str(gold.input), ideal=gold.answer or None)
+            output = str(getattr(pred, "answer", "") or "")
+            s = asyncio.run_coroutine_threadsafe(r.scorer.score(case, output), loop).result()
+            value = float(s.value or 0.0)
+            if not gepa:
+                return value
+            if s.reasoning or s.category:
+                feedback = f"{s.category or 'verdict'}: {s.reasoning}".strip()
+            else:
+                feedback = (f"expected {case.ideal!r}, got {output[:300]!r}" if case.ideal
+                            else f"score {value:.2f} for {output[:300]!r}")
+            return dspy.Prediction(score=value, feedback=feedback)
+
+        program = dspy.Predict(TaskSignature.with_instructions(base.text.strip()))
+        program.demos = [dspy.Example(input=d.input, answer=d.output) for d in base.demos]
+        seed = ctx.config.seed
+
+        def compile_() -> Any:
+            with dspy.context(lm=task_lm, adapter=adapter):
+                if gepa:
+                    calls = max(len(val) + 10, int(0.8 * budget / per_case))
+                    opt = dspy.GEPA(metric=metric, max_metric_calls=calls, reflection_lm=reasoner_lm,
+                                    instruction_proposer=ReflexProposer(reasoner_lm),
+                                    num_threads=max(1, r.task.concurrency), seed=seed, track_stats=False,
+                                    use_merge=True)
+                    return opt.compile(program, trainset=train, valset=val)
+                n_cand = 6
+                mb = max(1, min(25, len(val)))
+                fixed = n_cand * 4 + 20 + n_cand  # bootstrapping (bounded below), data summary, proposals
+                trials = max(2, int((0.8 * budget / per_case - fixed) / (mb + len(val) / 5)))
+                opt = dspy.MIPROv2(metric=metric, prompt_model=reasoner_lm, task_model=task_lm, auto=None,
+                                   num_candidates=n_cand, max_bootstrapped_demos=2, max_labeled_demos=4,
+                                   num_threads=max(1, r.task.concurrency), seed=seed, verbose=False,
+                                   track_stats=False, max_errors=10 ** 6)
+                return opt.compile(program, trainset=train, valset=val, num_trials=trials, minibatch_size=mb,
+                                   minibatch=len(val) > mb, requires_permission_to_run=False)
+
+        try:
+            best = await asyncio.to_thread(compile_)
+        except BudgetExceeded:
+            return "budget"
+        except Exception as e:  # noqa: BLE001 - DSPy's own failures end the search, the run keeps its verdict
+            r.on_event("note", {"message": f"{self.name} stopped: {type(e).__name__}: {str(e)[:200]}"})
+            return f"{self.name} failed ({type(e).__name__})"
+        predictor = best.predictors()[0]
+        prompt = to_prompt(base, predictor.signature.instructions, list(predictor.demos))
+        await ctx.record(prompt, operator=self.name, reasoning=f"DSPy {self.name}: instruction and "
+                         f"{len(prompt.demos)} demos from the optimized program")
+        return ctx.stop_reason() or f"{self.name} finished"
