@@ -1,8 +1,8 @@
 """reflexopt: evaluate and optimize LLM prompts on your own data, with your own judge.
 
-    import reflexopt
-    result = reflexopt.optimize(reflexopt.OptimizeConfig(data=reflexopt.DataSpec(path="data.jsonl"),
-                                                         prompt_path="prompt.md"))
+    import reflexopt as ro
+    result = ro.optimize("data.jsonl", "prompt.md", model="openai/gpt-4o-mini", max_calls=1500)
+    print(result.best_test, result.significant, result.best_prompt)
 
 Names are imported lazily so that `reflexopt --help` stays fast.
 """
@@ -30,9 +30,14 @@ _EXPORTS = {
     "load_prompt": "reflexopt.prompt",
     "Prompt": "reflexopt.prompt",
     "ReflexoptError": "reflexopt.errors",
+    "STRATEGIES": "reflexopt.strategies",
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, "__version__"})
 
 
 def __getattr__(name: str) -> Any:

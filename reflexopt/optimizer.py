@@ -259,7 +259,29 @@ class Optimizer:
         self._emit("done", result.to_json())
         return result
 
-def optimize(config: OptimizeConfig, *, on_event: Event | None = None, resume: str | None = None,
-             run_dir: Path | None = None) -> OptimizeResult:
-    """Optimize a prompt (the Python API behind `reflexopt optimize`)."""
+def optimize(config: OptimizeConfig | str | Path, prompt: str | Path | None = None, *,
+             model: str | None = None, judge: str | None = None, rubric: str | None = None,
+             metric: str | None = None, reasoning_model: str | None = None, max_calls: int | None = None,
+             max_cost: float | None = None, max_trials: int | None = None, strategy: str = "reflex",
+             seed: int = 0, output: str | Path | None = None, on_event: Event | None = None,
+             resume: str | None = None, run_dir: Path | None = None) -> OptimizeResult:
+    """Optimize a prompt (the Python API behind `reflexopt optimize`).
+
+        ro.optimize("data.jsonl", "prompt.md", model="openai/gpt-4o-mini", judge="openai/gpt-4o", max_calls=2000)
+        ro.optimize(ro.OptimizeConfig(...))          # or a full config
+
+    Models take the command line's `ID@key=value` form; with no model the embedded local model is used."""
+    if not isinstance(config, OptimizeConfig):
+        if prompt is None:
+            raise ConfigError("optimize(data, prompt, ...) needs both a dataset and a prompt file",
+                              fix='call ro.optimize("data.jsonl", "prompt.md", model=...)')
+        from .config import Budget, DataSpec, ModelSpec, ScorerSpec
+
+        config = OptimizeConfig(
+            data=DataSpec(path=str(config)), prompt_path=str(prompt),
+            model=ModelSpec.parse(model) if model else ModelSpec(),
+            reasoning=ModelSpec.parse(reasoning_model) if reasoning_model else None,
+            scorer=ScorerSpec(metric=metric, judge=ModelSpec.parse(judge) if judge else None, rubric=rubric),
+            budget=Budget(max_calls=max_calls, max_cost=max_cost, max_trials=max_trials),
+            seed=seed, strategy=strategy, output=str(output) if output else None)
     return Optimizer(config, on_event=on_event, resume=resume, run_dir=run_dir).run()
