@@ -223,9 +223,14 @@ class Unit:
 
 class Batch:
     def __init__(self, jobs_path: str | Path, *, storage: str | None = None, parallel: int = 1,
-                 on_event: Event | None = None) -> None:
+                 on_event: Event | None = None, strategy: str | None = None) -> None:
+        from .strategies import get_strategy
+
         self.jobs_path = Path(jobs_path).resolve()
         self.jobs = load_jobs(self.jobs_path)
+        if strategy is not None:
+            get_strategy(strategy)
+            self.jobs = [j.model_copy(update={"strategy": strategy}) for j in self.jobs]
         self.storage = storage
         self.parallel = parallel
         self.on_event: Event = on_event or (lambda kind, data: None)
@@ -336,6 +341,7 @@ class Batch:
 
 
 def run_batch(jobs_path: str | Path, *, storage: str | None = None, parallel: int = 1,
-              on_event: Event | None = None) -> dict[str, Any]:
-    """Run (or resume) one round of a jobs file (the Python API behind `reflexopt batch`)."""
-    return Batch(jobs_path, storage=storage, parallel=parallel, on_event=on_event).run()
+              on_event: Event | None = None, strategy: str | None = None) -> dict[str, Any]:
+    """Run (or resume) one round of a jobs file (the Python API behind `reflexopt batch`). `strategy`
+    overrides every job's own."""
+    return Batch(jobs_path, storage=storage, parallel=parallel, on_event=on_event, strategy=strategy).run()

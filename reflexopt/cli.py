@@ -413,6 +413,8 @@ def batch_cmd(
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL for every job's study.")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write one HTML report per job into this "
                                                 "directory.")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="Search strategy for every job (overrides "
+                                                 "the jobs file): reflex, mipro or gepa.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-optimize many prompt/model jobs; resumable; exit code 1 when a job regressed beyond its tolerance."""
@@ -432,7 +434,7 @@ def batch_cmd(
                                                      "first run")
             err.print(f"{data['unit']}: {how}")
 
-    result = run_batch(jobs, storage=storage, parallel=parallel, on_event=show)
+    result = run_batch(jobs, storage=storage, parallel=parallel, on_event=show, strategy=strategy)
     if report is not None:
         from .report import write_report
 
@@ -463,26 +465,14 @@ app.add_typer(runs_app, name="runs")
 @_guard
 def runs_list(as_json: JsonOpt = False) -> None:
     """Every run: id, date, dataset, model, baseline -> best on test, significance, calls, cost, status."""
-    from rich.table import Table
-
-    from .runs import age, list_runs
+    from .render import runs_table
+    from .runs import list_runs
 
     runs = list_runs()
     if as_json:
         sys.stdout.write(json.dumps([r.to_json() for r in runs]) + "\n")
         return
-    t = Table(title=f"{len(runs)} runs", title_justify="left")
-    for col in ("id", "date", "kind", "dataset", "model", "baseline → best", "significant", "calls", "cost",
-                "status"):
-        t.add_column(col)
-    for r in runs:
-        score = "–" if r.best is None else (f"{r.baseline:.3f} → {r.best:.3f}" if r.baseline is not None
-                                            else f"best {r.best:.3f}")
-        sig = "" if r.significant is None else ("yes" if r.significant else "no")
-        t.add_row(r.id, age(r.started), r.kind, r.dataset, r.model, score, sig, "" if r.calls is None else str(r.calls),
-                  "" if r.cost is None else f"${r.cost:.4f}",
-                  r.status if r.status == "done" else f"[yellow]{r.status}[/]")
-    out.print(t)
+    out.print(runs_table(runs, out.width))
 
 
 @runs_app.command("show")

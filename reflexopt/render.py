@@ -233,3 +233,42 @@ def batch_table(d: dict[str, Any]) -> Table:
         t.add_row(r["job"], r["model"], _fmt(prev), _fmt(r["new_baseline"]), _fmt(r["new_best"]), change,
                   "yes" if r["significant"] else "no", status, str(r["model_calls"]), f"${r['cost_usd']:.4f}")
     return t
+
+
+def runs_table(runs: list[Any], width: int = 160) -> Table:
+    """`runs list`: the id never wraps (it is what you type next); on a narrow terminal only the columns that
+    identify a run and its outcome are shown (`--json` has everything)."""
+    from .runs import age
+
+    narrow = width < 120
+    t = Table(title=f"{len(runs)} runs", title_justify="left")
+    t.add_column("id", no_wrap=True, min_width=20)
+    t.add_column("date", no_wrap=True)
+    if not narrow:
+        t.add_column("kind")
+    t.add_column("dataset", overflow="fold")
+    if not narrow:
+        t.add_column("model", overflow="fold")
+    t.add_column("baseline → best", no_wrap=True)
+    if not narrow:
+        t.add_column("sig.")
+        t.add_column("calls", justify="right")
+        t.add_column("cost", justify="right")
+    t.add_column("status", no_wrap=True)
+    for r in runs:
+        score = "–" if r.best is None else (f"{r.baseline:.3f} → {r.best:.3f}" if r.baseline is not None
+                                            else f"best {r.best:.3f}")
+        if r.significant is not None and narrow:
+            score += " *" if r.significant else ""
+        sig = "" if r.significant is None else ("yes" if r.significant else "no")
+        calls = "" if r.calls is None else str(r.calls)
+        cost = "" if r.cost is None else f"${r.cost:.4f}"
+        status = r.status if r.status == "done" else f"[yellow]{r.status}[/]"
+        when = age(r.started)
+        if narrow:
+            t.add_row(r.id, when[5:], r.dataset, score, status)
+        else:
+            t.add_row(r.id, when, r.kind, r.dataset, r.model, score, sig, calls, cost, status)
+    if narrow:
+        t.caption = "* significant on test · widen the terminal or use --json for model, calls and cost"
+    return t

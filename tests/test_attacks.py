@@ -414,3 +414,21 @@ def test_compare_stops_within_seconds_and_keeps_its_work(openai_server: FakeOpen
     assert len(openai_server.requests) - served <= 4, "calls went on after the command stopped"
     evals = list(home.rglob("evals.jsonl"))
     assert evals and any(e.read_text() for e in evals), "the work done before the signal was not kept"
+
+
+def test_runs_list_fits_80_columns_with_whole_ids(tmp_path: Path) -> None:
+    import io
+    import time
+
+    from rich.console import Console
+
+    from reflexopt.render import runs_table
+    from reflexopt.runs import RunInfo
+
+    runs = [RunInfo(f"20261123-0905{i:02d}-88{i:02d}", tmp_path, "optimize", time.time(), "reviews/data.jsonl",
+                    "openrouter/meta-llama/llama-3.1-8b-instruct", 0.25, 0.6, True, 1500, 0.0123, "done")
+            for i in range(3)]
+    buf = io.StringIO()
+    Console(width=80, file=buf).print(runs_table(runs, 80))
+    text = buf.getvalue()
+    assert all(r.id in text for r in runs) and max(len(line) for line in text.splitlines()) <= 80
