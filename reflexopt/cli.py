@@ -285,9 +285,12 @@ def optimize_cmd(
         if est.get("warning"):
             err.print(f"[yellow]warning:[/] {est['warning']}")
         return
+    replacing = output is not None and output.exists()
     with LiveView(err, quiet=as_json) as view:
         opt.on_event = view.on_event
         result = opt.run()
+    if replacing:
+        err.print(f"[yellow]note:[/] {output} existed and now holds the new best prompt")
     data = result.to_json()
     if report is not None:
         from .report import write_report

@@ -103,15 +103,15 @@ class LiveView:
         t.add_row("trial", f"{s['trial']} / {cap_text}  {s.get('last', '')}")
         t.add_row("val", f"baseline {_fmt(s['baseline_val'])} · best {_fmt(s['best_val'])}")
         u = self.usage
-        calls = u.get("budget_calls_used", 0)
+        calls = u.get("model_calls", 0)  # the same count the summary shows
         t.add_row("calls", f"{calls} paid · {u.get('cached_calls', 0)} cached · "
                   f"est. {self.est.get('calls_estimate', '?')}")
         t.add_row("tokens", f"{u.get('prompt_tokens', 0):,} + {u.get('completion_tokens', 0):,}  "
                   f"cost ${u.get('cost_usd', 0):.4f}")
         left = ""
         est = self.est.get("calls_estimate")
-        if est and calls:
-            left = f" · about {max(0.0, elapsed / calls * (est - calls)) / 60:.0f} min left (estimate)"
+        if est and calls >= 20:  # an upper bound: the search may stop earlier (patience, target)
+            left = f" · at most about {max(0.0, elapsed / calls * (est - calls)) / 60:.0f} min left"
         t.add_row("elapsed", f"{elapsed / 60:.1f} min{left}")
         return t
 
@@ -134,7 +134,7 @@ class LiveView:
                 self.console.print(f"[dim]judge noise: per-case SD {data['noise']:.3f}; gains under "
                                    f"{data['min_gain']:.3f} on val are not accepted[/]")
         elif kind == "trial_start":
-            s["trial"] = data["n"]
+            s["trial"] = max(int(s.get("trial") or 0), int(data["n"]))  # trial numbers only go up
             s["last"] = f"({data['operator']} from {data['parent']})"
         elif kind == "trial":
             s["best_val"] = data["best_val"]
