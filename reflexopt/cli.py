@@ -27,7 +27,7 @@ ApiBase = Annotated[str | None, typer.Option("--api-base", help="Base URL of an 
 JudgeOpt = Annotated[str | None, typer.Option("--judge", help="Judge model id; scores with a rubric.")]
 RubricOpt = Annotated[str | None, typer.Option("--judge-criteria", help="Rubric file or shipped rubric name.")]
 MetricOpt = Annotated[str | None, typer.Option("--metric", help="exact, contains, regex:P, f1, rouge-l, json, "
-                                               "json-schema:FILE, max-length:N")]
+                                               "json-schema:FILE, max-length:N, or FILE.py:FUNCTION (your own)")]
 InputField = Annotated[str | None, typer.Option("--input-field", help="Column holding the input.")]
 IdealField = Annotated[str | None, typer.Option("--ideal-field", help="Column holding the reference answer.")]
 ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Cases in flight at once.")]

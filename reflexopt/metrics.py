@@ -126,6 +126,13 @@ class MetricScorer:
     kind = "metric"
 
     def __init__(self, spec: str, cases: Sequence[Case] = ()) -> None:
+        self._custom: Callable[[str, Case], Any] | None = None
+        if spec.partition(":")[0].strip().endswith(".py"):
+            self._custom = load_custom_metric(spec)
+            self.defn = MetricDef(spec, lambda o, i, **k: 0.0, False, 0.5, f"custom metric {spec}")
+            self.name = spec
+            self.label_set = []
+            return
         name, _, arg = spec.partition(":")
         name = name.strip().lower().replace("_", "-")
         name = {"rougel": "rouge-l", "rouge": "rouge-l", "json-valid": "json", "maxlen": "max-length"}.get(name, name)
@@ -196,6 +203,8 @@ class MetricScorer:
         return self.score_sync(case, output)
 
     def score_sync(self, case: Case, output: str) -> Score:
+        if self._custom is not None:
+            return self._score_custom(case, output)
         value = self._fn(output, case.ideal, label_set=self.label_set)
         passed = value >= self.defn.threshold
         if passed:
@@ -207,6 +216,46 @@ class MetricScorer:
         else:
             category = f"fails {self.name}"
         return Score(value, passed, category=category, raw=value)
+
+
+    def _score_custom(self, case: Case, output: str) -> Score:
+        assert self._custom is not None
+        try:
+            raw = self._custom(output, case)
+            value = float(raw)
+        except Exception as e:  # noqa: BLE001 - a failing user metric is a scoring error for that case
+            return Score(None, None, error=f"custom metric {self.name} failed: {type(e).__name__}: {e}"[:300])
+        if value != value or not 0.0 <= value <= 1.0:
+            return Score(None, None, error=f"custom metric {self.name} returned {raw!r}; return a bool or 0..1")
+        passed = value >= self.defn.threshold
+        return Score(value, passed, category=None if passed else f"fails {self.name}", raw=value)
+
+
+def load_custom_metric(spec: str) -> Callable[[str, Case], Any]:
+    """`path/to/file.py:function`, a function `(output: str, case) -> bool | float in 0..1` (DSPy-style)."""
+    import importlib.util
+
+    file, _, func = spec.partition(":")
+    path = Path(file.strip())
+    func = func.strip() or "metric"
+    if not path.is_file():
+        raise MetricError(f"{path}: no such metric file", fix="write --metric path/to/metrics.py:function_name")
+    mod_spec = importlib.util.spec_from_file_location(f"reflexopt_user_metric_{path.stem}", path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise MetricError(f"{path}: cannot be imported", fix="pass a Python file")
+    module = importlib.util.module_from_spec(mod_spec)
+    try:
+        mod_spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's file failed to import
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise MetricError(f"{path}: importing it failed ({type(e).__name__}: {first})",
+                          fix="fix the metric file") from None
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        names = [n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_")]
+        raise MetricError(f"{path} has no function {func!r}", fix=f"use one of {names}" if names else
+                          "define def metric(output, case) -> float")
+    return fn  # type: ignore[no-any-return]
 
 
 def default_metric(cases: Sequence[Case]) -> str:

@@ -432,3 +432,39 @@ def test_runs_list_fits_80_columns_with_whole_ids(tmp_path: Path) -> None:
     Console(width=80, file=buf).print(runs_table(runs, 80))
     text = buf.getvalue()
     assert all(r.id in text for r in runs) and max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_custom_python_metric(tmp_path: Path) -> None:
+    from reflexopt.data import Case
+    from reflexopt.errors import MetricError
+    from reflexopt.metrics import MetricScorer
+
+    m = tmp_path / "my_metrics.py"
+    m.write_text("def score(output, case):\n    return output.strip().lower() == (case.ideal or '').lower()\n\n"
+                 "def half(output, case):\n    return 0.5\n\ndef bad(output, case):\n    return 7\n"
+                 "def boom(output, case):\n    raise ValueError('x')\n")
+    case = Case(id="1", input="q", ideal="Yes")
+    s = MetricScorer(f"{m}:score")
+    assert s.score_sync(case, " yes ").value == 1.0 and s.score_sync(case, "no").passed is False
+    assert MetricScorer(f"{m}:half").score_sync(case, "x").value == 0.5
+    assert MetricScorer(f"{m}:bad").score_sync(case, "x").error
+    assert MetricScorer(f"{m}:boom").score_sync(case, "x").error
+    for spec in (f"{m}:nothere", f"{tmp_path / 'missing.py'}:f"):
+        with pytest.raises(MetricError):
+            MetricScorer(spec)
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    with pytest.raises(MetricError, match="importing it failed"):
+        MetricScorer(f"{tmp_path / 'broken.py'}:f")
+
+
+def test_custom_metric_from_the_command_line(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    openai_server.responder = lambda req: "YES"
+    m = tmp_path / "my_metrics.py"
+    m.write_text("def score(output, case):\n    return output.strip().lower() == case.ideal\n")
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"q{i}", "ideal": "yes" if i % 2 else "no"}
+                                              for i in range(6)])
+    (tmp_path / "p.md").write_text("Answer yes or no.\n")
+    r = cli("eval", str(data), str(tmp_path / "p.md"), "-m", "openai/x", "--api-base", openai_server.url,
+            "--metric", f"{m}:score", "--json", home=tmp_path / "h", env={"OPENAI_API_KEY": "sk-test-00000000000"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["score"] == 0.5
