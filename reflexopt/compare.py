@@ -178,18 +178,33 @@ class Comparison:
                 raise RuntimeError("no test case could be scored")
         except Exception as e:  # noqa: BLE001 - one model failing must not lose the others
             row = ModelRow(model=model.label, error=f"{type(e).__name__}: {e}"[:300])
+        with (self.root / "rows.jsonl").open("a", encoding="utf-8") as f:  # an interrupted compare keeps these
+            f.write(json.dumps(asdict(row)) + "\n")
         self.on_event("model_done", {"model": model.label, "row": asdict(row)})
         return row
+
+    def preflight(self) -> None:
+        """Every model id, key and setting, the scorer and the strategy, before any model starts."""
+        from .models import resolve_backend
+        from .strategies import get_strategy
+
+        cfg = self.config
+        for spec in (*cfg.models, cfg.reasoning, cfg.scorer.judge):
+            if spec is not None:
+                resolve_backend(spec)
+        make_scorer(cfg.scorer, self.cases)
+        get_strategy(cfg.strategy)
 
     def run(self) -> CompareResult:
         start = time.monotonic()
         cfg = self.config
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "config.json").write_text(json.dumps(public(cfg.model_dump(mode="json")), indent=2),
-                                              encoding="utf-8")
         labels = [m.label for m in cfg.models]
         if len(set(labels)) != len(labels):
             raise ConfigError("the same model is listed twice", fix="give each -m a different id or settings")
+        self.preflight()
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "config.json").write_text(json.dumps(public(cfg.model_dump(mode="json")), indent=2),
+                                              encoding="utf-8")
         self.on_event("start", {"compare_id": self.id, "models": labels, "n_test": len(self.test)})
         rows = map_threads(self._one, cfg.models, cfg.parallel)
         transfer = self._transfer(rows) if cfg.transfer else None

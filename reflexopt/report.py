@@ -236,8 +236,27 @@ def scatter_svg(rows: list[dict[str, Any]]) -> str:
     return _svg("".join(parts))
 
 
+def _interrupted_compare(path: Path) -> dict[str, Any]:
+    """What an interrupted compare has: the models that finished (rows.jsonl), no recommendation."""
+    rows = []
+    rows_file = path / "rows.jsonl"
+    if rows_file.exists():
+        for line in rows_file.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    done = {r["model"] for r in rows}
+    missing = [m.get("id", "?") for m in cfg.get("models", []) if m.get("id") not in done]
+    reason = ("interrupted before every model finished (partial report)"
+              + (f"; not finished: {', '.join(missing)}" if missing else ""))
+    return {"rows": rows, "reason": reason, "n_test": "?", "transfer": None}
+
+
 def compare_report(path: Path) -> str:
-    data = json.loads((path / "compare.json").read_text(encoding="utf-8"))
+    data = (json.loads((path / "compare.json").read_text(encoding="utf-8")) if (path / "compare.json").exists()
+            else _interrupted_compare(path))
     title = f"reflexopt {path.name}"
     head = ("<tr><th>model</th><th>baseline</th><th>tuned</th><th>95% CI</th><th>gain</th><th>pass rate</th>"
             "<th>$ / 1k req</th><th>tokens / req</th><th>$ / success</th><th>latency p50 / p95</th></tr>")
@@ -270,7 +289,9 @@ def compare_report(path: Path) -> str:
 
 
 def write_report(path: Path, out: Path | None = None) -> Path:
-    html = compare_report(path) if (path / "compare.json").exists() else run_report(path)
+    is_compare = (path / "compare.json").exists() or "models" in json.loads(
+        (path / "config.json").read_text(encoding="utf-8"))
+    html = compare_report(path) if is_compare else run_report(path)
     target = out or path / "report.html"
     target.write_text(html, encoding="utf-8")
     return target

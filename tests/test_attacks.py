@@ -468,3 +468,25 @@ def test_custom_metric_from_the_command_line(openai_server: FakeOpenAI, tmp_path
             "--metric", f"{m}:score", "--json", home=tmp_path / "h", env={"OPENAI_API_KEY": "sk-test-00000000000"})
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["score"] == 0.5
+
+
+def test_compare_checks_every_model_before_starting(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"q{i}", "ideal": "a"} for i in range(10)])
+    (tmp_path / "p.md").write_text("Hi\n")
+    r = cli("compare", str(data), str(tmp_path / "p.md"), "-m", "local/smollm2", "-m", "gpt-bogus-xyz",
+            home=tmp_path / "h")
+    assert r.returncode == 2 and "gpt-bogus-xyz" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not list((tmp_path / "h").rglob("evals.jsonl")), "a model ran before the check"
+
+
+def test_report_of_an_interrupted_compare(tmp_path: Path) -> None:
+    from reflexopt.report import write_report
+
+    run = tmp_path / "cmp"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"models": [{"id": "a"}, {"id": "b"}], "data": {"path": "d"}}))
+    page = write_report(run).read_text()
+    assert "interrupted" in page and "not finished: a, b" in page
+    (run / "rows.jsonl").write_text(json.dumps({"model": "a", "error": "boom"}) + "\n")
+    page = write_report(run).read_text()
+    assert "not finished: b" in page and "boom" in page
