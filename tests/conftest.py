@@ -26,6 +26,18 @@ def names_labels(text: str, labels: tuple[str, ...] = ("positive", "negative")) 
     return all(lab in text for lab in labels)
 
 
+def label_rows(n: int) -> list[dict[str, Any]]:
+    """A two-label task: items say good or bad; the reference is positive or negative."""
+    return [{"input": f"{'good' if i % 2 else 'bad'} item {i}", "ideal": "positive" if i % 2 else "negative"}
+            for i in range(n)]
+
+
+def label_model(messages: list[dict[str, str]]) -> str:
+    """A fake task model that answers right exactly when the prompt states the label set."""
+    text = " ".join(m["content"] for m in messages)
+    return ("positive" if "good" in messages[-1]["content"] else "negative") if names_labels(text) else "?"
+
+
 _real_connect = socket.socket.connect
 
 

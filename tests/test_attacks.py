@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeOpenAI, Scripted, completion, names_labels, write_jsonl
+from conftest import FakeOpenAI, Scripted, completion, label_model, label_rows, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -94,16 +94,9 @@ def test_model_text_that_looks_like_front_matter_round_trips() -> None:
 
 
 def test_reasoner_reply_with_rules_does_not_break_the_run(tmp_path: Path) -> None:
-    rows = [{"input": f"{'good' if i % 2 else 'bad'} item {i}", "ideal": "positive" if i % 2 else "negative"}
-            for i in range(60)]
-    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(60))
     (tmp_path / "p.md").write_text("Look.\n")
-
-    def task(messages: list[dict[str, str]]) -> str:
-        text = " ".join(m["content"] for m in messages)
-        return ("positive" if "good" in messages[-1]["content"] else "negative") if names_labels(text) else "?"
-
-    register_fake("fake/t", FunctionModel(task))
+    register_fake("fake/t", FunctionModel(label_model))
     register_fake("fake/r", FunctionModel(lambda m: "<prompt>---\nnot: [a mapping\n---\nSay positive or negative."
                                                     "\n</prompt>"))
     try:

@@ -28,20 +28,13 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
 
 def test_plain_string_api(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from conftest import names_labels, write_jsonl
+    from conftest import label_model, label_rows, write_jsonl
 
     from reflexopt.models import FunctionModel, register_fake, unregister_fake
 
-    rows = [{"input": f"{'good' if i % 2 else 'bad'} item {i}", "ideal": "positive" if i % 2 else "negative"}
-            for i in range(40)]
-    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(40))
     (tmp_path / "p.md").write_text("Look.\n")
-
-    def task(m: list[dict[str, str]]) -> str:
-        text = " ".join(x["content"] for x in m)
-        return ("positive" if "good" in m[-1]["content"] else "negative") if names_labels(text) else "?"
-
-    register_fake("fake/api", FunctionModel(task))
+    register_fake("fake/api", FunctionModel(label_model))
     try:
         r = reflexopt.optimize(str(data), str(tmp_path / "p.md"), model="fake/api", metric="contains",
                                max_trials=6, output=tmp_path / "best.md")
