@@ -33,6 +33,7 @@ IdealField = Annotated[str | None, typer.Option("--ideal-field", help="Column ho
 ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Cases in flight at once.")]
 MaxTok = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Completion token limit for the task model.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show each case's output and score as it comes.")]
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")]
 StrategyOpt = Annotated[str, typer.Option("--strategy", help="Search strategy: reflex (reflexopt's own), mipro "
                                           "(DSPy MIPROv2) or gepa (DSPy GEPA).")]
@@ -96,13 +97,74 @@ def _optional_resume(argv: list[str]) -> list[str]:
     return out
 
 
+def _config_file(argv: list[str]) -> tuple[list[str], Path | None]:
+    """`--config FILE` anywhere on the line, else ./reflexopt.yaml when it exists (only for eval/optimize)."""
+    args = list(argv)
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            _fail("--config needs a file (fix: --config reflexopt.yaml)")
+        path = Path(args[i + 1])
+        del args[i:i + 2]
+        return args, path
+    auto = Path("reflexopt.yaml")
+    return args, auto if auto.is_file() and args[:1] in (["eval"], ["optimize"]) else None
+
+
+def _default_map(path: Path) -> dict[str, Any]:
+    """A config file as click defaults: top-level keys apply to eval and optimize, `eval:` / `optimize:`
+    sections to one command. Keys are the long option names (`max-calls` or `max_calls`), plus `data` and
+    `prompt`. Command-line flags override the file."""
+    import typer.main
+
+    from .errors import InputFileError
+    from .yamlfile import load_yaml
+
+    if not path.is_file():
+        _fail(f"{path}: no such config file (fix: check the path given to --config)")
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8-sig"))
+    except Exception as e:  # noqa: BLE001 - YAML and decoding errors alike
+        _fail(str(InputFileError(path, f"not valid YAML ({type(e).__name__})", fix="fix the YAML syntax")))
+    if not isinstance(data, dict):
+        _fail(str(InputFileError(path, "expected a mapping of option names to values", line=1,
+                                 fix="write lines such as `model: openai/gpt-4o-mini`")))
+    text = path.read_text(encoding="utf-8-sig").splitlines()
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    out: dict[str, Any] = {}
+    for cmd in ("eval", "optimize"):
+        names = {"data": "dataset"}
+        for p in commands[cmd].params:
+            names.update({o.lstrip("-").replace("-", "_"): p.name for o in p.opts if o.startswith("--")})
+            names[p.name] = p.name
+        section = {k: v for k, v in data.items() if k not in ("eval", "optimize")}
+        section.update(data.get(cmd) or {})
+        for key, value in section.items():
+            name = names.get(str(key).replace("-", "_"))
+            if name is None:
+                line = next((i for i, ln in enumerate(text, 1) if ln.strip().startswith(f"{key}:")), None)
+                if cmd == "eval" and any(str(key).replace("-", "_") == o.lstrip("-").replace("-", "_")
+                                         for p in commands["optimize"].params for o in p.opts):
+                    continue  # an optimize-only setting at top level
+                _fail(str(InputFileError(path, f"unknown setting {key!r}", line=line,
+                                         fix="use the long option names of `reflexopt optimize --help`")))
+            out.setdefault(cmd, {})[name] = [str(v) for v in value] if isinstance(value, list) else (
+                str(value) if not isinstance(value, bool) else value)
+    return out
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
-    sys.argv[1:] = _optional_resume(sys.argv[1:])
     from .errors import ReflexoptError
 
     try:
-        app()
+        args, config = _config_file(_optional_resume(sys.argv[1:]))
+        sys.argv[1:] = args
+        defaults = _default_map(config) if config else None
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    try:
+        app(default_map=defaults)
     except ReflexoptError as e:  # pragma: no cover - app() normally exits via SystemExit
         _fail(str(e))
 
@@ -155,12 +217,13 @@ def eval_cmd(
     concurrency: ConcOpt = None,
     max_tokens: MaxTok = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write per-case results (JSONL).")] = None,
+    verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Score one prompt on one dataset with one model."""
     from .config import DataSpec, EvalConfig, ScorerSpec
     from .evaluate import eval_prompt
-    from .render import eval_table, progress
+    from .render import case_line, eval_table, progress
 
     config = EvalConfig(
         data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field),
@@ -171,7 +234,13 @@ def eval_cmd(
         concurrency=concurrency,
     )
     with progress(err, "evaluating", quiet=as_json) as bar:
-        report = eval_prompt(config, on_result=lambda r: bar.advance(r), on_note=lambda n: err.print(f"[dim]{n}[/]"),
+        def on_result(r: Any) -> None:
+            bar.advance(r)
+            if verbose and not as_json:
+                err.print(case_line({"case_id": r.case_id, "score": r.score, "output": r.output or r.error}),
+                          highlight=False, markup=False)
+
+        report = eval_prompt(config, on_result=on_result, on_note=lambda n: err.print(f"[dim]{n}[/]"),
                              on_total=bar.set_total)
     summary = report.summary()
     if output:
@@ -245,6 +314,7 @@ def optimize_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the estimated calls and cost, and stop.")] = False,
     report: ReportOpt = None,
     strategy: StrategyOpt = "reflex",
+    verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimize a prompt: diagnose failures, propose rewrites, search with Optuna, verify on held-out test."""
@@ -286,7 +356,7 @@ def optimize_cmd(
             err.print(f"[yellow]warning:[/] {est['warning']}")
         return
     replacing = output is not None and output.exists()
-    with LiveView(err, quiet=as_json) as view:
+    with LiveView(err, quiet=as_json, verbose=verbose) as view:
         opt.on_event = view.on_event
         result = opt.run()
     if replacing:

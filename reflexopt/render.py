@@ -39,6 +39,14 @@ def progress(console: Console, label: str, *, quiet: bool = False) -> Iterator[_
         yield _Bar(p, label)
 
 
+def case_line(d: dict[str, Any]) -> str:
+    """One scored case for --verbose: where, which case, score and the start of the output."""
+    score = "error" if d.get("score") is None else f"{d['score']:.2f}"
+    where = f"{d.get('candidate', '')} {d.get('split', '')} ".lstrip()
+    out = " ".join(str(d.get("output", "")).split())[:100]
+    return f"{where}case {d.get('case_id', '?')} · {score} · {out}"
+
+
 def _fmt(x: float | None, nd: int = 3) -> str:
     return "–" if x is None else f"{x:.{nd}f}"
 
@@ -65,13 +73,14 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
 class LiveView:
     """Renders optimizer events on stderr: phase, trial, best val, calls, tokens, cost, elapsed, time left."""
 
-    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+    def __init__(self, console: Console, *, quiet: bool = False, verbose: bool = False) -> None:
         import time
 
         from rich.live import Live
 
         self.console = console
         self.quiet = quiet
+        self.verbose = verbose and not quiet
         self.start = time.monotonic()
         self.state: dict[str, Any] = {"phase": "starting", "trial": 0, "best_val": None, "baseline_val": None,
                                       "cases": 0}
@@ -124,6 +133,8 @@ class LiveView:
             self.console.print(f"[dim]{msg} {data['run_id']} in {data['run_dir']} · train/val/test "
                                f"{data['n_train']}/{data['n_val']}/{data['n_test']} · "
                                f"estimated about {data['calls_estimate']} calls{self._cost(data)}[/]")
+        elif kind == "case" and self.verbose:
+            self.console.print(case_line(data), highlight=False, markup=False)
         elif kind == "note":
             self.console.print(f"[dim]{data['message']}[/]")
         elif kind == "phase":

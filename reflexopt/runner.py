@@ -176,7 +176,8 @@ class Runner:
                     self.memo[(key, split_name, r.case_id)] = (r, r.calls)
                 if self.store is not None:
                     self.store.add_eval(key, split_name, r, r.calls)
-                self.on_event("case", {"split": split_name, "candidate": cand.id, "score": r.score})
+                self.on_event("case", {"split": split_name, "candidate": cand.id, "score": r.score,
+                                       "case_id": r.case_id, "output": r.output[:300] or (r.error or "")[:300]})
                 if not stop.is_set() and take(r):
                     stop.set()
         return results, stop.is_set()

@@ -483,3 +483,34 @@ def test_report_of_an_interrupted_compare(tmp_path: Path) -> None:
     (run / "rows.jsonl").write_text(json.dumps({"model": "a", "error": "boom"}) + "\n")
     page = write_report(run).read_text()
     assert "not finished: b" in page and "boom" in page
+
+
+def test_config_file_for_eval_and_optimize(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Look.\n")
+    (tmp_path / "reflexopt.yaml").write_text(f"data: {data}\nprompt: {tmp_path / 'p.md'}\nmodel: fake/none\n"
+                                             "metric: contains\nmax-calls: 300\noptimize:\n  max_trials: 3\n")
+    env = {**os.environ, "REFLEXOPT_HOME": str(tmp_path / "h")}
+    run = [sys.executable, "-m", "reflexopt", "optimize", "--dry-run", "--json"]
+    r = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "fake/none" in r.stderr  # the file's model reached the command (and is checked)
+    r = subprocess.run([*run, "-m", "local/smollm2"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr  # the command line overrides the file
+    est = json.loads(r.stdout)
+    assert est["max_trials"] == 3 and est["calls_estimate"] <= 300
+    (tmp_path / "bad.yaml").write_text("model: x\ncolour: blue\n")
+    r = subprocess.run([*run, "--config", "bad.yaml"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 2 and "bad.yaml:2: unknown setting 'colour'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_verbose_shows_each_case(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    openai_server.responder = lambda req: "positive"
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(4))
+    (tmp_path / "p.md").write_text("Say positive or negative.\n")
+    r = cli("eval", str(data), str(tmp_path / "p.md"), "-m", "openai/x", "--api-base", openai_server.url,
+            "--verbose", home=tmp_path / "h", env={"OPENAI_API_KEY": "sk-test-00000000000"})
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("case ")]
+    assert len(lines) == 4 and all("positive" in ln for ln in lines) and any("· 1.00 ·" in ln for ln in lines)
