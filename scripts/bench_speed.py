@@ -1,0 +1,215 @@
+"""Speed benchmark: each figure as a ratio to its ideal, with a loopback OpenAI-compatible server whose latency
+is set here (no model, no network).
+
+    python scripts/bench_speed.py --out scripts/results/speed.md
+
+Figures:
+- eval throughput at 1, 4, 16 and 64 slots against a 200 ms server (ideal: slots / 0.2 s);
+- `reflexopt --help` wall time (target under 0.3 s);
+- per-trial overhead at trial ~200 against trial ~1, with a zero-latency fake model (target ratio under 1.2);
+- `runs list` over 200 interrupted runs with large logs (target under 2 s);
+- paid answers: calls the server served against calls reflexopt reported, in runs with pruning (target equal).
+Each figure is the median of `--repeat` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class LatencyServer:
+    def __init__(self, latency_s: float, answer: Any = None) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                req = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                time.sleep(latency_s)
+                text = answer(req) if answer else "positive"
+                body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                                "finish_reason": "stop"}],
+                                   "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                with outer.lock:
+                    outer.count += 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.request_queue_size = 256
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "REFLEXOPT_HOME": str(home), "OPENAI_API_KEY": "sk-bench-00000000000000"}
+
+
+def throughput(slots: int, n: int, work: Path) -> float:
+    srv = LatencyServer(0.2)
+    data = work / f"t{slots}.jsonl"
+    data.write_text("".join(json.dumps({"input": f"case {slots}-{i}", "ideal": "positive"}) + "\n" for i in range(n)))
+    (work / "p.md").write_text("Say positive.\n")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "reflexopt", "eval", str(data), str(work / "p.md"), "-m",
+                        f"openai/m@concurrency={slots}", "--api-base", srv.url, "--concurrency", str(slots),
+                        "--metric", "exact", "--json"], capture_output=True, text=True, env=_env(work / f"h{slots}"))
+    wall = time.monotonic() - t0
+    if r.returncode != 0:
+        raise SystemExit(r.stderr[-2000:])
+    return n / wall / (slots / 0.2)
+
+
+def startup_free_throughput(slots: int, work: Path) -> float:
+    """Throughput without the fixed start-up (imports, config, first connection): the difference of two runs."""
+    n_small, n_big = slots * 2, slots * 12
+    t_small = 1 / throughput(slots, n_small, work) * n_small / (slots / 0.2)
+    t_big = 1 / throughput(slots, n_big, work) * n_big / (slots / 0.2)
+    return (n_big - n_small) / max(1e-9, t_big - t_small) / (slots / 0.2)
+
+
+def help_time() -> float:
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "reflexopt", "--help"], capture_output=True, check=True)
+    return time.monotonic() - t0
+
+
+def trial_overhead(work: Path, trials: int) -> float:
+    code = f"""
+import json, time
+from pathlib import Path
+from reflexopt.models import FunctionModel, register_fake
+from reflexopt.config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
+from reflexopt.optimizer import optimize
+rows = [{{"input": f"{{'good' if i % 2 else 'bad'}} item {{i}}", "ideal": "positive" if i % 2 else "negative"}}
+        for i in range(60)]
+Path("{work}/d.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in rows))
+Path("{work}/p.md").write_text("Look.\\n")
+def task(m):
+    t = " ".join(x["content"] for x in m)
+    return "positive" if "good" in m[-1]["content"] and "positive" in t else "negative"
+register_fake("fake/t", FunctionModel(task))
+register_fake("fake/r", FunctionModel(lambda m: "no"))
+cfg = OptimizeConfig(data=DataSpec(path="{work}/d.jsonl"), prompt_path="{work}/p.md", model=ModelSpec(id="fake/t"),
+                     reasoning=ModelSpec(id="fake/r"), scorer=ScorerSpec(metric="contains"),
+                     budget=Budget(max_trials={trials}, patience=100000), pruning=False)
+r = optimize(cfg, run_dir=Path("{work}/run"))
+print(r.run_dir)
+"""
+    env = _env(work / "home")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise SystemExit(r.stderr[-3000:])
+    events = [json.loads(x) for x in (work / "run" / "events.jsonl").read_text().splitlines()]
+    times = [e["t"] for e in events if e["event"] == "trial"]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    k = max(3, len(gaps) // 20)
+    return statistics.median(gaps[-k:]) / statistics.median(gaps[:k])
+
+
+def runs_list_time(work: Path, n: int) -> float:
+    runs = work / "home" / "runs"
+    for i in range(n):
+        d = runs / f"20261123-0000{i:03d}-beef"
+        (d / "candidates").mkdir(parents=True, exist_ok=True)
+        (d / "config.json").write_text(json.dumps({"data": {"path": "x/d.jsonl"}, "model": {"id": "openai/m"}}))
+        (d / "progress.json").write_text(json.dumps({"calls": 1000, "cost_usd": 0.1, "baseline_val": 0.2,
+                                                     "best_val": 0.5}))
+        row = json.dumps({"key": "k" * 16, "split": "val", "calls": 1, "case_id": "1", "output": "x" * 200})
+        (d / "evals.jsonl").write_text((row + "\n") * 4000)  # a large log that must not be read
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "reflexopt", "runs", "list", "--json"], capture_output=True, check=True,
+                   env=_env(work / "home"))
+    return time.monotonic() - t0
+
+
+def paid_answers(work: Path) -> tuple[int, int]:
+    def answer(req: dict[str, Any]) -> str:
+        item = req["messages"][-1]["content"]
+        text = " ".join(m["content"] for m in req["messages"])
+        return ("positive" if "good" in item else "negative") if "positive" in text else "hmm"
+
+    srv = LatencyServer(0.05, answer)
+    rows = [{"input": f"{'good' if i % 2 else 'bad'} item {i}", "ideal": "positive" if i % 2 else "negative"}
+            for i in range(90)]
+    data = work / "pa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (work / "pa.md").write_text("Look.\n")
+    r = subprocess.run([sys.executable, "-m", "reflexopt", "optimize", str(data), str(work / "pa.md"), "-m",
+                        "openai/m", "--api-base", srv.url, "--metric", "contains", "--max-trials", "12",
+                        "--concurrency", "8", "--json"], capture_output=True, text=True, env=_env(work / "pa-home"))
+    if r.returncode != 0:
+        raise SystemExit(r.stderr[-2000:])
+    return srv.count, int(json.loads(r.stdout)["model_calls"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=200)
+    ap.add_argument("--out", default=str(ROOT / "scripts" / "results" / "speed.md"))
+    args = ap.parse_args()
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for slots in (1, 4, 16, 64):
+            vals = []
+            for i in range(args.repeat):
+                (work / f"s{slots}-{i}").mkdir()
+                vals.append(startup_free_throughput(slots, work / f"s{slots}-{i}"))
+            rows.append((f"eval throughput, {slots} slots, 200 ms server", f"{statistics.median(vals):.2f} of ideal",
+                         "≥ 0.9"))
+            print(rows[-1], file=sys.stderr)
+        helps = [help_time() for _ in range(max(3, args.repeat))]
+        rows.append(("`reflexopt --help`", f"{statistics.median(helps):.2f} s", "< 0.3 s"))
+        print(rows[-1], file=sys.stderr)
+        (work / "lst").mkdir()
+        rows.append(("`runs list`, 200 interrupted runs with 4,000-line logs",
+                     f"{runs_list_time(work / 'lst', 200):.2f} s", "< 2 s"))
+        print(rows[-1], file=sys.stderr)
+        (work / "tr").mkdir()
+        rows.append((f"per-trial overhead, trial ~{args.trials} / trial ~1 (zero-latency fake)",
+                     f"{trial_overhead(work / 'tr', args.trials):.2f}", "< 1.2"))
+        print(rows[-1], file=sys.stderr)
+        (work / "pa").mkdir()
+        served, reported = paid_answers(work / "pa")
+        rows.append(("paid answers: served by the server / reported by reflexopt (pruning on)",
+                     f"{served} / {reported}", "equal"))
+        print(rows[-1], file=sys.stderr)
+    lines = ["# Speed", "", f"Made by `python scripts/bench_speed.py {' '.join(sys.argv[1:])}` on "
+             f"{time.strftime('%Y-%m-%d')}, 2-core CPU, loopback server (no model). Medians of {args.repeat} runs "
+             "where repeated.", "", "| figure | measured | target |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines += ["", "Not measured here: scale-out with 1, 2 and 4 PostgreSQL workers."]
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
