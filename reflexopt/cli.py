@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.main
 from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -97,72 +98,20 @@ def _optional_resume(argv: list[str]) -> list[str]:
     return out
 
 
-def _config_file(argv: list[str]) -> tuple[list[str], Path | None]:
-    """`--config FILE` anywhere on the line, else ./reflexopt.yaml when it exists (only for eval/optimize)."""
-    args = list(argv)
-    if "--config" in args:
-        i = args.index("--config")
-        if i + 1 >= len(args):
-            _fail("--config needs a file (fix: --config reflexopt.yaml)")
-        path = Path(args[i + 1])
-        del args[i:i + 2]
-        return args, path
-    auto = Path("reflexopt.yaml")
-    return args, auto if auto.is_file() and args[:1] in (["eval"], ["optimize"]) else None
-
-
-def _default_map(path: Path) -> dict[str, Any]:
-    """A config file as click defaults: top-level keys apply to eval and optimize, `eval:` / `optimize:`
-    sections to one command. Keys are the long option names (`max-calls` or `max_calls`), plus `data` and
-    `prompt`. Command-line flags override the file."""
-    import typer.main
-
-    from .errors import InputFileError
-    from .yamlfile import load_yaml
-
-    if not path.is_file():
-        _fail(f"{path}: no such config file (fix: check the path given to --config)")
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8-sig"))
-    except Exception as e:  # noqa: BLE001 - YAML and decoding errors alike
-        _fail(str(InputFileError(path, f"not valid YAML ({type(e).__name__})", fix="fix the YAML syntax")))
-    if not isinstance(data, dict):
-        _fail(str(InputFileError(path, "expected a mapping of option names to values", line=1,
-                                 fix="write lines such as `model: openai/gpt-4o-mini`")))
-    text = path.read_text(encoding="utf-8-sig").splitlines()
-    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
-    out: dict[str, Any] = {}
-    for cmd in ("eval", "optimize"):
-        names = {"data": "dataset"}
-        for p in commands[cmd].params:
-            names.update({o.lstrip("-").replace("-", "_"): p.name for o in p.opts if o.startswith("--")})
-            names[p.name] = p.name
-        section = {k: v for k, v in data.items() if k not in ("eval", "optimize")}
-        section.update(data.get(cmd) or {})
-        for key, value in section.items():
-            name = names.get(str(key).replace("-", "_"))
-            if name is None:
-                line = next((i for i, ln in enumerate(text, 1) if ln.strip().startswith(f"{key}:")), None)
-                if cmd == "eval" and any(str(key).replace("-", "_") == o.lstrip("-").replace("-", "_")
-                                         for p in commands["optimize"].params for o in p.opts):
-                    continue  # an optimize-only setting at top level
-                _fail(str(InputFileError(path, f"unknown setting {key!r}", line=line,
-                                         fix="use the long option names of `reflexopt optimize --help`")))
-            out.setdefault(cmd, {})[name] = [str(v) for v in value] if isinstance(value, list) else (
-                str(value) if not isinstance(value, bool) else value)
-    return out
-
-
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    from .cliconfig import config_file, default_map
     from .errors import ReflexoptError
 
     try:
-        args, config = _config_file(_optional_resume(sys.argv[1:]))
+        args, config = config_file(_optional_resume(sys.argv[1:]))
         sys.argv[1:] = args
-        defaults = _default_map(config) if config else None
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
+        defaults = default_map(config, typer.main.get_command(app)) if config else None
+    except ReflexoptError as e:
+        try:
+            _fail(str(e))
+        except typer.Exit as x:
+            sys.exit(x.exit_code)
     try:
         app(default_map=defaults)
     except ReflexoptError as e:  # pragma: no cover - app() normally exits via SystemExit
@@ -320,7 +269,7 @@ def optimize_cmd(
     """Optimize a prompt: diagnose failures, propose rewrites, search with Optuna, verify on held-out test."""
     from .config import Budget, DataSpec, OptimizeConfig, ScorerSpec
     from .optimizer import Optimizer
-    from .render import LiveView, optimize_summary, prompt_diff
+    from .render import LiveView, print_dry_run, print_optimize
 
     if resume is None and (dataset is None or prompt is None):
         _fail("DATASET and PROMPT are required (fix: give both, or --resume RUN_ID)")
@@ -348,12 +297,7 @@ def optimize_cmd(
         if as_json:
             sys.stdout.write(json.dumps(est) + "\n")
         else:
-            cost = est["cost_estimate_usd"]
-            out.print(f"estimated calls: about {est['calls_estimate']} (baseline {est['calls_baseline']}, search "
-                      f"{est['calls_search']}, final test {est['calls_final_test']}); estimated cost: "
-                      + ("$0 (local/fake model)" if cost == 0 else f"${cost:.4f}" if cost else "unknown price"))
-        if est.get("warning"):
-            err.print(f"[yellow]warning:[/] {est['warning']}")
+            print_dry_run(out, err, est)
         return
     replacing = output is not None and output.exists()
     with LiveView(err, quiet=as_json, verbose=verbose) as view:
@@ -371,10 +315,7 @@ def optimize_cmd(
             data.pop(k, None)
         sys.stdout.write(json.dumps(data) + "\n")
         return
-    out.print(optimize_summary(data))
-    out.print(prompt_diff(result.baseline_prompt, result.best_prompt))
-    verdict = "a significant gain" if result.significant else "no significant gain (keep testing before shipping)"
-    out.print(f"best prompt: {result.best_prompt_path} · {verdict}")
+    print_optimize(out, result)
 
 
 @app.command("worker")
@@ -388,25 +329,14 @@ def worker_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Join optimize runs in shared storage and evaluate their trials (run it on any number of machines)."""
+    from .render import print_worker, worker_events
     from .worker import run_worker
 
-    def show(kind: str, data: dict[str, Any]) -> None:
-        if as_json:
-            return
-        if kind == "study":
-            err.print(f"joined {data['study']} (run {data['run_id']})")
-        elif kind == "trial":
-            err.print(f"  {data['candidate']:>5} {data['operator']:<24} {data['state']:<9} val {data['val']:.3f} "
-                      f"({data['n_val']} cases)")
-
-    reports = run_worker(storage, study=study, wait_s=wait, on_event=show)
+    reports = run_worker(storage, study=study, wait_s=wait, on_event=worker_events(err, quiet=as_json))
     if as_json:
         sys.stdout.write(json.dumps([r.__dict__ for r in reports]) + "\n")
     else:
-        for r in reports:
-            out.print(f"{r.study}: {r.trials} trials, {r.model_calls} paid calls")
-        if not reports:
-            out.print("no running study found")
+        print_worker(out, reports)
 
 
 @app.command("compare")
@@ -437,7 +367,7 @@ def compare_cmd(
     """Tune a prompt for each model, compare them on one test split, recommend the cheapest good one."""
     from .compare import compare
     from .config import Budget, CompareConfig, DataSpec, ScorerSpec
-    from .render import compare_table, transfer_table
+    from .render import compare_events, print_compare
 
     if len(models) < 1:
         _fail("give at least one model with -m (fix: -m MODEL_A -m MODEL_B)")
@@ -450,17 +380,7 @@ def compare_cmd(
         tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel,
         strategy=strategy)
 
-    def show(kind: str, data: dict[str, Any]) -> None:
-        if as_json:
-            return
-        if kind == "model_start":
-            err.print(f"[dim]{data['model']}: tuning[/]" if not no_tune else f"[dim]{data['model']}: scoring[/]")
-        elif kind == "model_done":
-            row = data["row"]
-            err.print(f"[dim]{data['model']}: " + (f"failed: {row['error']}" if row["error"] else
-                                                   f"tuned {row['tuned']}") + "[/]")
-
-    result = compare(config, on_event=show).to_json()
+    result = compare(config, on_event=compare_events(err, quiet=as_json, tuning=not no_tune)).to_json()
     if report is not None:
         from .report import write_report
         from .store import runs_root
@@ -471,11 +391,7 @@ def compare_cmd(
             r.pop("tuned_prompt", None)
         sys.stdout.write(json.dumps(result) + "\n")
         return
-    out.print(compare_table(result))
-    if result["transfer"]:
-        out.print(transfer_table(result["transfer"]))
-    out.print(f"[bold]recommendation:[/] {result['reason']}" if result["recommendation"] else
-              f"no recommendation: {result['reason']}")
+    print_compare(out, result)
 
 
 @app.command("batch")
@@ -492,22 +408,10 @@ def batch_cmd(
 ) -> None:
     """Re-optimize many prompt/model jobs; resumable; exit code 1 when a job regressed beyond its tolerance."""
     from .batch import run_batch
-    from .render import batch_table
+    from .render import batch_events, print_batch
 
-    def show(kind: str, data: dict[str, Any]) -> None:
-        if as_json:
-            return
-        if kind == "round":
-            err.print(f"[dim]round {data['round']}" + (" (resuming)" if data["resumed"] else "") +
-                      f" · state in {data['state_dir']}[/]")
-        elif kind == "skip":
-            err.print(f"[dim]{data['unit']}: finished earlier, skipped[/]")
-        elif kind == "unit_start":
-            how = "resuming" if data["resume"] else ("warm start from previous best" if data["warm_start"] else
-                                                     "first run")
-            err.print(f"{data['unit']}: {how}")
-
-    result = run_batch(jobs, storage=storage, parallel=parallel, on_event=show, strategy=strategy)
+    result = run_batch(jobs, storage=storage, parallel=parallel, on_event=batch_events(err, quiet=as_json),
+                       strategy=strategy)
     if report is not None:
         from .report import write_report
 
@@ -520,11 +424,7 @@ def batch_cmd(
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
-        out.print(batch_table(result))
-        for name in result["regressions"]:
-            out.print(f"[bold red]regression:[/] {name}")
-        for name in result["failed"]:
-            out.print(f"[bold red]failed:[/] {name} (re-run the same command to retry)")
+        print_batch(out, result)
     if result["regressions"] or result["failed"]:
         raise typer.Exit(1)
 
@@ -553,37 +453,14 @@ def runs_list(as_json: JsonOpt = False) -> None:
 def runs_show(run: Annotated[str, typer.Argument(help="Run id (or prefix) or directory.")],
               as_json: JsonOpt = False) -> None:
     """Config, trajectory, best prompt and summary of one run."""
-    from rich.table import Table
-
+    from .render import print_run
     from .runs import show
 
     data = show(run)
     if as_json:
         sys.stdout.write(json.dumps(data, default=str) + "\n")
         return
-    info = data["run"]
-    out.print(f"[bold]{info['id']}[/] · {info['kind']} · {info['status']} · {info['path']}")
-    cfg = data["config"]
-    out.print(f"dataset {cfg['data']['path']} · prompt {cfg['prompt_path']}")
-    if "compare" in data:
-        from .render import compare_table
-
-        out.print(compare_table(data["compare"]))
-        return
-    t = Table(title="trajectory", title_justify="left")
-    for col in ("candidate", "operator", "parent", "state", "val", "cases"):
-        t.add_column(col)
-    for c in data["trajectory"]:
-        t.add_row(c["id"], str(c["operator"]), str(c.get("parent") or ""), c["state"],
-                  "–" if c["val_mean"] is None else f"{c['val_mean']:.3f}", str(c["n_val"]))
-    out.print(t)
-    if data["summary"]:
-        from .render import optimize_summary
-
-        out.print(optimize_summary(data["summary"]))
-    if data["best_prompt"]:
-        out.print("[bold]best prompt[/]")
-        out.print(data["best_prompt"], markup=False, highlight=False)
+    print_run(out, data)
 
 
 @runs_app.command("diff")
@@ -591,19 +468,14 @@ def runs_show(run: Annotated[str, typer.Argument(help="Run id (or prefix) or dir
 def runs_diff(a: Annotated[str, typer.Argument(help="First run.")],
               b: Annotated[str, typer.Argument(help="Second run.")], as_json: JsonOpt = False) -> None:
     """Prompt diff of two runs' best prompts, and the test cases whose score changed."""
-    from rich.syntax import Syntax
-
+    from .render import print_diff
     from .runs import diff
 
     d = diff(a, b)
     if as_json:
         sys.stdout.write(json.dumps(d) + "\n")
         return
-    out.print(Syntax(d["prompt_diff"] or "(same best prompt)\n", "diff", word_wrap=True))
-    out.print(f"{d['common_test_cases']} common test cases · {len(d['changed_cases'])} changed: "
-              f"{d['better_in_b']} better in {d['b']}, {d['worse_in_b']} worse")
-    for c in d["changed_cases"][:20]:
-        out.print(f"  case {c['case_id']}: {c['score_a']} → {c['score_b']} · {c['input'][:80]!r}", markup=False)
+    print_diff(out, d)
 
 
 @app.command("report")

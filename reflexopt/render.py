@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -283,3 +283,125 @@ def runs_table(runs: list[Any], width: int = 160) -> Table:
     if narrow:
         t.caption = "* significant on test · widen the terminal or use --json for model, calls and cost"
     return t
+
+
+def worker_events(console: Console, *, quiet: bool) -> Callable[[str, dict[str, Any]], None]:
+    def show(kind: str, data: dict[str, Any]) -> None:
+        if quiet:
+            return
+        if kind == "study":
+            console.print(f"joined {data['study']} (run {data['run_id']})")
+        elif kind == "trial":
+            console.print(f"  {data['candidate']:>5} {data['operator']:<24} {data['state']:<9} val {data['val']:.3f} "
+                          f"({data['n_val']} cases)")
+
+    return show
+
+
+def print_worker(console: Console, reports: list[Any]) -> None:
+    for r in reports:
+        console.print(f"{r.study}: {r.trials} trials, {r.model_calls} paid calls")
+    if not reports:
+        console.print("no running study found")
+
+
+def compare_events(console: Console, *, quiet: bool, tuning: bool) -> Callable[[str, dict[str, Any]], None]:
+    def show(kind: str, data: dict[str, Any]) -> None:
+        if quiet:
+            return
+        if kind == "model_start":
+            console.print(f"[dim]{data['model']}: {'tuning' if tuning else 'scoring'}[/]")
+        elif kind == "model_done":
+            row = data["row"]
+            console.print(f"[dim]{data['model']}: " + (f"failed: {row['error']}" if row["error"] else
+                                                       f"tuned {row['tuned']}") + "[/]")
+
+    return show
+
+
+def print_compare(console: Console, result: dict[str, Any]) -> None:
+    console.print(compare_table(result))
+    if result["transfer"]:
+        console.print(transfer_table(result["transfer"]))
+    console.print(f"[bold]recommendation:[/] {result['reason']}" if result["recommendation"] else
+                  f"no recommendation: {result['reason']}")
+
+
+def batch_events(console: Console, *, quiet: bool) -> Callable[[str, dict[str, Any]], None]:
+    def show(kind: str, data: dict[str, Any]) -> None:
+        if quiet:
+            return
+        if kind == "round":
+            console.print(f"[dim]round {data['round']}" + (" (resuming)" if data["resumed"] else "") +
+                          f" · state in {data['state_dir']}[/]")
+        elif kind == "skip":
+            console.print(f"[dim]{data['unit']}: finished earlier, skipped[/]")
+        elif kind == "unit_start":
+            how = "resuming" if data["resume"] else ("warm start from previous best" if data["warm_start"] else
+                                                     "first run")
+            console.print(f"{data['unit']}: {how}")
+
+    return show
+
+
+def print_batch(console: Console, result: dict[str, Any]) -> None:
+    console.print(batch_table(result))
+    for name in result["regressions"]:
+        console.print(f"[bold red]regression:[/] {name}")
+    for name in result["failed"]:
+        console.print(f"[bold red]failed:[/] {name} (re-run the same command to retry)")
+
+
+def print_run(console: Console, data: dict[str, Any]) -> None:
+    """`runs show`: header, trajectory, summary and best prompt."""
+    info = data["run"]
+    console.print(f"[bold]{info['id']}[/] · {info['kind']} · {info['status']} · {info['path']}")
+    cfg = data["config"]
+    console.print(f"dataset {cfg['data']['path']} · prompt {cfg['prompt_path']}")
+    if "compare" in data:
+        console.print(compare_table(data["compare"]))
+        return
+    model = cfg.get("model", {}).get("id", "?")
+    scorer = cfg.get("scorer", {})
+    budget = cfg.get("budget", {})
+    console.print(f"model {model} · scored by {scorer.get('metric') or scorer.get('judge', {}) or 'default'} · "
+                  f"strategy {cfg.get('strategy', 'reflex')} · budget {budget.get('max_calls') or '-'} calls",
+                  highlight=False)
+    t = Table(title="trajectory", title_justify="left")
+    for col in ("candidate", "operator", "parent", "state", "val", "cases"):
+        t.add_column(col)
+    for c in data["trajectory"]:
+        t.add_row(c["id"], str(c["operator"]), str(c.get("parent") or ""), c["state"],
+                  "–" if c["val_mean"] is None else f"{c['val_mean']:.3f}", str(c["n_val"]))
+    console.print(t)
+    if data["summary"]:
+        console.print(optimize_summary(data["summary"]))
+    if data["best_prompt"]:
+        console.print("[bold]best prompt[/]")
+        console.print(data["best_prompt"], markup=False, highlight=False)
+
+
+def print_diff(console: Console, d: dict[str, Any]) -> None:
+    from rich.syntax import Syntax
+
+    console.print(Syntax(d["prompt_diff"] or "(same best prompt)\n", "diff", word_wrap=True))
+    console.print(f"{d['common_test_cases']} common test cases · {len(d['changed_cases'])} changed: "
+                  f"{d['better_in_b']} better in {d['b']}, {d['worse_in_b']} worse")
+    for c in d["changed_cases"][:20]:
+        console.print(f"  case {c['case_id']}: {c['score_a']} → {c['score_b']} · {c['input'][:80]!r}", markup=False)
+
+
+def print_dry_run(console: Console, err: Console, est: dict[str, Any]) -> None:
+    cost = est["cost_estimate_usd"]
+    console.print(f"estimated calls: about {est['calls_estimate']} (baseline {est['calls_baseline']}, search "
+                  f"{est['calls_search']}, final test {est['calls_final_test']}); estimated cost: "
+                  + ("$0 (local/fake model)" if cost == 0 else f"${cost:.4f}" if cost else "unknown price"))
+    if est.get("warning"):
+        err.print(f"[yellow]warning:[/] {est['warning']}")
+
+
+def print_optimize(console: Console, result: Any) -> None:
+    console.print(optimize_summary(result.to_json()))
+    console.print(prompt_diff(result.baseline_prompt, result.best_prompt))
+    verdict = "a significant gain" if result.significant else "no significant gain (keep testing before shipping)"
+    console.print(f"best prompt: {result.best_prompt_path} · {verdict}")

@@ -1,0 +1,65 @@
+"""A config file for `eval` and `optimize`: `reflexopt.yaml` in the current folder, or `--config FILE`.
+
+Top-level keys apply to both commands, `eval:` / `optimize:` sections to one. Keys are the long option names
+(`max-calls` or `max_calls`) plus `data` and `prompt`; command-line flags override the file (click's
+default_map).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, InputFileError
+from .yamlfile import load_yaml
+
+
+def config_file(argv: list[str]) -> tuple[list[str], Path | None]:
+    """`--config FILE` anywhere on the line, else ./reflexopt.yaml when it exists (only for eval/optimize)."""
+    args = list(argv)
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            raise ConfigError("--config needs a file", fix="--config reflexopt.yaml")
+        path = Path(args[i + 1])
+        del args[i:i + 2]
+        return args, path
+    auto = Path("reflexopt.yaml")
+    return args, auto if auto.is_file() and args[:1] in (["eval"], ["optimize"]) else None
+
+
+def default_map(path: Path, group: Any) -> dict[str, Any]:
+    """The file as click defaults for the `eval` and `optimize` commands of `group`."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file", fix="check the path given to --config")
+    try:
+        raw = path.read_text(encoding="utf-8-sig")
+        data = load_yaml(raw)
+    except Exception as e:  # noqa: BLE001 - YAML and decoding errors alike
+        raise InputFileError(path, f"not valid YAML ({type(e).__name__})", fix="fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise InputFileError(path, "expected a mapping of option names to values", line=1,
+                             fix="write lines such as `model: openai/gpt-4o-mini`")
+    text = raw.splitlines()
+    commands = group.commands
+    optimize_only = {o.lstrip("-").replace("-", "_") for p in commands["optimize"].params for o in p.opts}
+    out: dict[str, Any] = {}
+    for cmd in ("eval", "optimize"):
+        names = {"data": "dataset"}
+        for p in commands[cmd].params:
+            names.update({o.lstrip("-").replace("-", "_"): p.name for o in p.opts if o.startswith("--")})
+            names[p.name] = p.name
+        section = {k: v for k, v in data.items() if k not in ("eval", "optimize")}
+        section.update(data.get(cmd) or {})
+        for key, value in section.items():
+            norm = str(key).replace("-", "_")
+            name = names.get(norm)
+            if name is None:
+                if cmd == "eval" and norm in optimize_only:
+                    continue  # an optimize-only setting at the top level
+                line = next((i for i, ln in enumerate(text, 1) if ln.strip().startswith(f"{key}:")), None)
+                raise InputFileError(path, f"unknown setting {key!r}", line=line,
+                                     fix="use the long option names of `reflexopt optimize --help`")
+            out.setdefault(cmd, {})[name] = [str(v) for v in value] if isinstance(value, list) else (
+                value if isinstance(value, bool) else str(value))
+    return out
