@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -159,6 +160,7 @@ class JudgeScorer:
         self.rubric = rubric
         self.parse_retries = parse_retries
         self.name = f"judge {client.spec.id} / {rubric.name}"
+        self._structured: bool | None = None
 
     def describe(self) -> str:
         r = self.rubric
@@ -170,13 +172,29 @@ class JudgeScorer:
                            reference_block=ref, low=self.rubric.low, high=self.rubric.high)
         return [{"role": "system", "content": meta_prompt("judge_system").strip()}, {"role": "user", "content": user}]
 
+    def response_format(self) -> dict[str, Any] | None:
+        """The verdict's JSON schema, when the judge's provider supports structured output: the verdict then
+        comes from a constrained field, not from text that may quote the graded response."""
+        if self._structured is None:
+            self._structured = self.client.supports_json_schema()
+        if not self._structured:
+            return None
+        r = self.rubric
+        schema = {"type": "object", "additionalProperties": False, "required": ["reasoning", "score",
+                                                                                "failure_category"],
+                  "properties": {"reasoning": {"type": "string"},
+                                 "score": {"type": "integer", "minimum": r.low, "maximum": r.high},
+                                 "failure_category": {"type": "string"}}}
+        return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
+
     async def score(self, case: Case, output: str, *, sample: int = 0) -> Score:
         messages = self.messages(case, output)
         last_error = "no reply"
         calls = 0
+        fmt = self.response_format()
         for attempt in range(self.parse_retries + 1):
             res = await self.client.complete(messages, sample=sample, temperature=0.0,
-                                             max_tokens=self.client.cap(512))
+                                             max_tokens=self.client.cap(512), response_format=fmt)
             calls += 0 if res.cached or res.budget_exhausted else 1
             if not res.ok:
                 return Score(None, None, error=f"judge call failed: {res.error}", calls=calls)

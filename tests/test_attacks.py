@@ -514,3 +514,34 @@ def test_verbose_shows_each_case(openai_server: FakeOpenAI, tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("case ")]
     assert len(lines) == 4 and all("positive" in ln for ln in lines) and any("· 1.00 ·" in ln for ln in lines)
+
+
+def test_judge_asks_for_structured_output_where_supported() -> None:
+    from reflexopt.data import Case
+    from reflexopt.judge import JudgeScorer
+
+    seen: list[dict[str, Any]] = []
+
+    def judge(messages: list[dict[str, str]], params: dict[str, Any]) -> str:
+        seen.append(params)
+        return '{"reasoning": "ok", "score": 4, "failure_category": "none"}'
+
+    class Structured(FunctionModel):
+        def supports_json_schema(self) -> bool:
+            return True
+
+    register_fake("fake/structured-judge", Structured(judge))
+    register_fake("fake/plain-judge", FunctionModel(judge))
+    try:
+        for model, structured in (("fake/structured-judge", True), ("fake/plain-judge", False)):
+            seen.clear()
+            s = asyncio.run(JudgeScorer(get_client(ModelSpec(id=model)), RUBRIC).score(Case(id="1", input="q"), "a"))
+            assert s.value == 0.75
+            fmt = seen[-1].get("response_format")
+            assert (fmt is not None) == structured
+            if structured:
+                props = fmt["json_schema"]["schema"]["properties"]
+                assert props["score"]["minimum"] == 1 and props["score"]["maximum"] == 5
+    finally:
+        unregister_fake("fake/structured-judge")
+        unregister_fake("fake/plain-judge")

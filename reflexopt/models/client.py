@@ -39,6 +39,11 @@ class ModelClient:
         self.base_delay_s = base_delay_s
         self._sems: dict[int, asyncio.Semaphore] = {}
 
+    def supports_json_schema(self) -> bool:
+        """Whether structured output (a JSON schema in `response_format`) can be asked of this model."""
+        check = getattr(self.backend, "supports_json_schema", None)
+        return bool(check()) if check is not None else False
+
     def cap(self, default: int) -> int:
         """A completion cap for calls whose output size we know (a verdict, a rewritten prompt): the spec's own
         `max_tokens` when set, else `default`. An uncapped reply from a slow model can run for many minutes."""

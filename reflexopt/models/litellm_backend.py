@@ -166,6 +166,15 @@ class LiteLLMBackend:
     def fatal(self, exc: BaseException) -> str | None:
         return fatal_error(exc, self.model)
 
+    def supports_json_schema(self) -> bool:
+        """Whether the provider constrains replies to a JSON schema (`response_format`), per litellm's map."""
+        if self.api_base:
+            return False  # an arbitrary OpenAI-compatible server: do not assume
+        try:
+            return bool(_litellm().supports_response_schema(model=self.model))
+        except Exception:  # noqa: BLE001 - unknown model
+            return False
+
 
 def classify_error(exc: BaseException) -> tuple[bool, float | None]:
     """(retryable, Retry-After seconds) for an exception raised by a litellm call."""
