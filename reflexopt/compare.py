@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CompareConfig, ModelSpec, OptimizeConfig, public
-from .data import Case, load_dataset, split
+from .data import Case
 from .errors import ConfigError
 from .evaluate import CaseResult, evaluate_async, make_scorer
 from .models import get_client, price_per_token
@@ -23,6 +23,7 @@ from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
 from .stats import mean_ci, paired_compare, percentile
 from .store import new_run_id, runs_root
+from .workload import Workload
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -135,10 +136,10 @@ class Comparison:
     def __init__(self, config: CompareConfig, *, on_event: Event | None = None) -> None:
         self.config = cfg = config
         self.on_event: Event = on_event or (lambda kind, data: None)
-        self.cases = load_dataset(cfg.data.path, input_field=cfg.data.input_field, ideal_field=cfg.data.ideal_field)
         self.prompt = load_prompt(cfg.prompt_path)
-        self.prompt.check_fields(self.cases)
-        self.test: list[Case] = list(split(self.cases, cfg.split, seed=cfg.seed).test)
+        work = Workload.load(cfg.data, self.prompt, fractions=cfg.split, seed=cfg.seed)
+        self.cases = list(work.cases)
+        self.test: list[Case] = work.test
         self.id = "compare-" + new_run_id()
         self.root = runs_root() / self.id
 

@@ -16,62 +16,18 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import median
 from typing import Any
 
-from .data import Case, is_categorical, labels
+from .data import Case
 from .diagnose import Diagnosis, format_cases
 from .evaluate import CaseResult
 from .models import ModelClient
 from .operators import BY_NAME, CUES, LLM_OPERATORS, N_PHRASINGS
 from .prompt import Demo, Prompt
 from .prompts import meta_prompt
+from .workload import TaskFacts
 
 MAX_DEMO_CHARS = 6000
-_KIND_STOP = {"a", "an", "the", "is", "it", "one", "input", "text", "following", "given", "task", "prompt", "case",
-              "answer", "response", "model", "user", "message", "data", "item", "example"}
-
-
-@dataclass(frozen=True)
-class TaskFacts:
-    labels: tuple[str, ...]
-    categorical: bool
-    sentences: int | None  # typical number of sentences in references (free text)
-    words: int | None
-    kind: str = "text"  # what one input is: "review", "question", ... (from the prompt, else from the data)
-
-    def as_text(self) -> str:
-        if self.categorical:
-            return f"Each input is a {self.kind}. The answer is one label out of: {', '.join(self.labels)}."
-        if self.sentences:
-            return f"Reference answers are free text, typically {self.sentences} sentence(s), about {self.words} words."
-        return "The answer is free text."
-
-
-def input_kind(prompt_text: str, train: Sequence[Case]) -> str:
-    """A noun for one input: taken from the starting prompt ("this review" -> review), else "question" when
-    most inputs are questions, else "text"."""
-    for m in re.finditer(r"\b(?:this|each|every|following|given)\s+([a-z]{3,})\b", prompt_text.lower()):
-        if m.group(1) not in _KIND_STOP:
-            return m.group(1)
-    inputs = [c.input_text.strip() for c in train]
-    if inputs and sum(x.endswith("?") for x in inputs) >= 0.6 * len(inputs):
-        return "question"
-    return "text"
-
-
-def task_facts(train: Sequence[Case], prompt_text: str = "") -> TaskFacts:
-    kind = input_kind(prompt_text, train)
-    if is_categorical(train):
-        return TaskFacts(tuple(labels(train)), True, None, None, kind)
-    ideals = [c.ideal for c in train if c.ideal]
-    if not ideals:
-        return TaskFacts((), False, None, None, kind)
-    sents = [len([s for s in re.split(r"(?<=[.!?])\s+", x.strip()) if s]) for x in ideals]
-    words = [len(x.split()) for x in ideals]
-    return TaskFacts((), False, int(median(sents)), int(median(words)), kind)
-
-
 @dataclass(frozen=True)
 class Proposal:
     text: str

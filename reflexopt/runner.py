@@ -18,16 +18,17 @@ from typing import Any
 
 from .budget import CallBudget
 from .config import OptimizeConfig
-from .data import Case, load_dataset, split
+from .data import Case
 from .diagnose import Diagnosis, diagnose
 from .evaluate import CaseResult, Scorer, iter_results, make_scorer, task_spec, usage_of
 from .models import ModelClient, get_client
 from .operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
 from .pool import Candidate, Selection, counts_as_trial, outcomes, pareto_parent
 from .prompt import Prompt
-from .propose import propose, task_facts, vary
+from .propose import propose, vary
 from .search import HEARTBEAT_S, Search, Trial, TrialRecord
 from .store import RunStore
+from .workload import Workload
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -42,14 +43,11 @@ class Runner:
         self.config = cfg = config
         self.store = store
         self.on_event: Event = on_event or (lambda kind, data: None)
-        self.cases = load_dataset(cfg.data.path, input_field=cfg.data.input_field, ideal_field=cfg.data.ideal_field)
-        baseline.check_fields(self.cases)
+        self.work = work = Workload.load(cfg.data, baseline, fractions=cfg.split, seed=cfg.seed)
         self.baseline_prompt = baseline
-        self.splits = split(self.cases, cfg.split, seed=cfg.seed)
-        self.val: list[Case] = list(self.splits.val)
-        self.test: list[Case] = list(self.splits.test)
-        self.index = {c.id: i for i, c in enumerate(self.val)}
-        self.facts = task_facts(self.splits.train, baseline.text)
+        self.cases, self.splits, self.index, self.facts = list(work.cases), work.splits, work.index, work.facts
+        self.val: list[Case] = work.val
+        self.test: list[Case] = work.test
         self.worker = worker_id()
         self.out_of_budget = False
         self.diagnoses: dict[str, tuple[Diagnosis, list[CaseResult]]] = {}

@@ -21,8 +21,9 @@ from reflexopt.operators import Outcome, available, choose, reasoner_ok, untried
 from reflexopt.optimizer import optimize
 from reflexopt.pool import Candidate
 from reflexopt.prompt import Prompt, parse_prompt
-from reflexopt.propose import choose_demos, input_kind, propose, task_facts
+from reflexopt.propose import choose_demos, propose
 from reflexopt.search import Search
+from reflexopt.workload import input_kind, task_facts
 
 
 def test_registry_is_the_one_list_every_part_reads() -> None:

@@ -1,0 +1,86 @@
+"""The workload of a run: its cases, the seeded split, the val index and the task facts; built once and shared
+by the optimizer, the strategies and compare (each used to load, check and split on its own)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from statistics import median
+
+from .config import DataSpec
+from .data import Case, Splits, is_categorical, labels, load_dataset, split
+from .prompt import Prompt
+
+_KIND_STOP = {"a", "an", "the", "is", "it", "one", "input", "text", "following", "given", "task", "prompt", "case",
+              "answer", "response", "model", "user", "message", "data", "item", "example"}
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    labels: tuple[str, ...]
+    categorical: bool
+    sentences: int | None  # typical number of sentences in references (free text)
+    words: int | None
+    kind: str = "text"  # what one input is: "review", "question", ... (from the prompt, else from the data)
+
+    def as_text(self) -> str:
+        if self.categorical:
+            return f"Each input is a {self.kind}. The answer is one label out of: {', '.join(self.labels)}."
+        if self.sentences:
+            return f"Reference answers are free text, typically {self.sentences} sentence(s), about {self.words} words."
+        return "The answer is free text."
+
+
+def input_kind(prompt_text: str, train: Sequence[Case]) -> str:
+    """A noun for one input: taken from the starting prompt ("this review" -> review), else "question" when
+    most inputs are questions, else "text"."""
+    for m in re.finditer(r"\b(?:this|each|every|following|given)\s+([a-z]{3,})\b", prompt_text.lower()):
+        if m.group(1) not in _KIND_STOP:
+            return m.group(1)
+    inputs = [c.input_text.strip() for c in train]
+    if inputs and sum(x.endswith("?") for x in inputs) >= 0.6 * len(inputs):
+        return "question"
+    return "text"
+
+
+def task_facts(train: Sequence[Case], prompt_text: str = "") -> TaskFacts:
+    kind = input_kind(prompt_text, train)
+    if is_categorical(train):
+        return TaskFacts(tuple(labels(train)), True, None, None, kind)
+    ideals = [c.ideal for c in train if c.ideal]
+    if not ideals:
+        return TaskFacts((), False, None, None, kind)
+    sents = [len([s for s in re.split(r"(?<=[.!?])\s+", x.strip()) if s]) for x in ideals]
+    words = [len(x.split()) for x in ideals]
+    return TaskFacts((), False, int(median(sents)), int(median(words)), kind)
+
+
+@dataclass(frozen=True)
+class Workload:
+    cases: tuple[Case, ...]
+    splits: Splits
+    index: Mapping[str, int]  # val case id -> its position (the step it is reported at)
+    facts: TaskFacts
+
+    @property
+    def train(self) -> tuple[Case, ...]:
+        return self.splits.train
+
+    @property
+    def val(self) -> list[Case]:
+        return list(self.splits.val)
+
+    @property
+    def test(self) -> list[Case]:
+        return list(self.splits.test)
+
+    @classmethod
+    def load(cls, data: DataSpec, prompt: Prompt, *, fractions: tuple[float, float, float] | None = None,
+             seed: int = 0) -> Workload:
+        """Read and validate the dataset, check the prompt's placeholders against it, split it (seeded)."""
+        cases = load_dataset(data.path, input_field=data.input_field, ideal_field=data.ideal_field)
+        prompt.check_fields(cases)
+        splits = split(cases, fractions, seed=seed)
+        return cls(tuple(cases), splits, {c.id: i for i, c in enumerate(splits.val)},
+                   task_facts(splits.train, prompt.text))
