@@ -24,7 +24,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
 from .errors import ConfigError, InputFileError, ReflexoptError
+from .events import Event
 from .parallel import map_threads
 from .paths import home_dir
 from .yamlfile import load_yaml
-
-Event = Callable[[str, dict[str, Any]], None]
 
 
 class JobSpec(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,13 @@ from .config import CompareConfig, ModelSpec, OptimizeConfig, public
 from .data import Case
 from .errors import ConfigError
 from .evaluate import CaseResult, evaluate_async, make_scorer
+from .events import Event
 from .models import get_client, price_per_token
 from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
 from .stats import mean_ci, paired_compare, percentile
 from .store import new_run_id, runs_root
 from .workload import Workload
-
-Event = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)

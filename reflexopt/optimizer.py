@@ -15,7 +15,7 @@ from typing import Any
 from .config import OptimizeConfig
 from .errors import ConfigError
 from .operators import LLM_OPERATORS, NAMES
-from .pool import Candidate, from_study, select
+from .pool import Candidate, State, from_study, select
 from .prompt import load_prompt, parse_prompt
 from .runner import Event, Runner
 from .search import GRACE_S, Search
@@ -195,7 +195,7 @@ class Optimizer:
             store.event("stale_trials_failed", n=stale)
 
         self._emit("phase", {"phase": "baseline"})
-        baseline = Candidate("baseline", r.baseline_prompt, state="complete")
+        baseline = Candidate("baseline", r.baseline_prompt, state=State.COMPLETE)
         res, _ = await r.evaluate(baseline, r.val, "val")
         baseline.val = {x.case_id: x.score for x in res if x.score is not None}
         if not baseline.val:

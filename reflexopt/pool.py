@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from .data import Case
@@ -12,6 +13,20 @@ from .operators import LLM_OPERATORS, Outcome
 from .prompt import Prompt, parse_prompt
 from .search import TrialRecord
 from .store import prompt_key
+
+
+class State(str, Enum):
+    """A candidate's state (a str, so stored records and JSON keep the plain names)."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"  # scored on all of val
+    PRUNED = "pruned"  # stopped early by the pruner: significantly worse than the best
+    DUPLICATE = "duplicate"  # renders like a known candidate: its scores are reused, no calls
+    FAILED = "failed"  # no case could be scored
+    INCOMPLETE = "incomplete"  # the budget ran out part-way through val
+
+    def __str__(self) -> str:
+        return str(self.value)
 
 
 @dataclass
@@ -23,7 +38,7 @@ class Candidate:
     reasoning: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     val: dict[str, float] = field(default_factory=dict)
-    state: str = "running"  # complete | pruned | duplicate | failed | incomplete | running
+    state: str = State.RUNNING
     trial: int | None = None
     fallback: bool = False
     worker: str = ""

@@ -12,7 +12,7 @@ import contextlib
 import os
 import random
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -21,16 +21,15 @@ from .config import OptimizeConfig
 from .data import Case
 from .diagnose import Diagnosis, diagnose
 from .evaluate import CaseResult, Scorer, iter_results, make_scorer, task_spec, usage_of
+from .events import Event
 from .models import ModelClient, get_client
 from .operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
-from .pool import Candidate, Selection, counts_as_trial, outcomes, pareto_parent
+from .pool import Candidate, Selection, State, counts_as_trial, outcomes, pareto_parent
 from .prompt import Prompt
 from .propose import propose, vary
 from .search import HEARTBEAT_S, Search, Trial, TrialRecord
 from .store import RunStore
 from .workload import Workload
-
-Event = Callable[[str, dict[str, Any]], None]
 
 
 def worker_id() -> str:
@@ -258,7 +257,7 @@ class Runner:
         if dup is not None:  # the same prompt again: its scores are known, no calls
             for cid, v in dup.val.items():
                 trial.report(v, self.index[cid])
-            cand.val, cand.state = dict(dup.val), "duplicate"
+            cand.val, cand.state = dict(dup.val), State.DUPLICATE
             self.finish(trial, cand, dup.val_mean)
             return cand
         order = list(self.val)
@@ -266,13 +265,13 @@ class Runner:
         results, pruned = await self.evaluate(cand, order, "val", trial)
         cand.val = {r.case_id: r.score for r in results if r.score is not None}
         if not cand.val:
-            cand.state = "failed"
+            cand.state = State.FAILED
         elif pruned:
-            cand.state = "pruned"
+            cand.state = State.PRUNED
         elif len(cand.val) < len(self.val) and self.out_of_budget:
-            cand.state = "incomplete"
+            cand.state = State.INCOMPLETE
         else:
-            cand.state = "complete"
+            cand.state = State.COMPLETE
         self.finish(trial, cand, cand.val_mean if cand.val else None)
         return cand
 

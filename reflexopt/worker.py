@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .config import OptimizeConfig
 from .errors import ConfigError
+from .events import Event
 from .pool import from_study, select
 from .prompt import parse_prompt
 from .runner import Runner
 from .search import Search, find_studies
-
-Event = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)

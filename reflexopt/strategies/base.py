@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..pool import Candidate, Selection, from_study, select
+from ..events import Event
+from ..pool import Candidate, Selection, State, from_study, select
 
 if TYPE_CHECKING:
     from ..runner import Runner
     from ..search import Search
     from ..store import RunStore
 
-Event = Callable[[str, dict[str, Any]], None]
 
 
 class Strategy(Protocol):
@@ -93,7 +92,7 @@ class SearchContext:
         for cid, v in cand.val.items():
             trial.report(v, r.index[cid])
         complete = len(cand.val) == len(r.val)
-        cand.state = "complete" if complete else ("failed" if not cand.val else "incomplete")
+        cand.state = State.COMPLETE if complete else (State.FAILED if not cand.val else State.INCOMPLETE)
         r.finish(trial, cand, cand.val_mean if cand.val else None)
         self.after_trial(cand)
         return cand
