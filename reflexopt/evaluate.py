@@ -20,6 +20,16 @@ from .stats import mean_ci, percentile
 
 
 class Scorer(Protocol):
+    """Scores one output of the task model.
+
+    Contract: `score(case, output)` returns a Score whose `value` is in 0..1, or None with `error` set when
+    scoring failed (a failed judge call, an unparseable verdict): never a made-up middle score, never an
+    exception for a bad output. `passed` says whether the output meets the bar; `category` names the failure
+    when it does not; `calls` counts the paid model calls the scoring made (0 for metrics). The same case and
+    output give the same value (metrics are deterministic; judges run at temperature 0 and are cached).
+    `kind` is "metric" or "judge"; `describe()` is one line for the run header.
+    """
+
     kind: str
     name: str
 

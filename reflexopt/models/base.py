@@ -63,6 +63,13 @@ class TransientError(Exception):
 
 
 class BudgetGate(Protocol):
+    """Decides, before each paid call, whether it may be made.
+
+    Contract: `allow(meter)` is called under the client's concurrency slot, right before a call that the
+    cache could not serve; True grants one call (and counts it at once, so calls in flight can never overshoot
+    a hard limit), False refuses it and the client returns a `budget_exhausted` result without calling. It is
+    thread-safe. A gate may also define `release()`, called when the granted call finishes."""
+
     def allow(self, meter: Meter) -> bool: ...
 
 
