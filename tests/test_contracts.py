@@ -1,5 +1,6 @@
-"""Contract suites run over every implementation: model backends (litellm against a loopback server, the
-in-process fakes; the embedded server in tests/test_local_model.py) and scorers (metric, judge)."""
+"""Contract suites run over every implementation: model backends (litellm and the direct OpenAI transport
+against a loopback server, the in-process fakes; the embedded server, which uses the direct transport, in
+tests/test_local_model.py) and scorers (metric, judge)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from reflexopt.models.base import RawReply
 MSG = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(params=["litellm", "fake"])
+@pytest.fixture(params=["litellm", "openai-compat", "fake"])
 def backend(request: pytest.FixtureRequest, openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-000000000000000")
     openai_server.responder = lambda req: "hello"
@@ -26,6 +27,10 @@ def backend(request: pytest.FixtureRequest, openai_server: FakeOpenAI, monkeypat
         from reflexopt.models.litellm_backend import LiteLLMBackend
 
         return LiteLLMBackend("openai/test", api_base=openai_server.url), openai_server
+    if request.param == "openai-compat":
+        from reflexopt.models.openai_compat import OpenAICompatBackend
+
+        return OpenAICompatBackend("openai/test", api_base=openai_server.url), openai_server
     return FunctionModel(lambda m: "hello"), None
 
 
@@ -79,3 +84,23 @@ def test_scorer_contract(name: str, output: str) -> None:
         assert 0.0 <= first.value <= 1.0 and isinstance(first.passed, bool)
     assert first.value == again.value  # deterministic (metrics) or cached at temperature 0 (judges)
     assert scorer.kind in ("metric", "judge") and scorer.describe()
+
+
+def test_direct_transport_through_the_client(openai_server: FakeOpenAI) -> None:
+    from reflexopt.config import ModelSpec
+    from reflexopt.errors import ModelError
+    from reflexopt.models import ModelClient
+    from reflexopt.models.openai_compat import OpenAICompatBackend
+
+    openai_server.responder = lambda req: "fine"
+    backend = OpenAICompatBackend("openai/test", api_base=openai_server.url)
+    c = ModelClient(ModelSpec(id="openai/test", timeout_s=5), backend, cache=None, model_key="k", concurrency=4)
+    c.base_delay_s = 0.01
+    openai_server.script = [Scripted(status=503, body={"error": {"message": "busy"}}),
+                            Scripted(status=200, body=None, delay_s=0)]
+    openai_server.script.pop()  # second request answered by the responder
+    r = asyncio.run(c.complete(MSG))
+    assert r.ok and r.text == "fine" and r.attempts == 2
+    openai_server.script = [Scripted(status=401, body={"error": {"message": "bad key"}})]
+    with pytest.raises(ModelError, match="refused the credentials"):
+        asyncio.run(c.complete([{"role": "user", "content": "other"}]))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 Message = dict[str, str]
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 
 
 @dataclass(frozen=True)
@@ -144,3 +146,19 @@ def redact(text: str) -> str:
     for v in secret_values():
         text = text.replace(v, "[redacted]")
     return _SECRET.sub("[redacted]", mask_url(text))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        import datetime as dt
+
+        when = parsedate_to_datetime(value)
+        return max(0.0, (when - dt.datetime.now(when.tzinfo)).total_seconds())
+    except (TypeError, ValueError):
+        return None

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import os
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ..errors import ModelError
-from .base import Message, RawReply
-
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
-
+from .base import RETRY_STATUS, Message, RawReply, parse_retry_after
 
 _ready = False
 
@@ -110,22 +106,6 @@ def _header(exc: BaseException, name: str) -> str | None:
             if value:
                 return str(value)
     return None
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        import datetime as dt
-
-        when = parsedate_to_datetime(value)
-        return max(0.0, (when - dt.datetime.now(when.tzinfo)).total_seconds())
-    except (TypeError, ValueError):
-        return None
 
 
 class LiteLLMBackend:

@@ -168,11 +168,10 @@ class LocalBackend:
     def _backend(self) -> Any:
         with self._start_lock:
             if self._inner is None or self._server is None or not self._server.running():
-                from .litellm_backend import LiteLLMBackend
+                from .openai_compat import OpenAICompatBackend
 
                 self._server = local_server(self._model)
-                self._inner = LiteLLMBackend(f"openai/{self._model}", api_base=self._server.url,
-                                             api_key="sk-local-none", free=True)
+                self._inner = OpenAICompatBackend(f"openai/{self._model}", api_base=self._server.url)
             return self._inner
 
     async def call(self, messages: list[dict[str, str]], params: dict[str, Any], timeout_s: float) -> Any:
@@ -183,6 +182,6 @@ class LocalBackend:
         return await inner.call(messages, params, timeout_s)
 
     def retry_after(self, exc: BaseException) -> tuple[bool, float | None]:
-        from .litellm_backend import classify_error
+        from .openai_compat import OpenAICompatBackend
 
-        return classify_error(exc)
+        return OpenAICompatBackend.retry_after(self._inner, exc) if self._inner is not None else (False, None)
