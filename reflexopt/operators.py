@@ -54,7 +54,7 @@ LLM_OPERATORS = tuple(op.name for op in REGISTRY if op.needs_llm)
 CUES: tuple[str, ...] = ("none", "answer", "label", "category", "options")
 DEMO_PICKS: tuple[str, ...] = ("balanced", "random")
 DEMO_ORDERS: tuple[str, ...] = ("cycle", "shuffled", "grouped")
-N_PHRASINGS = 4
+N_PHRASINGS = 6
 
 # the reasoning model is given up on after this many LLM rewrites with no usable reply at all,
 # or when fewer than a quarter of its replies were usable after twice as many attempts

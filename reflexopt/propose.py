@@ -69,30 +69,43 @@ def apply_constraints(parent_text: str, facts: TaskFacts, diagnosis: Diagnosis) 
 
 
 # Task instructions built from the facts alone (LM-BFF / APE style templates that name the label set); small
-# models follow an explicit label list far better than a vague request.
+# models follow an explicit label list far better than a vague request. The last two are input-first
+# templates (LM-BFF's "<input> It was [label]." form): the input comes first and the question about it last,
+# all in one user message, where a small model's attention to the end of the prompt helps rather than hurts.
 PHRASINGS: tuple[str, ...] = (
     "Classify the {kind} into one of these categories: {labels}.\nAnswer with the category name only.",
     "Read the {kind} and choose the label that fits it best.\nLabels: {labels}\nReply with one label and nothing "
     "else.",
     "Which of these labels describes the {kind}: {labels_or}? Answer with just the label.",
     "You are an expert annotator. Label each {kind} as {labels_or}. Output only the label, with no explanation.",
+    "{Kind}: {{input}}\n\nIs this {kind} {labels_or}? Answer with one word: the label.",
+    "{{input}}\n\nQuestion: which label fits the {kind} above ({labels})?\nAnswer with the label only.",
 )
+TEMPLATES = frozenset(i for i, p in enumerate(PHRASINGS) if "{{input}}" in p)
 assert len(PHRASINGS) == N_PHRASINGS
 
 
 def instruction_from_facts(facts: TaskFacts, phrasing: int) -> str:
     template = PHRASINGS[phrasing % len(PHRASINGS)]
-    return template.format(kind=facts.kind, labels=", ".join(facts.labels), labels_or=_or_list(facts.labels))
+    return template.format(kind=facts.kind, Kind=facts.kind.capitalize(), labels=", ".join(facts.labels),
+                           labels_or=_or_list(facts.labels))
 
 
 def apply_instruct(parent: Prompt, facts: TaskFacts, phrasing: int, keep_parent: bool) -> Proposal:
     """A fresh instruction from the task facts; the parent's text is kept above it when asked, and always when
-    it holds placeholders (they carry the input)."""
-    new = instruction_from_facts(facts, phrasing)
+    it holds placeholders (they carry the input). An input-first template replaces the text (it carries the
+    input itself); it is not used on a parent whose own placeholders carry the input."""
+    k = phrasing % len(PHRASINGS)
+    if k in TEMPLATES and parent.placeholders:
+        k = k % 4
+    new = instruction_from_facts(facts, k)
+    if k in TEMPLATES:
+        return Proposal(new + "\n", "instruct", f"input-first template from the facts (phrasing {k}): the "
+                        f"{facts.kind} comes first, then the question with the labels {', '.join(facts.labels)}")
     keep = keep_parent or bool(parent.placeholders)
     text = f"{parent.text.rstrip()}\n\n{new}\n" if keep else new + "\n"
     how = "added below the parent's text" if keep else "replacing the parent's text"
-    return Proposal(text, "instruct", f"task instruction from the facts (phrasing {phrasing % len(PHRASINGS)}, "
+    return Proposal(text, "instruct", f"task instruction from the facts (phrasing {k}, "
                     f"{how}): labels {', '.join(facts.labels)}; input kind '{facts.kind}'")
 
 

@@ -158,7 +158,7 @@ class Runner:
             hit = self.memo.get((key, split_name, c.id))
             if hit is not None and hit[0].error is None:
                 if take(hit[0]):
-                    return results, True
+                    return results, len(results) < len(cases)
             else:
                 todo.append(c)
         stop = asyncio.Event()
@@ -177,7 +177,8 @@ class Runner:
                                        "case_id": r.case_id, "output": r.output[:300] or (r.error or "")[:300]})
                 if not stop.is_set() and take(r):
                     stop.set()
-        return results, stop.is_set()
+        # pruned on its very last case: every case is scored, so it is a complete candidate
+        return results, stop.is_set() and len({x.case_id for x in results}) < len(cases)
 
     async def diagnosis(self, parent: Candidate) -> tuple[Diagnosis, list[CaseResult]]:
         if parent.key in self.diagnoses:
