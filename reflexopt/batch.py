@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
+from .config import Budget, OptimizeConfig, optimize_config
 from .errors import ConfigError, InputFileError, ReflexoptError
 from .events import Event
 from .parallel import map_threads
@@ -90,14 +90,11 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
 def job_config(j: JobSpec, model: str, *, prompt: Path | None = None, cache_tag: str | None = None,
                storage: str | None = None) -> OptimizeConfig:
     """The optimize config of one job on one model. Every model (task, judge, reasoning) takes `ID@settings`."""
-    return OptimizeConfig(
-        data=DataSpec(path=j.dataset, input_field=j.input_field, ideal_field=j.ideal_field),
-        prompt_path=str(prompt or j.prompt),
-        model=ModelSpec.parse(model, api_base=j.api_base, max_tokens=j.max_tokens, cache_tag=cache_tag),
-        reasoning=ModelSpec.parse(j.reasoning_model, api_base=j.api_base) if j.reasoning_model else None,
-        scorer=ScorerSpec(metric=j.metric, judge=ModelSpec.parse(j.judge, api_base=j.api_base) if j.judge else None,
-                          rubric=j.judge_criteria),
-        budget=j.budget, seed=j.seed, storage=storage, strategy=j.strategy)
+    return optimize_config(j.dataset, prompt or j.prompt, model=model, api_base=j.api_base, max_tokens=j.max_tokens,
+                           cache_tag=cache_tag, reasoning_model=j.reasoning_model, judge=j.judge,
+                           rubric=j.judge_criteria, metric=j.metric, input_field=j.input_field,
+                           ideal_field=j.ideal_field, budget=j.budget, seed=j.seed, storage=storage,
+                           strategy=j.strategy)
 
 
 def check_job(j: JobSpec) -> list[str]:

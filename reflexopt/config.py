@@ -1,10 +1,15 @@
-"""Frozen configuration records. The CLI builds these; the library only reads them."""
+"""Frozen configuration records, and the one builder that makes them from user-level values (`ID@settings` model
+strings, duration and split texts). The CLI, the jobs file and the Python API all build through it; the rest
+of the library only reads the records."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, overload
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
 
 LOCAL_MODEL = "local/smollm2"
 
@@ -50,7 +55,7 @@ class ModelSpec(_Frozen):
                 raise ValueError(f"bad model setting {part!r} in {text!r}: use temperature=, max_tokens=, "
                                  "timeout_s= or concurrency=")
             values[key] = value
-        return cls(id=model_id, **values)  # type: ignore[arg-type]
+        return cls(id=model_id, **values)
 
     @property
     def is_local(self) -> bool:
@@ -78,7 +83,6 @@ class ScorerSpec(_Frozen):
     metric: str | None = None
     judge: ModelSpec | None = None
     rubric: str | None = None
-    judge_repeats: int = Field(1, ge=1)
 
 
 class EvalConfig(_Frozen):
@@ -124,7 +128,7 @@ class OptimizeConfig(_Frozen):
 
     def public(self) -> dict[str, Any]:
         """The config as stored in the run directory (no secrets: keys never enter the config)."""
-        data = public(self.model_dump(mode="json"))
+        data: dict[str, Any] = public(self.model_dump(mode="json"))
         if data.get("storage"):  # no password at all: a resume reads it from PGPASSWORD / ~/.pgpass or --storage
             data["storage"] = data["storage"].replace(":***@", "@")
         return data
@@ -159,3 +163,70 @@ class CompareConfig(_Frozen):
     concurrency: int | None = Field(None, gt=0)
     parallel: int = Field(2, ge=1, description="models tuned at the same time")
     strategy: str = Field("reflex", description="search strategy of every model's tuning run")
+
+
+@overload
+def model_spec(text: str, *, api_base: str | None = ..., max_tokens: int | None = ...,
+               cache_tag: str | None = ...) -> ModelSpec: ...
+@overload
+def model_spec(text: None, *, api_base: str | None = ..., max_tokens: int | None = ...,
+               cache_tag: str | None = ...) -> None: ...
+def model_spec(text: str | None, *, api_base: str | None = None, max_tokens: int | None = None,
+               cache_tag: str | None = None) -> ModelSpec | None:
+    """`ID` or `ID@temperature=0.7,max_tokens=64` (None stays None); a bad setting is a ConfigError with a fix."""
+    if text is None:
+        return None
+    try:
+        return ModelSpec.parse(text, api_base=api_base, max_tokens=max_tokens, cache_tag=cache_tag)
+    except ValidationError as e:
+        raise ConfigError(f"invalid model options for {text!r}: {e.errors()[0]['msg']}",
+                          fix="correct the value") from None
+    except ValueError as e:
+        raise ConfigError(str(e), fix="write -m ID or -m ID@temperature=0.7,max_tokens=64") from None
+
+
+def scorer_spec(*, metric: str | None = None, judge: str | None = None, rubric: str | None = None,
+                api_base: str | None = None) -> ScorerSpec:
+    return ScorerSpec(metric=metric, judge=model_spec(judge, api_base=api_base), rubric=rubric)
+
+
+def parse_duration(text: str | None) -> float | None:
+    """`90s`, `30m`, `1h30m` → seconds."""
+    import re
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*", text)
+    if not m or not any(m.groups()):
+        raise ConfigError(f"--max-time {text!r} is not a duration", fix="write e.g. 90s, 30m, 1h30m")
+    h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + se
+
+
+def parse_split(text: str | None) -> tuple[float, float, float] | None:
+    """`30/30/40` or `0.3/0.3/0.4` → the train/val/test proportions."""
+    if text is None:
+        return None
+    try:
+        parts = tuple(float(x) for x in text.split("/"))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(p <= 0 for p in parts):
+        raise ConfigError(f"--split {text!r} is not TRAIN/VAL/TEST", fix="write e.g. 30/30/40 or 0.3/0.3/0.4")
+    return parts[0], parts[1], parts[2]
+
+
+def optimize_config(dataset: str | Path, prompt: str | Path, *, model: str | None = None,
+                    api_base: str | None = None, max_tokens: int | None = None, cache_tag: str | None = None,
+                    reasoning_model: str | None = None, judge: str | None = None, rubric: str | None = None,
+                    metric: str | None = None, input_field: str | None = None, ideal_field: str | None = None,
+                    output: str | Path | None = None, **settings: Any) -> OptimizeConfig:
+    """The one way an OptimizeConfig is built from user-level values (CLI options, a jobs-file entry, the
+    Python API). Every model role takes `ID@settings`; the judge and reasoning models share `api_base`."""
+    return OptimizeConfig(
+        data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field),
+        prompt_path=str(prompt),
+        model=model_spec(model or LOCAL_MODEL, api_base=api_base, max_tokens=max_tokens, cache_tag=cache_tag),
+        reasoning=model_spec(reasoning_model, api_base=api_base),
+        scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
+        output=str(output) if output else None, **settings)

@@ -14,10 +14,11 @@ from typing import Any
 
 from .config import OptimizeConfig
 from .errors import ConfigError
+from .events import Event
 from .operators import LLM_OPERATORS, NAMES
 from .pool import Candidate, State, from_study, select
 from .prompt import load_prompt, parse_prompt
-from .runner import Event, Runner
+from .runner import Runner
 from .search import GRACE_S, Search
 from .stats import paired_compare
 from .store import RunStore
@@ -83,7 +84,8 @@ class Optimizer:
                  run_dir: Path | None = None) -> None:
         self.on_event: Event = on_event or (lambda kind, data: None)
         if resume is not None or (run_dir is not None and (run_dir / "config.json").exists()):
-            self.store: RunStore | None = RunStore.open(resume or None, run_dir=run_dir)
+            ref = None if resume in ("", "latest") else resume  # no id: the latest run
+            self.store: RunStore | None = RunStore.open(ref, run_dir=run_dir)
             stored = OptimizeConfig.model_validate(self.store.config())
             self.config = stored.model_copy(update={"storage": config.storage or stored.storage})
             baseline = parse_prompt(self.store.baseline_markdown(), "baseline")
@@ -213,11 +215,10 @@ class Optimizer:
         search.set("run_id", store.run_id)
         search.set("status", "running")
         self._emit("baseline", {"val": baseline.val_mean, "noise": noise, "min_gain": min_gain})
-        store.write_progress({"calls": r.budget.granted, "cost_usd": r.usage()["cost_usd"], "trials": 0,
-                              "baseline_val": round(baseline.val_mean, 4), "best_val": round(baseline.val_mean, 4)})
+        ctx = SearchContext(r, search, store, baseline, min_gain, started=start, emit=self._emit)
+        ctx.save_progress()
 
         self._emit("phase", {"phase": "search", "strategy": self.strategy.name})
-        ctx = SearchContext(r, search, store, baseline, min_gain, started=start, emit=self._emit)
         stop = await self.strategy.search(ctx)
         search.set("status", "stopping")
         store.event("stop", reason=stop)
@@ -275,13 +276,9 @@ def optimize(config: OptimizeConfig | str | Path, prompt: str | Path | None = No
         if prompt is None:
             raise ConfigError("optimize(data, prompt, ...) needs both a dataset and a prompt file",
                               fix='call ro.optimize("data.jsonl", "prompt.md", model=...)')
-        from .config import Budget, DataSpec, ModelSpec, ScorerSpec
+        from .config import Budget, optimize_config
 
-        config = OptimizeConfig(
-            data=DataSpec(path=str(config)), prompt_path=str(prompt),
-            model=ModelSpec.parse(model) if model else ModelSpec(),
-            reasoning=ModelSpec.parse(reasoning_model) if reasoning_model else None,
-            scorer=ScorerSpec(metric=metric, judge=ModelSpec.parse(judge) if judge else None, rubric=rubric),
-            budget=Budget(max_calls=max_calls, max_cost=max_cost, max_trials=max_trials),
-            seed=seed, strategy=strategy, output=str(output) if output else None)
+        config = optimize_config(config, prompt, model=model, reasoning_model=reasoning_model, judge=judge,
+                                 rubric=rubric, metric=metric, output=output, seed=seed, strategy=strategy,
+                                 budget=Budget(max_calls=max_calls, max_cost=max_cost, max_trials=max_trials))
     return Optimizer(config, on_event=on_event, resume=resume, run_dir=run_dir).run()

@@ -295,3 +295,12 @@ def write_report(path: Path, out: Path | None = None) -> Path:
     target = out or path / "report.html"
     target.write_text(html, encoding="utf-8")
     return target
+
+
+def write_batch_reports(result: dict[str, Any], directory: Path) -> Path:
+    """One report per batch job that has a run, named after the run, in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for row in result["jobs"]:
+        if row.get("run_dir") and Path(row["run_dir"], "config.json").exists():
+            write_report(Path(row["run_dir"]), directory / f"{Path(row['run_dir']).name}.html")
+    return directory

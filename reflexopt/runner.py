@@ -98,29 +98,45 @@ class Runner:
         return u
 
     def operators(self, pool: Sequence[Candidate]) -> tuple[tuple[str, ...], list[Outcome]]:
-        """The operators available now and the history the policy learns from. The reasoning model is dropped
-        once its rewrites keep being unusable (logged once)."""
+        """The operators available now and the history the policy learns from (no side effect). The reasoning
+        model's operators are dropped once its rewrites keep being unusable."""
         history = outcomes(pool)
-        healthy = reasoner_ok(history)
-        if not healthy and not self.reasoner_given_up:
-            self.reasoner_given_up = True
-            asked = [h for h in history if h.asked_llm]
-            why = (f"{sum(h.llm_usable for h in asked)} of {len(asked)} rewrites by the reasoning model were usable; "
-                   "it is not asked again in this run")
-            self._log("reasoner_given_up", reason=why)
-            self.on_event("note", {"message": why})
         train = self.splits.train
         ops = available(categorical=self.facts.categorical, has_references=any(c.ideal for c in train),
-                        has_train=bool(train), reasoner=True, reasoner_healthy=healthy)
+                        has_train=bool(train), reasoner=True, reasoner_healthy=reasoner_ok(history))
         return ops, history
 
-    def stop_reason(self, records: Sequence[TrialRecord], sel: Selection, pool: Sequence[Candidate] = (), *,
-                    timed_out: bool = False) -> str:
-        """Why the search should stop now ('' to go on): the limits `optimize` and every worker obey.
-        Patience does not stop the search while an available operator family is still untried."""
+    def _note_reasoner(self, history: Sequence[Outcome]) -> None:
+        """Say once, in the log and as a note, that the reasoning model is no longer asked."""
+        if self.reasoner_given_up or reasoner_ok(history):
+            return
+        self.reasoner_given_up = True
+        asked = [h for h in history if h.asked_llm]
+        why = (f"{sum(h.llm_usable for h in asked)} of {len(asked)} rewrites by the reasoning model were usable; "
+               "it is not asked again in this run")
+        self._log("reasoner_given_up", reason=why)
+        self.on_event("note", {"message": why})
+
+    def limit_reason(self, sel: Selection, *, timed_out: bool = False) -> str:
+        """The limits every strategy obeys: target, time and budget ('' when none is reached)."""
         b = self.config.budget
         if b.target is not None and sel.best.val_mean >= b.target:
             return "target reached"
+        if timed_out:
+            return "max time"
+        if self.out_of_budget or self.budget.remaining() < min(8, len(self.val)):
+            return "budget"
+        return ""
+
+    def stop_reason(self, records: Sequence[TrialRecord], sel: Selection, pool: Sequence[Candidate] = (), *,
+                    timed_out: bool = False) -> str:
+        """Why the reflex search should stop now ('' to go on): the limits plus patience, an exhausted search
+        space and the trial limit, which `optimize` and every worker obey. Patience does not stop the search
+        while an available operator family is still untried."""
+        limit = self.limit_reason(sel, timed_out=timed_out)
+        if limit:
+            return limit
+        b = self.config.budget
         if sel.since_gain >= b.patience and not (pool and untried(*self.operators(pool))):
             return f"no accepted gain in {b.patience} trials"
         tail = [c.state for c in pool if c.id != "baseline"][-2 * b.patience:]
@@ -128,10 +144,6 @@ class Runner:
             return "search space exhausted (only known prompts came back)"
         if sum(1 for t in records if counts_as_trial(t)) >= b.trial_limit:
             return "max trials"
-        if timed_out:
-            return "max time"
-        if self.out_of_budget or self.budget.remaining() < min(8, len(self.val)):
-            return "budget"
         return ""
 
     def _log(self, kind: str, **data: Any) -> None:
@@ -219,6 +231,7 @@ class Runner:
         # models give the same run, and a resumed run makes the choices an uninterrupted one would have made
         rng = random.Random(f"{self.config.seed}-{trial.number}")
         ops, history = self.operators(pool)
+        self._note_reasoner(history)
         op = choose(ops, history, rng)
         params = trial.suggest(op, n_train=len(self.splits.train), n_labels=len(self.facts.labels),
                                first=not any(h.operator == op for h in history))

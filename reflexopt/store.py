@@ -164,8 +164,11 @@ class RunStore:
         path.write_text(markdown, encoding="utf-8")
         return path
 
-    def write_progress(self, progress: dict[str, Any]) -> None:
+    def write_progress(self, *, calls: int, cost_usd: float, trials: int, baseline_val: float,
+                       best_val: float) -> None:
         """A small snapshot (calls, cost, baseline and best val) so `runs list` never reads the logs."""
+        progress = {"calls": calls, "cost_usd": cost_usd, "trials": trials, "baseline_val": round(baseline_val, 4),
+                    "best_val": round(best_val, 4)}
         _write_atomic(self.root / "progress.json", json.dumps(progress))
 
     def progress(self) -> dict[str, Any]:

@@ -95,7 +95,7 @@ def test_batch_kill_resume_then_regression_gate(tmp_path: Path, openai_server: F
     openai_server.responder = responder
     home = tmp_path / "home"
     box["kill_on"] = "item 1-"  # die in the middle of the second job
-    p = subprocess.Popen(_batch(jobs, home), env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(_batch(jobs, home), env=_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     box["proc"] = p
     p.wait(timeout=300)
     assert p.returncode == -signal.SIGKILL

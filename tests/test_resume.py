@@ -72,7 +72,7 @@ def test_sigkill_then_resume_pays_for_no_completed_call(task: tuple[Path, Path],
     args = [str(data), str(prompt), "-m", "openai/test", "--api-base", openai_server.url, "--metric", "contains",
             "--max-trials", "5", "--patience", "5", "--run-dir", str(run_dir), "--json", "--concurrency", "1"]
     home = tmp_path / "home"
-    p = subprocess.Popen(_cli(args, home), env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(_cli(args, home), env=_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc_box["p"] = p
     p.wait(timeout=300)
     assert p.returncode == -signal.SIGKILL

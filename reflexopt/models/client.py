@@ -64,8 +64,8 @@ class ModelClient:
         elif exc is not None:
             after = self.backend.retry_after(exc)[1]
         if after is not None:
-            return min(max(after, 0.0), MAX_BACKOFF_S)
-        exp = self.base_delay_s * (2 ** (state.attempt_number - 1))
+            return float(min(max(after, 0.0), MAX_BACKOFF_S))
+        exp: float = self.base_delay_s * (2 ** (state.attempt_number - 1))
         return min(exp, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
 
     def _retryable(self, exc: BaseException) -> bool:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from ..store import RunStore
 
 
-
 class Strategy(Protocol):
     """A search strategy.
 
@@ -55,6 +54,7 @@ class SearchContext:
     min_gain: float
     started: float = field(default_factory=time.monotonic)
     emit: Event = field(default=lambda kind, data: None)
+    _last: Selection | None = field(default=None, init=False, repr=False)  # the selection after the last trial
 
     @property
     def config(self) -> Any:
@@ -65,18 +65,9 @@ class SearchContext:
         return max_time is not None and time.monotonic() - self.started >= max_time
 
     def stop_reason(self) -> str:
-        """The limits every strategy obeys (patience and trial limits are the reflex strategy's own)."""
-        r = self.runner
-        records = self.search.records()
-        sel = select(from_study(records, r.val), len(r.val), self.min_gain)
-        b = self.config.budget
-        if b.target is not None and sel.best.val_mean >= b.target:
-            return "target reached"
-        if self.timed_out():
-            return "max time"
-        if r.out_of_budget or r.budget.remaining() < min(8, len(r.val)):
-            return "budget"
-        return ""
+        """The limits every strategy obeys: target, time, budget (patience and trial limits are the reflex
+        strategy's own)."""
+        return self.runner.limit_reason(self.selection(), timed_out=self.timed_out())
 
     async def record(self, prompt: Any, *, operator: str, reasoning: str, parent: str = "baseline",
                      params: dict[str, Any] | None = None) -> Candidate:
@@ -111,13 +102,16 @@ class SearchContext:
         self.store.event("trial", candidate=cand.id, operator=cand.operator, state=cand.state,
                          val=cand.val_mean, accepted=accepted, best=sel.best.id, best_val=sel.best.val_mean,
                          usage=usage)
-        self.store.write_progress({"calls": usage["budget_calls_used"], "cost_usd": usage["cost_usd"],
-                                   "trials": sel.trials, "baseline_val": round(self.baseline.val_mean, 4),
-                                   "best_val": round(sel.best.val_mean, 4)})
+        self.save_progress(sel)
         self.emit("trial", {"n": sel.trials, "candidate": cand.id, "operator": cand.operator, "state": cand.state,
                             "val": cand.val_mean, "n_val": len(cand.val), "accepted": accepted,
                             "best_val": sel.best.val_mean, "usage": usage})
         self._last = sel
         return sel
 
-    _last: Selection | None = None
+    def save_progress(self, sel: Selection | None = None) -> None:
+        """The progress snapshot `runs list` reads: calls, cost, trials, baseline and best val so far."""
+        usage = self.runner.usage()
+        self.store.write_progress(calls=usage["budget_calls_used"], cost_usd=usage["cost_usd"],
+                                  trials=sel.trials if sel else 0, baseline_val=self.baseline.val_mean,
+                                  best_val=sel.best.val_mean if sel else self.baseline.val_mean)

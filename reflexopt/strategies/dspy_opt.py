@@ -37,7 +37,7 @@ for _name in ("dspy", "gepa", "optuna"):
     logging.getLogger(_name).setLevel(logging.WARNING)  # their INFO lines would flood the terminal
 
 
-class ReflexLM(dspy.BaseLM):
+class ReflexLM(dspy.BaseLM):  # type: ignore[misc]  # dspy ships no type information
     """A DSPy LM that calls a reflexopt ModelClient on the run's event loop (DSPy runs in worker threads)."""
 
     def __init__(self, client: ModelClient, loop: asyncio.AbstractEventLoop, *, max_tokens: int | None = None) -> None:
@@ -67,14 +67,14 @@ class ReflexLM(dspy.BaseLM):
         return SimpleNamespace(choices=[choice], usage=usage, model=self.model, cache_hit=res.cached)
 
 
-class TaskSignature(dspy.Signature):
+class TaskSignature(dspy.Signature):  # type: ignore[misc]
     """Answer the input."""
 
     input: str = dspy.InputField()
     answer: str = dspy.OutputField()
 
 
-class ReflexAdapter(dspy.Adapter):
+class ReflexAdapter(dspy.Adapter):  # type: ignore[misc]
     """Renders the task exactly as a reflexopt prompt file; takes the raw completion as the output."""
 
     def __init__(self, base: Prompt, cases: dict[str, Case]) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, InputFileError
-from .yamlfile import load_yaml
+from ..errors import ConfigError, InputFileError
+from ..yamlfile import load_yaml
 
 
 def config_file(argv: list[str]) -> tuple[list[str], Path | None]:

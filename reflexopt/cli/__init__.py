@@ -1,0 +1,41 @@
+"""The command line: parse options, build a config through the library's builder, call the library, render
+with rich (render.py). No logic here.
+
+    app.py       the typer app, consoles, shared options, errors and interrupts
+    commands.py  eval, optimize, worker, compare, batch
+    history.py   runs list|show|diff, report
+    config.py    reflexopt.yaml / --config defaults
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import typer
+import typer.main
+
+from . import commands, history  # noqa: F401  (registers the commands on `app`)
+from .app import _fail, _on_sigterm, _optional_resume, app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    from ..errors import ReflexoptError
+    from .config import config_file, default_map
+
+    try:
+        args, config = config_file(_optional_resume(sys.argv[1:]))
+        sys.argv[1:] = args
+        defaults = default_map(config, typer.main.get_command(app)) if config else None
+    except ReflexoptError as e:
+        try:
+            _fail(str(e))
+        except typer.Exit as x:
+            sys.exit(x.exit_code)
+    try:
+        app(default_map=defaults)
+    except ReflexoptError as e:  # pragma: no cover - app() normally exits via SystemExit
+        _fail(str(e))

@@ -1,0 +1,121 @@
+"""The typer app, the consoles, the shared options, and how a command ends: a library error becomes one line
+and exit 2; Ctrl-C and SIGTERM stop the process within seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import typer.main
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Evaluate and optimize LLM prompts on your own data, with your own judge.")
+# piped output gets wide tables instead of rich's 80-column default
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+ModelOpt = Annotated[str, typer.Option("-m", "--model", help="Task model: a litellm id, or local/smollm2 (offline); "
+                                       "settings after @, e.g. local/smollm2@temperature=0.7,max_tokens=64.")]
+ApiBase = Annotated[str | None, typer.Option("--api-base", help="Base URL of an OpenAI-compatible endpoint.")]
+JudgeOpt = Annotated[str | None, typer.Option("--judge", help="Judge model id; scores with a rubric.")]
+RubricOpt = Annotated[str | None, typer.Option("--judge-criteria", help="Rubric file or shipped rubric name.")]
+MetricOpt = Annotated[str | None, typer.Option("--metric", help="exact, contains, regex:P, f1, rouge-l, json, "
+                                               "json-schema:FILE, max-length:N, or FILE.py:FUNCTION (your own)")]
+InputField = Annotated[str | None, typer.Option("--input-field", help="Column holding the input.")]
+IdealField = Annotated[str | None, typer.Option("--ideal-field", help="Column holding the reference answer.")]
+ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Cases in flight at once.")]
+MaxTok = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Completion token limit for the task model.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show each case's output and score as it comes.")]
+ReportOpt = Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")]
+StrategyOpt = Annotated[str, typer.Option("--strategy", help="Search strategy: reflex (reflexopt's own), mipro "
+                                          "(DSPy MIPROv2) or gepa (DSPy GEPA).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"reflexopt {version('reflexopt')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Evaluate and optimize LLM prompts on your own data, with your own judge."""
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted(128 + signum)
+
+
+def _stop_now(code: int) -> NoReturn:
+    """End the process within seconds on Ctrl-C / SIGTERM: stop the local model server, then exit without
+    joining worker threads (compare and batch run models in threads that may be mid-call). Nothing is lost:
+    every run writes its calls, scores and trials as they happen, and resumes from them."""
+    err.print("interrupted: work done so far is kept (run the same command, or --resume, to continue)")
+    try:
+        from ..models.local import stop_all
+
+        stop_all()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _optional_resume(argv: list[str]) -> list[str]:
+    """`--resume` may stand alone (resume the latest run) or take a run id."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--resume" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "latest")
+            break
+    return out
+
+
+def _guard(fn: Any) -> Any:
+    """Turn library errors into one line and exit code 2; Ctrl-C into exit 130 (servers stop at exit)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ..errors import ReflexoptError
+
+        try:
+            return fn(*args, **kwargs)
+        except ReflexoptError as e:
+            _fail(str(e).replace("[", "\\["))
+        except KeyboardInterrupt:
+            _stop_now(130)
+        except Interrupted as e:
+            _stop_now(e.code)
+
+    return wrapper
+
+
+
+def print_json(data: object) -> None:
+    """`--json`: one JSON object on stdout."""
+    sys.stdout.write(json.dumps(data, default=str) + "\n")

@@ -1,0 +1,268 @@
+"""The working commands: eval, optimize, worker, compare, batch. Each builds a config through the library's
+builder, calls the library, and renders with render.py. Heavy imports happen inside the commands so
+`reflexopt --help` stays fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .app import (
+    ApiBase,
+    ConcOpt,
+    IdealField,
+    InputField,
+    JsonOpt,
+    JudgeOpt,
+    MaxTok,
+    MetricOpt,
+    ModelOpt,
+    ReportOpt,
+    RubricOpt,
+    StrategyOpt,
+    VerboseOpt,
+    _fail,
+    _guard,
+    app,
+    err,
+    out,
+    print_json,
+)
+
+
+@app.command("eval")
+@_guard
+def eval_cmd(
+    dataset: Annotated[Path, typer.Argument(help="JSONL or CSV dataset.")],
+    prompt: Annotated[Path, typer.Argument(help="Prompt file (markdown).")],
+    model: ModelOpt = "local/smollm2",
+    api_base: ApiBase = None,
+    judge: JudgeOpt = None,
+    judge_criteria: RubricOpt = None,
+    metric: MetricOpt = None,
+    input_field: InputField = None,
+    ideal_field: IdealField = None,
+    concurrency: ConcOpt = None,
+    max_tokens: MaxTok = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write per-case results (JSONL).")] = None,
+    verbose: VerboseOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score one prompt on one dataset with one model."""
+    from ..config import DataSpec, EvalConfig, model_spec, scorer_spec
+    from ..evaluate import eval_prompt
+    from ..render import case_line, eval_table, progress
+
+    config = EvalConfig(
+        data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field), prompt_path=str(prompt),
+        model=model_spec(model, api_base=api_base, max_tokens=max_tokens),
+        scorer=scorer_spec(metric=metric, judge=judge, rubric=judge_criteria, api_base=api_base),
+        concurrency=concurrency)
+    with progress(err, "evaluating", quiet=as_json) as bar:
+        def on_result(r: Any) -> None:
+            bar.advance(r)
+            if verbose and not as_json:
+                err.print(case_line({"case_id": r.case_id, "score": r.score, "output": r.output or r.error}),
+                          highlight=False, markup=False)
+
+        report = eval_prompt(config, on_result=on_result, on_note=lambda n: err.print(f"[dim]{n}[/]"),
+                             on_total=bar.set_total)
+    summary = report.summary()
+    if output:
+        report.write_jsonl(output)
+        summary["cases_path"] = str(output)
+    if as_json:
+        summary.pop("by_role", None)
+        print_json(summary)
+    else:
+        out.print(eval_table(summary, title=f"{prompt.name} on {dataset.name} with {model}"))
+        if output:
+            err.print(f"per-case results: {output}")
+
+
+@app.command("optimize")
+@_guard
+def optimize_cmd(
+    dataset: Annotated[Path | None, typer.Argument(help="JSONL or CSV dataset.")] = None,
+    prompt: Annotated[Path | None, typer.Argument(help="Starting prompt file (markdown).")] = None,
+    model: ModelOpt = "local/smollm2",
+    api_base: ApiBase = None,
+    judge: JudgeOpt = None,
+    judge_criteria: RubricOpt = None,
+    metric: MetricOpt = None,
+    reasoning_model: Annotated[str | None, typer.Option("--reasoning-model", help="Model that diagnoses and "
+                                                        "rewrites (default: the task model).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the best prompt here.")] = None,
+    target: Annotated[float | None, typer.Option("--target", min=0, max=1, help="Stop at this val score.")] = None,
+    patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after N trials with no gain.")] = 10,
+    max_calls: Annotated[int | None, typer.Option("--max-calls", min=1, help="Hard limit on paid calls.")] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", min=0, help="Hard limit in USD.")] = None,
+    max_time: Annotated[str | None, typer.Option("--max-time", help="e.g. 30m, 1h.")] = None,
+    max_trials: Annotated[int | None, typer.Option("--max-trials", min=0, help="Candidates to try (default 24, or "
+                          "no limit when --max-calls, --max-cost or --max-time is set).")] = None,
+    split_opt: Annotated[str | None, typer.Option("--split", help="TRAIN/VAL/TEST, e.g. 30/30/40.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    concurrency: ConcOpt = None,
+    max_tokens: MaxTok = None,
+    input_field: InputField = None,
+    ideal_field: IdealField = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Directory for this run.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue a run: its id, or none for the "
+                                               "latest.")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL (default: SQLite in the "
+                                                "run directory), e.g. postgresql://...")] = None,
+    no_prune: Annotated[bool, typer.Option("--no-prune", help="Evaluate every candidate on all of val.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the estimated calls and cost, and stop.")] = False,
+    report: ReportOpt = None,
+    strategy: StrategyOpt = "reflex",
+    verbose: VerboseOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Optimize a prompt: diagnose failures, propose rewrites, search with Optuna, verify on held-out test."""
+    from ..config import Budget, optimize_config, parse_duration, parse_split
+    from ..optimizer import Optimizer
+    from ..render import LiveView, print_dry_run, print_optimize
+
+    if resume is None and (dataset is None or prompt is None):
+        _fail("DATASET and PROMPT are required (fix: give both, or --resume RUN_ID)")
+    config = optimize_config(
+        dataset or "", prompt or "", model=model, api_base=api_base, max_tokens=max_tokens,
+        reasoning_model=reasoning_model, judge=judge, rubric=judge_criteria, metric=metric,
+        input_field=input_field, ideal_field=ideal_field, output=output,
+        budget=Budget(max_calls=max_calls, max_cost=max_cost, max_time_s=parse_duration(max_time),
+                      max_trials=max_trials, patience=patience, target=target),
+        split=parse_split(split_opt), seed=seed, concurrency=concurrency, pruning=not no_prune, storage=storage,
+        strategy=strategy)
+    opt = Optimizer(config, resume=resume, run_dir=run_dir)
+    est = opt.estimate()
+    if dry_run:
+        if as_json:
+            print_json(est)
+        else:
+            print_dry_run(out, err, est)
+        return
+    replacing = output is not None and output.exists()
+    with LiveView(err, quiet=as_json, verbose=verbose) as view:
+        opt.on_event = view.on_event
+        result = opt.run()
+    if replacing:
+        err.print(f"[yellow]note:[/] {output} existed and now holds the new best prompt")
+    data = result.to_json()
+    if report is not None:
+        from ..report import write_report
+
+        err.print(f"report: {write_report(Path(result.run_dir), report)}")
+    if as_json:
+        for k in ("baseline_prompt", "best_prompt", "usage"):
+            data.pop(k, None)
+        print_json(data)
+        return
+    print_optimize(out, result)
+
+
+@app.command("worker")
+@_guard
+def worker_cmd(
+    storage: Annotated[str, typer.Option("--storage", help="Optuna storage URL shared with the run, e.g. "
+                                         "postgresql://user@host/db.")],
+    study: Annotated[str | None, typer.Option("--study", help="Work on this study only (default: every "
+                                              "running reflexopt study).")] = None,
+    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to keep polling for a running study.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Join optimize runs in shared storage and evaluate their trials (run it on any number of machines)."""
+    from ..render import print_worker, worker_events
+    from ..worker import run_worker
+
+    reports = run_worker(storage, study=study, wait_s=wait, on_event=worker_events(err, quiet=as_json))
+    if as_json:
+        print_json([r.__dict__ for r in reports])
+    else:
+        print_worker(out, reports)
+
+
+@app.command("compare")
+@_guard
+def compare_cmd(
+    dataset: Annotated[Path, typer.Argument(help="JSONL or CSV dataset.")],
+    prompt: Annotated[Path, typer.Argument(help="Starting prompt file (markdown).")],
+    models: Annotated[list[str], typer.Option("-m", "--model", help="A model to compare (repeat: -m A -m B).")],
+    api_base: ApiBase = None,
+    judge: JudgeOpt = None,
+    judge_criteria: RubricOpt = None,
+    metric: MetricOpt = None,
+    reasoning_model: Annotated[str | None, typer.Option(
+        "--reasoning-model", help="Model that diagnoses and rewrites for every model (default: each model).")] = None,
+    no_tune: Annotated[bool, typer.Option("--no-tune", help="Score the starting prompt only.")] = False,
+    max_calls_per_model: Annotated[int | None, typer.Option("--max-calls-per-model", min=1)] = None,
+    max_trials: Annotated[int, typer.Option("--max-trials", min=0, help="Candidates per model.")] = 12,
+    target: Annotated[float | None, typer.Option("--target", min=0, max=1, help="Score that is good enough.")] = None,
+    transfer: Annotated[bool, typer.Option("--transfer", help="Score every tuned prompt on every model.")] = False,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Models tuned at the same time.")] = 2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    concurrency: ConcOpt = None,
+    max_tokens: MaxTok = None,
+    report: ReportOpt = None,
+    strategy: StrategyOpt = "reflex",
+    as_json: JsonOpt = False,
+) -> None:
+    """Tune a prompt for each model, compare them on one test split, recommend the cheapest good one."""
+    from ..compare import compare
+    from ..config import Budget, CompareConfig, DataSpec, model_spec, scorer_spec
+    from ..render import compare_events, print_compare
+
+    if len(models) < 1:
+        _fail("give at least one model with -m (fix: -m MODEL_A -m MODEL_B)")
+    config = CompareConfig(
+        data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
+        models=tuple(model_spec(m, api_base=api_base, max_tokens=max_tokens) for m in models),
+        reasoning=model_spec(reasoning_model, api_base=api_base),
+        scorer=scorer_spec(metric=metric, judge=judge, rubric=judge_criteria, api_base=api_base),
+        budget=Budget(max_calls=max_calls_per_model, max_trials=max_trials, patience=max(1, max_trials)),
+        tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel,
+        strategy=strategy)
+
+    result = compare(config, on_event=compare_events(err, quiet=as_json, tuning=not no_tune)).to_json()
+    if report is not None:
+        from ..report import write_report
+        from ..store import runs_root
+
+        err.print(f"report: {write_report(runs_root() / result['compare_id'], report)}")
+    if as_json:
+        for r in result["rows"]:
+            r.pop("tuned_prompt", None)
+        print_json(result)
+        return
+    print_compare(out, result)
+
+
+@app.command("batch")
+@_guard
+def batch_cmd(
+    jobs: Annotated[Path, typer.Argument(help="Jobs file (YAML): defaults + a list of jobs.")],
+    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Jobs run at the same time.")] = 1,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL for every job's study.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write one HTML report per job into this "
+                                                "directory.")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="Search strategy for every job (overrides "
+                                                 "the jobs file): reflex, mipro or gepa.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-optimize many prompt/model jobs; resumable; exit code 1 when a job regressed beyond its tolerance."""
+    from ..batch import run_batch
+    from ..render import batch_events, print_batch
+
+    result = run_batch(jobs, storage=storage, parallel=parallel, on_event=batch_events(err, quiet=as_json),
+                       strategy=strategy)
+    if report is not None:
+        from ..report import write_batch_reports
+
+        err.print(f"reports: {write_batch_reports(result, report)}")
+    if as_json:
+        print_json(result)
+    else:
+        print_batch(out, result)
+    if result["regressions"] or result["failed"]:
+        raise typer.Exit(1)

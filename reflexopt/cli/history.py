@@ -1,0 +1,71 @@
+"""Run history: `runs list|show|diff` and `report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import JsonOpt, _guard, app, out, print_json
+
+runs_app = typer.Typer(help="Run history: list, show and diff runs (optimize, compare, batch).",
+                       no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+@_guard
+def runs_list(as_json: JsonOpt = False) -> None:
+    """Every run: id, date, dataset, model, baseline -> best on test, significance, calls, cost, status."""
+    from ..render import runs_table
+    from ..runs import list_runs
+
+    runs = list_runs()
+    if as_json:
+        print_json([r.to_json() for r in runs])
+        return
+    out.print(runs_table(runs, out.width))
+
+
+@runs_app.command("show")
+@_guard
+def runs_show(run: Annotated[str, typer.Argument(help="Run id (or prefix) or directory.")],
+              as_json: JsonOpt = False) -> None:
+    """Config, trajectory, best prompt and summary of one run."""
+    from ..render import print_run
+    from ..runs import show
+
+    data = show(run)
+    if as_json:
+        print_json(data)
+        return
+    print_run(out, data)
+
+
+@runs_app.command("diff")
+@_guard
+def runs_diff(a: Annotated[str, typer.Argument(help="First run.")],
+              b: Annotated[str, typer.Argument(help="Second run.")], as_json: JsonOpt = False) -> None:
+    """Prompt diff of two runs' best prompts, and the test cases whose score changed."""
+    from ..render import print_diff
+    from ..runs import diff
+
+    d = diff(a, b)
+    if as_json:
+        print_json(d)
+        return
+    print_diff(out, d)
+
+
+@app.command("report")
+@_guard
+def report_cmd(run: Annotated[str, typer.Argument(help="Run id (or prefix), compare id, or directory.")],
+               output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file to write.")] = None,
+               ) -> None:
+    """Write a self-contained HTML report (opens offline; plots inline)."""
+    from ..report import write_report
+    from ..runs import find
+
+    path = write_report(find(run), output)
+    out.print(f"report: {path}")
