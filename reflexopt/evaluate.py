@@ -15,6 +15,7 @@ from .data import Case
 from .errors import ConfigError
 from .metrics import Score
 from .models import ModelClient
+from .models.base import CallCost
 from .prompt import Prompt
 from .stats import mean_ci, percentile
 
@@ -39,7 +40,9 @@ class Scorer(Protocol):
 
 
 @dataclass(frozen=True)
-class CaseResult:
+class CaseResult(CallCost):
+    """One case scored: the task model's output, its score, and what its calls cost."""
+
     case_id: str
     input: str
     output: str
@@ -49,16 +52,11 @@ class CaseResult:
     reasoning: str = ""
     category: str | None = None
     error: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_s: float = 0.0
-    cached: bool = False
-    budget_exhausted: bool = False
     calls: int = 0  # paid model calls this case cost (task + judge)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        return {**{k: d.pop(k) for k in ("case_id", "input", "output", "ideal", "score", "passed")}, **d}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CaseResult:
@@ -67,9 +65,7 @@ class CaseResult:
 
 async def run_case(case: Case, prompt: Prompt, task: ModelClient, scorer: Scorer) -> CaseResult:
     res = await task.complete(prompt.render(case))
-    base: dict[str, Any] = dict(case_id=case.id, input=case.input_text, ideal=case.ideal,
-                                prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
-                                cost_usd=res.cost_usd, latency_s=res.latency_s, cached=res.cached)
+    base: dict[str, Any] = dict(case_id=case.id, input=case.input_text, ideal=case.ideal, **res.cost_fields())
     task_calls = 0 if res.cached or res.budget_exhausted else 1
     if not res.ok:
         return CaseResult(output="", score=None, passed=None, error=f"model call failed: {res.error}",

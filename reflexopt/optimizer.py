@@ -197,9 +197,9 @@ class Optimizer:
             store.event("stale_trials_failed", n=stale)
 
         self._emit("phase", {"phase": "baseline"})
-        baseline = Candidate("baseline", r.baseline_prompt, state=State.COMPLETE)
+        baseline = Candidate("baseline", r.baseline_prompt)
         res, _ = await r.evaluate(baseline, r.val, "val")
-        baseline.val = {x.case_id: x.score for x in res if x.score is not None}
+        baseline = baseline.scored({x.case_id: x.score for x in res if x.score is not None}, State.COMPLETE)
         if not baseline.val:
             raise ConfigError("the baseline prompt produced no scorable output on val (every call failed)",
                               fix=f"check the model and scorer; see {store.root / 'evals.jsonl'}")

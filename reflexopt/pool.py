@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from .data import Case
@@ -29,8 +30,10 @@ class State(str, Enum):
         return str(self.value)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Candidate:
+    """One prompt tried in a run. Frozen: scoring makes a new record with `scored(...)`."""
+
     id: str
     prompt: Prompt
     operator: str = "baseline"
@@ -38,13 +41,17 @@ class Candidate:
     reasoning: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     val: dict[str, float] = field(default_factory=dict)
-    state: str = State.RUNNING
+    state: State = State.RUNNING
     trial: int | None = None
     fallback: bool = False
     worker: str = ""
     asked: str = ""  # the operator the policy asked for (differs from `operator` when an LLM rewrite fell back)
 
-    @property
+    def scored(self, val: dict[str, float], state: State) -> Candidate:
+        """This candidate with its val scores and final state."""
+        return replace(self, val=dict(val), state=state)
+
+    @cached_property
     def key(self) -> str:
         """Same key, same messages for every case: prompts that differ only in settings that do not change
         the rendering (demo style without demos, ...) share one key and are never paid for twice."""
@@ -67,7 +74,7 @@ class Candidate:
                 "worker": self.worker, "state": self.state, "asked": self.asked or self.operator}
 
 
-_STATES = {"COMPLETE": "complete", "PRUNED": "pruned"}
+_STATES = {"COMPLETE": State.COMPLETE, "PRUNED": State.PRUNED}
 
 
 def counts_as_trial(r: TrialRecord) -> bool:
@@ -84,11 +91,11 @@ def from_study(records: Sequence[TrialRecord], val: Sequence[Case]) -> list[Cand
     for r in sorted(records, key=lambda r: r.number):
         if r.state not in _STATES or "prompt" not in r.attrs:
             continue
-        state = r.attrs.get("state") if r.attrs.get("state") == "duplicate" else _STATES[r.state]
+        state = State.DUPLICATE if r.attrs.get("state") == "duplicate" else _STATES[r.state]
         scores = {val[i].id: v for i, v in r.steps.items() if 0 <= i < len(val)}
         out.append(Candidate(str(r.attrs["candidate"]), _parsed(str(r.attrs["prompt"]), str(r.attrs["candidate"])),
                              str(r.attrs.get("operator", "")), r.attrs.get("parent"), str(r.attrs.get("reasoning", "")),
-                             dict(r.params), scores, str(state), r.number, bool(r.attrs.get("fallback")),
+                             dict(r.params), scores, state, r.number, bool(r.attrs.get("fallback")),
                              str(r.attrs.get("worker", "")), str(r.attrs.get("asked", ""))))
     return out
 

@@ -285,17 +285,23 @@ def runs_table(runs: list[Any], width: int = 160) -> Table:
     return t
 
 
-def worker_events(console: Console, *, quiet: bool) -> Callable[[str, dict[str, Any]], None]:
+def event_lines(console: Console, *, quiet: bool,
+                lines: dict[str, Callable[[dict[str, Any]], str]]) -> Callable[[str, dict[str, Any]], None]:
+    """An event callback that prints one line for each event kind in `lines` (nothing when quiet)."""
     def show(kind: str, data: dict[str, Any]) -> None:
-        if quiet:
-            return
-        if kind == "study":
-            console.print(f"joined {data['study']} (run {data['run_id']})")
-        elif kind == "trial":
-            console.print(f"  {data['candidate']:>5} {data['operator']:<24} {data['state']:<9} val {data['val']:.3f} "
-                          f"({data['n_val']} cases)")
+        line = lines.get(kind)
+        if line is not None and not quiet:
+            console.print(line(data))
 
     return show
+
+
+def worker_events(console: Console, *, quiet: bool) -> Callable[[str, dict[str, Any]], None]:
+    return event_lines(console, quiet=quiet, lines={
+        "study": lambda d: f"joined {d['study']} (run {d['run_id']})",
+        "trial": lambda d: (f"  {d['candidate']:>5} {d['operator']:<24} {d['state']:<9} val {d['val']:.3f} "
+                            f"({d['n_val']} cases)"),
+    })
 
 
 def print_worker(console: Console, reports: list[Any]) -> None:
@@ -306,17 +312,14 @@ def print_worker(console: Console, reports: list[Any]) -> None:
 
 
 def compare_events(console: Console, *, quiet: bool, tuning: bool) -> Callable[[str, dict[str, Any]], None]:
-    def show(kind: str, data: dict[str, Any]) -> None:
-        if quiet:
-            return
-        if kind == "model_start":
-            console.print(f"[dim]{data['model']}: {'tuning' if tuning else 'scoring'}[/]")
-        elif kind == "model_done":
-            row = data["row"]
-            console.print(f"[dim]{data['model']}: " + (f"failed: {row['error']}" if row["error"] else
-                                                       f"tuned {row['tuned']}") + "[/]")
+    def done(d: dict[str, Any]) -> str:
+        row = d["row"]
+        return f"[dim]{d['model']}: " + (f"failed: {row['error']}" if row["error"] else f"tuned {row['tuned']}") + "[/]"
 
-    return show
+    return event_lines(console, quiet=quiet, lines={
+        "model_start": lambda d: f"[dim]{d['model']}: {'tuning' if tuning else 'scoring'}[/]",
+        "model_done": done,
+    })
 
 
 def print_compare(console: Console, result: dict[str, Any]) -> None:
@@ -328,20 +331,16 @@ def print_compare(console: Console, result: dict[str, Any]) -> None:
 
 
 def batch_events(console: Console, *, quiet: bool) -> Callable[[str, dict[str, Any]], None]:
-    def show(kind: str, data: dict[str, Any]) -> None:
-        if quiet:
-            return
-        if kind == "round":
-            console.print(f"[dim]round {data['round']}" + (" (resuming)" if data["resumed"] else "") +
-                          f" · state in {data['state_dir']}[/]")
-        elif kind == "skip":
-            console.print(f"[dim]{data['unit']}: finished earlier, skipped[/]")
-        elif kind == "unit_start":
-            how = "resuming" if data["resume"] else ("warm start from previous best" if data["warm_start"] else
-                                                     "first run")
-            console.print(f"{data['unit']}: {how}")
+    def start(d: dict[str, Any]) -> str:
+        how = "resuming" if d["resume"] else ("warm start from previous best" if d["warm_start"] else "first run")
+        return f"{d['unit']}: {how}"
 
-    return show
+    return event_lines(console, quiet=quiet, lines={
+        "round": lambda d: (f"[dim]round {d['round']}" + (" (resuming)" if d["resumed"] else "")
+                            + f" · state in {d['state_dir']}[/]"),
+        "skip": lambda d: f"[dim]{d['unit']}: finished earlier, skipped[/]",
+        "unit_start": start,
+    })
 
 
 def print_batch(console: Console, result: dict[str, Any]) -> None:

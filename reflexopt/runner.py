@@ -271,22 +271,24 @@ class Runner:
         if dup is not None:  # the same prompt again: its scores are known, no calls
             for cid, v in dup.val.items():
                 trial.report(v, self.index[cid])
-            cand.val, cand.state = dict(dup.val), State.DUPLICATE
+            cand = cand.scored(dup.val, State.DUPLICATE)
             self.finish(trial, cand, dup.val_mean)
             return cand
         order = list(self.val)
         random.Random(self.config.seed * 100_003 + trial.number).shuffle(order)
         results, pruned = await self.evaluate(cand, order, "val", trial)
-        cand.val = {r.case_id: r.score for r in results if r.score is not None}
-        if not cand.val:
-            cand.state = State.FAILED
+        val = {r.case_id: r.score for r in results if r.score is not None}
+        if not val:
+            state = State.FAILED
         elif pruned:
-            cand.state = State.PRUNED
-        elif len(cand.val) < len(self.val) and self.out_of_budget:
-            cand.state = State.INCOMPLETE
+            state = State.PRUNED
+        elif len(val) < len(self.val) and self.out_of_budget:
+            state = State.INCOMPLETE
         else:
-            cand.state = State.COMPLETE
+            state = State.COMPLETE
+        cand = cand.scored(val, state)
         self.finish(trial, cand, cand.val_mean if cand.val else None)
+        self._note_reasoner(outcomes([*pool, cand]))
         return cand
 
     def finish(self, trial: Trial, cand: Candidate, value: float | None) -> None:

@@ -58,8 +58,9 @@ def _storage(url: str) -> Any:
             except ImportError:
                 raise
             except Exception as e:  # noqa: BLE001
-                # several processes creating the schema of an empty database at once race; the loser retries
-                if "IntegrityError" not in type(e).__name__ or attempt == 5:
+                # several processes creating the schema of an empty database at once race (a duplicate type
+                # or table: IntegrityError or ProgrammingError); the loser retries
+                if type(e).__name__ not in ("IntegrityError", "ProgrammingError") or attempt == 5:
                     raise
                 time.sleep(0.5 + attempt)
         raise AssertionError("unreachable")

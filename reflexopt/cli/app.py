@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -28,7 +29,10 @@ MetricOpt = Annotated[str | None, typer.Option("--metric", help="exact, contains
                                                "json-schema:FILE, max-length:N, or FILE.py:FUNCTION (your own)")]
 InputField = Annotated[str | None, typer.Option("--input-field", help="Column holding the input.")]
 IdealField = Annotated[str | None, typer.Option("--ideal-field", help="Column holding the reference answer.")]
-ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Cases in flight at once.")]
+ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Cases in flight at once (default: 8 for "
+                                             "an API model, 2 for the embedded model).")]
+DataArg = Annotated[Path, typer.Argument(metavar="DATASET", help="JSONL or CSV dataset.")]
+PromptArg = Annotated[Path, typer.Argument(metavar="PROMPT", help="Prompt file (markdown).")]
 MaxTok = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Completion token limit for the task model.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show each case's output and score as it comes.")]
@@ -119,3 +123,11 @@ def _guard(fn: Any) -> Any:
 def print_json(data: object) -> None:
     """`--json`: one JSON object on stdout."""
     sys.stdout.write(json.dumps(data, default=str) + "\n")
+
+
+def show(data: Any, render: Callable[[Console, Any], None], *, as_json: bool) -> None:
+    """A command's result: one JSON object with `--json`, else rendered on stdout."""
+    if as_json:
+        print_json(data)
+    else:
+        render(out, data)

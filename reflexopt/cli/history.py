@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import JsonOpt, _guard, app, out, print_json
+from .app import show as show_result
 
 runs_app = typer.Typer(help="Run history: list, show and diff runs (optimize, compare, batch).",
                        no_args_is_help=True)
@@ -36,11 +37,7 @@ def runs_show(run: Annotated[str, typer.Argument(help="Run id (or prefix) or dir
     from ..render import print_run
     from ..runs import show
 
-    data = show(run)
-    if as_json:
-        print_json(data)
-        return
-    print_run(out, data)
+    show_result(show(run), print_run, as_json=as_json)
 
 
 @runs_app.command("diff")
@@ -51,11 +48,7 @@ def runs_diff(a: Annotated[str, typer.Argument(help="First run.")],
     from ..render import print_diff
     from ..runs import diff
 
-    d = diff(a, b)
-    if as_json:
-        print_json(d)
-        return
-    print_diff(out, d)
+    show_result(diff(a, b), print_diff, as_json=as_json)
 
 
 @app.command("report")

@@ -12,21 +12,32 @@ Message = dict[str, str]
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 
 
+@dataclass(frozen=True, kw_only=True)
+class CallCost:
+    """What a call (or a case's calls) cost: tokens, USD, latency, whether the cache answered, and whether
+    the budget refused it."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False
+    budget_exhausted: bool = False
+
+    def cost_fields(self) -> dict[str, Any]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cost_usd": self.cost_usd, "latency_s": self.latency_s, "cached": self.cached}
+
+
 @dataclass(frozen=True)
-class ChatResult:
+class ChatResult(CallCost):
     """One model call as recorded: never raised, a failure is a result with `error` set."""
 
     text: str
     model: str
     ok: bool = True
     error: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_s: float = 0.0
-    cached: bool = False
     attempts: int = 1
-    budget_exhausted: bool = False
 
 
 @dataclass(frozen=True)

@@ -79,11 +79,11 @@ class SearchContext:
         order = list(r.val)
         random.Random(self.config.seed * 100_003 + trial.number).shuffle(order)
         results, _ = await r.evaluate(cand, order, "val")
-        cand.val = {x.case_id: x.score for x in results if x.score is not None}
-        for cid, v in cand.val.items():
+        val = {x.case_id: x.score for x in results if x.score is not None}
+        for cid, v in val.items():
             trial.report(v, r.index[cid])
-        complete = len(cand.val) == len(r.val)
-        cand.state = State.COMPLETE if complete else (State.FAILED if not cand.val else State.INCOMPLETE)
+        cand = cand.scored(val, State.COMPLETE if len(val) == len(r.val) else
+                           (State.FAILED if not val else State.INCOMPLETE))
         r.finish(trial, cand, cand.val_mean if cand.val else None)
         self.after_trial(cand)
         return cand
