@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import OptimizeConfig
-from .errors import ConfigError
+from .errors import ConfigError, ReflexoptError
 from .events import Event
 from .operators import LLM_OPERATORS, NAMES
 from .pool import Candidate, State, from_study, select
@@ -98,6 +98,7 @@ class Optimizer:
             self.store = None
             self._run_dir = run_dir
             self.resumed = False
+        self._search: Search | None = None
         self.runner = Runner(self.config, baseline, store=self.store, on_event=self._emit)
         self.strategy = get_strategy(self.config.strategy)
         self.runner.preflight()
@@ -174,6 +175,17 @@ class Optimizer:
         return asyncio.run(self.arun())
 
     async def arun(self) -> OptimizeResult:
+        try:
+            return await self._arun()
+        except ReflexoptError as e:  # a run that stops on an error is failed, not interrupted
+            if self.store is not None:
+                self.store.mark_failed(str(e))
+            raise
+        finally:
+            if self._search is not None:
+                self._search.close()
+
+    async def _arun(self) -> OptimizeResult:
         start = time.monotonic()
         cfg, r = self.config, self.runner
         if self.store is None:
@@ -184,8 +196,8 @@ class Optimizer:
                                       r.baseline_prompt.to_markdown())
         store = self.store
         store.mark_running()
-        search = Search(cfg.storage or store.storage_url(), study_name(store.run_id), seed=cfg.seed,
-                        pruning=cfg.pruning)
+        search = self._search = Search(cfg.storage or store.storage_url(), study_name(store.run_id), seed=cfg.seed,
+                                       pruning=cfg.pruning)
         r.connect(search)
         est = self.estimate()
         store.event("start", resumed=self.resumed, study=search.name, **est)

@@ -78,6 +78,9 @@ def trajectory_svg(cands: list[dict[str, Any]], accepted: list[str]) -> str:
         else:
             shape = f"<circle cx={x:.1f} cy={yy:.1f} r=5 fill='#2e90fa'/>"
         parts.append(f"<g><title>{label}</title>{shape}</g>")
+        if i % max(1, len(pts) // 24 + 1) == 0 or c["id"] in accepted:  # the candidate id under its point
+            parts.append(f"<text x={x:.1f} y={h - pad + 14} font-size=10 text-anchor=middle "
+                         f"fill='#667085'>{escape(c['id'])}</text>")
     parts.append(f"<text x={pad} y={h - 8} font-size=11 fill='#667085'>trials in order → · orange: accepted path · "
                  "hollow: pruned (scored on part of val) · blue: completed</text></svg>")
     return _svg("".join(parts))

@@ -28,7 +28,7 @@ class RunInfo:
     significant: bool | None
     calls: int | None
     cost: float | None
-    status: str  # done | interrupted | running
+    status: str  # done | running | failed (stopped on an error) | interrupted
 
     def to_json(self) -> dict[str, Any]:
         d = self.__dict__.copy()
@@ -66,7 +66,8 @@ def info(path: Path) -> RunInfo:
                        ", ".join(m["id"] for m in cfg["models"]), None, best, None, None, None,
                        "done" if res else "interrupted")
     summary = RunStore(path).summary()
-    status = "done" if summary else ("running" if _pid_alive(path) else "interrupted")
+    status = ("done" if summary else "failed" if RunStore(path).failure() else
+              "running" if _pid_alive(path) else "interrupted")
     if summary:
         return RunInfo(path.name, path, "optimize", started, _data_name(cfg["data"]["path"]), cfg["model"]["id"],
                        summary["baseline_test"], summary["best_test"], summary["significant"],

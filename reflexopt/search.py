@@ -81,10 +81,21 @@ def find_studies(url: str) -> list[tuple[str, dict[str, Any]]]:
     """(study name, study attributes) of every reflexopt study in a storage."""
     optuna = _optuna()
     out = []
-    for s in optuna.get_all_study_summaries(storage=_storage(url), include_best_trial=False):
-        if "reflexopt_config" in s.user_attrs:
-            out.append((s.study_name, dict(s.user_attrs)))
+    storage = _storage(url)
+    try:
+        for s in optuna.get_all_study_summaries(storage=storage, include_best_trial=False):
+            if "reflexopt_config" in s.user_attrs:
+                out.append((s.study_name, dict(s.user_attrs)))
+    finally:
+        _close(storage)
     return out
+
+
+def _close(storage: Any) -> None:
+    """Close the storage's database connections (a long-lived process must not keep them until GC)."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 class Trial:
@@ -159,6 +170,15 @@ class Search:
     @property
     def name(self) -> str:
         return str(self.study.study_name)
+
+    def close(self) -> None:
+        _close(self.storage)
+
+    def __enter__(self) -> Search:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def set(self, key: str, value: Any) -> None:
         self.study.set_user_attr(key, value)

@@ -87,6 +87,17 @@ class RunStore:
         """Record the owning process, so `runs list` can tell running from interrupted runs."""
         (self.root / "pid").write_text(str(os.getpid()), encoding="utf-8")
 
+    def mark_failed(self, message: str) -> None:
+        """Record why the run stopped on an error (not an interruption): `runs list` shows it as failed."""
+        _write_atomic(self.root / "failed.json", json.dumps({"error": message}))
+        self.event("failed", error=message)
+
+    def failure(self) -> str | None:
+        try:
+            return str(json.loads((self.root / "failed.json").read_text(encoding="utf-8"))["error"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     @classmethod
     def open(cls, ref: str | None = None, *, run_dir: Path | None = None) -> RunStore:
         """An existing run: by directory, by id under the runs root, or the latest one."""

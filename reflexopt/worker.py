@@ -32,25 +32,25 @@ class WorkerReport:
 async def _work_on(name: str, attrs: dict[str, Any], storage: str, on_event: Event) -> WorkerReport:
     config = OptimizeConfig.model_validate(attrs["reflexopt_config"]).model_copy(update={"storage": storage})
     runner = Runner(config, parse_prompt(attrs["baseline_prompt"], "baseline"), store=None, on_event=on_event)
-    search = Search(storage, name, seed=config.seed, pruning=config.pruning)
-    runner.connect(search)
-    done = 0
-    while True:
-        attrs_now = search.attrs()
-        if attrs_now.get("status") != "running":
-            break
-        search.fail_stale()  # a dead worker's trial must not hold a --max-trials slot
-        records = search.records()
-        pool = from_study(records, runner.val)
-        sel = select(pool, len(runner.val), float(attrs_now.get("min_gain", 0.0)))
-        if runner.stop_reason(records, sel, pool):
-            break
-        cand = await runner.step(pool)
-        if cand is None:
-            break
-        done += 1
-        on_event("trial", {"study": name, "candidate": cand.id, "operator": cand.operator, "state": cand.state,
-                           "val": cand.val_mean, "n_val": len(cand.val)})
+    with Search(storage, name, seed=config.seed, pruning=config.pruning) as search:
+        runner.connect(search)
+        done = 0
+        while True:
+            attrs_now = search.attrs()
+            if attrs_now.get("status") != "running":
+                break
+            search.fail_stale()  # a dead worker's trial must not hold a --max-trials slot
+            records = search.records()
+            pool = from_study(records, runner.val)
+            sel = select(pool, len(runner.val), float(attrs_now.get("min_gain", 0.0)))
+            if runner.stop_reason(records, sel, pool):
+                break
+            cand = await runner.step(pool)
+            if cand is None:
+                break
+            done += 1
+            on_event("trial", {"study": name, "candidate": cand.id, "operator": cand.operator, "state": cand.state,
+                               "val": cand.val_mean, "n_val": len(cand.val)})
     return WorkerReport(name, done, runner.usage()["model_calls"])
 
 

@@ -545,3 +545,20 @@ def test_judge_asks_for_structured_output_where_supported() -> None:
     finally:
         unregister_fake("fake/structured-judge")
         unregister_fake("fake/plain-judge")
+
+
+def test_a_run_that_stops_on_an_error_lists_as_failed_with_its_reason(tmp_path: Path) -> None:
+    from reflexopt.runs import list_runs
+
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Label it.\n")
+    register_fake("fake/mute", FunctionModel(lambda m: ""))  # every reply empty: nothing can be scored
+    try:
+        with pytest.raises(ReflexoptError, match="no scorable output"):
+            optimize(OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                                    model=ModelSpec(id="fake/mute"), scorer=ScorerSpec(metric="contains")))
+    finally:
+        unregister_fake("fake/mute")
+    (run,) = list_runs()
+    assert run.status == "failed"
+    assert "no scorable output" in (RunStore(run.path).failure() or "")

@@ -97,8 +97,9 @@ def test_workers_share_one_study(pg_url: str, openai_server: FakeOpenAI, tmp_pat
         assert w.returncode == 0, werr
         worker_reports += json.loads(wout)
 
-    study = optuna.load_study(study_name=result["study"], storage=pg_url)
-    trials = study.get_trials(deepcopy=False)
+    storage = optuna.storages.RDBStorage(pg_url)
+    trials = optuna.load_study(study_name=result["study"], storage=storage).get_trials(deepcopy=False)
+    storage.engine.dispose()
     assert not [t for t in trials if t.state.name == "RUNNING"]
     evaluated = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.user_attrs.get("candidate")
                  != "baseline"]
@@ -118,14 +119,15 @@ def test_workers_share_one_study(pg_url: str, openai_server: FakeOpenAI, tmp_pat
     from reflexopt.runner import Runner  # noqa: F401  (import check: the worker's code path)
     from reflexopt.search import Search
 
-    search = Search(pg_url, result["study"])
+    with Search(pg_url, result["study"]) as search:
+        records, min_gain = search.records(), float(search.attrs()["min_gain"])
     summary = json.loads((run_dir / "summary.json").read_text())
     from reflexopt.config import OptimizeConfig
     from reflexopt.data import load_dataset, split
 
     cfg = OptimizeConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
     val = list(split(load_dataset(cfg.data.path), cfg.split, seed=cfg.seed).val)
-    sel = select(from_study(search.records(), val), len(val), float(search.attrs()["min_gain"]))
+    sel = select(from_study(records, val), len(val), min_gain)
     assert summary["best_candidate"] == sel.best.id
     assert (run_dir / "best.md").read_text() == sel.best.prompt.to_markdown() == summary["best_prompt"]
     exported = {json.loads(x)["id"] for x in (run_dir / "candidates.jsonl").read_text().splitlines()}

@@ -189,7 +189,8 @@ def worker_cmd(
 def compare_cmd(
     dataset: DataArg,
     prompt: Annotated[Path, typer.Argument(metavar="PROMPT", help="Starting prompt file (markdown).")],
-    models: Annotated[list[str], typer.Option("-m", "--model", help="A model to compare (repeat: -m A -m B).")],
+    models: Annotated[list[str], typer.Option("-m", "--model", metavar="MODEL",
+                                              help="A model to compare (repeat: -m A -m B).")],
     api_base: ApiBase = None,
     judge: JudgeOpt = None,
     judge_criteria: RubricOpt = None,
