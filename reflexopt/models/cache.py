@@ -28,6 +28,7 @@ class ResponseCache:
         for attempt in range(20):  # another process may be creating the same file right now
             try:
                 self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # no fsync per answer; a killed process loses none
                 break
             except sqlite3.OperationalError:
                 if attempt == 19:
