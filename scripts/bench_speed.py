@@ -150,6 +150,16 @@ def runs_list_time(work: Path, n: int) -> float:
     return time.monotonic() - t0
 
 
+def _label_task(work: Path, n: int) -> tuple[Path, Path]:
+    """A two-label task (items say good or bad) and a vague prompt."""
+    rows = [{"input": f"{'good' if i % 2 else 'bad'} item {i}", "ideal": "positive" if i % 2 else "negative"}
+            for i in range(n)]
+    data = work / "task.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (work / "task.md").write_text("Look.\n")
+    return data, work / "task.md"
+
+
 def paid_answers(work: Path) -> tuple[int, int]:
     def answer(req: dict[str, Any]) -> str:
         item = req["messages"][-1]["content"]
@@ -157,12 +167,8 @@ def paid_answers(work: Path) -> tuple[int, int]:
         return ("positive" if "good" in item else "negative") if "positive" in text else "hmm"
 
     srv = LatencyServer(0.05, answer)
-    rows = [{"input": f"{'good' if i % 2 else 'bad'} item {i}", "ideal": "positive" if i % 2 else "negative"}
-            for i in range(90)]
-    data = work / "pa.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (work / "pa.md").write_text("Look.\n")
-    r = subprocess.run([sys.executable, "-m", "reflexopt", "optimize", str(data), str(work / "pa.md"), "-m",
+    data, prompt = _label_task(work, 90)
+    r = subprocess.run([sys.executable, "-m", "reflexopt", "optimize", str(data), str(prompt), "-m",
                         "openai/m", "--api-base", srv.url, "--metric", "contains", "--max-trials", "12",
                         "--concurrency", "8", "--json"], capture_output=True, text=True, env=_env(work / "pa-home"))
     if r.returncode != 0:
@@ -170,11 +176,40 @@ def paid_answers(work: Path) -> tuple[int, int]:
     return srv.count, int(json.loads(r.stdout)["model_calls"])
 
 
+def scale_out(work: Path, pg: str, processes: int, trials: int) -> float:
+    """Trials per second of one optimize run with `processes - 1` workers joining it through PostgreSQL, against
+    a 100 ms server (each process keeps 4 calls in flight, so one process is latency-bound, not CPU-bound)."""
+    def answer(req: dict[str, Any]) -> str:
+        item = req["messages"][-1]["content"]
+        return "positive" if "good" in item else "negative"
+
+    srv = LatencyServer(0.1, answer)
+    data, prompt = _label_task(work, 60)
+    t0 = time.monotonic()
+    coord = subprocess.Popen([sys.executable, "-m", "reflexopt", "optimize", str(data), str(prompt), "-m",
+                              "openai/m", "--api-base", srv.url, "--metric", "contains", "--storage", pg,
+                              "--max-trials", str(trials), "--patience", "100000", "--no-prune", "--concurrency", "4",
+                              "--json", "--run-dir", str(work / "run")], env=_env(work / "h0"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = [subprocess.Popen([sys.executable, "-m", "reflexopt", "worker", "--storage", pg, "--wait", "60",
+                                 "--json"], env=_env(work / f"h{i}"), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for i in range(1, processes)]
+    out, err = coord.communicate()
+    wall = time.monotonic() - t0
+    for w in workers:
+        w.wait()
+    if coord.returncode != 0:
+        raise SystemExit(err[-2000:])
+    return int(json.loads(out)["trials"]) / wall
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--out", default=str(ROOT / "scripts" / "results" / "speed.md"))
+    ap.add_argument("--pg", help="a PostgreSQL URL for the scale-out figure (each run makes its own study)")
+    ap.add_argument("--scale-trials", type=int, default=24)
     args = ap.parse_args()
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,11 +238,24 @@ def main() -> None:
         rows.append(("paid answers: served by the server / reported by reflexopt (pruning on)",
                      f"{served} / {reported}", "equal"))
         print(rows[-1], file=sys.stderr)
+        if args.pg:
+            rate: dict[int, float] = {}
+            for n in (1, 2, 4):
+                vals = []
+                for i in range(args.repeat):
+                    (work / f"so{n}-{i}").mkdir()
+                    vals.append(scale_out(work / f"so{n}-{i}", args.pg, n, args.scale_trials))
+                rate[n] = statistics.median(vals)
+                rows.append((f"scale-out: {n} process(es) on one study (PostgreSQL, 100 ms server), trials/s",
+                             f"{rate[n]:.3f} ({rate[n] / (n * rate[1]):.2f} of linear)",
+                             "≥ 0.8 of linear at 2" if n == 2 else ""))
+                print(rows[-1], file=sys.stderr)
     lines = ["# Speed", "", f"Made by `python scripts/bench_speed.py {' '.join(sys.argv[1:])}` on "
              f"{time.strftime('%Y-%m-%d')}, 2-core CPU, loopback server (no model). Medians of {args.repeat} runs "
              "where repeated.", "", "| figure | measured | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines += ["", "Not measured here: scale-out with 1, 2 and 4 PostgreSQL workers."]
+    if not args.pg:
+        lines += ["", "Not measured here: scale-out with 1, 2 and 4 PostgreSQL workers (give `--pg URL`)."]
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
