@@ -194,8 +194,8 @@ def main() -> None:
     done = {(r["dataset"], r["strategy"], r["budget"], r["seed"]) for r in rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.datasets:
-            for budget in args.budgets:
+        for budget in args.budgets:  # the smaller budget over every dataset first
+            for name in args.datasets:
                 for seed in args.seeds:
                     for strategy in args.strategies + (["aevyra"] if args.aevyra else []):
                         label = "aevyra-reflex 0.2.0" if strategy == "aevyra" else strategy
@@ -203,8 +203,12 @@ def main() -> None:
                             continue
                         work = Path(tmp) / f"{name}-{label}-{budget}-{seed}"
                         work.mkdir()
-                        row = (aevyra(name, budget, seed, args, work) if strategy == "aevyra" else
-                               ours(name, strategy, budget, seed, args, work))
+                        try:
+                            row = (aevyra(name, budget, seed, args, work) if strategy == "aevyra" else
+                                   ours(name, strategy, budget, seed, args, work))
+                        except SystemExit as e:  # one failed run is reported, the others go on
+                            print(f"{name} {label} {budget} seed {seed} FAILED: {e}", file=sys.stderr, flush=True)
+                            continue
                         rows.append(row)
                         with jsonl.open("a", encoding="utf-8") as f:
                             f.write(json.dumps(row) + "\n")
