@@ -169,10 +169,8 @@ class Comparison:
                 store = opt.store
                 assert store is not None
                 memo = store.evals()
-                base_key = _key(opt.runner.baseline_prompt)
-                best = parse_prompt(result.best_prompt, "best")
-                base = [r for (k, s, _), (r, _) in memo.items() if k == base_key and s == "test"]
-                tuned = [r for (k, s, _), (r, _) in memo.items() if k == _key(best) and s == "test"]
+                base = list(store.results(opt.runner.baseline_prompt, "test", memo).values())
+                tuned = list(store.results(result.best_prompt, "test", memo).values())
                 row = _row_from_results(model, base, tuned, result.run_id, result.best_prompt)
             if row.tuned is None:
                 raise RuntimeError("no test case could be scored")
@@ -232,12 +230,6 @@ class Comparison:
                     vals = [r.score for r in res if r.score is not None]
                     matrix[src.model][dst.model] = _r(sum(vals) / len(vals)) if vals else None
         return matrix
-
-
-def _key(prompt: Prompt) -> str:
-    from .store import prompt_key
-
-    return prompt_key(prompt.to_markdown())
 
 
 def compare(config: CompareConfig, *, on_event: Event | None = None) -> CompareResult:

@@ -6,14 +6,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from functools import cached_property
 from typing import Any
 
 from .data import Case
 from .operators import LLM_OPERATORS, Outcome
 from .prompt import Prompt, parse_prompt
 from .search import TrialRecord
-from .store import prompt_key
 
 
 class State(str, Enum):
@@ -51,11 +49,9 @@ class Candidate:
         """This candidate with its val scores and final state."""
         return replace(self, val=dict(val), state=state)
 
-    @cached_property
+    @property
     def key(self) -> str:
-        """Same key, same messages for every case: prompts that differ only in settings that do not change
-        the rendering (demo style without demos, ...) share one key and are never paid for twice."""
-        return prompt_key(self.prompt.canonical().to_markdown())
+        return self.prompt.key
 
     @property
     def val_mean(self) -> float:

@@ -18,9 +18,11 @@ Optional YAML front matter carries structural settings the optimizer may choose 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +61,13 @@ class Prompt:
 
     def with_(self, **changes: Any) -> Prompt:
         return replace(self, **changes)
+
+    @cached_property
+    def key(self) -> str:
+        """Same key, same messages for every case: prompts that differ only in settings that do not change the
+        rendering (demo style without demos, ...) share one key, so they are never paid for twice. The
+        response memo and the run folder's evals are keyed by it. Computed once per prompt object."""
+        return hashlib.sha256(self.canonical().to_markdown().encode()).hexdigest()[:16]
 
     def canonical(self) -> Prompt:
         """The same prompt with settings that cannot change the rendered messages reset to their defaults."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .evaluate import CaseResult
-from .store import RunStore, prompt_key
+from .store import RunStore
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -178,9 +178,7 @@ def run_report(path: Path) -> str:
             f"{escape(summary['stop_reason'])}</span></div></div>")
     body.append("<h2>Score trajectory (val)</h2><div class=card>" + trajectory_svg(cands, accepted) + "</div>")
     if summary:
-        bkey, nkey = prompt_key(base_md), prompt_key(best_md)
-        bt = {cid: r for (k, s, cid), (r, _) in evals.items() if k == bkey and s == "test"}
-        nt = {cid: r for (k, s, cid), (r, _) in evals.items() if k == nkey and s == "test"}
+        bt, nt = store.results(base_md, "test", evals), store.results(best_md, "test", evals)
         common = [c for c in bt if c in nt]
         fixed = [c for c in common if (nt[c].score or 0) > (bt[c].score or 0)]
         broken = [c for c in common if (nt[c].score or 0) < (bt[c].score or 0)]

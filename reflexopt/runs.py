@@ -127,10 +127,7 @@ def _test_scores(path: Path) -> dict[str, Any]:
     summary = store.summary()
     if not summary:
         return {}
-    from .store import prompt_key
-
-    key = prompt_key(summary["best_prompt"])
-    return {cid: r for (k, s, cid), (r, _) in store.evals().items() if k == key and s == "test"}
+    return store.results(summary["best_prompt"], "test")
 
 
 def diff(a: str, b: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from .errors import ConfigError
 from .evaluate import CaseResult
 from .paths import home_dir
+from .prompt import Prompt, parse_prompt
 
 
 def runs_root() -> Path:
@@ -53,8 +53,9 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def prompt_key(markdown: str) -> str:
-    return hashlib.sha256(markdown.encode()).hexdigest()[:16]
+def prompt_key(prompt: str | Prompt) -> str:
+    """The key a prompt's evals are stored under (`Prompt.key`), from the prompt or its markdown."""
+    return (prompt if isinstance(prompt, Prompt) else parse_prompt(prompt, "<stored prompt>")).key
 
 
 class RunStore:
@@ -142,6 +143,13 @@ class RunStore:
         for row in _read_jsonl(self.root / "evals.jsonl"):
             out[(row["key"], row["split"], row["case_id"])] = (CaseResult.from_json(row), int(row.get("calls", 0)))
         return out
+
+    def results(self, prompt: str | Prompt, split: str = "test",
+                evals: dict[tuple[str, str, str], tuple[CaseResult, int]] | None = None) -> dict[str, CaseResult]:
+        """The recorded results of one prompt on one split, by case id (the only place that looks them up)."""
+        key = prompt_key(prompt)
+        return {cid: r for (k, s, cid), (r, _) in (evals if evals is not None else self.evals()).items()
+                if k == key and s == split}
 
     def save_candidate(self, record: dict[str, Any], markdown: str) -> None:
         _write_atomic(self.candidates_dir / f"{record['id']}.md", markdown)

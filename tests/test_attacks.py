@@ -562,3 +562,17 @@ def test_a_run_that_stops_on_an_error_lists_as_failed_with_its_reason(tmp_path: 
     (run,) = list_runs()
     assert run.status == "failed"
     assert "no scorable output" in (RunStore(run.path).failure() or "")
+
+
+def test_results_are_found_by_a_prompts_markdown_even_when_its_canonical_form_differs(tmp_path: Path) -> None:
+    """Evals are keyed by the canonical prompt; compare, `runs show` and the report look them up by markdown.
+    A prompt with a placeholder ignores instruction_role, so its markdown and canonical form differ."""
+    from reflexopt.evaluate import CaseResult
+
+    store = RunStore.create({"data": {"path": "d.jsonl"}}, run_dir=tmp_path / "run", baseline="Look.\n")
+    best = Prompt(text="Review: {input}\nPositive or negative?", instruction_role="user")
+    assert best.to_markdown() != best.canonical().to_markdown()
+    r = CaseResult(case_id="3", input="good", output="positive", ideal="positive", score=1.0, passed=True)
+    store.add_eval(best.key, "test", r, 1)
+    assert store.results(best.to_markdown(), "test") == {"3": r}
+    assert store.results(parse_prompt(best.to_markdown(), "best.md"), "test") == {"3": r}
