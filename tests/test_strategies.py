@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import names_labels, write_jsonl
+from conftest import FakeOpenAI, label_rows, names_labels, write_jsonl
 
 from reflexopt.config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
 from reflexopt.errors import ConfigError
@@ -112,3 +115,19 @@ def test_dspy_and_litellm_stay_off_the_start_up_path() -> None:
             "print('dspy' in sys.modules, 'litellm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split()
     assert out == ["False", "False"]
+
+
+@pytest.mark.parametrize("strategy", ["mipro", "gepa"])
+def test_json_output_stays_one_object_when_dspy_prints(strategy: str, openai_server: FakeOpenAI,
+                                                       tmp_path: Path) -> None:
+    """DSPy prints its progress; `--json` must still print exactly one JSON object on stdout."""
+    openai_server.responder = lambda req: "positive" if "good" in req["messages"][-1]["content"] else "negative"
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(40))
+    (tmp_path / "p.md").write_text("Label it.\n")
+    r = subprocess.run([sys.executable, "-m", "reflexopt", "optimize", str(data), str(tmp_path / "p.md"), "-m",
+                        "openai/t", "--api-base", openai_server.url, "--metric", "contains", "--strategy", strategy,
+                        "--max-calls", "150", "--json"], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "REFLEXOPT_HOME": str(tmp_path / "h"),
+                            "OPENAI_API_KEY": "sk-test-00000000000000"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["model_calls"] <= 150

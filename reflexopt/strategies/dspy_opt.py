@@ -18,8 +18,10 @@ only when `--strategy mipro|gepa` is chosen).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import sys
 import warnings
 from types import SimpleNamespace
 from typing import Any
@@ -186,7 +188,8 @@ class DspyStrategy:
         seed = ctx.config.seed
 
         def compile_() -> Any:
-            with dspy.context(lm=task_lm, adapter=adapter):
+            # DSPy prints progress with print(): stdout belongs to the command's result (`--json`)
+            with contextlib.redirect_stdout(sys.stderr), dspy.context(lm=task_lm, adapter=adapter):
                 if gepa:
                     calls = max(len(val) + 10, int(0.8 * budget / per_case))
                     opt = dspy.GEPA(metric=metric, max_metric_calls=calls, reflection_lm=reasoner_lm,
