@@ -81,11 +81,19 @@ def counts_as_trial(r: TrialRecord) -> bool:
     return r.state in ("COMPLETE", "PRUNED", "RUNNING") or r.attrs.get("state") in ("failed", "incomplete")
 
 
+_BUILT: dict[int, tuple[TrialRecord, Sequence[Case], Candidate]] = {}
+
+
 def from_study(records: Sequence[TrialRecord], val: Sequence[Case]) -> list[Candidate]:
-    """Every finished candidate in trial order, with its per-case val scores."""
+    """Every finished candidate in trial order, with its per-case val scores. A record seen before (the same
+    object, which `Search.records` reuses for finished trials) gives the candidate built then."""
     out = []
     for r in sorted(records, key=lambda r: r.number):
         if r.state not in _STATES or "prompt" not in r.attrs:
+            continue
+        hit = _BUILT.get(id(r))  # the entry holds r and val: their ids cannot be reused while it exists
+        if hit is not None and hit[0] is r and hit[1] is val:
+            out.append(hit[2])
             continue
         state = State.DUPLICATE if r.attrs.get("state") == "duplicate" else _STATES[r.state]
         scores = {val[i].id: v for i, v in r.steps.items() if 0 <= i < len(val)}
@@ -93,6 +101,9 @@ def from_study(records: Sequence[TrialRecord], val: Sequence[Case]) -> list[Cand
                              str(r.attrs.get("operator", "")), r.attrs.get("parent"), str(r.attrs.get("reasoning", "")),
                              dict(r.params), scores, state, r.number, bool(r.attrs.get("fallback")),
                              str(r.attrs.get("worker", "")), str(r.attrs.get("asked", ""))))
+        if len(_BUILT) > 50_000:
+            _BUILT.clear()
+        _BUILT[id(r)] = (r, val, out[-1])
     return out
 
 

@@ -187,6 +187,7 @@ class Search:
         pruner: Any = (optuna.pruners.WilcoxonPruner(p_threshold=p_threshold, n_startup_steps=n_startup_steps)
                        if pruning else optuna.pruners.NopPruner())
         self._first_check = n_startup_steps if pruning else 1 << 30
+        self._finished: dict[int, TrialRecord] = {}
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
         self.study = optuna.create_study(storage=self.storage, study_name=study_name, direction="maximize",
                                          sampler=sampler, pruner=pruner, load_if_exists=True)
@@ -248,6 +249,15 @@ class Search:
         self.study.add_trial(trial)
 
     def records(self) -> list[TrialRecord]:
-        return [TrialRecord(t.number, t.state.name, t.value, dict(t.params), dict(t.user_attrs),
-                            dict(t.intermediate_values))
-                for t in self.study.get_trials(deepcopy=False)]
+        """Every trial, in order. A finished trial never changes, so its record is built once and reused (the
+        pool rebuilt from the records each trial then costs nothing for the trials it has seen)."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            hit = self._finished.get(t.number)
+            if hit is None or hit.state != t.state.name:
+                hit = TrialRecord(t.number, t.state.name, t.value, dict(t.params), dict(t.user_attrs),
+                                  dict(t.intermediate_values))
+                if t.state.is_finished():
+                    self._finished[t.number] = hit
+            out.append(hit)
+        return out
