@@ -30,6 +30,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class Server(ThreadingHTTPServer):
+    # the listen backlog is read in the constructor: set on an instance it is too late (the default 5 then drops
+    # the SYNs of 64 clients connecting at once, and each retransmit costs a second)
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class LatencyServer:
     def __init__(self, latency_s: float, answer: Any = None) -> None:
         self.count = 0
@@ -58,9 +65,7 @@ class LatencyServer:
                 with outer.lock:
                     outer.count += 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.request_queue_size = 256
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     @property

@@ -1,10 +1,13 @@
-"""The model layer: the only package that talks to model providers (through litellm).
+"""The model layer: the only package that talks to model providers (through litellm, or directly to
+OpenAI-compatible servers).
 
 `get_client(spec, role)` returns a :class:`ModelClient` for a litellm id, `local/NAME` (the embedded
 llama.cpp server), or a fake registered with :func:`register_fake`.
 """
 
 from __future__ import annotations
+
+import os
 
 from ..config import ModelSpec
 from ..errors import ModelError
@@ -43,10 +46,15 @@ def resolve_backend(spec: ModelSpec) -> tuple[Backend, str, int]:
         name = spec.id.split("/", 1)[1]
         path = model_file(name)  # fails fast (with the install command) when the extra is missing
         return LocalBackend(name), f"{spec.id}:{path.name}", 2
+    key = spec.id if not spec.api_base else f"{spec.id}@{spec.api_base}"
+    if spec.api_base and spec.id.startswith("openai/"):  # an OpenAI-compatible server: the direct transport
+        from .openai_compat import OpenAICompatBackend
+
+        return OpenAICompatBackend(spec.id, api_base=spec.api_base, api_key=os.environ.get("OPENAI_API_KEY"),
+                                   priced=True), key, 8
     from .litellm_backend import LiteLLMBackend, check_model_id
 
     check_model_id(spec.id, spec.api_base)
-    key = spec.id if not spec.api_base else f"{spec.id}@{spec.api_base}"
     return LiteLLMBackend(spec.id, api_base=spec.api_base), key, 8
 
 

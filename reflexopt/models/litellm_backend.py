@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 from ..errors import ModelError
@@ -17,6 +18,8 @@ def _litellm() -> Any:
     import litellm
 
     if not _ready:
+        # litellm's typed dicts make pydantic warn once per process on the first call; not the user's concern
+        warnings.filterwarnings("ignore", message=".*using the `ReadOnly` qualifier", category=UserWarning)
         litellm.suppress_debug_info = True
         litellm.telemetry = False
         _drop_success_logging()

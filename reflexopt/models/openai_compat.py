@@ -1,15 +1,26 @@
-"""A direct OpenAI chat-completions transport (httpx) for endpoints whose price is known to be zero: the
-embedded llama.cpp server. litellm costs about 12 ms of CPU per call and 5 s to import; an embedded-model run
-needs neither (its calls are free and the protocol is plain OpenAI)."""
+"""A direct OpenAI chat-completions transport (aiohttp) for OpenAI-compatible servers: the embedded llama.cpp
+server, and `openai/NAME` with `--api-base` (vLLM, llama.cpp, Ollama's /v1, LM Studio, a gateway). The protocol
+is plain OpenAI there, and litellm costs about 12 ms of CPU per call and 5 s to import: at 64 slots that capped
+one process at a fraction of the endpoint's throughput. Named providers (OpenAI itself, Anthropic, ...) still
+go through litellm.
+
+The price of a call is litellm's price for NAME, if it has one (a gateway in front of a priced model), else 0;
+it is looked up once, on the first paid call, so a fully cached run never imports litellm."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from .base import RETRY_STATUS, Message, RawReply, parse_retry_after
+
+# Transport errors worth another attempt: the connection dropped, was refused, or the reply was cut.
+TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, TimeoutError)
 
 
 class ProviderError(Exception):
@@ -21,50 +32,79 @@ class ProviderError(Exception):
         self.retry_after = retry_after
 
 
+async def _close_at_loop_shutdown(session: aiohttp.ClientSession) -> AsyncIterator[None]:
+    """Started once per session: asyncio.run() closes every live async generator before it closes the loop,
+    so the session (and its sockets) closes with its loop instead of warning at garbage collection."""
+    try:
+        yield
+    finally:
+        await session.close()
+
+
 class OpenAICompatBackend:
-    def __init__(self, model: str, *, api_base: str, api_key: str | None = None, max_connections: int = 256) -> None:
+    def __init__(self, model: str, *, api_base: str, api_key: str | None = None, max_connections: int = 256,
+                 priced: bool = False) -> None:
         self.name = model
+        self._price: tuple[float, float] | None = None if priced else (0.0, 0.0)
         self.model = model.split("/", 1)[1] if model.startswith("openai/") else model
         self.url = api_base.rstrip("/") + "/chat/completions"
         self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self.limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        self.max_connections = max_connections
+        # one connection pool per event loop (compare and batch run a loop per thread); aiohttp costs about
+        # 0.5 ms of CPU per call here, httpx 7 ms (its pool scans every connection on every request)
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, Any]] = (
+            weakref.WeakKeyDictionary())
 
-    def _client(self) -> httpx.AsyncClient:
-        """One connection pool per event loop (compare and batch run a loop per thread)."""
-        key = id(asyncio.get_running_loop())
-        client = self._clients.get(key)
-        if client is None:
-            client = self._clients[key] = httpx.AsyncClient(limits=self.limits, headers=self.headers)
-        return client
+    async def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        held = self._sessions.get(loop)
+        if held is None or held[0].closed:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections), headers=self.headers, trust_env=True)
+            closer = _close_at_loop_shutdown(session)
+            await closer.__anext__()
+            self._sessions[loop] = held = (session, closer)  # the generator is kept alive with its session
+        return held[0]
 
     async def call(self, messages: list[Message], params: dict[str, Any], timeout_s: float) -> RawReply:
         body = {"model": self.model, "messages": messages, **params}
-        r = await self._client().post(self.url, json=body, timeout=timeout_s)
-        if r.status_code >= 400:
-            try:
-                err = r.json().get("error", {})
-                message = str(err.get("message", err) if isinstance(err, dict) else err)
-            except ValueError:
-                message = r.text[:300]
-            raise ProviderError(r.status_code, message[:500], parse_retry_after(r.headers.get("retry-after")))
-        data = r.json()
+        session = await self._session()
+        async with session.post(self.url, json=body, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
+            if r.status >= 400:
+                raw = await r.text(errors="replace")
+                try:
+                    err = json.loads(raw).get("error", {})
+                    message = str(err.get("message", err) if isinstance(err, dict) else err)
+                except (ValueError, AttributeError):
+                    message = raw[:300]
+                raise ProviderError(r.status, message[:500], parse_retry_after(r.headers.get("retry-after")))
+            data = await r.json(content_type=None)
+        if self._price is None:
+            self._price = await asyncio.to_thread(_price, self.name)
         choice = (data.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content") or ""
         usage = data.get("usage") or {}
-        return RawReply(text=str(text), prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                        completion_tokens=int(usage.get("completion_tokens") or 0), cost_usd=0.0)
+        pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        return RawReply(text=str(text), prompt_tokens=pt, completion_tokens=ct,
+                        cost_usd=pt * self._price[0] + ct * self._price[1])
 
     def retry_after(self, exc: BaseException) -> tuple[bool, float | None]:
         if isinstance(exc, ProviderError):
             return exc.status_code in RETRY_STATUS, exc.retry_after
-        if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
+        if isinstance(exc, TRANSIENT):
             return True, None
         return False, None
 
     def fatal(self, exc: BaseException) -> str | None:
         if isinstance(exc, ProviderError) and exc.status_code in (401, 403):
-            return f"{self.name}: the endpoint refused the credentials ({exc.status_code})"
+            key = "; check OPENAI_API_KEY" if self.headers else "; set OPENAI_API_KEY if it needs a key"
+            return f"{self.name}: the endpoint refused the credentials ({exc.status_code}){key}"
         if isinstance(exc, ProviderError) and exc.status_code == 404:
             return f"{self.name}: the endpoint does not know this model or path (404)"
         return None
+
+
+def _price(model: str) -> tuple[float, float]:
+    from .litellm_backend import price_per_token
+
+    return price_per_token(model) or (0.0, 0.0)
