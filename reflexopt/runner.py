@@ -214,7 +214,9 @@ class Runner:
 
     async def step(self, pool: list[Candidate]) -> Candidate | None:
         """Run one trial. None when the study already has `max_trials` trials (another worker took the last)."""
-        trial = self.search.ask()
+        full = [c for c in pool if c.state == "complete" and len(c.val) == len(self.val)]
+        best = max(full, key=lambda c: c.val_mean) if full else None
+        trial = self.search.ask(best={self.index[k]: v for k, v in best.val.items()} if best else None)
         earlier = sum(1 for t in self.search.records() if t.number < trial.number and counts_as_trial(t))
         if earlier >= self.config.budget.trial_limit:
             trial.set_attr("skipped", "max trials reached")
@@ -292,9 +294,8 @@ class Runner:
         return cand
 
     def finish(self, trial: Trial, cand: Candidate, value: float | None) -> None:
-        for k, v in cand.attrs().items():
-            trial.set_attr(k, v)
         failed = cand.state in ("failed", "incomplete")
-        self.search.tell(trial, None if failed else value, pruned=cand.state == "pruned", failed=failed)
+        self.search.tell(trial, None if failed else value, pruned=cand.state == "pruned", failed=failed,
+                         attrs=cand.attrs())
         if self.store is not None:
             self.store.save_candidate(cand.record(), cand.prompt.to_markdown())

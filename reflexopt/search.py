@@ -1,13 +1,16 @@
 """The Optuna study: the only module that imports optuna.
 
-Each candidate prompt is one trial (ask/tell). Val cases are reported per case (step = case index) so
-`WilcoxonPruner` can stop a candidate as soon as it is significantly worse than the best one. The TPE sampler
-learns which operators and structural settings pay off.
+Each candidate prompt is one trial (ask/tell). Val cases are reported per case (step = case index) to the
+trial in memory, which can stop a candidate as soon as it is significantly worse than the best one (the Wilcoxon
+test of Optuna's WilcoxonPruner, asked in process: no database round trip per case). The TPE sampler learns
+which operators and structural settings pay off.
 
-The study is also the run's shared state: every trial carries its candidate prompt, parent, operator and
-reasoning as user attributes and its per-case val scores as intermediate values, and the study carries the
-run's configuration. So any process that can reach the storage (SQLite in the run directory, or PostgreSQL
-for several machines) can rebuild the candidate pool and take part; Optuna's RDB storage is the coordination.
+The study is also the run's shared state: every finished trial carries its candidate (prompt, parent, operator,
+reasoning) and its per-case val scores in one user attribute, written once at `tell` (one write per trial, not
+one per case and per field: that is what let several workers share a study without its commits dominating), and
+the study carries the run's configuration. So any process that can reach the storage (SQLite in the run
+directory, or PostgreSQL for several machines) can rebuild the candidate pool and take part; Optuna's RDB
+storage is the coordination.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .operators import CUES, DEMO_ORDERS, DEMO_PICKS, N_PHRASINGS
 MAX_DEMOS = 12
 HEARTBEAT_S = 10
 GRACE_S = 90
+PACKED = "reflexopt"  # the user attribute that holds a finished trial's candidate and per-case scores
 
 
 @dataclass(frozen=True)
@@ -118,15 +122,19 @@ def _close(storage: Any) -> None:
 
 
 class Trial:
-    """One asked trial: its parameters, per-case reports, heartbeat and the pruning question."""
+    """One asked trial: its parameters, per-case reports (kept in memory until `tell`), heartbeat and the
+    pruning question."""
 
-    def __init__(self, trial: Any, storage: Any, *, first_check: int = 0) -> None:
+    def __init__(self, trial: Any, storage: Any, *, best: dict[int, float] | None = None,
+                 p_threshold: float = 0.1, first_check: int = 1 << 30) -> None:
         self._t = trial
         self._storage = storage
         self.number: int = trial.number
         self.params: dict[str, Any] = {}
-        self._reported = 0
-        self._first_check = first_check  # the pruner never prunes before this many reports: do not ask it
+        self.steps: dict[int, float] = {}
+        self._best = dict(best or {})
+        self._p = p_threshold
+        self._first_check = first_check  # fewer shared cases than this: never pruned
 
     def suggest(self, operator: str, *, n_train: int, n_labels: int, first: bool = False) -> dict[str, Any]:
         """The settings of one operator, sampled by TPE (conditional: each operator has its own knobs).
@@ -162,12 +170,16 @@ class Trial:
         return p
 
     def report(self, value: float, step: int) -> None:
-        self._t.report(float(value), int(step))
-        self._reported += 1
+        self.steps[int(step)] = float(value)
 
     def should_prune(self) -> bool:
-        """Asks the pruner (a storage read, ~10 ms on SQLite) only once it can say yes."""
-        return self._reported >= self._first_check and bool(self._t.should_prune())
+        """Significantly worse than the best candidate known when the trial was asked, on the cases scored so
+        far (a one-sided Wilcoxon test; see stats.worse_than_best). Costs no storage access."""
+        if len(self.steps) < self._first_check or not self._best:
+            return False
+        from .stats import worse_than_best
+
+        return worse_than_best(self.steps, self._best, p_threshold=self._p, min_cases=self._first_check)
 
     def heartbeat(self) -> None:
         self._storage.record_heartbeat(self._t._trial_id)
@@ -184,13 +196,13 @@ class Search:
         optuna = _optuna()
         self._optuna = optuna
         self.storage = _storage(storage)
-        pruner: Any = (optuna.pruners.WilcoxonPruner(p_threshold=p_threshold, n_startup_steps=n_startup_steps)
-                       if pruning else optuna.pruners.NopPruner())
+        self._p = p_threshold
         self._first_check = n_startup_steps if pruning else 1 << 30
         self._finished: dict[int, TrialRecord] = {}
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
+        # pruning is decided in process (Trial.should_prune); Optuna's pruner would read the storage per case
         self.study = optuna.create_study(storage=self.storage, study_name=study_name, direction="maximize",
-                                         sampler=sampler, pruner=pruner, load_if_exists=True)
+                                         sampler=sampler, pruner=optuna.pruners.NopPruner(), load_if_exists=True)
 
     @property
     def name(self) -> str:
@@ -229,15 +241,24 @@ class Search:
             n += 1
         return n
 
-    def ask(self) -> Trial:
-        return Trial(self.study.ask(), self.storage, first_check=self._first_check)
+    def ask(self, best: dict[int, float] | None = None) -> Trial:
+        """A new trial. `best`: the per-case val scores (by case index) of the best candidate so far, which the
+        trial may be pruned against; without it the trial is never pruned."""
+        return Trial(self.study.ask(), self.storage, best=best, p_threshold=self._p, first_check=self._first_check)
 
-    def tell(self, trial: Trial, value: float | None, *, pruned: bool = False, failed: bool = False) -> None:
+    def tell(self, trial: Trial, value: float | None, *, pruned: bool = False, failed: bool = False,
+             attrs: dict[str, Any] | None = None) -> None:
+        """Finish a trial: its attributes and per-case scores in one write, then its state. A pruned trial also
+        gets one intermediate value (cases scored, mean so far), which TPE ranks pruned trials by."""
         from optuna.trial import TrialState
 
+        if attrs is not None:
+            trial.set_attr(PACKED, {**attrs, "steps": {str(k): v for k, v in trial.steps.items()}})
         if failed or value is None:
             self.study.tell(trial._t, state=TrialState.FAIL)
         elif pruned:
+            if trial.steps:
+                trial._t.report(sum(trial.steps.values()) / len(trial.steps), len(trial.steps))
             self.study.tell(trial._t, state=TrialState.PRUNED)
         else:
             self.study.tell(trial._t, value)
@@ -255,8 +276,13 @@ class Search:
         for t in self.study.get_trials(deepcopy=False):
             hit = self._finished.get(t.number)
             if hit is None or hit.state != t.state.name:
-                hit = TrialRecord(t.number, t.state.name, t.value, dict(t.params), dict(t.user_attrs),
-                                  dict(t.intermediate_values))
+                attrs = dict(t.user_attrs)
+                packed = attrs.pop(PACKED, None)
+                steps = dict(t.intermediate_values)
+                if isinstance(packed, dict):
+                    steps = {int(k): float(v) for k, v in packed.pop("steps", {}).items()}
+                    attrs.update(packed)
+                hit = TrialRecord(t.number, t.state.name, t.value, dict(t.params), attrs, steps)
                 if t.state.is_finished():
                     self._finished[t.number] = hit
             out.append(hit)

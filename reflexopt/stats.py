@@ -67,3 +67,25 @@ def paired_compare(a: Sequence[float], b: Sequence[float], *, seed: int = 0) -> 
                             mean_b=float(y.mean()) if y.size else math.nan, delta=float(d.mean()) if d.size else 0.0,
                             ci95=ci, p_value=p, test="wilcoxon signed-rank", wins=int((d > 0).sum()),
                             losses=int((d < 0).sum()))
+
+
+def worse_than_best(steps: dict[int, float], best: dict[int, float], *, p_threshold: float,
+                    min_cases: int) -> bool:
+    """The pruning test: is a candidate significantly worse than the best one on the cases scored so far?
+
+    A one-sided Wilcoxon signed-rank test of the per-case differences on the cases both have (zero differences
+    split between the ranks, so all-tied 0/1 scores give p = 1), as Optuna's WilcoxonPruner does. Never prunes
+    before `min_cases` shared cases, nor a candidate whose mean so far is at least the best one's mean."""
+    from scipy import stats as st
+
+    shared = [k for k in steps if k in best]
+    if len(shared) < max(2, min_cases) or not best:
+        return False
+    cur = np.asarray([steps[k] for k in shared], dtype=float)
+    ref = np.asarray([best[k] for k in shared], dtype=float)
+    if not (np.all(np.isfinite(cur)) and np.all(np.isfinite(ref))):
+        return False
+    if sum(best.values()) / len(best) <= sum(steps.values()) / len(steps):
+        return False
+    p = float(st.wilcoxon(cur - ref, alternative="less", zero_method="zsplit").pvalue)
+    return p < p_threshold

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FakeOpenAI, write_jsonl
@@ -101,15 +102,19 @@ def test_workers_share_one_study(pg_url: str, openai_server: FakeOpenAI, tmp_pat
     trials = optuna.load_study(study_name=result["study"], storage=storage).get_trials(deepcopy=False)
     storage.engine.dispose()
     assert not [t for t in trials if t.state.name == "RUNNING"]
-    evaluated = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.user_attrs.get("candidate")
+
+    def attrs(t: Any) -> dict[str, Any]:  # a finished trial's candidate is packed in one attribute
+        return {**t.user_attrs, **t.user_attrs.get("reflexopt", {})}
+
+    evaluated = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and attrs(t).get("candidate")
                  != "baseline"]
     skipped = [t for t in trials if "skipped" in t.user_attrs]
     lost = [t for t in trials if t.state.name == "FAIL" and "skipped" not in t.user_attrs]
     assert len(evaluated) == max_trials and not lost
-    cands = [t.user_attrs["candidate"] for t in evaluated]
+    cands = [attrs(t)["candidate"] for t in evaluated]
     assert len(set(cands)) == len(cands) == max_trials  # none duplicated
     assert all(t.state.name == "FAIL" for t in skipped)
-    by = {t.user_attrs["worker"] for t in evaluated}
+    by = {attrs(t)["worker"] for t in evaluated}
     assert len(by) >= 2, f"only {by} evaluated trials"
     assert sum(r["trials"] for r in worker_reports) >= 1  # the workers did part of the search
     assert result["trials"] == max_trials

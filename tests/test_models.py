@@ -197,3 +197,33 @@ def test_cache_file_created_by_many_at_once(tmp_path: object) -> None:
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_cache_writes_are_queued_served_and_survive_exit(tmp_path: object) -> None:
+    """put() returns without committing (the event loop never waits on SQLite); a queued answer is served at
+    once; close() and a plain interpreter exit (no close) both leave every answer in the file."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from reflexopt.models import ResponseCache
+    from reflexopt.models.base import RawReply
+
+    path = Path(str(tmp_path)) / "c.sqlite"
+    cache = ResponseCache(path)
+    for i in range(200):
+        cache.put(f"k{i}", "m", RawReply(f"answer {i}", 3, 1, 0.0))
+    hit = cache.get("k7")
+    assert hit is not None and hit.text == "answer 7"
+    cache.close()
+    again = ResponseCache(path)
+    assert all((again.get(f"k{i}") or RawReply("", 0, 0, 0.0)).text == f"answer {i}" for i in range(200))
+    again.close()
+
+    code = ("import sys; from pathlib import Path; from reflexopt.models import ResponseCache; "
+            "from reflexopt.models.base import RawReply; c = ResponseCache(Path(sys.argv[1])); "
+            "[c.put(f'x{i}', 'm', RawReply(str(i), 1, 1, 0.0)) for i in range(500)]")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
+    third = ResponseCache(path)
+    assert [(third.get(f"x{i}") or RawReply("", 0, 0, 0.0)).text for i in (0, 250, 499)] == ["0", "250", "499"]
+    third.close()

@@ -44,3 +44,34 @@ def test_negative_change_is_not_significant_gain() -> None:
 
 def test_percentile() -> None:
     assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([], 50) is None
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_pruning_test_matches_optunas_wilcoxon_pruner() -> None:
+    """The in-process pruning test decides as Optuna's WilcoxonPruner on the same scores (it replaced it)."""
+    import random
+
+    import optuna
+
+    from reflexopt.stats import worse_than_best
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rng = random.Random(3)
+    agree = 0
+    for k in range(40):
+        n = rng.randint(10, 40)
+        best = {i: float(rng.random() < 0.7) for i in range(n)}
+        p_cur = rng.choice([0.2, 0.5, 0.7, 0.9])
+        seen = rng.randint(5, n)
+        cur = {i: float(rng.random() < p_cur) for i in rng.sample(range(n), seen)}
+        study = optuna.create_study(direction="maximize",
+                                    pruner=optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=8))
+        study.add_trial(optuna.trial.create_trial(value=sum(best.values()) / n, intermediate_values=best,
+                                                  params={}, distributions={}))
+        t = study.ask()
+        for step, v in cur.items():
+            t.report(v, step)
+        ours = worse_than_best(cur, best, p_threshold=0.1, min_cases=8)
+        assert ours == t.should_prune(), (k, cur, best)
+        agree += ours
+    assert 0 < agree < 40  # both outcomes occur: the comparison is not vacuous

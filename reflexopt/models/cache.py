@@ -1,12 +1,18 @@
-"""Persistent response cache (SQLite): the same model, messages, parameters and sample index are paid once."""
+"""Persistent response cache (SQLite): the same model, messages, parameters and sample index are paid once.
+
+Writes leave the caller's thread (the event loop): `put` queues the answer and a writer thread commits queued
+answers in batches, one transaction each. A queued answer is already served by `get`. `flush` (called by
+`close` and at interpreter exit) writes what is still queued, so only a hard kill can lose the last few."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +45,19 @@ class ResponseCache:
             " prompt_tokens INT, completion_tokens INT, cost REAL, created REAL DEFAULT (unixepoch()))"
         )
         self._db.commit()
+        self._plock = threading.Lock()
+        self._wake = threading.Condition(self._plock)
+        self._pending: dict[str, tuple[Any, ...]] = {}  # queued answers, by key
+        self._writing: dict[str, tuple[Any, ...]] = {}  # the batch being committed (still served by get)
+        self._writer: threading.Thread | None = None
+        self._closed = False
+        _open.add(self)
 
     def get(self, key: str) -> RawReply | None:
+        with self._plock:
+            queued = self._pending.get(key) or self._writing.get(key)
+        if queued is not None:
+            return RawReply(queued[2], queued[3], queued[4], queued[5])
         with self._lock:
             row = self._db.execute(
                 "SELECT text, prompt_tokens, completion_tokens, cost FROM responses WHERE key=?", (key,)
@@ -48,17 +65,69 @@ class ResponseCache:
         return RawReply(row[0], row[1], row[2], row[3]) if row else None
 
     def put(self, key: str, model: str, reply: RawReply) -> None:
+        row = (key, model, reply.text, reply.prompt_tokens, reply.completion_tokens, reply.cost_usd)
+        with self._plock:
+            if self._closed:
+                raise RuntimeError("the response cache is closed")
+            self._pending[key] = row
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="reflexopt-cache", daemon=True)
+                self._writer.start()
+            self._wake.notify()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._plock:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if not self._pending:
+                    return
+            self._write_batch()
+
+    def _write_batch(self) -> None:
+        """Commit everything queued now in one transaction (answers queued meanwhile wait for the next)."""
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO responses (key, model, text, prompt_tokens, completion_tokens, cost)"
-                " VALUES (?,?,?,?,?,?)",
-                (key, model, reply.text, reply.prompt_tokens, reply.completion_tokens, reply.cost_usd),
-            )
-            self._db.commit()
+            with self._plock:
+                batch, self._pending = self._pending, {}
+                self._writing = batch
+            try:
+                if batch:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO responses (key, model, text, prompt_tokens, completion_tokens, cost)"
+                        " VALUES (?,?,?,?,?,?)", list(batch.values()))
+                    self._db.commit()
+            finally:
+                with self._plock:
+                    self._writing = {}
+
+    def flush(self) -> None:
+        """Write every queued answer now."""
+        if self._pending:
+            self._write_batch()
 
     def close(self) -> None:
+        with self._plock:
+            self._closed = True
+            self._wake.notify_all()
+            writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join()
+        self.flush()
         with self._lock:
             self._db.close()
+
+
+_open: weakref.WeakSet[ResponseCache] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    """At interpreter exit (also after Ctrl-C), no queued answer is lost."""
+    for cache in list(_open):
+        try:
+            cache.flush()
+        except Exception:  # noqa: BLE001 - a closed or broken cache has nothing left to save
+            pass
 
 
 _shared: dict[Path, ResponseCache] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,6 +47,7 @@ class OpenAICompatBackend:
                  priced: bool = False) -> None:
         self.name = model
         self._price: tuple[float, float] | None = None if priced else (0.0, 0.0)
+        self._price_lock = threading.Lock()
         self.model = model.split("/", 1)[1] if model.startswith("openai/") else model
         self.url = api_base.rstrip("/") + "/chat/completions"
         self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -80,13 +82,22 @@ class OpenAICompatBackend:
                 raise ProviderError(r.status, message[:500], parse_retry_after(r.headers.get("retry-after")))
             data = await r.json(content_type=None)
         if self._price is None:
-            self._price = await asyncio.to_thread(_price, self.name)
+            self._price = await asyncio.to_thread(self._look_up_price)
         choice = (data.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content") or ""
         usage = data.get("usage") or {}
         pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         return RawReply(text=str(text), prompt_tokens=pt, completion_tokens=ct,
                         cost_usd=pt * self._price[0] + ct * self._price[1])
+
+    def _look_up_price(self) -> tuple[float, float]:
+        """Once per backend, whichever thread and loop asks first (the other requests in flight wait for it)."""
+        with self._price_lock:
+            if self._price is None:
+                from . import price_per_token
+
+                self._price = price_per_token(self.name) or (0.0, 0.0)
+            return self._price
 
     def retry_after(self, exc: BaseException) -> tuple[bool, float | None]:
         if isinstance(exc, ProviderError):
@@ -103,8 +114,3 @@ class OpenAICompatBackend:
             return f"{self.name}: the endpoint does not know this model or path (404)"
         return None
 
-
-def _price(model: str) -> tuple[float, float]:
-    from .litellm_backend import price_per_token
-
-    return price_per_token(model) or (0.0, 0.0)
