@@ -14,7 +14,7 @@ import typer
 import typer.main
 from rich.console import Console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Evaluate and optimize LLM prompts on your own data, with your own judge.")
 # piped output gets wide tables instead of rich's 80-column default
 out = Console(width=None if sys.stdout.isatty() else 160)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputFileError
-from ..yamlfile import load_yaml
 
 
 def config_file(argv: list[str]) -> tuple[list[str], Path | None]:
@@ -32,6 +31,8 @@ def default_map(path: Path, group: Any) -> dict[str, Any]:
     """The file as click defaults for the `eval` and `optimize` commands of `group`."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file", fix="check the path given to --config")
+    from ..yamlfile import load_yaml  # here, not at import: YAML costs 25 ms of every start-up (--help too)
+
     try:
         raw = path.read_text(encoding="utf-8-sig")
         data = load_yaml(raw)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,7 +20,7 @@ from ..pool import Candidate, Selection, State, from_study, select
 
 if TYPE_CHECKING:
     from ..runner import Runner
-    from ..search import Search
+    from ..search import Search, TrialRecord
     from ..store import RunStore
 
 
@@ -88,15 +89,18 @@ class SearchContext:
         self.after_trial(cand)
         return cand
 
-    def selection(self) -> Selection:
+    def selection(self, records: Sequence[TrialRecord] | None = None) -> Selection:
+        """The selection over the study's trials (`records`: already read from the study, saving a read)."""
         r = self.runner
-        return select(from_study(self.search.records(), r.val), len(r.val), self.min_gain)
+        return select(from_study(self.search.records() if records is None else records, r.val), len(r.val),
+                      self.min_gain)
 
-    def after_trial(self, cand: Candidate, before: Selection | None = None) -> Selection:
+    def after_trial(self, cand: Candidate, before: Selection | None = None, *,
+                    records: Sequence[TrialRecord] | None = None) -> Selection:
         """Log a finished trial (events, progress file, callback) and return the new selection."""
         r = self.runner
         before = before or self._last
-        sel = self.selection()
+        sel = self.selection(records)
         accepted = sel.best.id == cand.id and (before is None or before.best.id != cand.id)
         usage = r.usage()
         self.store.event("trial", candidate=cand.id, operator=cand.operator, state=cand.state,

@@ -24,6 +24,6 @@ class ReflexStrategy:
             cand = await r.step(pool)
             if cand is None:
                 return "max trials"
-            sel = ctx.after_trial(cand, sel)
-            records = search.records()
+            records = search.records()  # one read per trial (step reads again at ask, for the trial limit)
             pool = from_study(records, r.val)
+            sel = ctx.after_trial(cand, sel, records=records)
