@@ -75,10 +75,6 @@ def estimate(n_val: int, n_test: int, n_train_sample: int, max_trials: int, judg
             "calls_final_test": 2 * n_test * per_case}
 
 
-def study_name(run_id: str) -> str:
-    return f"reflexopt-{run_id}"
-
-
 class Optimizer:
     def __init__(self, config: OptimizeConfig, *, on_event: Event | None = None, resume: str | None = None,
                  run_dir: Path | None = None) -> None:
@@ -196,7 +192,7 @@ class Optimizer:
                                       r.baseline_prompt.to_markdown())
         store = self.store
         store.mark_running()
-        search = self._search = Search(cfg.storage or store.storage_url(), study_name(store.run_id), seed=cfg.seed,
+        search = self._search = Search(cfg.storage or store.storage_url(), store.study_name(), seed=cfg.seed,
                                        pruning=cfg.pruning)
         r.connect(search)
         est = self.estimate()

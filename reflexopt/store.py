@@ -79,6 +79,9 @@ class RunStore:
         (root / "candidates").mkdir(exist_ok=True)
         if baseline is not None:
             _write_atomic(root / "candidates" / "baseline.md", baseline)
+        # unique per run, not just per directory name: two runs with `--run-dir x/run` on one shared storage must
+        # not meet in one study (the second would silently continue the first one's search)
+        _write_atomic(root / "study_name", f"reflexopt-{root.name}-{os.urandom(4).hex()}")
         _write_atomic(root / "config.json", json.dumps(config, indent=2, sort_keys=True))
         store = cls(root)
         store.mark_running()
@@ -121,6 +124,13 @@ class RunStore:
     def config(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.root / "config.json").read_text(encoding="utf-8"))
         return data
+
+    def study_name(self) -> str:
+        """The run's Optuna study (runs made before the name was stored used the directory name alone)."""
+        try:
+            return (self.root / "study_name").read_text(encoding="utf-8").strip()
+        except OSError:
+            return f"reflexopt-{self.run_id}"
 
     def storage_url(self) -> str:
         return f"sqlite:///{(self.root / 'study.db').resolve()}"

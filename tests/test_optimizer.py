@@ -202,3 +202,21 @@ def test_diagnosis_parsing_is_defensive() -> None:
     echoed = parse_diagnosis('{"categories": [{"name": "Failing cases", "root_cause": "the prompt fails to say '
                              'or says badly", "fix": ""}]}')
     assert echoed == ()
+
+
+def test_two_runs_with_the_same_run_dir_name_never_share_a_study(dataset: Path, prompt_file: Path, fakes: Any,
+                                                                   tmp_path: Path) -> None:
+    """Two runs whose --run-dir folders have the same name, on one shared storage: the second searches on its
+    own (it once loaded the first run's study, found its trials and stopped at once with the first's results)."""
+    fakes("fake/task", label_task())
+    fakes("fake/reasoner", lambda m: "no")
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    cfg = config(dataset, prompt_file, storage=storage, budget=Budget(max_trials=4, patience=10))
+    first = optimize(cfg, run_dir=tmp_path / "a" / "run")
+    second = optimize(cfg, run_dir=tmp_path / "b" / "run")
+    assert first.trials == second.trials == 4
+    events = [json.loads(x) for x in (tmp_path / "b" / "run" / "events.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "trial" for e in events) == 4  # its own trials, run by itself
+    studies = {json.loads((tmp_path / d / "run" / "events.jsonl").read_text().splitlines()[0])["study"]
+               for d in ("a", "b")}
+    assert len(studies) == 2
