@@ -227,3 +227,20 @@ def test_cache_writes_are_queued_served_and_survive_exit(tmp_path: object) -> No
     third = ResponseCache(path)
     assert [(third.get(f"x{i}") or RawReply("", 0, 0, 0.0)).text for i in (0, 250, 499)] == ["0", "250", "499"]
     third.close()
+
+
+def test_an_openai_compatible_endpoint_is_priced_without_importing_litellm(openai_server: FakeOpenAI,
+                                                                             tmp_path: object) -> None:
+    """`openai/NAME --api-base` takes the direct transport; its price still comes from litellm's map (read from
+    the file litellm ships), and no process pays litellm's 5 s import for it."""
+    import subprocess
+    import sys
+
+    openai_server.responder = lambda req: "fine"
+    code = ("import asyncio, sys; from reflexopt.config import ModelSpec; from reflexopt.models import get_client; "
+            f"c = get_client(ModelSpec(id='openai/gpt-4o-mini', api_base='{openai_server.url}'), cache=False); "
+            "r = asyncio.run(c.complete([{'role': 'user', 'content': 'hi'}])); "
+            "print(r.ok, r.cost_usd > 0, 'litellm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "REFLEXOPT_HOME": str(tmp_path), "OPENAI_API_KEY": "sk-x"})
+    assert out.stdout.split() == ["True", "True", "False"], out.stderr[-2000:]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
@@ -177,7 +181,31 @@ def price_per_token(model: str) -> tuple[float, float] | None:
     """(input, output) USD per token from litellm's price map; (0, 0) for local and fake models."""
     if model.startswith(("local/", "fake/")):
         return (0.0, 0.0)
-    info = _litellm().model_cost.get(model) or _litellm().model_cost.get(model.split("/", 1)[-1])
+    prices = _price_map()
+    info = prices.get(model) or prices.get(model.split("/", 1)[-1])
     if not info:
         return None
     return float(info.get("input_cost_per_token") or 0.0), float(info.get("output_cost_per_token") or 0.0)
+
+
+_prices: dict[str, Any] | None = None
+
+
+def _price_map() -> dict[str, Any]:
+    """litellm's price map. Once litellm is imported (a named provider is in use), its own map; before that, the
+    same map read from the JSON file that litellm ships (the one LITELLM_LOCAL_MODEL_COST_MAP selects), without
+    importing litellm: its import costs about 5 s of CPU, in every process that prices one call of an
+    `openai/NAME --api-base` endpoint."""
+    global _prices
+    if "litellm" in sys.modules:
+        cost: dict[str, Any] = _litellm().model_cost
+        return cost
+    if _prices is None:
+        spec = importlib.util.find_spec("litellm")  # finds the package without running it
+        where = list(spec.submodule_search_locations or []) if spec else []
+        try:
+            loaded = json.loads((Path(where[0]) / "model_prices_and_context_window_backup.json").read_text("utf-8"))
+            _prices = loaded if isinstance(loaded, dict) else {}
+        except (IndexError, OSError, ValueError):  # another litellm layout: ask litellm itself
+            _prices = dict(_litellm().model_cost)
+    return _prices
