@@ -244,3 +244,21 @@ def test_an_openai_compatible_endpoint_is_priced_without_importing_litellm(opena
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "REFLEXOPT_HOME": str(tmp_path), "OPENAI_API_KEY": "sk-x"})
     assert out.stdout.split() == ["True", "True", "False"], out.stderr[-2000:]
+
+
+def test_the_direct_transport_honours_the_proxy_environment(openai_server: FakeOpenAI,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is read once per backend (not per request): a call to an unreachable host goes through the
+    proxy, and NO_PROXY exempts a host."""
+    from reflexopt.models.openai_compat import OpenAICompatBackend
+
+    openai_server.responder = lambda req: "via proxy"
+    monkeypatch.setenv("HTTP_PROXY", openai_server.url.rsplit("/v1", 1)[0])
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    backend = OpenAICompatBackend("openai/m", api_base="http://unreachable.invalid:9/v1")
+    reply = asyncio.run(backend.call([{"role": "user", "content": "hi"}], {}, 10))
+    assert reply.text == "via proxy"
+    monkeypatch.setenv("NO_PROXY", "unreachable.invalid")
+    direct = OpenAICompatBackend("openai/m", api_base="http://unreachable.invalid:9/v1")
+    assert direct._proxy == (None, None)

@@ -45,6 +45,10 @@ class ResponseCache:
             " prompt_tokens INT, completion_tokens INT, cost REAL, created REAL DEFAULT (unixepoch()))"
         )
         self._db.commit()
+        # reads get their own connection: in WAL mode they never wait for the writer thread's commit (they did
+        # on the shared connection, and that wait stalled the event loop)
+        self._rlock = threading.Lock()
+        self._rdb = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         self._plock = threading.Lock()
         self._wake = threading.Condition(self._plock)
         self._pending: dict[str, tuple[Any, ...]] = {}  # queued answers, by key
@@ -58,8 +62,8 @@ class ResponseCache:
             queued = self._pending.get(key) or self._writing.get(key)
         if queued is not None:
             return RawReply(queued[2], queued[3], queued[4], queued[5])
-        with self._lock:
-            row = self._db.execute(
+        with self._rlock:
+            row = self._rdb.execute(
                 "SELECT text, prompt_tokens, completion_tokens, cost FROM responses WHERE key=?", (key,)
             ).fetchone()
         return RawReply(row[0], row[1], row[2], row[3]) if row else None
@@ -115,6 +119,8 @@ class ResponseCache:
         self.flush()
         with self._lock:
             self._db.close()
+        with self._rlock:
+            self._rdb.close()
 
 
 _open: weakref.WeakSet[ResponseCache] = weakref.WeakSet()

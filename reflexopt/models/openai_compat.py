@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from .base import RETRY_STATUS, Message, RawReply, parse_retry_after
 
@@ -52,6 +54,12 @@ class OpenAICompatBackend:
         self.url = api_base.rstrip("/") + "/chat/completions"
         self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.max_connections = max_connections
+        # the proxy settings (HTTPS_PROXY, NO_PROXY, ...) are read once here: with trust_env, aiohttp re-read them
+        # and ~/.netrc in a worker thread on every request (two thread hops per call)
+        try:
+            self._proxy: tuple[Any, Any] = get_env_proxy_for_url(URL(self.url))
+        except LookupError:
+            self._proxy = (None, None)
         # one connection pool per event loop (compare and batch run a loop per thread); aiohttp costs about
         # 0.5 ms of CPU per call here, httpx 7 ms (its pool scans every connection on every request)
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, Any]] = (
@@ -62,7 +70,7 @@ class OpenAICompatBackend:
         held = self._sessions.get(loop)
         if held is None or held[0].closed:
             session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections), headers=self.headers, trust_env=True)
+                connector=aiohttp.TCPConnector(limit=self.max_connections), headers=self.headers)
             closer = _close_at_loop_shutdown(session)
             await closer.__anext__()
             self._sessions[loop] = held = (session, closer)  # the generator is kept alive with its session
@@ -71,7 +79,8 @@ class OpenAICompatBackend:
     async def call(self, messages: list[Message], params: dict[str, Any], timeout_s: float) -> RawReply:
         body = {"model": self.model, "messages": messages, **params}
         session = await self._session()
-        async with session.post(self.url, json=body, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
+        async with session.post(self.url, json=body, timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                proxy=self._proxy[0], proxy_auth=self._proxy[1]) as r:
             if r.status >= 400:
                 raw = await r.text(errors="replace")
                 try:
