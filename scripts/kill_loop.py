@@ -82,7 +82,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=25)
     ap.add_argument("--rows", type=int, default=60)
-    ap.add_argument("--latency", type=float, default=0.02)
+    ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--settle", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
@@ -100,7 +100,7 @@ def main() -> int:
         env = {**os.environ, "REFLEXOPT_HOME": str(work / "home"), "OPENAI_API_KEY": "sk-kill-loop-00000000"}
         base = [sys.executable, "-m", "reflexopt", "optimize"]
         fresh = [str(data), str(work / "p.md"), "-m", "openai/m", "--api-base", srv.url, "--metric", "contains",
-                 "--max-trials", "12", "--patience", "12", "--run-dir", str(run_dir), "--json"]
+                 "--max-trials", "40", "--patience", "40", "--run-dir", str(run_dir), "--json"]
         kills: list[float] = []
         outcome = ""
         for attempt in range(args.kills + 50):
