@@ -6,6 +6,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from .data import Case
@@ -53,8 +54,8 @@ class Candidate:
     def key(self) -> str:
         return self.prompt.key
 
-    @property
-    def val_mean(self) -> float:
+    @cached_property
+    def val_mean(self) -> float:  # computed once: a candidate is frozen, and the pool asks for it every trial
         return sum(self.val.values()) / len(self.val) if self.val else float("nan")
 
     def record(self) -> dict[str, Any]:
