@@ -262,3 +262,6 @@ def test_the_direct_transport_honours_the_proxy_environment(openai_server: FakeO
     monkeypatch.setenv("NO_PROXY", "unreachable.invalid")
     direct = OpenAICompatBackend("openai/m", api_base="http://unreachable.invalid:9/v1")
     assert direct._proxy == (None, None)
+    monkeypatch.delenv("NO_PROXY")
+    for local in ("http://127.0.0.1:8080/v1", "http://localhost:8080/v1", "http://[::1]:8080/v1"):
+        assert OpenAICompatBackend("openai/m", api_base=local)._proxy == (None, None)  # never via the proxy

@@ -10,6 +10,7 @@ it is looked up once, on the first paid call, so a fully cached run never import
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import threading
 import weakref
@@ -56,8 +57,10 @@ class OpenAICompatBackend:
         self.max_connections = max_connections
         # the proxy settings (HTTPS_PROXY, NO_PROXY, ...) are read once here: with trust_env, aiohttp re-read them
         # and ~/.netrc in a worker thread on every request (two thread hops per call)
+        # (a loopback server, such as the embedded model, is never reached through a proxy)
+        url = URL(self.url)
         try:
-            self._proxy: tuple[Any, Any] = get_env_proxy_for_url(URL(self.url))
+            self._proxy: tuple[Any, Any] = (None, None) if _loopback(url.host) else get_env_proxy_for_url(url)
         except LookupError:
             self._proxy = (None, None)
         # one connection pool per event loop (compare and batch run a loop per thread); aiohttp costs about
@@ -123,3 +126,11 @@ class OpenAICompatBackend:
             return f"{self.name}: the endpoint does not know this model or path (404)"
         return None
 
+
+def _loopback(host: str | None) -> bool:
+    if not host or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
