@@ -18,12 +18,14 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .evaluate import CaseResult
 from .paths import home_dir
 from .prompt import Prompt, parse_prompt
+
+if TYPE_CHECKING:  # evaluate pulls in numpy and the model layer: `runs list` needs neither
+    from .evaluate import CaseResult
 
 
 def runs_root() -> Path:
@@ -149,6 +151,8 @@ class RunStore:
         self._append("evals.jsonl", {"key": key, "split": split, "calls": calls, **result.to_json()})
 
     def evals(self) -> dict[tuple[str, str, str], tuple[CaseResult, int]]:
+        from .evaluate import CaseResult
+
         out: dict[tuple[str, str, str], tuple[CaseResult, int]] = {}
         for row in _read_jsonl(self.root / "evals.jsonl"):
             out[(row["key"], row["split"], row["case_id"])] = (CaseResult.from_json(row), int(row.get("calls", 0)))
