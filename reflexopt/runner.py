@@ -215,7 +215,7 @@ class Runner:
     async def step(self, pool: list[Candidate]) -> Candidate | None:
         """Run one trial. None when the study already has `max_trials` trials (another worker took the last)."""
         full = [c for c in pool if c.state == "complete" and len(c.val) == len(self.val)]
-        best = max(full, key=lambda c: c.val_mean) if full else None
+        best = max(full, key=lambda c: c.val_mean) if full else None  # pruned against; a parent half the time
         trial = self.search.ask(best={self.index[k]: v for k, v in best.val.items()} if best else None)
         earlier = sum(1 for t in self.search.records() if t.number < trial.number and counts_as_trial(t))
         if earlier >= self.config.budget.trial_limit:
@@ -224,11 +224,11 @@ class Runner:
             return None
         beat = asyncio.ensure_future(self._heartbeat(trial))
         try:
-            return await self._step(trial, pool)
+            return await self._step(trial, pool, best)
         finally:
             beat.cancel()
 
-    async def _step(self, trial: Trial, pool: list[Candidate]) -> Candidate:
+    async def _step(self, trial: Trial, pool: list[Candidate], best: Candidate | None) -> Candidate:
         # every random choice of a trial comes from the seed and the trial number: the same seed, data and
         # models give the same run, and a resumed run makes the choices an uninterrupted one would have made
         rng = random.Random(f"{self.config.seed}-{trial.number}")
@@ -240,8 +240,7 @@ class Runner:
         params.setdefault("phrasing", trial.number)  # for an LLM rewrite that falls back to `instruct`
         # half the trials build on the best prompt so far (each operator changes one thing, so gains compose);
         # the other half on a parent from the per-case Pareto front (prompts best on some case: diversity)
-        full = [c for c in pool if c.state == "complete" and len(c.val) == len(self.val)]
-        parent = max(full, key=lambda c: c.val_mean) if full and rng.random() < 0.5 else pareto_parent(pool, rng)
+        parent = best if best is not None and rng.random() < 0.5 else pareto_parent(pool, rng)
         diag: Diagnosis = Diagnosis()
         failing: list[CaseResult] = []
         if get(op).needs_diagnosis:

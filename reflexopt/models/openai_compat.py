@@ -5,7 +5,8 @@ one process at a fraction of the endpoint's throughput. Named providers (OpenAI 
 go through litellm.
 
 The price of a call is litellm's price for NAME, if it has one (a gateway in front of a priced model), else 0;
-it is looked up once, on the first paid call, so a fully cached run never imports litellm."""
+it is looked up once per backend, on the first paid call, from the price file that litellm ships (litellm itself
+is not imported for it)."""
 
 from __future__ import annotations
 
