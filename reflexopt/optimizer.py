@@ -5,6 +5,7 @@ final verdict on test. Knows nothing of terminals: progress goes to an `on_event
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import Counter
@@ -230,17 +231,27 @@ class Optimizer:
         stop = await self.strategy.search(ctx)
         search.set("status", "stopping")
         store.event("stop", reason=stop)
-        await self._wait_for_workers(search)
-        search.set("status", "done")
-        pool = from_study(search.records(), r.val)
-        sel = select(pool, len(r.val), min_gain)
-        best = sel.best
-        self._export(pool)
-
         self._emit("phase", {"phase": "test", "stop_reason": stop})
         r.budget.set_reserve(0)
-        base_test, _ = await r.evaluate(baseline, r.test, "test")
-        best_test = base_test if best.id == "baseline" else (await r.evaluate(best, r.test, "test"))[0]
+        # the starting prompt's test score does not depend on the search: it is scored while other processes
+        # finish their last trials, and beside the best candidate's
+        base_job = asyncio.ensure_future(r.evaluate(baseline, r.test, "test"))
+        try:
+            await self._wait_for_workers(search)
+            search.set("status", "done")
+            pool = from_study(search.records(), r.val)
+            sel = select(pool, len(r.val), min_gain)
+            best = sel.best
+            self._export(pool)
+            if best.id == "baseline":
+                base_test = best_test = (await base_job)[0]
+            else:
+                (base_test, _), (best_test, _) = await asyncio.gather(base_job, r.evaluate(best, r.test, "test"))
+        finally:
+            if not base_job.done():
+                base_job.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await base_job
         b_scores = {x.case_id: x.score for x in base_test if x.score is not None}
         n_scores = {x.case_id: x.score for x in best_test if x.score is not None}
         common = [cid for cid in b_scores if cid in n_scores]

@@ -75,3 +75,34 @@ def test_pruning_test_matches_optunas_wilcoxon_pruner() -> None:
         assert ours == t.should_prune(), (k, cur, best)
         agree += ours
     assert 0 < agree < 40  # both outcomes occur: the comparison is not vacuous
+
+
+
+def test_signed_rank_p_equals_scipy_where_scipy_is_exact_and_enumeration_beyond():
+    """numpy-only p-values: scipy's on every path where scipy is exact (untied up to 50 differences, tied up to
+    13, which scipy enumerates) or approximate (above 50); on 14 to 16 tied differences, where scipy falls back
+    to the normal approximation, the p-value of enumerating all 2^n sign flips."""
+    import itertools
+
+    import numpy as np
+
+    from reflexopt.stats import _midranks, signed_rank_p
+
+    rng = np.random.default_rng(7)
+    tied = [np.array([1.0]), np.array([1.0, 1.0]), np.array([-1.0] * 13), np.array([1.0, -1.0, 0.5] * 4)]
+    tied += [rng.choice([-1.0, -0.5, 0.5, 1.0, 2.0], size=int(rng.integers(2, 11))) for _ in range(40)]
+    untied = [rng.normal(size=int(rng.integers(1, 51))) for _ in range(40)]
+    large = [rng.choice([-1.0, 0.5, 1.0], size=int(rng.integers(51, 300))) for _ in range(10)]
+    large += [rng.normal(size=int(rng.integers(51, 300))) for _ in range(10)]
+    for d in tied + untied + large:  # scipy enumerates 2^n flips for tied d: up to 2 s a sample at n = 13
+        assert signed_rank_p(d) == pytest.approx(float(st.wilcoxon(d, method="auto").pvalue), rel=1e-9, abs=1e-12)
+    for n in (14, 15, 16):
+        d = rng.choice([-1.0, 1.0, 2.0], size=n)
+        ranks = _midranks(np.abs(d))[0]
+        flips = np.array(list(itertools.product([0.0, 1.0], repeat=n)))
+        null = flips @ ranks
+        observed = ranks[d > 0].sum()
+        want = min(1.0, 2 * min((null <= observed + 1e-9).mean(), (null >= observed - 1e-9).mean()))
+        assert signed_rank_p(d) == pytest.approx(want, abs=1e-12)
+    assert paired_compare([0.0] * 13, [1.0] * 13).p_value == pytest.approx(
+        float(st.wilcoxon(np.ones(13), method="auto").pvalue), abs=1e-12)
