@@ -68,9 +68,10 @@ def ours(name: str, strategy: str, budget: int, seed: int, args: argparse.Namesp
 
 
 class CountingProxy:
-    """Loopback OpenAI-protocol proxy: forwards to `upstream`, counts requests and tokens."""
+    """Loopback OpenAI-protocol proxy: forwards to `upstream`, counts requests and tokens; with `cap`, lowers
+    each request's max_tokens to at most `cap`."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, cap: int | None = None) -> None:
         self.calls = 0
         self.tokens = 0
         lock = threading.Lock()
@@ -85,6 +86,10 @@ class CountingProxy:
 
             def _forward(self, method: str) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0) or 0))
+                if cap is not None and method == "POST" and body:
+                    req = json.loads(body)
+                    req["max_tokens"] = min(int(req.get("max_tokens") or cap), cap)
+                    body = json.dumps(req).encode()
                 path = self.path[len("/v1"):] if self.path.startswith("/v1") else self.path
                 r = client.request(method, upstream + path, content=body or None,
                                    headers={"content-type": "application/json"})
@@ -113,6 +118,10 @@ class CountingProxy:
         self.server.shutdown()
 
 
+def _aevyra_label(args: argparse.Namespace) -> str:
+    return "aevyra-reflex 0.2.0" + (f" (task outputs capped at {args.aevyra_task_cap})" if args.aevyra_task_cap else "")
+
+
 def aevyra(name: str, budget: int, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from reflexopt.models.local import LocalServer, model_file
 
@@ -122,10 +131,11 @@ def aevyra(name: str, budget: int, seed: int, args: argparse.Namespace, work: Pa
     best = work / f"{name}-aevyra-{budget}-{seed}.best.md"
     server = LocalServer(model_file("smollm2"))
     server.start()
-    proxy = CountingProxy(server.url)
+    # task calls through one proxy (capped with --aevyra-task-cap), reasoning calls through another (never capped)
+    proxy = CountingProxy(server.url, cap=args.aevyra_task_cap)
+    rproxy = CountingProxy(args.reasoning_base or server.url)
     try:
-        reasoning = ["--reasoning-model", args.reasoning_model or "openai/smollm2",
-                     "--reasoning-base-url", args.reasoning_base or proxy.url]
+        reasoning = ["--reasoning-model", args.reasoning_model or "openai/smollm2", "--reasoning-base-url", rproxy.url]
         env = {**os.environ, "OPENAI_BASE_URL": proxy.url, "OPENAI_API_KEY": "sk-local",
                "REFLEX_REASONING_API_KEY": "sk-local"}
         t0 = time.monotonic()
@@ -137,6 +147,7 @@ def aevyra(name: str, budget: int, seed: int, args: argparse.Namespace, work: Pa
         wall = time.monotonic() - t0
     finally:
         proxy.close()
+        rproxy.close()
         server.stop()
     if proc.returncode != 0 or not best.exists():
         raise SystemExit(f"aevyra-reflex failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
@@ -144,9 +155,11 @@ def aevyra(name: str, budget: int, seed: int, args: argparse.Namespace, work: Pa
     home = work / "home-aev-eval"
     start, _ = _run(["eval", str(test_file), str(prompt), "--metric", "contains", "--json"], home, _code(args))
     tuned, _ = _run(["eval", str(test_file), str(best), "--metric", "contains", "--json"], home, _code(args))
-    return {"dataset": name, "strategy": "aevyra-reflex 0.2.0", "budget": budget, "seed": seed,
-            "baseline_test": start["score"], "best_test": tuned["score"], "p_value": None, "calls": proxy.calls,
-            "tokens": proxy.tokens, "wall_s": round(wall, 1), "stop": f"{ITERATIONS[budget]} iterations",
+    return {"dataset": name, "strategy": _aevyra_label(args), "budget": budget, "seed": seed,
+            "baseline_test": start["score"], "best_test": tuned["score"], "p_value": None,
+            "calls": proxy.calls + rproxy.calls, "tokens": proxy.tokens + rproxy.tokens, "wall_s": round(wall, 1),
+            "stop": f"{ITERATIONS[budget]} iterations"
+            + (f", task outputs capped at {args.aevyra_task_cap} tokens" if args.aevyra_task_cap else ""),
             "best_prompt": best.read_text(encoding="utf-8")}
 
 
@@ -187,6 +200,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--code", help="a checkout (git worktree) of the reflexopt version to measure")
     ap.add_argument("--aevyra", help="the aevyra-reflex executable of its own venv (adds it as a strategy)")
+    ap.add_argument("--aevyra-task-cap", type=int, help="cap aevyra-reflex's task outputs at this many tokens (it "
+                    "has no flag for it; reflexopt derives 16 for these label sets)")
     ap.add_argument("--reasoning-model", help="e.g. openai/qwen (default: the task model)")
     ap.add_argument("--reasoning-base", help="base URL of the reasoning model's OpenAI-compatible server")
     ap.add_argument("--title", default="Strategies side by side on the embedded model")
@@ -201,7 +216,7 @@ def main() -> None:
             for name in args.datasets:
                 for seed in args.seeds:
                     for strategy in args.strategies + (["aevyra"] if args.aevyra else []):
-                        label = "aevyra-reflex 0.2.0" if strategy == "aevyra" else strategy
+                        label = _aevyra_label(args) if strategy == "aevyra" else strategy
                         if (name, label, budget, seed) in done:  # a re-run continues where it stopped
                             continue
                         work = Path(tmp) / f"{name}-{label}-{budget}-{seed}"
