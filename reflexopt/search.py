@@ -16,6 +16,7 @@ storage is the coordination.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -199,6 +200,7 @@ class Search:
         self._p = p_threshold
         self._first_check = n_startup_steps if pruning else 1 << 30
         self._finished: dict[int, TrialRecord] = {}
+        self._stale_checked = -math.inf
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
         # pruning is decided in process (Trial.should_prune); Optuna's pruner would read the storage per case
         self.study = optuna.create_study(storage=self.storage, study_name=study_name, direction="maximize",
@@ -221,14 +223,21 @@ class Search:
         self.study.set_user_attr(key, value)
 
     def attrs(self) -> dict[str, Any]:
-        return dict(self._optuna.load_study(study_name=self.name, storage=self.storage).user_attrs)
+        """The study's attributes as stored now (one read; other processes may have changed them)."""
+        return dict(self.study.user_attrs)
 
     def fail_stale(self, *, immediately: bool = False) -> int:
         """Fail trials left RUNNING by a dead process: at once (a single-process run being resumed), or once
-        their heartbeat is older than the grace period (other workers may still be alive)."""
+        their heartbeat is older than the grace period (other workers may still be alive). The second kind is
+        looked for at most once per heartbeat interval: a trial is stale only after GRACE_S anyway, and the look
+        takes several queries, which every worker made before each of its trials."""
         from optuna.trial import TrialState
 
         if not immediately:
+            now = time.monotonic()
+            if now - self._stale_checked < HEARTBEAT_S:
+                return 0
+            self._stale_checked = now
             running = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
             if not running:
                 return 0
