@@ -120,12 +120,17 @@ def choose(ops: Sequence[str], history: Sequence[Outcome], rng: random.Random) -
     fresh = untried(ops, history)
     if fresh:
         return fresh[0]
+    # the operator that ran gets the credit; an asked operator that fell back counts as a failure
+    runs: dict[str, int] = {}
+    wins: dict[str, int] = {}
+    for h in history:
+        runs[h.operator] = runs.get(h.operator, 0) + 1
+        wins[h.operator] = wins.get(h.operator, 0) + h.improved
+        if h.fell_back:
+            runs[h.asked] = runs.get(h.asked, 0) + 1
     best, best_draw = ops[0], -1.0
     for op in ops:
-        # the operator that ran gets the credit; an asked operator that fell back counts as a failure
-        runs = [h for h in history if h.operator == op or (h.fell_back and h.asked == op)]
-        wins = sum(h.improved for h in runs if h.operator == op)
-        draw = rng.betavariate(1 + wins, 1 + len(runs) - wins)
+        draw = rng.betavariate(1 + wins.get(op, 0), 1 + runs.get(op, 0) - wins.get(op, 0))
         if draw > best_draw:
             best, best_draw = op, draw
     return best

@@ -58,6 +58,16 @@ class Candidate:
     def val_mean(self) -> float:  # computed once: a candidate is frozen, and the pool asks for it every trial
         return sum(self.val.values()) / len(self.val) if self.val else float("nan")
 
+    def scores_on(self, case_ids: tuple[str, ...]) -> Any:
+        """This candidate's val scores on `case_ids` as a numpy row (-1 where unscored), kept for the last
+        `case_ids` asked: the Pareto front is recomputed every trial over every earlier candidate."""
+        hit = self.__dict__.get("_scores_on")
+        if hit is None or hit[0] != case_ids:
+            import numpy as np
+
+            hit = self.__dict__["_scores_on"] = (case_ids, np.array([self.val.get(i, -1.0) for i in case_ids]))
+        return hit[1]
+
     def record(self) -> dict[str, Any]:
         return {"id": self.id, "key": self.key, "operator": self.operator, "parent": self.parent,
                 "reasoning": self.reasoning[:2000], "params": self.params, "state": self.state, "trial": self.trial,
@@ -131,11 +141,15 @@ def outcomes(pool: Sequence[Candidate]) -> list[Outcome]:
         if c.id == "baseline" or c.trial is None:
             continue
         parent = by_id.get(c.parent or "")
-        improved = (c.state == "complete" and parent is not None and bool(parent.val)
-                    and c.val_mean > parent.val_mean)
-        asked = c.asked or c.operator
-        out.append(Outcome(c.operator, asked, asked_llm=asked in LLM_OPERATORS,
-                           llm_usable=asked in LLM_OPERATORS and not c.fallback, improved=improved))
+        hit = c.__dict__.get("_outcome")  # both candidates are frozen: the same pair gives the same outcome
+        if hit is None or hit[0] is not parent:
+            improved = (c.state == "complete" and parent is not None and bool(parent.val)
+                        and c.val_mean > parent.val_mean)
+            asked = c.asked or c.operator
+            hit = c.__dict__["_outcome"] = (parent, Outcome(c.operator, asked, asked_llm=asked in LLM_OPERATORS,
+                                                            llm_usable=asked in LLM_OPERATORS and not c.fallback,
+                                                            improved=improved))
+        out.append(hit[1])
     return out
 
 
@@ -168,15 +182,13 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
 
 def pareto_parent(pool: Sequence[Candidate], rng: random.Random) -> Candidate:
     """Sample a parent from the per-case Pareto front on val, weighted by the cases each is best on."""
+    import numpy as np
+
     done = [c for c in pool if c.state == "complete" and c.val]
-    ids = sorted(set().union(*(c.val.keys() for c in done)))
-    wins: dict[str, int] = {c.id: 0 for c in done}
-    for case_id in ids:
-        scored = [(c.val.get(case_id, -1.0), c.id) for c in done]
-        top = max(s for s, _ in scored)
-        leaders = [cid for s, cid in scored if s == top]
-        if len(leaders) < len(done):  # cases everyone ties on say nothing
-            for cid in leaders:
-                wins[cid] += 1
-    front = [c for c in done if wins[c.id] > 0] or [max(done, key=lambda c: c.val_mean)]
-    return rng.choices(front, weights=[wins[c.id] or 1 for c in front])[0]
+    ids = tuple(sorted(set().union(*(c.val.keys() for c in done))))
+    scores = np.stack([c.scores_on(ids) for c in done])  # candidates x cases
+    leads = scores == scores.max(axis=0)
+    telling = leads.sum(axis=0) < len(done)  # cases everyone ties on say nothing
+    wins = [int(w) for w in leads[:, telling].sum(axis=1)]
+    front = [(c, w) for c, w in zip(done, wins) if w > 0] or [(max(done, key=lambda c: c.val_mean), 1)]
+    return rng.choices([c for c, _ in front], weights=[w for _, w in front])[0]
