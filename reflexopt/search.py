@@ -201,7 +201,10 @@ class Search:
         self._first_check = n_startup_steps if pruning else 1 << 30
         self._finished: dict[int, TrialRecord] = {}
         self._stale_checked = -math.inf
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
+        # independent TPE, as before Optuna 5 made multivariate the default: the operators' knobs are conditional
+        # (and the baseline trial has none), so the intersection search space of multivariate TPE is always empty
+        # and it fell back to independent sampling anyway, after recomputing that space each trial (~11 ms)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=False)
         # pruning is decided in process (Trial.should_prune); Optuna's pruner would read the storage per case
         self.study = optuna.create_study(storage=self.storage, study_name=study_name, direction="maximize",
                                          sampler=sampler, pruner=optuna.pruners.NopPruner(), load_if_exists=True)
