@@ -8,17 +8,46 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 import typer.main
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Evaluate and optimize LLM prompts on your own data, with your own judge.")
-# piped output gets wide tables instead of rich's 80-column default
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+class _Console:
+    """A rich Console made on first use: `--help` and argument errors never import rich (about 25 ms)."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def _made(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            # piped output gets wide tables instead of rich's 80-column default
+            self._console = Console(stderr=self._stderr, width=None if stream.isatty() else 160)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    def __enter__(self) -> Console:  # rich's Live enters its console; dunders are not found by __getattr__
+        return self._made().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._made().__exit__(*exc)
+
+
+out: Console = _Console()  # type: ignore[assignment]
+err: Console = _Console(stderr=True)  # type: ignore[assignment]
 
 ModelOpt = Annotated[str, typer.Option("-m", "--model", help="Task model: a litellm id, or local/smollm2 (offline); "
                                        "settings after @, e.g. local/smollm2@temperature=0.7,max_tokens=64.")]
