@@ -119,6 +119,14 @@ def help_time(*, bytecode: bool) -> float:
     cmd = [sys.executable, "-m", "reflexopt", "--help"]
     if bytecode:
         subprocess.run(cmd, capture_output=True, check=True, env=env)
+    else:  # compiled copies left by other runs would still be read
+        import importlib.util
+        import shutil
+
+        spec = importlib.util.find_spec("reflexopt")
+        assert spec is not None and spec.origin is not None
+        for cache in Path(spec.origin).parent.rglob("__pycache__"):
+            shutil.rmtree(cache)
     t0 = time.monotonic()
     subprocess.run(cmd, capture_output=True, check=True, env=env)
     return time.monotonic() - t0
