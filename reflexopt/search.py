@@ -102,12 +102,13 @@ def _storage(url: str) -> Any:
 
 
 def find_studies(url: str) -> list[tuple[str, dict[str, Any]]]:
-    """(study name, study attributes) of every reflexopt study in a storage."""
-    optuna = _optuna()
+    """(study name, study attributes) of every reflexopt study in a storage. Reads the studies' attributes only:
+    Optuna's study summaries also load every trial of every study (3 to 5 s for 52 finished runs of 60 trials on
+    PostgreSQL, against 0.03 s), and a waiting worker asks twice a second."""
     out = []
     storage = _storage(url)
     try:
-        for s in optuna.get_all_study_summaries(storage=storage, include_best_trial=False):
+        for s in storage.get_all_studies():
             if "reflexopt_config" in s.user_attrs:
                 out.append((s.study_name, dict(s.user_attrs)))
     finally:
