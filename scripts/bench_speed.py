@@ -214,10 +214,11 @@ def paid_answers(work: Path) -> tuple[int, int]:
     return srv.count, int(json.loads(r.stdout)["model_calls"])
 
 
-def scale_out(work: Path, pg: str, processes: int, trials: int) -> tuple[float, float]:
+def scale_out(work: Path, pg: str, processes: int, trials: int) -> tuple[float, float, float]:
     """Trials per second of one optimize run with `processes - 1` workers joining it through PostgreSQL, against
-    a 100 ms server (each process keeps 4 calls in flight, so one process is latency-bound, not CPU-bound), and
-    the share of the machine's CPU that all reflexopt processes used meanwhile.
+    a 100 ms server (each process keeps 4 calls in flight, so one process is latency-bound, not CPU-bound), the
+    share of the machine's CPU that all reflexopt processes used meanwhile, and the trials per second of the
+    search phase alone.
 
     The server's answers depend on the whole prompt (better when it names the labels), so candidates score
     differently and only prompts that render alike are duplicates, as with a real model."""
@@ -248,7 +249,15 @@ def scale_out(work: Path, pg: str, processes: int, trials: int) -> tuple[float, 
     if coord.returncode != 0:
         raise SystemExit(err[-2000:])
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return int(json.loads(out)["trials"]) / wall, cpu / wall / (os.cpu_count() or 1)
+    # the search phase alone: trials over the span from the first trial's start to the last one's end (without
+    # the start-up, the baseline, the test verdict and the exit, which no number of workers shortens)
+    from reflexopt.search import Search
+
+    with Search(pg, (work / "run" / "study_name").read_text(encoding="utf-8").strip()) as search:
+        done = [t for t in search.study.get_trials(deepcopy=False)
+                if t.number > 0 and t.datetime_start and t.datetime_complete]  # trial 0: the baseline
+    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    return int(json.loads(out)["trials"]) / wall, cpu / wall / (os.cpu_count() or 1), len(done) / span
 
 
 def main() -> None:
@@ -295,18 +304,22 @@ def main() -> None:
         print(rows[-1], file=sys.stderr)
         if args.pg:
             rate: dict[int, float] = {}
+            search_rate: dict[int, float] = {}
             for n in (1, 2, 4):
-                vals, cpus = [], []
+                vals, cpus, searching = [], [], []
                 for i in range(args.repeat):
                     (work / f"so{n}-{i}").mkdir()
-                    r, c = scale_out(work / f"so{n}-{i}", args.pg, n, args.scale_trials)
+                    r, c, sr = scale_out(work / f"so{n}-{i}", args.pg, n, args.scale_trials)
                     vals.append(r)
                     cpus.append(c)
+                    searching.append(sr)
                 rate[n] = statistics.median(vals)
+                search_rate[n] = statistics.median(searching)
                 rows.append((f"scale-out: {n} process(es) on one study (PostgreSQL, 100 ms server, "
-                             f"{args.scale_trials} trials), trials/s",
-                             f"{rate[n]:.3f} ({rate[n] / (n * rate[1]):.2f} of linear; reflexopt used "
-                             f"{statistics.median(cpus):.0%} of the CPU)",
+                             f"{args.scale_trials} trials), trials/s: whole run; search phase",
+                             f"{rate[n]:.3f} ({rate[n] / (n * rate[1]):.2f} of linear); {search_rate[n]:.3f} "
+                             f"({search_rate[n] / (n * search_rate[1]):.2f} of linear); reflexopt used "
+                             f"{statistics.median(cpus):.0%} of the CPU",
                              "≥ 0.8 of linear at 2" if n == 2 else ""))
                 print(rows[-1], file=sys.stderr)
     lines = ["# Speed", "", f"Made by `python scripts/bench_speed.py {' '.join(sys.argv[1:])}` on "
