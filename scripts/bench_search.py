@@ -36,11 +36,29 @@ def _run(args: list[str], home: Path, code: Path | None) -> tuple[dict[str, Any]
     env = {**os.environ, "REFLEXOPT_HOME": str(home)}
     if code is not None:
         env["PYTHONPATH"] = str(code)
+        _check_code(code, env)
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "reflexopt", *args], capture_output=True, text=True, env=env)
+    # `python -m` puts the working directory first on sys.path: run in the checkout, or a reflexopt/ folder in
+    # the caller's directory (a main checkout) would shadow the code being measured
+    proc = subprocess.run([sys.executable, "-m", "reflexopt", *args], capture_output=True, text=True, env=env,
+                          cwd=code)
     if proc.returncode != 0:
         raise SystemExit(f"failed: reflexopt {' '.join(args)}\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout), time.monotonic() - t0
+
+
+_checked: set[Path] = set()
+
+
+def _check_code(code: Path, env: dict[str, str]) -> None:
+    """Fail unless a run really imports reflexopt from `code`."""
+    if code in _checked:
+        return
+    out = subprocess.run([sys.executable, "-c", "import reflexopt; print(reflexopt.__file__)"], capture_output=True,
+                         text=True, env=env, cwd=code, check=True).stdout.strip()
+    if not Path(out).resolve().is_relative_to(code.resolve()):
+        raise SystemExit(f"--code {code}: reflexopt was imported from {out}, not from the checkout")
+    _checked.add(code)
 
 
 def test_split(data: Path, seed: int, out: Path) -> Path:
