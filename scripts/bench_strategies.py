@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -58,10 +59,11 @@ def ours(name: str, strategy: str, budget: int, seed: int, args: argparse.Namesp
     extra = ["--reasoning-model", args.reasoning_model] if args.reasoning_model else []
     if args.reasoning_base:
         extra += ["--api-base", args.reasoning_base]  # only the reasoning model is remote; the task is local/
+    extra += shlex.split(args.optimize_args or "")
     res, wall = _run(["optimize", str(data), str(prompt), "--metric", "contains", "--json", "--seed", str(seed),
                       "--max-calls", str(budget), "--strategy", strategy, "-o", str(best), *extra], home, _code(args))
     usage = _usage(home)
-    return {"dataset": name, "strategy": strategy, "budget": budget, "seed": seed,
+    return {"dataset": name, "strategy": _label(strategy, args), "budget": budget, "seed": seed,
             "baseline_test": res["baseline_test"], "best_test": res["best_test"], "p_value": res["p_value"],
             "calls": res["model_calls"], "tokens": usage["prompt_tokens"] + usage["completion_tokens"],
             "wall_s": round(wall, 1), "stop": res["stop_reason"], "best_prompt": best.read_text(encoding="utf-8")}
@@ -116,6 +118,10 @@ class CountingProxy:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def _label(strategy: str, args: argparse.Namespace) -> str:
+    return f"{strategy} ({args.optimize_args})" if args.optimize_args else strategy
 
 
 def _aevyra_label(args: argparse.Namespace) -> str:
@@ -204,6 +210,8 @@ def main() -> None:
                     "has no flag for it; reflexopt derives 16 for these label sets)")
     ap.add_argument("--reasoning-model", help="e.g. openai/qwen (default: the task model)")
     ap.add_argument("--reasoning-base", help="base URL of the reasoning model's OpenAI-compatible server")
+    ap.add_argument("--optimize-args", help="more options for reflexopt's own runs, e.g. '--patience 20' "
+                    "(named in the strategy column)")
     ap.add_argument("--title", default="Strategies side by side on the embedded model")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "strategies_smollm2.md"))
     args = ap.parse_args()
@@ -216,7 +224,7 @@ def main() -> None:
             for name in args.datasets:
                 for seed in args.seeds:
                     for strategy in args.strategies + (["aevyra"] if args.aevyra else []):
-                        label = _aevyra_label(args) if strategy == "aevyra" else strategy
+                        label = _aevyra_label(args) if strategy == "aevyra" else _label(strategy, args)
                         if (name, label, budget, seed) in done:  # a re-run continues where it stopped
                             continue
                         work = Path(tmp) / f"{name}-{label}-{budget}-{seed}"
