@@ -81,8 +81,13 @@ class LatencyServer:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
 
+# `python -m` and `-c` put the working directory first on sys.path, so a reflexopt/ folder there (another
+# checkout) would shadow the one on PYTHONPATH; PYTHONSAFEPATH (Python 3.11+) turns that off
+SAFE_PATH = {"PYTHONSAFEPATH": "1"}
+
+
 def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "REFLEXOPT_HOME": str(home), "OPENAI_API_KEY": "sk-bench-00000000000000"}
+    return {**os.environ, **SAFE_PATH, "REFLEXOPT_HOME": str(home), "OPENAI_API_KEY": "sk-bench-00000000000000"}
 
 
 def throughput(slots: int, n: int, work: Path) -> float:
@@ -113,7 +118,7 @@ def help_time(*, bytecode: bool) -> float:
     """Wall time of `reflexopt --help`. bytecode=True: as on a default Python, which caches compiled modules (a
     first run writes the cache); False: with PYTHONDONTWRITEBYTECODE=1, as set on the machine these figures come
     from, where every start compiles reflexopt's own modules again (an editable install has no compiled copy)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, **SAFE_PATH}
     if not bytecode:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     cmd = [sys.executable, "-m", "reflexopt", "--help"]
