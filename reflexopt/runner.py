@@ -137,6 +137,8 @@ class Runner:
         if limit:
             return limit
         b = self.config.budget
+        if self.budget.remaining() < len(self.val) * (2 if self.config.scorer.judge else 1):
+            return "budget"  # too little left to score a candidate on all of val: it could never be accepted
         if sel.since_gain >= b.patience and not (pool and untried(*self.operators(pool))):
             return f"no accepted gain in {b.patience} trials"
         tail = [c.state for c in pool if c.id != "baseline"][-2 * b.patience:]
@@ -241,6 +243,8 @@ class Runner:
         # half the trials build on the best prompt so far (each operator changes one thing, so gains compose);
         # the other half on a parent from the per-case Pareto front (prompts best on some case: diversity)
         parent = best if best is not None and rng.random() < 0.5 else pareto_parent(pool, rng)
+        if len(parent.val) == len(self.val):
+            trial.gate_on({self.index[k]: v for k, v in parent.val.items()})
         diag: Diagnosis = Diagnosis()
         failing: list[CaseResult] = []
         if get(op).needs_diagnosis:
@@ -294,7 +298,8 @@ class Runner:
 
     def finish(self, trial: Trial, cand: Candidate, value: float | None) -> None:
         failed = cand.state in ("failed", "incomplete")
+        attrs = cand.attrs() | ({"pruned_by": trial.pruned_by} if cand.state == "pruned" else {})
         self.search.tell(trial, None if failed else value, pruned=cand.state == "pruned", failed=failed,
-                         attrs=cand.attrs())
+                         attrs=attrs)
         if self.store is not None:
             self.store.save_candidate(cand.record(), cand.prompt.to_markdown())

@@ -1,8 +1,9 @@
 """The Optuna study: the only module that imports optuna.
 
 Each candidate prompt is one trial (ask/tell). Val cases are reported per case (step = case index) to the
-trial in memory, which can stop a candidate as soon as it is significantly worse than the best one (the Wilcoxon
-test of Optuna's WilcoxonPruner, asked in process: no database round trip per case). The TPE sampler learns
+trial in memory, which stops a candidate that shows no gain over its parent on the first cases (a minibatch
+gate, as GEPA accepts its candidates) or, later, as soon as it is significantly worse than the best one (the
+Wilcoxon test of Optuna's WilcoxonPruner, asked in process: no database round trip per case). The TPE sampler learns
 which operators and structural settings pay off.
 
 The study is also the run's shared state: every finished trial carries its candidate (prompt, parent, operator,
@@ -137,6 +138,8 @@ class Trial:
         self._best = dict(best or {})
         self._p = p_threshold
         self._first_check = first_check  # fewer shared cases than this: never pruned
+        self._parent: dict[int, float] = {}
+        self.pruned_by = ""  # why should_prune said yes: "gate" (no better than its parent) or "worse than best"
 
     def suggest(self, operator: str, *, n_train: int, n_labels: int, first: bool = False) -> dict[str, Any]:
         """The settings of one operator, sampled by TPE (conditional: each operator has its own knobs).
@@ -174,14 +177,34 @@ class Trial:
     def report(self, value: float, step: int) -> None:
         self.steps[int(step)] = float(value)
 
+    def gate_on(self, parent: dict[int, float]) -> None:
+        """Screen this trial against its parent's val scores (case index -> score): when the first check is
+        reached, a candidate that does not beat its parent on the cases scored so far is stopped there (GEPA's
+        minibatch acceptance). Without a parent, or with pruning off, there is no gate."""
+        self._parent = dict(parent)
+
     def should_prune(self) -> bool:
-        """Significantly worse than the best candidate known when the trial was asked, on the cases scored so
-        far (a one-sided Wilcoxon test; see stats.worse_than_best). Costs no storage access."""
-        if len(self.steps) < self._first_check or not self._best:
+        """Stop this trial now? Two rules, both on the cases scored so far and without storage access:
+        - the gate, once, at the first check: the candidate's total does not exceed its parent's total on the
+          same cases (an edit that shows no gain on a minibatch is not worth a full evaluation);
+        - from then on, after every case: significantly worse than the best candidate known when the trial was
+          asked (a one-sided Wilcoxon test; see stats.worse_than_best)."""
+        if len(self.steps) < self._first_check:
+            return False
+        if self._parent:
+            parent, self._parent = self._parent, {}
+            shared = [i for i in self.steps if i in parent]
+            if shared and sum(self.steps[i] for i in shared) <= sum(parent[i] for i in shared):
+                self.pruned_by = "gate"
+                return True
+        if not self._best:
             return False
         from .stats import worse_than_best
 
-        return worse_than_best(self.steps, self._best, p_threshold=self._p, min_cases=self._first_check)
+        if worse_than_best(self.steps, self._best, p_threshold=self._p, min_cases=self._first_check):
+            self.pruned_by = "worse than best"
+            return True
+        return False
 
     def heartbeat(self) -> None:
         self._storage.record_heartbeat(self._t._trial_id)
