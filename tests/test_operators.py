@@ -188,3 +188,38 @@ def test_search_space_is_conditional_on_the_operator(tmp_path: Path) -> None:
     assert {"n_demos", "demo_pick", "demo_order", "demo_style", "demo_seed"} <= set(p) and 1 <= p["n_demos"] <= 12
     t2 = s.ask()
     assert set(t2.suggest("cue", n_train=30, n_labels=6)) == {"operator", "cue"}
+
+
+def test_gate_stops_a_candidate_no_better_than_its_parent_at_the_first_check(tmp_path: Path) -> None:
+    s = Search(f"sqlite:///{tmp_path / 's.db'}", "x", seed=0, n_startup_steps=4)
+    parent = {i: float(i % 2) for i in range(20)}  # 0.5 on every 4 cases
+    tie = s.ask()
+    tie.gate_on(parent)
+    for i in range(3):
+        tie.report(parent[i], i)
+        assert not tie.should_prune()  # before the first check: never
+    tie.report(parent[3], 3)
+    assert tie.should_prune() and tie.pruned_by == "gate"  # equal to the parent: no gain shown
+
+    better = s.ask()
+    better.gate_on(parent)
+    for i in range(4):
+        better.report(1.0, i)
+    assert not better.should_prune()  # beat the parent on the minibatch: goes on
+    for i in range(4, 8):
+        better.report(0.0, i)
+    assert not better.should_prune()  # the gate is asked once; no best to compare with: never pruned later
+
+    free = s.ask()  # no parent given (e.g. the parent is not complete on val): no gate
+    for i in range(4):
+        free.report(parent[i], i)
+    assert not free.should_prune() and free.pruned_by == ""
+
+
+def test_pruning_off_turns_the_gate_off(tmp_path: Path) -> None:
+    s = Search(f"sqlite:///{tmp_path / 's.db'}", "x", seed=0, pruning=False)
+    t = s.ask(best={i: 1.0 for i in range(40)})
+    t.gate_on({i: 1.0 for i in range(40)})
+    for i in range(40):
+        t.report(0.0, i)
+        assert not t.should_prune()

@@ -120,6 +120,10 @@ def test_max_calls_is_a_hard_limit(dataset: Path, prompt_file: Path, fakes: Any,
     assert paid <= max_calls and r.model_calls == paid
     assert r.stop_reason == "budget"
     assert r.baseline_test == r.baseline_test  # the final test verdict is still delivered (reserve kept)
+    # the search stops when what is left cannot score a candidate on all of val: no call goes on a candidate
+    # that could never be accepted
+    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+    assert all(c["state"] != "incomplete" for c in cands)
 
 
 def test_max_cost_is_a_hard_limit(dataset: Path, prompt_file: Path, fakes: Any) -> None:
