@@ -99,8 +99,7 @@ class Budget(_Frozen):
     max_time_s: float | None = Field(None, gt=0)
     max_trials: int | None = Field(None, ge=0, description="candidates to try; None: 24, or no limit when a "
                                    "call, cost or time budget is set (the budget decides)")
-    patience: int = Field(10, ge=1, description="stop after this many trials without an accepted gain (a trial "
-                          "stopped early counts by the share of val it scored)")
+    patience: int = Field(10, ge=1, description="stop after this many trials without an accepted gain")
     target: float | None = Field(None, ge=0, le=1)
 
     @property

@@ -156,7 +156,7 @@ def outcomes(pool: Sequence[Candidate]) -> list[Outcome]:
 @dataclass(frozen=True)
 class Selection:
     best: Candidate
-    since_gain: float  # trials after the last accepted gain, each weighted by the share of val it scored
+    since_gain: int  # trials after the last accepted gain
     trials: int  # finished trials, baseline excluded
     pruned: int
     accepted: tuple[str, ...]  # the accepted path, in order
@@ -164,13 +164,9 @@ class Selection:
 
 def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
     """Walk the trials in order; a candidate is accepted only when it is fully evaluated on val and beats the
-    current best by more than `min_gain` (judge noise). The baseline is the first best: never a regression.
-
-    Patience is counted in trials' worth of val: a trial stopped early counts by the share of val it scored (a
-    candidate stopped by the gate after 15 of 60 cases counts a quarter), so cheap screened-out trials do not
-    end a run that has budget left as fast as full evaluations would."""
+    current best by more than `min_gain` (judge noise). The baseline is the first best: never a regression."""
     base = next(c for c in pool if c.id == "baseline")
-    best, since, trials, pruned, path = base, 0.0, 0, 0, ["baseline"]
+    best, since, trials, pruned, path = base, 0, 0, 0, ["baseline"]
     for c in pool:
         if c.id == "baseline":
             continue
@@ -180,7 +176,7 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
             best, since = c, 0
             path.append(c.id)
         elif c.state != "duplicate":  # a prompt already known cost nothing and says nothing new
-            since += min(1.0, len(c.val) / n_val) if c.val and n_val else 1.0
+            since += 1
     return Selection(best, since, trials, pruned, tuple(path))
 
 

@@ -224,3 +224,4 @@ def test_two_runs_with_the_same_run_dir_name_never_share_a_study(dataset: Path, 
     studies = {json.loads((tmp_path / d / "run" / "events.jsonl").read_text().splitlines()[0])["study"]
                for d in ("a", "b")}
     assert len(studies) == 2
+

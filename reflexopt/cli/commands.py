@@ -99,9 +99,7 @@ def optimize_cmd(
                                                         "rewrites (default: the task model).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the best prompt here.")] = None,
     target: Annotated[float | None, typer.Option("--target", min=0, max=1, help="Stop at this val score.")] = None,
-    patience: Annotated[int, typer.Option("--patience", min=1, help=(
-        "Stop after N trials with no accepted gain (a trial stopped early counts by the share of val it "
-        "scored)."))] = 10,
+    patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after N trials with no gain.")] = 10,
     max_calls: Annotated[int | None, typer.Option("--max-calls", min=1, help="Hard limit on paid calls.")] = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", min=0, help="Hard limit in USD.")] = None,
     max_time: Annotated[str | None, typer.Option("--max-time", help="e.g. 30m, 1h.")] = None,
