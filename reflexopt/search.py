@@ -179,14 +179,17 @@ class Trial:
 
     def gate_on(self, parent: dict[int, float]) -> None:
         """Screen this trial against its parent's val scores (case index -> score): when the first check is
-        reached, a candidate that does not beat its parent on the cases scored so far is stopped there (GEPA's
-        minibatch acceptance). Without a parent, or with pruning off, there is no gate."""
+        reached, a candidate that shows no gain over its parent on the cases scored so far is stopped there
+        (after GEPA's minibatch acceptance; see should_prune). Without a parent, or with pruning off, there is no
+        gate."""
         self._parent = dict(parent)
 
     def should_prune(self) -> bool:
         """Stop this trial now? Two rules, both on the cases scored so far and without storage access:
-        - the gate, once, at the first check: the candidate's total does not exceed its parent's total on the
-          same cases (an edit that shows no gain on a minibatch is not worth a full evaluation);
+        - the gate, once, at the first check: on the same cases, the candidate's total is below its parent's,
+          or equal to it without a single case where the candidate does better (an edit that shows no gain on
+          a minibatch is not worth a full evaluation; a tie that fixes some cases and breaks others goes on,
+          since on a small minibatch it is as likely to be a gain as a loss);
         - from then on, after every case: significantly worse than the best candidate known when the trial was
           asked (a one-sided Wilcoxon test; see stats.worse_than_best)."""
         if len(self.steps) < self._first_check:
@@ -194,7 +197,9 @@ class Trial:
         if self._parent:
             parent, self._parent = self._parent, {}
             shared = [i for i in self.steps if i in parent]
-            if shared and sum(self.steps[i] for i in shared) <= sum(parent[i] for i in shared):
+            mine, theirs = sum(self.steps[i] for i in shared), sum(parent[i] for i in shared)
+            better_somewhere = any(self.steps[i] > parent[i] for i in shared)
+            if shared and (mine < theirs or (mine == theirs and not better_somewhere)):
                 self.pruned_by = "gate"
                 return True
         if not self._best:

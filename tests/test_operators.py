@@ -201,6 +201,18 @@ def test_gate_stops_a_candidate_no_better_than_its_parent_at_the_first_check(tmp
     tie.report(parent[3], 3)
     assert tie.should_prune() and tie.pruned_by == "gate"  # equal to the parent: no gain shown
 
+    mixed = s.ask()  # the same total, but it fixes a case the parent failed (and breaks another): goes on
+    mixed.gate_on(parent)
+    for i, v in enumerate([1.0, 0.0, 0.0, 1.0]):  # the parent has 0, 1, 0, 1
+        mixed.report(v, i)
+    assert not mixed.should_prune()
+
+    worse = s.ask()
+    worse.gate_on(parent)
+    for i, v in enumerate([1.0, 0.0, 0.0, 0.0]):  # better on case 0, but 1 against the parent's 2
+        worse.report(v, i)
+    assert worse.should_prune() and worse.pruned_by == "gate"
+
     better = s.ask()
     better.gate_on(parent)
     for i in range(4):
