@@ -45,6 +45,7 @@ class Candidate:
     fallback: bool = False
     worker: str = ""
     asked: str = ""  # the operator the policy asked for (differs from `operator` when an LLM rewrite fell back)
+    pruned_by: str = ""  # why a pruned candidate was stopped: "gate" or "worse than best"
 
     def scored(self, val: dict[str, float], state: State) -> Candidate:
         """This candidate with its val scores and final state."""
@@ -72,13 +73,15 @@ class Candidate:
         return {"id": self.id, "key": self.key, "operator": self.operator, "parent": self.parent,
                 "reasoning": self.reasoning[:2000], "params": self.params, "state": self.state, "trial": self.trial,
                 "val_mean": None if not self.val else round(self.val_mean, 6), "n_val": len(self.val),
-                "fallback": self.fallback, "worker": self.worker, "asked": self.asked or self.operator}
+                "fallback": self.fallback, "worker": self.worker, "asked": self.asked or self.operator,
+                "pruned_by": self.pruned_by}
 
     def attrs(self) -> dict[str, Any]:
         """What the study keeps about this candidate (so any process can rebuild it)."""
         return {"candidate": self.id, "key": self.key, "prompt": self.prompt.to_markdown(), "operator": self.operator,
                 "parent": self.parent, "reasoning": self.reasoning[:2000], "fallback": self.fallback,
-                "worker": self.worker, "state": self.state, "asked": self.asked or self.operator}
+                "worker": self.worker, "state": self.state, "asked": self.asked or self.operator,
+                "pruned_by": self.pruned_by}
 
 
 _STATES = {"COMPLETE": State.COMPLETE, "PRUNED": State.PRUNED}
@@ -111,7 +114,8 @@ def from_study(records: Sequence[TrialRecord], val: Sequence[Case]) -> list[Cand
         out.append(Candidate(str(r.attrs["candidate"]), _parsed(str(r.attrs["prompt"]), str(r.attrs["candidate"])),
                              str(r.attrs.get("operator", "")), r.attrs.get("parent"), str(r.attrs.get("reasoning", "")),
                              dict(r.params), scores, state, r.number, bool(r.attrs.get("fallback")),
-                             str(r.attrs.get("worker", "")), str(r.attrs.get("asked", ""))))
+                             str(r.attrs.get("worker", "")), str(r.attrs.get("asked", "")),
+                             str(r.attrs.get("pruned_by", ""))))
         if len(_BUILT) > 50_000:
             _BUILT.clear()
         _BUILT[id(r)] = (r, val, out[-1])

@@ -152,6 +152,8 @@ class LiveView:
             self.usage = data["usage"]
             if self.live is None and not self.quiet:
                 mark = "✓ accepted" if data["accepted"] else data["state"]
+                if data.get("pruned_by") == "gate":
+                    mark = f"pruned: no gain over {data.get('parent') or 'its parent'}"
                 self.console.print(f"trial {data['n']:>3} {data['operator']:<24} val {_fmt(data['val'])} "
                                    f"({data['n_val']} cases) {mark} · best {_fmt(data['best_val'])}")
         elif kind == "done":

@@ -292,14 +292,15 @@ class Runner:
         else:
             state = State.COMPLETE
         cand = cand.scored(val, state)
+        if state == State.PRUNED:
+            cand = replace(cand, pruned_by=trial.pruned_by)
         self.finish(trial, cand, cand.val_mean if cand.val else None)
         self._note_reasoner(outcomes([*pool, cand]))
         return cand
 
     def finish(self, trial: Trial, cand: Candidate, value: float | None) -> None:
         failed = cand.state in ("failed", "incomplete")
-        attrs = cand.attrs() | ({"pruned_by": trial.pruned_by} if cand.state == "pruned" else {})
         self.search.tell(trial, None if failed else value, pruned=cand.state == "pruned", failed=failed,
-                         attrs=attrs)
+                         attrs=cand.attrs())
         if self.store is not None:
             self.store.save_candidate(cand.record(), cand.prompt.to_markdown())

@@ -172,6 +172,7 @@ def test_pruning_cuts_calls_for_bad_candidates(dataset: Path, prompt_file: Path,
     assert r.pruned_trials == len(pruned) > 0
     n_val = max(c["n_val"] for c in cands)
     assert all(c["n_val"] < n_val for c in pruned)
+    assert {c["pruned_by"] for c in pruned} <= {"gate", "worse than best"} and all(c["pruned_by"] for c in pruned)
 
 
 def test_dry_run_estimate_makes_no_calls(dataset: Path, prompt_file: Path, fakes: Any) -> None:
@@ -225,3 +226,20 @@ def test_two_runs_with_the_same_run_dir_name_never_share_a_study(dataset: Path, 
                for d in ("a", "b")}
     assert len(studies) == 2
 
+
+
+def test_a_gated_trial_says_why_it_stopped() -> None:
+    import io
+
+    from rich.console import Console
+
+    from reflexopt.render import LiveView
+
+    buf = io.StringIO()
+    view = LiveView(Console(file=buf, width=120, force_terminal=False))
+    base = {"n": 3, "candidate": "t3", "operator": "cue", "val": 0.6, "n_val": 15, "accepted": False,
+            "best_val": 0.5, "usage": {}, "parent": "t2"}
+    view.on_event("trial", {**base, "state": "pruned", "pruned_by": "gate"})
+    view.on_event("trial", {**base, "state": "pruned", "pruned_by": "worse than best"})
+    lines = buf.getvalue().splitlines()
+    assert "pruned: no gain over t2" in lines[0] and lines[1].rstrip().endswith("pruned · best 0.500")

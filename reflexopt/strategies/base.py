@@ -108,6 +108,7 @@ class SearchContext:
                          usage=usage)
         self.save_progress(sel)
         self.emit("trial", {"n": sel.trials, "candidate": cand.id, "operator": cand.operator, "state": cand.state,
+                            "pruned_by": cand.pruned_by, "parent": cand.parent,
                             "val": cand.val_mean, "n_val": len(cand.val), "accepted": accepted,
                             "best_val": sel.best.val_mean, "usage": usage})
         self._last = sel
