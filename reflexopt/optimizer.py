@@ -201,7 +201,7 @@ class Optimizer:
         store.event("start", resumed=self.resumed, study=search.name, **est)
         self._emit("start", {"run_id": store.run_id, "run_dir": str(store.root), "resumed": self.resumed,
                              "study": search.name, **est})
-        r.budget.set_reserve(2 * len(r.test) * (2 if cfg.scorer.judge else 1))
+        r.budget.set_reserve(2 * len(r.test) * r.calls_per_case)
         stale = search.fail_stale(immediately=cfg.storage is None)
         if stale:
             store.event("stale_trials_failed", n=stale)

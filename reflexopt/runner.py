@@ -92,6 +92,11 @@ class Runner:
             c.gate = self.budget
             self.budget.meters.append(c.meter)
 
+    @property
+    def calls_per_case(self) -> int:
+        """Paid calls to score one case: the task model's answer, plus the judge's verdict when there is one."""
+        return 2 if self.config.scorer.judge else 1
+
     def usage(self) -> dict[str, Any]:
         u = usage_of(*self.clients)
         u["budget_calls_used"] = self.budget.granted
@@ -137,7 +142,7 @@ class Runner:
         if limit:
             return limit
         b = self.config.budget
-        if self.budget.remaining() < len(self.val) * (2 if self.config.scorer.judge else 1):
+        if self.budget.remaining() < len(self.val) * self.calls_per_case:
             return "budget"  # too little left to score a candidate on all of val: it could never be accepted
         if sel.since_gain >= b.patience and not (pool and untried(*self.operators(pool))):
             return f"no accepted gain in {b.patience} trials"

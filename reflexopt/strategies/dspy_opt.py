@@ -159,7 +159,7 @@ class DspyStrategy:
         task_lm = ReflexLM(r.task, loop)
         reasoner_lm = ReflexLM(r.reasoner, loop, max_tokens=r.reasoner.cap(768))
         adapter = ReflexAdapter(base, cases)
-        per_case = 2 if ctx.config.scorer.judge else 1
+        per_case = r.calls_per_case
         left = r.budget.remaining()
         budget = int(left) if left != float("inf") else 20 * len(r.val) * per_case
         examples = {c.id: dspy.Example(input=c.input_text, answer=c.ideal or "").with_inputs("input")
