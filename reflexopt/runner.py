@@ -27,13 +27,27 @@ from .operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_
 from .pool import Candidate, Selection, State, counts_as_trial, outcomes, pareto_parent
 from .prompt import Prompt
 from .propose import propose, vary
-from .search import HEARTBEAT_S, Search, Trial, TrialRecord
+from .search import DEMO_KNOBS, HEARTBEAT_S, Search, Trial, TrialRecord
 from .store import RunStore
 from .workload import Workload
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def demo_shape(cand: Candidate, pool: Sequence[Candidate]) -> dict[str, Any] | None:
+    """The demo settings (count, pick, order; style as the candidate shows them) that built `cand`'s demos: those
+    of its nearest demos ancestor. None when its demos came from elsewhere (the starting prompt) or it has none."""
+    by_id = {c.id: c for c in pool}
+    node: Candidate | None = cand
+    for _ in range(len(pool) + 1):
+        if node is None or not node.prompt.demos:
+            return None
+        if node.operator == "demos" and all(k in node.params for k in DEMO_KNOBS):
+            return {**{k: node.params[k] for k in DEMO_KNOBS}, "demo_style": cand.prompt.demo_style}
+        node = by_id.get(node.parent or "")
+    return None
 
 
 class Runner:
@@ -242,12 +256,15 @@ class Runner:
         ops, history = self.operators(pool)
         self._note_reasoner(history)
         op = choose(ops, history, rng)
-        params = trial.suggest(op, n_train=len(self.splits.train), n_labels=len(self.facts.labels),
-                               first=not any(h.operator == op for h in history))
-        params.setdefault("phrasing", trial.number)  # for an LLM rewrite that falls back to `instruct`
         # half the trials build on the best prompt so far (each operator changes one thing, so gains compose);
         # the other half on a parent from the per-case Pareto front (prompts best on some case: diversity)
         parent = best if best is not None and rng.random() < 0.5 else pareto_parent(pool, rng)
+        first = not any(h.operator == op for h in history)
+        # half the later demos trials keep the shape of the parent's demos and draw other examples
+        around = demo_shape(parent, pool) if op == "demos" and not first and rng.random() < 0.5 else None
+        params = trial.suggest(op, n_train=len(self.splits.train), n_labels=len(self.facts.labels),
+                               first=first, around=around)
+        params.setdefault("phrasing", trial.number)  # for an LLM rewrite that falls back to `instruct`
         if len(parent.val) == len(self.val):
             trial.gate_on({self.index[k]: v for k, v in parent.val.items()})
         diag: Diagnosis = Diagnosis()

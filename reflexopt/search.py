@@ -26,6 +26,7 @@ from typing import Any
 from .operators import CUES, DEMO_ORDERS, DEMO_PICKS, N_PHRASINGS
 
 MAX_DEMOS = 12
+DEMO_KNOBS = ("n_demos", "demo_pick", "demo_order", "demo_style")  # a demo set's shape (the seed picks it)
 HEARTBEAT_S = 10
 GRACE_S = 90
 PACKED = "reflexopt"  # the user attribute that holds a finished trial's candidate and per-case scores
@@ -141,13 +142,17 @@ class Trial:
         self._parent: dict[int, float] = {}
         self.pruned_by = ""  # why should_prune said yes: "gate" (no better than its parent) or "worse than best"
 
-    def suggest(self, operator: str, *, n_train: int, n_labels: int, first: bool = False) -> dict[str, Any]:
+    def suggest(self, operator: str, *, n_train: int, n_labels: int, first: bool = False,
+                around: dict[str, Any] | None = None) -> dict[str, Any]:
         """The settings of one operator, sampled by TPE (conditional: each operator has its own knobs).
         The operator itself is chosen by the policy in operators.py and recorded as a user attribute.
 
-        The first demos trial of a run takes a known-good setting instead (LM-BFF: every label shown, twice,
-        as chat turns in a balanced cycle), so the strongest no-LLM operator is not judged on an unlucky draw;
-        it carries no TPE parameters."""
+        Two demos trials carry no TPE parameters (TPE learns only from settings it chose):
+        - the first demos trial of a run takes a known-good setting (LM-BFF: every label shown, twice, as chat
+          turns in a balanced cycle), so the strongest no-LLM operator is not judged on an unlucky draw;
+        - `around` (the demo settings that built the parent's demos): the same settings with another seed, i.e.
+          another set of examples in the same shape. Which examples are shown matters as much as how many and
+          in what form; MIPROv2 spends its search on exactly this."""
         t = self._t
         p: dict[str, Any] = {"operator": operator}
         if operator == "demos":
@@ -156,6 +161,10 @@ class Trial:
             if first:
                 p.update(n_demos=min(top, max(4, 2 * n_labels)), demo_pick="balanced", demo_order="cycle",
                          demo_style="turns", demo_seed=0)
+                self.params = p
+                return p
+            if around:
+                p.update({k: around[k] for k in DEMO_KNOBS}, demo_seed=100 + self.number)
                 self.params = p
                 return p
             p["n_demos"] = t.suggest_int("n_demos", low, top)

@@ -235,3 +235,28 @@ def test_pruning_off_turns_the_gate_off(tmp_path: Path) -> None:
     for i in range(40):
         t.report(0.0, i)
         assert not t.should_prune()
+
+
+def test_a_demos_trial_around_the_parent_keeps_its_shape_and_draws_other_examples(tmp_path: Path) -> None:
+    from reflexopt.prompt import Demo
+    from reflexopt.runner import demo_shape
+
+    shape = {"n_demos": 4, "demo_pick": "random", "demo_order": "grouped", "demo_style": "turns"}
+    base = Candidate("baseline", Prompt("P"), state="complete")
+    d = Candidate("t1", Prompt("P", demos=(Demo("a", "x"),), demo_style="turns"), "demos", "baseline",
+                  params={**shape, "demo_seed": 3}, state="complete", trial=1)
+    # a structure trial on top changed how the demos are shown: the shape follows the child
+    s = Candidate("t2", Prompt("P", demos=(Demo("a", "x"),), demo_style="inline"), "structure", "t1",
+                  params={"instruction_role": "user"}, state="complete", trial=2)
+    pool = [base, d, s]
+    assert demo_shape(s, pool) == {**shape, "demo_style": "inline"}
+    assert demo_shape(d, pool) == shape
+    assert demo_shape(base, pool) is None  # no demos
+    user = Candidate("baseline", Prompt("P", demos=(Demo("a", "x"),)), state="complete")
+    assert demo_shape(user, [user]) is None  # demos from the starting prompt: no settings to keep
+
+    search = Search(f"sqlite:///{tmp_path / 's.db'}", "x", seed=0)
+    t = search.ask()
+    p = t.suggest("demos", n_train=30, n_labels=2, around=shape)
+    assert {k: p[k] for k in shape} == shape and p["demo_seed"] == 100 + t.number
+    assert t._t.params == {}  # not TPE's choice: TPE does not learn from it
