@@ -81,7 +81,7 @@ class Candidate:
         return {"candidate": self.id, "key": self.key, "prompt": self.prompt.to_markdown(), "operator": self.operator,
                 "parent": self.parent, "reasoning": self.reasoning[:2000], "fallback": self.fallback,
                 "worker": self.worker, "state": self.state, "asked": self.asked or self.operator,
-                "pruned_by": self.pruned_by}
+                "pruned_by": self.pruned_by, "params": self.params}
 
 
 _STATES = {"COMPLETE": State.COMPLETE, "PRUNED": State.PRUNED}
@@ -111,9 +111,12 @@ def from_study(records: Sequence[TrialRecord], val: Sequence[Case]) -> list[Cand
             continue
         state = State.DUPLICATE if r.attrs.get("state") == "duplicate" else _STATES[r.state]
         scores = {val[i].id: v for i, v in r.steps.items() if 0 <= i < len(val)}
+        # the settings the candidate was built with (TPE's and the fixed ones); older studies kept TPE's only
+        params = r.attrs.get("params")
+        params = dict(params if isinstance(params, dict) else r.params)
         out.append(Candidate(str(r.attrs["candidate"]), _parsed(str(r.attrs["prompt"]), str(r.attrs["candidate"])),
                              str(r.attrs.get("operator", "")), r.attrs.get("parent"), str(r.attrs.get("reasoning", "")),
-                             dict(r.params), scores, state, r.number, bool(r.attrs.get("fallback")),
+                             params, scores, state, r.number, bool(r.attrs.get("fallback")),
                              str(r.attrs.get("worker", "")), str(r.attrs.get("asked", "")),
                              str(r.attrs.get("pruned_by", ""))))
         if len(_BUILT) > 50_000:

@@ -243,3 +243,28 @@ def test_a_gated_trial_says_why_it_stopped() -> None:
     view.on_event("trial", {**base, "state": "pruned", "pruned_by": "worse than best"})
     lines = buf.getvalue().splitlines()
     assert "pruned: no gain over t2" in lines[0] and lines[1].rstrip().endswith("pruned · best 0.500")
+
+
+def test_later_demos_trials_redraw_examples_in_the_parents_demo_shape(dataset: Path, prompt_file: Path,
+                                                                      fakes: Any) -> None:
+    from reflexopt.search import DEMO_KNOBS
+
+    def shown(messages: list[dict[str, str]]) -> str:  # right only with demos; how often depends on which ones
+        text = " ".join(m["content"] for m in messages)
+        item = messages[-1]["content"]
+        if text.count("thing number") < 2 or _h(text) < 30:
+            return "It is a product review."
+        return "positive" if "good" in item else "negative"
+
+    fakes("fake/task", shown)
+    fakes("fake/reasoner", lambda m: "no")  # unusable rewrites: the search lives on demos and structure
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=30, patience=30)))
+    cands = {c["id"]: c for c in map(json.loads, (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines())}
+    around = [c for c in cands.values() if c["operator"] == "demos" and c["params"].get("demo_seed", 0) >= 100]
+    assert around, "no demos trial kept its parent's demo shape"
+    for c in around:
+        node = cands[c["parent"]]
+        while node["operator"] != "demos":  # the parent's demos came from its nearest demos ancestor
+            node = cands[node["parent"]]
+        assert all(c["params"][k] == node["params"][k] for k in DEMO_KNOBS if k != "demo_style")
+        assert c["params"]["demo_seed"] != node["params"]["demo_seed"]
