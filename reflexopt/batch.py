@@ -36,6 +36,7 @@ from .errors import ConfigError, InputFileError, ReflexoptError
 from .events import Event
 from .parallel import map_threads
 from .paths import home_dir
+from .store import read_json
 from .yamlfile import load_yaml
 
 
@@ -239,8 +240,8 @@ class Batch:
     def _load(self) -> dict[str, Any]:
         f = self.root / "state.json"
         if f.exists():
-            data: dict[str, Any] = json.loads(f.read_text(encoding="utf-8"))
-            return data
+            return read_json(f, fix="restore it, or delete it: the batch then starts again at round 1, and a job "
+                                    "whose round-1 run finished is read back from it at no cost")
         return {"jobs_file": str(self.jobs_path), "rounds": []}
 
     def _save(self) -> None:
@@ -289,7 +290,7 @@ class Batch:
         try:
             summary_file = run_dir / "summary.json"
             if summary_file.exists():
-                result = json.loads(summary_file.read_text(encoding="utf-8"))
+                result = read_json(summary_file)
             else:
                 opt = Optimizer(config, run_dir=run_dir)
                 result = opt.run().to_json()

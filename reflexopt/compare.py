@@ -23,7 +23,7 @@ from .models import get_client, price_per_token
 from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
 from .stats import mean_ci, paired_compare, percentile
-from .store import new_run_id, runs_root
+from .store import new_run_id, read_json, runs_root
 from .workload import Workload
 
 
@@ -238,5 +238,4 @@ def compare(config: CompareConfig, *, on_event: Event | None = None) -> CompareR
 
 
 def load_compare(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((path / "compare.json").read_text(encoding="utf-8"))
-    return data
+    return read_json(path / "compare.json")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .evaluate import CaseResult
-from .store import RunStore
+from .store import RunStore, read_json
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -247,7 +247,7 @@ def _interrupted_compare(path: Path) -> dict[str, Any]:
                 rows.append(json.loads(line))
             except ValueError:
                 continue
-    cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    cfg = read_json(path / "config.json")
     done = {r["model"] for r in rows}
     missing = [m.get("id", "?") for m in cfg.get("models", []) if m.get("id") not in done]
     reason = ("interrupted before every model finished (partial report)"
@@ -256,8 +256,7 @@ def _interrupted_compare(path: Path) -> dict[str, Any]:
 
 
 def compare_report(path: Path) -> str:
-    data = (json.loads((path / "compare.json").read_text(encoding="utf-8")) if (path / "compare.json").exists()
-            else _interrupted_compare(path))
+    data = read_json(path / "compare.json") if (path / "compare.json").exists() else _interrupted_compare(path)
     title = f"reflexopt {path.name}"
     head = ("<tr><th>model</th><th>baseline</th><th>tuned</th><th>95% CI</th><th>gain</th><th>pass rate</th>"
             "<th>$ / 1k req</th><th>tokens / req</th><th>$ / success</th><th>latency p50 / p95</th></tr>")
@@ -290,8 +289,7 @@ def compare_report(path: Path) -> str:
 
 
 def write_report(path: Path, out: Path | None = None) -> Path:
-    is_compare = (path / "compare.json").exists() or "models" in json.loads(
-        (path / "config.json").read_text(encoding="utf-8"))
+    is_compare = (path / "compare.json").exists() or "models" in read_json(path / "config.json")
     html = compare_report(path) if is_compare else run_report(path)
     target = out or path / "report.html"
     target.write_text(html, encoding="utf-8")

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, ReflexoptError
 from .paths import home_dir
-from .store import RunStore, runs_root
+from .store import RunStore, read_json, runs_root
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class RunInfo:
     significant: bool | None
     calls: int | None
     cost: float | None
-    status: str  # done | running | failed (stopped on an error) | interrupted
+    status: str  # done | running | failed (stopped on an error) | interrupted | unreadable (damaged files)
 
     def to_json(self) -> dict[str, Any]:
         d = self.__dict__.copy()
@@ -56,10 +55,27 @@ def _run_dirs() -> list[Path]:
 
 
 def info(path: Path) -> RunInfo:
-    cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    started = (path / "config.json").stat().st_mtime
+    """One run's line in the history. A run whose files are damaged is listed as unreadable (`runs show` says
+    which file and what to do), so one bad folder never hides the others."""
+    try:
+        return _info(path)
+    except (ReflexoptError, KeyError, TypeError, AttributeError):
+        return RunInfo(path.name, path, "?", _mtime(path / "config.json"), "?", "?", None, None, None, None, None,
+                       "unreadable")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _info(path: Path) -> RunInfo:
+    cfg = RunStore(path).config()
+    started = _mtime(path / "config.json")
     if (path / "compare.json").exists() or "models" in cfg:
-        res = json.loads((path / "compare.json").read_text()) if (path / "compare.json").exists() else None
+        res = read_json(path / "compare.json") if (path / "compare.json").exists() else None
         rows = (res or {}).get("rows", [])
         best = max((r["tuned"] for r in rows if r.get("tuned") is not None), default=None)
         return RunInfo(path.name, path, "compare", started, _data_name(cfg["data"]["path"]),
@@ -113,7 +129,7 @@ def show(ref: str) -> dict[str, Any]:
     store = RunStore(path)
     out: dict[str, Any] = {"run": info(path).to_json(), "config": store.config()}
     if (path / "compare.json").exists():
-        out["compare"] = json.loads((path / "compare.json").read_text())
+        out["compare"] = read_json(path / "compare.json")
         return out
     out["trajectory"] = trajectory(path)
     out["summary"] = store.summary()

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from .errors import ConfigError, InputFileError
 from .paths import home_dir
 from .prompt import Prompt, parse_prompt
 
@@ -47,6 +47,19 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except ValueError:
                 continue
+
+
+def read_json(path: Path, *, fix: str | None = None) -> dict[str, Any]:
+    """A JSON object file reflexopt wrote (a run's config, summary, a compare's results, a batch's state). One
+    damaged by hand, by a full disk or by a sync is our error naming the file, never a traceback."""
+    fix = fix or f"restore the file, or delete its folder {path.parent} and run again"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputFileError(path, f"cannot be read as JSON ({type(e).__name__}: {e})", fix=fix) from e
+    if not isinstance(data, dict):
+        raise InputFileError(path, f"holds a JSON {type(data).__name__}, not an object", fix=fix)
+    return data
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -124,8 +137,7 @@ class RunStore:
         return cls(root)
 
     def config(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.root / "config.json").read_text(encoding="utf-8"))
-        return data
+        return read_json(self.root / "config.json")
 
     def study_name(self) -> str:
         """The run's Optuna study (runs made before the name was stored used the directory name alone)."""
@@ -216,4 +228,6 @@ class RunStore:
 
     def summary(self) -> dict[str, Any] | None:
         p = self.root / "summary.json"
-        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+        # the verdict is made again from the stored results, without a model call
+        fix = f"restore it, or delete it and run `reflexopt optimize --resume {self.run_id}`"
+        return read_json(p, fix=fix) if p.exists() else None

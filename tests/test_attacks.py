@@ -576,3 +576,46 @@ def test_results_are_found_by_a_prompts_markdown_even_when_its_canonical_form_di
     store.add_eval(best.key, "test", r, 1)
     assert store.results(best.to_markdown(), "test") == {"3": r}
     assert store.results(parse_prompt(best.to_markdown(), "best.md"), "test") == {"3": r}
+
+
+def test_a_damaged_run_file_is_our_error_and_hides_no_other_run(tmp_path: Path) -> None:
+    """A config.json or summary.json damaged outside reflexopt (by hand, a full disk, a sync) made `runs list`
+    print a traceback and list nothing. Now that run lists as unreadable, the others list as before, and
+    `runs show`/`report` name the file and the fix. The verdict of a run whose summary was deleted is recomputed
+    by --resume from the stored results, at no cost."""
+    from reflexopt.runs import list_runs
+
+    home = tmp_path / "home"
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Label it.\n")
+    config = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                            model=ModelSpec(id="fake/labels"), scorer=ScorerSpec(metric="contains"),
+                            budget=Budget(max_trials=2))
+    register_fake("fake/labels", FunctionModel(label_model))
+    try:
+        first = optimize(config)
+        second = optimize(config)
+        damaged = RunStore(Path(first.run_dir))
+        (damaged.root / "summary.json").write_text('{"best_test": 0.9,', encoding="utf-8")
+        runs = {r.id: r for r in list_runs()}
+        assert runs[damaged.run_id].status == "unreadable"
+        assert runs[Path(second.run_dir).name].status == "done"
+        for args in (("runs", "show", damaged.run_id), ("report", damaged.run_id)):
+            res = cli(*args, home=home)
+            assert res.returncode == 2 and "Traceback" not in res.stderr
+            assert f"{damaged.root / 'summary.json'}: cannot be read as JSON" in res.stderr
+            assert "--resume" in res.stderr
+        (damaged.root / "config.json").write_text("[]", encoding="utf-8")
+        assert "config.json: holds a JSON list" in cli("runs", "show", damaged.run_id, home=home).stderr
+        (damaged.root / "config.json").unlink()
+        assert [r.status for r in list_runs()] == ["done"]  # a folder without config.json is not a run
+
+        (damaged.root / "config.json").write_text(Path(second.run_dir, "config.json").read_text(), encoding="utf-8")
+        (damaged.root / "summary.json").unlink()
+        unregister_fake("fake/labels")
+        register_fake("fake/labels", FunctionModel(lambda m: pytest.fail("a model call on resume")))
+        again = optimize(config, resume=damaged.run_id)
+        assert (again.best_test, again.best_prompt, again.model_calls) == (first.best_test, first.best_prompt, 0)
+        assert runs[damaged.run_id].status != "done" and {r.status for r in list_runs()} == {"done"}
+    finally:
+        unregister_fake("fake/labels")
