@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import random
@@ -170,6 +171,16 @@ def _to_case(path: Path, n: int, row: dict[str, Any], input_field: str | None, i
     if not isinstance(value, (str, dict)):
         value = json.dumps(value, ensure_ascii=False) if isinstance(value, list) else str(value)
     return Case(id=case_id, input=value, ideal=ideal, messages=messages, line=n, source=str(path))
+
+
+def fingerprint(cases: Sequence[Case]) -> str:
+    """A hash of everything a run's scores depend on in its cases: ids, inputs, references, extra fields and their
+    order (the split follows the order). A resumed run, or a worker on another machine, must score these cases."""
+    h = hashlib.sha256()
+    for c in cases:
+        h.update(json.dumps([c.id, c.input, c.ideal, c.messages, c.extra], sort_keys=True, default=str).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
 
 
 def load_dataset(path: str | Path, *, input_field: str | None = None, ideal_field: str | None = None) -> list[Case]:

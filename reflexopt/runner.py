@@ -20,6 +20,7 @@ from .budget import CallBudget
 from .config import OptimizeConfig
 from .data import Case
 from .diagnose import Diagnosis, diagnose
+from .errors import ConfigError
 from .evaluate import CaseResult, Scorer, iter_results, make_scorer, task_spec, usage_of
 from .events import Event
 from .models import ModelClient, get_client
@@ -79,8 +80,18 @@ class Runner:
                 resolve_backend(spec)
 
     def connect(self, search: Search) -> None:
-        """Build clients, scorer and budget (this may start the local model server on first call)."""
+        """Check that this is the dataset the run's scores are for; build clients, scorer and budget (this may
+        start the local model server on first call)."""
         cfg = self.config
+        known = search.attrs().get("data_fingerprint")
+        if known is None and self.store is not None:  # the process that owns the run records it (a worker never)
+            search.set("data_fingerprint", self.work.fingerprint)
+        elif known is not None and known != self.work.fingerprint:
+            raise ConfigError(f"{cfg.data.path}: the dataset is not the one this run started on (its cases, "
+                              "references or order changed), so the run's stored scores are not for these cases",
+                              fix="restore the file the run started on (a worker needs the same file as the machine "
+                                  "that started the run), or start a new run on this one: calls already paid are "
+                                  "answered from the response cache")
         self.search = search
         everything = self.splits.train + self.splits.val + self.splits.test
         spec, cap_note = task_spec(cfg.model, everything, cfg.concurrency)

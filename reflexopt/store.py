@@ -103,8 +103,10 @@ class RunStore:
         return store
 
     def mark_running(self) -> None:
-        """Record the owning process, so `runs list` can tell running from interrupted runs."""
+        """Record the owning process, so `runs list` can tell running from interrupted runs. A failed run that is
+        resumed is no longer failed."""
         (self.root / "pid").write_text(str(os.getpid()), encoding="utf-8")
+        (self.root / "failed.json").unlink(missing_ok=True)
 
     def mark_failed(self, message: str) -> None:
         """Record why the run stopped on an error (not an interruption): `runs list` shows it as failed."""

@@ -3,7 +3,8 @@
 There is no scheduler: the study in the storage is the coordination. A worker reads the run's configuration
 and baseline from the study's attributes, rebuilds the candidate pool from its trials, and runs trials with
 the same Runner as `reflexopt optimize` until the study says it is no longer running (or a limit is reached).
-The dataset path in the run's configuration must be readable on the worker's machine.
+The dataset path in the run's configuration must be readable on the worker's machine and hold the same cases:
+a worker whose copy differs stops before any call (`Runner.connect` checks the study's data fingerprint).
 """
 
 from __future__ import annotations

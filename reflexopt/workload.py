@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from statistics import median
 
 from .config import DataSpec
-from .data import Case, Splits, is_categorical, labels, load_dataset, split
+from .data import Case, Splits, fingerprint, is_categorical, labels, load_dataset, split
 from .prompt import Prompt
 
 _KIND_STOP = {"a", "an", "the", "is", "it", "one", "input", "text", "following", "given", "task", "prompt", "case",
@@ -62,6 +63,10 @@ class Workload:
     splits: Splits
     index: Mapping[str, int]  # val case id -> its position (the step it is reported at)
     facts: TaskFacts
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint(self.cases)
 
     @property
     def train(self) -> tuple[Case, ...]:

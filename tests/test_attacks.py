@@ -619,3 +619,43 @@ def test_a_damaged_run_file_is_our_error_and_hides_no_other_run(tmp_path: Path) 
         assert runs[damaged.run_id].status != "done" and {r.status for r in list_runs()} == {"done"}
     finally:
         unregister_fake("fake/labels")
+
+
+def test_a_resume_or_worker_on_a_changed_dataset_stops_before_any_call(tmp_path: Path) -> None:
+    """A resumed run replays its stored scores by case id. After the dataset was edited (a reference corrected,
+    rows added), those scores were mixed silently with the new cases'; a worker with another copy of the file
+    scored other cases into the shared study. Both now stop before any call, naming the file; the restored file
+    resumes, and the failure record goes."""
+    from reflexopt.runner import Runner
+    from reflexopt.runs import list_runs
+    from reflexopt.search import Search
+
+    rows = label_rows(30)
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    original = data.read_text()
+    (tmp_path / "p.md").write_text("Label it.\n")
+    config = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                            model=ModelSpec(id="fake/labels"), scorer=ScorerSpec(metric="contains"),
+                            budget=Budget(max_trials=2))
+    register_fake("fake/labels", FunctionModel(label_model))
+    try:
+        run_id = Path(optimize(config).run_dir).name
+        rows[6]["ideal"] = "positive"  # one reference changed
+        write_jsonl(data, rows)
+        unregister_fake("fake/labels")
+        register_fake("fake/labels", FunctionModel(lambda m: pytest.fail("a model call on a changed dataset")))
+        with pytest.raises(ReflexoptError, match=f"{data}: the dataset is not the one this run started on"):
+            optimize(config, resume=run_id)
+        store = RunStore(tmp_path / "home" / "runs" / run_id)
+        assert "not the one this run started on" in (store.failure() or "")
+        assert [r.status for r in list_runs()] == ["done"]  # its finished verdict is kept
+        with Search(f"sqlite:///{store.root / 'study.db'}", store.study_name()) as search:
+            worker = Runner(config, parse_prompt("Label it.\n", "p.md"), store=None)
+            with pytest.raises(ReflexoptError, match="a worker needs the same file"):
+                worker.connect(search)
+
+        data.write_text(original)
+        optimize(config, resume=run_id)
+        assert store.failure() is None and [r.status for r in list_runs()] == ["done"]
+    finally:
+        unregister_fake("fake/labels")
