@@ -11,3 +11,25 @@ def home_dir() -> Path:
     path = Path(root).expanduser() if root else Path.home() / ".reflexopt"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_writable(path: str | Path, option: str, *, directory: bool = False) -> None:
+    """Fail before any model call when `path` (the value of `option`) cannot be written: it is a directory (or,
+    with `directory`, a file), a folder on its way is a file, or the nearest existing folder is read-only.
+    Before, such a path failed after the whole run, at the write."""
+    from .errors import ConfigError
+
+    p = Path(path).expanduser()
+    if p.exists() and p.is_dir() != directory:
+        kind = "a file" if directory else "a directory"
+        example = p.parent / "reports" if directory else p / "best.md"
+        raise ConfigError(f"{option} {p} is {kind}", fix=f"give a {'folder' if directory else 'file'} path, "
+                                                         f"e.g. {example}")
+    parent = p if directory else p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {p}: {parent} is a file, so no folder can be made there",
+                          fix="choose another location")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {p}: the folder {parent} is not writable", fix="choose a writable location")

@@ -292,6 +292,7 @@ def write_report(path: Path, out: Path | None = None) -> Path:
     is_compare = (path / "compare.json").exists() or "models" in read_json(path / "config.json")
     html = compare_report(path) if is_compare else run_report(path)
     target = out or path / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(html, encoding="utf-8")
     return target
 

@@ -25,6 +25,7 @@ from .evaluate import CaseResult, Scorer, iter_results, make_scorer, task_spec, 
 from .events import Event
 from .models import ModelClient, get_client
 from .operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
+from .paths import check_writable
 from .pool import Candidate, Selection, State, counts_as_trial, outcomes, pareto_parent
 from .prompt import Prompt
 from .propose import propose, vary
@@ -74,6 +75,8 @@ class Runner:
         from .models import resolve_backend
 
         cfg = self.config
+        if cfg.output:
+            check_writable(cfg.output, "-o")
         make_scorer(cfg.scorer, self.cases)
         for spec in (cfg.model, cfg.reasoning, cfg.scorer.judge):
             if spec is not None:

@@ -659,3 +659,28 @@ def test_a_resume_or_worker_on_a_changed_dataset_stops_before_any_call(tmp_path:
         assert store.failure() is None and [r.status for r in list_runs()] == ["done"]
     finally:
         unregister_fake("fake/labels")
+
+
+def test_an_output_path_that_cannot_be_written_fails_before_any_call(tmp_path: Path) -> None:
+    """`-o DIR` (a directory) ran the whole optimize run, then crashed with IsADirectoryError at the write. Every
+    output option is now checked before the first call."""
+    home = tmp_path / "home"
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Label it.\n")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    common = [str(data), str(tmp_path / "p.md"), "-m", "openai/gpt-4o-mini", "--metric", "contains"]
+    cases = [
+        (["optimize", *common, "-o", str(tmp_path)], f"-o {tmp_path} is a directory"),
+        (["optimize", *common, "-o", str(a_file / "best.md")], f"{a_file} is a file"),
+        (["optimize", *common, "--report", str(tmp_path)], f"--report {tmp_path} is a directory"),
+        (["eval", *common, "-o", str(tmp_path)], f"-o {tmp_path} is a directory"),
+        (["compare", str(data), str(tmp_path / "p.md"), "-m", "openai/gpt-4o-mini", "--metric", "contains",
+          "--report", str(tmp_path)], f"--report {tmp_path} is a directory"),
+        (["batch", str(tmp_path / "jobs.yaml"), "--report", str(a_file)], f"--report {a_file} is a file"),
+    ]
+    for args, needle in cases:
+        res = cli(*args, home=home, env={"OPENAI_API_KEY": "sk-test-0000000000000000", "OPENAI_BASE_URL": "http://127.0.0.1:9"})
+        assert res.returncode == 2, (args, res.stderr)
+        assert needle in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..paths import check_writable
 from .app import (
     ApiBase,
     ConcOpt,
@@ -57,6 +58,9 @@ def eval_cmd(
     from ..config import DataSpec, EvalConfig, model_spec, scorer_spec
     from ..evaluate import eval_prompt
     from ..render import case_line, eval_table, progress
+
+    if output:
+        check_writable(output, "-o")
 
     config = EvalConfig(
         data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field), prompt_path=str(prompt),
@@ -131,6 +135,8 @@ def optimize_cmd(
 
     if resume is None and (dataset is None or prompt is None):
         _fail("DATASET and PROMPT are required (fix: give both, or --resume RUN_ID)")
+    if report is not None:
+        check_writable(report, "--report")
     config = optimize_config(
         dataset or "", prompt or "", model=model, api_base=api_base, max_tokens=max_tokens,
         reasoning_model=reasoning_model, judge=judge, rubric=judge_criteria, metric=metric,
@@ -218,6 +224,8 @@ def compare_cmd(
 
     if len(models) < 1:
         _fail("give at least one model with -m (fix: -m MODEL_A -m MODEL_B)")
+    if report is not None:
+        check_writable(report, "--report")
     config = CompareConfig(
         data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
         models=tuple(model_spec(m, api_base=api_base, max_tokens=max_tokens) for m in models),
@@ -257,6 +265,8 @@ def batch_cmd(
     from ..batch import run_batch
     from ..render import batch_events, print_batch
 
+    if report is not None:
+        check_writable(report, "--report", directory=True)
     result = run_batch(jobs, storage=storage, parallel=parallel, on_event=batch_events(err, quiet=as_json),
                        strategy=strategy)
     if report is not None:

@@ -57,8 +57,11 @@ def report_cmd(run: Annotated[str, typer.Argument(help="Run id (or prefix), comp
                output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file to write.")] = None,
                ) -> None:
     """Write a self-contained HTML report (opens offline; plots inline)."""
+    from ..paths import check_writable
     from ..report import write_report
     from ..runs import find
 
+    if output is not None:
+        check_writable(output, "-o")
     path = write_report(find(run), output)
     out.print(f"report: {path}")
