@@ -173,6 +173,8 @@ class Optimizer:
         return asyncio.run(self.arun())
 
     async def arun(self) -> OptimizeResult:
+        if self.store is not None:  # a resume; a new run's store is created (and claimed) in _arun
+            self.store.claim()  # outside the try: a run that another process runs is not failed
         try:
             return await self._arun()
         except ReflexoptError as e:  # a run that stops on an error is failed, not interrupted
@@ -182,6 +184,8 @@ class Optimizer:
         finally:
             if self._search is not None:
                 self._search.close()
+            if self.store is not None:
+                self.store.release()
 
     async def _arun(self) -> OptimizeResult:
         start = time.monotonic()
@@ -193,7 +197,6 @@ class Optimizer:
             self.store.save_candidate(Candidate("baseline", r.baseline_prompt).record(),
                                       r.baseline_prompt.to_markdown())
         store = self.store
-        store.mark_running()
         search = self._search = Search(cfg.storage or store.storage_url(), store.study_name(), seed=cfg.seed,
                                        pruning=cfg.pruning)
         r.connect(search)

@@ -99,14 +99,35 @@ class RunStore:
         _write_atomic(root / "study_name", f"reflexopt-{root.name}-{os.urandom(4).hex()}")
         _write_atomic(root / "config.json", json.dumps(config, indent=2, sort_keys=True))
         store = cls(root)
-        store.mark_running()
+        store.claim()
         return store
 
-    def mark_running(self) -> None:
-        """Record the owning process, so `runs list` can tell running from interrupted runs. A failed run that is
-        resumed is no longer failed."""
+    def claim(self) -> None:
+        """Make this process the run's owner, or raise when another process runs it: two processes on one run
+        would each spend the whole --max-calls on it. The lock goes with `release()`, or with the process however
+        it ends (kill -9 too). Records the pid, so `runs list` can tell running from interrupted runs; a failed
+        run that is resumed is no longer failed."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(self.root / "lock", timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            try:
+                pid = f" (pid {int((self.root / 'pid').read_text())})"
+            except (OSError, ValueError):
+                pid = ""
+            raise ConfigError(f"run {self.run_id} is running in another process{pid}",
+                              fix="wait for it to finish, or stop it and resume then; to put more processes on one "
+                                  "run, start it with --storage and add `reflexopt worker`s") from None
+        self._lock = lock
         (self.root / "pid").write_text(str(os.getpid()), encoding="utf-8")
         (self.root / "failed.json").unlink(missing_ok=True)
+
+    def release(self) -> None:
+        lock = self.__dict__.pop("_lock", None)
+        if lock is not None:
+            lock.release()
 
     def mark_failed(self, message: str) -> None:
         """Record why the run stopped on an error (not an interruption): `runs list` shows it as failed."""

@@ -684,3 +684,41 @@ def test_an_output_path_that_cannot_be_written_fails_before_any_call(tmp_path: P
         assert res.returncode == 2, (args, res.stderr)
         assert needle in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+
+def test_a_second_process_on_a_running_run_is_refused(tmp_path: Path) -> None:
+    """`optimize --resume RUN` while RUN was still running in another terminal ran it twice: both processes spent
+    the whole --max-calls on it, and both wrote its logs and verdict. One process at a time now owns a run; the
+    refused one leaves the running run as it was (not failed), and the run resumes once the owner stops."""
+    import threading
+
+    from reflexopt.runs import list_runs
+
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Label it.\n")
+    config = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                            model=ModelSpec(id="fake/slow"), scorer=ScorerSpec(metric="contains"),
+                            budget=Budget(max_trials=2))
+    started, go = threading.Event(), threading.Event()
+
+    def slow(messages: list[dict[str, str]]) -> str:
+        started.set()
+        assert go.wait(30)
+        return label_model(messages)
+
+    register_fake("fake/slow", FunctionModel(slow))
+    try:
+        owner = threading.Thread(target=optimize, args=(config,))
+        owner.start()
+        assert started.wait(30)
+        (run,) = list_runs()
+        with pytest.raises(ReflexoptError, match=f"run {run.id} is running in another process \\(pid {os.getpid()}\\)"):
+            optimize(config, resume=run.id)
+        assert [r.status for r in list_runs()] == ["running"]
+        go.set()
+        owner.join(60)
+        assert [r.status for r in list_runs()] == ["done"]
+        optimize(config, resume=run.id)  # the owner is gone: the run is free again
+    finally:
+        go.set()
+        unregister_fake("fake/slow")
