@@ -35,7 +35,7 @@ from .config import Budget, OptimizeConfig, optimize_config
 from .errors import ConfigError, InputFileError, ReflexoptError
 from .events import Event
 from .parallel import map_threads
-from .paths import home_dir
+from .paths import hold_lock, home_dir
 from .store import read_json
 from .yamlfile import load_yaml
 
@@ -322,6 +322,15 @@ class Batch:
         self._save()
 
     def run(self) -> dict[str, Any]:
+        lock = hold_lock(self.root / "lock", f"batch {self.jobs_path} is running in another process",
+                         fix="wait for it to finish, or stop it and run the batch again to resume")
+        try:
+            self.state = self._load()  # what the process that held the lock last committed
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> dict[str, Any]:
         rnd = self._current_round()
         self.on_event("round", {"round": rnd["n"], "resumed": bool(rnd["units"]), "state_dir": str(self.root)})
         units = self.units()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 
 def home_dir() -> Path:
@@ -11,6 +12,21 @@ def home_dir() -> Path:
     path = Path(root).expanduser() if root else Path.home() / ".reflexopt"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def hold_lock(path: Path, busy: str, *, fix: str) -> Any:
+    """Take the file lock at `path` now, or raise ConfigError(busy) when another process holds it. The lock is
+    the OS's (released when the returned lock's `release()` is called, or when the process ends, kill -9 too)."""
+    from filelock import FileLock, Timeout
+
+    from .errors import ConfigError
+
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(busy, fix=fix) from None
+    return lock
 
 
 def check_writable(path: str | Path, option: str, *, directory: bool = False) -> None:

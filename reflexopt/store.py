@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, InputFileError
-from .paths import home_dir
+from .paths import hold_lock, home_dir
 from .prompt import Prompt, parse_prompt
 
 if TYPE_CHECKING:  # evaluate pulls in numpy and the model layer: `runs list` needs neither
@@ -107,19 +107,13 @@ class RunStore:
         would each spend the whole --max-calls on it. The lock goes with `release()`, or with the process however
         it ends (kill -9 too). Records the pid, so `runs list` can tell running from interrupted runs; a failed
         run that is resumed is no longer failed."""
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(self.root / "lock", timeout=0)
         try:
-            lock.acquire()
-        except Timeout:
-            try:
-                pid = f" (pid {int((self.root / 'pid').read_text())})"
-            except (OSError, ValueError):
-                pid = ""
-            raise ConfigError(f"run {self.run_id} is running in another process{pid}",
-                              fix="wait for it to finish, or stop it and resume then; to put more processes on one "
-                                  "run, start it with --storage and add `reflexopt worker`s") from None
+            pid = f" (pid {int((self.root / 'pid').read_text())})"
+        except (OSError, ValueError):
+            pid = ""
+        lock = hold_lock(self.root / "lock", f"run {self.run_id} is running in another process{pid}",
+                         fix="wait for it to finish, or stop it and resume then; to put more processes on one "
+                             "run, start it with --storage and add `reflexopt worker`s")
         self._lock = lock
         (self.root / "pid").write_text(str(os.getpid()), encoding="utf-8")
         (self.root / "failed.json").unlink(missing_ok=True)

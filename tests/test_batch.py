@@ -124,3 +124,21 @@ def test_batch_kill_resume_then_regression_gate(tmp_path: Path, openai_server: F
     # round 3, human-readable: the table, and an exit code that agrees with the flags it shows
     assert "batch round 3" in table.stdout and "previous best" in table.stdout
     assert (table.returncode == 1) == ("REGRESSION" in table.stdout), table.stdout
+
+
+def test_a_second_batch_on_the_same_jobs_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `reflexopt batch jobs.yaml` at once both wrote the batch's state.json (each from its own stale copy),
+    and their jobs met in the same run folders. The second one now stops at once; the first's state is kept."""
+    from reflexopt.batch import Batch
+    from reflexopt.errors import ConfigError
+    from reflexopt.paths import hold_lock
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0000000000000000")
+    batch = Batch(_make_files(tmp_path, 1))
+    held = hold_lock(batch.root / "lock", "held by the test", fix="")
+    try:
+        with pytest.raises(ConfigError, match=f"batch {tmp_path / 'jobs.yaml'} is running in another process"):
+            batch.run()
+        assert not (batch.root / "state.json").exists()
+    finally:
+        held.release()
