@@ -578,6 +578,14 @@ def test_results_are_found_by_a_prompts_markdown_even_when_its_canonical_form_di
     assert store.results(parse_prompt(best.to_markdown(), "best.md"), "test") == {"3": r}
 
 
+def _label_task(tmp_path: Path, model: str, rows: list[dict[str, Any]] | None = None) -> OptimizeConfig:
+    """A two-trial optimize run of `model` on a 30-row label task written under tmp_path."""
+    data = write_jsonl(tmp_path / "d.jsonl", rows or label_rows(30))
+    (tmp_path / "p.md").write_text("Label it.\n")
+    return OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                          model=ModelSpec(id=model), scorer=ScorerSpec(metric="contains"), budget=Budget(max_trials=2))
+
+
 def test_a_damaged_run_file_is_our_error_and_hides_no_other_run(tmp_path: Path) -> None:
     """A config.json or summary.json damaged outside reflexopt (by hand, a full disk, a sync) made `runs list`
     print a traceback and list nothing. Now that run lists as unreadable, the others list as before, and
@@ -586,11 +594,7 @@ def test_a_damaged_run_file_is_our_error_and_hides_no_other_run(tmp_path: Path) 
     from reflexopt.runs import list_runs
 
     home = tmp_path / "home"
-    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
-    (tmp_path / "p.md").write_text("Label it.\n")
-    config = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
-                            model=ModelSpec(id="fake/labels"), scorer=ScorerSpec(metric="contains"),
-                            budget=Budget(max_trials=2))
+    config = _label_task(tmp_path, "fake/labels")
     register_fake("fake/labels", FunctionModel(label_model))
     try:
         first = optimize(config)
@@ -631,12 +635,9 @@ def test_a_resume_or_worker_on_a_changed_dataset_stops_before_any_call(tmp_path:
     from reflexopt.search import Search
 
     rows = label_rows(30)
-    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    config = _label_task(tmp_path, "fake/labels", rows)
+    data = Path(config.data.path)
     original = data.read_text()
-    (tmp_path / "p.md").write_text("Label it.\n")
-    config = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
-                            model=ModelSpec(id="fake/labels"), scorer=ScorerSpec(metric="contains"),
-                            budget=Budget(max_trials=2))
     register_fake("fake/labels", FunctionModel(label_model))
     try:
         run_id = Path(optimize(config).run_dir).name
@@ -694,11 +695,7 @@ def test_a_second_process_on_a_running_run_is_refused(tmp_path: Path) -> None:
 
     from reflexopt.runs import list_runs
 
-    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
-    (tmp_path / "p.md").write_text("Label it.\n")
-    config = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
-                            model=ModelSpec(id="fake/slow"), scorer=ScorerSpec(metric="contains"),
-                            budget=Budget(max_trials=2))
+    config = _label_task(tmp_path, "fake/slow")
     started, go = threading.Event(), threading.Event()
 
     def slow(messages: list[dict[str, str]]) -> str:
