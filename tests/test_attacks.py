@@ -719,3 +719,32 @@ def test_a_second_process_on_a_running_run_is_refused(tmp_path: Path) -> None:
     finally:
         go.set()
         unregister_fake("fake/slow")
+
+
+def test_a_damaged_response_cache_is_our_error_naming_the_file(tmp_path: Path) -> None:
+    """A cache.sqlite damaged by a full disk or a copy cut short made every command end in a traceback
+    (`DatabaseError: file is not a database`, exit code 1), or a run fail part-way ("malformed")."""
+    from reflexopt.models.base import RawReply
+    from reflexopt.models.cache import ResponseCache
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache.sqlite").write_bytes(os.urandom(5000))
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Label it.\n")
+    res = cli("eval", str(data), str(tmp_path / "p.md"), "-m", "openai/x", "--api-base", "http://127.0.0.1:9/v1",
+              "--metric", "contains", home=home, env={"OPENAI_API_KEY": "sk-test-0000000000000000"})
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"{home / 'cache.sqlite'}: the response cache cannot be read (file is not a database)" in res.stderr
+    assert "mv " in res.stderr
+
+    path = tmp_path / "c.sqlite"
+    cache = ResponseCache(path)
+    for i in range(2000):
+        cache.put(f"k{i}", "m", RawReply("x" * 200, 1, 1, 0.0))
+    cache.close()
+    raw = bytearray(path.read_bytes())
+    raw[4096:len(raw) - 4096] = os.urandom(len(raw) - 8192)  # every page but the first and the last
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ReflexoptError, match="the response cache cannot be read"):
+        ResponseCache(path).get("k1500")

@@ -16,6 +16,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputFileError
 from ..paths import home_dir
 from .base import RawReply
 
@@ -30,6 +31,21 @@ class ResponseCache:
         self.path = path or home_dir() / "cache.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        try:
+            self._connect()
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as e:  # not a lock: the file is damaged (or is not SQLite at all)
+            raise _damaged(self.path, e) from e
+        self._plock = threading.Lock()
+        self._wake = threading.Condition(self._plock)
+        self._pending: dict[str, tuple[Any, ...]] = {}  # queued answers, by key
+        self._writing: dict[str, tuple[Any, ...]] = {}  # the batch being committed (still served by get)
+        self._writer: threading.Thread | None = None
+        self._closed = False
+        _open.add(self)
+
+    def _connect(self) -> None:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         for attempt in range(20):  # another process may be creating the same file right now
             try:
@@ -49,13 +65,6 @@ class ResponseCache:
         # on the shared connection, and that wait stalled the event loop)
         self._rlock = threading.Lock()
         self._rdb = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._plock = threading.Lock()
-        self._wake = threading.Condition(self._plock)
-        self._pending: dict[str, tuple[Any, ...]] = {}  # queued answers, by key
-        self._writing: dict[str, tuple[Any, ...]] = {}  # the batch being committed (still served by get)
-        self._writer: threading.Thread | None = None
-        self._closed = False
-        _open.add(self)
 
     def get(self, key: str) -> RawReply | None:
         with self._plock:
@@ -63,9 +72,14 @@ class ResponseCache:
         if queued is not None:
             return RawReply(queued[2], queued[3], queued[4], queued[5])
         with self._rlock:
-            row = self._rdb.execute(
-                "SELECT text, prompt_tokens, completion_tokens, cost FROM responses WHERE key=?", (key,)
-            ).fetchone()
+            try:
+                row = self._rdb.execute(
+                    "SELECT text, prompt_tokens, completion_tokens, cost FROM responses WHERE key=?", (key,)
+                ).fetchone()
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.DatabaseError as e:
+                raise _damaged(self.path, e) from e
         return RawReply(row[0], row[1], row[2], row[3]) if row else None
 
     def put(self, key: str, model: str, reply: RawReply) -> None:
@@ -121,6 +135,12 @@ class ResponseCache:
             self._db.close()
         with self._rlock:
             self._rdb.close()
+
+
+def _damaged(path: Path, e: Exception) -> InputFileError:
+    return InputFileError(path, f"the response cache cannot be read ({e})",
+                          fix=f"move it away (mv {path} {path}.damaged); the next command starts an empty cache, and "
+                              "a resumed run still pays nothing twice (each run keeps its own scored cases)")
 
 
 _open: weakref.WeakSet[ResponseCache] = weakref.WeakSet()
