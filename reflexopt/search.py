@@ -99,6 +99,11 @@ def _storage(url: str) -> Any:
         from .errors import ConfigError
 
         where = url.split("@")[-1]
+        if url.startswith("sqlite") and type(e).__name__ == "DatabaseError":  # the file is there but damaged
+            path = url.split(":///", 1)[-1]
+            raise ConfigError(f"{path}: the run's Optuna study cannot be read (the file is damaged)",
+                              fix="restore the file; the run's logs keep its candidates and scored cases, so "
+                                  "`reflexopt runs show` and `report` still work") from None
         raise ConfigError(f"cannot open storage ...@{where}: {type(e).__name__}",
                           fix="check the URL, that the server runs and that the database exists") from None
 

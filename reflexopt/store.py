@@ -36,17 +36,21 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(2).hex()
 
 
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """The records of an append-only log. A line cut short by a crash, and a line that is not one of the log's
+    records (not JSON, not an object, a `required` key missing: damaged outside reflexopt), are skipped."""
     if not path.exists():
         return
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
             if not line.endswith("\n"):
                 return  # a line cut short by a crash: ignore it
             try:
-                yield json.loads(line)
+                row = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(row, dict) and all(k in row for k in required):
+                yield row
 
 
 def read_json(path: Path, *, fix: str | None = None) -> dict[str, Any]:
@@ -174,7 +178,7 @@ class RunStore:
         self._append("events.jsonl", {"t": round(time.time(), 3), "event": kind, **data})
 
     def events(self) -> list[dict[str, Any]]:
-        return list(_read_jsonl(self.root / "events.jsonl"))
+        return list(_read_jsonl(self.root / "events.jsonl", ("event",)))
 
     def add_eval(self, key: str, split: str, result: CaseResult, calls: int) -> None:
         self._append("evals.jsonl", {"key": key, "split": split, "calls": calls, **result.to_json()})
@@ -183,8 +187,11 @@ class RunStore:
         from .evaluate import CaseResult
 
         out: dict[tuple[str, str, str], tuple[CaseResult, int]] = {}
-        for row in _read_jsonl(self.root / "evals.jsonl"):
-            out[(row["key"], row["split"], row["case_id"])] = (CaseResult.from_json(row), int(row.get("calls", 0)))
+        for row in _read_jsonl(self.root / "evals.jsonl", ("key", "split", "case_id")):
+            try:
+                out[(row["key"], row["split"], row["case_id"])] = (CaseResult.from_json(row), int(row.get("calls", 0)))
+            except (TypeError, ValueError):
+                continue
         return out
 
     def results(self, prompt: str | Prompt, split: str = "test",
@@ -201,7 +208,7 @@ class RunStore:
     def candidates(self) -> list[dict[str, Any]]:
         """Latest record per candidate id."""
         latest: dict[str, dict[str, Any]] = {}
-        for row in _read_jsonl(self.root / "candidates.jsonl"):
+        for row in _read_jsonl(self.root / "candidates.jsonl", ("id", "key", "operator", "state")):
             latest[str(row["id"])] = row
         return list(latest.values())
 

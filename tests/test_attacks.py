@@ -748,3 +748,29 @@ def test_a_damaged_response_cache_is_our_error_naming_the_file(tmp_path: Path) -
     path.write_bytes(bytes(raw))
     with pytest.raises(ReflexoptError, match="the response cache cannot be read"):
         ResponseCache(path).get("k1500")
+
+
+def test_foreign_lines_in_a_runs_logs_and_a_damaged_study(tmp_path: Path) -> None:
+    """Lines in a run's logs that are JSON but not its records (a list, an object without the record's keys)
+    made `--resume`, `runs show` and `report` end in a TypeError. They are skipped like a line cut short by a
+    crash. A damaged study.db said "check the URL, that the server runs"; it now names the file."""
+    home = tmp_path / "home"
+    config = _label_task(tmp_path, "fake/labels")
+    register_fake("fake/labels", FunctionModel(label_model))
+    try:
+        run = optimize(config)
+        root = Path(run.run_dir)
+        for log in ("candidates.jsonl", "evals.jsonl", "events.jsonl"):
+            with (root / log).open("a") as f:
+                f.write('[1, 2]\n"text"\n{"id": 5}\n{"key": "k", "split": "val", "case_id": "1"}\n')
+        for args in (("runs", "show", root.name), ("report", root.name)):
+            res = cli(*args, home=home)
+            assert res.returncode == 0, res.stderr[-2000:]
+        again = optimize(config, resume=root.name)
+        assert (again.best_test, again.model_calls) == (run.best_test, 0)
+
+        (root / "study.db").write_bytes(os.urandom(3000))
+        with pytest.raises(ReflexoptError, match=f"{root / 'study.db'}: the run's Optuna study cannot be read"):
+            optimize(config, resume=root.name)
+    finally:
+        unregister_fake("fake/labels")
