@@ -10,7 +10,16 @@ from typing import Any
 def home_dir() -> Path:
     root = os.environ.get("REFLEXOPT_HOME")
     path = Path(root).expanduser() if root else Path.home() / ".reflexopt"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from .errors import ConfigError
+
+        where = f"REFLEXOPT_HOME={root}" if root else str(path)
+        why = "it is a file" if path.is_file() else e.strerror or str(e)
+        raise ConfigError(f"{where}: cannot be reflexopt's folder ({why})",
+                          fix="point REFLEXOPT_HOME at a folder you can write to"
+                              + (", or unset it to use ~/.reflexopt" if root else "")) from None
     return path
 
 

@@ -774,3 +774,13 @@ def test_foreign_lines_in_a_runs_logs_and_a_damaged_study(tmp_path: Path) -> Non
             optimize(config, resume=root.name)
     finally:
         unregister_fake("fake/labels")
+
+
+def test_reflexopt_home_that_cannot_be_a_folder(tmp_path: Path) -> None:
+    """REFLEXOPT_HOME naming a file (or a path under one) ended every command in a FileExistsError traceback."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    for home, why in ((a_file, "it is a file"), (a_file / "sub", "Not a directory")):
+        res = cli("runs", "list", home=home)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+        assert f"REFLEXOPT_HOME={home}: cannot be reflexopt's folder ({why})" in res.stderr
