@@ -68,6 +68,7 @@ class Runner:
         self.diagnoses: dict[str, tuple[Diagnosis, list[CaseResult]]] = {}
         self.memo: dict[tuple[str, str, str], tuple[CaseResult, int]] = store.evals() if store else {}
         self.reasoner_given_up = False
+        self.redraw: Candidate | None = None  # set by stop_reason: the next trial draws other demos for it
 
     def preflight(self) -> None:
         """Check everything that can fail before a call: every model id, setting and API key (task, reasoning,
@@ -172,8 +173,17 @@ class Runner:
         b = self.config.budget
         if self.budget.remaining() < len(self.val) * self.calls_per_case:
             return "budget"  # too little left to score a candidate on all of val: it could never be accepted
+        self.redraw = None
         if sel.since_gain >= b.patience and not (pool and untried(*self.operators(pool))):
-            return f"no accepted gain in {b.patience} trials"
+            # patience is out: before stopping, `patience` more trials draw other demos for the best prompt (a
+            # gated draw costs about 15 calls; demo sets are where small models gain most, and an accepted draw
+            # resumes the whole search)
+            if not pool or "demos" not in self.operators(pool)[0]:
+                return f"no accepted gain in {b.patience} trials"
+            last = next(i for i, c in enumerate(pool) if c.id == sel.accepted[-1])
+            if sum(1 for c in pool[last + 1:] if c.params.get("redraw")) >= b.patience:
+                return f"no accepted gain in {b.patience} trials, then in {b.patience} demo draws on the best"
+            self.redraw = sel.best
         tail = [c.state for c in pool if c.id != "baseline"][-2 * b.patience:]
         if len(tail) == 2 * b.patience and all(s == "duplicate" for s in tail):
             return "search space exhausted (only known prompts came back)"
@@ -276,8 +286,13 @@ class Runner:
         first = not any(h.operator == op for h in history)
         # half the later demos trials keep the shape of the parent's demos and draw other examples
         around = demo_shape(parent, pool) if op == "demos" and not first and rng.random() < 0.5 else None
+        if self.redraw is not None:  # after patience (stop_reason): other demos for the accepted best
+            op, parent, first = "demos", self.redraw, False
+            around = demo_shape(parent, pool)
         params = trial.suggest(op, n_train=len(self.splits.train), n_labels=len(self.facts.labels),
                                first=first, around=around)
+        if self.redraw is not None:
+            params["redraw"] = True
         params.setdefault("phrasing", trial.number)  # for an LLM rewrite that falls back to `instruct`
         if len(parent.val) == len(self.val):
             trial.gate_on({self.index[k]: v for k, v in parent.val.items()})

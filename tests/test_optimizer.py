@@ -268,3 +268,16 @@ def test_later_demos_trials_redraw_examples_in_the_parents_demo_shape(dataset: P
             node = cands[node["parent"]]
         assert all(c["params"][k] == node["params"][k] for k in DEMO_KNOBS if k != "demo_style")
         assert c["params"]["demo_seed"] != node["params"]["demo_seed"]
+
+
+def test_after_patience_the_run_draws_other_demos_for_the_best_before_it_stops(dataset: Path, prompt_file: Path,
+                                                                               fakes: Any) -> None:
+    fakes("fake/task", lambda m: "It is a product review.")  # nothing ever gains: patience runs out
+    fakes("fake/reasoner", lambda m: "no")
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=60, patience=4)))
+    assert r.stop_reason == "no accepted gain in 4 trials, then in 4 demo draws on the best"
+    cands = sorted((json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()
+                    if json.loads(x)["trial"] is not None), key=lambda c: c["trial"])
+    tail = [c for c in cands if c["state"] != "duplicate"][-4:]
+    assert [(c["operator"], c["parent"]) for c in tail] == [("demos", "baseline")] * 4
+    assert len({c["key"] for c in tail}) == 4
