@@ -260,3 +260,19 @@ def test_a_demos_trial_around_the_parent_keeps_its_shape_and_draws_other_example
     p = t.suggest("demos", n_train=30, n_labels=2, around=shape)
     assert {k: p[k] for k in shape} == shape and p["demo_seed"] == 100 + t.number
     assert t._t.params == {}  # not TPE's choice: TPE does not learn from it
+
+
+def test_a_demo_draw_after_patience_must_win_by_more_than_one_val_case() -> None:
+    from reflexopt.pool import State, select
+
+    ids = [str(i) for i in range(10)]
+    base = Candidate("baseline", Prompt(text="a")).scored({i: 0.0 for i in ids}, State.COMPLETE)
+
+    def cand(cid: str, right: int, **params: Any) -> Candidate:
+        return Candidate(cid, Prompt(text=cid), "demos", "baseline", params=params).scored(
+            {i: float(n < right) for n, i in enumerate(ids)}, State.COMPLETE)
+
+    assert select([base, cand("t1", 1)], 10, 0.0).best.id == "t1"  # any gain, for an ordinary trial
+    assert select([base, cand("t1", 1, redraw=True)], 10, 0.0).best.id == "baseline"
+    assert select([base, cand("t1", 2, redraw=True)], 10, 0.0).best.id == "t1"
+    assert select([base, cand("t1", 2, redraw=True)], 10, 0.25).best.id == "baseline"  # judge noise still counts
