@@ -234,7 +234,7 @@ class Batch:
         self.root = home_dir() / "batch" / f"{self.jobs_path.stem}-{tag}"
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self.state = self._load()
+        self.state: dict[str, Any] = {}  # read by run(), under the batch's lock
 
     # ----------------------------------------------------------------- state
     def _load(self) -> dict[str, Any]:

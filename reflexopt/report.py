@@ -6,14 +6,13 @@ Everything that comes from data (inputs, outputs, prompts, reasoning, model name
 from __future__ import annotations
 
 import difflib
-import json
 from collections import Counter
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from .evaluate import CaseResult
-from .store import RunStore, read_json
+from .store import RunStore, read_json, read_jsonl
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -239,14 +238,7 @@ def scatter_svg(rows: list[dict[str, Any]]) -> str:
 
 def _interrupted_compare(path: Path) -> dict[str, Any]:
     """What an interrupted compare has: the models that finished (rows.jsonl), no recommendation."""
-    rows = []
-    rows_file = path / "rows.jsonl"
-    if rows_file.exists():
-        for line in rows_file.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
+    rows = list(read_jsonl(path / "rows.jsonl", ("model",)))
     cfg = read_json(path / "config.json")
     done = {r["model"] for r in rows}
     missing = [m.get("id", "?") for m in cfg.get("models", []) if m.get("id") not in done]

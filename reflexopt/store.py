@@ -36,7 +36,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(2).hex()
 
 
-def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[dict[str, Any]]:
     """The records of an append-only log. A line cut short by a crash, and a line that is not one of the log's
     records (not JSON, not an object, a `required` key missing: damaged outside reflexopt), are skipped."""
     if not path.exists():
@@ -178,7 +178,7 @@ class RunStore:
         self._append("events.jsonl", {"t": round(time.time(), 3), "event": kind, **data})
 
     def events(self) -> list[dict[str, Any]]:
-        return list(_read_jsonl(self.root / "events.jsonl", ("event",)))
+        return list(read_jsonl(self.root / "events.jsonl", ("event",)))
 
     def add_eval(self, key: str, split: str, result: CaseResult, calls: int) -> None:
         self._append("evals.jsonl", {"key": key, "split": split, "calls": calls, **result.to_json()})
@@ -187,7 +187,7 @@ class RunStore:
         from .evaluate import CaseResult
 
         out: dict[tuple[str, str, str], tuple[CaseResult, int]] = {}
-        for row in _read_jsonl(self.root / "evals.jsonl", ("key", "split", "case_id")):
+        for row in read_jsonl(self.root / "evals.jsonl", ("key", "split", "case_id")):
             try:
                 out[(row["key"], row["split"], row["case_id"])] = (CaseResult.from_json(row), int(row.get("calls", 0)))
             except (TypeError, ValueError):
@@ -208,7 +208,7 @@ class RunStore:
     def candidates(self) -> list[dict[str, Any]]:
         """Latest record per candidate id."""
         latest: dict[str, dict[str, Any]] = {}
-        for row in _read_jsonl(self.root / "candidates.jsonl", ("id", "key", "operator", "state")):
+        for row in read_jsonl(self.root / "candidates.jsonl", ("id", "key", "operator", "state")):
             latest[str(row["id"])] = row
         return list(latest.values())
 

@@ -7,12 +7,14 @@ answers in batches, one transaction each. A queued answer is already served by `
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,8 @@ class ResponseCache:
         self.path = path or home_dir() / "cache.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        try:
+        with _damage_is_ours(self.path):
             self._connect()
-        except sqlite3.OperationalError:
-            raise
-        except sqlite3.DatabaseError as e:  # not a lock: the file is damaged (or is not SQLite at all)
-            raise _damaged(self.path, e) from e
         self._plock = threading.Lock()
         self._wake = threading.Condition(self._plock)
         self._pending: dict[str, tuple[Any, ...]] = {}  # queued answers, by key
@@ -72,14 +70,10 @@ class ResponseCache:
         if queued is not None:
             return RawReply(queued[2], queued[3], queued[4], queued[5])
         with self._rlock:
-            try:
+            with _damage_is_ours(self.path):
                 row = self._rdb.execute(
                     "SELECT text, prompt_tokens, completion_tokens, cost FROM responses WHERE key=?", (key,)
                 ).fetchone()
-            except sqlite3.OperationalError:
-                raise
-            except sqlite3.DatabaseError as e:
-                raise _damaged(self.path, e) from e
         return RawReply(row[0], row[1], row[2], row[3]) if row else None
 
     def put(self, key: str, model: str, reply: RawReply) -> None:
@@ -137,10 +131,17 @@ class ResponseCache:
             self._rdb.close()
 
 
-def _damaged(path: Path, e: Exception) -> InputFileError:
-    return InputFileError(path, f"the response cache cannot be read ({e})",
-                          fix=f"move it away (mv {path} {path}.damaged); the next command starts an empty cache, and "
-                              "a resumed run still pays nothing twice (each run keeps its own scored cases)")
+@contextlib.contextmanager
+def _damage_is_ours(path: Path) -> Iterator[None]:
+    """A DatabaseError that is not a lock (OperationalError) means the file is damaged, or not SQLite at all."""
+    try:
+        yield
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as e:
+        fix = (f"move it away (mv {path} {path}.damaged); the next command starts an empty cache, and a resumed run "
+               "still pays nothing twice (each run keeps its own scored cases)")
+        raise InputFileError(path, f"the response cache cannot be read ({e})", fix=fix) from e
 
 
 _open: weakref.WeakSet[ResponseCache] = weakref.WeakSet()
