@@ -141,6 +141,15 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def ctrl_c_reaches() -> None:
+    """`preexec_fn` for a child that a test stops with SIGINT, as Ctrl-C in a terminal would. A shell without job
+    control starts background commands with SIGINT ignored, and the child inherits that (Python then installs no
+    KeyboardInterrupt handler), so the test would measure the shell that started pytest, not reflexopt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def browse_offline(page_path: Path) -> dict[str, Any]:
     """Open a local HTML file in headless Chromium; record every request, console problem and what is shown.
 

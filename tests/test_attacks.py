@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeOpenAI, Scripted, completion, label_model, label_rows, write_jsonl
+from conftest import FakeOpenAI, Scripted, completion, ctrl_c_reaches, label_model, label_rows, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -392,14 +392,19 @@ def test_compare_stops_within_seconds_and_keeps_its_work(openai_server: FakeOpen
                           "openai/a", "-m", "openai/b", "--api-base", openai_server.url, "--max-trials", "20",
                           "--metric", "contains", "--concurrency", "2"],
                          env={**os.environ, "REFLEXOPT_HOME": str(home), "OPENAI_API_KEY": "sk-test-00000000000000"},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(openai_server.requests) < 10:
-        time.sleep(0.2)
-    assert len(openai_server.requests) >= 10, "compare never started calling"
-    t0 = time.monotonic()
-    p.send_signal(getattr(signal, sig))
-    _, err = p.communicate(timeout=30)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_reaches)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(openai_server.requests) < 10:
+            time.sleep(0.2)
+        assert len(openai_server.requests) >= 10, "compare never started calling"
+        t0 = time.monotonic()
+        p.send_signal(getattr(signal, sig))
+        _, err = p.communicate(timeout=30)
+    finally:  # a failure here must not leave the compare running into the next test
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
     assert time.monotonic() - t0 < 10 and p.returncode == code, err[-2000:]
     assert "interrupted" in err and "Traceback" not in err
     served = len(openai_server.requests)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, browse_offline, write_jsonl
+from conftest import EXAMPLES, browse_offline, ctrl_c_reaches, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_server_stops_when_the_run_is_interrupted_or_killed(tmp_path: Path, sig:
     prompt.write_text("Write a long essay about this review.")
     proc = subprocess.Popen([sys.executable, "-m", "reflexopt", "eval", str(EXAMPLES / "reviews" / "data.jsonl"),
                              str(prompt)], env=_env(tmp_path / "h"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, preexec_fn=ctrl_c_reaches)
     try:
         deadline = time.monotonic() + 300
         servers: list[int] = []
