@@ -54,7 +54,7 @@ def _read_text(path: Path) -> str:
     if not path.exists():
         raise DataError(path, "no such file", fix="check the path")
     if path.is_dir():
-        raise DataError(path, "is a directory, not a dataset file", fix="pass a .jsonl or .csv file")
+        raise DataError(path, "is a directory, not a dataset file", fix="pass a .jsonl, .json or .csv file")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -74,6 +74,20 @@ def _lines(text: str) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
 
 
+def _check_row(path: Path, n: int, row: Any) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise DataError(path, f"expected a JSON object, got {type(row).__name__}", line=n,
+                        fix='write rows as {"input": ..., "ideal": ...}')
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(path, "a string holds an unpaired surrogate escape (such as \\ud800)", line=n,
+                        fix="remove the broken escape or re-export the file as UTF-8") from None
+    except RecursionError:
+        raise DataError(path, "JSON nested too deeply", line=n, fix="flatten the row") from None
+    return row
+
+
 def _rows_jsonl(path: Path, text: str) -> Iterable[tuple[int, dict[str, Any]]]:
     for n, line in enumerate(_lines(text), start=1):
         if not line.strip():
@@ -87,17 +101,44 @@ def _rows_jsonl(path: Path, text: str) -> Iterable[tuple[int, dict[str, Any]]]:
             ) from None
         except RecursionError:
             raise DataError(path, "JSON nested too deeply", line=n, fix="flatten the row") from None
-        if not isinstance(row, dict):
-            raise DataError(path, f"expected a JSON object, got {type(row).__name__}", line=n,
-                            fix='write rows as {"input": ..., "ideal": ...}')
+        yield n, _check_row(path, n, row)
+
+
+def _rows_json_array(path: Path, text: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    """A JSON array of row objects (`[{...}, {...}]`, pretty-printed or not), read one element at a time so an
+    error names the line of the element at fault."""
+    decoder = json.JSONDecoder()
+
+    def line_of(pos: int) -> int:
+        return text.count("\n", 0, pos) + 1
+
+    def skip(pos: int) -> int:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        return pos
+
+    i = skip(0) + 1  # past "["
+    while True:
+        i = skip(i)
+        if i < len(text) and text[i] == "]":
+            break
         try:
-            json.dumps(row, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise DataError(path, "a string holds an unpaired surrogate escape (such as \\ud800)", line=n,
-                            fix="remove the broken escape or re-export the file as UTF-8") from None
+            row, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise DataError(path, f"invalid JSON ({e.msg} at column {e.colno})", line=e.lineno,
+                            fix="make the file one JSON array of objects, or one object per line (.jsonl)") from None
         except RecursionError:
-            raise DataError(path, "JSON nested too deeply", line=n, fix="flatten the row") from None
-        yield n, row
+            raise DataError(path, "JSON nested too deeply", line=line_of(i), fix="flatten the row") from None
+        yield line_of(i), _check_row(path, line_of(i), row)
+        i = skip(end)
+        if i < len(text) and text[i] == ",":
+            i += 1
+        elif not (i < len(text) and text[i] == "]"):
+            raise DataError(path, "expected `,` or `]` after a row", line=line_of(i),
+                            fix="make the file one JSON array of objects, or one object per line (.jsonl)")
+    if skip(i + 1) < len(text):
+        raise DataError(path, "more text after the JSON array", line=line_of(skip(i + 1)),
+                        fix="keep one array per file, or write one object per line (.jsonl)")
 
 
 _DELIMITERS = ",;\t|"
@@ -188,7 +229,8 @@ def load_dataset(path: str | Path, *, input_field: str | None = None, ideal_fiel
     p = Path(path)
     text = _read_text(p)
     suffix = p.suffix.lower()
-    rows = _rows_csv(p, text) if suffix in (".csv", ".tsv") else _rows_jsonl(p, text)
+    rows = (_rows_csv(p, text) if suffix in (".csv", ".tsv") else
+            _rows_json_array(p, text) if text.lstrip().startswith("[") else _rows_jsonl(p, text))
     cases: list[Case] = []
     seen: dict[str, int] = {}
     for i, (n, row) in enumerate(rows):

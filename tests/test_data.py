@@ -36,6 +36,18 @@ def test_input_and_ideal_field_mapping(tmp_path: Path) -> None:
     assert case.input == "hello" and case.ideal == "greet"
 
 
+def test_a_json_array_of_rows_loads_like_jsonl(tmp_path: Path) -> None:
+    import json
+
+    rows = [{"input": "a", "ideal": "x", "id": "r1"}, {"input": {"q": "b"}, "ideal": "y"}]
+    p = tmp_path / "d.json"
+    p.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    cases = load_dataset(p)
+    flat = load_dataset(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert [(c.id, c.input, c.ideal) for c in cases] == [(c.id, c.input, c.ideal) for c in flat]
+    assert [c.line for c in cases] == [2, 7]  # the line each element starts on, for later errors
+
+
 def test_csv(tmp_path: Path) -> None:
     p = tmp_path / "d.csv"
     p.write_text('input,ideal\n"hello, world",greet\nbye,leave\n', encoding="utf-8")
@@ -61,6 +73,11 @@ def test_security_incidents_chat_format_loads_unchanged() -> None:
         (b'["a"]\n', 1, "JSON object"),
         (b'{"input": ""}\n', 1, "empty"),
         (b'{"input": "a", "id": 1}\n{"input": "b", "id": 1}\n', 2, "duplicate id"),
+        (b'[\n {"input": "a"},\n {"input": "b" "ideal": "x"}\n]\n', 3, "invalid JSON"),
+        (b'[\n {"input": "a"},\n 5\n]\n', 3, "JSON object"),
+        (b'[\n {"input": "a"}\n', 3, "expected `,` or `]`"),
+        (b'[{"input": "a"}]\n[{"input": "b"}]\n', 2, "after the JSON array"),
+        (b'[\n {"input": "a"},\n {"ideal": "x"}\n]', 3, "no input"),
     ],
 )
 def test_bad_files_name_file_line_and_fix(tmp_path: Path, content: bytes, line: int | None, needle: str) -> None:

@@ -60,7 +60,7 @@ InputField = Annotated[str | None, typer.Option("--input-field", help="Column ho
 IdealField = Annotated[str | None, typer.Option("--ideal-field", help="Column holding the reference answer.")]
 ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Cases in flight at once (default: 8 for "
                                              "an API model, 2 for the embedded model).")]
-DataArg = Annotated[Path, typer.Argument(metavar="DATASET", help="JSONL or CSV dataset.")]
+DataArg = Annotated[Path, typer.Argument(metavar="DATASET", help="JSONL, JSON array or CSV dataset.")]
 PromptArg = Annotated[Path, typer.Argument(metavar="PROMPT", help="Prompt file (markdown).")]
 MaxTok = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Completion token limit for the task model.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]

@@ -92,7 +92,7 @@ def eval_cmd(
 @app.command("optimize")
 @_guard
 def optimize_cmd(
-    dataset: Annotated[Path | None, typer.Argument(metavar="DATASET", help="JSONL or CSV dataset.")] = None,
+    dataset: Annotated[Path | None, typer.Argument(metavar="DATASET", help="JSONL, JSON array or CSV dataset.")] = None,
     prompt: Annotated[Path | None, typer.Argument(metavar="PROMPT", help="Starting prompt file (markdown).")] = None,
     model: ModelOpt = "local/smollm2",
     api_base: ApiBase = None,
