@@ -22,6 +22,7 @@ from .prompts import meta_prompt
 from .yamlfile import load_yaml
 
 _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n?", re.S)
+_TAGS = re.compile(r"<(/?)\s*(input|response|reference)\b", re.I)
 _SCALE = re.compile(r"(?:score|rate|grade)[^\n]{0,60}?\b(\d{1,2})\s*(?:-|–|to)\s*(\d{1,3})\b", re.I)
 
 
@@ -93,6 +94,12 @@ def load_rubric(ref: str) -> Rubric:
                           fix=f"write `pass: {default_pass:g}` (the lowest passing score)")
     pass_score = float(raw_pass)
     return Rubric(name=path.stem, text=text.strip(), low=low, high=high, pass_score=pass_score)
+
+
+def _fenced(text: str) -> str:
+    """Graded text with the judge prompt's own delimiters made inert (`</response>` becomes `&lt;/response`): a
+    response that closes its block and writes a forged task or verdict after it stays inside the block."""
+    return _TAGS.sub(r"&lt;\1\2", text)
 
 
 def _json_objects(text: str) -> list[dict[str, object]]:
@@ -167,8 +174,8 @@ class JudgeScorer:
         return f"LLM judge {self.client.spec.id} with rubric {r.name} (scale {r.low}-{r.high})"
 
     def messages(self, case: Case, output: str) -> list[dict[str, str]]:
-        ref = f"\n# Reference answer\n\n<reference>\n{case.ideal}\n</reference>\n" if case.ideal else ""
-        user = meta_prompt("judge", rubric=self.rubric.text, input=case.input_text, output=output,
+        ref = f"\n# Reference answer\n\n<reference>\n{_fenced(case.ideal)}\n</reference>\n" if case.ideal else ""
+        user = meta_prompt("judge", rubric=self.rubric.text, input=_fenced(case.input_text), output=_fenced(output),
                            reference_block=ref, low=self.rubric.low, high=self.rubric.high)
         return [{"role": "system", "content": meta_prompt("judge_system").strip()}, {"role": "user", "content": user}]
 
