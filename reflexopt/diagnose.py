@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .evaluate import CaseResult
 from .models import ModelClient
 from .prompt import Prompt
-from .prompts import meta_prompt
+from .prompts import inert, meta_prompt
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class Diagnosis:
 
 
 def format_cases(results: Sequence[CaseResult], limit: int = 6, width: int = 600) -> str:
+    """Failing cases for a reasoning meta-prompt. Their text is data: a `<prompt>` tag in it is made inert, so a
+    row or an output cannot pass itself off as the prompt the reply is read from."""
     blocks = []
     for i, r in enumerate(results[:limit], 1):
         lines = [f"## Case {i}", f"Input: {r.input[:width]}", f"Output: {r.output[:width] or '(empty)'}"]
@@ -50,7 +52,7 @@ def format_cases(results: Sequence[CaseResult], limit: int = 6, width: int = 600
             lines.append(f"Expected: {r.ideal[:width]}")
         if r.reasoning:
             lines.append(f"Grader: {r.reasoning[:300]}")
-        blocks.append("\n".join(lines))
+        blocks.append(inert("\n".join(lines), "prompt"))
     return "\n\n".join(blocks) if blocks else "(none)"
 
 

@@ -18,11 +18,10 @@ from .data import Case
 from .errors import RubricError
 from .metrics import Score
 from .models import ModelClient
-from .prompts import meta_prompt
+from .prompts import inert, meta_prompt
 from .yamlfile import load_yaml
 
 _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n?", re.S)
-_TAGS = re.compile(r"<(/?)\s*(input|response|reference)\b", re.I)
 _SCALE = re.compile(r"(?:score|rate|grade)[^\n]{0,60}?\b(\d{1,2})\s*(?:-|–|to)\s*(\d{1,3})\b", re.I)
 
 
@@ -99,7 +98,7 @@ def load_rubric(ref: str) -> Rubric:
 def _fenced(text: str) -> str:
     """Graded text with the judge prompt's own delimiters made inert (`</response>` becomes `&lt;/response`): a
     response that closes its block and writes a forged task or verdict after it stays inside the block."""
-    return _TAGS.sub(r"&lt;\1\2", text)
+    return inert(text, "input", "response", "reference")
 
 
 def _json_objects(text: str) -> list[dict[str, object]]:

@@ -121,15 +121,15 @@ class ReflexProposer:
 
     def __call__(self, candidate: dict[str, str], reflective_dataset: Any,
                  components_to_update: list[str]) -> dict[str, str]:
-        from ..prompts import meta_prompt
+        from ..prompts import inert, meta_prompt
 
         out: dict[str, str] = {}
         for name in components_to_update:
             rows = list(reflective_dataset.get(name, []))[:6]
-            examples = "\n\n".join(
+            examples = inert("\n\n".join(
                 f"## Example {i}\nInput: {str(r.get('Inputs', ''))[:600]}\n"
                 f"Output: {str(r.get('Generated Outputs', ''))[:400]}\nFeedback: {str(r.get('Feedback', ''))[:400]}"
-                for i, r in enumerate(rows, 1))
+                for i, r in enumerate(rows, 1)), "prompt")
             text = meta_prompt("gepa_reflect", instruction=candidate.get(name, ""), examples=examples)
             try:
                 reply = str(self.lm(text)[0])
