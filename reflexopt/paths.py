@@ -38,6 +38,24 @@ def hold_lock(path: Path, busy: str, *, fix: str) -> Any:
     return lock
 
 
+def lock_held(path: Path) -> bool | None:
+    """Whether a process holds the file lock at `path` now (taken with `hold_lock`); None when that cannot be
+    told (no lock file, or it cannot be opened). Probing takes the lock for an instant and gives it back."""
+    from filelock import FileLock, Timeout
+
+    if not path.is_file():
+        return None
+    probe = FileLock(path, timeout=0)
+    try:
+        probe.acquire()
+    except Timeout:
+        return True
+    except OSError:
+        return None
+    probe.release()
+    return False
+
+
 def check_writable(path: str | Path, option: str, *, directory: bool = False) -> None:
     """Fail before any model call when `path` (the value of `option`) cannot be written: it is a directory (or,
     with `directory`, a file), a folder on its way is a file, or the nearest existing folder is read-only.

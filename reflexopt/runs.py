@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, ReflexoptError
-from .paths import home_dir
+from .paths import home_dir, lock_held
 from .store import RunStore, read_json, runs_root
 
 
@@ -35,7 +35,13 @@ class RunInfo:
         return d
 
 
-def _pid_alive(path: Path) -> bool:
+def _running(path: Path) -> bool:
+    """Whether a process owns the run now: it holds the run's lock (which goes with the process, kill -9 too).
+    The pid file alone is not proof: after a crash or a reboot the pid may belong to another process. Runs
+    from before the lock fall back to it."""
+    held = lock_held(path / "lock")
+    if held is not None:
+        return held
     try:
         pid = int((path / "pid").read_text())
         os.kill(pid, 0)
@@ -83,7 +89,7 @@ def _info(path: Path) -> RunInfo:
                        "done" if res else "interrupted")
     summary = RunStore(path).summary()
     status = ("done" if summary else "failed" if RunStore(path).failure() else
-              "running" if _pid_alive(path) else "interrupted")
+              "running" if _running(path) else "interrupted")
     if summary:
         return RunInfo(path.name, path, "optimize", started, _data_name(cfg["data"]["path"]), cfg["model"]["id"],
                        summary["baseline_test"], summary["best_test"], summary["significant"],

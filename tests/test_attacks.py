@@ -790,6 +790,31 @@ def test_a_second_process_on_a_running_run_is_refused(tmp_path: Path) -> None:
         unregister_fake("fake/slow")
 
 
+def test_a_run_whose_pid_now_names_another_process_is_not_listed_running(tmp_path: Path) -> None:
+    """`runs list` told a running run from an interrupted one by the pid in its folder; after a crash or a
+    reboot that pid can name another, live process, and the dead run was listed as running for good. The
+    run's lock (held by its owner, gone with it) now says whether it runs."""
+    from reflexopt.paths import hold_lock
+    from reflexopt.runs import list_runs
+
+    register_fake("fake/labeller", FunctionModel(label_model))
+    try:
+        optimize(_label_task(tmp_path, "fake/labeller"))
+    finally:
+        unregister_fake("fake/labeller")
+    (run,) = list_runs()
+    (run.path / "summary.json").unlink()  # as a crash leaves it: no verdict
+    (run.path / "pid").write_text(str(os.getppid()))  # a live process that is not the run
+    assert [r.status for r in list_runs()] == ["interrupted"]
+    owner = hold_lock(run.path / "lock", "busy", fix="-")
+    try:
+        assert [r.status for r in list_runs()] == ["running"]
+    finally:
+        owner.release()
+    (run.path / "lock").unlink()  # a run from before the lock: the pid is all there is
+    assert [r.status for r in list_runs()] == ["running"]
+
+
 def test_a_damaged_response_cache_is_our_error_naming_the_file(tmp_path: Path) -> None:
     """A cache.sqlite damaged by a full disk or a copy cut short made every command end in a traceback
     (`DatabaseError: file is not a database`, exit code 1), or a run fail part-way ("malformed")."""
