@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import Budget, OptimizeConfig, optimize_config
+from .config import SEED_MAX, Budget, OptimizeConfig, optimize_config
 from .errors import ConfigError, InputFileError, ReflexoptError
 from .events import Event
 from .parallel import map_threads
@@ -59,7 +59,7 @@ class JobSpec(BaseModel):
     budget: Budget = Budget(max_trials=8)
     tolerance: float = Field(0.02, ge=0, le=1)
     strategy: str = "reflex"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
     def model_ids(self) -> list[str]:
         return list(self.models or ([self.model] if self.model else ["local/smollm2"]))

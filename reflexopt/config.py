@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 LOCAL_MODEL = "local/smollm2"
+SEED_MAX = 2**32 - 1  # numpy (and so optuna) take seeds from 0 to this
 
 
 class _Frozen(BaseModel):
@@ -117,7 +118,7 @@ class OptimizeConfig(_Frozen):
     scorer: ScorerSpec = ScorerSpec()
     budget: Budget = Budget()
     split: tuple[float, float, float] | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="split and search seed (numpy takes 0 to 2**32 - 1)")
     concurrency: int | None = Field(None, gt=0)
     pruning: bool = True
     diagnose_sample: int = Field(12, ge=1)
@@ -159,7 +160,7 @@ class CompareConfig(_Frozen):
     transfer: bool = False
     target: float | None = Field(None, ge=0, le=1)
     split: tuple[float, float, float] | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="split and search seed (numpy takes 0 to 2**32 - 1)")
     concurrency: int | None = Field(None, gt=0)
     parallel: int = Field(2, ge=1, description="models tuned at the same time")
     strategy: str = Field("reflex", description="search strategy of every model's tuning run")

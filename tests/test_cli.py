@@ -136,3 +136,12 @@ def test_optimize_json_and_bad_options(files: dict[str, Path], openai_server: Fa
     _one_line_error(cli("optimize", d, p, "--max-time", "soon", home=home), "--max-time 'soon'")
     _one_line_error(cli("optimize", d, p, "--split", "1/2", home=home), "--split '1/2'")
     _one_line_error(cli("optimize", "--resume", "nope-run", home=home), "not a reflexopt run directory")
+    # numpy (so optuna) takes seeds from 0 to 2**32 - 1: any other seed was a traceback from the sampler
+    for r in (cli("optimize", d, p, "--seed", "-1", home=home),
+              cli("compare", d, p, "-m", "openai/a", "-m", "openai/b", "--seed", str(2**32), home=home)):
+        assert r.returncode == 2 and "Invalid value for '--seed'" in r.stderr and "Traceback" not in r.stderr
+    from pydantic import ValidationError
+
+    from reflexopt.config import DataSpec, OptimizeConfig
+    with pytest.raises(ValidationError, match="seed"):
+        OptimizeConfig(data=DataSpec(path=d), prompt_path=p, seed=-1)
