@@ -56,13 +56,27 @@ def lock_held(path: Path) -> bool | None:
     return False
 
 
-def check_writable(path: str | Path, option: str, *, directory: bool = False) -> None:
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (links too), or will once written."""
+    try:
+        return a.samefile(b) if a.exists() and b.exists() else a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def check_writable(path: str | Path, option: str, *, directory: bool = False,
+                   reads: dict[str, str | Path | None] | None = None) -> None:
     """Fail before any model call when `path` (the value of `option`) cannot be written: it is a directory (or,
     with `directory`, a file), a folder on its way is a file, or the nearest existing folder is read-only.
-    Before, such a path failed after the whole run, at the write."""
+    Before, such a path failed after the whole run, at the write. `reads` names the files the command reads
+    (e.g. {"the dataset": path}); an output that is one of them would replace it, and is refused."""
     from .errors import ConfigError
 
     p = Path(path).expanduser()
+    for what, source in (reads or {}).items():
+        if source and _same_file(p, Path(source).expanduser()):
+            raise ConfigError(f"{option} {p} is {what}: writing there would replace it",
+                              fix=f"give {option} another path")
     if p.exists() and p.is_dir() != directory:
         kind = "a file" if directory else "a directory"
         example = p.parent / "reports" if directory else p / "best.md"

@@ -77,7 +77,7 @@ class Runner:
 
         cfg = self.config
         if cfg.output:
-            check_writable(cfg.output, "-o")
+            check_writable(cfg.output, "-o", reads={"the dataset": cfg.data.path})  # -o PROMPT: tuned in place
         make_scorer(cfg.scorer, self.cases)
         for spec in (cfg.model, cfg.reasoning, cfg.scorer.judge):
             if spec is not None:

@@ -732,8 +732,9 @@ def test_a_resume_or_worker_on_a_changed_dataset_stops_before_any_call(tmp_path:
 
 
 def test_an_output_path_that_cannot_be_written_fails_before_any_call(tmp_path: Path) -> None:
-    """`-o DIR` (a directory) ran the whole optimize run, then crashed with IsADirectoryError at the write. Every
-    output option is now checked before the first call."""
+    """`-o DIR` (a directory) ran the whole optimize run, then crashed with IsADirectoryError at the write; `-o`
+    or `--report` naming the dataset (or the prompt, for a report) replaced it at the end. Every output option is
+    now checked before the first call. (`optimize -o PROMPT` stays allowed: it tunes the prompt in place.)"""
     home = tmp_path / "home"
     data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
     (tmp_path / "p.md").write_text("Label it.\n")
@@ -748,12 +749,21 @@ def test_an_output_path_that_cannot_be_written_fails_before_any_call(tmp_path: P
         (["compare", str(data), str(tmp_path / "p.md"), "-m", "openai/gpt-4o-mini", "--metric", "contains",
           "--report", str(tmp_path)], f"--report {tmp_path} is a directory"),
         (["batch", str(tmp_path / "jobs.yaml"), "--report", str(a_file)], f"--report {a_file} is a file"),
+        # an output over an input replaced it at the end of the run: the dataset with best.md, the prompt with HTML
+        (["optimize", *common, "-o", str(data)], f"-o {data} is the dataset"),
+        (["optimize", *common, "--report", str(tmp_path / "p.md")], f"--report {tmp_path / 'p.md'} is the prompt"),
+        (["optimize", *common, "-o", str(tmp_path / "b.md"), "--report", str(tmp_path / "b.md")], "is the -o file"),
+        (["eval", *common, "-o", str(tmp_path / "p.md")], "is the prompt"),
+        (["compare", str(data), str(tmp_path / "p.md"), "-m", "openai/gpt-4o-mini", "--metric", "contains",
+          "--report", str(data)], "is the dataset"),
     ]
+    before = data.read_bytes()
     for args, needle in cases:
         res = cli(*args, home=home, env={"OPENAI_API_KEY": "sk-test-0000000000000000", "OPENAI_BASE_URL": "http://127.0.0.1:9"})
         assert res.returncode == 2, (args, res.stderr)
         assert needle in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+    assert data.read_bytes() == before and (tmp_path / "p.md").read_text() == "Label it.\n"
 
 
 def test_a_second_process_on_a_running_run_is_refused(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def eval_cmd(
     from ..render import case_line, eval_table, progress
 
     if output:
-        check_writable(output, "-o")
+        check_writable(output, "-o", reads={"the dataset": dataset, "the prompt": prompt})
 
     config = EvalConfig(
         data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field), prompt_path=str(prompt),
@@ -137,7 +137,7 @@ def optimize_cmd(
     if resume is None and (dataset is None or prompt is None):
         _fail("DATASET and PROMPT are required (fix: give both, or --resume RUN_ID)")
     if report is not None:
-        check_writable(report, "--report")
+        check_writable(report, "--report", reads={"the dataset": dataset, "the prompt": prompt, "the -o file": output})
     config = optimize_config(
         dataset or "", prompt or "", model=model, api_base=api_base, max_tokens=max_tokens,
         reasoning_model=reasoning_model, judge=judge, rubric=judge_criteria, metric=metric,
@@ -227,7 +227,7 @@ def compare_cmd(
     if len(models) < 1:
         _fail("give at least one model with -m (fix: -m MODEL_A -m MODEL_B)")
     if report is not None:
-        check_writable(report, "--report")
+        check_writable(report, "--report", reads={"the dataset": dataset, "the prompt": prompt})
     config = CompareConfig(
         data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
         models=tuple(model_spec(m, api_base=api_base, max_tokens=max_tokens) for m in models),
