@@ -159,6 +159,7 @@ def load_jobs(path: str | Path) -> list[JobSpec]:
         defaults = {}
     jobs: list[JobSpec] = []
     names: set[str] = set()
+    folders: dict[str, str] = {}
     for i, raw in enumerate(data["jobs"]):
         where = lines.get(("jobs", i), 0)
         if not isinstance(raw, dict):
@@ -197,6 +198,12 @@ def load_jobs(path: str | Path) -> list[JobSpec]:
             if (p.parent / job.dataset).is_file() and (p.parent / job.prompt).is_file():
                 problems += [f"{p}:{where}: {label}: {x}" for x in check_job(job)]
             jobs.append(job)
+            for model in job.model_ids():  # two keys with one folder would share a run and its prompt file
+                slug = Unit(job, model).slug
+                if slug in folders and folders[slug] != job.name:
+                    problems.append(f"{p}:{where}: {label}: its folder would be {slug!r}, as for job "
+                                    f"{folders[slug]!r} (names differ only in characters a folder cannot hold)")
+                folders[slug] = job.name
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) in the jobs file: " + " | ".join(problems),
                           fix="correct each location listed")
@@ -214,7 +221,8 @@ class Unit:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.key)
+        """The unit's folder name: its key in safe characters, never "." or ".." (a leading dot becomes "_")."""
+        return re.sub(r"^\.", "_", re.sub(r"[^A-Za-z0-9._-]+", "_", self.key))
 
 
 class Batch:

@@ -287,6 +287,20 @@ def test_jobs_file_unknown_placeholder_and_bad_dataset(tmp_path: Path) -> None:
         load_jobs(f)
 
 
+def test_job_names_that_share_a_folder_or_leave_it(tmp_path: Path) -> None:
+    """A job's folder is its name in safe characters: "a b" and "a/b" both became a_b, so two jobs shared one
+    run (and one tuned prompt file), and a job named ".." had its run written into the batch's own folder."""
+    from reflexopt.batch import Unit
+
+    job = "    dataset: d.jsonl\n    prompt: p.md\n"
+    f = _jobs(tmp_path, f"jobs:\n  - name: a b\n{job}  - name: a/b\n{job}")
+    with pytest.raises(ReflexoptError, match=f"{f}:5: .*folder would be 'a_b', as for job 'a b'"):
+        load_jobs(f)
+    f = _jobs(tmp_path, f"jobs:\n  - name: '..'\n{job}  - name: '.'\n{job}  - name: .env\n{job}")
+    slugs = [Unit(j, m).slug for j in load_jobs(f) for m in j.model_ids()]
+    assert len(set(slugs)) == 3 and not any(s.startswith(".") or "/" in s for s in slugs), slugs
+
+
 def test_jobs_file_not_utf8_and_alias_bomb(tmp_path: Path) -> None:
     f = tmp_path / "jobs.yaml"
     f.write_bytes(b"jobs:\n  - name: \xff\xfe\n")
