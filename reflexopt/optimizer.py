@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import OptimizeConfig
+from .config import Budget, OptimizeConfig
 from .errors import ConfigError, ReflexoptError
 from .events import Event
 from .operators import LLM_OPERATORS, NAMES
@@ -79,13 +79,24 @@ def estimate(n_val: int, n_test: int, n_train_sample: int, max_trials: int, judg
 
 class Optimizer:
     def __init__(self, config: OptimizeConfig, *, on_event: Event | None = None, resume: str | None = None,
-                 run_dir: Path | None = None) -> None:
+                 run_dir: Path | None = None, changes: dict[str, Any] | None = None) -> None:
+        """A new run of `config`, or with `resume` (a run id, "" for the latest) or an existing `run_dir`, the
+        run as it was started: `config` then gives only its storage URL, and `changes` what a resume may change
+        ({"budget": {field: value}} merged into the run's budget, {"output": path}); they are written to the
+        run's config.json once the run is claimed, so a later resume and `runs show` see them."""
         self.on_event: Event = on_event or (lambda kind, data: None)
+        self._changed = False
         if resume is not None or (run_dir is not None and (run_dir / "config.json").exists()):
             ref = None if resume in ("", "latest") else resume  # no id: the latest run
             self.store: RunStore | None = RunStore.open(ref, run_dir=run_dir)
             stored = OptimizeConfig.model_validate(self.store.config())
-            self.config = stored.model_copy(update={"storage": config.storage or stored.storage})
+            update: dict[str, Any] = {"storage": config.storage or stored.storage}
+            if changes:
+                update["budget"] = Budget.model_validate({**stored.budget.model_dump(), **changes.get("budget", {})})
+                if changes.get("output") is not None:
+                    update["output"] = str(changes["output"])
+                self._changed = True
+            self.config = stored.model_copy(update=update)
             baseline = parse_prompt(self.store.baseline_markdown(), "baseline")
             self.resumed = True
         else:
@@ -175,6 +186,8 @@ class Optimizer:
     async def arun(self) -> OptimizeResult:
         if self.store is not None:  # a resume; a new run's store is created (and claimed) in _arun
             self.store.claim()  # outside the try: a run that another process runs is not failed
+            if self._changed:
+                self.store.save_config(self.config.public())
         try:
             return await self._arun()
         except ReflexoptError as e:  # a run that stops on an error is failed, not interrupted

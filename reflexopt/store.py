@@ -157,6 +157,10 @@ class RunStore:
             raise ConfigError(f"{root}: not a reflexopt run directory", fix="pass a run id from `reflexopt runs list`")
         return cls(root)
 
+    def save_config(self, config: dict[str, Any]) -> None:
+        """Replace config.json (atomically) with a resume's changed settings."""
+        _write_atomic(self.root / "config.json", json.dumps(config, indent=2, sort_keys=True))
+
     def config(self) -> dict[str, Any]:
         return read_json(self.root / "config.json")
 

@@ -145,3 +145,36 @@ def test_optimize_json_and_bad_options(files: dict[str, Path], openai_server: Fa
     from reflexopt.config import DataSpec, OptimizeConfig
     with pytest.raises(ValidationError, match="seed"):
         OptimizeConfig(data=DataSpec(path=d), prompt_path=p, seed=-1)
+
+
+def test_resume_may_extend_the_budget_and_refuses_other_changes(files: dict[str, Path], openai_server: FakeOpenAI,
+                                                                tmp_path: Path) -> None:
+    """Options given with --resume were silently ignored: `--resume RUN --max-trials 4` (or --max-calls) ran
+    nothing more, and `--resume RUN -m OTHER` went on with the first model without a word. A resume may now
+    change the budget and outputs (kept in the run's config.json); any other setting is refused by name."""
+    openai_server.responder = lambda req: "positive"
+    home = tmp_path / "h"
+    base = ["-m", "openai/test", "--api-base", openai_server.url]
+    r = cli("optimize", str(files["data"]), str(files["prompt"]), *base, "--max-trials", "2", "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
+    assert first["trials"] == 2
+    refused = cli("optimize", "--resume", first["run_id"], "-m", "openai/other", "--seed", "3", home=home)
+    assert refused.returncode == 2 and "-m, --seed differ from them" in refused.stderr, refused.stderr
+    out = tmp_path / "best.md"
+    r = cli("optimize", "--resume", first["run_id"], "--max-trials", "4", "-o", str(out), "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    more = json.loads(r.stdout)
+    assert more["run_id"] == first["run_id"] and more["trials"] == 4 and out.exists()
+    config = json.loads((home / "runs" / first["run_id"] / "config.json").read_text())
+    assert config["budget"]["max_trials"] == 4 and config["model"]["id"] == "openai/test"
+    r = cli("optimize", "--resume", first["run_id"], "--json", home=home)  # nothing given: as stored, no new trial
+    assert r.returncode == 0 and json.loads(r.stdout)["trials"] == 4, r.stderr
+    # the first command again with --resume: the same values are no change
+    r = cli("optimize", str(files["data"]), str(files["prompt"]), *base, "--max-trials", "4", "--resume",
+            first["run_id"], "--json", home=home)
+    assert r.returncode == 0 and json.loads(r.stdout)["trials"] == 4, r.stderr
+    other = tmp_path / "other.md"
+    other.write_text("Say it: {input}\n")
+    refused = cli("optimize", str(files["data"]), str(other), "--resume", first["run_id"], home=home)
+    assert refused.returncode == 2 and "PROMPT differs from them" in refused.stderr, refused.stderr

@@ -89,9 +89,34 @@ def eval_cmd(
             err.print(f"per-case results: {output}")
 
 
+# the option that sets each stored setting; a resume refuses a value that differs from the run's
+RESUME_FIELDS = {"dataset": "data", "input_field": "data", "ideal_field": "data", "prompt": "prompt_path",
+                 "model": "model", "api_base": "model", "max_tokens": "model", "reasoning_model": "reasoning",
+                 "judge": "scorer", "judge_criteria": "scorer", "metric": "scorer", "split_opt": "split",
+                 "seed": "seed", "concurrency": "concurrency", "no_prune": "pruning", "strategy": "strategy"}
+
+
+def _setting(config: Any, field: str) -> Any:
+    value = getattr(config, field)
+    if field == "data":
+        return value.model_copy(update={"path": str(Path(value.path).resolve())})
+    return str(Path(value).resolve()) if field == "prompt_path" else value
+
+
+def _given_options(ctx: typer.Context) -> dict[str, str]:
+    """The command's parameters given on the command line (not left at their defaults): name -> how written."""
+    out: dict[str, str] = {}
+    for p in ctx.command.params:
+        source = ctx.get_parameter_source(p.name) if p.name else None
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            out[str(p.name)] = p.opts[0] if p.param_type_name == "option" else str(p.name).upper()
+    return out
+
+
 @app.command("optimize")
 @_guard
 def optimize_cmd(
+    ctx: typer.Context,
     dataset: Annotated[Path | None, typer.Argument(metavar="DATASET", help="JSONL, JSON array or CSV dataset.")] = None,
     prompt: Annotated[Path | None, typer.Argument(metavar="PROMPT", help="Starting prompt file (markdown).")] = None,
     model: ModelOpt = "local/smollm2",
@@ -136,6 +161,11 @@ def optimize_cmd(
 
     if resume is None and (dataset is None or prompt is None):
         _fail("DATASET and PROMPT are required (fix: give both, or --resume RUN_ID)")
+    given = _given_options(ctx)
+    values = {"max_calls": max_calls, "max_cost": max_cost, "max_time_s": parse_duration(max_time),
+              "max_trials": max_trials, "patience": patience, "target": target}
+    budget = {k: v for k, v in values.items() if ("max_time" if k == "max_time_s" else k) in given}
+    changes = {k: v for k, v in (("budget", budget), ("output", output)) if v}  # what a resume may change
     if report is not None:
         check_writable(report, "--report", reads={"the dataset": dataset, "the prompt": prompt, "the -o file": output})
     config = optimize_config(
@@ -146,7 +176,15 @@ def optimize_cmd(
                       max_trials=max_trials, patience=patience, target=target),
         split=parse_split(split_opt), seed=seed, concurrency=concurrency, pruning=not no_prune, storage=storage,
         strategy=strategy)
-    opt = Optimizer(config, resume=resume, run_dir=run_dir)
+    opt = Optimizer(config, resume=resume, run_dir=run_dir, changes=changes)
+    if opt.resumed:  # the run goes on with the settings it started with; the same values may be given again
+        differ = [flag for name, flag in given.items() if name in RESUME_FIELDS
+                  and _setting(config, RESUME_FIELDS[name]) != _setting(opt.config, RESUME_FIELDS[name])]
+        if differ:
+            _fail(f"a resumed run keeps the settings it started with; {', '.join(differ)} "
+                  f"{'differs' if len(differ) == 1 else 'differ'} from them (fix: drop "
+                  "them, or start a new run; a resume may change --max-calls, --max-cost, --max-time, --max-trials, "
+                  "--patience, --target, -o and --report)")
     est = opt.estimate()
     if dry_run:
         if as_json:
