@@ -21,6 +21,7 @@ from .evaluate import CaseResult, evaluate_async, make_scorer
 from .events import Event
 from .models import get_client, price_per_token
 from .parallel import map_threads
+from .paths import hold_lock
 from .prompt import Prompt, load_prompt, parse_prompt
 from .stats import mean_ci, paired_compare, percentile
 from .store import new_run_id, read_json, runs_root
@@ -201,15 +202,21 @@ class Comparison:
             raise ConfigError("the same model is listed twice", fix="give each -m a different id or settings")
         self.preflight()
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "config.json").write_text(json.dumps(public(cfg.model_dump(mode="json")), indent=2),
-                                              encoding="utf-8")
-        self.on_event("start", {"compare_id": self.id, "models": labels, "n_test": len(self.test)})
-        rows = map_threads(self._one, cfg.models, cfg.parallel)
-        transfer = self._transfer(rows) if cfg.transfer else None
-        choice, reason = recommend(rows, cfg.target)
-        result = CompareResult(self.id, tuple(rows), choice, reason, transfer, len(self.test),
-                               round(time.monotonic() - start, 1))
-        (self.root / "compare.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+        # held while the comparison runs (the process's end releases it), so `runs list` can tell it from an
+        # interrupted one
+        lock = hold_lock(self.root / "lock", f"compare {self.id} is running in another process", fix="wait for it")
+        try:
+            (self.root / "config.json").write_text(json.dumps(public(cfg.model_dump(mode="json")), indent=2),
+                                                  encoding="utf-8")
+            self.on_event("start", {"compare_id": self.id, "models": labels, "n_test": len(self.test)})
+            rows = map_threads(self._one, cfg.models, cfg.parallel)
+            transfer = self._transfer(rows) if cfg.transfer else None
+            choice, reason = recommend(rows, cfg.target)
+            result = CompareResult(self.id, tuple(rows), choice, reason, transfer, len(self.test),
+                                   round(time.monotonic() - start, 1))
+            (self.root / "compare.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+        finally:
+            lock.release()
         self.on_event("done", result.to_json())
         return result
 

@@ -86,7 +86,7 @@ def _info(path: Path) -> RunInfo:
         best = max((r["tuned"] for r in rows if r.get("tuned") is not None), default=None)
         return RunInfo(path.name, path, "compare", started, _data_name(cfg["data"]["path"]),
                        ", ".join(m["id"] for m in cfg["models"]), None, best, None, None, None,
-                       "done" if res else "interrupted")
+                       "done" if res else "running" if _running(path) else "interrupted")
     summary = RunStore(path).summary()
     status = ("done" if summary else "failed" if RunStore(path).failure() else
               "running" if _running(path) else "interrupted")

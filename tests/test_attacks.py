@@ -839,6 +839,40 @@ def test_a_run_whose_pid_now_names_another_process_is_not_listed_running(tmp_pat
     assert [r.status for r in list_runs()] == ["running"]
 
 
+def test_a_compare_in_progress_is_listed_running(tmp_path: Path) -> None:
+    """A compare that was still running was listed as interrupted (it had no way to say it ran)."""
+    import threading
+
+    from reflexopt.compare import compare
+    from reflexopt.config import CompareConfig
+    from reflexopt.runs import list_runs
+
+    config = _label_task(tmp_path, "fake/slow-a")
+    started, go = threading.Event(), threading.Event()
+
+    def slow(messages: list[dict[str, str]]) -> str:
+        started.set()
+        assert go.wait(30)
+        return label_model(messages)
+
+    register_fake("fake/slow-a", FunctionModel(slow))
+    register_fake("fake/fast-b", FunctionModel(label_model))
+    try:
+        cfg = CompareConfig(data=config.data, prompt_path=config.prompt_path, tune=False, scorer=config.scorer,
+                            models=(ModelSpec(id="fake/slow-a"), ModelSpec(id="fake/fast-b")))
+        worker = threading.Thread(target=compare, args=(cfg,))
+        worker.start()
+        assert started.wait(30)
+        assert [r.status for r in list_runs()] == ["running"]
+        go.set()
+        worker.join(60)
+        assert [r.status for r in list_runs()] == ["done"]
+    finally:
+        go.set()
+        unregister_fake("fake/slow-a")
+        unregister_fake("fake/fast-b")
+
+
 def test_a_damaged_response_cache_is_our_error_naming_the_file(tmp_path: Path) -> None:
     """A cache.sqlite damaged by a full disk or a copy cut short made every command end in a traceback
     (`DatabaseError: file is not a database`, exit code 1), or a run fail part-way ("malformed")."""
