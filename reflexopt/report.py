@@ -161,7 +161,8 @@ def run_report(path: Path) -> str:
     status = "finished" if summary else "interrupted or still running (partial report)"
     title = f"reflexopt run {path.name}"
     body = [f"<h1>{escape(title)}</h1><div class=muted>{escape(Path(cfg['data']['path']).name)} · model "
-            f"{escape(cfg['model']['id'])} · {escape(status)}</div>"]
+            f"{escape(cfg['model']['id'])} · strategy {escape(str(cfg.get('strategy') or 'reflex'))} · "
+            f"{escape(status)}</div>"]
     if summary:
         sig = ("<span class=good>significant</span>" if summary["significant"]
                else "<span class=bad>not significant</span>")

@@ -117,3 +117,28 @@ def test_report_of_a_real_run_opens_offline_in_chromium(tmp_path: Path) -> None:
     assert seen["requests"] == [report.as_uri()] and seen["problems"] == []
     assert "Score trajectory" in seen["text"] and "Calls, tokens, cost and time" in seen["text"]
     assert seen["nested"] == 0 and seen["points"] >= 1
+
+
+@pytest.mark.parametrize("strategy", ["mipro", "gepa"])
+def test_dspy_strategy_on_the_embedded_model(strategy: str, tmp_path: Path) -> None:
+    """DSPy's optimizers through reflexopt's model layer on the real embedded model: replies parse (stock DSPy
+    scores 0 with SmolLM2), the budget holds, the run is in the history and the report, a re-run pays nothing."""
+    rows = [json.loads(x) for x in (EXAMPLES / "reviews" / "data.jsonl").read_text().splitlines()[:30]]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Is this review positive or negative?\n")
+    report = tmp_path / "report.html"
+    cmd = [sys.executable, "-m", "reflexopt", "optimize", str(data), str(prompt), "--strategy", strategy,
+           "--max-tokens", "8", "--max-calls", "120", "--json"]
+    r = subprocess.run([*cmd, "--report", str(report)], capture_output=True, text=True, env=_env(tmp_path / "h"),
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert res["best_test"] > 0 and 0 < res["model_calls"] <= 120
+    listed = subprocess.run([sys.executable, "-m", "reflexopt", "runs", "list", "--json"], capture_output=True,
+                            text=True, env=_env(tmp_path / "h"), timeout=120)
+    assert res["run_id"] in listed.stdout and '"done"' in listed.stdout, listed.stdout
+    assert f"strategy {strategy}" in report.read_text(encoding="utf-8")
+    again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"),
+                                      timeout=900).stdout)
+    assert again["model_calls"] == 0 and again["best_test"] == res["best_test"]
