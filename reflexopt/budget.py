@@ -23,6 +23,7 @@ class CallBudget:
         self.reserve_calls = 0
         self.inflight = 0
         self.meters: list[Meter] = []
+        self._asked: set[str] = set()  # the cache keys of the requests this run has made
         self._lock = threading.Lock()
 
     def set_reserve(self, calls: int) -> None:
@@ -51,6 +52,25 @@ class CallBudget:
                 return False
             self.granted += 1
             self.inflight += 1
+            return True
+
+    def first_ask(self, key: str) -> bool:
+        """Note a request (by its cache key); True the first time this run makes it."""
+        with self._lock:
+            if key in self._asked:
+                return False
+            self._asked.add(key)
+            return True
+
+    def charge_cached(self, meter: Meter) -> bool:
+        """Count a cache answer to a request this run had not made before as a call made (not paid): on an empty
+        cache the run would have paid for it, so the search takes the same course whatever the cache holds, and
+        a re-run of a run that ended on its budget pays nothing instead of searching further. False when the
+        call limit refuses it, as it would have refused the paid call."""
+        with self._lock:
+            if self.limit_calls is not None and self.granted >= self.limit_calls:
+                return False
+            self.granted += 1
             return True
 
     def release(self) -> None:

@@ -281,3 +281,20 @@ def test_after_patience_the_run_draws_other_demos_for_the_best_before_it_stops(d
     tail = [c for c in cands if c["state"] != "duplicate"][-4:]
     assert [(c["operator"], c["parent"]) for c in tail] == [("demos", "baseline")] * 4
     assert len({c["key"] for c in tail}) == 4
+
+
+def test_a_rerun_of_a_run_that_ended_on_its_budget_is_the_same_run_and_pays_nothing(
+        dataset: Path, prompt_file: Path, fakes: Any) -> None:
+    """A cached answer was free for the budget, so the same command run again on a warm cache searched further
+    than the first run and paid for it (and could return another prompt): 'same seed, same run' held only on an
+    empty cache. A cache answer the run had not asked for before now counts as a call made (never as paid)."""
+    task = fakes("fake/task", label_task())
+    fakes("fake/reasoner", lambda m: "<prompt>Label the text as positive or negative.</prompt>")
+    cfg = config(dataset, prompt_file, budget=Budget(max_calls=150, patience=50))
+    first = optimize(cfg)
+    assert first.stop_reason == "budget" and first.model_calls <= 150
+    served = len(task.calls)
+    again = optimize(cfg)
+    assert again.model_calls == 0 and len(task.calls) == served
+    assert (again.trials, again.best_prompt, again.best_test) == (first.trials, first.best_prompt, first.best_test)
+    assert again.cached_calls == first.model_calls  # every call of the first run, once, from the cache

@@ -129,7 +129,8 @@ def optimize_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the best prompt here.")] = None,
     target: Annotated[float | None, typer.Option("--target", min=0, max=1, help="Stop at this val score.")] = None,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after N trials with no gain.")] = 10,
-    max_calls: Annotated[int | None, typer.Option("--max-calls", min=1, help="Hard limit on paid calls.")] = None,
+    max_calls: Annotated[int | None, typer.Option("--max-calls", min=1, help="Hard limit on calls (paid, or "
+                                                  "answered by the cache in place of a paid one).")] = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", min=0, help="Hard limit in USD.")] = None,
     max_time: Annotated[str | None, typer.Option("--max-time", help="e.g. 30m, 1h.")] = None,
     max_trials: Annotated[int | None, typer.Option("--max-trials", min=0, help="Candidates to try (default 24, or "

@@ -81,10 +81,17 @@ class ModelClient:
             from .cache import cache_key
 
             key = cache_key(self.model_key, messages, params, sample)
+            first_ask = getattr(self.gate, "first_ask", None)
+            first = first_ask(key) if first_ask is not None else False
             hit = self.cache.get(key)
             if hit is not None:
-                result = ChatResult(hit.text, self.spec.id, prompt_tokens=hit.prompt_tokens,
-                                    completion_tokens=hit.completion_tokens, cost_usd=0.0, cached=True)
+                charge = getattr(self.gate, "charge_cached", None)
+                if first and charge is not None and not charge(self.meter):
+                    result = ChatResult("", self.spec.id, ok=False, error="budget exhausted", budget_exhausted=True,
+                                        attempts=0)
+                else:
+                    result = ChatResult(hit.text, self.spec.id, prompt_tokens=hit.prompt_tokens,
+                                        completion_tokens=hit.completion_tokens, cost_usd=0.0, cached=True)
                 self.meter.record(result)
                 return result
         async with self._sem():

@@ -160,10 +160,8 @@ class DspyStrategy:
         reasoner_lm = ReflexLM(r.reasoner, loop, max_tokens=r.reasoner.cap(768))
         adapter = ReflexAdapter(base, cases)
         per_case = r.calls_per_case
-        # sized as if the calls the cache answered so far had been paid: on a warm cache (a re-run) the optimizer
-        # then gets the same size and makes the same search, paying nothing, instead of a larger one
-        left = r.budget.remaining() - r.usage()["cached_calls"]
-        budget = max(0, int(left)) if left != float("inf") else 20 * len(r.val) * per_case
+        left = r.budget.remaining()  # cache answers count as calls made, so a re-run gets the same size
+        budget = int(left) if left != float("inf") else 20 * len(r.val) * per_case
         examples = {c.id: dspy.Example(input=c.input_text, answer=c.ideal or "").with_inputs("input")
                     for c in (*r.splits.train, *r.val)}
         train = [examples[c.id] for c in r.splits.train]
