@@ -780,6 +780,21 @@ def test_an_output_path_that_cannot_be_written_fails_before_any_call(tmp_path: P
     assert data.read_bytes() == before and (tmp_path / "p.md").read_text() == "Label it.\n"
 
 
+def _held_model(name: str) -> tuple[Any, Any]:
+    """Register a fake labeller `name` whose calls wait until `go` is set; `started` is set by the first call."""
+    import threading
+
+    started, go = threading.Event(), threading.Event()
+
+    def held(messages: list[dict[str, str]]) -> str:
+        started.set()
+        assert go.wait(30)
+        return label_model(messages)
+
+    register_fake(name, FunctionModel(held))
+    return started, go
+
+
 def test_a_second_process_on_a_running_run_is_refused(tmp_path: Path) -> None:
     """`optimize --resume RUN` while RUN was still running in another terminal ran it twice: both processes spent
     the whole --max-calls on it, and both wrote its logs and verdict. One process at a time now owns a run; the
@@ -789,14 +804,7 @@ def test_a_second_process_on_a_running_run_is_refused(tmp_path: Path) -> None:
     from reflexopt.runs import list_runs
 
     config = _label_task(tmp_path, "fake/slow")
-    started, go = threading.Event(), threading.Event()
-
-    def slow(messages: list[dict[str, str]]) -> str:
-        started.set()
-        assert go.wait(30)
-        return label_model(messages)
-
-    register_fake("fake/slow", FunctionModel(slow))
+    started, go = _held_model("fake/slow")
     try:
         owner = threading.Thread(target=optimize, args=(config,))
         owner.start()
@@ -848,14 +856,7 @@ def test_a_compare_in_progress_is_listed_running(tmp_path: Path) -> None:
     from reflexopt.runs import list_runs
 
     config = _label_task(tmp_path, "fake/slow-a")
-    started, go = threading.Event(), threading.Event()
-
-    def slow(messages: list[dict[str, str]]) -> str:
-        started.set()
-        assert go.wait(30)
-        return label_model(messages)
-
-    register_fake("fake/slow-a", FunctionModel(slow))
+    started, go = _held_model("fake/slow-a")
     register_fake("fake/fast-b", FunctionModel(label_model))
     try:
         cfg = CompareConfig(data=config.data, prompt_path=config.prompt_path, tune=False, scorer=config.scorer,
