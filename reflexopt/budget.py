@@ -23,6 +23,9 @@ class CallBudget:
         self.reserve_calls = 0
         self.inflight = 0
         self.meters: list[Meter] = []
+        # cache answers counted as calls made (charge_cached): their number, the price they were paid at when
+        # cached, and the dearest of them; they count against the limits, never as paid
+        self.cached_n, self.cached_cost, self.cached_max = 0, 0.0, 0.0
         self._asked: set[str] = set()  # the cache keys of the requests this run has made
         self._lock = threading.Lock()
 
@@ -32,17 +35,22 @@ class CallBudget:
             self.limit_calls = None if self.max_calls is None else max(0, self.max_calls - calls)
 
     def spent_cost(self) -> float:
-        return self.prior_cost + sum(m.cost_usd for m in self.meters)
+        """Cost counted against --max-cost: paid, and the cache answers this run counts as calls made."""
+        return self.prior_cost + sum(m.cost_usd for m in self.meters) + self.cached_cost
 
-    def _cost_ok(self) -> bool:
+    def _cost_ok(self, extra: float | None = None) -> bool:
+        """Can one more call be made within --max-cost? `extra`: its known price (a cache answer); otherwise
+        it is charged the dearest call seen, as is every call in flight."""
         if self.max_cost is None:
             return True
         paid = [m for m in self.meters if m.calls]
-        worst = max((m.max_call_cost for m in self.meters), default=0.0)
-        if not paid and self.inflight:
+        worst = max([m.max_call_cost for m in self.meters] + [self.cached_max])
+        if not paid and not self.cached_n and self.inflight:
             return False  # the price of a call is unknown until the first one returns
-        avg = sum(m.cost_usd for m in paid) / max(1, sum(m.calls for m in paid))
-        return self.spent_cost() + worst * (self.inflight + 1) + avg * self.reserve_calls <= self.max_cost
+        n = sum(m.calls for m in paid) + self.cached_n
+        avg = (sum(m.cost_usd for m in paid) + self.cached_cost) / max(1, n)
+        this = worst if extra is None else extra
+        return self.spent_cost() + worst * self.inflight + this + avg * self.reserve_calls <= self.max_cost
 
     def allow(self, meter: Meter) -> bool:
         with self._lock:
@@ -62,15 +70,21 @@ class CallBudget:
             self._asked.add(key)
             return True
 
-    def charge_cached(self, meter: Meter) -> bool:
+    def charge_cached(self, meter: Meter, cost: float = 0.0) -> bool:
         """Count a cache answer to a request this run had not made before as a call made (not paid): on an empty
         cache the run would have paid for it, so the search takes the same course whatever the cache holds, and
-        a re-run of a run that ended on its budget pays nothing instead of searching further. False when the
-        call limit refuses it, as it would have refused the paid call."""
+        a re-run of a run that ended on its budget pays nothing instead of searching further. `cost`: what the
+        answer was paid when it was cached, counted against --max-cost the same way. False when a limit refuses
+        it, as it would have refused the paid call."""
         with self._lock:
             if self.limit_calls is not None and self.granted >= self.limit_calls:
                 return False
+            if not self._cost_ok(cost):
+                return False
             self.granted += 1
+            self.cached_n += 1
+            self.cached_cost += cost
+            self.cached_max = max(self.cached_max, cost)
             return True
 
     def release(self) -> None:

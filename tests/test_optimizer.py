@@ -298,3 +298,24 @@ def test_a_rerun_of_a_run_that_ended_on_its_budget_is_the_same_run_and_pays_noth
     assert again.model_calls == 0 and len(task.calls) == served
     assert (again.trials, again.best_prompt, again.best_test) == (first.trials, first.best_prompt, first.best_test)
     assert again.cached_calls == first.model_calls  # every call of the first run, once, from the cache
+
+
+def test_a_rerun_of_a_run_that_ended_on_its_cost_limit_is_the_same_run_and_pays_nothing(
+        dataset: Path, prompt_file: Path, fakes: Any) -> None:
+    """Cache answers cost nothing, so --max-cost did not count them: the same command run again on a warm cache
+    searched further than the first run and paid for it. A cache answer the run had not asked for before now
+    counts at the price it was paid when it was cached (never as paid)."""
+    task = FunctionModel(label_task(), cost_per_token=0.0001)
+    register_fake("fake/task", task)
+    fakes("fake/reasoner", lambda m: "<prompt>Label the text as positive or negative.</prompt>")
+    try:
+        cfg = config(dataset, prompt_file, budget=Budget(max_trials=50, patience=50, max_cost=0.05))
+        first = optimize(cfg)
+        assert first.stop_reason == "budget" and 0 < first.cost_usd <= 0.05
+        served = len(task.calls)
+        again = optimize(cfg)
+        assert again.model_calls == 0 and len(task.calls) == served and again.cost_usd == 0
+        assert (again.trials, again.best_prompt, again.best_test) == (first.trials, first.best_prompt,
+                                                                      first.best_test)
+    finally:
+        unregister_fake("fake/task")

@@ -82,8 +82,9 @@ class BudgetGate(Protocol):
     cache could not serve; True grants one call (and counts it at once, so calls in flight can never overshoot
     a hard limit), False refuses it and the client returns a `budget_exhausted` result without calling. It is
     thread-safe. A gate may also define `release()`, called when the granted call finishes; `first_ask(key)`,
-    called with each request's cache key, True the first time; and `charge_cached(meter)`, called when the cache
-    answers a request for the first time, False to refuse it as the limit would have refused the paid call."""
+    called with each request's cache key, True the first time; and `charge_cached(meter, cost)`, called when the cache
+    answers a request for the first time (`cost`: the price it was paid when cached), False to refuse it as the
+    limit would have refused the paid call."""
 
     def allow(self, meter: Meter) -> bool: ...
 

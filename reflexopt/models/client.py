@@ -86,7 +86,7 @@ class ModelClient:
             hit = self.cache.get(key)
             if hit is not None:
                 charge = getattr(self.gate, "charge_cached", None)
-                if first and charge is not None and not charge(self.meter):
+                if first and charge is not None and not charge(self.meter, hit.cost_usd):
                     result = ChatResult("", self.spec.id, ok=False, error="budget exhausted", budget_exhausted=True,
                                         attempts=0)
                 else:
