@@ -38,8 +38,8 @@ class CallBudget:
         """Cost counted against --max-cost: paid, and the cache answers this run counts as calls made."""
         return self.prior_cost + sum(m.cost_usd for m in self.meters) + self.cached_cost
 
-    def _cost_ok(self, extra: float | None = None) -> bool:
-        """Can one more call be made within --max-cost? `extra`: its known price (a cache answer); otherwise
+    def _cost_ok(self, price: float | None = None) -> bool:
+        """Can one more call be made within --max-cost? `price`: its known price (a cache answer); otherwise
         it is charged the dearest call seen, as is every call in flight."""
         if self.max_cost is None:
             return True
@@ -49,14 +49,18 @@ class CallBudget:
             return False  # the price of a call is unknown until the first one returns
         n = sum(m.calls for m in paid) + self.cached_n
         avg = (sum(m.cost_usd for m in paid) + self.cached_cost) / max(1, n)
-        this = worst if extra is None else extra
+        this = worst if price is None else price
         return self.spent_cost() + worst * self.inflight + this + avg * self.reserve_calls <= self.max_cost
+
+    def _fits(self, price: float | None = None) -> bool:
+        """Can one more call be granted within both limits? `price` as for `_cost_ok`."""
+        if self.limit_calls is not None and self.granted >= self.limit_calls:
+            return False
+        return self._cost_ok(price)
 
     def allow(self, meter: Meter) -> bool:
         with self._lock:
-            if self.limit_calls is not None and self.granted >= self.limit_calls:
-                return False
-            if not self._cost_ok():
+            if not self._fits():
                 return False
             self.granted += 1
             self.inflight += 1
@@ -77,9 +81,7 @@ class CallBudget:
         answer was paid when it was cached, counted against --max-cost the same way. False when a limit refuses
         it, as it would have refused the paid call."""
         with self._lock:
-            if self.limit_calls is not None and self.granted >= self.limit_calls:
-                return False
-            if not self._cost_ok(cost):
+            if not self._fits(cost):
                 return False
             self.granted += 1
             self.cached_n += 1

@@ -57,8 +57,8 @@ def prompt_file(tmp_path: Path) -> Path:
 def fakes() -> Any:
     made: list[str] = []
 
-    def add(name: str, fn: Any) -> FunctionModel:
-        backend = FunctionModel(fn)
+    def add(name: str, fn: Any, **kw: Any) -> FunctionModel:
+        backend = FunctionModel(fn, **kw)
         register_fake(name, backend)
         made.append(name)
         return backend
@@ -127,13 +127,10 @@ def test_max_calls_is_a_hard_limit(dataset: Path, prompt_file: Path, fakes: Any,
 
 
 def test_max_cost_is_a_hard_limit(dataset: Path, prompt_file: Path, fakes: Any) -> None:
-    register_fake("fake/task", FunctionModel(label_task(), cost_per_token=0.0001))
+    fakes("fake/task", label_task(), cost_per_token=0.0001)
     fakes("fake/reasoner", lambda m: "nothing")
-    try:
-        r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=50, patience=50, max_cost=0.05)))
-        assert r.cost_usd <= 0.05
-    finally:
-        unregister_fake("fake/task")
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=50, patience=50, max_cost=0.05)))
+    assert r.cost_usd <= 0.05
 
 
 def test_judge_noise_blocks_gains_below_it(dataset: Path, prompt_file: Path, fakes: Any) -> None:
@@ -305,17 +302,12 @@ def test_a_rerun_of_a_run_that_ended_on_its_cost_limit_is_the_same_run_and_pays_
     """Cache answers cost nothing, so --max-cost did not count them: the same command run again on a warm cache
     searched further than the first run and paid for it. A cache answer the run had not asked for before now
     counts at the price it was paid when it was cached (never as paid)."""
-    task = FunctionModel(label_task(), cost_per_token=0.0001)
-    register_fake("fake/task", task)
+    task = fakes("fake/task", label_task(), cost_per_token=0.0001)
     fakes("fake/reasoner", lambda m: "<prompt>Label the text as positive or negative.</prompt>")
-    try:
-        cfg = config(dataset, prompt_file, budget=Budget(max_trials=50, patience=50, max_cost=0.05))
-        first = optimize(cfg)
-        assert first.stop_reason == "budget" and 0 < first.cost_usd <= 0.05
-        served = len(task.calls)
-        again = optimize(cfg)
-        assert again.model_calls == 0 and len(task.calls) == served and again.cost_usd == 0
-        assert (again.trials, again.best_prompt, again.best_test) == (first.trials, first.best_prompt,
-                                                                      first.best_test)
-    finally:
-        unregister_fake("fake/task")
+    cfg = config(dataset, prompt_file, budget=Budget(max_trials=50, patience=50, max_cost=0.05))
+    first = optimize(cfg)
+    assert first.stop_reason == "budget" and 0 < first.cost_usd <= 0.05
+    served = len(task.calls)
+    again = optimize(cfg)
+    assert again.model_calls == 0 and len(task.calls) == served and again.cost_usd == 0
+    assert (again.trials, again.best_prompt, again.best_test) == (first.trials, first.best_prompt, first.best_test)
