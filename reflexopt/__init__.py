@@ -30,7 +30,10 @@ _EXPORTS = {
     "load_prompt": "reflexopt.prompt",
     "Prompt": "reflexopt.prompt",
     "ReflexoptError": "reflexopt.errors",
-    "STRATEGIES": "reflexopt.strategies",
+    "strategy_names": "reflexopt.strategies",
+    "PromptSet": "reflexopt.promptset",
+    "Task": "reflexopt.task",
+    "EventBus": "reflexopt.events",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,34 +1,53 @@
-"""Hard call and cost limits shared by every model client of a run."""
+"""The run's one budget owner: calls and cost (a hard gate every model client asks before a call), time, trials,
+patience and the target. It answers "may I?" (`allow`, `charge_cached`, `remaining`) and "why did we stop?"
+(`limit_reason`, `search_reason`). Running out is a typed signal: a refused call comes back with
+`budget_exhausted=True` on its result (never as text to match), and `exhausted()` says so afterwards."""
 
 from __future__ import annotations
 
 import math
 import threading
+import time
+from dataclasses import dataclass
 
 from .models import Meter
 
 
-class CallBudget:
+@dataclass(frozen=True)
+class Limits:
+    """The limits of one run besides calls and cost (config.Budget's, resolved)."""
+
+    max_time_s: float | None = None
+    trial_limit: int = 24
+    patience: int = 10
+    target: float | None = None
+
+
+class RunBudget:
     """Calls are counted when granted, and each call in flight is charged the most expensive call seen so far, so
     concurrency cannot overshoot. During the search a reserve (calls, and their cost at the average price so far)
     is kept back for the final test evaluation. In a distributed run each process enforces its own limits.
     """
 
     def __init__(self, max_calls: int | None, max_cost: float | None, *, prior_calls: int = 0,
-                 prior_cost: float = 0.0) -> None:
+                 prior_cost: float = 0.0, limits: Limits | None = None, started: float | None = None) -> None:
         self.max_calls, self.max_cost = max_calls, max_cost
+        self.limits = limits or Limits()
+        self.started = time.monotonic() if started is None else started
         self.granted = prior_calls
         self.prior_cost = prior_cost
         self.limit_calls = max_calls
         self.reserve_calls = 0
         self.inflight = 0
         self.meters: list[Meter] = []
+        self._exhausted = False  # a call was refused (the typed signal arrived)
         # cache answers counted as calls made (charge_cached): their number, the price they were paid at when
         # cached, and the dearest of them; they count against the limits, never as paid
         self.cached_n, self.cached_cost, self.cached_max = 0, 0.0, 0.0
         self._asked: set[str] = set()  # the cache keys of the requests this run has made
         self._lock = threading.Lock()
 
+    # ------------------------------------------------------------ calls and cost: "may I?"
     def set_reserve(self, calls: int) -> None:
         with self._lock:
             self.reserve_calls = calls
@@ -95,3 +114,41 @@ class CallBudget:
 
     def remaining(self) -> float:
         return math.inf if self.limit_calls is None else self.limit_calls - self.granted
+
+    def mark_exhausted(self) -> None:
+        """A call was refused for the budget (a result arrived with `budget_exhausted`)."""
+        self._exhausted = True
+
+    def exhausted(self) -> bool:
+        return self._exhausted
+
+    def unspent(self) -> int | None:
+        """Calls of --max-calls not used (None without a call limit)."""
+        return None if self.max_calls is None else max(0, self.max_calls - self.granted)
+
+    # ------------------------------------------------------------ "why did we stop?"
+    def timed_out(self) -> bool:
+        t = self.limits.max_time_s
+        return t is not None and time.monotonic() - self.started >= t
+
+    def limit_reason(self, best_val: float, *, min_calls: int) -> str:
+        """The limits every strategy obeys: target, time and budget ('' when none is reached). `min_calls`: below
+        this many calls left the search cannot do anything useful."""
+        target = self.limits.target
+        if target is not None and best_val >= target:
+            return "target reached"
+        if self.timed_out():
+            return "max time"
+        if self._exhausted or self.remaining() < min_calls:
+            return "budget"
+        return ""
+
+    def patience_spent(self, since_gain: int) -> bool:
+        """No accepted gain in `patience` trials (the strategy may answer it by drawing more before it stops)."""
+        return since_gain >= self.limits.patience
+
+    def trials_spent(self, trials: int) -> bool:
+        return trials >= self.limits.trial_limit
+
+
+CallBudget = RunBudget  # the name the model clients' gate had before the budget owned every limit

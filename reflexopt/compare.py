@@ -14,15 +14,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import CompareConfig, ModelSpec, OptimizeConfig, public
+from .config import CompareConfig, ModelSpec, public, run_config
 from .data import Case
 from .errors import ConfigError
-from .evaluate import CaseResult, evaluate_async, make_scorer
-from .events import Event
+from .evaluate import CaseResult, evaluate_async
+from .events import Event, forward
 from .models import get_client, price_per_token
 from .parallel import map_threads
 from .paths import hold_lock
 from .prompt import Prompt, load_prompt, parse_prompt
+from .scoring import make_scorer
 from .stats import mean_ci, paired_compare, percentile
 from .store import new_run_id, read_json, runs_root
 from .workload import Workload
@@ -162,15 +163,12 @@ class Comparison:
                     first = next((r.error for r in res if r.error), "no output")
                     raise RuntimeError(f"no test case could be scored: {first}")
             else:
-                oc = OptimizeConfig(data=cfg.data, prompt_path=cfg.prompt_path, model=model, reasoning=cfg.reasoning,
-                                    scorer=cfg.scorer, budget=cfg.budget, split=cfg.split, seed=cfg.seed,
-                                    concurrency=cfg.concurrency, strategy=cfg.strategy)
-                opt = Optimizer(oc, on_event=lambda k, d: self.on_event(k, {**d, "model": model.label}))
+                opt = Optimizer(run_config(cfg, model), on_event=forward(self.on_event, model=model.label))
                 result = opt.run()
                 store = opt.store
                 assert store is not None
                 memo = store.evals()
-                base = list(store.results(opt.runner.baseline_prompt, "test", memo).values())
+                base = list(store.results(opt.evaluator.baseline_prompts.primary, "test", memo).values())
                 tuned = list(store.results(result.best_prompt, "test", memo).values())
                 row = _row_from_results(model, base, tuned, result.run_id, result.best_prompt)
             if row.tuned is None:

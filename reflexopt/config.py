@@ -231,3 +231,35 @@ def optimize_config(dataset: str | Path, prompt: str | Path, *, model: str | Non
         reasoning=model_spec(reasoning_model, api_base=api_base),
         scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
         output=str(output) if output else None, **settings)
+
+
+def eval_config(dataset: str | Path, prompt: str | Path, *, model: str | None = None, api_base: str | None = None,
+                max_tokens: int | None = None, judge: str | None = None, rubric: str | None = None,
+                metric: str | None = None, input_field: str | None = None, ideal_field: str | None = None,
+                concurrency: int | None = None) -> EvalConfig:
+    """The one way an EvalConfig is built from user-level values (the CLI and the Python API)."""
+    return EvalConfig(data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field),
+                      prompt_path=str(prompt),
+                      model=model_spec(model or LOCAL_MODEL, api_base=api_base, max_tokens=max_tokens),
+                      scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
+                      concurrency=concurrency)
+
+
+def compare_config(dataset: str | Path, prompt: str | Path, models: list[str] | tuple[str, ...], *,
+                   api_base: str | None = None, max_tokens: int | None = None, reasoning_model: str | None = None,
+                   judge: str | None = None, rubric: str | None = None, metric: str | None = None,
+                   **settings: Any) -> CompareConfig:
+    """The one way a CompareConfig is built from user-level values."""
+    return CompareConfig(data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
+                         models=tuple(model_spec(m, api_base=api_base, max_tokens=max_tokens) for m in models),
+                         reasoning=model_spec(reasoning_model, api_base=api_base),
+                         scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
+                         **settings)
+
+
+def run_config(compare: CompareConfig, model: ModelSpec) -> OptimizeConfig:
+    """The optimize run that tunes one of a comparison's models."""
+    return OptimizeConfig(data=compare.data, prompt_path=compare.prompt_path, model=model,
+                          reasoning=compare.reasoning, scorer=compare.scorer, budget=compare.budget,
+                          split=compare.split, seed=compare.seed, concurrency=compare.concurrency,
+                          strategy=compare.strategy)

@@ -1,4 +1,5 @@
-"""Run a prompt over cases concurrently and score each output -> per-case results and a summary."""
+"""Run a candidate over cases concurrently (a Task makes each output) and score each output -> per-case results
+and a summary."""
 
 from __future__ import annotations
 
@@ -8,35 +9,17 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from .config import EvalConfig, ModelSpec, ScorerSpec
+from .config import EvalConfig
 from .data import Case
-from .errors import ConfigError
-from .metrics import Score
 from .models import ModelClient
 from .models.base import CallCost
 from .prompt import Prompt
+from .promptset import PromptSet
+from .scoring import Scorer, make_scorer, scorer_clients
 from .stats import mean_ci, percentile
-
-
-class Scorer(Protocol):
-    """Scores one output of the task model.
-
-    Contract: `score(case, output)` returns a Score whose `value` is in 0..1, or None with `error` set when
-    scoring failed (a failed judge call, an unparseable verdict): never a made-up middle score, never an
-    exception for a bad output. `passed` says whether the output meets the bar; `category` names the failure
-    when it does not; `calls` counts the paid model calls the scoring made (0 for metrics). The same case and
-    output give the same value (metrics are deterministic; judges run at temperature 0 and are cached).
-    `kind` is "metric" or "judge"; `describe()` is one line for the run header.
-    """
-
-    kind: str
-    name: str
-
-    def describe(self) -> str: ...
-
-    async def score(self, case: Case, output: str) -> Score: ...
+from .task import PromptTask, Task, task_spec
 
 
 @dataclass(frozen=True)
@@ -63,25 +46,30 @@ class CaseResult(CallCost):
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-async def run_case(case: Case, prompt: Prompt, task: ModelClient, scorer: Scorer) -> CaseResult:
-    res = await task.complete(prompt.render(case))
+def as_task(task: Task | ModelClient) -> Task:
+    """A Task; a bare model client is the default task (render the prompt, call the model)."""
+    return PromptTask(task) if isinstance(task, ModelClient) else task
+
+
+async def run_case(case: Case, prompts: PromptSet, task: Task, scorer: Scorer) -> CaseResult:
+    res = await task.run(prompts, case)
     base: dict[str, Any] = dict(case_id=case.id, input=case.input_text, ideal=case.ideal, **res.cost_fields())
     task_calls = 0 if res.cached or res.budget_exhausted else 1
     if not res.ok:
         return CaseResult(output="", score=None, passed=None, error=f"model call failed: {res.error}",
                           budget_exhausted=res.budget_exhausted, calls=task_calls, **base)
     s = await scorer.score(case, res.text)
-    judge_out_of_budget = bool(s.error and "budget exhausted" in s.error)
     return CaseResult(output=res.text, score=s.value, passed=s.passed, reasoning=s.reasoning, category=s.category,
-                      error=s.error, calls=task_calls + s.calls, budget_exhausted=judge_out_of_budget, **base)
+                      error=s.error, calls=task_calls + s.calls, budget_exhausted=s.budget_exhausted, **base)
 
 
-async def iter_results(cases: Sequence[Case], prompt: Prompt, task: ModelClient, scorer: Scorer,
+async def iter_results(cases: Sequence[Case], prompt: Prompt | PromptSet, task: Task | ModelClient, scorer: Scorer,
                        *, concurrency: int | None = None,
                        stop: asyncio.Event | None = None) -> AsyncGenerator[CaseResult, None]:
     """Yield results as they complete, keeping at most `concurrency` cases in flight. Once `stop` is set no new
     case starts, but the cases in flight are still awaited and yielded: their calls are paid for, so their
     answers are recorded and cached rather than thrown away."""
+    task, prompts = as_task(task), PromptSet.of(prompt)
     limit = max(1, concurrency or task.concurrency)
     pending: set[asyncio.Task[CaseResult]] = set()
     it = iter(cases)
@@ -91,7 +79,7 @@ async def iter_results(cases: Sequence[Case], prompt: Prompt, task: ModelClient,
                 case = next(it, None)
                 if case is None:
                     break
-                pending.add(asyncio.ensure_future(run_case(case, prompt, task, scorer)))
+                pending.add(asyncio.ensure_future(run_case(case, prompts, task, scorer)))
             if not pending:
                 return
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -169,7 +157,8 @@ def usage_of(*clients: ModelClient) -> dict[str, Any]:
     return total
 
 
-async def evaluate_async(cases: Sequence[Case], prompt: Prompt, task: ModelClient, scorer: Scorer, *,
+async def evaluate_async(cases: Sequence[Case], prompt: Prompt | PromptSet, task: Task | ModelClient,
+                         scorer: Scorer, *,
                          concurrency: int | None = None,
                          on_result: Callable[[CaseResult], None] | None = None) -> EvalReport:
     order = {c.id: i for i, c in enumerate(cases)}
@@ -179,54 +168,13 @@ async def evaluate_async(cases: Sequence[Case], prompt: Prompt, task: ModelClien
         if on_result:
             on_result(r)
     results.sort(key=lambda r: order[r.case_id])
-    judge = getattr(scorer, "client", None)
-    clients = [task] + ([judge] if isinstance(judge, ModelClient) else [])
-    return EvalReport(tuple(results), scorer.describe(), usage_of(*clients))
+    return EvalReport(tuple(results), scorer.describe(), usage_of(*as_task(task).clients, *scorer_clients(scorer)))
 
 
-def evaluate(cases: Sequence[Case], prompt: Prompt, task: ModelClient, scorer: Scorer, *,
+def evaluate(cases: Sequence[Case], prompt: Prompt | PromptSet, task: Task | ModelClient, scorer: Scorer, *,
              concurrency: int | None = None, on_result: Callable[[CaseResult], None] | None = None) -> EvalReport:
     """Synchronous entry point: evaluate `prompt` on `cases`."""
     return asyncio.run(evaluate_async(cases, prompt, task, scorer, concurrency=concurrency, on_result=on_result))
-
-
-def task_spec(spec: ModelSpec, cases: Sequence[Case], concurrency: int | None) -> tuple[ModelSpec, str | None]:
-    """The task model's spec for a run: `--concurrency` reaches the client (not only the case loop), and with
-    no `--max-tokens` the completion cap comes from the references (and the run says so)."""
-    from .data import default_max_tokens
-
-    update: dict[str, Any] = {}
-    if concurrency and spec.concurrency is None:
-        update["concurrency"] = concurrency
-    note = None
-    if spec.max_tokens is None:
-        cap = default_max_tokens(cases)
-        if cap is not None:
-            update["max_tokens"] = cap
-            note = f"task outputs capped at {cap} tokens (fits the references; --max-tokens N overrides)"
-    return spec.model_copy(update=update), note
-
-
-def make_scorer(spec: ScorerSpec, cases: Sequence[Case]) -> tuple[Scorer, str | None]:
-    """The scorer a spec asks for, and a note when a default metric was chosen for the user."""
-    from .judge import JudgeScorer, load_rubric
-    from .metrics import MetricScorer, default_metric
-    from .models import get_client
-
-    if spec.judge is not None and spec.metric:
-        raise ConfigError("--judge and --metric both given", fix="score with one: a judge model or a metric")
-    if spec.judge is not None:
-        name = spec.rubric or ("correctness" if all(c.ideal for c in cases) else "helpfulness")
-        rubric = load_rubric(name)
-        note = None if spec.rubric else f"no --judge-criteria given: the judge grades with the {name!r} rubric"
-        return JudgeScorer(get_client(spec.judge, role="judge"), rubric), note
-    if spec.rubric:
-        raise ConfigError("--judge-criteria needs --judge MODEL", fix="add --judge MODEL, or drop the rubric")
-    if spec.metric:
-        return MetricScorer(spec.metric, cases), None
-    name = default_metric(cases)
-    scorer = MetricScorer(name, cases)
-    return scorer, f"no --judge or --metric given: scoring with metric {name!r} ({scorer.explain()})"
 
 
 def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None = None,

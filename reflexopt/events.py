@@ -1,18 +1,15 @@
-"""Progress events: the library never prints; it calls `on_event(kind, data)` and the CLI renders.
+"""Progress events: the library never prints. It emits `(kind, data)` on an :class:`EventBus`, which fans each
+event out to every subscriber: the CLI's live view, the run store's log, trackers, plugins. Each kind has one
+payload shape (the keys below are required; new keys may be added); an event whose payload lacks one of its
+kind's keys is a bug in the emitter and raises at once, so every subscriber can rely on the shape.
 
-Kinds and their payloads (keys are stable; new keys may be added):
-
-- optimize: `start` (run_id, run_dir, resumed, study, calls_estimate, ...), `note` (message), `phase` (phase,
-  strategy | stop_reason), `baseline` (val, noise, min_gain), `trial_start` (n, candidate, operator, parent),
-  `case` (split, candidate, score, case_id, output), `trial` (n, candidate, operator, state, val, n_val,
-  accepted, best_val, usage), `done` (the OptimizeResult as JSON)
-- compare: `start`, `model_start` (model), `model_done` (model, row), `phase`, `done`
-- batch: `round`, `skip`, `unit_start`, `unit_done`
-- worker: `study`, `trial`
+A subscriber is any callable `(kind, data) -> None`. One that raises is detached after its first error
+(reported once as a `note`), so a broken tracker never stops a run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 
@@ -21,7 +18,87 @@ class Callback(Protocol):
 
 
 Event = Callback
+Subscriber = Callback
+
+# kind -> keys every payload of that kind carries
+SHAPES: dict[str, frozenset[str]] = {k: frozenset(v.split()) for k, v in {
+    # optimize (and every worker: the same kinds, with `study` added)
+    "start": "run_id run_dir resumed study calls_estimate",
+    "note": "message",
+    "phase": "phase",
+    "baseline": "val noise min_gain",
+    "trial_start": "n candidate operator parent",
+    "case": "split candidate score case_id output",
+    "trial": "n candidate operator state val n_val accepted best best_val usage",
+    "candidate": "record markdown",
+    "stop": "reason",
+    "done": "",
+    "judge_noise": "n sd",
+    "stale_trials_failed": "n",
+    "diagnosis": "candidate source calls categories",
+    "proposal": "trial operator used fallback calls",
+    "reasoner_given_up": "reason",
+    # compare (its runs' events are forwarded with `model` added)
+    "model_start": "model",
+    "model_done": "model row",
+    # batch (its runs' events are forwarded with `unit` added)
+    "round": "round",
+    "skip": "unit",
+    "unit_start": "unit round",
+    "unit_done": "unit",
+    # worker
+    "study": "study",
+}.items()}
 
 
 def ignore(kind: str, data: dict[str, Any]) -> None:
-    """The default callback: drop every event."""
+    """A callback that drops every event."""
+
+
+class EventBus:
+    """Fans events out to subscribers, checking each payload against its kind's shape."""
+
+    def __init__(self, subscribers: Iterable[Callback | None] = ()) -> None:
+        self._subs: list[Callback] = [s for s in subscribers if s is not None]
+
+    def subscribe(self, sub: Callback) -> Callback:
+        self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Callback) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    @property
+    def subscribers(self) -> tuple[Callback, ...]:
+        return tuple(self._subs)
+
+    def __call__(self, kind: str, data: dict[str, Any], /) -> None:
+        self.emit(kind, data)
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        missing = SHAPES.get(kind, frozenset()) - data.keys()
+        if missing:
+            raise ValueError(f"event {kind!r} lacks {sorted(missing)}")
+        for sub in list(self._subs):
+            try:
+                sub(kind, data)
+            except Exception as e:  # noqa: BLE001 - a subscriber's failure is not the run's
+                from .errors import ReflexoptError
+
+                if isinstance(e, ReflexoptError | KeyboardInterrupt):
+                    raise
+                self.unsubscribe(sub)
+                if kind != "note":
+                    self.emit("note", {"message": f"an event subscriber ({getattr(sub, '__qualname__', sub)}) "
+                                                  f"failed and was detached: {type(e).__name__}: {e}"})
+
+
+def forward(to: Callback, **tag: Any) -> Callback:
+    """A subscriber that passes every event on to `to` with `tag` added (compare and batch forward their runs'
+    events this way)."""
+
+    def fwd(kind: str, data: dict[str, Any]) -> None:
+        to(kind, {**data, **tag})
+
+    return fwd

@@ -203,7 +203,8 @@ class JudgeScorer:
                                              max_tokens=self.client.cap(512), response_format=fmt)
             calls += 0 if res.cached or res.budget_exhausted else 1
             if not res.ok:
-                return Score(None, None, error=f"judge call failed: {res.error}", calls=calls)
+                return Score(None, None, error=f"judge call failed: {res.error}", calls=calls,
+                             budget_exhausted=res.budget_exhausted)
             verdict = parse_verdict(res.text, self.rubric)
             if verdict is not None:
                 raw, reasoning, category = verdict

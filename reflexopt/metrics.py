@@ -30,6 +30,7 @@ class Score:
     error: str | None = None
     raw: float | None = None
     calls: int = 0  # paid model calls spent on scoring (judges)
+    budget_exhausted: bool = False  # the run's budget refused a scoring call (the typed out-of-budget signal)
 
 
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -120,6 +121,12 @@ METRICS: dict[str, MetricDef] = {
 }
 
 
+def canonical_name(name: str) -> str:
+    """A metric's name as registered (`ROUGE_L`, `rougel` -> `rouge-l`)."""
+    name = name.strip().lower().replace("_", "-")
+    return {"rougel": "rouge-l", "rouge": "rouge-l", "json-valid": "json", "maxlen": "max-length"}.get(name, name)
+
+
 class MetricScorer:
     """Scores outputs with a deterministic metric. No model calls."""
 
@@ -134,8 +141,7 @@ class MetricScorer:
             self.label_set = []
             return
         name, _, arg = spec.partition(":")
-        name = name.strip().lower().replace("_", "-")
-        name = {"rougel": "rouge-l", "rouge": "rouge-l", "json-valid": "json", "maxlen": "max-length"}.get(name, name)
+        name = canonical_name(name)
         if name not in METRICS:
             raise MetricError(f"unknown metric {spec!r}", fix=f"use one of {', '.join(METRICS)}")
         self.defn = METRICS[name]

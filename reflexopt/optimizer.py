@@ -1,5 +1,6 @@
-"""The optimize loop: baseline, search (trials run by the Runner, here and in any workers), honest selection,
-final verdict on test. Knows nothing of terminals: progress goes to an `on_event(kind, data)` callback.
+"""The optimize loop: baseline, search (the strategy's own loop, here and in any workers), honest selection,
+final verdict on test. Knows nothing of terminals: progress goes out as events on the run's EventBus, to which
+the run store, the caller's callback and any plug-in subscribers are attached.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from typing import Any
 
 from .config import Budget, OptimizeConfig
 from .errors import ConfigError, ReflexoptError
-from .events import Event
+from .evaluator import Evaluator
+from .events import Event, EventBus
 from .operators import LLM_OPERATORS, NAMES
 from .pool import Candidate, State, from_study, select
-from .prompt import load_prompt, parse_prompt
-from .runner import Runner
-from .search import GRACE_S, Search
+from .prompt import load_prompt
+from .promptset import PromptSet
+from .search import GRACE_S, Search, StudyState
 from .stats import paired_compare
 from .store import RunStore
 from .strategies import SearchContext, get_strategy
+from .worker import worker_id
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class Optimizer:
         run as it was started: `config` then gives only its storage URL, and `changes` what a resume may change
         ({"budget": {field: value}} merged into the run's budget, {"output": path}); they are written to the
         run's config.json once the run is claimed, so a later resume and `runs show` see them."""
-        self.on_event: Event = on_event or (lambda kind, data: None)
+        self.bus = EventBus([on_event, *plugin_subscribers()])
         self._changed = False
         if resume is not None or (run_dir is not None and (run_dir / "config.json").exists()):
             ref = None if resume in ("", "latest") else resume  # no id: the latest run
@@ -97,26 +100,36 @@ class Optimizer:
                     update["output"] = str(changes["output"])
                 self._changed = True
             self.config = stored.model_copy(update=update)
-            baseline = parse_prompt(self.store.baseline_markdown(), "baseline")
+            baseline = PromptSet.parse(self.store.baseline_markdown(), "baseline")
             self.resumed = True
         else:
             data = config.data.model_copy(update={"path": str(Path(config.data.path).resolve())})
             self.config = config.model_copy(update={"data": data,
                                                     "prompt_path": str(Path(config.prompt_path).resolve())})
-            baseline = load_prompt(self.config.prompt_path)
+            baseline = PromptSet.of(load_prompt(self.config.prompt_path))
             self.store = None
             self._run_dir = run_dir
             self.resumed = False
         self._search: Search | None = None
-        self.runner = Runner(self.config, baseline, store=self.store, on_event=self._emit)
+        self.evaluator = Evaluator(self.config, baseline, memo=self.store.evals() if self.store else None,
+                                   on_event=self.bus)
         self.strategy = get_strategy(self.config.strategy)
-        self.runner.preflight()
+        self.evaluator.preflight()
+
+    @property
+    def on_event(self) -> Event:
+        """Setting it subscribes one more callback (the CLI's live view does)."""
+        return self.bus
+
+    @on_event.setter
+    def on_event(self, callback: Event) -> None:
+        self.bus.subscribe(callback)
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
-        self.on_event(kind, data)
+        self.bus.emit(kind, data)
 
     def estimate(self) -> dict[str, Any]:
-        cfg, r = self.config, self.runner
+        cfg, r = self.config, self.evaluator
         est = estimate(len(r.val), len(r.test), min(cfg.diagnose_sample, len(r.splits.train)),
                        min(cfg.budget.trial_limit, 60), cfg.scorer.judge is not None)
         if cfg.budget.max_calls:
@@ -136,8 +149,9 @@ class Optimizer:
         prices = [price_per_token(s.id) for s in specs]
         if any(p is None for p in prices):
             return None
-        cases = self.runner.cases
-        avg_in = sum(len(c.input_text) for c in cases) / len(cases) / 4 + len(self.runner.baseline_prompt.text) / 4
+        cases = self.evaluator.cases
+        avg_in = sum(len(c.input_text) for c in cases) / len(cases) / 4 + \
+            sum(len(p.text) for p in self.evaluator.baseline_prompts.values()) / 4
         per = sum((p[0] * (avg_in + 200) + p[1] * 150) for p in prices if p) / len(prices)
         return round(per * calls, 4)
 
@@ -146,7 +160,7 @@ class Optimizer:
         """SD of one judgement, from re-judging a sample of baseline val outputs (0 for deterministic metrics)."""
         from .judge import JudgeScorer
 
-        r = self.runner
+        r = self.evaluator
         if not isinstance(r.scorer, JudgeScorer) or self.config.noise_sample == 0:
             return 0.0
         first = [res for (k, s, _), (res, _) in r.memo.items()
@@ -158,8 +172,7 @@ class Optimizer:
             return 0.0
         diffs = [a - b for a, b in pairs]
         sd = math.sqrt(sum(d * d for d in diffs) / (2 * len(diffs)))
-        if self.store is not None:
-            self.store.event("judge_noise", n=len(pairs), sd=sd)
+        self._emit("judge_noise", {"n": len(pairs), "sd": sd})
         return sd
 
     async def _wait_for_workers(self, search: Search) -> None:
@@ -167,7 +180,7 @@ class Optimizer:
         deadline = time.monotonic() + GRACE_S + 30
         while time.monotonic() < deadline:
             search.fail_stale()
-            if not any(t.state == "RUNNING" for t in search.records()):
+            if not any(t.state == StudyState.RUNNING for t in search.records()):
                 return
             await asyncio.sleep(0.25)  # the verdict waits on this: notice the last trial soon after it ends
 
@@ -177,7 +190,7 @@ class Optimizer:
         have = {r["id"] for r in self.store.candidates()}
         for c in pool:
             if c.id not in have:
-                self.store.save_candidate(c.record(), c.prompt.to_markdown())
+                self.store.save_candidate(c.record(), c.prompts.to_markdown())
 
     # ------------------------------------------------------------------ loop
     def run(self) -> OptimizeResult:
@@ -202,52 +215,55 @@ class Optimizer:
 
     async def _arun(self) -> OptimizeResult:
         start = time.monotonic()
-        cfg, r = self.config, self.runner
+        cfg, r = self.config, self.evaluator
+        base_md = r.baseline_prompts.to_markdown()
         if self.store is None:
-            self.store = RunStore.create(cfg.public(), run_dir=self._run_dir,
-                                         baseline=r.baseline_prompt.to_markdown())
-            r.store = self.store
-            self.store.save_candidate(Candidate("baseline", r.baseline_prompt).record(),
-                                      r.baseline_prompt.to_markdown())
+            self.store = RunStore.create(cfg.public(), run_dir=self._run_dir, baseline=base_md)
+            self.store.save_candidate(Candidate("baseline", r.baseline_prompts).record(), base_md)
         store = self.store
+        self.bus.subscribe(store.on_event)
+        r.on_case_scored.append(store.add_eval)
         search = self._search = Search(cfg.storage or store.storage_url(), store.study_name(), seed=cfg.seed,
                                        pruning=cfg.pruning)
-        r.connect(search)
+        known = search.attrs().get("data_fingerprint")
+        if known is None:  # the process that owns the run records it (a worker never)
+            search.set("data_fingerprint", r.work.fingerprint)
+        r.check_data(known)
+        prior = sum(int(e.get("calls", 0)) for e in store.events() if e["event"] in ("diagnosis", "proposal"))
+        r.connect(prior_calls=prior, started=start)
         est = self.estimate()
-        store.event("start", resumed=self.resumed, study=search.name, **est)
         self._emit("start", {"run_id": store.run_id, "run_dir": str(store.root), "resumed": self.resumed,
                              "study": search.name, **est})
         r.budget.set_reserve(2 * len(r.test) * r.calls_per_case)
         stale = search.fail_stale(immediately=cfg.storage is None)
         if stale:
-            store.event("stale_trials_failed", n=stale)
+            self._emit("stale_trials_failed", {"n": stale})
 
         self._emit("phase", {"phase": "baseline"})
-        baseline = Candidate("baseline", r.baseline_prompt)
+        baseline = Candidate("baseline", r.baseline_prompts)
         res, _ = await r.evaluate(baseline, r.val, "val")
         baseline = baseline.scored({x.case_id: x.score for x in res if x.score is not None}, State.COMPLETE)
         if not baseline.val:
             raise ConfigError("the baseline prompt produced no scorable output on val (every call failed)",
                               fix=f"check the model and scorer; see {store.root / 'evals.jsonl'}")
-        store.save_candidate(baseline.record(), r.baseline_prompt.to_markdown())
+        store.save_candidate(baseline.record(), base_md)
         noise = await self._judge_noise(baseline)
         min_gain = 2 * noise / math.sqrt(len(r.val)) if noise else 0.0
         if not any(t.attrs.get("candidate") == "baseline" for t in search.records()):
             search.add_baseline(baseline.val_mean, {r.index[k]: v for k, v in baseline.val.items()},
                                 baseline.attrs())
         search.set("reflexopt_config", cfg.public())
-        search.set("baseline_prompt", r.baseline_prompt.to_markdown())
+        search.set("baseline_prompt", base_md)
         search.set("min_gain", min_gain)
         search.set("run_id", store.run_id)
         search.set("status", "running")
-        self._emit("baseline", {"val": baseline.val_mean, "noise": noise, "min_gain": min_gain})
-        ctx = SearchContext(r, search, store, baseline, min_gain, started=start, emit=self._emit)
-        ctx.save_progress()
+        self._emit("baseline", {"val": baseline.val_mean, "noise": noise, "min_gain": min_gain, "usage": r.usage()})
+        ctx = SearchContext(r, search, baseline, min_gain, emit=self.bus, worker=worker_id())
 
         self._emit("phase", {"phase": "search", "strategy": self.strategy.name})
         stop = await self.strategy.search(ctx)
         search.set("status", "stopping")
-        store.event("stop", reason=stop)
+        self._emit("stop", {"reason": stop})
         self._emit("phase", {"phase": "test", "stop_reason": stop})
         r.budget.set_reserve(0)
         # the starting prompt's test score does not depend on the search: it is scored while other processes
@@ -273,7 +289,7 @@ class Optimizer:
         n_scores = {x.case_id: x.score for x in best_test if x.score is not None}
         common = [cid for cid in b_scores if cid in n_scores]
         cmp = paired_compare([b_scores[c] for c in common], [n_scores[c] for c in common], seed=cfg.seed)
-        best_md = best.prompt.to_markdown()
+        best_md = best.prompts.to_markdown()
         best_path = store.write_best(best_md)
         if cfg.output:
             Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
@@ -287,14 +303,21 @@ class Optimizer:
             cached_calls=usage["cached_calls"], cost_usd=usage["cost_usd"], trials=sel.trials,
             pruned_trials=sel.pruned, best_prompt_path=str(cfg.output or best_path), best_candidate=best.id,
             stop_reason=stop, judge_noise=round(noise, 4), elapsed_s=round(time.monotonic() - start, 1),
-            baseline_prompt=r.baseline_prompt.to_markdown(), best_prompt=best_md, usage=usage,
+            baseline_prompt=base_md, best_prompt=best_md, usage=usage,
             test_wins=cmp.wins, test_losses=cmp.losses, accepted_path=sel.accepted, study=search.name,
-            unspent_calls=None if cfg.budget.max_calls is None else max(0, cfg.budget.max_calls - r.budget.granted),
+            unspent_calls=r.budget.unspent(),
             operators=dict(Counter(c.operator for c in pool if c.id != "baseline")))
         store.write_summary(result.to_json())
-        store.event("done", significant=result.significant, usage=usage)
         self._emit("done", result.to_json())
         return result
+
+def plugin_subscribers() -> list[Event]:
+    """Event subscribers that installed packages register (entry-point group `reflexopt.subscribers`)."""
+    from .plugins import available, load
+
+    return [load("reflexopt.subscribers", n, what="event subscriber", fix="reinstall it or uninstall it")()
+            for n in available("reflexopt.subscribers")]
+
 
 def optimize(config: OptimizeConfig | str | Path, prompt: str | Path | None = None, *,
              model: str | None = None, judge: str | None = None, rubric: str | None = None,

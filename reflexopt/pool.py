@@ -11,8 +11,9 @@ from typing import Any
 
 from .data import Case
 from .operators import LLM_OPERATORS, Outcome
-from .prompt import Prompt, parse_prompt
-from .search import TrialRecord
+from .prompt import Prompt
+from .promptset import PromptSet
+from .search import StudyState, TrialRecord
 
 
 class State(str, Enum):
@@ -31,10 +32,11 @@ class State(str, Enum):
 
 @dataclass(frozen=True)
 class Candidate:
-    """One prompt tried in a run. Frozen: scoring makes a new record with `scored(...)`."""
+    """One candidate tried in a run: a set of named prompts (one, named `prompt`, for a prompt file). Frozen:
+    scoring makes a new record with `scored(...)`. A Prompt given as `prompts` is the set of that one prompt."""
 
     id: str
-    prompt: Prompt
+    prompts: PromptSet
     operator: str = "baseline"
     parent: str | None = None
     reasoning: str = ""
@@ -47,13 +49,22 @@ class Candidate:
     asked: str = ""  # the operator the policy asked for (differs from `operator` when an LLM rewrite fell back)
     pruned_by: str = ""  # why a pruned candidate was stopped: "gate" or "worse than best"
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompts, PromptSet):
+            object.__setattr__(self, "prompts", PromptSet.of(self.prompts))
+
+    @property
+    def prompt(self) -> Prompt:
+        """The primary prompt (the only one for a prompt file)."""
+        return self.prompts.primary
+
     def scored(self, val: dict[str, float], state: State) -> Candidate:
         """This candidate with its val scores and final state."""
         return replace(self, val=dict(val), state=state)
 
     @property
     def key(self) -> str:
-        return self.prompt.key
+        return self.prompts.key
 
     @cached_property
     def val_mean(self) -> float:  # computed once: a candidate is frozen, and the pool asks for it every trial
@@ -78,13 +89,13 @@ class Candidate:
 
     def attrs(self) -> dict[str, Any]:
         """What the study keeps about this candidate (so any process can rebuild it)."""
-        return {"candidate": self.id, "key": self.key, "prompt": self.prompt.to_markdown(), "operator": self.operator,
+        return {"candidate": self.id, "key": self.key, "prompt": self.prompts.to_markdown(), "operator": self.operator,
                 "parent": self.parent, "reasoning": self.reasoning[:2000], "fallback": self.fallback,
                 "worker": self.worker, "state": self.state, "asked": self.asked or self.operator,
                 "pruned_by": self.pruned_by, "params": self.params}
 
 
-_STATES = {"COMPLETE": State.COMPLETE, "PRUNED": State.PRUNED}
+_STATES = {StudyState.COMPLETE: State.COMPLETE, StudyState.PRUNED: State.PRUNED}
 
 
 def counts_as_trial(r: TrialRecord) -> bool:
@@ -92,7 +103,8 @@ def counts_as_trial(r: TrialRecord) -> bool:
     not the baseline, not trials skipped at the limit, not trials of a process that died (stale)."""
     if r.attrs.get("candidate") == "baseline" or "skipped" in r.attrs:
         return False
-    return r.state in ("COMPLETE", "PRUNED", "RUNNING") or r.attrs.get("state") in ("failed", "incomplete")
+    return (r.state in (StudyState.COMPLETE, StudyState.PRUNED, StudyState.RUNNING)
+            or r.attrs.get("state") in (State.FAILED, State.INCOMPLETE))
 
 
 _BUILT: dict[int, tuple[TrialRecord, Sequence[Case], Candidate]] = {}
@@ -109,7 +121,7 @@ def from_study(records: Sequence[TrialRecord], val: Sequence[Case]) -> list[Cand
         if hit is not None and hit[0] is r and hit[1] is val:
             out.append(hit[2])
             continue
-        state = State.DUPLICATE if r.attrs.get("state") == "duplicate" else _STATES[r.state]
+        state = State.DUPLICATE if r.attrs.get("state") == State.DUPLICATE else _STATES[r.state]
         scores = {val[i].id: v for i, v in r.steps.items() if 0 <= i < len(val)}
         # the settings the candidate was built with (TPE's and the fixed ones); older studies kept TPE's only
         params = r.attrs.get("params")
@@ -125,10 +137,10 @@ def from_study(records: Sequence[TrialRecord], val: Sequence[Case]) -> list[Cand
     return out
 
 
-_PARSED: dict[tuple[str, str], Prompt] = {}
+_PARSED: dict[tuple[str, str], PromptSet] = {}
 
 
-def _parsed(markdown: str, source: str) -> Prompt:
+def _parsed(markdown: str, source: str) -> PromptSet:
     """Parse each stored candidate once per process: the pool is rebuilt after every trial, and re-parsing every
     earlier candidate's front matter made each trial slower than the one before."""
     key = (markdown, source)
@@ -136,7 +148,7 @@ def _parsed(markdown: str, source: str) -> Prompt:
     if hit is None:
         if len(_PARSED) > 20_000:
             _PARSED.clear()
-        hit = _PARSED[key] = parse_prompt(markdown, source)
+        hit = _PARSED[key] = PromptSet.parse(markdown, source)
     return hit
 
 

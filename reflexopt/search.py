@@ -21,6 +21,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from .operators import CUES, DEMO_ORDERS, DEMO_PICKS, N_PHRASINGS
@@ -32,10 +33,23 @@ GRACE_S = 90
 PACKED = "reflexopt"  # the user attribute that holds a finished trial's candidate and per-case scores
 
 
+class StudyState(str, Enum):
+    """A trial's state in the study (Optuna's names; a candidate's own states are pool.State)."""
+
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAIL = "FAIL"
+    WAITING = "WAITING"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     number: int
-    state: str  # COMPLETE | PRUNED | FAIL | RUNNING | WAITING
+    state: StudyState
     value: float | None
     params: dict[str, Any]
     attrs: dict[str, Any]
@@ -337,7 +351,7 @@ class Search:
                 if isinstance(packed, dict):
                     steps = {int(k): float(v) for k, v in packed.pop("steps", {}).items()}
                     attrs.update(packed)
-                hit = TrialRecord(t.number, t.state.name, t.value, dict(t.params), attrs, steps)
+                hit = TrialRecord(t.number, StudyState(t.state.name), t.value, dict(t.params), attrs, steps)
                 if t.state.is_finished():
                     self._finished[t.number] = hit
             out.append(hit)

@@ -181,6 +181,27 @@ class RunStore:
     def event(self, kind: str, **data: Any) -> None:
         self._append("events.jsonl", {"t": round(time.time(), 3), "event": kind, **data})
 
+    LOGGED = frozenset({"start", "baseline", "judge_noise", "stale_trials_failed", "diagnosis", "proposal",
+                        "reasoner_given_up", "trial", "stop", "done"})
+
+    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        """The run store as an event subscriber: the run's events as they were emitted (one vocabulary) go to
+        events.jsonl, and `baseline` and `trial` update the progress snapshot `runs list` reads."""
+        if kind == "candidate":
+            self.save_candidate(data["record"], data["markdown"])
+            return
+        if kind not in self.LOGGED:
+            return
+        self.event(kind, **data)
+        if kind == "baseline":
+            self._baseline_val = float(data["val"])
+        if kind in ("baseline", "trial"):
+            usage = data.get("usage") or {}
+            base = getattr(self, "_baseline_val", float(data.get("best_val", data.get("val", 0.0))))
+            self.write_progress(calls=int(usage.get("budget_calls_used", 0)),
+                                cost_usd=float(usage.get("cost_usd", 0.0)), trials=int(data.get("n", 0)),
+                                baseline_val=base, best_val=float(data.get("best_val", data.get("val", base))))
+
     def events(self) -> list[dict[str, Any]]:
         return list(read_jsonl(self.root / "events.jsonl", ("event",)))
 

@@ -1,26 +1,35 @@
-"""`reflexopt worker`: join optimize runs whose study lives in shared storage and evaluate their trials.
+"""`reflexopt worker`: join optimize runs whose study lives in shared storage and run their strategy's trials.
 
 There is no scheduler: the study in the storage is the coordination. A worker reads the run's configuration
-and baseline from the study's attributes, rebuilds the candidate pool from its trials, and runs trials with
-the same Runner as `reflexopt optimize` until the study says it is no longer running (or a limit is reached).
-The dataset path in the run's configuration must be readable on the worker's machine and hold the same cases:
-a worker whose copy differs stops before any call (`Runner.connect` checks the study's data fingerprint).
+and baseline from the study's attributes and hands the strategy the study names the same search context as
+`reflexopt optimize` does (without a run folder), until the study says it is no longer running or a limit is
+reached. A strategy that cannot share a study (the DSPy ones) is refused with one line. The dataset path in the
+run's configuration must be readable on the worker's machine and hold the same cases: a worker whose copy
+differs stops before any call (the study's data fingerprint).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from .budget import Limits
 from .config import OptimizeConfig
 from .errors import ConfigError
-from .events import Event
-from .pool import from_study, select
-from .prompt import parse_prompt
-from .runner import Runner
+from .evaluator import Evaluator
+from .events import Event, EventBus, forward
+from .pool import Candidate, State, from_study
+from .promptset import PromptSet
 from .search import Search, find_studies
+from .strategies import SearchContext, get_strategy
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -32,27 +41,31 @@ class WorkerReport:
 
 async def _work_on(name: str, attrs: dict[str, Any], storage: str, on_event: Event) -> WorkerReport:
     config = OptimizeConfig.model_validate(attrs["reflexopt_config"]).model_copy(update={"storage": storage})
-    runner = Runner(config, parse_prompt(attrs["baseline_prompt"], "baseline"), store=None, on_event=on_event)
+    strategy = get_strategy(config.strategy)
+    if not getattr(strategy, "distributed", False):
+        raise ConfigError(f"study {name!r} runs strategy {config.strategy!r}, which cannot share a study with "
+                          "workers", fix="run workers only for strategies that support them (reflex); this run "
+                          "finishes in its own optimize process")
+    done = 0
+
+    def count(kind: str, data: dict[str, Any]) -> None:
+        nonlocal done
+        done += kind == "trial"
+
+    bus = EventBus([count, forward(on_event, study=name)])
+    ev = Evaluator(config, PromptSet.parse(attrs["baseline_prompt"], "baseline"), on_event=bus)
     with Search(storage, name, seed=config.seed, pruning=config.pruning) as search:
-        runner.connect(search)
-        done = 0
-        while True:
-            attrs_now = search.attrs()
-            if attrs_now.get("status") != "running":
-                break
-            search.fail_stale()  # a dead worker's trial must not hold a --max-trials slot
-            records = search.records()
-            pool = from_study(records, runner.val)
-            sel = select(pool, len(runner.val), float(attrs_now.get("min_gain", 0.0)))
-            if runner.stop_reason(records, sel, pool):
-                break
-            cand = await runner.step(pool)
-            if cand is None:
-                break
-            done += 1
-            on_event("trial", {"study": name, "candidate": cand.id, "operator": cand.operator, "state": cand.state,
-                               "val": cand.val_mean, "n_val": len(cand.val)})
-    return WorkerReport(name, done, runner.usage()["model_calls"])
+        ev.check_data(search.attrs().get("data_fingerprint"))
+        b = config.budget
+        ev.connect(limits=Limits(trial_limit=b.trial_limit, patience=b.patience, target=b.target))
+        pool = from_study(search.records(), ev.val)
+        baseline = next((c for c in pool if c.id == "baseline"), None) or \
+            Candidate("baseline", ev.baseline_prompts).scored({}, State.COMPLETE)
+        ctx = SearchContext(ev, search, baseline, float(attrs.get("min_gain", 0.0)), emit=bus, worker=worker_id(),
+                            keep_going=lambda: search.attrs().get("status") == "running")
+        search.fail_stale()  # a dead worker's trial must not hold a --max-trials slot
+        await strategy.search(ctx)
+    return WorkerReport(name, done, ev.usage()["model_calls"])
 
 
 def run_worker(storage: str, *, study: str | None = None, wait_s: float = 0.0,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from reflexopt.render import optimize_summary, prompt_diff
+from reflexopt.cli.render import optimize_summary, prompt_diff
 from reflexopt.report import write_report
 from reflexopt.runs import find
 

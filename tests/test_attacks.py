@@ -498,7 +498,7 @@ def test_runs_list_fits_80_columns_with_whole_ids(tmp_path: Path) -> None:
 
     from rich.console import Console
 
-    from reflexopt.render import runs_table
+    from reflexopt.cli.render import runs_table
     from reflexopt.runs import RunInfo
 
     runs = [RunInfo(f"20261123-0905{i:02d}-88{i:02d}", tmp_path, "optimize", time.time(), "reviews/data.jsonl",
@@ -713,7 +713,8 @@ def test_a_resume_or_worker_on_a_changed_dataset_stops_before_any_call(tmp_path:
     rows added), those scores were mixed silently with the new cases'; a worker with another copy of the file
     scored other cases into the shared study. Both now stop before any call, naming the file; the restored file
     resumes, and the failure record goes."""
-    from reflexopt.runner import Runner
+    from reflexopt.evaluator import Evaluator
+    from reflexopt.promptset import PromptSet
     from reflexopt.runs import list_runs
     from reflexopt.search import Search
 
@@ -734,9 +735,9 @@ def test_a_resume_or_worker_on_a_changed_dataset_stops_before_any_call(tmp_path:
         assert "not the one this run started on" in (store.failure() or "")
         assert [r.status for r in list_runs()] == ["done"]  # its finished verdict is kept
         with Search(f"sqlite:///{store.root / 'study.db'}", store.study_name()) as search:
-            worker = Runner(config, parse_prompt("Label it.\n", "p.md"), store=None)
+            worker = Evaluator(config, PromptSet.of(parse_prompt("Label it.\n", "p.md")))
             with pytest.raises(ReflexoptError, match="a worker needs the same file"):
-                worker.connect(search)
+                worker.check_data(search.attrs().get("data_fingerprint"))
 
         data.write_text(original)
         optimize(config, resume=run_id)

@@ -121,8 +121,8 @@ def test_workers_share_one_study(pg_url: str, openai_server: FakeOpenAI, tmp_pat
 
     # the best prompt agrees with the store
     from reflexopt.pool import from_study, select
-    from reflexopt.runner import Runner  # noqa: F401  (import check: the worker's code path)
     from reflexopt.search import Search
+    from reflexopt.worker import run_worker  # noqa: F401  (import check: the worker's code path)
 
     with Search(pg_url, result["study"]) as search:
         records, min_gain = search.records(), float(search.attrs()["min_gain"])

@@ -239,7 +239,7 @@ def test_pruning_off_turns_the_gate_off(tmp_path: Path) -> None:
 
 def test_a_demos_trial_around_the_parent_keeps_its_shape_and_draws_other_examples(tmp_path: Path) -> None:
     from reflexopt.prompt import Demo
-    from reflexopt.runner import demo_shape
+    from reflexopt.strategies.reflex import demo_shape
 
     shape = {"n_demos": 4, "demo_pick": "random", "demo_order": "grouped", "demo_style": "turns"}
     base = Candidate("baseline", Prompt("P"), state="complete")

@@ -230,7 +230,7 @@ def test_a_gated_trial_says_why_it_stopped() -> None:
 
     from rich.console import Console
 
-    from reflexopt.render import LiveView
+    from reflexopt.cli.render import LiveView
 
     buf = io.StringIO()
     view = LiveView(Console(file=buf, width=120, force_terminal=False))

@@ -6,8 +6,8 @@ import reflexopt
 
 EXPECTED = {
     "Budget", "DataSpec", "EvalConfig", "ModelSpec", "OptimizeConfig", "OptimizeResult", "Optimizer", "Prompt",
-    "ReflexoptError", "STRATEGIES", "ScorerSpec", "eval_prompt", "evaluate", "load_dataset", "load_prompt",
-    "optimize",
+    "ReflexoptError", "ScorerSpec", "eval_prompt", "evaluate", "load_dataset", "load_prompt",
+    "optimize", "strategy_names", "PromptSet", "Task", "EventBus",
 }
 
 

@@ -17,7 +17,7 @@ from reflexopt.errors import ConfigError
 from reflexopt.models import FunctionModel, register_fake, unregister_fake
 from reflexopt.optimizer import Optimizer, optimize
 from reflexopt.prompt import Demo, Prompt
-from reflexopt.strategies import STRATEGIES, get_strategy
+from reflexopt.strategies import get_strategy, strategy_names
 
 
 def _task(messages: list[dict[str, str]]) -> str:
@@ -50,7 +50,7 @@ def _cfg(data: Path, prompt: Path, strategy: str, max_calls: int = 400) -> Optim
                           budget=Budget(max_calls=max_calls, max_trials=8, patience=8), strategy=strategy)
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("strategy", strategy_names())
 def test_strategy_contract(setup: Any, strategy: str, tmp_path: Path) -> None:
     """Same workload, same verdict: budget never exceeded, never worse than the baseline on val, the best is a
     prompt file eval accepts, the test split is untouched by the search, and a re-run costs 0 calls."""

@@ -16,26 +16,26 @@ import typer
 import typer.main
 
 from . import commands, history  # noqa: F401  (registers the commands on `app`)
-from .app import _fail, _on_sigterm, _optional_resume, app
+from .app import app, fail, on_sigterm, optional_resume
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     from ..errors import ReflexoptError
     from .config import config_file, default_map
 
     try:
-        args, config = config_file(_optional_resume(sys.argv[1:]))
+        args, config = config_file(optional_resume(sys.argv[1:]))
         sys.argv[1:] = args
         defaults = default_map(config, typer.main.get_command(app)) if config else None
     except ReflexoptError as e:
         try:
-            _fail(str(e))
+            fail(str(e))
         except typer.Exit as x:
             sys.exit(x.exit_code)
     try:
         app(default_map=defaults)
     except ReflexoptError as e:  # pragma: no cover - app() normally exits via SystemExit
-        _fail(str(e))
+        fail(str(e))

@@ -86,7 +86,7 @@ def _root(
     """Evaluate and optimize LLM prompts on your own data, with your own judge."""
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
+def fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -99,7 +99,7 @@ class Interrupted(BaseException):
         self.code = code
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def on_sigterm(signum: int, frame: Any) -> None:
     raise Interrupted(128 + signum)
 
 
@@ -118,7 +118,7 @@ def _stop_now(code: int) -> NoReturn:
         os._exit(code)
 
 
-def _optional_resume(argv: list[str]) -> list[str]:
+def optional_resume(argv: list[str]) -> list[str]:
     """`--resume` may stand alone (resume the latest run) or take a run id."""
     out = list(argv)
     for i, a in enumerate(out):
@@ -128,7 +128,7 @@ def _optional_resume(argv: list[str]) -> list[str]:
     return out
 
 
-def _guard(fn: Any) -> Any:
+def guard(fn: Any) -> Any:
     """Turn library errors into one line and exit code 2; Ctrl-C into exit 130 (servers stop at exit)."""
     import functools
 
@@ -139,7 +139,7 @@ def _guard(fn: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ReflexoptError as e:
-            _fail(str(e).replace("[", "\\["))
+            fail(str(e).replace("[", "\\["))
         except KeyboardInterrupt:
             _stop_now(130)
         except Interrupted as e:

@@ -26,10 +26,10 @@ from .app import (
     RubricOpt,
     StrategyOpt,
     VerboseOpt,
-    _fail,
-    _guard,
     app,
     err,
+    fail,
+    guard,
     out,
     print_json,
     show,
@@ -37,7 +37,7 @@ from .app import (
 
 
 @app.command("eval")
-@_guard
+@guard
 def eval_cmd(
     dataset: DataArg,
     prompt: PromptArg,
@@ -55,18 +55,16 @@ def eval_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Score one prompt on one dataset with one model."""
-    from ..config import DataSpec, EvalConfig, model_spec, scorer_spec
+    from ..config import eval_config
     from ..evaluate import eval_prompt
-    from ..render import case_line, eval_table, progress
+    from .render import case_line, eval_table, progress
 
     if output:
         check_writable(output, "-o", reads={"the dataset": dataset, "the prompt": prompt})
 
-    config = EvalConfig(
-        data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field), prompt_path=str(prompt),
-        model=model_spec(model, api_base=api_base, max_tokens=max_tokens),
-        scorer=scorer_spec(metric=metric, judge=judge, rubric=judge_criteria, api_base=api_base),
-        concurrency=concurrency)
+    config = eval_config(dataset, prompt, model=model, api_base=api_base, max_tokens=max_tokens, judge=judge,
+                         rubric=judge_criteria, metric=metric, input_field=input_field, ideal_field=ideal_field,
+                         concurrency=concurrency)
     with progress(err, "evaluating", quiet=as_json) as bar:
         def on_result(r: Any) -> None:
             bar.advance(r)
@@ -114,7 +112,7 @@ def _given_options(ctx: typer.Context) -> dict[str, str]:
 
 
 @app.command("optimize")
-@_guard
+@guard
 def optimize_cmd(
     ctx: typer.Context,
     dataset: Annotated[Path | None, typer.Argument(metavar="DATASET", help="JSONL, JSON array or CSV dataset.")] = None,
@@ -158,10 +156,10 @@ def optimize_cmd(
     """Optimize a prompt: diagnose failures, propose rewrites, search with Optuna, verify on held-out test."""
     from ..config import Budget, optimize_config, parse_duration, parse_split
     from ..optimizer import Optimizer
-    from ..render import LiveView, print_dry_run, print_optimize
+    from .render import LiveView, print_dry_run, print_optimize
 
     if resume is None and (dataset is None or prompt is None):
-        _fail("DATASET and PROMPT are required (fix: give both, or --resume RUN_ID)")
+        fail("DATASET and PROMPT are required (fix: give both, or --resume RUN_ID)")
     given = _given_options(ctx)
     values = {"max_calls": max_calls, "max_cost": max_cost, "max_time_s": parse_duration(max_time),
               "max_trials": max_trials, "patience": patience, "target": target}
@@ -182,7 +180,7 @@ def optimize_cmd(
         differ = [flag for name, flag in given.items() if name in RESUME_FIELDS
                   and _setting(config, RESUME_FIELDS[name]) != _setting(opt.config, RESUME_FIELDS[name])]
         if differ:
-            _fail(f"a resumed run keeps the settings it started with; {', '.join(differ)} "
+            fail(f"a resumed run keeps the settings it started with; {', '.join(differ)} "
                   f"{'differs' if len(differ) == 1 else 'differ'} from them (fix: drop "
                   "them, or start a new run; a resume may change --max-calls, --max-cost, --max-time, --max-trials, "
                   "--patience, --target, -o and --report)")
@@ -213,7 +211,7 @@ def optimize_cmd(
 
 
 @app.command("worker")
-@_guard
+@guard
 def worker_cmd(
     storage: Annotated[str, typer.Option("--storage", help="Optuna storage URL shared with the run, e.g. "
                                          "postgresql://user@host/db.")],
@@ -223,15 +221,15 @@ def worker_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Join optimize runs in shared storage and evaluate their trials (run it on any number of machines)."""
-    from ..render import print_worker, worker_events
     from ..worker import run_worker
+    from .render import print_worker, worker_events
 
     reports = run_worker(storage, study=study, wait_s=wait, on_event=worker_events(err, quiet=as_json))
     show([r.__dict__ for r in reports] if as_json else reports, print_worker, as_json=as_json)
 
 
 @app.command("compare")
-@_guard
+@guard
 def compare_cmd(
     dataset: DataArg,
     prompt: Annotated[Path, typer.Argument(metavar="PROMPT", help="Starting prompt file (markdown).")],
@@ -260,18 +258,16 @@ def compare_cmd(
 ) -> None:
     """Tune a prompt for each model, compare them on one test split, recommend the cheapest good one."""
     from ..compare import compare
-    from ..config import Budget, CompareConfig, DataSpec, model_spec, scorer_spec
-    from ..render import compare_events, print_compare
+    from ..config import Budget, compare_config
+    from .render import compare_events, print_compare
 
     if len(models) < 1:
-        _fail("give at least one model with -m (fix: -m MODEL_A -m MODEL_B)")
+        fail("give at least one model with -m (fix: -m MODEL_A -m MODEL_B)")
     if report is not None:
         check_writable(report, "--report", reads={"the dataset": dataset, "the prompt": prompt})
-    config = CompareConfig(
-        data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
-        models=tuple(model_spec(m, api_base=api_base, max_tokens=max_tokens) for m in models),
-        reasoning=model_spec(reasoning_model, api_base=api_base),
-        scorer=scorer_spec(metric=metric, judge=judge, rubric=judge_criteria, api_base=api_base),
+    config = compare_config(
+        dataset, prompt, models, api_base=api_base, max_tokens=max_tokens, reasoning_model=reasoning_model,
+        judge=judge, rubric=judge_criteria, metric=metric,
         budget=Budget(max_calls=max_calls_per_model, max_trials=max_trials, patience=max(1, max_trials)),
         tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel,
         strategy=strategy)
@@ -291,7 +287,7 @@ def compare_cmd(
 
 
 @app.command("batch")
-@_guard
+@guard
 def batch_cmd(
     jobs: Annotated[Path, typer.Argument(help="Jobs file (YAML): defaults + a list of jobs.")],
     parallel: Annotated[int, typer.Option("--parallel", min=1, help="Jobs run at the same time.")] = 1,
@@ -304,7 +300,7 @@ def batch_cmd(
 ) -> None:
     """Re-optimize many prompt/model jobs; resumable; exit code 1 when a job regressed beyond its tolerance."""
     from ..batch import run_batch
-    from ..render import batch_events, print_batch
+    from .render import batch_events, print_batch
 
     if report is not None:
         check_writable(report, "--report", directory=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import JsonOpt, _guard, app, out, print_json
+from .app import JsonOpt, app, guard, out, print_json
 from .app import show as show_result
 
 runs_app = typer.Typer(help="Run history: list, show and diff runs (optimize, compare, batch).",
@@ -16,11 +16,11 @@ app.add_typer(runs_app, name="runs")
 
 
 @runs_app.command("list")
-@_guard
+@guard
 def runs_list(as_json: JsonOpt = False) -> None:
     """Every run: id, date, dataset, model, baseline -> best on test, significance, calls, cost, status."""
-    from ..render import runs_table
     from ..runs import list_runs
+    from .render import runs_table
 
     runs = list_runs()
     if as_json:
@@ -30,29 +30,29 @@ def runs_list(as_json: JsonOpt = False) -> None:
 
 
 @runs_app.command("show")
-@_guard
+@guard
 def runs_show(run: Annotated[str, typer.Argument(help="Run id (or prefix) or directory.")],
               as_json: JsonOpt = False) -> None:
     """Config, trajectory, best prompt and summary of one run."""
-    from ..render import print_run
     from ..runs import show
+    from .render import print_run
 
     show_result(show(run), print_run, as_json=as_json)
 
 
 @runs_app.command("diff")
-@_guard
+@guard
 def runs_diff(a: Annotated[str, typer.Argument(help="First run.")],
               b: Annotated[str, typer.Argument(help="Second run.")], as_json: JsonOpt = False) -> None:
     """Prompt diff of two runs' best prompts, and the test cases whose score changed."""
-    from ..render import print_diff
     from ..runs import diff
+    from .render import print_diff
 
     show_result(diff(a, b), print_diff, as_json=as_json)
 
 
 @app.command("report")
-@_guard
+@guard
 def report_cmd(run: Annotated[str, typer.Argument(help="Run id (or prefix), compare id, or directory.")],
                output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file to write.")] = None,
                ) -> None:

@@ -8,6 +8,7 @@ llama.cpp server), or a fake registered with :func:`register_fake`.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ..config import ModelSpec
 from ..errors import ModelError
@@ -40,12 +41,11 @@ def resolve_backend(spec: ModelSpec) -> tuple[Backend, str, int]:
     if spec.id.startswith("fake/"):
         raise ModelError(f"unknown model {spec.id!r}: no fake model is registered under that id",
                          fix="register it with reflexopt.models.register_fake, or use a real model id")
-    if spec.is_local:
-        from .local import LocalBackend, model_file
-
-        name = spec.id.split("/", 1)[1]
-        path = model_file(name)  # fails fast (with the install command) when the extra is missing
-        return LocalBackend(name), f"{spec.id}:{path.name}", 2
+    prefix = spec.id.split("/", 1)[0] if "/" in spec.id else ""
+    plugin = _backend_plugin(prefix)
+    if plugin is not None:  # local/NAME, and any prefix another package registers
+        backend, key, conc = plugin(spec)
+        return backend, key, int(conc)
     key = spec.id if not spec.api_base else f"{spec.id}@{spec.api_base}"
     if spec.api_base and spec.id.startswith("openai/"):  # an OpenAI-compatible server: the direct transport
         from .openai_compat import OpenAICompatBackend
@@ -56,6 +56,15 @@ def resolve_backend(spec: ModelSpec) -> tuple[Backend, str, int]:
 
     check_model_id(spec.id, spec.api_base)
     return LiteLLMBackend(spec.id, api_base=spec.api_base), key, 8
+
+
+def _backend_plugin(prefix: str) -> Any:
+    """The factory registered for a model-id prefix (entry-point group `reflexopt.backends`), or None."""
+    from ..plugins import available, load
+
+    if not prefix or prefix not in available("reflexopt.backends"):
+        return None
+    return load("reflexopt.backends", prefix, what="model backend", fix="reinstall the package that provides it")
 
 
 def price_per_token(model_id: str) -> tuple[float, float] | None:

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..config import ModelSpec
 from ..errors import ModelError
 from ..paths import home_dir
 
@@ -185,3 +186,10 @@ class LocalBackend:
         from .openai_compat import OpenAICompatBackend
 
         return OpenAICompatBackend.retry_after(self._inner, exc) if self._inner is not None else (False, None)
+
+
+def backend_for(spec: ModelSpec) -> tuple[LocalBackend, str, int]:
+    """The `local/NAME` backend (registered under the entry-point group `reflexopt.backends` as `local`)."""
+    name = spec.id.split("/", 1)[1]
+    path = model_file(name)  # fails fast (with the install command) when the extra is missing
+    return LocalBackend(name), f"{spec.id}:{path.name}", 2

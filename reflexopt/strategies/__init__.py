@@ -1,44 +1,38 @@
-"""Search strategies behind one protocol (base.Strategy). A new strategy is one module plus one line here.
+"""Search strategies behind one protocol (base.Strategy), found through the entry-point group
+`reflexopt.strategies` (plugins.py). reflexopt's own strategies register there too (pyproject.toml), so a new
+strategy is one module plus one entry-point line, in this package or in another installed one.
 
 `dspy` is imported only by dspy_opt.py, and only when a DSPy strategy is chosen."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from ..errors import ConfigError
+from ..plugins import load, names
 from .base import SearchContext, Strategy
 
-
-def _reflex() -> Strategy:
-    from .reflex import ReflexStrategy
-
-    return ReflexStrategy()
+GROUP = "reflexopt.strategies"
 
 
-def _mipro() -> Strategy:
+def strategy_names() -> list[str]:
+    return names(GROUP)
+
+
+def get_strategy(name: str) -> Strategy:
+    """A new instance of the strategy registered as `name` (each run gets its own: strategies keep state)."""
+    factory = load(GROUP, name, what="strategy", fix="use one of {names}")
+    strategy: Strategy = factory()
+    return strategy
+
+
+def mipro() -> Strategy:
     from .dspy_opt import DspyStrategy
 
     return DspyStrategy("mipro")
 
 
-def _gepa() -> Strategy:
+def gepa() -> Strategy:
     from .dspy_opt import DspyStrategy
 
     return DspyStrategy("gepa")
 
 
-STRATEGIES: dict[str, Callable[[], Strategy]] = {
-    "reflex": _reflex,  # reflexopt's own search (operators, Pareto parents, TPE, pruning)
-    "mipro": _mipro,  # DSPy MIPROv2 (instruction + demo candidates, Bayesian search)
-    "gepa": _gepa,  # DSPy GEPA (reflective prompt evolution, Pareto selection)
-}
-
-
-def get_strategy(name: str) -> Strategy:
-    if name not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {name!r}", fix=f"use one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]()
-
-
-__all__ = ["STRATEGIES", "SearchContext", "Strategy", "get_strategy"]
+__all__ = ["SearchContext", "Strategy", "get_strategy", "strategy_names"]

@@ -1,27 +1,35 @@
 """The search seam: what a strategy gets, what it must do, and how it records candidates.
 
 `optimize` runs in three phases. The baseline phase scores the starting prompt on val (and measures judge
-noise); the search phase hands a :class:`SearchContext` to one :class:`Strategy`; the verdict phase, shared by
-every strategy, selects the best candidate on val (never worse than the baseline, gains above judge noise only)
-and scores baseline and best on test. So two strategies run on one workload share the dataset, split, scorer,
-model clients, response cache, budget, run store, verdict and report: their results compare fairly.
+noise); the search phase hands a :class:`SearchContext` to one :class:`Strategy`, which owns its loop; the
+verdict phase, shared by every strategy, selects the best candidate on val (never worse than the baseline, gains
+above judge noise only) and scores baseline and best on test. So two strategies run on one workload share the
+dataset, split, scorer, model clients, response cache, budget, run store, verdict and report: their results
+compare fairly. `reflexopt worker` hands the same context (without a run folder) to the strategy the study
+names, so any strategy that can share a study runs there through the same code path.
 """
 
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..events import Event
+from ..events import Event, ignore
 from ..pool import Candidate, Selection, State, from_study, select
+from ..promptset import PromptSet
 
 if TYPE_CHECKING:
-    from ..runner import Runner
+    from ..budget import RunBudget
+    from ..data import Case
+    from ..evaluate import CaseResult
+    from ..evaluator import Evaluator, Pruner
+    from ..models import ModelClient
+    from ..prompt import Prompt
+    from ..scoring import Scorer
     from ..search import Search, TrialRecord
-    from ..store import RunStore
+    from ..workload import TaskFacts
 
 
 class Strategy(Protocol):
@@ -29,94 +37,146 @@ class Strategy(Protocol):
 
     Contract:
     - `search(ctx)` runs after the baseline is scored on val and returns the reason it stopped.
-    - Every model call goes through `ctx.runner`'s clients (task, reasoning, judge), so the response cache,
-      the hard budget (`--max-calls`, `--max-cost`), retries and accounting hold. A strategy never calls a
-      provider any other way.
-    - It never reads the test split (`ctx.runner.test`); the verdict does.
+    - Every case is scored through `ctx.evaluate` (the run's Task and scorer) and every other model call goes
+      through the context's clients (`ctx.reasoner`, `ctx.task_client`), so the response cache, the hard budget
+      (`--max-calls`, `--max-cost`), retries and accounting hold. A strategy never calls a provider any other way.
+    - It never sees the test split: the context does not hand it over; the verdict scores test.
     - Each candidate it wants considered is recorded with `ctx.record(...)` (scored on all of val and stored as
       a finished trial of the run's study), or as a trial of `ctx.search` with per-case reports, so the
       verdict, `runs show` and the report see it like any other.
-    - It stops when `ctx.stop_reason()` returns a reason (budget, time, target), and it does not raise for a
-      failed call: failed calls are results.
+    - It stops when `ctx.stop_reason()` returns a reason (budget, time, target, or, in a worker, the run ended),
+      and it does not raise for a failed call: failed calls are results.
     - The same seed, data and models give the same candidates.
+    - `distributed`: True when several processes may run it on one study at once (`reflexopt worker`); a
+      worker refuses a strategy that is not.
     """
 
     name: str
+    distributed: bool
 
     async def search(self, ctx: SearchContext) -> str: ...
 
 
 @dataclass
 class SearchContext:
-    runner: Runner
+    evaluator: Evaluator = field(repr=False)
     search: Search
-    store: RunStore
     baseline: Candidate
     min_gain: float
-    started: float = field(default_factory=time.monotonic)
-    emit: Event = field(default=lambda kind, data: None)
+    emit: Event = field(default=ignore)
+    worker: str = ""  # this process, as recorded on the candidates it makes
+    keep_going: Callable[[], bool] = field(default=lambda: True)  # False once the run ended (a worker's study)
     _last: Selection | None = field(default=None, init=False, repr=False)  # the selection after the last trial
 
+    # ------------------------------------------------------------ what a strategy may read
     @property
     def config(self) -> Any:
-        return self.runner.config
+        return self.evaluator.config
 
+    @property
+    def train(self) -> tuple[Case, ...]:
+        return self.evaluator.splits.train
+
+    @property
+    def val(self) -> list[Case]:
+        return self.evaluator.val
+
+    @property
+    def index(self) -> Mapping[str, int]:
+        """Case id -> its index in val (the step a per-case score is reported at)."""
+        return self.evaluator.index
+
+    @property
+    def facts(self) -> TaskFacts:
+        return self.evaluator.facts
+
+    @property
+    def baseline_prompts(self) -> PromptSet:
+        return self.evaluator.baseline_prompts
+
+    @property
+    def budget(self) -> RunBudget:
+        return self.evaluator.budget
+
+    @property
+    def task_client(self) -> ModelClient:
+        return self.evaluator.task_client
+
+    @property
+    def reasoner(self) -> ModelClient:
+        return self.evaluator.reasoner
+
+    @property
+    def scorer(self) -> Scorer:
+        return self.evaluator.scorer
+
+    @property
+    def calls_per_case(self) -> int:
+        return self.evaluator.calls_per_case
+
+    def usage(self) -> dict[str, Any]:
+        return self.evaluator.usage()
+
+    async def evaluate(self, cand: Candidate, cases: Sequence[Case], split_name: str,
+                       trial: Pruner | None = None) -> tuple[list[CaseResult], bool]:
+        """Score `cand` on train or val cases (memo, budget and pruning hook apply)."""
+        if split_name == "test":
+            raise ValueError("a strategy never scores the test split")
+        return await self.evaluator.evaluate(cand, cases, split_name, trial)
+
+    # ------------------------------------------------------------ stop rules
     def timed_out(self) -> bool:
-        max_time = self.config.budget.max_time_s
-        return max_time is not None and time.monotonic() - self.started >= max_time
+        return self.budget.timed_out()
 
-    def stop_reason(self) -> str:
-        """The limits every strategy obeys: target, time, budget (patience and trial limits are the reflex
-        strategy's own)."""
-        return self.runner.limit_reason(self.selection(), timed_out=self.timed_out())
+    def stop_reason(self, sel: Selection | None = None) -> str:
+        """The limits every strategy obeys: target, time, budget, and the run's end (patience and trial limits
+        are a trial-by-trial strategy's own, read from `ctx.budget`)."""
+        if not self.keep_going():
+            return "run ended"
+        return self.evaluator.limit_reason((sel or self.selection()).best.val_mean)
 
-    async def record(self, prompt: Any, *, operator: str, reasoning: str, parent: str = "baseline",
+    # ------------------------------------------------------------ recording candidates
+    async def record(self, prompt: Prompt | PromptSet, *, operator: str, reasoning: str, parent: str = "baseline",
                      params: dict[str, Any] | None = None) -> Candidate:
-        """Score a prompt on all of val (memo and budget apply) and store it as a finished trial."""
-        r = self.runner
+        """Score a prompt (or a set of named prompts) on all of val (memo and budget apply) and store it as a
+        finished trial."""
         trial = self.search.ask()
-        cand = Candidate(f"t{trial.number}", prompt, operator, parent, reasoning, dict(params or {}),
-                         trial=trial.number, worker=r.worker, asked=operator)
-        order = list(r.val)
+        cand = Candidate(f"t{trial.number}", PromptSet.of(prompt), operator, parent, reasoning, dict(params or {}),
+                         trial=trial.number, worker=self.worker, asked=operator)
+        order = list(self.val)
         random.Random(self.config.seed * 100_003 + trial.number).shuffle(order)
-        results, _ = await r.evaluate(cand, order, "val")
+        results, _ = await self.evaluate(cand, order, "val")
         val = {x.case_id: x.score for x in results if x.score is not None}
         for cid, v in val.items():
-            trial.report(v, r.index[cid])
-        cand = cand.scored(val, State.COMPLETE if len(val) == len(r.val) else
+            trial.report(v, self.index[cid])
+        cand = cand.scored(val, State.COMPLETE if len(val) == len(self.val) else
                            (State.FAILED if not val else State.INCOMPLETE))
-        r.finish(trial, cand, cand.val_mean if cand.val else None)
+        self.finish(trial, cand, cand.val_mean if cand.val else None)
         self.after_trial(cand)
         return cand
 
+    def finish(self, trial: Any, cand: Candidate, value: float | None) -> None:
+        """Tell the study how a trial ended, with the candidate it made (every process can rebuild it)."""
+        failed = cand.state in (State.FAILED, State.INCOMPLETE)
+        self.search.tell(trial, None if failed else value, pruned=cand.state == State.PRUNED, failed=failed,
+                         attrs=cand.attrs())
+        self.emit("candidate", {"record": cand.record(), "markdown": cand.prompts.to_markdown()})
+
     def selection(self, records: Sequence[TrialRecord] | None = None) -> Selection:
         """The selection over the study's trials (`records`: already read from the study, saving a read)."""
-        r = self.runner
-        return select(from_study(self.search.records() if records is None else records, r.val), len(r.val),
+        return select(from_study(self.search.records() if records is None else records, self.val), len(self.val),
                       self.min_gain)
 
     def after_trial(self, cand: Candidate, before: Selection | None = None, *,
                     records: Sequence[TrialRecord] | None = None) -> Selection:
-        """Log a finished trial (events, progress file, callback) and return the new selection."""
-        r = self.runner
+        """Announce a finished trial (one `trial` event: the live view, the run log and the progress file all
+        subscribe to it) and return the new selection."""
         before = before or self._last
         sel = self.selection(records)
         accepted = sel.best.id == cand.id and (before is None or before.best.id != cand.id)
-        usage = r.usage()
-        self.store.event("trial", candidate=cand.id, operator=cand.operator, state=cand.state,
-                         val=cand.val_mean, accepted=accepted, best=sel.best.id, best_val=sel.best.val_mean,
-                         usage=usage)
-        self.save_progress(sel)
         self.emit("trial", {"n": sel.trials, "candidate": cand.id, "operator": cand.operator, "state": cand.state,
                             "pruned_by": cand.pruned_by, "parent": cand.parent,
                             "val": cand.val_mean, "n_val": len(cand.val), "accepted": accepted,
-                            "best_val": sel.best.val_mean, "usage": usage})
+                            "best": sel.best.id, "best_val": sel.best.val_mean, "usage": self.usage()})
         self._last = sel
         return sel
-
-    def save_progress(self, sel: Selection | None = None) -> None:
-        """The progress snapshot `runs list` reads: calls, cost, trials, baseline and best val so far."""
-        usage = self.runner.usage()
-        self.store.write_progress(calls=usage["budget_calls_used"], cost_usd=usage["cost_usd"],
-                                  trials=sel.trials if sel else 0, baseline_val=self.baseline.val_mean,
-                                  best_val=sel.best.val_mean if sel else self.baseline.val_mean)

@@ -146,33 +146,37 @@ class ReflexProposer:
 class DspyStrategy:
     """`mipro` (MIPROv2) or `gepa` (GEPA), sized to the run's remaining call budget."""
 
+    distributed = False  # DSPy runs its own loop in one process
+
     def __init__(self, kind: str) -> None:
         if kind not in ("mipro", "gepa"):
             raise ValueError(kind)
         self.name = kind
 
     async def search(self, ctx: SearchContext) -> str:
-        r = ctx.runner
         loop = asyncio.get_running_loop()
-        base = r.baseline_prompt
-        cases = {c.input_text: c for c in (*r.splits.train, *r.val)}
-        task_lm = ReflexLM(r.task, loop)
-        reasoner_lm = ReflexLM(r.reasoner, loop, max_tokens=r.reasoner.cap(768))
+        if len(ctx.baseline_prompts) > 1:
+            return f"{self.name} tunes one prompt: this run has {len(ctx.baseline_prompts)} (use --strategy reflex)"
+        base = ctx.baseline_prompts.primary
+        cases = {c.input_text: c for c in (*ctx.train, *ctx.val)}
+        task_lm = ReflexLM(ctx.task_client, loop)
+        reasoner_lm = ReflexLM(ctx.reasoner, loop, max_tokens=ctx.reasoner.cap(768))
         adapter = ReflexAdapter(base, cases)
-        per_case = r.calls_per_case
-        left = r.budget.remaining()  # cache answers count as calls made, so a re-run gets the same size
-        budget = int(left) if left != float("inf") else 20 * len(r.val) * per_case
+        per_case = ctx.calls_per_case
+        left = ctx.budget.remaining()  # cache answers count as calls made, so a re-run gets the same size
+        budget = int(left) if left != float("inf") else 20 * len(ctx.val) * per_case
         examples = {c.id: dspy.Example(input=c.input_text, answer=c.ideal or "").with_inputs("input")
-                    for c in (*r.splits.train, *r.val)}
-        train = [examples[c.id] for c in r.splits.train]
-        val = [examples[c.id] for c in r.val]
-        by_text = {c.input_text: c for c in (*r.splits.train, *r.val)}
+                    for c in (*ctx.train, *ctx.val)}
+        train = [examples[c.id] for c in ctx.train]
+        val = [examples[c.id] for c in ctx.val]
+        by_text = {c.input_text: c for c in (*ctx.train, *ctx.val)}
+        scorer = ctx.scorer
         gepa = self.name == "gepa"
 
         def metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
             case = by_text.get(str(gold.input)) or Case(id="dspy", input=str(gold.input), ideal=gold.answer or None)
             output = str(getattr(pred, "answer", "") or "")
-            s = asyncio.run_coroutine_threadsafe(r.scorer.score(case, output), loop).result()
+            s = asyncio.run_coroutine_threadsafe(scorer.score(case, output), loop).result()
             value = float(s.value or 0.0)
             if not gepa:
                 return value
@@ -194,7 +198,7 @@ class DspyStrategy:
                     calls = max(len(val) + 10, int(0.8 * budget / per_case))
                     opt = dspy.GEPA(metric=metric, max_metric_calls=calls, reflection_lm=reasoner_lm,
                                     instruction_proposer=ReflexProposer(reasoner_lm),
-                                    num_threads=max(1, r.task.concurrency), seed=seed, track_stats=False,
+                                    num_threads=max(1, ctx.task_client.concurrency), seed=seed, track_stats=False,
                                     use_merge=True)
                     return opt.compile(program, trainset=train, valset=val)
                 n_cand = 6
@@ -203,7 +207,7 @@ class DspyStrategy:
                 trials = max(2, int((0.8 * budget / per_case - fixed) / (mb + len(val) / 5)))
                 opt = dspy.MIPROv2(metric=metric, prompt_model=reasoner_lm, task_model=task_lm, auto=None,
                                    num_candidates=n_cand, max_bootstrapped_demos=2, max_labeled_demos=4,
-                                   num_threads=max(1, r.task.concurrency), seed=seed, verbose=False,
+                                   num_threads=max(1, ctx.task_client.concurrency), seed=seed, verbose=False,
                                    track_stats=False, max_errors=10 ** 6)
                 return opt.compile(program, trainset=train, valset=val, num_trials=trials, minibatch_size=mb,
                                    minibatch=len(val) > mb, requires_permission_to_run=False)
@@ -213,7 +217,7 @@ class DspyStrategy:
         except BudgetExceeded:
             return "budget"
         except Exception as e:  # noqa: BLE001 - DSPy's own failures end the search, the run keeps its verdict
-            r.on_event("note", {"message": f"{self.name} stopped: {type(e).__name__}: {str(e)[:200]}"})
+            ctx.emit("note", {"message": f"{self.name} stopped: {type(e).__name__}: {str(e)[:200]}"})
             return f"{self.name} failed ({type(e).__name__})"
         predictor = best.predictors()[0]
         prompt = to_prompt(base, predictor.signature.instructions, list(predictor.demos))

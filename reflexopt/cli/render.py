@@ -251,7 +251,7 @@ def batch_table(d: dict[str, Any]) -> Table:
 def runs_table(runs: list[Any], width: int = 160) -> Table:
     """`runs list`: the id never wraps (it is what you type next); on a narrow terminal only the columns that
     identify a run and its outcome are shown (`--json` has everything)."""
-    from .runs import age
+    from ..runs import age
 
     narrow = width < 120
     t = Table(title=f"{len(runs)} runs", title_justify="left")

@@ -1,0 +1,173 @@
+"""The run's evaluation service: the workload, the Task that produces outputs, the scorer, the budget, the memo
+of scored cases and the pruning hooks. Shared by `optimize`, `reflexopt worker` and every strategy: a strategy
+asks it to score a candidate on some cases and never calls a model for a case itself.
+
+`connect` builds the model clients (this may start the local model server on first call); until then nothing
+is called. A resumed run's memo comes from the run folder, so it pays for nothing it already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from .budget import Limits, RunBudget
+from .config import OptimizeConfig
+from .data import Case
+from .errors import ConfigError
+from .evaluate import CaseResult, iter_results, usage_of
+from .events import Event, ignore
+from .models import ModelClient, get_client
+from .paths import check_writable
+from .promptset import PromptSet
+from .scoring import Scorer, make_scorer, scorer_clients
+from .task import PromptTask, Task, task_spec
+from .workload import Workload
+
+Memo = dict[tuple[str, str, str], tuple[CaseResult, int]]
+
+
+class Pruner(Protocol):
+    """The pruning hook: each scored case is reported; True stops the candidate (search.Trial meets it)."""
+
+    def report(self, value: float, step: int) -> None: ...
+
+    def should_prune(self) -> bool: ...
+
+
+class Scored(Protocol):
+    """What the evaluator needs of a candidate: an id (for events) and its prompts (the memo key is theirs)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def prompts(self) -> PromptSet: ...
+
+
+class Evaluator:
+    def __init__(self, config: OptimizeConfig, baseline: PromptSet, *, memo: Memo | None = None,
+                 on_event: Event | None = None) -> None:
+        self.config = cfg = config
+        self.emit: Event = on_event or ignore
+        self.work = work = Workload.load(cfg.data, baseline.primary, fractions=cfg.split, seed=cfg.seed)
+        self.baseline_prompts = baseline
+        self.cases, self.splits, self.index, self.facts = list(work.cases), work.splits, work.index, work.facts
+        self.val: list[Case] = work.val
+        self.test: list[Case] = work.test
+        self.memo: Memo = memo if memo is not None else {}
+        self.on_case_scored: list[Any] = []  # callables (key, split, result, calls): the run store's log
+
+    def preflight(self) -> None:
+        """Check everything that can fail before a call: every model id, setting and API key (task, reasoning,
+        judge), the metric or rubric. Raises reflexopt's own errors; makes no call."""
+        from .models import resolve_backend
+
+        cfg = self.config
+        if cfg.output:
+            check_writable(cfg.output, "-o", reads={"the dataset": cfg.data.path})  # -o PROMPT: tuned in place
+        make_scorer(cfg.scorer, self.cases)
+        for spec in (cfg.model, cfg.reasoning, cfg.scorer.judge):
+            if spec is not None:
+                resolve_backend(spec)
+
+    def check_data(self, known: str | None) -> None:
+        """Stop before any call when the run's scores are for another copy of the dataset (`known`: the
+        fingerprint the run recorded)."""
+        if known is not None and known != self.work.fingerprint:
+            raise ConfigError(f"{self.config.data.path}: the dataset is not the one this run started on (its "
+                              "cases, references or order changed), so the run's stored scores are not for these "
+                              "cases",
+                              fix="restore the file the run started on (a worker needs the same file as the machine "
+                                  "that started the run), or start a new run on this one: calls already paid are "
+                                  "answered from the response cache")
+
+    def connect(self, *, prior_calls: int = 0, limits: Limits | None = None, started: float | None = None) -> None:
+        """Build the task, the scorer, the reasoning model's client and the budget. `prior_calls`: calls a
+        resumed run already made outside case scoring (diagnoses, rewrites)."""
+        cfg = self.config
+        everything = self.splits.train + self.splits.val + self.splits.test
+        spec, cap_note = task_spec(cfg.model, everything, cfg.concurrency)
+        self.task: Task = PromptTask(get_client(spec, role="task"), self.baseline_prompts.names)
+        self.scorer: Scorer
+        self.scorer, note = make_scorer(cfg.scorer, everything)
+        for n in (note, cap_note):
+            if n:
+                self.emit("note", {"message": n})
+        # the reasoning model writes whole prompts: it does not inherit the task's completion limit
+        self.reasoner: ModelClient = get_client(cfg.reasoning or cfg.model.model_copy(update={"max_tokens": None}),
+                                                role="reasoning")
+        self.clients: list[ModelClient] = [*self.task.clients, self.reasoner, *scorer_clients(self.scorer)]
+        prior_calls += sum(calls for _, calls in self.memo.values())
+        prior_cost = sum(r.cost_usd for r, _ in self.memo.values() if not r.cached)
+        self.budget = RunBudget(cfg.budget.max_calls, cfg.budget.max_cost, prior_calls=prior_calls,
+                                prior_cost=prior_cost, started=started,
+                                limits=limits or Limits(max_time_s=cfg.budget.max_time_s,
+                                                        trial_limit=cfg.budget.trial_limit,
+                                                        patience=cfg.budget.patience, target=cfg.budget.target))
+        for c in self.clients:
+            c.gate = self.budget
+            self.budget.meters.append(c.meter)
+
+    @property
+    def task_client(self) -> ModelClient:
+        """The task model's client (strategies that drive the model themselves, such as DSPy's, use it)."""
+        return self.task.clients[0]
+
+    @property
+    def calls_per_case(self) -> int:
+        """Paid calls to score one case: the task model's answer, plus the judge's verdict when there is one."""
+        return 2 if self.config.scorer.judge else 1
+
+    def usage(self) -> dict[str, Any]:
+        u = usage_of(*self.clients)
+        u["budget_calls_used"] = self.budget.granted
+        return u
+
+    def limit_reason(self, best_val: float) -> str:
+        """The limits every strategy obeys (target, time, budget): '' when none is reached."""
+        return self.budget.limit_reason(best_val, min_calls=min(8, len(self.val)))
+
+    async def evaluate(self, cand: Scored, cases: Sequence[Case], split_name: str,
+                       trial: Pruner | None = None) -> tuple[list[CaseResult], bool]:
+        """Evaluate with the memo; report each case to the trial; stop as soon as the pruner says so. Cases
+        already in flight when the trial is pruned are still awaited, recorded and cached (they are paid).
+        Returns the results and whether the candidate was pruned before every case was scored."""
+        key = cand.prompts.key
+        results: list[CaseResult] = []
+        todo: list[Case] = []
+
+        def take(r: CaseResult) -> bool:
+            results.append(r)
+            if trial is not None and r.score is not None:
+                trial.report(r.score, self.index[r.case_id])
+                return trial.should_prune()
+            return False
+
+        for c in cases:
+            hit = self.memo.get((key, split_name, c.id))
+            if hit is not None and hit[0].error is None:
+                if take(hit[0]):
+                    return results, len(results) < len(cases)
+            else:
+                todo.append(c)
+        stop = asyncio.Event()
+        gen = iter_results(todo, cand.prompts, self.task, self.scorer, concurrency=self.config.concurrency,
+                           stop=stop)
+        async with contextlib.aclosing(gen):
+            async for r in gen:
+                if r.budget_exhausted:
+                    self.budget.mark_exhausted()
+                    continue
+                if r.error is None:
+                    self.memo[(key, split_name, r.case_id)] = (r, r.calls)
+                for log in self.on_case_scored:
+                    log(key, split_name, r, r.calls)
+                self.emit("case", {"split": split_name, "candidate": cand.id, "score": r.score,
+                                   "case_id": r.case_id, "output": r.output[:300] or (r.error or "")[:300]})
+                if not stop.is_set() and take(r):
+                    stop.set()
+        # pruned on its very last case: every case is scored, so it is a complete candidate
+        return results, stop.is_set() and len({x.case_id for x in results}) < len(cases)

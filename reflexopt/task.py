@@ -1,0 +1,75 @@
+"""The Task seam: what turns (candidate, case) into an output plus its cost.
+
+The evaluator scores whatever a Task produces; strategies never call the task model themselves for a case.
+The default task renders the candidate's prompt file and calls the task model. Pipeline mode (the user's own
+program filling several named prompts) is a second Task: it changes this module and the config, nothing in
+the strategies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from .config import ModelSpec
+from .data import Case
+from .models import ChatResult, ModelClient
+from .promptset import PromptSet
+
+
+class Task(Protocol):
+    """Produces one case's output.
+
+    Contract:
+    - `names` are the prompt names a candidate must fill (the starting candidate has exactly these).
+    - `run(prompts, case)` returns a ChatResult: the output text, and what producing it cost (tokens, USD,
+      latency, whether the cache answered, `budget_exhausted` when the run's budget refused a call). It never
+      raises for a failed call or a bad output: `ok=False` with `error` set.
+    - Every model call goes through the run's clients (`clients`), so the cache, the budget and accounting hold.
+    - The same prompts and case give the same output (the clients cache at temperature 0).
+    """
+
+    names: tuple[str, ...]
+
+    @property
+    def clients(self) -> Sequence[ModelClient]: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    async def run(self, prompts: PromptSet, case: Case) -> ChatResult: ...
+
+
+class PromptTask:
+    """The default task: render the one prompt for the case and call the task model once."""
+
+    def __init__(self, client: ModelClient, names: tuple[str, ...] = ("prompt",)) -> None:
+        self.client = client
+        self.names = names
+
+    @property
+    def clients(self) -> Sequence[ModelClient]:
+        return (self.client,)
+
+    @property
+    def concurrency(self) -> int:
+        return self.client.concurrency
+
+    async def run(self, prompts: PromptSet, case: Case) -> ChatResult:
+        return await self.client.complete(prompts.primary.render(case))
+
+
+def task_spec(spec: ModelSpec, cases: Sequence[Case], concurrency: int | None) -> tuple[ModelSpec, str | None]:
+    """The task model's spec for a run: `--concurrency` reaches the client (not only the case loop), and with
+    no `--max-tokens` the completion cap comes from the references (and the run says so)."""
+    from .data import default_max_tokens
+
+    update: dict[str, Any] = {}
+    if concurrency and spec.concurrency is None:
+        update["concurrency"] = concurrency
+    note = None
+    if spec.max_tokens is None:
+        cap = default_max_tokens(cases)
+        if cap is not None:
+            update["max_tokens"] = cap
+            note = f"task outputs capped at {cap} tokens (fits the references; --max-tokens N overrides)"
+    return spec.model_copy(update=update), note
