@@ -165,6 +165,14 @@ class CompareConfig(_Frozen):
     parallel: int = Field(2, ge=1, description="models tuned at the same time")
     strategy: str = Field("reflex", description="search strategy of every model's tuning run")
 
+    @field_validator("models")
+    @classmethod
+    def _distinct(cls, v: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+        labels = [m.label for m in v]
+        if len(set(labels)) != len(labels):
+            raise ValueError("the same model is listed twice (give each -m a different id or settings)")
+        return v
+
 
 @overload
 def model_spec(text: str, *, api_base: str | None = ..., max_tokens: int | None = ...,
@@ -250,6 +258,9 @@ def compare_config(dataset: str | Path, prompt: str | Path, models: list[str] | 
                    judge: str | None = None, rubric: str | None = None, metric: str | None = None,
                    **settings: Any) -> CompareConfig:
     """The one way a CompareConfig is built from user-level values."""
+    labels = [m.label for m in (model_spec(x, api_base=api_base, max_tokens=max_tokens) for x in models)]
+    if len(set(labels)) != len(labels):
+        raise ConfigError("the same model is listed twice", fix="give each -m a different id or settings")
     return CompareConfig(data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
                          models=tuple(model_spec(m, api_base=api_base, max_tokens=max_tokens) for m in models),
                          reasoning=model_spec(reasoning_model, api_base=api_base),

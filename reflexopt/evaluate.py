@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import EvalConfig
+from .config import EvalConfig, ModelSpec, ScorerSpec
 from .data import Case
 from .models import ModelClient
 from .models.base import CallCost
@@ -175,6 +175,26 @@ def evaluate(cases: Sequence[Case], prompt: Prompt | PromptSet, task: Task | Mod
              concurrency: int | None = None, on_result: Callable[[CaseResult], None] | None = None) -> EvalReport:
     """Synchronous entry point: evaluate `prompt` on `cases`."""
     return asyncio.run(evaluate_async(cases, prompt, task, scorer, concurrency=concurrency, on_result=on_result))
+
+
+async def score_with(cases: Sequence[Case], prompt: Prompt | PromptSet, model: ModelSpec, scorer: ScorerSpec, *,
+                     scorer_cases: Sequence[Case], concurrency: int | None = None) -> EvalReport:
+    """Score a prompt with one model (the default task) on `cases`; the scorer is built from `scorer_cases`."""
+    from .models import get_client
+
+    built, _ = make_scorer(scorer, scorer_cases)
+    return await evaluate_async(cases, prompt, get_client(model, role="task"), built, concurrency=concurrency)
+
+
+def check_specs(models: Sequence[ModelSpec | None], scorer: ScorerSpec, cases: Sequence[Case]) -> None:
+    """Everything that can fail before a call: every model id, setting and API key, the metric or rubric.
+    Raises reflexopt's own errors; makes no call."""
+    from .models import resolve_backend
+
+    make_scorer(scorer, cases)
+    for spec in models:
+        if spec is not None:
+            resolve_backend(spec)
 
 
 def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None = None,

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .budget import Limits, RunBudget
-from .config import OptimizeConfig
-from .data import Case
-from .errors import ConfigError
-from .evaluate import CaseResult, iter_results, usage_of
+from .evaluate import CaseResult, check_specs, iter_results, usage_of
 from .events import Event, ignore
 from .models import ModelClient, get_client
 from .paths import check_writable
@@ -25,6 +23,10 @@ from .promptset import PromptSet
 from .scoring import Scorer, make_scorer, scorer_clients
 from .task import PromptTask, Task, task_spec
 from .workload import Workload
+
+if TYPE_CHECKING:
+    from .config import OptimizeConfig
+    from .data import Case
 
 Memo = dict[tuple[str, str, str], tuple[CaseResult, int]]
 
@@ -48,41 +50,36 @@ class Scored(Protocol):
 
 
 class Evaluator:
-    def __init__(self, config: OptimizeConfig, baseline: PromptSet, *, memo: Memo | None = None,
+    def __init__(self, config: OptimizeConfig, baseline: PromptSet | str | None = None, *, memo: Memo | None = None,
                  on_event: Event | None = None) -> None:
+        """`baseline`: the starting prompts, their stored text (a resumed run, a worker) or None to read the
+        config's prompt file."""
         self.config = cfg = config
+        if baseline is None:
+            baseline = PromptSet.load(cfg.prompt_path)
+        elif isinstance(baseline, str):
+            baseline = PromptSet.parse(baseline, "baseline")
         self.emit: Event = on_event or ignore
         self.work = work = Workload.load(cfg.data, baseline.primary, fractions=cfg.split, seed=cfg.seed)
         self.baseline_prompts = baseline
         self.cases, self.splits, self.index, self.facts = list(work.cases), work.splits, work.index, work.facts
-        self.val: list[Case] = work.val
-        self.test: list[Case] = work.test
+        self.val = work.val
+        self.test = work.test
         self.memo: Memo = memo if memo is not None else {}
         self.on_case_scored: list[Any] = []  # callables (key, split, result, calls): the run store's log
 
     def preflight(self) -> None:
         """Check everything that can fail before a call: every model id, setting and API key (task, reasoning,
         judge), the metric or rubric. Raises reflexopt's own errors; makes no call."""
-        from .models import resolve_backend
-
         cfg = self.config
         if cfg.output:
             check_writable(cfg.output, "-o", reads={"the dataset": cfg.data.path})  # -o PROMPT: tuned in place
-        make_scorer(cfg.scorer, self.cases)
-        for spec in (cfg.model, cfg.reasoning, cfg.scorer.judge):
-            if spec is not None:
-                resolve_backend(spec)
+        check_specs((cfg.model, cfg.reasoning, cfg.scorer.judge), cfg.scorer, self.cases)
 
     def check_data(self, known: str | None) -> None:
         """Stop before any call when the run's scores are for another copy of the dataset (`known`: the
         fingerprint the run recorded)."""
-        if known is not None and known != self.work.fingerprint:
-            raise ConfigError(f"{self.config.data.path}: the dataset is not the one this run started on (its "
-                              "cases, references or order changed), so the run's stored scores are not for these "
-                              "cases",
-                              fix="restore the file the run started on (a worker needs the same file as the machine "
-                                  "that started the run), or start a new run on this one: calls already paid are "
-                                  "answered from the response cache")
+        self.work.check_fingerprint(known)
 
     def connect(self, *, prior_calls: int = 0, limits: Limits | None = None, started: float | None = None) -> None:
         """Build the task, the scorer, the reasoning model's client and the budget. `prior_calls`: calls a
@@ -171,3 +168,20 @@ class Evaluator:
                     stop.set()
         # pruned on its very last case: every case is scored, so it is a complete candidate
         return results, stop.is_set() and len({x.case_id for x in results}) < len(cases)
+
+    async def judge_noise(self, baseline: Scored, sample: int) -> tuple[int, float]:
+        """(pairs, SD of one judgement), from re-judging up to `sample` of the baseline's scored val outputs
+        (0 pairs for metrics, which are deterministic)."""
+        if getattr(self.scorer, "kind", "") != "judge" or sample == 0:
+            return 0, 0.0
+        first = [res for (k, s, _), (res, _) in self.memo.items()
+                 if k == baseline.prompts.key and s == "val" and res.score is not None][:sample]
+        by_id = {c.id: c for c in self.cases}
+        rejudge = self.scorer.score  # a judge's score takes `sample`: another draw of the same request
+        outs = await asyncio.gather(*(rejudge(by_id[x.case_id], x.output, sample=1)  # type: ignore[call-arg]
+                                      for x in first))
+        pairs = [(x.score, s.value) for x, s in zip(first, outs) if x.score is not None and s.value is not None]
+        if len(pairs) < 2:
+            return len(pairs), 0.0
+        diffs = [a - b for a, b in pairs]
+        return len(pairs), math.sqrt(sum(d * d for d in diffs) / (2 * len(diffs)))

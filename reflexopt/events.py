@@ -102,3 +102,12 @@ def forward(to: Callback, **tag: Any) -> Callback:
         to(kind, {**data, **tag})
 
     return fwd
+
+
+def plugin_subscribers() -> list[Callback]:
+    """Event subscribers that installed packages register (entry-point group `reflexopt.subscribers`): each
+    entry names a zero-argument factory; optimize attaches one of each to every run."""
+    from .plugins import available, load
+
+    return [load("reflexopt.subscribers", n, what="event subscriber", fix="reinstall it or uninstall it")()
+            for n in available("reflexopt.subscribers")]

@@ -10,74 +10,19 @@ import contextlib
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import Budget, OptimizeConfig
 from .errors import ConfigError, ReflexoptError
+from .estimate import run_estimate
 from .evaluator import Evaluator
-from .events import Event, EventBus
-from .operators import LLM_OPERATORS, NAMES
+from .events import Event, EventBus, plugin_subscribers
 from .pool import Candidate, State, from_study, select
-from .prompt import load_prompt
-from .promptset import PromptSet
-from .search import GRACE_S, Search, StudyState
-from .stats import paired_compare
+from .search import GRACE_S, Search, StudyState, worker_id
 from .store import RunStore
 from .strategies import SearchContext, get_strategy
-from .worker import worker_id
-
-
-@dataclass(frozen=True)
-class OptimizeResult:
-    run_id: str
-    run_dir: str
-    baseline_val: float
-    best_val: float
-    baseline_test: float
-    best_test: float
-    delta_ci95: tuple[float, float]
-    p_value: float
-    significant: bool
-    model_calls: int
-    cached_calls: int
-    cost_usd: float
-    trials: int
-    pruned_trials: int
-    best_prompt_path: str
-    best_candidate: str
-    stop_reason: str
-    judge_noise: float
-    elapsed_s: float
-    baseline_prompt: str
-    best_prompt: str
-    usage: dict[str, Any]
-    test_wins: int = 0
-    test_losses: int = 0
-    accepted_path: tuple[str, ...] = ()
-    study: str = ""
-    unspent_calls: int | None = None  # of --max-calls, when set
-    operators: dict[str, int] | None = None  # trials per operator that actually ran
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["delta_ci95"] = list(self.delta_ci95)
-        d["accepted_path"] = list(self.accepted_path)
-        return d
-
-
-def estimate(n_val: int, n_test: int, n_train_sample: int, max_trials: int, judged: bool) -> dict[str, Any]:
-    """Rough call count for a run. No candidate is stopped before 15 val cases; there the gate stops most of
-    them (measured on the embedded model at 60 val cases: 21 to 27 calls per trial, diagnoses included), so a
-    trial costs about 15 + (n_val - 15) / 4 cases."""
-    per_case = 2 if judged else 1
-    llm_share = len(LLM_OPERATORS) / len(NAMES)
-    per_trial = n_val if n_val <= 15 else 15 + (n_val - 15) / 4
-    search = int(max_trials * (per_trial * per_case + llm_share * (2 + 0.3 * n_train_sample * per_case)))
-    total = n_val * per_case + search + 2 * n_test * per_case
-    return {"calls_estimate": total, "calls_baseline": n_val * per_case, "calls_search": search,
-            "calls_final_test": 2 * n_test * per_case}
+from .verdict import OptimizeResult, paired_on_test
 
 
 class Optimizer:
@@ -100,13 +45,13 @@ class Optimizer:
                     update["output"] = str(changes["output"])
                 self._changed = True
             self.config = stored.model_copy(update=update)
-            baseline = PromptSet.parse(self.store.baseline_markdown(), "baseline")
+            baseline: str | None = self.store.baseline_markdown()
             self.resumed = True
         else:
             data = config.data.model_copy(update={"path": str(Path(config.data.path).resolve())})
             self.config = config.model_copy(update={"data": data,
                                                     "prompt_path": str(Path(config.prompt_path).resolve())})
-            baseline = PromptSet.of(load_prompt(self.config.prompt_path))
+            baseline = None  # the config's prompt file
             self.store = None
             self._run_dir = run_dir
             self.resumed = False
@@ -129,50 +74,16 @@ class Optimizer:
         self.bus.emit(kind, data)
 
     def estimate(self) -> dict[str, Any]:
-        cfg, r = self.config, self.evaluator
-        est = estimate(len(r.val), len(r.test), min(cfg.diagnose_sample, len(r.splits.train)),
-                       min(cfg.budget.trial_limit, 60), cfg.scorer.judge is not None)
-        if cfg.budget.max_calls:
-            fixed = est["calls_baseline"] + est["calls_final_test"]
-            if cfg.budget.max_calls < fixed:
-                est["warning"] = (f"--max-calls {cfg.budget.max_calls} is below the {fixed} calls that scoring the "
-                                  "starting prompt on val and the final test alone need; the search will not run")
-            est["calls_estimate"] = min(est["calls_estimate"], cfg.budget.max_calls)
-        est.update(n_train=len(r.splits.train), n_val=len(r.val), n_test=len(r.test), max_trials=cfg.budget.trial_limit)
-        est["cost_estimate_usd"] = self._cost_estimate(est["calls_estimate"])
-        return est
-
-    def _cost_estimate(self, calls: int) -> float | None:
-        from .models import price_per_token
-
-        specs = [self.config.model] + ([self.config.scorer.judge] if self.config.scorer.judge else [])
-        prices = [price_per_token(s.id) for s in specs]
-        if any(p is None for p in prices):
-            return None
-        cases = self.evaluator.cases
-        avg_in = sum(len(c.input_text) for c in cases) / len(cases) / 4 + \
-            sum(len(p.text) for p in self.evaluator.baseline_prompts.values()) / 4
-        per = sum((p[0] * (avg_in + 200) + p[1] * 150) for p in prices if p) / len(prices)
-        return round(per * calls, 4)
+        """The run's expected calls (and cost, where prices are known), with a warning when the budget cannot
+        cover the baseline and the verdict."""
+        return run_estimate(self.config, self.evaluator)
 
     # ---------------------------------------------------------------- pieces
     async def _judge_noise(self, baseline: Candidate) -> float:
         """SD of one judgement, from re-judging a sample of baseline val outputs (0 for deterministic metrics)."""
-        from .judge import JudgeScorer
-
-        r = self.evaluator
-        if not isinstance(r.scorer, JudgeScorer) or self.config.noise_sample == 0:
-            return 0.0
-        first = [res for (k, s, _), (res, _) in r.memo.items()
-                 if k == baseline.key and s == "val" and res.score is not None][: self.config.noise_sample]
-        by_id = {c.id: c for c in r.cases}
-        outs = await asyncio.gather(*(r.scorer.score(by_id[x.case_id], x.output, sample=1) for x in first))
-        pairs = [(x.score, s.value) for x, s in zip(first, outs) if x.score is not None and s.value is not None]
-        if len(pairs) < 2:
-            return 0.0
-        diffs = [a - b for a, b in pairs]
-        sd = math.sqrt(sum(d * d for d in diffs) / (2 * len(diffs)))
-        self._emit("judge_noise", {"n": len(pairs), "sd": sd})
+        n, sd = await self.evaluator.judge_noise(baseline, self.config.noise_sample)
+        if n >= 2:
+            self._emit("judge_noise", {"n": n, "sd": sd})
         return sd
 
     async def _wait_for_workers(self, search: Search) -> None:
@@ -285,10 +196,7 @@ class Optimizer:
                 base_job.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await base_job
-        b_scores = {x.case_id: x.score for x in base_test if x.score is not None}
-        n_scores = {x.case_id: x.score for x in best_test if x.score is not None}
-        common = [cid for cid in b_scores if cid in n_scores]
-        cmp = paired_compare([b_scores[c] for c in common], [n_scores[c] for c in common], seed=cfg.seed)
+        cmp = paired_on_test(base_test, best_test, seed=cfg.seed)
         best_md = best.prompts.to_markdown()
         best_path = store.write_best(best_md)
         if cfg.output:
@@ -310,14 +218,6 @@ class Optimizer:
         store.write_summary(result.to_json())
         self._emit("done", result.to_json())
         return result
-
-def plugin_subscribers() -> list[Event]:
-    """Event subscribers that installed packages register (entry-point group `reflexopt.subscribers`)."""
-    from .plugins import available, load
-
-    return [load("reflexopt.subscribers", n, what="event subscriber", fix="reinstall it or uninstall it")()
-            for n in available("reflexopt.subscribers")]
-
 
 def optimize(config: OptimizeConfig | str | Path, prompt: str | Path | None = None, *,
              model: str | None = None, judge: str | None = None, rubric: str | None = None,

@@ -8,8 +8,9 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from .prompt import Prompt, parse_prompt
+from .prompt import Prompt, load_prompt, parse_prompt
 
 DEFAULT_NAME = "prompt"
 
@@ -78,6 +79,11 @@ class PromptSet(Mapping[str, Prompt]):
         if len(self.items_) == 1:
             return self.primary.to_markdown()
         return json.dumps({n: p.to_markdown() for n, p in self.items_}, ensure_ascii=False, indent=1)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PromptSet:
+        """A prompt file as the set of its one prompt."""
+        return cls.of(load_prompt(path))
 
     @classmethod
     def parse(cls, text: str, source: str = "<prompt>") -> PromptSet:

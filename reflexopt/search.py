@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -44,6 +46,11 @@ class StudyState(str, Enum):
 
     def __str__(self) -> str:
         return str(self.value)
+
+
+def worker_id() -> str:
+    """This process, as recorded on the trials it runs (host:pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)

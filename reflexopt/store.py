@@ -72,6 +72,12 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def hold_folder(root: Path, what: str) -> Any:
+    """Hold `root`'s lock while `what` runs there (released with the process), so `runs list` can tell a running
+    compare or batch from an interrupted one; another process is refused."""
+    return hold_lock(root / "lock", f"{what} is running in another process", fix="wait for it")
+
+
 def prompt_key(prompt: str | Prompt) -> str:
     """The key a prompt's evals are stored under (`Prompt.key`), from the prompt or its markdown."""
     return (prompt if isinstance(prompt, Prompt) else parse_prompt(prompt, "<stored prompt>")).key

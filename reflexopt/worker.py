@@ -11,8 +11,6 @@ differs stops before any call (the study's data fingerprint).
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +21,8 @@ from .errors import ConfigError
 from .evaluator import Evaluator
 from .events import Event, EventBus, forward
 from .pool import Candidate, State, from_study
-from .promptset import PromptSet
-from .search import Search, find_studies
+from .search import Search, find_studies, worker_id
 from .strategies import SearchContext, get_strategy
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -53,7 +46,7 @@ async def _work_on(name: str, attrs: dict[str, Any], storage: str, on_event: Eve
         done += kind == "trial"
 
     bus = EventBus([count, forward(on_event, study=name)])
-    ev = Evaluator(config, PromptSet.parse(attrs["baseline_prompt"], "baseline"), on_event=bus)
+    ev = Evaluator(config, str(attrs["baseline_prompt"]), on_event=bus)
     with Search(storage, name, seed=config.seed, pruning=config.pruning) as search:
         ev.check_data(search.attrs().get("data_fingerprint"))
         b = config.budget

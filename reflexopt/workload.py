@@ -11,6 +11,7 @@ from statistics import median
 
 from .config import DataSpec
 from .data import Case, Splits, fingerprint, is_categorical, labels, load_dataset, split
+from .errors import ConfigError
 from .prompt import Prompt
 
 _KIND_STOP = {"a", "an", "the", "is", "it", "one", "input", "text", "following", "given", "task", "prompt", "case",
@@ -63,10 +64,21 @@ class Workload:
     splits: Splits
     index: Mapping[str, int]  # val case id -> its position (the step it is reported at)
     facts: TaskFacts
+    path: str = ""  # the dataset file, for messages
 
     @cached_property
     def fingerprint(self) -> str:
         return fingerprint(self.cases)
+
+    def check_fingerprint(self, known: str | None) -> None:
+        """Stop before any call when a run's scores are for another copy of the dataset (`known`: the
+        fingerprint the run recorded; None when it recorded none)."""
+        if known is not None and known != self.fingerprint:
+            raise ConfigError(f"{self.path}: the dataset is not the one this run started on (its cases, references "
+                              "or order changed), so the run's stored scores are not for these cases",
+                              fix="restore the file the run started on (a worker needs the same file as the machine "
+                                  "that started the run), or start a new run on this one: calls already paid are "
+                                  "answered from the response cache")
 
     @property
     def train(self) -> tuple[Case, ...]:
@@ -88,4 +100,4 @@ class Workload:
         prompt.check_fields(cases)
         splits = split(cases, fractions, seed=seed)
         return cls(tuple(cases), splits, {c.id: i for i, c in enumerate(splits.val)},
-                   task_facts(splits.train, prompt.text))
+                   task_facts(splits.train, prompt.text), data.path)

@@ -1,0 +1,101 @@
+"""One model's row in a comparison (score, cost per 1,000 requests and per success, latency) from its scored
+test cases, and the recommendation: the cheapest model whose tuned score is not significantly below the best."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .config import ModelSpec
+from .evaluate import CaseResult
+from .models import price_per_token
+from .stats import mean_ci, paired_compare, percentile
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    model: str
+    baseline: float | None = None
+    tuned: float | None = None
+    tuned_ci95: tuple[float, float] | None = None
+    gain: float | None = None
+    pass_rate: float | None = None
+    tokens_per_request: float | None = None
+    cost_per_1k: float | None = None  # USD per 1,000 requests with the tuned prompt (None: price unknown)
+    cost_per_success: float | None = None
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    significant_gain: bool = False
+    run_id: str | None = None
+    tuned_prompt: str | None = None
+    error: str | None = None
+    scores: dict[str, float] = field(default_factory=dict, repr=False)  # per test case, tuned prompt
+
+
+def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequence[CaseResult],
+                      run_id: str | None, prompt_md: str | None) -> ModelRow:
+    b = {r.case_id: r.score for r in base if r.score is not None}
+    t = {r.case_id: r.score for r in tuned if r.score is not None}
+    common = [c for c in b if c in t]
+    cmp = paired_compare([b[c] for c in common], [t[c] for c in common]) if common else None
+    tuned_mean = sum(t.values()) / len(t) if t else None
+    passes = [r.passed for r in tuned if r.passed is not None]
+    toks = [(r.prompt_tokens, r.completion_tokens) for r in tuned if r.error is None]
+    per_req_tokens = sum(a + c for a, c in toks) / len(toks) if toks else None
+    price = price_per_token(model.id) if not model.is_local else (0.0, 0.0)
+    cost_1k = None
+    if price is not None and toks:
+        cost_1k = 1000 * sum(a * price[0] + c * price[1] for a, c in toks) / len(toks)
+    n_pass = sum(1 for p in passes if p)
+    per_success = None if cost_1k is None or not n_pass else cost_1k / 1000 * len(tuned) / n_pass
+    lat = [r.latency_s for r in tuned if not r.cached and r.error is None]
+    return ModelRow(
+        model=model.label, baseline=_r(sum(b.values()) / len(b)) if b else None, tuned=_r(tuned_mean),
+        tuned_ci95=tuple(round(x, 4) for x in mean_ci(list(t.values()))) if t else None,  # type: ignore[arg-type]
+        gain=_r(cmp.delta) if cmp else None, pass_rate=_r(n_pass / len(passes)) if passes else None,
+        tokens_per_request=_r(per_req_tokens, 1), cost_per_1k=_r(cost_1k, 6), cost_per_success=_r(per_success, 8),
+        latency_p50_s=_r(percentile(lat, 50), 3), latency_p95_s=_r(percentile(lat, 95), 3),
+        significant_gain=bool(cmp and cmp.significant), run_id=run_id, tuned_prompt=prompt_md, scores=t)
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def recommend(rows: Sequence[ModelRow], target: float | None) -> tuple[str | None, str]:
+    """The cheapest model whose tuned score is statistically indistinguishable from the best (or meets the
+    target), with the numbers that justify it."""
+    ok = [r for r in rows if r.error is None and r.tuned is not None]
+    if not ok:
+        return None, "no model produced a score"
+    best = max(ok, key=lambda r: r.tuned or 0.0)
+    eligible: list[tuple[ModelRow, str]] = []
+    for r in ok:
+        if target is not None and (r.tuned or 0) >= target:
+            eligible.append((r, f"meets the target {target:.2f}"))
+            continue
+        if r is best:
+            eligible.append((r, "is the best"))
+            continue
+        common = [c for c in r.scores if c in best.scores]
+        cmp = paired_compare([best.scores[c] for c in common], [r.scores[c] for c in common])
+        if cmp.p_value >= 0.05:
+            eligible.append((r, f"is statistically indistinguishable from the best ({best.model}, "
+                                f"{best.tuned:.3f}; paired p = {cmp.p_value:.2f})"))
+    if target is not None and not any(why.startswith("meets") for _, why in eligible):
+        eligible = [(r, w) for r, w in eligible if not w.startswith("meets")]
+
+    def cost_key(item: tuple[ModelRow, str]) -> tuple[float, float, float]:
+        r = item[0]
+        return (r.cost_per_1k if r.cost_per_1k is not None else float("inf"), r.tokens_per_request or 0.0,
+                -(r.tuned or 0.0))
+
+    choice, why = min(eligible, key=cost_key)
+    cost = "price unknown" if choice.cost_per_1k is None else f"${choice.cost_per_1k:.4f} per 1,000 requests"
+    others = ", ".join(f"{r.model} ${r.cost_per_1k:.4f}" for r in ok if r is not choice and r.cost_per_1k is not None)
+    lo, hi = choice.tuned_ci95 or (float("nan"), float("nan"))
+    reason = (f"{choice.model}: tuned score {choice.tuned:.3f} (95% CI {lo:.3f}-{hi:.3f}) {why}, at {cost}"
+              + (f" (others: {others})" if others else "") + ".")
+    return choice.model, reason
+
+
