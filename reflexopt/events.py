@@ -3,8 +3,8 @@ event out to every subscriber: the CLI's live view, the run store's log, tracker
 payload shape (the keys below are required; new keys may be added); an event whose payload lacks one of its
 kind's keys is a bug in the emitter and raises at once, so every subscriber can rely on the shape.
 
-A subscriber is any callable `(kind, data) -> None`. One that raises is detached after its first error
-(reported once as a `note`), so a broken tracker never stops a run.
+A subscriber is any callable `(kind, data) -> None`. A plug-in subscriber that raises is detached after its first
+error (reported once as a `note`), so a broken tracker never stops a run.
 """
 
 from __future__ import annotations
@@ -56,18 +56,26 @@ def ignore(kind: str, data: dict[str, Any]) -> None:
 
 
 class EventBus:
-    """Fans events out to subscribers, checking each payload against its kind's shape."""
+    """Fans events out to subscribers, checking each payload against its kind's shape.
+
+    A subscriber's exception reaches the emitter (the run store failing on a full disk must stop the run), except
+    for subscribers added with `isolated=True` (plug-in trackers): one of those that raises is detached after its
+    first error, reported once as a `note`, and the run goes on."""
 
     def __init__(self, subscribers: Iterable[Callback | None] = ()) -> None:
         self._subs: list[Callback] = [s for s in subscribers if s is not None]
+        self._isolated: set[int] = set()
 
-    def subscribe(self, sub: Callback) -> Callback:
+    def subscribe(self, sub: Callback, *, isolated: bool = False) -> Callback:
         self._subs.append(sub)
+        if isolated:
+            self._isolated.add(id(sub))
         return sub
 
     def unsubscribe(self, sub: Callback) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
+        self._isolated.discard(id(sub))
 
     @property
     def subscribers(self) -> tuple[Callback, ...]:
@@ -80,18 +88,19 @@ class EventBus:
         missing = SHAPES.get(kind, frozenset()) - data.keys()
         if missing:
             raise ValueError(f"event {kind!r} lacks {sorted(missing)}")
+        failed: list[str] = []
         for sub in list(self._subs):
+            if id(sub) not in self._isolated:
+                sub(kind, data)
+                continue
             try:
                 sub(kind, data)
-            except Exception as e:  # noqa: BLE001 - a subscriber's failure is not the run's
-                from .errors import ReflexoptError
-
-                if isinstance(e, ReflexoptError | KeyboardInterrupt):
-                    raise
-                self.unsubscribe(sub)
-                if kind != "note":
-                    self.emit("note", {"message": f"an event subscriber ({getattr(sub, '__qualname__', sub)}) "
-                                                  f"failed and was detached: {type(e).__name__}: {e}"})
+            except Exception as e:  # noqa: BLE001 - a plug-in subscriber's failure is not the run's
+                self.unsubscribe(sub)  # before the note: one that fails on notes too is gone already
+                failed.append(f"an event subscriber ({getattr(sub, '__qualname__', sub)}) failed and was detached: "
+                              f"{type(e).__name__}: {e}")
+        for message in failed:  # after every subscriber had this event, so each sees events in order
+            self.emit("note", {"message": message})
 
 
 def forward(to: Callback, **tag: Any) -> Callback:

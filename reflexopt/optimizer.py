@@ -32,7 +32,9 @@ class Optimizer:
         run as it was started: `config` then gives only its storage URL, and `changes` what a resume may change
         ({"budget": {field: value}} merged into the run's budget, {"output": path}); they are written to the
         run's config.json once the run is claimed, so a later resume and `runs show` see them."""
-        self.bus = EventBus([on_event, *plugin_subscribers()])
+        self.bus = EventBus([on_event])
+        for sub in plugin_subscribers():
+            self.bus.subscribe(sub, isolated=True)
         self._changed = False
         if resume is not None or (run_dir is not None and (run_dir / "config.json").exists()):
             ref = None if resume in ("", "latest") else resume  # no id: the latest run

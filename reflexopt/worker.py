@@ -39,6 +39,7 @@ async def _work_on(name: str, attrs: dict[str, Any], storage: str, on_event: Eve
         raise ConfigError(f"study {name!r} runs strategy {config.strategy!r}, which cannot share a study with "
                           "workers", fix="run workers only for strategies that support them (reflex); this run "
                           "finishes in its own optimize process")
+    on_event("study", {"study": name, "run_id": attrs.get("run_id")})
     done = 0
 
     def count(kind: str, data: dict[str, Any]) -> None:
@@ -79,7 +80,6 @@ def run_worker(storage: str, *, study: str | None = None, wait_s: float = 0.0,
         running = [(n, a) for n, a in studies if a.get("status") == "running"]
         for name, attrs in running:
             seen_any = True
-            emit("study", {"study": name, "run_id": attrs.get("run_id")})
             reports.append(asyncio.run(_work_on(name, attrs, storage, emit)))
         if time.monotonic() >= deadline or (seen_any and not running):
             return reports
