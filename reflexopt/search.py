@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .operators import CUES, DEMO_ORDERS, DEMO_PICKS, N_PHRASINGS
+from .pruning import gate_says_stop, worse_than_best
+from .space import DEMO_KNOBS, MAX_DEMOS, suggest
 
-MAX_DEMOS = 12
-DEMO_KNOBS = ("n_demos", "demo_pick", "demo_order", "demo_style")  # a demo set's shape (the seed picks it)
+__all__ = ["DEMO_KNOBS", "GRACE_S", "HEARTBEAT_S", "MAX_DEMOS", "Search", "StudyState", "Trial", "TrialRecord",
+           "find_studies", "worker_id"]
 HEARTBEAT_S = 10
 GRACE_S = 90
 PACKED = "reflexopt"  # the user attribute that holds a finished trial's candidate and per-case scores
@@ -170,44 +171,10 @@ class Trial:
 
     def suggest(self, operator: str, *, n_train: int, n_labels: int, first: bool = False,
                 around: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The settings of one operator, sampled by TPE (conditional: each operator has its own knobs).
-        The operator itself is chosen by the policy in operators.py and recorded as a user attribute.
-
-        Two demos trials carry no TPE parameters (TPE learns only from settings it chose):
-        - the first demos trial of a run takes a known-good setting (LM-BFF: every label shown, twice, as chat
-          turns in a balanced cycle), so the strongest no-LLM operator is not judged on an unlucky draw;
-        - `around` (the demo settings that built the parent's demos): the same settings with another seed, i.e.
-          another set of examples in the same shape. Which examples are shown matters as much as how many and
-          in what form; MIPROv2 spends its search on exactly this."""
-        t = self._t
-        p: dict[str, Any] = {"operator": operator}
-        if operator == "demos":
-            top = max(1, min(MAX_DEMOS, n_train, max(8, 2 * n_labels)))
-            low = max(1, min(n_labels, top))  # every label at least once when the task has labels
-            if first:
-                p.update(n_demos=min(top, max(4, 2 * n_labels)), demo_pick="balanced", demo_order="cycle",
-                         demo_style="turns", demo_seed=0)
-                self.params = p
-                return p
-            if around:
-                p.update({k: around[k] for k in DEMO_KNOBS}, demo_seed=100 + self.number)
-                self.params = p
-                return p
-            p["n_demos"] = t.suggest_int("n_demos", low, top)
-            p["demo_pick"] = t.suggest_categorical("demo_pick", list(DEMO_PICKS))
-            p["demo_order"] = t.suggest_categorical("demo_order", list(DEMO_ORDERS))
-            p["demo_style"] = t.suggest_categorical("demo_style", ["turns", "inline"])
-            p["demo_seed"] = t.suggest_int("demo_seed", 0, 9)
-        elif operator == "instruct":
-            p["phrasing"] = t.suggest_int("phrasing", 0, N_PHRASINGS - 1)
-            p["keep_parent"] = t.suggest_categorical("keep_parent", [False, True])
-        elif operator == "cue":
-            p["cue"] = t.suggest_categorical("cue", list(CUES))
-        elif operator == "structure":
-            p["instruction_role"] = t.suggest_categorical("instruction_role", ["system", "user"])
-            p["demo_style"] = t.suggest_categorical("structure_demo_style", ["turns", "inline"])
-        self.params = p
-        return p
+        """The settings of one operator, sampled by TPE (space.suggest has the search space)."""
+        self.params = suggest(self._t, self.number, operator, n_train=n_train, n_labels=n_labels, first=first,
+                              around=around)
+        return self.params
 
     def report(self, value: float, step: int) -> None:
         self.steps[int(step)] = float(value)
@@ -220,27 +187,15 @@ class Trial:
         self._parent = dict(parent)
 
     def should_prune(self) -> bool:
-        """Stop this trial now? Two rules, both on the cases scored so far and without storage access:
-        - the gate, once, at the first check: on the same cases, the candidate's total is below its parent's,
-          or equal to it without a single case where the candidate does better (an edit that shows no gain on
-          a minibatch is not worth a full evaluation; a tie that fixes some cases and breaks others goes on,
-          since on a small minibatch it is as likely to be a gain as a loss);
-        - from then on, after every case: significantly worse than the best candidate known when the trial was
-          asked (a one-sided Wilcoxon test; see stats.worse_than_best)."""
+        """Stop this trial now? The rules are pruning.py's (the gate against the parent once, then the test
+        against the best); this holds the state they need, without storage access."""
         if len(self.steps) < self._first_check:
             return False
         if self._parent:
             parent, self._parent = self._parent, {}
-            shared = [i for i in self.steps if i in parent]
-            mine, theirs = sum(self.steps[i] for i in shared), sum(parent[i] for i in shared)
-            better_somewhere = any(self.steps[i] > parent[i] for i in shared)
-            if shared and (mine < theirs or (mine == theirs and not better_somewhere)):
+            if gate_says_stop(self.steps, parent):
                 self.pruned_by = "gate"
                 return True
-        if not self._best:
-            return False
-        from .stats import worse_than_best
-
         if worse_than_best(self.steps, self._best, p_threshold=self._p, min_cases=self._first_check):
             self.pruned_by = "worse than best"
             return True

@@ -1,0 +1,32 @@
+"""The pruning rules, on the cases scored so far (case index -> score), decided in process:
+
+- the gate, once, at the first check: on the same cases, the candidate's total is below its parent's, or equal
+  to it without a single case where the candidate does better (an edit that shows no gain on a minibatch is not
+  worth a full evaluation, as GEPA accepts its candidates; a tie that fixes some cases and breaks others goes on,
+  since on a small minibatch it is as likely to be a gain as a loss);
+- from then on, after every case: significantly worse than the best candidate known when the trial was asked
+  (a one-sided Wilcoxon test; stats.worse_than_best).
+
+search.Trial holds the state (its steps, the parent's and the best's scores) and asks these."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def gate_says_stop(mine: Mapping[int, float], parent: Mapping[int, float]) -> bool:
+    """No gain over the parent on the cases both have."""
+    shared = [i for i in mine if i in parent]
+    total, theirs = sum(mine[i] for i in shared), sum(parent[i] for i in shared)
+    better_somewhere = any(mine[i] > parent[i] for i in shared)
+    return bool(shared) and (total < theirs or (total == theirs and not better_somewhere))
+
+
+def worse_than_best(mine: dict[int, float], best: dict[int, float], *, p_threshold: float,
+                    min_cases: int) -> bool:
+    """Significantly worse than the best (False when there is no best yet)."""
+    if not best:
+        return False
+    from .stats import worse_than_best as test
+
+    return test(mine, best, p_threshold=p_threshold, min_cases=min_cases)
