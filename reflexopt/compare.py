@@ -48,7 +48,8 @@ class Comparison:
         self.config = cfg = config
         self.on_event: Event = on_event or (lambda kind, data: None)
         self.prompt = load_prompt(cfg.prompt_path)
-        work = Workload.load(cfg.data, self.prompt, fractions=cfg.split, seed=cfg.seed)
+        work = Workload.load(cfg.data, self.prompt, fractions=cfg.split, seed=cfg.seed,
+                             check_fields=cfg.pipeline is None)
         self.cases = list(work.cases)
         self.test = work.test
         self.id = "compare-" + new_run_id()
@@ -77,7 +78,7 @@ class Comparison:
                 store = opt.store
                 assert store is not None
                 memo = store.evals()
-                base = list(store.results(opt.evaluator.baseline_prompts.primary, "test", memo).values())
+                base = list(store.results(opt.evaluator.baseline_prompts, "test", memo).values())
                 tuned = list(store.results(result.best_prompt, "test", memo).values())
                 row = row_from_results(model, base, tuned, result.run_id, result.best_prompt)
             if row.tuned is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, overload
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -94,6 +94,25 @@ class EvalConfig(_Frozen):
     concurrency: int | None = Field(None, gt=0)
 
 
+class PipelineSpec(_Frozen):
+    """The user's own program as the task: `target` is `path/to/app.py:function`, called as
+    `function(input, prompts)`; `prompts` names the prompt files it reads (name -> path), tuned together."""
+
+    target: str
+    prompts: tuple[tuple[str, str], ...]
+    timeout_s: float = Field(300.0, gt=0, description="per-case limit; the case's worker process is stopped then")
+
+    @field_validator("prompts")
+    @classmethod
+    def _named(cls, v: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        names = [n for n, _ in v]
+        if not v:
+            raise ValueError("a pipeline needs at least one --prompt NAME=FILE")
+        if len(set(names)) != len(names):
+            raise ValueError(f"prompt names repeat: {names}")
+        return v
+
+
 class Budget(_Frozen):
     max_calls: int | None = Field(None, gt=0, description="hard limit on paid model calls, all roles")
     max_cost: float | None = Field(None, gt=0, description="hard limit in USD")
@@ -126,6 +145,7 @@ class OptimizeConfig(_Frozen):
     storage: str | None = None
     output: str | None = None
     strategy: str = Field("reflex", description="search strategy: reflex (default), mipro or gepa")
+    pipeline: PipelineSpec | None = None
 
     def public(self) -> dict[str, Any]:
         """The config as stored in the run directory (no secrets: keys never enter the config)."""
@@ -164,6 +184,14 @@ class CompareConfig(_Frozen):
     concurrency: int | None = Field(None, gt=0)
     parallel: int = Field(2, ge=1, description="models tuned at the same time")
     strategy: str = Field("reflex", description="search strategy of every model's tuning run")
+    pipeline: PipelineSpec | None = None
+
+    @model_validator(mode="after")
+    def _pipeline_is_tuned(self) -> CompareConfig:
+        if self.pipeline is not None and (not self.tune or self.transfer):
+            raise ValueError("compare --pipeline tunes each model's prompts; --no-tune and --transfer score a single "
+                             "prompt file (drop them, or compare a prompt file)")
+        return self
 
     @field_validator("models")
     @classmethod
@@ -241,6 +269,31 @@ def optimize_config(dataset: str | Path, prompt: str | Path, *, model: str | Non
         output=str(output) if output else None, **settings)
 
 
+def pipeline_spec(target: str | None, prompts: list[str] | tuple[str, ...] = (), *,
+                  timeout_s: float | None = None) -> PipelineSpec | None:
+    """`--pipeline app.py:run --prompt NAME=FILE ...` (None without --pipeline); bad values are ConfigErrors."""
+    if target is None:
+        if prompts:
+            raise ConfigError("--prompt NAME=FILE is for pipelines", fix="add --pipeline app.py:FUNCTION, or give the "
+                              "prompt file as the second argument")
+        return None
+    if ":" not in target or not target.rsplit(":", 1)[1].isidentifier():
+        raise ConfigError(f"--pipeline {target!r} is not FILE.py:FUNCTION", fix="write e.g. --pipeline app.py:run")
+    pairs = []
+    for item in prompts:
+        name, eq, path = item.partition("=")
+        if not eq or not name.strip().isidentifier() or not path.strip():
+            raise ConfigError(f"--prompt {item!r} is not NAME=FILE", fix="write e.g. --prompt answer=prompts/answer.md")
+        pairs.append((name.strip(), str(Path(path.strip()).resolve())))
+    file, func = target.rsplit(":", 1)
+    try:
+        return PipelineSpec(target=f"{Path(file).resolve()}:{func}", prompts=tuple(pairs),
+                            **({"timeout_s": timeout_s} if timeout_s else {}))
+    except ValidationError as e:
+        raise ConfigError(f"--pipeline: {e.errors()[0]['msg']}",
+                          fix="give each prompt once: --prompt NAME=FILE") from None
+
+
 def eval_config(dataset: str | Path, prompt: str | Path, *, model: str | None = None, api_base: str | None = None,
                 max_tokens: int | None = None, judge: str | None = None, rubric: str | None = None,
                 metric: str | None = None, input_field: str | None = None, ideal_field: str | None = None,
@@ -261,11 +314,15 @@ def compare_config(dataset: str | Path, prompt: str | Path, models: list[str] | 
     labels = [m.label for m in (model_spec(x, api_base=api_base, max_tokens=max_tokens) for x in models)]
     if len(set(labels)) != len(labels):
         raise ConfigError("the same model is listed twice", fix="give each -m a different id or settings")
-    return CompareConfig(data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
-                         models=tuple(model_spec(m, api_base=api_base, max_tokens=max_tokens) for m in models),
-                         reasoning=model_spec(reasoning_model, api_base=api_base),
-                         scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
-                         **settings)
+    try:
+        return CompareConfig(data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
+                             models=tuple(model_spec(m, api_base=api_base, max_tokens=max_tokens) for m in models),
+                             reasoning=model_spec(reasoning_model, api_base=api_base),
+                             scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
+                             **settings)
+    except ValidationError as e:
+        what, _, fix = str(e.errors()[0]["msg"]).removeprefix("Value error, ").partition(" (")
+        raise ConfigError(what, fix=fix.rstrip(")") or "correct the value") from None
 
 
 def run_config(compare: CompareConfig, model: ModelSpec) -> OptimizeConfig:
@@ -273,4 +330,4 @@ def run_config(compare: CompareConfig, model: ModelSpec) -> OptimizeConfig:
     return OptimizeConfig(data=compare.data, prompt_path=compare.prompt_path, model=model,
                           reasoning=compare.reasoning, scorer=compare.scorer, budget=compare.budget,
                           split=compare.split, seed=compare.seed, concurrency=compare.concurrency,
-                          strategy=compare.strategy)
+                          strategy=compare.strategy, pipeline=compare.pipeline)

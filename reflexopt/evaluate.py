@@ -36,6 +36,7 @@ class CaseResult(CallCost):
     category: str | None = None
     error: str | None = None
     calls: int = 0  # paid model calls this case cost (task + judge)
+    trace: Any = None  # a pipeline's record of its steps
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -54,9 +55,12 @@ def as_task(task: Task | ModelClient) -> Task:
 async def run_case(case: Case, prompts: PromptSet, task: Task, scorer: Scorer) -> CaseResult:
     res = await task.run(prompts, case)
     base: dict[str, Any] = dict(case_id=case.id, input=case.input_text, ideal=case.ideal, **res.cost_fields())
-    task_calls = 0 if res.cached or res.budget_exhausted else 1
+    task_calls = res.paid_calls if res.paid_calls is not None else (0 if res.cached or res.budget_exhausted else 1)
+    if res.trace is not None:
+        base["trace"] = res.trace
     if not res.ok:
-        return CaseResult(output="", score=None, passed=None, error=f"model call failed: {res.error}",
+        what = "model call failed" if res.paid_calls is None else "the task failed"
+        return CaseResult(output="", score=None, passed=None, error=f"{what}: {res.error}",
                           budget_exhausted=res.budget_exhausted, calls=task_calls, **base)
     s = await scorer.score(case, res.text)
     return CaseResult(output=res.text, score=s.value, passed=s.passed, reasoning=s.reasoning, category=s.category,

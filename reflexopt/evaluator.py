@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .budget import Limits, RunBudget
+from .errors import ConfigError
 from .evaluate import CaseResult, check_specs, iter_results, usage_of
 from .events import Event, ignore
 from .models import ModelClient, get_client
 from .paths import check_writable
 from .promptset import PromptSet
 from .scoring import Scorer, make_scorer, scorer_clients
-from .task import PromptTask, Task, task_spec
+from .task import Task, make_task, task_spec
 from .workload import Workload
 
 if TYPE_CHECKING:
@@ -56,11 +57,12 @@ class Evaluator:
         config's prompt file."""
         self.config = cfg = config
         if baseline is None:
-            baseline = PromptSet.load(cfg.prompt_path)
+            baseline = (PromptSet.load_named(cfg.pipeline.prompts) if cfg.pipeline else PromptSet.load(cfg.prompt_path))
         elif isinstance(baseline, str):
             baseline = PromptSet.parse(baseline, "baseline")
         self.emit: Event = on_event or ignore
-        self.work = work = Workload.load(cfg.data, baseline.primary, fractions=cfg.split, seed=cfg.seed)
+        self.work = work = Workload.load(cfg.data, baseline.primary, fractions=cfg.split, seed=cfg.seed,
+                                         check_fields=cfg.pipeline is None)
         self.baseline_prompts = baseline
         self.cases, self.splits, self.index, self.facts = list(work.cases), work.splits, work.index, work.facts
         self.val = work.val
@@ -72,9 +74,11 @@ class Evaluator:
         """Check everything that can fail before a call: every model id, setting and API key (task, reasoning,
         judge), the metric or rubric. Raises reflexopt's own errors; makes no call."""
         cfg = self.config
-        if cfg.output:
+        if cfg.output and cfg.pipeline is None:
             check_writable(cfg.output, "-o", reads={"the dataset": cfg.data.path})  # -o PROMPT: tuned in place
         check_specs((cfg.model, cfg.reasoning, cfg.scorer.judge), cfg.scorer, self.cases)
+        if cfg.pipeline is not None:
+            make_task(cfg, None).check()
 
     def check_data(self, known: str | None) -> None:
         """Stop before any call when the run's scores are for another copy of the dataset (`known`: the
@@ -86,8 +90,8 @@ class Evaluator:
         resumed run already made outside case scoring (diagnoses, rewrites)."""
         cfg = self.config
         everything = self.splits.train + self.splits.val + self.splits.test
-        spec, cap_note = task_spec(cfg.model, everything, cfg.concurrency)
-        self.task: Task = PromptTask(get_client(spec, role="task"), self.baseline_prompts.names)
+        spec, cap_note = task_spec(cfg.model, everything, cfg.concurrency, cap=cfg.pipeline is None)
+        self.task: Task = make_task(cfg, get_client(spec, role="task"))
         self.scorer: Scorer
         self.scorer, note = make_scorer(cfg.scorer, everything)
         for n in (note, cap_note):
@@ -168,6 +172,23 @@ class Evaluator:
                     stop.set()
         # pruned on its very last case: every case is scored, so it is a complete candidate
         return results, stop.is_set() and len({x.case_id for x in results}) < len(cases)
+
+    async def aclose(self) -> None:
+        """Stop what the task started (a pipeline's endpoint and worker processes)."""
+        close = getattr(getattr(self, "task", None), "aclose", None)
+        if close is not None:
+            await close()
+
+    def check_task(self) -> None:
+        """After the baseline: a prompt the task never read is a mistake in the command (a pipeline's --prompt
+        that its function does not use), named with the fix."""
+        read, ran = getattr(self.task, "read", None), getattr(self.task, "cases_run", 0)
+        if read is None or not ran:
+            return
+        unread = [n for n in self.baseline_prompts.names if n not in read]
+        if unread:
+            raise ConfigError(f"the pipeline never read prompt {', '.join(repr(n) for n in unread)} on {ran} cases",
+                              fix="read it as prompts[NAME] in your function, or drop that --prompt")
 
     async def judge_noise(self, baseline: Scored, sample: int) -> tuple[int, float]:
         """(pairs, SD of one judgement), from re-judging up to `sample` of the baseline's scored val outputs

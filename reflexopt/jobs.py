@@ -36,6 +36,7 @@ class JobSpec(BaseModel):
     tolerance: float = Field(0.02, ge=0, le=1)
     strategy: str = "reflex"
     seed: int = Field(0, ge=0, le=SEED_MAX)
+    pipeline: str | None = None  # refused with its fix (check_job): batch rounds re-tune prompt files
 
     def model_ids(self) -> list[str]:
         return list(self.models or ([self.model] if self.model else ["local/smollm2"]))
@@ -84,6 +85,9 @@ def check_job(j: JobSpec) -> list[str]:
     from .strategies import get_strategy
 
     problems: list[str] = []
+    if j.pipeline is not None:
+        return ["batch does not run pipelines (its rounds warm-start from one tuned prompt file per job): run "
+                f"`reflexopt optimize DATASET --pipeline {j.pipeline} --prompt NAME=FILE ...` for this job instead"]
     try:
         configs = [job_config(j, m) for m in j.model_ids()]
         get_strategy(j.strategy)

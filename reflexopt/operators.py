@@ -90,10 +90,13 @@ def reasoner_ok(history: Iterable[Outcome]) -> bool:
 
 
 def available(*, categorical: bool, has_references: bool, has_train: bool, reasoner: bool,
-              reasoner_healthy: bool) -> tuple[str, ...]:
-    """Operators that can do something for this task now."""
+              reasoner_healthy: bool, renders: bool = True) -> tuple[str, ...]:
+    """Operators that can do something for this task now. `renders` False (a pipeline builds its own messages):
+    no `structure` (instruction role, demo turns), which would change nothing its program sends."""
     out = []
     for op in REGISTRY:
+        if op.name == "structure" and not renders:
+            continue
         if op.needs_llm and not (reasoner and reasoner_healthy):
             continue
         if op.name == "demos" and not (has_train and has_references):

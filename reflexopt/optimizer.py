@@ -20,7 +20,7 @@ from .evaluator import Evaluator
 from .events import Event, EventBus, plugin_subscribers
 from .pool import Candidate, State, from_study, select
 from .search import GRACE_S, Search, StudyState, worker_id
-from .store import RunStore
+from .store import RunStore, write_text_atomic
 from .strategies import SearchContext, get_strategy
 from .verdict import OptimizeResult, paired_on_test
 
@@ -61,6 +61,9 @@ class Optimizer:
         self.evaluator = Evaluator(self.config, baseline, memo=self.store.evals() if self.store else None,
                                    on_event=self.bus)
         self.strategy = get_strategy(self.config.strategy)
+        if self.config.pipeline is not None and not getattr(self.strategy, "any_task", True):
+            raise ConfigError(f"strategy {self.config.strategy!r} drives the model itself and cannot run a pipeline",
+                              fix="use --strategy reflex with --pipeline")
         self.evaluator.preflight()
 
     @property
@@ -121,6 +124,7 @@ class Optimizer:
                 self.store.mark_failed(str(e))
             raise
         finally:
+            await self.evaluator.aclose()
             if self._search is not None:
                 self._search.close()
             if self.store is not None:
@@ -157,8 +161,11 @@ class Optimizer:
         res, _ = await r.evaluate(baseline, r.val, "val")
         baseline = baseline.scored({x.case_id: x.score for x in res if x.score is not None}, State.COMPLETE)
         if not baseline.val:
-            raise ConfigError("the baseline prompt produced no scorable output on val (every call failed)",
+            first = next((x.error for x in res if x.error), "no output")
+            raise ConfigError("the baseline produced no scorable output on val (every case failed; the first: "
+                              f"{first.strip().splitlines()[-1][:300]})",
                               fix=f"check the model and scorer; see {store.root / 'evals.jsonl'}")
+        r.check_task()
         store.save_candidate(baseline.record(), base_md)
         noise = await self._judge_noise(baseline)
         min_gain = 2 * noise / math.sqrt(len(r.val)) if noise else 0.0
@@ -201,9 +208,11 @@ class Optimizer:
         cmp = paired_on_test(base_test, best_test, seed=cfg.seed)
         best_md = best.prompts.to_markdown()
         best_path = store.write_best(best_md)
-        if cfg.output:
-            Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(cfg.output).write_text(best_md, encoding="utf-8")
+        if cfg.output and cfg.pipeline is not None:  # a folder with one file per named prompt
+            for name in best.prompts.names:
+                write_text_atomic(Path(cfg.output) / f"{name}.md", best.prompts[name].to_markdown())
+        elif cfg.output:
+            write_text_atomic(Path(cfg.output), best_md)
         usage = r.usage()
         result = OptimizeResult(
             run_id=store.run_id, run_dir=str(store.root), baseline_val=round(baseline.val_mean, 4),

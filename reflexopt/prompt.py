@@ -133,6 +133,18 @@ class Prompt:
             turns[first_user] = {"role": "user", "content": f"{instruction}\n\n{turns[first_user]['content']}"}
         return [*demo_turns, *turns]
 
+    def as_text(self) -> str:
+        """The prompt as one text, for a program that builds its own messages (pipeline mode): the instruction
+        as written (placeholders and braces untouched, for the program to fill), then the demos as inline
+        examples, then the answer cue."""
+        text = self.text.rstrip()
+        if self.demos:
+            shots = "\n\n".join(f"Input: {d.input}\nOutput: {d.output}" for d in self.demos)
+            text = f"{text}\n\nExamples:\n\n{shots}"
+        if self.answer_cue:
+            text = f"{text}\n\n{self.answer_cue}"
+        return text.strip()
+
     def _instruction_for_filled(self, filled: str) -> str:
         shots = "\n\n".join(f"Input: {d.input}\nOutput: {d.output}" for d in self.demos)
         return f"Examples:\n\n{shots}\n\n{filled}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,11 @@ class PromptSet(Mapping[str, Prompt]):
     def load(cls, path: str | Path) -> PromptSet:
         """A prompt file as the set of its one prompt."""
         return cls.of(load_prompt(path))
+
+    @classmethod
+    def load_named(cls, pairs: Sequence[tuple[str, str]]) -> PromptSet:
+        """Several prompt files, by name (a pipeline's `--prompt NAME=FILE`)."""
+        return cls(tuple((name, load_prompt(path)) for name, path in pairs))
 
     @classmethod
     def parse(cls, text: str, source: str = "<prompt>") -> PromptSet:

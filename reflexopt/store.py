@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, InputFileError
 from .paths import hold_lock, home_dir
-from .prompt import Prompt, parse_prompt
+from .prompt import Prompt
+from .promptset import PromptSet
 
 if TYPE_CHECKING:  # evaluate pulls in numpy and the model layer: `runs list` needs neither
     from .evaluate import CaseResult
@@ -66,10 +67,19 @@ def read_json(path: Path, *, fix: str | None = None) -> dict[str, Any]:
     return data
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file the user keeps (or the run reads back) so that a failure midway leaves the old one whole: a
+    temporary file beside it, then a rename; the folder is made when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+_write_atomic = write_text_atomic
 
 
 def hold_folder(root: Path, what: str) -> Any:
@@ -78,9 +88,12 @@ def hold_folder(root: Path, what: str) -> Any:
     return hold_lock(root / "lock", f"{what} is running in another process", fix="wait for it")
 
 
-def prompt_key(prompt: str | Prompt) -> str:
-    """The key a prompt's evals are stored under (`Prompt.key`), from the prompt or its markdown."""
-    return (prompt if isinstance(prompt, Prompt) else parse_prompt(prompt, "<stored prompt>")).key
+def prompt_key(prompt: str | Prompt | PromptSet) -> str:
+    """The key a candidate's evals are stored under (`PromptSet.key`; a prompt file's is its `Prompt.key`), from
+    the prompt(s) or their stored text."""
+    if isinstance(prompt, (Prompt, PromptSet)):
+        return prompt.key
+    return PromptSet.parse(prompt, "<stored prompt>").key
 
 
 class RunStore:
@@ -225,7 +238,7 @@ class RunStore:
                 continue
         return out
 
-    def results(self, prompt: str | Prompt, split: str = "test",
+    def results(self, prompt: str | Prompt | PromptSet, split: str = "test",
                 evals: dict[tuple[str, str, str], tuple[CaseResult, int]] | None = None) -> dict[str, CaseResult]:
         """The recorded results of one prompt on one split, by case id (the only place that looks them up)."""
         key = prompt_key(prompt)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .config import ModelSpec
+from .config import ModelSpec, OptimizeConfig
 from .data import Case
 from .models import ChatResult, ModelClient
 from .promptset import PromptSet
@@ -42,6 +42,8 @@ class Task(Protocol):
 class PromptTask:
     """The default task: render the one prompt for the case and call the task model once."""
 
+    renders = True  # reflexopt builds the messages: structure operators (roles, demo turns) apply
+
     def __init__(self, client: ModelClient, names: tuple[str, ...] = ("prompt",)) -> None:
         self.client = client
         self.names = names
@@ -57,19 +59,36 @@ class PromptTask:
     async def run(self, prompts: PromptSet, case: Case) -> ChatResult:
         return await self.client.complete(prompts.primary.render(case))
 
+    def check(self) -> None:
+        """Nothing to check before a call (the model specs are checked elsewhere)."""
 
-def task_spec(spec: ModelSpec, cases: Sequence[Case], concurrency: int | None) -> tuple[ModelSpec, str | None]:
+
+def make_task(config: OptimizeConfig, client: ModelClient | None) -> Any:
+    """The run's Task: the user's pipeline when the config names one, else the prompt file rendered and sent.
+    With `client` None, an unstarted task for preflight checks (`check()`)."""
+    if config.pipeline is not None:
+        from .pipeline import PipelineTask
+
+        return PipelineTask(config.pipeline, client, concurrency=config.concurrency)
+    if client is None:
+        raise ValueError("the default task needs the task model's client")
+    return PromptTask(client)
+
+
+def task_spec(spec: ModelSpec, cases: Sequence[Case], concurrency: int | None, *,
+              cap: bool = True) -> tuple[ModelSpec, str | None]:
     """The task model's spec for a run: `--concurrency` reaches the client (not only the case loop), and with
-    no `--max-tokens` the completion cap comes from the references (and the run says so)."""
+    no `--max-tokens` the completion cap comes from the references (and the run says so). `cap` False: no cap
+    from the references (a pipeline's intermediate steps write more than its final answer)."""
     from .data import default_max_tokens
 
     update: dict[str, Any] = {}
     if concurrency and spec.concurrency is None:
         update["concurrency"] = concurrency
     note = None
-    if spec.max_tokens is None:
-        cap = default_max_tokens(cases)
-        if cap is not None:
-            update["max_tokens"] = cap
-            note = f"task outputs capped at {cap} tokens (fits the references; --max-tokens N overrides)"
+    if spec.max_tokens is None and cap:
+        cap_n = default_max_tokens(cases)
+        if cap_n is not None:
+            update["max_tokens"] = cap_n
+            note = f"task outputs capped at {cap_n} tokens (fits the references; --max-tokens N overrides)"
     return spec.model_copy(update=update), note

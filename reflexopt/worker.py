@@ -35,6 +35,10 @@ class WorkerReport:
 async def _work_on(name: str, attrs: dict[str, Any], storage: str, on_event: Event) -> WorkerReport:
     config = OptimizeConfig.model_validate(attrs["reflexopt_config"]).model_copy(update={"storage": storage})
     strategy = get_strategy(config.strategy)
+    if config.pipeline is not None:
+        raise ConfigError(f"study {name!r} runs a pipeline ({config.pipeline.target}); workers do not run pipelines",
+                          fix="let the optimize process run it alone (its pipeline already runs cases in parallel "
+                              "worker processes; raise --concurrency)")
     if not getattr(strategy, "distributed", False):
         raise ConfigError(f"study {name!r} runs strategy {config.strategy!r}, which cannot share a study with "
                           "workers", fix="run workers only for strategies that support them (reflex); this run "

@@ -94,10 +94,11 @@ class Workload:
 
     @classmethod
     def load(cls, data: DataSpec, prompt: Prompt, *, fractions: tuple[float, float, float] | None = None,
-             seed: int = 0) -> Workload:
+             seed: int = 0, check_fields: bool = True) -> Workload:
         """Read and validate the dataset, check the prompt's placeholders against it, split it (seeded)."""
         cases = load_dataset(data.path, input_field=data.input_field, ideal_field=data.ideal_field)
-        prompt.check_fields(cases)
+        if check_fields:  # a pipeline's prompts are filled by its own code
+            prompt.check_fields(cases)
         splits = split(cases, fractions, seed=seed)
         return cls(tuple(cases), splits, {c.id: i for i, c in enumerate(splits.val)},
                    task_facts(splits.train, prompt.text), data.path)

@@ -150,16 +150,29 @@ def optimize_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the estimated calls and cost, and stop.")] = False,
     report: ReportOpt = None,
     strategy: StrategyOpt = "reflex",
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Your own program as the task: FILE.py:FUNCTION, "
+                                                 "called as FUNCTION(input, prompts).")] = None,
+    prompt_opts: Annotated[list[str] | None, typer.Option("--prompt", help="A prompt your pipeline reads, as "
+                                                          "NAME=FILE (repeat for each).")] = None,
+    pipeline_timeout: Annotated[float | None, typer.Option("--pipeline-timeout", min=1, help="Seconds a pipeline "
+                                                           "may take on one case (default 300).")] = None,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimize a prompt: diagnose failures, propose rewrites, search with Optuna, verify on held-out test."""
-    from ..config import Budget, optimize_config, parse_duration, parse_split
+    from ..config import Budget, optimize_config, parse_duration, parse_split, pipeline_spec
     from ..optimizer import Optimizer
     from .render import LiveView, print_dry_run, print_optimize
 
+    pipe = pipeline_spec(pipeline, prompt_opts or (), timeout_s=pipeline_timeout)
+    if pipe is not None:
+        if prompt is not None:
+            fail(f"with --pipeline the prompts are given as --prompt NAME=FILE, not as {prompt} "
+                 f"(fix: --prompt NAME={prompt})")
+        prompt = Path(pipe.prompts[0][1])
     if resume is None and (dataset is None or prompt is None):
-        fail("DATASET and PROMPT are required (fix: give both, or --resume RUN_ID)")
+        fail("DATASET and PROMPT are required (fix: give both, or --resume RUN_ID; a pipeline takes "
+             "--pipeline FILE.py:FUNCTION --prompt NAME=FILE)")
     given = _given_options(ctx)
     values = {"max_calls": max_calls, "max_cost": max_cost, "max_time_s": parse_duration(max_time),
               "max_trials": max_trials, "patience": patience, "target": target}
@@ -174,7 +187,7 @@ def optimize_cmd(
         budget=Budget(max_calls=max_calls, max_cost=max_cost, max_time_s=parse_duration(max_time),
                       max_trials=max_trials, patience=patience, target=target),
         split=parse_split(split_opt), seed=seed, concurrency=concurrency, pruning=not no_prune, storage=storage,
-        strategy=strategy)
+        strategy=strategy, pipeline=pipe)
     opt = Optimizer(config, resume=resume, run_dir=run_dir, changes=changes)
     if opt.resumed:  # the run goes on with the settings it started with; the same values may be given again
         differ = [flag for name, flag in given.items() if name in RESUME_FIELDS
@@ -232,9 +245,9 @@ def worker_cmd(
 @guard
 def compare_cmd(
     dataset: DataArg,
-    prompt: Annotated[Path, typer.Argument(metavar="PROMPT", help="Starting prompt file (markdown).")],
-    models: Annotated[list[str], typer.Option("-m", "--model", metavar="MODEL",
-                                              help="A model to compare (repeat: -m A -m B).")],
+    prompt: Annotated[Path | None, typer.Argument(metavar="PROMPT", help="Starting prompt file (markdown).")] = None,
+    models: Annotated[list[str] | None, typer.Option("-m", "--model", metavar="MODEL",
+                                                     help="A model to compare (repeat: -m A -m B).")] = None,
     api_base: ApiBase = None,
     judge: JudgeOpt = None,
     judge_criteria: RubricOpt = None,
@@ -254,13 +267,26 @@ def compare_cmd(
     max_tokens: MaxTok = None,
     report: ReportOpt = None,
     strategy: StrategyOpt = "reflex",
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Your own program as the task, run on each "
+                                                 "model: FILE.py:FUNCTION.")] = None,
+    prompt_opts: Annotated[list[str] | None, typer.Option("--prompt", help="A prompt your pipeline reads, as "
+                                                          "NAME=FILE (repeat for each).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Tune a prompt for each model, compare them on one test split, recommend the cheapest good one."""
     from ..compare import compare
-    from ..config import Budget, compare_config
+    from ..config import Budget, compare_config, pipeline_spec
     from .render import compare_events, print_compare
 
+    pipe = pipeline_spec(pipeline, prompt_opts or ())
+    if pipe is not None:
+        if prompt is not None:
+            fail(f"with --pipeline the prompts are given as --prompt NAME=FILE, not as {prompt} "
+                 f"(fix: --prompt NAME={prompt})")
+        prompt = Path(pipe.prompts[0][1])
+    if prompt is None:
+        fail("PROMPT is required (fix: give the prompt file, or --pipeline FILE.py:FUNCTION --prompt NAME=FILE)")
+    models = models or []
     if len(models) < 1:
         fail("give at least one model with -m (fix: -m MODEL_A -m MODEL_B)")
     if report is not None:
@@ -270,7 +296,7 @@ def compare_cmd(
         judge=judge, rubric=judge_criteria, metric=metric,
         budget=Budget(max_calls=max_calls_per_model, max_trials=max_trials, patience=max(1, max_trials)),
         tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel,
-        strategy=strategy)
+        strategy=strategy, pipeline=pipe)
 
     result = compare(config, on_event=compare_events(err, quiet=as_json, tuning=not no_tune)).to_json()
     if report is not None:

@@ -38,6 +38,8 @@ class ChatResult(CallCost):
     ok: bool = True
     error: str | None = None
     attempts: int = 1
+    paid_calls: int | None = None  # a task that made several calls (a pipeline): how many were paid
+    trace: Any = None  # a pipeline's own record of its steps, when it returns one
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ class Strategy(Protocol):
       and it does not raise for a failed call: failed calls are results.
     - The same seed, data and models give the same candidates.
     - `distributed`: True when several processes may run it on one study at once (`reflexopt worker`); a
-      worker refuses a strategy that is not.
+      worker refuses a strategy that is not. `any_task` (default True): False for a strategy that drives the task
+      model itself and so cannot run a pipeline; optimize refuses that combination.
     """
 
     name: str
@@ -109,6 +110,12 @@ class SearchContext:
     @property
     def scorer(self) -> Scorer:
         return self.evaluator.scorer
+
+    @property
+    def renders(self) -> bool:
+        """Whether reflexopt renders the prompts into messages (False for a pipeline: its program does), so
+        operators that change roles or demo turns mean something."""
+        return bool(getattr(self.evaluator.task, "renders", True))
 
     @property
     def calls_per_case(self) -> int:

@@ -147,6 +147,7 @@ class DspyStrategy:
     """`mipro` (MIPROv2) or `gepa` (GEPA), sized to the run's remaining call budget."""
 
     distributed = False  # DSPy runs its own loop in one process
+    any_task = False  # it drives the task model itself, so it tunes a prompt file, not a pipeline
 
     def __init__(self, kind: str) -> None:
         if kind not in ("mipro", "gepa"):

@@ -78,7 +78,8 @@ class ReflexStrategy:
         history = outcomes(pool)
         train = ctx.train
         ops = available(categorical=ctx.facts.categorical, has_references=any(c.ideal for c in train),
-                        has_train=bool(train), reasoner=True, reasoner_healthy=reasoner_ok(history))
+                        has_train=bool(train), reasoner=True, reasoner_healthy=reasoner_ok(history),
+                        renders=ctx.renders)
         return ops, history
 
     def _note_reasoner(self, ctx: SearchContext, history: Sequence[Outcome]) -> None:
