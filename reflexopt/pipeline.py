@@ -45,7 +45,11 @@ class _Slot:
 class PipelineTask:
     """The user's program as the Task (see the module docstring)."""
 
-    renders = False  # the program, not reflexopt, turns prompt texts into messages
+    @property
+    def renders(self) -> bool:
+        """Whether the program builds its messages with reflexopt's rendering (`prompts[NAME].messages(text)`);
+        only then do the structure operators (roles, demo turns) change what it sends."""
+        return bool(self.rendered)
 
     def __init__(self, spec: PipelineSpec, client: ModelClient | None, *, concurrency: int | None = None) -> None:
         self.spec = spec
@@ -58,6 +62,7 @@ class PipelineTask:
         self._port = 0
         self._lock = asyncio.Lock()
         self.read: set[str] = set()  # prompt names the program read, over every case so far
+        self.rendered: set[str] = set()  # ... and rendered into messages with reflexopt's structure
         self.cases_run = 0
 
     @property
@@ -173,7 +178,9 @@ class PipelineTask:
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         slot.calls = []
         start = time.perf_counter()
-        request = {"input": case.input_text, "prompts": {n: prompts[n].as_text() for n in self.names}}
+        request = {"input": case.input_text,
+                   "prompts": {n: {"text": prompts[n].as_text(), "markdown": prompts[n].to_markdown()}
+                               for n in self.names}}
         error: str | None = None
         reply: dict[str, Any] = {}
         try:
@@ -192,6 +199,7 @@ class PipelineTask:
             await self._kill(slot)
         self.cases_run += 1
         self.read.update(reply.get("read") or [])
+        self.rendered.update(reply.get("rendered") or [])
         calls = list(slot.calls)
         if reply.get("bypass"):
             error = (f"the pipeline connected to {', '.join(reply['bypass'])} directly, not through reflexopt's "

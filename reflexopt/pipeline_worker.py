@@ -24,14 +24,38 @@ from typing import Any
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-class Prompts(dict[str, str]):
-    """The candidate's prompt texts by name; remembers which names the function read."""
+class PromptText(str):
+    """One tuned prompt: a str (instruction, then examples, then the answer cue) for programs that build their own
+    messages, and `.messages(user_text)` for the chat messages reflexopt itself would send (instruction as system
+    or user message, examples as chat turns or inline, the cue): small models follow demos as turns far better,
+    and the structure operators then apply."""
 
-    def __init__(self, texts: dict[str, str]) -> None:
-        super().__init__(texts)
+    markdown: str
+    rendered: set[str]
+    name: str
+
+    def messages(self, user_text: str) -> list[dict[str, str]]:
+        from reflexopt.data import Case
+        from reflexopt.prompt import parse_prompt
+
+        self.rendered.add(self.name)
+        return parse_prompt(self.markdown, self.name).render(Case(id="pipeline", input=user_text))
+
+
+class Prompts(dict[str, PromptText]):
+    """The candidate's prompts by name; remembers which names the function read, and which it rendered."""
+
+    def __init__(self, prompts: dict[str, dict[str, str]]) -> None:
         self.read: set[str] = set()
+        self.rendered: set[str] = set()
+        texts = {}
+        for name, p in prompts.items():
+            t = PromptText(p["text"])
+            t.markdown, t.rendered, t.name = p["markdown"], self.rendered, name
+            texts[name] = t
+        super().__init__(texts)
 
-    def __getitem__(self, name: str) -> str:
+    def __getitem__(self, name: str) -> PromptText:
         self.read.add(name)
         return super().__getitem__(name)
 
@@ -104,6 +128,7 @@ def main() -> None:
         except Exception:  # noqa: BLE001 - the case's error, with its traceback
             out["error"] = traceback.format_exc(limit=8)[-4000:]
         out["read"] = sorted(prompts.read)
+        out["rendered"] = sorted(prompts.rendered)
         out["bypass"] = sorted(set(bypass))
         protocol.write(json.dumps(out, ensure_ascii=False) + "\n")
 

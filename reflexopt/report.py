@@ -67,8 +67,9 @@ def trajectory_svg(cands: list[dict[str, Any]], accepted: list[str]) -> str:
         parts.append(f"<polyline points='{path}' fill=none stroke='#f79009' stroke-width=2.5/>")
     for i, c in enumerate(pts):
         x, yy = xs[i], y(c["val_mean"])
-        label = escape(f"{c['id']} · {c.get('operator', '')} · {c.get('state', '')} · val {c['val_mean']:.3f} "
-                       f"({c.get('n_val', 0)} cases)")
+        target = (c.get("params") or {}).get("target")
+        label = escape(f"{c['id']} · {c.get('operator', '')}{' → ' + str(target) if target else ''} · "
+                       f"{c.get('state', '')} · val {c['val_mean']:.3f} ({c.get('n_val', 0)} cases)")
         if c["id"] in accepted:
             shape = f"<circle cx={x:.1f} cy={yy:.1f} r=6 fill='#f79009'/>"
         elif c.get("state") == "pruned":
@@ -119,10 +120,13 @@ def _lineage(cands: dict[str, dict[str, Any]], best: str) -> str:
         seen.add(cur)
         chain.append(cands[cur])
         cur = cands[cur].get("parent")
+    named = any((c.get("params") or {}).get("target") for c in chain)  # several prompts: which one each changed
     rows = "".join(f"<tr><td>{escape(c['id'])}</td><td>{escape(str(c.get('operator')))}</td>"
-                   f"<td class=num>{_f(c.get('val_mean'))}</td><td>{escape(str(c.get('reasoning') or '')[:600])}"
+                   + (f"<td>{escape(str((c.get('params') or {}).get('target') or ''))}</td>" if named else "")
+                   + f"<td class=num>{_f(c.get('val_mean'))}</td><td>{escape(str(c.get('reasoning') or '')[:600])}"
                    "</td></tr>" for c in reversed(chain))
-    return f"<table><tr><th>step</th><th>operator</th><th>val</th><th>why</th></tr>{rows}</table>"
+    head = "<th>step</th><th>operator</th>" + ("<th>prompt changed</th>" if named else "") + "<th>val</th><th>why</th>"
+    return f"<table><tr>{head}</tr>{rows}</table>"
 
 
 def _phases(events: list[dict[str, Any]]) -> dict[str, float]:

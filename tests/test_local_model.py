@@ -142,3 +142,25 @@ def test_dspy_strategy_on_the_embedded_model(strategy: str, tmp_path: Path) -> N
     again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"),
                                       timeout=900).stdout)
     assert again["model_calls"] == 0 and again["best_test"] == res["best_test"]
+
+
+def test_the_pipeline_example_on_the_embedded_model(tmp_path: Path) -> None:
+    """The README's pipeline command, smaller: the example app (openai SDK, OPENAI_BASE_URL) runs in worker
+    processes against the embedded model through reflexopt's endpoint; both prompts are tried, its calls are
+    within --max-calls and counted, and the same command again pays nothing."""
+    ex = EXAMPLES / "pipeline"
+    cmd = [sys.executable, "-m", "reflexopt", "optimize", str(ex / "data.jsonl"), "--pipeline", f"{ex / 'app.py'}:run",
+           "--prompt", f"answer={ex / 'prompts' / 'answer.md'}", "--prompt", f"check={ex / 'prompts' / 'check.md'}",
+           "--metric", "contains", "--max-trials", "2", "--max-calls", "400", "--json"]
+    first = subprocess.run([*cmd, "--run-dir", str(tmp_path / "a"), "-o", str(tmp_path / "tuned")],
+                           capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=900)
+    assert first.returncode == 0, first.stderr
+    r = json.loads(first.stdout)
+    assert 0 < r["model_calls"] and r["unspent_calls"] is not None and r["model_calls"] <= 400
+    assert sorted(p.name for p in (tmp_path / "tuned").iterdir()) == ["answer.md", "check.md"]
+    cands = [json.loads(x) for x in (tmp_path / "a" / "candidates.jsonl").read_text().splitlines()]
+    assert {c["params"].get("target") for c in cands if c["id"] != "baseline"} == {"answer", "check"}
+    again = subprocess.run([*cmd, "--run-dir", str(tmp_path / "b")], capture_output=True, text=True,
+                           env=_env(tmp_path / "h"), timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["model_calls"] == 0 and json.loads(again.stdout)["best_prompt"] == r["best_prompt"]

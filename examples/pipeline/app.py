@@ -12,6 +12,7 @@ to run the app yourself.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from openai import OpenAI
 
@@ -20,10 +21,10 @@ MODEL = "app-model"  # reflexopt's endpoint serves the model under test, whateve
 LABELS = ("positive", "negative")
 
 
-def ask(system: str, user: str) -> str:
-    reply = client.chat.completions.create(
-        model=MODEL, temperature=0, max_tokens=8,
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": user}])
+def ask(prompt: Any, user: str) -> str:
+    """One call. `prompt` is a tuned prompt: a str, and `.messages(text)` gives the chat messages with its
+    examples as chat turns (small models follow those best); an app may use the str instead."""
+    reply = client.chat.completions.create(model=MODEL, temperature=0, max_tokens=8, messages=prompt.messages(user))
     return (reply.choices[0].message.content or "").strip()
 
 
@@ -31,9 +32,9 @@ def names_one_label(text: str) -> bool:
     return sum(label in text.lower() for label in LABELS) == 1
 
 
-def run(review: str, prompts: Mapping[str, str]) -> tuple[str, list[dict[str, str]]]:
+def run(review: str, prompts: Mapping[str, Any]) -> tuple[str, list[dict[str, str]]]:
     """The pipeline: `prompts` holds the texts being tuned, by name. Returns the answer and a trace."""
     first = ask(prompts["answer"], review)
-    checked = ask(prompts["check"], f"Text: {review}\nProposed label: {first}")
+    checked = ask(prompts["check"], f"{review}\n(Proposed label: {first})")
     final = checked if names_one_label(checked) else first
     return final, [{"step": "answer", "output": first}, {"step": "check", "output": checked}]

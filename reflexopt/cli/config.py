@@ -49,7 +49,9 @@ def default_map(path: Path, group: Any) -> dict[str, Any]:
         names = {"data": "dataset"}
         for p in commands[cmd].params:
             names.update({o.lstrip("-").replace("-", "_"): p.name for o in p.opts if o.startswith("--")})
-            names[p.name] = p.name
+        for p in commands[cmd].params:  # an argument's own name wins (`prompt:` is the prompt file, not --prompt)
+            if p.param_type_name == "argument" or p.name not in names:
+                names[str(p.name)] = str(p.name)
         section = {k: v for k, v in data.items() if k not in ("eval", "optimize")}
         section.update(data.get(cmd) or {})
         for key, value in section.items():

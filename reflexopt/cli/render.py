@@ -154,7 +154,8 @@ class LiveView:
                 mark = "✓ accepted" if data["accepted"] else data["state"]
                 if data.get("pruned_by") == "gate":
                     mark = f"pruned: no gain over {data.get('parent') or 'its parent'}"
-                self.console.print(f"trial {data['n']:>3} {data['operator']:<24} val {_fmt(data['val'])} "
+                op = data["operator"] + (f" → {data['target']}" if data.get("target") else "")
+                self.console.print(f"trial {data['n']:>3} {op:<24} val {_fmt(data['val'])} "
                                    f"({data['n_val']} cases) {mark} · best {_fmt(data['best_val'])}")
         elif kind == "done":
             self.usage = data["usage"]
