@@ -101,3 +101,15 @@ class PromptSet(Mapping[str, Prompt]):
             if isinstance(data, dict) and data and all(isinstance(v, str) for v in data.values()):
                 return cls(tuple((str(n), parse_prompt(v, f"{source}:{n}")) for n, v in data.items()))
         return cls.of(parse_prompt(text, source))
+
+
+def diff_lines(before: str, after: str) -> list[str]:
+    """A unified diff of two stored candidates (prompt files, or sets of named prompts: one diff per name)."""
+    import difflib
+
+    a, b = PromptSet.parse(before), PromptSet.parse(after)
+    if len(a) > 1 and a.names == b.names:
+        return [line for n in a.names for line in difflib.unified_diff(
+            a[n].to_markdown().splitlines(), b[n].to_markdown().splitlines(), f"baseline {n}", f"best {n}",
+            lineterm="")]
+    return list(difflib.unified_diff(before.splitlines(), after.splitlines(), "baseline", "best", lineterm=""))

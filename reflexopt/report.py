@@ -5,13 +5,13 @@ Everything that comes from data (inputs, outputs, prompts, reasoning, model name
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from .evaluate import CaseResult
+from .promptset import diff_lines
 from .store import RunStore, read_json, read_jsonl
 
 CSS = """
@@ -93,7 +93,7 @@ def _svg(markup: str) -> str:
 
 def diff_html(a: str, b: str) -> str:
     rows = []
-    for line in difflib.unified_diff(a.splitlines(), b.splitlines(), "baseline", "best", lineterm=""):
+    for line in diff_lines(a, b):
         cls = "add" if line.startswith("+") and not line.startswith("+++") else \
             "del" if line.startswith("-") and not line.startswith("---") else ""
         rows.append(f"<div class='{cls}'>{escape(line) or '&nbsp;'}</div>")

@@ -190,12 +190,12 @@ def optimize_summary(r: dict[str, Any]) -> Table:
 
 
 def prompt_diff(before: str, after: str) -> Any:
-    import difflib
-
     from rich.syntax import Syntax
 
-    diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), "baseline", "best"))
-    return Syntax(diff or "(no change: the baseline stays best)\n", "diff", word_wrap=True)
+    from ..promptset import diff_lines
+
+    diff = "\n".join(diff_lines(before, after))
+    return Syntax(diff + "\n" if diff else "(no change: the baseline stays best)\n", "diff", word_wrap=True)
 
 
 def compare_table(d: dict[str, Any]) -> Table:
@@ -359,7 +359,10 @@ def print_run(console: Console, data: dict[str, Any]) -> None:
     info = data["run"]
     console.print(f"[bold]{info['id']}[/] · {info['kind']} · {info['status']} · {info['path']}")
     cfg = data["config"]
-    console.print(f"dataset {cfg['data']['path']} · prompt {cfg['prompt_path']}")
+    pipe = cfg.get("pipeline")
+    what = (f"pipeline {pipe['target']} · prompts {', '.join(n for n, _ in pipe['prompts'])}" if pipe
+            else f"prompt {cfg['prompt_path']}")
+    console.print(f"dataset {cfg['data']['path']} · {what}", highlight=False)
     if "compare" in data:
         console.print(compare_table(data["compare"]))
         return
@@ -370,10 +373,12 @@ def print_run(console: Console, data: dict[str, Any]) -> None:
                   f"strategy {cfg.get('strategy', 'reflex')} · budget {budget.get('max_calls') or '-'} calls",
                   highlight=False)
     t = Table(title="trajectory", title_justify="left")
-    for col in ("candidate", "operator", "parent", "state", "val", "cases"):
+    named = any((c.get("params") or {}).get("target") for c in data["trajectory"])  # which prompt each changed
+    for col in ("candidate", "operator", *(("prompt changed",) if named else ()), "parent", "state", "val", "cases"):
         t.add_column(col)
     for c in data["trajectory"]:
-        t.add_row(c["id"], str(c["operator"]), str(c.get("parent") or ""), c["state"],
+        target = ((str((c.get("params") or {}).get("target") or "")),) if named else ()
+        t.add_row(c["id"], str(c["operator"]), *target, str(c.get("parent") or ""), c["state"],
                   "–" if c["val_mean"] is None else f"{c['val_mean']:.3f}", str(c["n_val"]))
     console.print(t)
     if data["summary"]:
