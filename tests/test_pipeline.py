@@ -203,3 +203,18 @@ def test_a_worker_refuses_a_pipeline_run_in_one_line(app: Any) -> None:
         import asyncio
 
         asyncio.run(worker._work_on("s", attrs, f"sqlite:///{tmp / 's.db'}", lambda k, d: None))
+
+
+def test_a_pipeline_run_resumes_and_pays_nothing_twice(app: Any) -> None:
+    tmp, model = app
+    cfg = _cfg(tmp, label_rows(40), budget=Budget(max_trials=3, patience=12))
+    first = optimize(cfg, run_dir=tmp / "run")
+    served = len(model.calls)
+    from reflexopt.optimizer import Optimizer
+
+    more = Optimizer(cfg, run_dir=tmp / "run", changes={"budget": {"max_trials": 6}}).run()
+    assert more.trials == 6 and more.run_id == first.run_id
+    # the resumed run rebuilt the prompt sets from the study and paid only for its new trials' cases
+    assert len(model.calls) - served == more.model_calls
+    cands = [json.loads(x) for x in (tmp / "run" / "candidates.jsonl").read_text().splitlines()]
+    assert {c["params"].get("target") for c in cands if c["id"] not in ("baseline",)} == {"extract", "answer"}

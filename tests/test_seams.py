@@ -91,17 +91,23 @@ def _reply(req: dict[str, Any]) -> str:
     return label_model(req["messages"])  # type: ignore[arg-type]
 
 
-def test_a_worker_runs_a_strategy_from_another_package(openai_server: FakeOpenAI, tmp_path: Path) -> None:
-    plugin = install_plugin(tmp_path / "site")
-    data = write_jsonl(tmp_path / "d.jsonl", label_rows(40))
-    (tmp_path / "p.md").write_text("Look at this.\n")
-    openai_server.responder = _reply
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+def _coordinator(server: FakeOpenAI, tmp: Path, strategy: str, **env: str) -> tuple[Path, str, Any]:
+    """The plugin installed, and `optimize --strategy STRATEGY` started on a shared SQLite study."""
+    plugin = install_plugin(tmp / "site")
+    data = write_jsonl(tmp / "d.jsonl", label_rows(40))
+    (tmp / "p.md").write_text("Look at this.\n")
+    server.responder = _reply
+    storage = f"sqlite:///{tmp / 'shared.db'}"
     coord = subprocess.Popen(
-        [sys.executable, "-m", "reflexopt", "optimize", str(data), str(tmp_path / "p.md"), "-m", "openai/t",
-         "--api-base", openai_server.url, "--metric", "contains", "--storage", storage, "--strategy", "probe",
-         "--run-dir", str(tmp_path / "run"), "--json"],
-        env=_env(tmp_path, "h0", plugin), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "reflexopt", "optimize", str(data), str(tmp / "p.md"), "-m", "openai/t",
+         "--api-base", server.url, "--metric", "contains", "--storage", storage, "--strategy", strategy,
+         "--run-dir", str(tmp / "run"), "--json"],
+        env=_env(tmp, "h0", plugin, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return plugin, storage, coord
+
+
+def test_a_worker_runs_a_strategy_from_another_package(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    plugin, storage, coord = _coordinator(openai_server, tmp_path, "probe")
     worker = subprocess.run([sys.executable, "-m", "reflexopt", "worker", "--storage", storage, "--wait", "60",
                              "--json"], env=_env(tmp_path, "h1", plugin, PROBE_ROLE="worker"),
                             capture_output=True, text=True, timeout=300)
@@ -118,18 +124,8 @@ def test_a_worker_runs_a_strategy_from_another_package(openai_server: FakeOpenAI
 
 
 def test_a_worker_refuses_a_strategy_that_cannot_share_a_study(openai_server: FakeOpenAI, tmp_path: Path) -> None:
-    plugin = install_plugin(tmp_path / "site")
-    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
-    (tmp_path / "p.md").write_text("Look at this.\n")
-    openai_server.responder = _reply
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
     flag = tmp_path / "flag"
-    coord = subprocess.Popen(
-        [sys.executable, "-m", "reflexopt", "optimize", str(data), str(tmp_path / "p.md"), "-m", "openai/t",
-         "--api-base", openai_server.url, "--metric", "contains", "--storage", storage, "--strategy", "solo",
-         "--run-dir", str(tmp_path / "run"), "--json"],
-        env=_env(tmp_path, "h0", plugin, SOLO_FLAG=str(flag)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+    plugin, storage, coord = _coordinator(openai_server, tmp_path, "solo", SOLO_FLAG=str(flag))
     try:
         worker = subprocess.run([sys.executable, "-m", "reflexopt", "worker", "--storage", storage, "--wait", "60"],
                                 env=_env(tmp_path, "h1", plugin), capture_output=True, text=True, timeout=300)
