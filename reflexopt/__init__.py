@@ -34,6 +34,7 @@ _EXPORTS = {
     "PromptSet": "reflexopt.promptset",
     "Task": "reflexopt.task",
     "EventBus": "reflexopt.events",
+    "current_prompt": "reflexopt.current",
 }
 
 __all__ = sorted(_EXPORTS)

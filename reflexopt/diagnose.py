@@ -52,6 +52,8 @@ def format_cases(results: Sequence[CaseResult], limit: int = 6, width: int = 600
             lines.append(f"Expected: {r.ideal[:width]}")
         if r.reasoning:
             lines.append(f"Grader: {r.reasoning[:300]}")
+        if r.trace:  # a pipeline's own steps: which step went wrong is often visible here
+            lines.append(f"Steps: {json.dumps(r.trace, ensure_ascii=False, default=str)[:width]}")
         blocks.append(inert("\n".join(lines), "prompt"))
     return "\n\n".join(blocks) if blocks else "(none)"
 

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from reflexopt.current import reset, set_prompts
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -119,6 +121,7 @@ def main() -> None:
         prompts = Prompts(req["prompts"])
         bypass.clear()
         out: dict[str, Any] = {"output": "", "trace": None, "error": None}
+        token = set_prompts(prompts)
         try:
             res = fn(req["input"], prompts)
             if isinstance(res, tuple) and len(res) == 2:
@@ -127,6 +130,8 @@ def main() -> None:
             out["output"] = "" if res is None else str(res)
         except Exception:  # noqa: BLE001 - the case's error, with its traceback
             out["error"] = traceback.format_exc(limit=8)[-4000:]
+        finally:
+            reset(token)
         out["read"] = sorted(prompts.read)
         out["rendered"] = sorted(prompts.rendered)
         out["bypass"] = sorted(set(bypass))

@@ -38,7 +38,8 @@ def run(item, prompts):
     if "sleep" in item:
         time.sleep(30)
     gist = ask(prompts["extract"], item)
-    answer = ask(prompts["answer"], item)
+    import reflexopt
+    answer = ask(reflexopt.current_prompt("answer"), item)  # read without threading prompts through
     # the extract step matters too: the answer counts only when both prompts name the labels
     ok = all(w in prompts["extract"] for w in ("positive", "negative")) or "bad" not in item
     return (answer if ok else "?"), [{"step": "extract", "output": gist}, {"step": "answer", "output": answer}]
@@ -218,3 +219,13 @@ def test_a_pipeline_run_resumes_and_pays_nothing_twice(app: Any) -> None:
     assert len(model.calls) - served == more.model_calls
     cands = [json.loads(x) for x in (tmp / "run" / "candidates.jsonl").read_text().splitlines()]
     assert {c["params"].get("target") for c in cands if c["id"] not in ("baseline",)} == {"extract", "answer"}
+
+
+def test_the_reasoner_sees_the_pipelines_steps() -> None:
+    from reflexopt.diagnose import format_cases
+    from reflexopt.evaluate import CaseResult
+
+    r = CaseResult(case_id="1", input="bad item", output="?", ideal="negative", score=0.0, passed=False,
+                   trace=[{"step": "extract", "output": "lost the point"}, {"step": "answer", "output": "?"}])
+    text = format_cases([r])
+    assert 'Steps: [{"step": "extract", "output": "lost the point"}' in text
