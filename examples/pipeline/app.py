@@ -6,7 +6,7 @@ to run the app yourself.
 
     reflexopt optimize examples/pipeline/data.jsonl --pipeline examples/pipeline/app.py:run \\
         --prompt answer=examples/pipeline/prompts/answer.md --prompt check=examples/pipeline/prompts/check.md \\
-        --metric contains -o tuned/
+        --metric contains --max-trials 10 -o tuned/
 """
 
 from __future__ import annotations
