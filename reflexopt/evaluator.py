@@ -119,8 +119,10 @@ class Evaluator:
 
     @property
     def calls_per_case(self) -> int:
-        """Paid calls to score one case: the task model's answer, plus the judge's verdict when there is one."""
-        return 2 if self.config.scorer.judge else 1
+        """Calls to score one case: the task's (one model answer; a pipeline's most calls on one case so far),
+        plus the judge's verdict when there is one."""
+        task_calls = max(1, int(getattr(getattr(self, "task", None), "most_calls", 1)))
+        return task_calls + (1 if self.config.scorer.judge else 0)
 
     def usage(self) -> dict[str, Any]:
         u = usage_of(*self.clients)

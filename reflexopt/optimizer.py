@@ -166,6 +166,7 @@ class Optimizer:
                               f"{first.strip().splitlines()[-1][:300]})",
                               fix=f"check the model and scorer; see {store.root / 'evals.jsonl'}")
         r.check_task()
+        r.budget.set_reserve(2 * len(r.test) * r.calls_per_case)  # a pipeline's calls per case are known now
         store.save_candidate(baseline.record(), base_md)
         noise = await self._judge_noise(baseline)
         min_gain = 2 * noise / math.sqrt(len(r.val)) if noise else 0.0

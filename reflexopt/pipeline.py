@@ -64,6 +64,7 @@ class PipelineTask:
         self.read: set[str] = set()  # prompt names the program read, over every case so far
         self.rendered: set[str] = set()  # ... and rendered into messages with reflexopt's structure
         self.cases_run = 0
+        self.most_calls = 1  # the most endpoint calls one case has made (sizes the budget's reserve for test)
 
     @property
     def clients(self) -> Sequence[ModelClient]:
@@ -201,6 +202,7 @@ class PipelineTask:
         self.read.update(reply.get("read") or [])
         self.rendered.update(reply.get("rendered") or [])
         calls = list(slot.calls)
+        self.most_calls = max(self.most_calls, len(calls))
         if reply.get("bypass"):
             error = (f"the pipeline connected to {', '.join(reply['bypass'])} directly, not through reflexopt's "
                      "endpoint (OPENAI_BASE_URL): those calls are not counted, cached or capped; send every model "

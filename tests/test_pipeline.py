@@ -229,3 +229,17 @@ def test_the_reasoner_sees_the_pipelines_steps() -> None:
                    trace=[{"step": "extract", "output": "lost the point"}, {"step": "answer", "output": "?"}])
     text = format_cases([r])
     assert 'Steps: [{"step": "extract", "output": "lost the point"}' in text
+
+
+def test_the_verdict_reserve_covers_a_pipelines_calls_per_case(app: Any) -> None:
+    """The budget keeps calls back for scoring baseline and best on test. A pipeline makes two calls per case;
+    with a reserve sized for one, a budget-bound run lost test cases at the verdict."""
+    tmp, _ = app
+    optimize(_cfg(tmp, label_rows(40), budget=Budget(max_calls=120, max_trials=50)), run_dir=tmp / "run")
+    evals = [json.loads(x) for x in (tmp / "run" / "evals.jsonl").read_text().splitlines()]
+    by_key: dict[str, set[str]] = {}
+    for e in evals:
+        if e["split"] == "test" and e["error"] is None:
+            by_key.setdefault(e["key"], set()).add(e["case_id"])
+    every = set().union(*by_key.values())
+    assert len(every) == 14 and all(ids == every for ids in by_key.values())  # both prompts, every test case
