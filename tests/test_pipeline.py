@@ -243,3 +243,46 @@ def test_the_verdict_reserve_covers_a_pipelines_calls_per_case(app: Any) -> None
             by_key.setdefault(e["key"], set()).add(e["case_id"])
     every = set().union(*by_key.values())
     assert len(every) == 14 and all(ids == every for ids in by_key.values())  # both prompts, every test case
+
+
+def test_the_pipeline_task_meets_the_task_contract(app: Any) -> None:
+    """The Task contract (tests/test_seams.py) on the real pipeline task: a result, never an exception, for a
+    failed call; a refused call comes back as the typed budget signal."""
+    from reflexopt.budget import RunBudget
+    from reflexopt.data import Case
+    from reflexopt.models import get_client
+    from reflexopt.pipeline import PipelineTask
+    from reflexopt.prompt import Prompt
+    from reflexopt.promptset import PromptSet
+
+    tmp, _ = app
+    spec = _cfg(tmp, label_rows(4)).pipeline
+    named = PromptSet((("extract", Prompt("positive or negative?")), ("answer", Prompt("positive or negative?"))))
+    register_fake("fake/down", FunctionModel(lambda m: ValueError("down")))
+
+    async def one(model: str, gate: RunBudget | None = None) -> Any:
+        client = get_client(optimize_config("x", "y", model=model).model, cache=False)
+        client.gate = gate
+        task = PipelineTask(spec, client)
+        try:
+            return await task.run(named, Case(id="1", input="good item 1", ideal="positive"))
+        finally:
+            await task.aclose()
+
+    import asyncio
+
+    try:
+        ok = asyncio.run(one("fake/pipe"))
+        assert ok.ok and ok.text == "positive" and ok.paid_calls == 2 and task_names(spec) == ("extract", "answer")
+        down = asyncio.run(one("fake/down"))
+        assert not down.ok and "the pipeline raised" in (down.error or "")
+        spent = RunBudget(1, None)
+        spent.granted = 1
+        refused = asyncio.run(one("fake/pipe", spent))
+        assert refused.budget_exhausted and not refused.ok
+    finally:
+        unregister_fake("fake/down")
+
+
+def task_names(spec: Any) -> tuple[str, ...]:
+    return tuple(n for n, _ in spec.prompts)
