@@ -51,7 +51,7 @@ def reflex(seed: int, budget: int, work: Path) -> dict[str, Any]:
         raise RuntimeError(proc.stderr[-2000:])
     r = json.loads(proc.stdout)
     return {"system": "reflexopt (reflex, --pipeline)", "seed": seed, "baseline_test": r["baseline_test"],
-            "test": r["best_test"], "calls": r["usage"]["budget_calls_used"], "paid_calls": r["model_calls"],
+            "test": r["best_test"], "calls": budget - int(r["unspent_calls"]), "paid_calls": r["model_calls"],
             "parse_failures": None, "minutes": round((time.monotonic() - start) / 60, 1),
             "command": " ".join(["reflexopt", *cmd[3:]])}
 
