@@ -135,6 +135,9 @@ def test_dspy_strategy_on_the_embedded_model(strategy: str, tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout)
     assert res["best_test"] > 0 and 0 < res["model_calls"] <= 120
+    # DSPy's own prints, progress bars and log lines stay off the terminal (they leaked into every run)
+    assert not [m for m in ("Bootstrapping", "it/s]", "WARNING", "ERROR", "Average Metric") if m in r.stderr], \
+        r.stderr[-2000:]
     listed = subprocess.run([sys.executable, "-m", "reflexopt", "runs", "list", "--json"], capture_output=True,
                             text=True, env=_env(tmp_path / "h"), timeout=120)
     assert res["run_id"] in listed.stdout and '"done"' in listed.stdout, listed.stdout

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import re
-import sys
 import warnings
 from types import SimpleNamespace
 from typing import Any
@@ -36,7 +36,24 @@ from .base import SearchContext
 
 warnings.filterwarnings("ignore", message=r"Implementing custom LMs through BaseLM", category=DeprecationWarning)
 for _name in ("dspy", "gepa", "optuna"):
-    logging.getLogger(_name).setLevel(logging.WARNING)  # their INFO lines would flood the terminal
+    # their INFO lines would flood the terminal, and DSPy logs an ERROR line per example once the budget is
+    # spent; a DSPy failure that ends the search is reported by the strategy as a note
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Any:
+    """tqdm bars (DSPy's bootstrapping and evaluation) disabled while DSPy compiles."""
+    import functools
+
+    import tqdm
+
+    original = tqdm.tqdm.__init__
+    tqdm.tqdm.__init__ = functools.partialmethod(original, disable=True)
+    try:
+        yield
+    finally:
+        tqdm.tqdm.__init__ = original
 
 
 class ReflexLM(dspy.BaseLM):  # type: ignore[misc]  # dspy ships no type information
@@ -193,8 +210,10 @@ class DspyStrategy:
         seed = ctx.config.seed
 
         def compile_() -> Any:
-            # DSPy prints progress with print(): stdout belongs to the command's result (`--json`)
-            with contextlib.redirect_stdout(sys.stderr), dspy.context(lm=task_lm, adapter=adapter):
+            # DSPy reports progress with print() and tqdm bars; reflexopt's own view shows the run's progress, and
+            # stdout belongs to the command's result (`--json`): both are kept off the terminal
+            with contextlib.redirect_stdout(io.StringIO()), _no_progress_bars(), \
+                    dspy.context(lm=task_lm, adapter=adapter):
                 if gepa:
                     calls = max(len(val) + 10, int(0.8 * budget / per_case))
                     opt = dspy.GEPA(metric=metric, max_metric_calls=calls, reflection_lm=reasoner_lm,
@@ -211,7 +230,7 @@ class DspyStrategy:
                                    num_threads=max(1, ctx.task_client.concurrency), seed=seed, verbose=False,
                                    track_stats=False, max_errors=10 ** 6)
                 return opt.compile(program, trainset=train, valset=val, num_trials=trials, minibatch_size=mb,
-                                   minibatch=len(val) > mb, requires_permission_to_run=False)
+                                   minibatch=len(val) > mb)
 
         try:
             best = await asyncio.to_thread(compile_)
