@@ -150,5 +150,3 @@ class RunBudget:
     def trials_spent(self, trials: int) -> bool:
         return trials >= self.limits.trial_limit
 
-
-CallBudget = RunBudget  # the name the model clients' gate had before the budget owned every limit

@@ -79,8 +79,6 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-_write_atomic = write_text_atomic
-
 
 def hold_folder(root: Path, what: str) -> Any:
     """Hold `root`'s lock while `what` runs there (released with the process), so `runs list` can tell a running
@@ -100,6 +98,7 @@ class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.candidates_dir = root / "candidates"
+        self._baseline_val: float | None = None  # from the run's `baseline` event, for progress.json
 
     @property
     def run_id(self) -> str:
@@ -116,11 +115,11 @@ class RunStore:
         root.mkdir(parents=True, exist_ok=True)
         (root / "candidates").mkdir(exist_ok=True)
         if baseline is not None:
-            _write_atomic(root / "candidates" / "baseline.md", baseline)
+            write_text_atomic(root / "candidates" / "baseline.md", baseline)
         # unique per run, not just per directory name: two runs with `--run-dir x/run` on one shared storage must
         # not meet in one study (the second would silently continue the first one's search)
-        _write_atomic(root / "study_name", f"reflexopt-{root.name}-{os.urandom(4).hex()}")
-        _write_atomic(root / "config.json", json.dumps(config, indent=2, sort_keys=True))
+        write_text_atomic(root / "study_name", f"reflexopt-{root.name}-{os.urandom(4).hex()}")
+        write_text_atomic(root / "config.json", json.dumps(config, indent=2, sort_keys=True))
         store = cls(root)
         store.claim()
         return store
@@ -148,7 +147,7 @@ class RunStore:
 
     def mark_failed(self, message: str) -> None:
         """Record why the run stopped on an error (not an interruption): `runs list` shows it as failed."""
-        _write_atomic(self.root / "failed.json", json.dumps({"error": message}))
+        write_text_atomic(self.root / "failed.json", json.dumps({"error": message}))
         self.event("failed", error=message)
 
     def failure(self) -> str | None:
@@ -178,7 +177,7 @@ class RunStore:
 
     def save_config(self, config: dict[str, Any]) -> None:
         """Replace config.json (atomically) with a resume's changed settings."""
-        _write_atomic(self.root / "config.json", json.dumps(config, indent=2, sort_keys=True))
+        write_text_atomic(self.root / "config.json", json.dumps(config, indent=2, sort_keys=True))
 
     def config(self) -> dict[str, Any]:
         return read_json(self.root / "config.json")
@@ -216,7 +215,8 @@ class RunStore:
             self._baseline_val = float(data["val"])
         if kind in ("baseline", "trial"):
             usage = data.get("usage") or {}
-            base = getattr(self, "_baseline_val", float(data.get("best_val", data.get("val", 0.0))))
+            base = (self._baseline_val if self._baseline_val is not None
+                    else float(data.get("best_val", data.get("val", 0.0))))
             self.write_progress(calls=int(usage.get("budget_calls_used", 0)),
                                 cost_usd=float(usage.get("cost_usd", 0.0)), trials=int(data.get("n", 0)),
                                 baseline_val=base, best_val=float(data.get("best_val", data.get("val", base))))
@@ -246,7 +246,7 @@ class RunStore:
                 if k == key and s == split}
 
     def save_candidate(self, record: dict[str, Any], markdown: str) -> None:
-        _write_atomic(self.candidates_dir / f"{record['id']}.md", markdown)
+        write_text_atomic(self.candidates_dir / f"{record['id']}.md", markdown)
         self._append("candidates.jsonl", record)
 
     def candidates(self) -> list[dict[str, Any]]:
@@ -282,7 +282,7 @@ class RunStore:
         """A small snapshot (calls, cost, baseline and best val) so `runs list` never reads the logs."""
         progress = {"calls": calls, "cost_usd": cost_usd, "trials": trials, "baseline_val": round(baseline_val, 4),
                     "best_val": round(best_val, 4)}
-        _write_atomic(self.root / "progress.json", json.dumps(progress))
+        write_text_atomic(self.root / "progress.json", json.dumps(progress))
 
     def progress(self) -> dict[str, Any]:
         try:
@@ -292,7 +292,7 @@ class RunStore:
         return data if isinstance(data, dict) else {}
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        _write_atomic(self.root / "summary.json", json.dumps(summary, indent=2))
+        write_text_atomic(self.root / "summary.json", json.dumps(summary, indent=2))
 
     def summary(self) -> dict[str, Any] | None:
         p = self.root / "summary.json"
