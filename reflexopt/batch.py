@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .events import Event, forward
+from .config import TrackSpec
+from .events import Event, TrackedBus
 from .jobs import JobSpec, Unit, job_config, load_jobs
 from .parallel import map_threads
 from .paths import hold_lock, home_dir
@@ -37,7 +38,7 @@ __all__ = ["Batch", "JobSpec", "Unit", "load_jobs", "run_batch"]
 
 class Batch:
     def __init__(self, jobs_path: str | Path, *, storage: str | None = None, parallel: int = 1,
-                 on_event: Event | None = None, strategy: str | None = None) -> None:
+                 on_event: Event | None = None, strategy: str | None = None, track: TrackSpec | None = None) -> None:
         from .strategies import get_strategy
 
         self.jobs_path = Path(jobs_path).resolve()
@@ -47,7 +48,8 @@ class Batch:
             self.jobs = [j.model_copy(update={"strategy": strategy}) for j in self.jobs]
         self.storage = storage
         self.parallel = parallel
-        self.on_event: Event = on_event or (lambda kind, data: None)
+        # trackers: a parent run per round, one nested run per job
+        self.on_event = TrackedBus([on_event], track or TrackSpec(), checked=False)
         tag = hashlib.sha256(str(self.jobs_path).encode()).hexdigest()[:8]
         self.root = home_dir() / "batch" / f"{self.jobs_path.stem}-{tag}"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -110,7 +112,7 @@ class Batch:
             if summary_file.exists():
                 result = read_json(summary_file)
             else:
-                opt = Optimizer(config, run_dir=run_dir, on_event=forward(self.on_event, unit=unit.key))
+                opt = Optimizer(config, run_dir=run_dir, on_event=self.on_event.tagged(unit=unit.key))
                 result = opt.run().to_json()
         except Exception as e:  # noqa: BLE001 - a failing job is recorded; the others go on
             entry: dict[str, Any] = {"status": "failed", "run_dir": str(run_dir), "model": unit.model,
@@ -142,11 +144,15 @@ class Batch:
     def run(self) -> dict[str, Any]:
         lock = hold_lock(self.root / "lock", f"batch {self.jobs_path} is running in another process",
                          fix="wait for it to finish, or stop it and run the batch again to resume")
+        ok = False
         try:
             self.state = self._load()  # what the process that held the lock last committed
-            return self._run()
+            result = self._run()
+            ok = True
+            return result
         finally:
             lock.release()
+            self.on_event.finish(ok)
 
     def _run(self) -> dict[str, Any]:
         rnd = self._current_round()
@@ -158,13 +164,17 @@ class Batch:
             self._commit(rnd)
         rows = [{"job": u.key, **{k: v for k, v in e.items() if k != "best_prompt_file"}}
                 for u, e in zip(units, entries)]
-        return {"round": rnd["n"], "state_dir": str(self.root), "jobs": rows,
-                "regressions": [r["job"] for r in rows if r.get("regression")],
-                "failed": [r["job"] for r in rows if r["status"] == "failed"], "complete": rnd["done"]}
+        result = {"round": rnd["n"], "state_dir": str(self.root), "jobs": rows,
+                  "regressions": [r["job"] for r in rows if r.get("regression")],
+                  "failed": [r["job"] for r in rows if r["status"] == "failed"], "complete": rnd["done"]}
+        self.on_event("batch_done", result)
+        return result
 
 
 def run_batch(jobs_path: str | Path, *, storage: str | None = None, parallel: int = 1,
-              on_event: Event | None = None, strategy: str | None = None) -> dict[str, Any]:
+              on_event: Event | None = None, strategy: str | None = None,
+              track: TrackSpec | None = None) -> dict[str, Any]:
     """Run (or resume) one round of a jobs file (the Python API behind `reflexopt batch`). `strategy`
     overrides every job's own."""
-    return Batch(jobs_path, storage=storage, parallel=parallel, on_event=on_event, strategy=strategy).run()
+    return Batch(jobs_path, storage=storage, parallel=parallel, on_event=on_event, strategy=strategy,
+                 track=track).run()

@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import CompareConfig, ModelSpec, public, run_config
 from .evaluate import CaseResult, check_specs, score_with
-from .events import Event, forward
+from .events import Event, TrackedBus
 from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
 from .recommend import ModelRow, recommend, row_from_results
@@ -46,7 +46,7 @@ class CompareResult:
 class Comparison:
     def __init__(self, config: CompareConfig, *, on_event: Event | None = None) -> None:
         self.config = cfg = config
-        self.on_event: Event = on_event or (lambda kind, data: None)
+        self.on_event = TrackedBus([on_event], cfg.track, checked=False)  # trackers: a parent run, one per model
         self.prompt = load_prompt(cfg.prompt_path)
         work = Workload.load(cfg.data, self.prompt, fractions=cfg.split, seed=cfg.seed,
                              check_fields=cfg.pipeline is None)
@@ -73,7 +73,7 @@ class Comparison:
                     first = next((r.error for r in res if r.error), "no output")
                     raise RuntimeError(f"no test case could be scored: {first}")
             else:
-                opt = Optimizer(run_config(cfg, model), on_event=forward(self.on_event, model=model.label))
+                opt = Optimizer(run_config(cfg, model), on_event=self.on_event.tagged(model=model.label))
                 result = opt.run()
                 store = opt.store
                 assert store is not None
@@ -99,6 +99,15 @@ class Comparison:
         get_strategy(cfg.strategy)
 
     def run(self) -> CompareResult:
+        ok = False
+        try:
+            result = self._run()
+            ok = True
+            return result
+        finally:
+            self.on_event.finish(ok)
+
+    def _run(self) -> CompareResult:
         start = time.monotonic()
         cfg = self.config
         labels = [m.label for m in cfg.models]

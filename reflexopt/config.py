@@ -113,6 +113,14 @@ class PipelineSpec(_Frozen):
         return v
 
 
+class TrackSpec(_Frozen):
+    """Experiment trackers a run logs to (`--track`), and where."""
+
+    trackers: tuple[str, ...] = ()
+    experiment: str | None = Field(None, description="MLflow experiment / W&B project (else the tool's default)")
+    prompt_name: str | None = Field(None, description="register the best prompt under this name (MLflow)")
+
+
 class Budget(_Frozen):
     max_calls: int | None = Field(None, gt=0, description="hard limit on paid model calls, all roles")
     max_cost: float | None = Field(None, gt=0, description="hard limit in USD")
@@ -146,6 +154,7 @@ class OptimizeConfig(_Frozen):
     output: str | None = None
     strategy: str = Field("reflex", description="search strategy: reflex (default), mipro or gepa")
     pipeline: PipelineSpec | None = None
+    track: TrackSpec = TrackSpec()
 
     def public(self) -> dict[str, Any]:
         """The config as stored in the run directory (no secrets: keys never enter the config)."""
@@ -185,6 +194,7 @@ class CompareConfig(_Frozen):
     parallel: int = Field(2, ge=1, description="models tuned at the same time")
     strategy: str = Field("reflex", description="search strategy of every model's tuning run")
     pipeline: PipelineSpec | None = None
+    track: TrackSpec = TrackSpec()
 
     @model_validator(mode="after")
     def _pipeline_is_tuned(self) -> CompareConfig:
@@ -267,6 +277,14 @@ def optimize_config(dataset: str | Path, prompt: str | Path, *, model: str | Non
         reasoning=model_spec(reasoning_model, api_base=api_base),
         scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
         output=str(output) if output else None, **settings)
+
+
+def track_spec(trackers: list[str] | tuple[str, ...] | None = None, *, experiment: str | None = None,
+               register: str | None = None) -> TrackSpec:
+    """`--track NAME ... [--track-experiment E] [--register-prompt NAME]`."""
+    if (experiment or register) and not trackers:
+        raise ConfigError("--track-experiment and --register-prompt need a tracker", fix="add --track mlflow")
+    return TrackSpec(trackers=tuple(trackers or ()), experiment=experiment, prompt_name=register)
 
 
 def pipeline_spec(target: str | None, prompts: list[str] | tuple[str, ...] = (), *,

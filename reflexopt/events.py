@@ -10,7 +10,10 @@ error (reported once as a `note`), so a broken tracker never stops a run.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .config import TrackSpec
 
 
 class Callback(Protocol):
@@ -46,6 +49,7 @@ SHAPES: dict[str, frozenset[str]] = {k: frozenset(v.split()) for k, v in {
     "skip": "unit",
     "unit_start": "unit round",
     "unit_done": "unit",
+    "batch_done": "round complete failed regressions",
     # worker
     "study": "study",
 }.items()}
@@ -62,9 +66,12 @@ class EventBus:
     for subscribers added with `isolated=True` (plug-in trackers): one of those that raises is detached after its
     first error, reported once as a `note`, and the run goes on."""
 
-    def __init__(self, subscribers: Iterable[Callback | None] = ()) -> None:
+    def __init__(self, subscribers: Iterable[Callback | None] = (), *, checked: bool = True) -> None:
+        """`checked=False` for the buses of compare and batch, whose own events (a comparison's `start`, ...)
+        are not a run's: their runs' events were checked on the runs' own buses."""
         self._subs: list[Callback] = [s for s in subscribers if s is not None]
         self._isolated: set[int] = set()
+        self._shapes = SHAPES if checked else {}
 
     def subscribe(self, sub: Callback, *, isolated: bool = False) -> Callback:
         self._subs.append(sub)
@@ -85,7 +92,7 @@ class EventBus:
         self.emit(kind, data)
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
-        missing = SHAPES.get(kind, frozenset()) - data.keys()
+        missing = self._shapes.get(kind, frozenset()) - data.keys()
         if missing:
             raise ValueError(f"event {kind!r} lacks {sorted(missing)}")
         failed: list[str] = []
@@ -103,6 +110,27 @@ class EventBus:
             self.emit("note", {"message": message})
 
 
+class TrackedBus(EventBus):
+    """The bus of a command that owns experiment trackers (`--track`): they are made (and checked, before any
+    model call) with the bus and attached isolated; `finish(ok)` ends their runs when the command stops."""
+
+    def __init__(self, subscribers: Iterable[Callback | None], spec: TrackSpec, *, checked: bool = True) -> None:
+        from .trackers import make_trackers
+
+        super().__init__(subscribers, checked=checked)
+        self.trackers = make_trackers(spec)
+        attach(self, self.trackers)
+
+    def tagged(self, **tag: Any) -> Callback:
+        """A subscriber that passes a sub-run's events on with `tag` (model=..., unit=...) added."""
+        return forward(self, **tag)
+
+    def finish(self, ok: bool) -> None:
+        from .trackers import finish_all
+
+        finish_all(self.trackers, ok)
+
+
 def forward(to: Callback, **tag: Any) -> Callback:
     """A subscriber that passes every event on to `to` with `tag` added (compare and batch forward their runs'
     events this way)."""
@@ -111,6 +139,12 @@ def forward(to: Callback, **tag: Any) -> Callback:
         to(kind, {**data, **tag})
 
     return fwd
+
+
+def attach(bus: EventBus, subscribers: Iterable[Callback]) -> None:
+    """Subscribe plug-in subscribers and trackers, isolated: one that raises is detached with a note."""
+    for sub in subscribers:
+        bus.subscribe(sub, isolated=True)
 
 
 def plugin_subscribers() -> list[Callback]:

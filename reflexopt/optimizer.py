@@ -17,7 +17,7 @@ from .config import Budget, OptimizeConfig
 from .errors import ConfigError, ReflexoptError
 from .estimate import run_estimate
 from .evaluator import Evaluator
-from .events import Event, EventBus, plugin_subscribers
+from .events import Event, TrackedBus, attach, plugin_subscribers
 from .pool import Candidate, State, from_study, select
 from .search import GRACE_S, Search, StudyState, worker_id
 from .store import RunStore, write_text_atomic
@@ -32,9 +32,6 @@ class Optimizer:
         run as it was started: `config` then gives only its storage URL, and `changes` what a resume may change
         ({"budget": {field: value}} merged into the run's budget, {"output": path}); they are written to the
         run's config.json once the run is claimed, so a later resume and `runs show` see them."""
-        self.bus = EventBus([on_event])
-        for sub in plugin_subscribers():
-            self.bus.subscribe(sub, isolated=True)
         self._changed = False
         if resume is not None or (run_dir is not None and (run_dir / "config.json").exists()):
             ref = None if resume in ("", "latest") else resume  # no id: the latest run
@@ -58,9 +55,12 @@ class Optimizer:
             self._run_dir = run_dir
             self.resumed = False
         self._search: Search | None = None
+        self.bus = TrackedBus([on_event], self.config.track)  # trackers are checked here, before any model call
+        attach(self.bus, plugin_subscribers())
         self.evaluator = Evaluator(self.config, baseline, memo=self.store.evals() if self.store else None,
                                    on_event=self.bus)
         self.strategy = get_strategy(self.config.strategy)
+
         if self.config.pipeline is not None and not getattr(self.strategy, "any_task", True):
             raise ConfigError(f"strategy {self.config.strategy!r} drives the model itself and cannot run a pipeline",
                               fix="use --strategy reflex with --pipeline")
@@ -117,13 +117,17 @@ class Optimizer:
             self.store.claim()  # outside the try: a run that another process runs is not failed
             if self._changed:
                 self.store.save_config(self.config.public())
+        ok = False
         try:
-            return await self._arun()
+            result = await self._arun()
+            ok = True
+            return result
         except ReflexoptError as e:  # a run that stops on an error is failed, not interrupted
             if self.store is not None:
                 self.store.mark_failed(str(e))
             raise
         finally:
+            self.bus.finish(ok)
             await self.evaluator.aclose()
             if self._search is not None:
                 self._search.close()

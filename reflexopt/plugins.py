@@ -12,7 +12,8 @@ Groups and what an entry point names:
   chosen by the model id's prefix (the entry point's name: `myprov` serves `myprov/...`);
 - `reflexopt.scorers`: a callable `(cases) -> (value_fn(output, ideal) -> float in 0..1)`; `--metric NAME`;
 - `reflexopt.subscribers`: a zero-argument callable returning an `events.Subscriber`, attached to every
-  optimize run (trackers that configure themselves from the environment).
+  optimize run (trackers that configure themselves from the environment);
+- `reflexopt.trackers`: a callable `(*, experiment) -> trackers.Backend`, chosen by `--track NAME`.
 
 A plugin that fails to load is named with its package and the fix, never a traceback from deep inside.
 """
@@ -25,7 +26,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-GROUPS = ("reflexopt.strategies", "reflexopt.backends", "reflexopt.scorers", "reflexopt.subscribers")
+GROUPS = ("reflexopt.strategies", "reflexopt.backends", "reflexopt.scorers", "reflexopt.subscribers",
+          "reflexopt.trackers")
 
 
 def available(group: str) -> dict[str, EntryPoint]:

@@ -66,6 +66,12 @@ MaxTok = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Complet
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show each case's output and score as it comes.")]
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")]
+TrackOpt = Annotated[list[str] | None, typer.Option("--track", help="Log the run to an experiment tracker: mlflow or "
+                                                   "wandb (repeat for both; extras reflexopt[mlflow], [wandb]).")]
+TrackExpOpt = Annotated[str | None, typer.Option("--track-experiment", help="MLflow experiment / W&B project "
+                                                 "(default: MLFLOW_EXPERIMENT_NAME / WANDB_PROJECT, else reflexopt).")]
+RegisterOpt = Annotated[str | None, typer.Option("--register-prompt", help="Register the best prompt as a new "
+                                                 "version of this name in MLflow's prompt registry.")]
 StrategyOpt = Annotated[str, typer.Option("--strategy", help="Search strategy: reflex (reflexopt's own), mipro "
                                           "(DSPy MIPROv2) or gepa (DSPy GEPA).")]
 

@@ -22,9 +22,12 @@ from .app import (
     MetricOpt,
     ModelOpt,
     PromptArg,
+    RegisterOpt,
     ReportOpt,
     RubricOpt,
     StrategyOpt,
+    TrackExpOpt,
+    TrackOpt,
     VerboseOpt,
     app,
     err,
@@ -91,7 +94,8 @@ def eval_cmd(
 RESUME_FIELDS = {"dataset": "data", "input_field": "data", "ideal_field": "data", "prompt": "prompt_path",
                  "model": "model", "api_base": "model", "max_tokens": "model", "reasoning_model": "reasoning",
                  "judge": "scorer", "judge_criteria": "scorer", "metric": "scorer", "split_opt": "split",
-                 "seed": "seed", "concurrency": "concurrency", "no_prune": "pruning", "strategy": "strategy"}
+                 "seed": "seed", "concurrency": "concurrency", "no_prune": "pruning", "strategy": "strategy",
+                 "track": "track", "track_experiment": "track", "register_prompt": "track"}
 
 
 def _setting(config: Any, field: str) -> Any:
@@ -156,11 +160,14 @@ def optimize_cmd(
                                                           "NAME=FILE (repeat for each).")] = None,
     pipeline_timeout: Annotated[float | None, typer.Option("--pipeline-timeout", min=1, help="Seconds a pipeline "
                                                            "may take on one case (default 300).")] = None,
+    track: TrackOpt = None,
+    track_experiment: TrackExpOpt = None,
+    register_prompt: RegisterOpt = None,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimize a prompt: diagnose failures, propose rewrites, search with Optuna, verify on held-out test."""
-    from ..config import Budget, optimize_config, parse_duration, parse_split, pipeline_spec
+    from ..config import Budget, optimize_config, parse_duration, parse_split, pipeline_spec, track_spec
     from ..optimizer import Optimizer
     from .render import LiveView, print_dry_run, print_optimize
 
@@ -187,7 +194,8 @@ def optimize_cmd(
         budget=Budget(max_calls=max_calls, max_cost=max_cost, max_time_s=parse_duration(max_time),
                       max_trials=max_trials, patience=patience, target=target),
         split=parse_split(split_opt), seed=seed, concurrency=concurrency, pruning=not no_prune, storage=storage,
-        strategy=strategy, pipeline=pipe)
+        strategy=strategy, pipeline=pipe,
+        track=track_spec(track, experiment=track_experiment, register=register_prompt))
     opt = Optimizer(config, resume=resume, run_dir=run_dir, changes=changes)
     if opt.resumed:  # the run goes on with the settings it started with; the same values may be given again
         differ = [flag for name, flag in given.items() if name in RESUME_FIELDS
@@ -271,11 +279,13 @@ def compare_cmd(
                                                  "model: FILE.py:FUNCTION.")] = None,
     prompt_opts: Annotated[list[str] | None, typer.Option("--prompt", help="A prompt your pipeline reads, as "
                                                           "NAME=FILE (repeat for each).")] = None,
+    track: TrackOpt = None,
+    track_experiment: TrackExpOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Tune a prompt for each model, compare them on one test split, recommend the cheapest good one."""
     from ..compare import compare
-    from ..config import Budget, compare_config, pipeline_spec
+    from ..config import Budget, compare_config, pipeline_spec, track_spec
     from .render import compare_events, print_compare
 
     pipe = pipeline_spec(pipeline, prompt_opts or ())
@@ -296,7 +306,7 @@ def compare_cmd(
         judge=judge, rubric=judge_criteria, metric=metric,
         budget=Budget(max_calls=max_calls_per_model, max_trials=max_trials, patience=max(1, max_trials)),
         tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel,
-        strategy=strategy, pipeline=pipe)
+        strategy=strategy, pipeline=pipe, track=track_spec(track, experiment=track_experiment))
 
     result = compare(config, on_event=compare_events(err, quiet=as_json, tuning=not no_tune)).to_json()
     if report is not None:
@@ -322,16 +332,19 @@ def batch_cmd(
                                                 "directory.")] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="Search strategy for every job (overrides "
                                                  "the jobs file): reflex, mipro or gepa.")] = None,
+    track: TrackOpt = None,
+    track_experiment: TrackExpOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-optimize many prompt/model jobs; resumable; exit code 1 when a job regressed beyond its tolerance."""
     from ..batch import run_batch
+    from ..config import track_spec
     from .render import batch_events, print_batch
 
     if report is not None:
         check_writable(report, "--report", directory=True)
     result = run_batch(jobs, storage=storage, parallel=parallel, on_event=batch_events(err, quiet=as_json),
-                       strategy=strategy)
+                       strategy=strategy, track=track_spec(track, experiment=track_experiment))
     if report is not None:
         from ..report import write_batch_reports
 
