@@ -7,11 +7,12 @@ unset, MLflow's default (a `mlflow.db` SQLite store in the working directory). T
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,20 @@ from ..errors import ConfigError
 from ..models.base import redact
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """MLflow's and SQLAlchemy's deprecation and future warnings are not the user's business."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _mlflow() -> Any:
     # MLflow reads these when it first makes a request: an unreachable server fails in seconds, not minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             import mlflow
     except ImportError:
         raise ConfigError("--track mlflow needs MLflow, which is not installed",
@@ -47,8 +55,9 @@ class MlflowBackend:
         self.client = MlflowClient()
         name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "reflexopt"
         try:  # the pre-flight: the store answers (and the experiment exists) before any model call
-            exp = self.client.get_experiment_by_name(name)
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(name)
+            with _quiet():
+                exp = self.client.get_experiment_by_name(name)
+                self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(name)
         except Exception as e:  # noqa: BLE001 - any failure here means the tracking store cannot be used
             msg = redact(str(e)).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise ConfigError(f"the MLflow tracking store {redact(uri)} cannot be used: {msg}",
@@ -56,6 +65,11 @@ class MlflowBackend:
 
     def open(self, *, name: str, params: dict[str, str], tags: dict[str, str], resume: str | None,
              parent: str | None) -> str:
+        with _quiet():
+            return self._open(name, params, tags, resume, parent)
+
+    def _open(self, name: str, params: dict[str, str], tags: dict[str, str], resume: str | None,
+              parent: str | None) -> str:
         from mlflow.entities import Param, RunTag
 
         if resume:
@@ -79,26 +93,29 @@ class MlflowBackend:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(run, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+        with _quiet():
+            self.client.log_batch(run, metrics=[Metric(k, v, now, step) for k, v in values.items()])
 
     def tags(self, run: str, values: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run, tags=[RunTag(k, v) for k, v in values.items()])
+        with _quiet():
+            self.client.log_batch(run, tags=[RunTag(k, v) for k, v in values.items()])
 
     def files(self, run: str, paths: Sequence[Path]) -> None:
-        for p in paths:
-            self.client.log_artifact(run, str(p))
+        with _quiet():
+            for p in paths:
+                self.client.log_artifact(run, str(p))
 
     def register_prompt(self, run: str, name: str, text: str, message: str) -> str | None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             version = self.mlflow.genai.register_prompt(name=name, template=text, commit_message=message,
                                                         tags={"reflexopt.mlflow_run": run})
         return f"prompts:/{version.name}/{version.version}"
 
     def close(self, run: str, ok: bool) -> None:
-        self.client.set_terminated(run, status="FINISHED" if ok else "FAILED")
+        with _quiet():
+            self.client.set_terminated(run, status="FINISHED" if ok else "FAILED")
 
 
 def backend(*, experiment: str | None = None) -> MlflowBackend:
