@@ -32,10 +32,13 @@ font-size:12px;background:#eef2ff}.case{border-left:3px solid #d0d5dd;padding-le
 """
 
 
-def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
+def page(title: str, body: str, *, refresh_s: int | None = None, nav: str = "") -> str:
+    """The report's page. `refresh_s`: the browser reloads it (the live view of a running run; no script);
+    `nav`: trusted markup put above the body (the live view's link back to the run list)."""
+    refresh = f"<meta http-equiv=refresh content={int(refresh_s)}>" if refresh_s else ""
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>{refresh}"
             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head>"
-            f"<body><main>{body}</main></body></html>")
+            f"<body><main>{nav}{body}</main></body></html>")
 
 
 def _p(p: float) -> str:
@@ -144,7 +147,9 @@ def _phases(events: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def run_report(path: Path) -> str:
+def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", running: bool = False) -> str:
+    """The run's report; with `running` (the live view), the progress so far at the top, and nothing read from
+    outside the run directory."""
     store = RunStore(path)
     cfg = store.config()
     summary = store.summary()
@@ -152,7 +157,7 @@ def run_report(path: Path) -> str:
     by_id = {c["id"]: c for c in cands}
     events = store.events()
     evals = store.evals()
-    base_md = store.baseline_markdown()
+    base_md = store.baseline_markdown(from_file=not running)
     best_md = summary["best_prompt"] if summary else base_md
     accepted = list(summary.get("accepted_path") or []) if summary else []
     if not accepted:  # older or interrupted runs: the path of strict improvements in trial order
@@ -162,7 +167,8 @@ def run_report(path: Path) -> str:
                 if c["id"] == "baseline" or c.get("n_val") == max((x.get("n_val") or 0) for x in cands):
                     accepted.append(c["id"])
                     best_val = c["val_mean"]
-    status = "finished" if summary else "interrupted or still running (partial report)"
+    status = ("finished" if summary else "running (this page reloads itself)" if running
+              else "interrupted or still running (partial report)")
     title = f"reflexopt run {path.name}"
     body = [f"<h1>{escape(title)}</h1><div class=muted>{escape(Path(cfg['data']['path']).name)} · model "
             f"{escape(cfg['model']['id'])} · strategy {escape(str(cfg.get('strategy') or 'reflex'))} · "
@@ -180,6 +186,16 @@ def run_report(path: Path) -> str:
             f"<div class=kpi>paired test<b>{_p(summary['p_value'])}</b>{sig}</div>"
             f"<div class=kpi>trials<b>{summary['trials']}</b><span class=muted>{summary['pruned_trials']} pruned · "
             f"{escape(summary['stop_reason'])}</span></div></div>")
+    if not summary:
+        pr = store.progress()
+        trials = sum(1 for c in cands if c.get("trial") is not None)
+        body.append(
+            "<div class='card kpis'>"
+            f"<div class=kpi>trials so far<b id=trials>{trials}</b></div>"
+            f"<div class=kpi>baseline val<b>{_f(pr.get('baseline_val'))}</b></div>"
+            f"<div class=kpi>best val<b>{_f(pr.get('best_val'))}</b></div>"
+            f"<div class=kpi>paid calls<b>{pr.get('calls', '–')}</b></div>"
+            f"<div class=kpi>cost<b>${float(pr.get('cost_usd') or 0):.4f}</b></div></div>")
     body.append("<h2>Score trajectory (val)</h2><div class=card>" + trajectory_svg(cands, accepted) + "</div>")
     if summary:
         bt, nt = store.results(base_md, "test", evals), store.results(best_md, "test", evals)
@@ -213,7 +229,7 @@ def run_report(path: Path) -> str:
                 "<th>cached</th><th>prompt tokens</th><th>completion tokens</th><th>cost</th></tr>"
                 f"{rows}</table><table style='margin-top:10px;width:auto'><tr><th>phase</th><th>time</th></tr>"
                 f"{phases}</table></div>")
-    return _page(title, "".join(body))
+    return page(title, "".join(body), refresh_s=refresh_s, nav=nav)
 
 
 def scatter_svg(rows: list[dict[str, Any]]) -> str:
@@ -252,7 +268,7 @@ def _interrupted_compare(path: Path) -> dict[str, Any]:
     return {"rows": rows, "reason": reason, "n_test": "?", "transfer": None}
 
 
-def compare_report(path: Path) -> str:
+def compare_report(path: Path, *, refresh_s: int | None = None, nav: str = "") -> str:
     data = read_json(path / "compare.json") if (path / "compare.json").exists() else _interrupted_compare(path)
     title = f"reflexopt {path.name}"
     head = ("<tr><th>model</th><th>baseline</th><th>tuned</th><th>95% CI</th><th>gain</th><th>pass rate</th>"
@@ -282,7 +298,7 @@ def compare_report(path: Path) -> str:
                 f"{_f(matrix[src].get(dst))}</td>" for dst in models) + "</tr>" for src in models)
         body.append("<h2>Transfer: prompt tuned for (row) scored on (column)</h2><div class=card><table><tr><th></th>"
                     + "".join(f"<th>{escape(m)}</th>" for m in models) + f"</tr>{matrix_rows}</table></div>")
-    return _page(title, "".join(body))
+    return page(title, "".join(body), refresh_s=refresh_s, nav=nav)
 
 
 def write_report(path: Path, out: Path | None = None) -> Path:

@@ -260,11 +260,14 @@ class RunStore:
         p = self.candidates_dir / f"{cid}.md"
         return p.read_text(encoding="utf-8") if p.exists() else None
 
-    def baseline_markdown(self) -> str:
-        """The starting prompt as saved, or re-read from its file when a kill came before it was saved."""
+    def baseline_markdown(self, *, from_file: bool = True) -> str:
+        """The starting prompt as saved, or re-read from its file when a kill came before it was saved (with
+        `from_file=False`, "" then: the live view reads nothing outside the run directory)."""
         md = self.candidate_markdown("baseline")
         if md is not None:
             return md
+        if not from_file:
+            return ""
         path = str(self.config().get("prompt_path") or "")
         try:
             return Path(path).read_text(encoding="utf-8-sig")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import JsonOpt, app, guard, out, print_json
+from .app import JsonOpt, app, err, guard, out, print_json
 from .app import show as show_result
 
 runs_app = typer.Typer(help="Run history: list, show and diff runs (optimize, compare, batch).",
@@ -65,3 +65,30 @@ def report_cmd(run: Annotated[str, typer.Argument(help="Run id (or prefix), comp
         check_writable(output, "-o")
     path = write_report(find(run), output)
     out.print(f"report: {path}")
+
+
+@app.command("serve")
+@guard
+def serve_cmd(port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
+              host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback lets "
+                                                "others on the network read your runs.")] = "127.0.0.1",
+              refresh: Annotated[int, typer.Option("--refresh", min=1, help="Seconds between reloads of a "
+                                                   "running run's page.")] = 3) -> None:
+    """Open the run history and every run's report in a browser; a running run's page updates as trials finish.
+    Read-only: it starts nothing and reads only reflexopt's own folders."""
+    from ..serve import is_loopback, serve
+
+    if not is_loopback(host):
+        err.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach it can read every prompt, dataset "
+                  "row and output in your runs (there is no login)")
+    try:
+        serve(host, port, refresh_s=refresh,
+              on_ready=lambda url: err.print(f"serving the runs in {runs_root_text()} at {url} (Ctrl-C stops)"))
+    except KeyboardInterrupt:
+        err.print("stopped")
+
+
+def runs_root_text() -> str:
+    from ..paths import home_dir
+
+    return str(home_dir())

@@ -1,0 +1,153 @@
+"""`reflexopt serve`, through the real path: a real optimize run in one process, the view in another, fetched
+over HTTP like a browser would. The page of a running run shows its trial count rising; no request reaches a
+file outside reflexopt's folders; binding beyond loopback warns; a port in use is one line."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import FakeOpenAI, label_model, label_rows, write_jsonl
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "REFLEXOPT_HOME": str(home), "OPENAI_API_KEY": "sk-test-0000000000",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+
+
+def _get(port: int, path: str, host: str | None = None, method: str = "GET") -> tuple[int, str, dict[str, str]]:
+    """A raw request: the path goes out exactly as written (no client-side normalisation of `..`)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.putrequest(method, path, skip_host=True)
+    c.putheader("Host", host or f"127.0.0.1:{port}")
+    c.endheaders()
+    r = c.getresponse()
+    body = r.read().decode("utf-8", "replace")
+    c.close()
+    return r.status, body, {k.lower(): v for k, v in r.getheaders()}
+
+
+@pytest.fixture
+def view(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
+    home = tmp_path / "home"
+    (home / "runs").mkdir(parents=True)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "reflexopt", "serve", "--port", str(port), "--refresh", "1"],
+                            env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert f"127.0.0.1:{port}" in line, line
+    yield port, home, proc
+    proc.terminate()
+    proc.communicate(timeout=30)
+
+
+def _trials(page: str) -> int:
+    m = re.search(r"<b id=trials>(\d+)</b>", page)
+    assert m, page[:500]
+    return int(m.group(1))
+
+
+def test_a_running_runs_page_shows_its_trials_rising(view: tuple[int, Path, subprocess.Popen[str]],
+                                                     openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    port, home, _ = view
+
+    def slow(req: dict[str, object]) -> str:
+        time.sleep(0.04)
+        return label_model(req["messages"])  # type: ignore[arg-type]
+
+    openai_server.responder = slow
+    write_jsonl(tmp_path / "d.jsonl", label_rows(40))
+    (tmp_path / "p.md").write_text("Look at this: {input}\n")
+    run = subprocess.Popen([sys.executable, "-m", "reflexopt", "optimize", str(tmp_path / "d.jsonl"),
+                            str(tmp_path / "p.md"), "-m", "openai/t", "--api-base", openai_server.url, "--metric",
+                            "contains", "--max-trials", "8", "--patience", "8", "--no-prune", "--concurrency", "1",
+                            "--json"], env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen: list[int] = []
+        key = None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and run.poll() is None:
+            status, index, headers = _get(port, "/")
+            assert status == 200 and "default-src 'none'" in headers["content-security-policy"]
+            m = re.search(r"href='/run/(runs/[^']+)'", index)
+            if m:
+                key = m.group(1)
+                status, page, _ = _get(port, f"/run/{key}")
+                assert status == 200
+                if "running" in page and "<b id=trials>" in page:
+                    assert "http-equiv=refresh" in page  # the browser reloads a running run's page
+                    seen.append(_trials(page))
+                    if len(set(seen)) >= 2:
+                        break
+            time.sleep(0.3)
+        assert len(seen) >= 2 and seen[-1] > seen[0], seen
+    finally:
+        out, err = run.communicate(timeout=240)
+    assert run.returncode == 0, err
+    status, page, _ = _get(port, f"/run/{key}")
+    assert status == 200 and "http-equiv=refresh" not in page and "best test" in page  # finished: the full report
+
+
+def test_no_request_reads_outside_the_runs(view: tuple[int, Path, subprocess.Popen[str]], tmp_path: Path) -> None:
+    port, home, _ = view
+    (home / "secret.txt").write_text("TOP-SECRET-1")
+    (tmp_path / "secret.txt").write_text("TOP-SECRET-2")
+    run = home / "runs" / "r1"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": {"id": "m"}, "data": {"path": "d.jsonl"},
+                                                 "prompt_path": str(tmp_path / "secret.txt")}))
+    status, page, _ = _get(port, "/run/runs/r1")  # a run whose starting prompt was never saved: not read
+    assert status == 200 and "TOP-SECRET" not in page
+    for path in ["/run/../secret.txt", "/run/runs/../../secret.txt", "/run/runs/r1/../../../secret.txt",
+                 "/run/%2e%2e/secret.txt", "/run/runs%2f..%2f..%2fsecret.txt", "/run/runs/r1/config.json",
+                 "/../secret.txt", "/run//etc/passwd", "/run/" + str(tmp_path / "secret.txt"),
+                 "/run/runs/r1%00", "/secret.txt"]:
+        status, body, _ = _get(port, path)
+        assert status in (400, 404), (path, status)
+        assert "TOP-SECRET" not in body and "root:" not in body, path
+    assert _get(port, "/", method="POST")[0] == 405  # read-only
+    assert _get(port, "/", method="DELETE")[0] == 405
+    assert _get(port, "/", host="evil.example:80")[0] == 403  # DNS rebinding: another site's name
+
+
+def test_other_addresses_warn_and_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        r = subprocess.run([sys.executable, "-m", "reflexopt", "serve", "--port", str(port)], env=_env(tmp_path),
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        busy.close()
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], r.stderr
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "reflexopt", "serve", "--host", "0.0.0.0", "--port", str(port)],
+                            env=_env(tmp_path), stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert first.startswith("warning:") and "anyone who can reach it can read" in first
+        assert f":{port}/" in proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
