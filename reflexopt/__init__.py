@@ -35,6 +35,7 @@ _EXPORTS = {
     "Task": "reflexopt.task",
     "EventBus": "reflexopt.events",
     "current_prompt": "reflexopt.current",
+    "Score": "reflexopt.metrics",
 }
 
 __all__ = sorted(_EXPORTS)

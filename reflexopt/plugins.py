@@ -10,7 +10,8 @@ Groups and what an entry point names:
 - `reflexopt.strategies`: a zero-argument callable returning a `strategies.base.Strategy`;
 - `reflexopt.backends`: a callable `(spec: ModelSpec) -> (Backend, cache identity, default concurrency)`,
   chosen by the model id's prefix (the entry point's name: `myprov` serves `myprov/...`);
-- `reflexopt.scorers`: a callable `(cases) -> (value_fn(output, ideal) -> float in 0..1)`; `--metric NAME`;
+- `reflexopt.scorers`: a callable `(spec, cases) -> scoring.Scorer` (`kind`, `name`, `describe()`, async
+  `score(case, output) -> Score`); `--metric NAME[:ARG]` (spec is the whole option value);
 - `reflexopt.subscribers`: a zero-argument callable returning an `events.Subscriber`, attached to every
   optimize run (trackers that configure themselves from the environment);
 - `reflexopt.trackers`: a callable `(*, experiment) -> trackers.Backend`, chosen by `--track NAME`.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeOpenAI, label_model, label_rows, names_labels, write_jsonl
+from conftest import EXAMPLES, FakeOpenAI, label_model, label_rows, names_labels, write_jsonl
 
 from reflexopt.budget import Limits, RunBudget
 from reflexopt.config import Budget, optimize_config
@@ -320,3 +320,25 @@ def test_the_budget_answers_may_i_and_why_we_stopped() -> None:
     cached = RunBudget(2, None)
     assert cached.first_ask("k") and not cached.first_ask("k")
     assert cached.charge_cached(m) and cached.charge_cached(m) and not cached.charge_cached(m)
+
+
+def test_the_example_plugin_installs_with_pip_and_eval_scores_with_it(openai_server: FakeOpenAI,
+                                                                      tmp_path: Path) -> None:
+    """examples/plugin, installed by pip into a folder on the path, adds `--metric word-limit:N`."""
+    site = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site),
+                          str(EXAMPLES / "plugin")], capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr
+    rows = [{"input": f"item {i}", "ideal": "x"} for i in range(6)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    (tmp_path / "p.md").write_text("Describe {input}.\n")
+    openai_server.responder = lambda req: ("short reply" if int(req["messages"][-1]["content"].split()[-1][:-1]) % 3
+                                           else "a much longer reply than three words")
+    args = [sys.executable, "-m", "reflexopt", "eval", str(data), str(tmp_path / "p.md"), "-m", "openai/t",
+            "--api-base", openai_server.url, "--metric", "word-limit:3", "--json"]
+    r = subprocess.run(args, env=_env(tmp_path, "h", site), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["score"] == pytest.approx(4 / 6, abs=1e-3)  # items 0 and 3 answer at length
+    r = subprocess.run(args, env=_env(tmp_path, "h2", tmp_path / "nothing"), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "unknown metric 'word-limit:3'" in r.stderr
