@@ -151,3 +151,37 @@ def test_other_addresses_warn_and_a_busy_port_is_one_line(tmp_path: Path) -> Non
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def test_optuna_dashboard_opens_a_runs_study(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    """The README's note: `optuna-dashboard sqlite:///RUN_DIR/study.db` shows the run's trials."""
+    openai_server.responder = lambda req: label_model(req["messages"])
+    write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Look at this: {input}\n")
+    r = subprocess.run([sys.executable, "-m", "reflexopt", "optimize", str(tmp_path / "d.jsonl"),
+                        str(tmp_path / "p.md"), "-m", "openai/t", "--api-base", openai_server.url, "--metric",
+                        "contains", "--max-trials", "3", "--json"], env=_env(tmp_path / "home"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    port = _free_port()
+    dash = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"),
+                             f"sqlite:///{Path(result['run_dir']) / 'study.db'}", "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, body = time.monotonic() + 60, ""
+        while time.monotonic() < deadline:
+            try:
+                status, body, _ = _get(port, "/api/studies")
+                if status == 200:
+                    break
+            except OSError:
+                time.sleep(0.3)
+        summaries = json.loads(body)["study_summaries"]
+        assert [s["study_name"] for s in summaries] == [result["study"]]
+        status, body, _ = _get(port, f"/api/studies/{summaries[0]['study_id']}")
+        trials = json.loads(body)["trials"]
+        assert status == 200 and len(trials) == result["trials"] + 1  # the baseline is trial 0
+    finally:
+        dash.terminate()
+        dash.communicate(timeout=30)
