@@ -167,6 +167,9 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
                 if c["id"] == "baseline" or c.get("n_val") == max((x.get("n_val") or 0) for x in cands):
                     accepted.append(c["id"])
                     best_val = c["val_mean"]
+    best_id = summary["best_candidate"] if summary else (accepted[-1] if accepted else "baseline")
+    if not summary:  # the best so far: the end of the accepted path
+        best_md = store.candidate_markdown(best_id) or base_md
     status = ("finished" if summary else "running (this page reloads itself)" if running
               else "interrupted or still running (partial report)")
     title = f"reflexopt run {path.name}"
@@ -212,8 +215,8 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
                        "</td></tr>" for k in sorted(set(cb) | set(cn), key=lambda k: -(cb.get(k, 0) + cn.get(k, 0))))
         body.append("<h2>Failure categories on test</h2><div class=card><table><tr><th>category</th><th>baseline"
                     f"</th><th>best</th></tr>{rows or '<tr><td colspan=3>none</td></tr>'}</table></div>")
-    body.append("<h2>Prompt diff</h2><div class=card>" + diff_html(base_md, best_md) + "</div>")
-    best_id = summary["best_candidate"] if summary else "baseline"
+    so_far = "" if summary else f" (best so far: {escape(best_id)})"
+    body.append(f"<h2>Prompt diff{so_far}</h2><div class=card>" + diff_html(base_md, best_md) + "</div>")
     body.append("<h2>Lineage of the best prompt</h2><div class=card>" + _lineage(by_id, best_id) + "</div>")
     usage: dict[str, Any] = (summary or {}).get("usage") or next(
         (e["usage"] for e in reversed(events) if e.get("usage")), {})

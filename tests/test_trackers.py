@@ -87,7 +87,8 @@ def test_mlflow_logs_params_trial_metrics_verdict_artifacts_and_resumes_the_same
     assert {"best.md", "report.html", "evals.jsonl", "summary.json"} <= names
     best = Path(c.download_artifacts(run.info.run_id, "best.md", str(tmp_path / "dl"))).read_text()
     assert best == Path(first["best_prompt_path"]).read_text()
-    # the registry holds the tuned prompt as version 1
+    assert run.data.tags["mlflow.note.content"].startswith(f"test {first['baseline_test']:.3f} -> ")
+    # the registry holds the tuned prompt as version 1, linked to the run
     assert run.data.tags["reflexopt.registered_prompt"] == "prompts:/sentiment/1"
     import mlflow
 
@@ -266,6 +267,7 @@ def test_trials_that_workers_ran_are_logged_to_the_coordinators_run(tmp_path: Pa
         def tags(self, run: str, values: dict[str, str]) -> None: ...
         def files(self, run: str, paths: Any) -> None: ...
         def register_prompt(self, *a: Any) -> None: ...
+        def note(self, run: str, text: str) -> None: ...
         def close(self, run: str, ok: bool) -> None: ...
 
     run = tmp_path / "run"

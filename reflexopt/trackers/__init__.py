@@ -45,6 +45,7 @@ class Backend(Protocol):
     def tags(self, run: str, values: dict[str, str]) -> None: ...
     def files(self, run: str, paths: Sequence[Path]) -> None: ...
     def register_prompt(self, run: str, name: str, text: str, message: str) -> str | None: ...
+    def note(self, run: str, text: str) -> None: ...
     def close(self, run: str, ok: bool) -> None: ...
 
 
@@ -70,6 +71,18 @@ def _read(path: Path) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def verdict_line(r: dict[str, Any]) -> str:
+    """One line a person reads in the tracker: what the run found on held-out test."""
+    try:
+        lo, hi = r["delta_ci95"]
+        gain = r["best_test"] - r["baseline_test"]
+        return (f"test {r['baseline_test']:.3f} -> {r['best_test']:.3f} ({gain:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}, "
+                f"p = {r['p_value']:.4f}): {'a significant gain' if r.get('significant') else 'no significant gain'}; "
+                f"best candidate {r.get('best_candidate')} after {r.get('trials')} trials ({r.get('stop_reason')})")
+    except (KeyError, TypeError, ValueError):
+        return "reflexopt run finished"
 
 
 class _Open:
@@ -219,6 +232,7 @@ class Tracker:
         self.backend.tags(o.run, {"reflexopt.verdict": "significant gain" if result.get("significant") else
                                   "no significant gain", "reflexopt.best_candidate": str(result.get("best_candidate")),
                                   "reflexopt.stop_reason": redact(str(result.get("stop_reason")))[:500]})
+        self.backend.note(o.run, redact(verdict_line(result)))
         self._artifacts(o, ["best.md", "summary.json", "evals.jsonl"], report=True)
         if self.register and result.get("best_prompt"):
             version = self.backend.register_prompt(

@@ -111,7 +111,11 @@ class MlflowBackend:
         with _quiet():
             version = self.mlflow.genai.register_prompt(name=name, template=text, commit_message=message,
                                                         tags={"reflexopt.mlflow_run": run})
+            self.client.link_prompt_version_to_run(run, version)  # the run's page lists it
         return f"prompts:/{version.name}/{version.version}"
+
+    def note(self, run: str, text: str) -> None:
+        self.tags(run, {"mlflow.note.content": text})  # the run's description in the UI
 
     def close(self, run: str, ok: bool) -> None:
         with _quiet():

@@ -83,6 +83,9 @@ class WandbBackend:
             art.add_file(str(p), name=p.name)
         r.log_artifact(art)
 
+    def note(self, run: str, text: str) -> None:
+        self._runs[run].notes = text
+
     def register_prompt(self, run: str, name: str, text: str, message: str) -> str | None:
         return None
 
