@@ -938,3 +938,16 @@ def test_reflexopt_home_that_cannot_be_a_folder(tmp_path: Path) -> None:
         res = cli("runs", "list", home=home)
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
         assert f"REFLEXOPT_HOME={home}: cannot be reflexopt's folder ({why})" in res.stderr
+
+
+@pytest.mark.parametrize("model", ["openai/task@api_key=sk-proj-Zq81canaryKEYabcdef0123,temperature=hot",
+                                   "openai/task@apikey=Zq81canaryKEYabcdef0123",
+                                   "openai/task@token=Zq81canaryKEYabcdef0123"])
+def test_a_key_given_on_the_command_line_is_never_printed(model: str, tmp_path: Path) -> None:
+    """`-m 'openai/task@api_key=sk-proj-...'` with a bad setting printed the key in full, twice."""
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"input": "a", "ideal": "b"}\n')
+    (tmp_path / "p.md").write_text("Say {input}.\n")
+    r = cli("eval", str(data), str(tmp_path / "p.md"), "-m", model, "--metric", "exact", home=tmp_path / "h")
+    assert r.returncode == 2 and "bad model setting" in r.stderr, r.stderr
+    assert "Zq81canaryKEY" not in r.stderr + r.stdout and "[redacted]" in r.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -93,7 +94,12 @@ def _root(
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    """One error line. Every message is redacted first: a key given on the command line (`-m ID@api_key=...`)
+    is never echoed back."""
+    from ..models.base import redact
+
+    text = re.sub(r"(?<!\\)\[redacted\]", r"\\[redacted]", redact(message))  # shown as written, not as markup
+    err.print(f"[bold red]error:[/] {text}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -138,6 +138,9 @@ class Meter:
 
 _SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|(?i:bearer)\s+[A-Za-z0-9_\-.]{8,}|AIza[0-9A-Za-z_\-]{20,})")
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# `api_key=...`, `token: ...` in a setting, a URL query or a message: the value goes, the name stays
+_KEYVAL = re.compile(r"(?i)\b((?:api[_-]?key|access[_-]?token|auth[_-]?token|token|secret|password|passwd|pwd)"
+                     r"[\"']?\s*[=:]\s*[\"']?)([^\s,&;'\"]+)")
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$|^PGPASSWORD$", re.I)
 
 
@@ -161,7 +164,8 @@ def redact(text: str) -> str:
     is stored or shown."""
     for v in secret_values():
         text = text.replace(v, "[redacted]")
-    return _SECRET.sub("[redacted]", mask_url(text))
+    return _KEYVAL.sub(lambda m: m[1] + "[redacted]" if m[2] != "[redacted]" else m[0],
+                       _SECRET.sub("[redacted]", mask_url(text)))
 
 
 def parse_retry_after(value: str | None) -> float | None:
