@@ -87,11 +87,25 @@ async def iter_results(cases: Sequence[Case], prompt: Prompt | PromptSet, task: 
             if not pending:
                 return
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            # every finished case's outcome is taken, so an error that stops the command (a refused key) is
+            # raised once, after the results that came with it, and never logged again by the loop as "never
+            # retrieved"
+            failed = [e for e in (t.exception() for t in done) if e is not None]
             for t in done:
-                yield t.result()
+                if t.exception() is None:
+                    yield t.result()
+            if failed:
+                raise failed[0]
     finally:
         for t in pending:
             t.cancel()
+            t.add_done_callback(_retrieve)
+
+
+def _retrieve(t: asyncio.Future[Any]) -> None:
+    """Take a cancelled-or-failed case's outcome (the command is already stopping for the first error)."""
+    if not t.cancelled():
+        t.exception()
 
 
 @dataclass(frozen=True)

@@ -951,3 +951,20 @@ def test_a_key_given_on_the_command_line_is_never_printed(model: str, tmp_path: 
     r = cli("eval", str(data), str(tmp_path / "p.md"), "-m", model, "--metric", "exact", home=tmp_path / "h")
     assert r.returncode == 2 and "bad model setting" in r.stderr, r.stderr
     assert "Zq81canaryKEY" not in r.stderr + r.stdout and "[redacted]" in r.stderr
+
+
+def test_a_refused_key_stops_every_command_in_one_line_without_tracebacks(openai_server: FakeOpenAI,
+                                                                          tmp_path: Path) -> None:
+    """After a 401, commands exited 2 with the right line, then printed 1-7 "Task exception was never
+    retrieved ... ModelError" tracebacks: the other cases in flight failed too and nobody took their errors."""
+    openai_server.script = [Scripted(status=401, delay_s=0.05) for _ in range(2000)]
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"a{i}", "ideal": "x"} for i in range(40)])
+    (tmp_path / "p.md").write_text("Say {input}.\n")
+    base = [str(data), str(tmp_path / "p.md"), "-m", "openai/x", "--api-base", openai_server.url,
+            "--metric", "exact"]
+    for cmd in (["eval", *base], ["optimize", *base, "--max-trials", "2"]):
+        for conc in ("4", "16"):
+            r = cli(*cmd, "--concurrency", conc, home=tmp_path / "h",
+                    env={"OPENAI_API_KEY": "sk-wrong-000000000000"})
+            assert r.returncode == 2 and "refused the credentials" in r.stderr, r.stderr
+            assert "never retrieved" not in r.stderr and "Traceback" not in r.stderr, (cmd[0], conc, r.stderr)
