@@ -30,7 +30,7 @@ from .config import TrackSpec
 from .events import Event, TrackedBus
 from .jobs import JobSpec, Unit, job_config, load_jobs
 from .parallel import map_threads
-from .paths import hold_lock, home_dir
+from .paths import hold_lock, home_dir, write_text_atomic
 from .store import read_json
 
 __all__ = ["Batch", "JobSpec", "Unit", "load_jobs", "run_batch"]
@@ -65,9 +65,7 @@ class Batch:
         return {"jobs_file": str(self.jobs_path), "rounds": []}
 
     def _save(self) -> None:
-        tmp = self.root / "state.json.tmp"
-        tmp.write_text(json.dumps(self.state, indent=2), encoding="utf-8")
-        tmp.replace(self.root / "state.json")
+        write_text_atomic(self.root / "state.json", json.dumps(self.state, indent=2))
 
     def units(self) -> list[Unit]:
         return [Unit(j, m) for j in self.jobs for m in j.model_ids()]
@@ -120,7 +118,7 @@ class Batch:
         else:
             best_file = self.root / "prompts" / f"{unit.slug}-r{n}.md"
             best_file.parent.mkdir(parents=True, exist_ok=True)
-            best_file.write_text(result["best_prompt"], encoding="utf-8")
+            write_text_atomic(best_file, result["best_prompt"])
             previous_best = prev["best_test"] if prev else None
             entry = {
                 "status": "done", "run_dir": str(run_dir), "run_id": result["run_id"], "model": unit.model,

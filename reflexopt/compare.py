@@ -20,7 +20,7 @@ from .events import Event, TrackedBus
 from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
 from .recommend import ModelRow, recommend, row_from_results
-from .store import hold_folder, new_run_id, read_json, runs_root
+from .store import hold_folder, new_run_id, read_json, runs_root, write_text_atomic
 from .workload import Workload
 
 __all__ = ["CompareResult", "Comparison", "ModelRow", "compare", "load_compare", "recommend"]
@@ -117,15 +117,14 @@ class Comparison:
         # interrupted one
         lock = hold_folder(self.root, f"compare {self.id}")
         try:
-            (self.root / "config.json").write_text(json.dumps(public(cfg.model_dump(mode="json")), indent=2),
-                                                  encoding="utf-8")
+            write_text_atomic(self.root / "config.json", json.dumps(public(cfg.model_dump(mode="json")), indent=2))
             self.on_event("start", {"compare_id": self.id, "models": labels, "n_test": len(self.test)})
             rows = map_threads(self._one, cfg.models, cfg.parallel)
             transfer = self._transfer(rows) if cfg.transfer else None
             choice, reason = recommend(rows, cfg.target)
             result = CompareResult(self.id, tuple(rows), choice, reason, transfer, len(self.test),
                                    round(time.monotonic() - start, 1))
-            (self.root / "compare.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+            write_text_atomic(self.root / "compare.json", json.dumps(result.to_json(), indent=2))
         finally:
             lock.release()
         self.on_event("done", result.to_json())

@@ -145,11 +145,10 @@ class EvalReport:
         return out
 
     def write_jsonl(self, path: str | Path) -> None:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with p.open("w", encoding="utf-8") as f:
-            for r in self.results:
-                f.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+        from .paths import write_text_atomic
+
+        write_text_atomic(Path(path), "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n"
+                                              for r in self.results))
 
 
 def _r(x: float | None) -> float | None:

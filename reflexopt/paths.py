@@ -90,3 +90,15 @@ def check_writable(path: str | Path, option: str, *, directory: bool = False,
                           fix="choose another location")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{option} {p}: the folder {parent} is not writable", fix="choose a writable location")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file the user keeps (or the run reads back) so that a failure midway leaves the old one whole: a
+    temporary file beside it, then a rename; the folder is made when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .evaluate import CaseResult
+from .paths import write_text_atomic
 from .promptset import diff_lines
 from .store import RunStore, read_json, read_jsonl
 
@@ -308,8 +309,7 @@ def write_report(path: Path, out: Path | None = None) -> Path:
     is_compare = (path / "compare.json").exists() or "models" in read_json(path / "config.json")
     html = compare_report(path) if is_compare else run_report(path)
     target = out or path / "report.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(html, encoding="utf-8")
+    write_text_atomic(target, html)
     return target
 
 

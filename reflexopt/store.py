@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, InputFileError
 from .paths import hold_lock, home_dir
+from .paths import write_text_atomic as write_text_atomic  # the run folder's writer (its owner is paths)
 from .prompt import Prompt
 from .promptset import PromptSet
 
@@ -65,19 +66,6 @@ def read_json(path: Path, *, fix: str | None = None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputFileError(path, f"holds a JSON {type(data).__name__}, not an object", fix=fix)
     return data
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file the user keeps (or the run reads back) so that a failure midway leaves the old one whole: a
-    temporary file beside it, then a rename; the folder is made when missing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 
 def hold_folder(root: Path, what: str) -> Any:
@@ -277,7 +265,7 @@ class RunStore:
 
     def write_best(self, markdown: str) -> Path:
         path = self.root / "best.md"
-        path.write_text(markdown, encoding="utf-8")
+        write_text_atomic(path, markdown)
         return path
 
     def write_progress(self, *, calls: int, cost_usd: float, trials: int, baseline_val: float,

@@ -85,6 +85,7 @@ class FakeOpenAI:
         self.script: list[Scripted] = []
         self.responder: Callable[[dict[str, Any]], str] = lambda req: "ok"
         self.requests: list[tuple[float, dict[str, Any]]] = []
+        self.headers: list[dict[str, str]] = []  # each request's headers (names in lower case)
         self.lock = threading.Lock()
         outer = self
 
@@ -97,6 +98,7 @@ class FakeOpenAI:
                 req = json.loads(self.rfile.read(n) or b"{}")
                 with outer.lock:
                     outer.requests.append((time.monotonic(), req))
+                    outer.headers.append({k.lower(): v for k, v in self.headers.items()})
                     step = outer.script.pop(0) if outer.script else None
                 if step is None:
                     step = Scripted(body=completion(outer.responder(req)))

@@ -968,3 +968,28 @@ def test_a_refused_key_stops_every_command_in_one_line_without_tracebacks(openai
                     env={"OPENAI_API_KEY": "sk-wrong-000000000000"})
             assert r.returncode == 2 and "refused the credentials" in r.stderr, r.stderr
             assert "never retrieved" not in r.stderr and "Traceback" not in r.stderr, (cmd[0], conc, r.stderr)
+
+
+def test_eval_exits_1_when_every_case_failed_and_a_url_with_credentials_works(openai_server: FakeOpenAI,
+                                                                                tmp_path: Path) -> None:
+    """`eval` exited 0 with 6 of 6 cases in error and nothing on stderr; an --api-base with user-info
+    (`http://user:pw@host/v1`) failed every call ("Cannot combine AUTHORIZATION header with credentials")."""
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"a{i}", "ideal": "x"} for i in range(6)])
+    (tmp_path / "p.md").write_text("Say {input}.\n")
+    openai_server.script = [Scripted(status=400) for _ in range(200)]
+    r = cli("eval", str(data), str(tmp_path / "p.md"), "-m", "openai/x", "--api-base", openai_server.url,
+            "--metric", "exact", "--json", home=tmp_path / "h", env={"OPENAI_API_KEY": "sk-test-000000000000"})
+    assert r.returncode == 1 and "every case failed" in r.stderr, (r.returncode, r.stderr)
+    assert json.loads(r.stdout)["score"] is None
+    openai_server.script = []
+    openai_server.responder = lambda req: "x"
+    url = openai_server.url.replace("http://", "http://alice:s3cret-pw@")
+    r = cli("eval", str(data), str(tmp_path / "p.md"), "-m", "openai/y", "--api-base", url, "--metric", "exact",
+            "--json", home=tmp_path / "h", env={"OPENAI_API_KEY": "sk-test-000000000000"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["score"] == 1.0
+    import base64
+
+    auth = [h for h in openai_server.headers if h.get("authorization")]
+    assert auth and auth[-1]["authorization"] == "Basic " + base64.b64encode(b"alice:s3cret-pw").decode()
+    assert "s3cret-pw" not in r.stderr + r.stdout

@@ -88,6 +88,10 @@ def eval_cmd(
         out.print(eval_table(summary, title=f"{prompt.name} on {dataset.name} with {model}"))
         if output:
             err.print(f"per-case results: {output}")
+    if report.results and not report.scored:  # nothing was scored: not a result a script may take as one
+        first = next((r.error for r in report.results if r.error), None) or "no output"
+        fail(f"every case failed, so there is no score (the first: {first.strip().splitlines()[-1][:300]})"
+             + (f"; per-case results in {output}" if output else ""), code=1)
 
 
 # the option that sets each stored setting; a resume refuses a value that differs from the run's

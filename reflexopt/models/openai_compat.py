@@ -53,8 +53,15 @@ class OpenAICompatBackend:
         self._price: tuple[float, float] | None = None if priced else (0.0, 0.0)
         self._price_lock = threading.Lock()
         self.model = model.split("/", 1)[1] if model.startswith("openai/") else model
-        self.url = api_base.rstrip("/") + "/chat/completions"
-        self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        base = URL(api_base.rstrip("/"))
+        self.basic_auth = base.user is not None
+        if base.user is not None:  # `http://user:pw@host/v1`: Basic credentials in a header, not in the URL
+            # (aiohttp refuses a URL with credentials beside an Authorization header; a key is not sent then)
+            self.headers = {"authorization": aiohttp.BasicAuth(base.user, base.password or "").encode()}
+            base = base.with_user(None)
+        else:
+            self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url = str(base) + "/chat/completions"
         self.max_connections = max_connections
         # the proxy settings (HTTPS_PROXY, NO_PROXY, ...) are read once here: with trust_env, aiohttp re-read them
         # and ~/.netrc in a worker thread on every request (two thread hops per call)
@@ -121,7 +128,8 @@ class OpenAICompatBackend:
 
     def fatal(self, exc: BaseException) -> str | None:
         if isinstance(exc, ProviderError) and exc.status_code in (401, 403):
-            key = "; check OPENAI_API_KEY" if self.headers else "; set OPENAI_API_KEY if it needs a key"
+            key = ("; check the user and password in --api-base" if self.basic_auth else
+                   "; check OPENAI_API_KEY" if self.headers else "; set OPENAI_API_KEY if it needs a key")
             return f"{self.name}: the endpoint refused the credentials ({exc.status_code}){key}"
         if isinstance(exc, ProviderError) and exc.status_code == 404:
             return f"{self.name}: the endpoint does not know this model or path (404)"

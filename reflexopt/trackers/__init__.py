@@ -118,7 +118,7 @@ class Tracker:
         run = self.backend.open(name=redact(name), params=params, tags=tags, resume=resume,
                                 parent=parent.run if parent else None)
         if where is not None and run != resume:
-            from ..store import write_text_atomic
+            from ..paths import write_text_atomic
 
             write_text_atomic(where / "trackers.json", json.dumps({**ids, f"{self.backend.name}:{key}": run}))
         return _Open(run, where, key)
