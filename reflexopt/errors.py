@@ -5,6 +5,7 @@ The CLI turns any :class:`ReflexoptError` into one line on stderr and exit code 
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -59,3 +60,18 @@ class MetricError(ReflexoptError):
 
 class BudgetExceeded(ReflexoptError):
     """A hard budget (calls or cost) would be exceeded by the next call."""
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """When `exc`, or an error that caused it, is a full disk (ENOSPC, a quota, SQLite's "database or disk is
+    full" under an Optuna or SQLAlchemy wrapper): the file it was writing ("" when unknown). Else None."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return str(e.filename or "")
+        if "database or disk is full" in str(e) or "No space left on device" in str(e):
+            return ""
+        e = e.__cause__ or e.__context__
+    return None

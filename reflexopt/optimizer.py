@@ -109,6 +109,23 @@ class Optimizer:
             if c.id not in have:
                 self.store.save_candidate(c.record(), c.prompts.to_markdown())
 
+    def _write_output(self, best: Candidate, best_path: Path) -> None:
+        """`-o`: the best prompt (a folder of NAME.md for a pipeline), each file written whole or not at all, so
+        a prompt tuned in place survives a full disk. The run folder already holds the result."""
+        cfg = self.config
+        if not cfg.output:
+            return
+        try:
+            if cfg.pipeline is not None:
+                for name in best.prompts.names:
+                    write_text_atomic(Path(cfg.output) / f"{name}.md", best.prompts[name].to_markdown())
+            else:
+                write_text_atomic(Path(cfg.output), best.prompts.to_markdown())
+        except OSError as e:
+            raise ConfigError(f"could not write -o {cfg.output}: {e.strerror or e} (the file there is unchanged)",
+                              fix=f"the best prompt is in {best_path}; free space or choose another -o, then "
+                                  "copy it or run the same command with --resume") from None
+
     # ------------------------------------------------------------------ loop
     def run(self) -> OptimizeResult:
         return asyncio.run(self.arun())
@@ -214,11 +231,6 @@ class Optimizer:
         cmp = paired_on_test(base_test, best_test, seed=cfg.seed)
         best_md = best.prompts.to_markdown()
         best_path = store.write_best(best_md)
-        if cfg.output and cfg.pipeline is not None:  # a folder with one file per named prompt
-            for name in best.prompts.names:
-                write_text_atomic(Path(cfg.output) / f"{name}.md", best.prompts[name].to_markdown())
-        elif cfg.output:
-            write_text_atomic(Path(cfg.output), best_md)
         usage = r.usage()
         result = OptimizeResult(
             run_id=store.run_id, run_dir=str(store.root), baseline_val=round(baseline.val_mean, 4),
@@ -233,6 +245,7 @@ class Optimizer:
             unspent_calls=r.budget.unspent(),
             operators=dict(Counter(c.operator for c in pool if c.id != "baseline")))
         store.write_summary(result.to_json())
+        self._write_output(best, best_path)
         self._emit("done", result.to_json())
         return result
 

@@ -146,12 +146,21 @@ def guard(fn: Any) -> Any:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ..errors import ReflexoptError
+        from ..errors import ReflexoptError, disk_full
 
         try:
             return fn(*args, **kwargs)
         except ReflexoptError as e:
             fail(str(e).replace("[", "\\["))
+        except Exception as e:  # a full disk is the user's to fix, in one line; anything else is a bug to show
+            where = disk_full(e)
+            if where is None:
+                raise
+            from ..paths import home_dir
+
+            place = os.path.dirname(where) if where else home_dir()
+            fail(f"the disk is full (writing in {place}) (fix: free some space there, then run the same command "
+                 "again: a run continues where it stopped with --resume, and nothing written so far is lost)")
         except KeyboardInterrupt:
             _stop_now(130)
         except Interrupted as e:

@@ -59,6 +59,7 @@ class ResponseCache:
             " prompt_tokens INT, completion_tokens INT, cost REAL, created REAL DEFAULT (unixepoch()))"
         )
         self._db.commit()
+        self._failed: Exception | None = None  # the writer thread's error, raised by the next put()
         # reads get their own connection: in WAL mode they never wait for the writer thread's commit (they did
         # on the shared connection, and that wait stalled the event loop)
         self._rlock = threading.Lock()
@@ -79,6 +80,8 @@ class ResponseCache:
     def put(self, key: str, model: str, reply: RawReply) -> None:
         row = (key, model, reply.text, reply.prompt_tokens, reply.completion_tokens, reply.cost_usd)
         with self._plock:
+            if self._failed is not None:  # the writer could not commit (a full disk): the caller stops on it
+                raise self._failed
             if self._closed:
                 raise RuntimeError("the response cache is closed")
             self._pending[key] = row
@@ -94,7 +97,12 @@ class ResponseCache:
                     self._wake.wait()
                 if not self._pending:
                     return
-            self._write_batch()
+            try:
+                self._write_batch()
+            except Exception as e:  # noqa: BLE001 - kept for the next put(), which raises it in the caller's thread
+                with self._plock:
+                    self._failed = e
+                return
 
     def _write_batch(self) -> None:
         """Commit everything queued now in one transaction (answers queued meanwhile wait for the next)."""
@@ -114,7 +122,7 @@ class ResponseCache:
 
     def flush(self) -> None:
         """Write every queued answer now."""
-        if self._pending:
+        if self._pending and self._failed is None:
             self._write_batch()
 
     def close(self) -> None:
