@@ -228,7 +228,7 @@ def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] |
     spec, cap_note = task_spec(config.model, cases, config.concurrency)
     task = get_client(spec, role="task")
     scorer, note = make_scorer(config.scorer, cases)
-    for n in (note, cap_note):
+    for n in (note, cap_note, *prompt.brace_warnings()):
         if n and on_note:
             on_note(n)
     if on_total:

@@ -94,7 +94,8 @@ class Evaluator:
         self.task: Task = make_task(cfg, get_client(spec, role="task"))
         self.scorer: Scorer
         self.scorer, note = make_scorer(cfg.scorer, everything)
-        for n in (note, cap_note):
+        braces = [w for name in self.baseline_prompts.names for w in self.baseline_prompts[name].brace_warnings()]
+        for n in (note, cap_note, *braces):
             if n:
                 self.emit("note", {"message": n})
         # the reasoning model writes whole prompts: it does not inherit the task's completion limit

@@ -2,7 +2,9 @@
 
 A prompt file is plain markdown. `{input}` or `{field}` placeholders are filled from the row (`{{` and `}}`
 give literal braces; other braces, such as a JSON example, are left alone). A prompt without placeholders is
-the system message and the row's input is the user message.
+the system message, sent exactly as written (no brace is an escape there), and the row's input is the user
+message. In a prompt with placeholders, a doubled brace inside a code fence or JSON-looking text gets a
+warning when the prompt is loaded (`brace_warnings`), since it is sent as a single brace.
 
 Optional YAML front matter carries structural settings the optimizer may choose (and writes back into
 `best.md`), so a tuned prompt file is self-contained::
@@ -32,6 +34,7 @@ from .data import Case
 from .errors import PromptError
 from .yamlfile import load_yaml
 
+_JSONISH = re.compile(r'"[^"\n]*"\s*:|\{\{\s*"')  # `"key":` or `{{"` on a line
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n?", re.S)
 
@@ -101,8 +104,26 @@ class Prompt:
 
         return _TOKEN.sub(sub, self.text)
 
+    def brace_warnings(self) -> list[str]:
+        """Doubled braces that are escapes here (the prompt has placeholders) but look meant as written: inside
+        a code fence, or on a line that looks like JSON. One line each, naming the file and line."""
+        if not self.placeholders:
+            return []
+        out: list[str] = []
+        fenced = False
+        for i, line in enumerate(self.text.splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                fenced = not fenced
+                continue
+            if ("{{" in line or "}}" in line) and (fenced or _JSONISH.search(line)):
+                where = "a code fence" if fenced else "JSON-looking text"
+                out.append(f"{self.source}:{i}: `{{{{` / `}}}}` in {where} is sent as one brace, because this prompt "
+                           "has placeholders; write `{{{{` for `{{` (or drop the placeholders to send the "
+                           "prompt as written)")
+        return out
+
     def _instruction(self) -> str:
-        base = _TOKEN.sub(lambda m: {"{{": "{", "}}": "}"}.get(m.group(0), m.group(0)), self.text)
+        base = self.text  # no placeholders: sent exactly as written
         if self.demos and self.demo_style == "inline":
             shots = "\n\n".join(f"Input: {d.input}\nOutput: {d.output}" for d in self.demos)
             base = f"{base.rstrip()}\n\nExamples:\n\n{shots}"

@@ -993,3 +993,24 @@ def test_eval_exits_1_when_every_case_failed_and_a_url_with_credentials_works(op
     auth = [h for h in openai_server.headers if h.get("authorization")]
     assert auth and auth[-1]["authorization"] == "Basic " + base64.b64encode(b"alice:s3cret-pw").decode()
     assert "s3cret-pw" not in r.stderr + r.stdout
+
+
+def test_a_prompt_without_placeholders_is_sent_as_written_and_escapes_in_code_warn(openai_server: FakeOpenAI,
+                                                                                    tmp_path: Path) -> None:
+    """`{"result": {"label": "positive"}}` lost a brace even in a prompt with no placeholder; where braces are
+    escapes (a prompt with placeholders), a doubled brace in a code fence now gets a warning naming the line."""
+    openai_server.responder = lambda req: "x"
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": "a", "ideal": "x"}])
+    plain = '```json\n{"result": {"label": "positive"}}\n```\nReply with {{double}} braces kept.\n'
+    (tmp_path / "plain.md").write_text(plain)
+    r = cli("eval", str(data), str(tmp_path / "plain.md"), "-m", "openai/x", "--api-base", openai_server.url,
+            "--metric", "exact", home=tmp_path / "h", env={"OPENAI_API_KEY": "sk-test-000000000000"})
+    assert r.returncode == 0, r.stderr
+    assert openai_server.requests[-1][1]["messages"][0]["content"] == plain.strip()
+    assert "sent as one brace" not in r.stderr
+    (tmp_path / "filled.md").write_text('Text: {input}\n```json\n{{"a": {{"b": 1}}}}\n```\n')
+    r = cli("eval", str(data), str(tmp_path / "filled.md"), "-m", "openai/x", "--api-base", openai_server.url,
+            "--metric", "exact", home=tmp_path / "h", env={"OPENAI_API_KEY": "sk-test-000000000000"})
+    assert r.returncode == 0, r.stderr
+    assert f"{tmp_path / 'filled.md'}:3:" in r.stderr and "sent as one brace" in r.stderr
+    assert openai_server.requests[-1][1]["messages"][-1]["content"] == 'Text: a\n```json\n{"a": {"b": 1}}\n```'
