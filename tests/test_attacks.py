@@ -1014,3 +1014,29 @@ def test_a_prompt_without_placeholders_is_sent_as_written_and_escapes_in_code_wa
     assert r.returncode == 0, r.stderr
     assert f"{tmp_path / 'filled.md'}:3:" in r.stderr and "sent as one brace" in r.stderr
     assert openai_server.requests[-1][1]["messages"][-1]["content"] == 'Text: a\n```json\n{"a": {"b": 1}}\n```'
+
+
+def test_unusual_provider_replies_are_read_as_answers(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    """Content as a list of parts was scored as its Python repr; a reply opening with <think>...</think> scored 0
+    under `contains`; negative token counts gave a negative cost; a huge reply under a 16-token cap was stored
+    whole."""
+    parts = completion("x")
+    parts["choices"][0]["message"]["content"] = [{"type": "text", "text": "posi"}, {"type": "text", "text": "tive"}]
+    think = completion("<think>The user wants a label. Negative? No.</think>\npositive")
+    negative = completion("positive", prompt_tokens=-50, completion_tokens=-7)
+    huge = completion("positive " * 600_000)  # 5.4 MB
+    openai_server.script = [Scripted(body=b) for b in (parts, think, negative, huge)]
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"r{i}", "ideal": "positive"} for i in range(4)])
+    (tmp_path / "p.md").write_text("Label: {input}\n")
+    out = tmp_path / "cases.jsonl"
+    r = cli("eval", str(data), str(tmp_path / "p.md"), "-m", "openai/x", "--api-base", openai_server.url,
+            "--metric", "contains", "--concurrency", "1", "--max-tokens", "16", "-o", str(out), "--json",
+            home=tmp_path / "h", env={"OPENAI_API_KEY": "sk-test-000000000000"})
+    assert r.returncode == 0, r.stderr
+    cases = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [c["output"] for c in cases[:3]] == ["positive", "positive", "positive"]
+    assert all(c["score"] == 1.0 for c in cases)
+    assert cases[2]["prompt_tokens"] == 0 and cases[2]["completion_tokens"] == 0 and cases[2]["cost_usd"] >= 0
+    assert len(cases[3]["output"]) < 2000 and "[reply cut by reflexopt: 5,400,000 characters" in cases[3]["output"]
+    cache = sum(p.stat().st_size for p in (tmp_path / "h").rglob("*") if p.is_file() and "cache" in str(p))
+    assert cache < 1_000_000, cache

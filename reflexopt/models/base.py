@@ -52,6 +52,36 @@ class RawReply:
     cost_usd: float = 0.0
 
 
+def content_text(content: Any) -> str:
+    """A reply's `content` as text: a string as is; a list of parts (`[{"type": "text", "text": ...}]`, as some
+    providers send) joined from its text parts; nothing else is an answer ("")."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p if isinstance(p, str) else str(p.get("text") or "") if isinstance(p, dict) else ""
+                       for p in content)
+    return ""
+
+
+_THINK = re.compile(r"\A\s*<(think|thinking|reasoning)>.*?</\1>\s*", re.S | re.I)
+MAX_REPLY_CHARS = 200_000  # a stored answer is never longer; with a completion cap, 64 characters per token
+
+
+def tidy_reply(reply: RawReply, max_tokens: int | None) -> RawReply:
+    """What is scored and stored of a reply: a leading `<think>...</think>` block (reasoning models open with
+    one) is taken off; token counts below 0 count as 0; a reply far longer than the completion cap allows is
+    cut, and says so at its end."""
+    text = _THINK.sub("", reply.text, count=1)
+    limit = min(MAX_REPLY_CHARS, 64 * max_tokens) if max_tokens else MAX_REPLY_CHARS
+    if len(text) > limit:
+        text = text[:limit] + f"\n[reply cut by reflexopt: {len(text):,} characters, more than {limit:,} are kept]"
+    pt, ct = max(0, reply.prompt_tokens), max(0, reply.completion_tokens)
+    cost = max(0.0, reply.cost_usd)
+    if (text, pt, ct, cost) == (reply.text, reply.prompt_tokens, reply.completion_tokens, reply.cost_usd):
+        return reply
+    return RawReply(text=text, prompt_tokens=pt, completion_tokens=ct, cost_usd=cost)
+
+
 class Backend(Protocol):
     """A transport: one request in, one reply out, exceptions for failures.
 

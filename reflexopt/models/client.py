@@ -15,7 +15,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from ..config import ModelSpec
 from ..errors import ModelError
-from .base import Backend, BudgetGate, ChatResult, Message, Meter, RawReply, TransientError, redact
+from .base import Backend, BudgetGate, ChatResult, Message, Meter, RawReply, TransientError, redact, tidy_reply
 from .cache import ResponseCache
 
 MAX_BACKOFF_S = 60.0
@@ -129,6 +129,7 @@ class ModelClient:
                         self.backend.call(messages, params, self.spec.timeout_s), self.spec.timeout_s + 1
                     )
             assert reply is not None
+            reply = tidy_reply(reply, params.get("max_tokens") or self.spec.max_tokens)
             if not (reply.text or "").strip():
                 # a 200 with no text is not an answer: never scored, never cached
                 raise EmptyReply("the model returned an empty reply")

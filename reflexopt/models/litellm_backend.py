@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
-from .base import RETRY_STATUS, Message, RawReply, parse_retry_after
+from .base import RETRY_STATUS, Message, RawReply, content_text, parse_retry_after
 
 _ready = False
 
@@ -135,7 +135,7 @@ class LiteLLMBackend:
             model=self.model, messages=messages, timeout=timeout_s, num_retries=0, max_retries=0, **kwargs
         )
         choice = resp.choices[0]
-        text = choice.message.content or ""
+        text = content_text(choice.message.content)
         usage = getattr(resp, "usage", None)
         pt = int(getattr(usage, "prompt_tokens", 0) or 0)
         ct = int(getattr(usage, "completion_tokens", 0) or 0)

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from .base import RETRY_STATUS, Message, RawReply, parse_retry_after
+from .base import RETRY_STATUS, Message, RawReply, content_text, parse_retry_after
 
 # Transport errors worth another attempt: the connection dropped, was refused, or the reply was cut.
 TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, TimeoutError)
@@ -104,10 +104,10 @@ class OpenAICompatBackend:
         if self._price is None:
             self._price = await asyncio.to_thread(self._look_up_price)
         choice = (data.get("choices") or [{}])[0]
-        text = (choice.get("message") or {}).get("content") or ""
+        text = content_text((choice.get("message") or {}).get("content"))
         usage = data.get("usage") or {}
-        pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        return RawReply(text=str(text), prompt_tokens=pt, completion_tokens=ct,
+        pt, ct = max(0, int(usage.get("prompt_tokens") or 0)), max(0, int(usage.get("completion_tokens") or 0))
+        return RawReply(text=text, prompt_tokens=pt, completion_tokens=ct,
                         cost_usd=pt * self._price[0] + ct * self._price[1])
 
     def _look_up_price(self) -> tuple[float, float]:
