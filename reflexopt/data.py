@@ -70,7 +70,10 @@ def _read_text(path: Path) -> str:
 
 def _lines(text: str) -> list[str]:
     """Lines split on \\n only: U+2028, U+2029 and U+0085 are ordinary characters inside a JSON string or a CSV
-    field (str.splitlines would cut a row there)."""
+    field (str.splitlines would cut a row there). A file with CR-only line ends (old Mac exports) is split on CR:
+    a raw CR cannot occur inside a JSON string, so there it can only end a line."""
+    if "\n" not in text and "\r" in text:
+        return text.split("\r")
     return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
 
 

@@ -182,11 +182,18 @@ class Optimizer:
         baseline = Candidate("baseline", r.baseline_prompts)
         res, _ = await r.evaluate(baseline, r.val, "val")
         baseline = baseline.scored({x.case_id: x.score for x in res if x.score is not None}, State.COMPLETE)
+        refused = len(r.val) - sum(1 for x in res if not x.budget_exhausted)  # cases the budget did not allow
+        if not baseline.val and refused:
+            raise ConfigError(f"the budget ran out before the starting prompt was scored on val ({len(r.val)} cases, "
+                              f"{refused} not scored for the budget, which also keeps calls for the final test)",
+                              fix="raise --max-calls or --max-cost (`--dry-run` prints what a run needs), then "
+                                  "run again with --resume")
         if not baseline.val:
             first = next((x.error for x in res if x.error), "no output")
             raise ConfigError("the baseline produced no scorable output on val (every case failed; the first: "
                               f"{first.strip().splitlines()[-1][:300]})",
-                              fix=f"check the model and scorer; see {store.root / 'evals.jsonl'}")
+                              fix="check the model and scorer" + (f"; see {store.root / 'evals.jsonl'}"
+                                                                  if (store.root / "evals.jsonl").exists() else ""))
         r.check_task()
         r.budget.set_reserve(2 * len(r.test) * r.calls_per_case)  # a pipeline's calls per case are known now
         store.save_candidate(baseline.record(), base_md)

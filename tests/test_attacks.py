@@ -1040,3 +1040,15 @@ def test_unusual_provider_replies_are_read_as_answers(openai_server: FakeOpenAI,
     assert len(cases[3]["output"]) < 2000 and "[reply cut by reflexopt: 5,400,000 characters" in cases[3]["output"]
     cache = sum(p.stat().st_size for p in (tmp_path / "h").rglob("*") if p.is_file() and "cache" in str(p))
     assert cache < 1_000_000, cache
+
+
+def test_a_budget_too_small_for_the_baseline_says_so(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    """It said "every call failed ... see evals.jsonl" when no call had failed and there was no evals.jsonl."""
+    openai_server.responder = lambda req: "positive"
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Label: {input}\n")
+    r = cli("optimize", str(data), str(tmp_path / "p.md"), "-m", "openai/x", "--api-base", openai_server.url,
+            "--metric", "contains", "--max-calls", "3", home=tmp_path / "h",
+            env={"OPENAI_API_KEY": "sk-test-000000000000"})
+    assert r.returncode == 2 and "the budget ran out before the starting prompt was scored" in r.stderr, r.stderr
+    assert "every case failed" not in r.stderr and "evals.jsonl" not in r.stderr

@@ -119,3 +119,13 @@ def test_free_text_is_not_categorical() -> None:
     assert not is_categorical(cases)
     s = split(cases, seed=0)
     assert len(s.train) + len(s.val) + len(s.test) == 100 and min(len(s.train), len(s.val), len(s.test)) > 0
+
+
+def test_a_jsonl_file_with_cr_only_line_ends_is_read(tmp_path: Path) -> None:
+    """Such a file used to be read, then was rejected (one line of invalid JSON)."""
+    from reflexopt.data import load_dataset
+
+    p = tmp_path / "mac.jsonl"
+    p.write_bytes(b'{"input": "a", "ideal": "x"}\r{"input": "b", "ideal": "y"}\r')
+    cases = load_dataset(p)
+    assert [c.input_text for c in cases] == ["a", "b"] and [c.line for c in cases] == [1, 2]
