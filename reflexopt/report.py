@@ -14,6 +14,7 @@ from .evaluate import CaseResult
 from .paths import write_text_atomic
 from .promptset import diff_lines
 from .store import RunStore, read_json, read_jsonl
+from .textsafe import printable
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -37,6 +38,7 @@ def page(title: str, body: str, *, refresh_s: int | None = None, nav: str = "") 
     """The report's page. `refresh_s`: the browser reloads it (the live view of a running run; no script);
     `nav`: trusted markup put above the body (the live view's link back to the run list)."""
     refresh = f"<meta http-equiv=refresh content={int(refresh_s)}>" if refresh_s else ""
+    body = printable(body)  # NUL, ESC and bidi overrides from the data are shown, not obeyed
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>{refresh}"
             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head>"
             f"<body><main>{nav}{body}</main></body></html>")

@@ -1052,3 +1052,32 @@ def test_a_budget_too_small_for_the_baseline_says_so(openai_server: FakeOpenAI, 
             env={"OPENAI_API_KEY": "sk-test-000000000000"})
     assert r.returncode == 2 and "the budget ran out before the starting prompt was scored" in r.stderr, r.stderr
     assert "every case failed" not in r.stderr and "evals.jsonl" not in r.stderr
+
+
+def test_control_characters_from_the_data_are_shown_not_obeyed(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    """U+202E and ESC from the data reached the terminal (`eval -v`, `runs show`, `runs diff`); raw NUL and ESC
+    reached the HTML report."""
+    evil = "bad\x1b[2J\u202eitem\x00"
+    openai_server.responder = lambda req: f"negative {evil}" if "bad" in req["messages"][-1]["content"] else "positive"
+    rows = [{"input": f"{evil} {i}" if i % 2 else f"good {i}", "ideal": "negative" if i % 2 else "positive"}
+            for i in range(30)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    (tmp_path / "p.md").write_text("Label: {input}\n")
+    env = {"OPENAI_API_KEY": "sk-test-000000000000"}
+    base = ["-m", "openai/x", "--api-base", openai_server.url, "--metric", "contains"]
+    shown = []
+    r = cli("eval", str(data), str(tmp_path / "p.md"), *base, "-v", home=tmp_path / "h", env=env)
+    shown.append(r.stdout + r.stderr)
+    runs = []
+    for seed in ("0", "1"):
+        r = cli("optimize", str(data), str(tmp_path / "p.md"), *base, "--max-trials", "2", "--seed", seed, "--json",
+                "--report", str(tmp_path / f"r{seed}.html"), home=tmp_path / "h", env=env)
+        assert r.returncode == 0, r.stderr
+        runs.append(json.loads(r.stdout)["run_id"])
+    shown.append(cli("runs", "show", runs[0], home=tmp_path / "h", env=env).stdout)
+    shown.append(cli("runs", "diff", runs[0], runs[1], home=tmp_path / "h", env=env).stdout)
+    for text in shown:
+        assert "\x1b[2J" not in text and "\u202e" not in text and "\x00" not in text
+    assert "\\x1b[2J" in shown[0]  # shown as an escape
+    html = (tmp_path / "r0.html").read_text()
+    assert "\x00" not in html and "\x1b" not in html and "\u202e" not in html

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..textsafe import printable, printable_data
+
 
 class _Bar:
     def __init__(self, progress: Progress | None, label: str) -> None:
@@ -43,7 +45,7 @@ def case_line(d: dict[str, Any]) -> str:
     """One scored case for --verbose: where, which case, score and the start of the output."""
     score = "error" if d.get("score") is None else f"{d['score']:.2f}"
     where = f"{d.get('candidate', '')} {d.get('split', '')} ".lstrip()
-    out = " ".join(str(d.get("output", "")).split())[:100]
+    out = printable(" ".join(str(d.get("output", "")).split())[:100])
     return f"{where}case {d.get('case_id', '?')} · {score} · {out}"
 
 
@@ -356,6 +358,7 @@ def print_batch(console: Console, result: dict[str, Any]) -> None:
 
 def print_run(console: Console, data: dict[str, Any]) -> None:
     """`runs show`: header, trajectory, summary and best prompt."""
+    data = printable_data(data)
     info = data["run"]
     console.print(f"[bold]{info['id']}[/] · {info['kind']} · {info['status']} · {info['path']}")
     cfg = data["config"]
@@ -391,6 +394,7 @@ def print_run(console: Console, data: dict[str, Any]) -> None:
 def print_diff(console: Console, d: dict[str, Any]) -> None:
     from rich.syntax import Syntax
 
+    d = printable_data(d)
     console.print(Syntax(d["prompt_diff"] or "(same best prompt)\n", "diff", word_wrap=True))
     console.print(f"{d['common_test_cases']} common test cases · {len(d['changed_cases'])} changed: "
                   f"{d['better_in_b']} better in {d['b']}, {d['worse_in_b']} worse")
@@ -409,6 +413,6 @@ def print_dry_run(console: Console, err: Console, est: dict[str, Any]) -> None:
 
 def print_optimize(console: Console, result: Any) -> None:
     console.print(optimize_summary(result.to_json()))
-    console.print(prompt_diff(result.baseline_prompt, result.best_prompt))
+    console.print(prompt_diff(printable(result.baseline_prompt), printable(result.best_prompt)))
     verdict = "a significant gain" if result.significant else "no significant gain (keep testing before shipping)"
     console.print(f"best prompt: {result.best_prompt_path} · {verdict}")
