@@ -1081,3 +1081,22 @@ def test_control_characters_from_the_data_are_shown_not_obeyed(openai_server: Fa
     assert "\\x1b[2J" in shown[0]  # shown as an escape
     html = (tmp_path / "r0.html").read_text()
     assert "\x00" not in html and "\x1b" not in html and "\u202e" not in html
+
+
+def test_a_sigterm_after_the_command_finished_changes_nothing(tmp_path: Path) -> None:
+    """A SIGTERM after the summary was printed made the process exit -15 (or print an ignored exception)."""
+    import signal
+
+    code = ("import atexit, sys, time\n"
+            "atexit.register(lambda: (print('shutting down', file=sys.stderr, flush=True), time.sleep(3)))\n"
+            "from reflexopt.cli import main\n"
+            "sys.argv = ['reflexopt', 'runs', 'list', '--json']\n"
+            "main()\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "REFLEXOPT_HOME": str(tmp_path / "h")})
+    assert p.stderr is not None
+    assert p.stderr.readline().strip() == "shutting down"
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and json.loads(out) == [], (p.returncode, err)
+    assert "Traceback" not in err and "Exception ignored" not in err, err

@@ -39,3 +39,7 @@ def main() -> None:
         app(default_map=defaults)
     except ReflexoptError as e:  # pragma: no cover - app() normally exits via SystemExit
         fail(str(e))
+    finally:
+        # the command is over (its result printed, its files written): a SIGTERM while the process shuts down
+        # changes nothing, and must not turn a finished command into one killed by a signal (exit -15)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
