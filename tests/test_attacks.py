@@ -1100,3 +1100,39 @@ def test_a_sigterm_after_the_command_finished_changes_nothing(tmp_path: Path) ->
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0 and json.loads(out) == [], (p.returncode, err)
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_a_dead_workers_slot_is_refilled(openai_server: FakeOpenAI, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --max-trials 8 and a worker killed, the run stopped at 7 counted trials: the dead worker's trial
+    held its slot until its heartbeat expired, and nobody ran one in its place."""
+    from reflexopt import search as search_mod
+    from reflexopt.config import optimize_config
+    from reflexopt.optimizer import Optimizer
+    from reflexopt.strategies import reflex as reflex_mod
+
+    for mod in (search_mod, reflex_mod):
+        monkeypatch.setattr(mod, "GRACE_S", 2)
+        monkeypatch.setattr(mod, "HEARTBEAT_S", 1)
+    openai_server.responder = lambda req: label_model(req["messages"])  # type: ignore[arg-type]
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Look at this: {input}\n")
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    cfg = optimize_config(data, tmp_path / "p.md", model="openai/x", api_base=openai_server.url, metric="contains",
+                          storage=storage, budget={"max_trials": 4, "patience": 50})
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-000000000000")
+    study: list[str] = []
+    dead: list[Any] = []
+
+    def on_event(kind: str, d: dict[str, Any]) -> None:
+        if kind == "start":
+            study.append(d["study"])
+        if kind == "baseline" and not dead:  # a worker takes a slot, beats once, and dies
+            s = search_mod.Search(storage, study[0])
+            t = s.ask()
+            t.heartbeat()
+            dead.append(s)
+
+    result = Optimizer(cfg, on_event=on_event, run_dir=tmp_path / "run").run()
+    dead[0].close()
+    assert result.trials == 4 and result.stop_reason == "max trials"

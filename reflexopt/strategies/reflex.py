@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from ..diagnose import Diagnosis, diagnose
 from ..operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
 from ..pool import Candidate, Selection, State, counts_as_trial, from_study, outcomes, pareto_parent, select
 from ..propose import propose, vary
-from ..search import DEMO_KNOBS, HEARTBEAT_S
+from ..search import DEMO_KNOBS, GRACE_S, HEARTBEAT_S, StudyState
 
 if TYPE_CHECKING:
     from ..evaluate import CaseResult
@@ -62,14 +63,37 @@ class ReflexStrategy:
             if ctx.config.storage is not None and search.fail_stale():  # a dead worker's trial holds no slot
                 records = search.records()
             stop = self.stop_reason(ctx, records, sel, pool)
+            if stop == "max trials" and await self._slot_freed(ctx):
+                records = search.records()  # a dead worker's trial held a slot: run one in its place
+                continue
             if stop:
                 return stop
             cand = await self.step(ctx, pool)
             if cand is None:
+                if await self._slot_freed(ctx):
+                    records = search.records()
+                    continue
                 return "max trials"
             records = search.records()  # one read per trial (step reads again at ask, for the trial limit)
             pool = from_study(records, ctx.val)
             sel = ctx.after_trial(cand, sel, records=records)
+
+    async def _slot_freed(self, ctx: SearchContext) -> bool:
+        """At the trial limit with trials of other processes still running (a shared study): wait for them. True
+        when one of them turned out dead (no heartbeat for the grace period) and was failed, so its slot is free
+        again; False when they all finished (the limit is met) or the run ends meanwhile."""
+        if ctx.config.storage is None:
+            return False
+        search = ctx.search
+        deadline = time.monotonic() + GRACE_S + 2 * HEARTBEAT_S
+        while time.monotonic() < deadline:
+            running = [t for t in search.records() if t.state == StudyState.RUNNING and counts_as_trial(t)]
+            if not running:
+                return False
+            if search.fail_stale():
+                return True
+            await asyncio.sleep(1.0)
+        return False
 
     # ------------------------------------------------------------ policy
     def operators(self, ctx: SearchContext, pool: Sequence[Candidate]) -> tuple[tuple[str, ...], list[Outcome]]:
