@@ -1112,8 +1112,8 @@ def test_a_dead_workers_slot_is_refilled(openai_server: FakeOpenAI, tmp_path: Pa
     from reflexopt.strategies import reflex as reflex_mod
 
     for mod in (search_mod, reflex_mod):
-        monkeypatch.setattr(mod, "GRACE_S", 2)
-        monkeypatch.setattr(mod, "HEARTBEAT_S", 1)
+        monkeypatch.setattr(mod, "GRACE_S", 2, raising=False)
+        monkeypatch.setattr(mod, "HEARTBEAT_S", 1, raising=False)
     openai_server.responder = lambda req: label_model(req["messages"])  # type: ignore[arg-type]
     data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
     (tmp_path / "p.md").write_text("Look at this: {input}\n")
