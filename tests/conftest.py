@@ -138,6 +138,15 @@ def openai_server() -> Iterator[FakeOpenAI]:
     srv.close()
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

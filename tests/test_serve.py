@@ -16,15 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FakeOpenAI, label_model, label_rows, write_jsonl
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
+from conftest import FakeOpenAI, free_port, label_model, label_rows, write_jsonl
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -48,7 +40,7 @@ def _get(port: int, path: str, host: str | None = None, method: str = "GET") -> 
 def view(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
     home = tmp_path / "home"
     (home / "runs").mkdir(parents=True)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "reflexopt", "serve", "--port", str(port), "--refresh", "1"],
                             env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -140,7 +132,7 @@ def test_other_addresses_warn_and_a_busy_port_is_one_line(tmp_path: Path) -> Non
         busy.close()
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert r.returncode == 2 and len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], r.stderr
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "reflexopt", "serve", "--host", "0.0.0.0", "--port", str(port)],
                             env=_env(tmp_path), stderr=subprocess.PIPE, text=True)
     try:
@@ -164,7 +156,7 @@ def test_optuna_dashboard_opens_a_runs_study(openai_server: FakeOpenAI, tmp_path
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
-    port = _free_port()
+    port = free_port()
     dash = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"),
                              f"sqlite:///{Path(result['run_dir']) / 'study.db'}", "--host", "127.0.0.1",
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeOpenAI, label_model, label_rows, write_jsonl
+from conftest import FakeOpenAI, free_port, label_model, label_rows, write_jsonl
 
 # reading the stores back goes through MLflow's client in this process: its dependencies' deprecations are theirs
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -187,19 +186,12 @@ def test_wandb_offline_run_has_config_trial_history_verdict_and_artifact(task: l
     _no_canary(tmp_path / "wb")
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
 
 def test_tracker_problems_are_one_line_and_exit_2_before_any_model_call(task: list[str], openai_server: FakeOpenAI,
                                                                         tmp_path: Path) -> None:
     # an MLflow server that is not there
     r = _run(tmp_path, "optimize", *task, "-m", "openai/t", "--track", "mlflow",
-             MLFLOW_TRACKING_URI=f"http://127.0.0.1:{_free_port()}")
+             MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert "MLflow tracking store" in lines[0] and "MLFLOW_TRACKING_URI" in lines[0]
