@@ -136,34 +136,51 @@ class Evaluator:
 
     async def evaluate(self, cand: Scored, cases: Sequence[Case], split_name: str,
                        trial: Pruner | None = None) -> tuple[list[CaseResult], bool]:
-        """Evaluate with the memo; report each case to the trial; stop as soon as the pruner says so. Cases
-        already in flight when the trial is pruned are still awaited, recorded and cached (they are paid).
-        Returns the results and whether the candidate was pruned before every case was scored."""
+        """Evaluate with the memo; report each case to the trial; stop as soon as the pruner says so.
+
+        The trial sees the cases in the order given (submission order), whatever order they finish in: a case
+        that finishes early waits for the ones before it. So the same seed makes the same pruning decisions, and
+        the candidate the same scores, at any concurrency and latency. Cases already in flight when the trial is
+        pruned are still awaited, recorded and cached (they are paid), but are not part of the candidate's
+        scores. Returns the results and whether the candidate was pruned before every case was scored."""
         key = cand.prompts.key
         results: list[CaseResult] = []
         todo: list[Case] = []
+        position = {c.id: i for i, c in enumerate(cases)}
+        ready: dict[int, CaseResult | None] = {}  # finished, by position; None: refused for the budget
+        taken = 0  # cases before this position have been shown to the trial
+        stop = asyncio.Event()
 
-        def take(r: CaseResult) -> bool:
-            results.append(r)
-            if trial is not None and r.score is not None:
-                trial.report(r.score, self.index[r.case_id])
-                return trial.should_prune()
-            return False
+        def advance() -> None:
+            nonlocal taken
+            while not stop.is_set() and taken in ready:
+                r = ready.pop(taken)
+                taken += 1
+                if r is None:
+                    continue
+                results.append(r)
+                if trial is not None and r.score is not None:
+                    trial.report(r.score, self.index[r.case_id])
+                    if trial.should_prune():
+                        stop.set()
 
-        for c in cases:
+        for i, c in enumerate(cases):
             hit = self.memo.get((key, split_name, c.id))
             if hit is not None and hit[0].error is None:
-                if take(hit[0]):
-                    return results, len(results) < len(cases)
+                ready[i] = hit[0]
             else:
                 todo.append(c)
-        stop = asyncio.Event()
+        advance()
+        if stop.is_set() or not todo:
+            return results, stop.is_set() and len(results) < len(cases)
         gen = iter_results(todo, cand.prompts, self.task, self.scorer, concurrency=self.config.concurrency,
                            stop=stop)
         async with contextlib.aclosing(gen):
             async for r in gen:
                 if r.budget_exhausted:
                     self.budget.mark_exhausted()
+                    ready[position[r.case_id]] = None
+                    advance()
                     continue
                 if r.error is None:
                     self.memo[(key, split_name, r.case_id)] = (r, r.calls)
@@ -171,10 +188,10 @@ class Evaluator:
                     log(key, split_name, r, r.calls)
                 self.emit("case", {"split": split_name, "candidate": cand.id, "score": r.score,
                                    "case_id": r.case_id, "output": r.output[:300] or (r.error or "")[:300]})
-                if not stop.is_set() and take(r):
-                    stop.set()
+                ready[position[r.case_id]] = r
+                advance()
         # pruned on its very last case: every case is scored, so it is a complete candidate
-        return results, stop.is_set() and len({x.case_id for x in results}) < len(cases)
+        return results, stop.is_set() and len(results) < len(cases)
 
     async def aclose(self) -> None:
         """Stop what the task started (a pipeline's endpoint and worker processes)."""
