@@ -89,11 +89,16 @@ class Evaluator:
         """Build the task, the scorer, the reasoning model's client and the budget. `prior_calls`: calls a
         resumed run already made outside case scoring (diagnoses, rewrites)."""
         cfg = self.config
-        everything = self.splits.train + self.splits.val + self.splits.test
-        spec, cap_note = task_spec(cfg.model, everything, cfg.concurrency, cap=cfg.pipeline is None)
+        # only train and val references shape the run (the output cap, the label set, the default metric); test
+        # rows are checked for what the scorer needs, never read for anything else before the verdict
+        seen = self.splits.train + self.splits.val
+        spec, cap_note = task_spec(cfg.model, seen, cfg.concurrency, cap=cfg.pipeline is None)
         self.task: Task = make_task(cfg, get_client(spec, role="task"))
         self.scorer: Scorer
-        self.scorer, note = make_scorer(cfg.scorer, everything)
+        self.scorer, note = make_scorer(cfg.scorer, seen)
+        validate = getattr(self.scorer, "validate", None)
+        if validate is not None:
+            validate(self.splits.test)
         braces = [w for name in self.baseline_prompts.names for w in self.baseline_prompts[name].brace_warnings()]
         for n in (note, cap_note, *braces):
             if n:

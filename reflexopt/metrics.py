@@ -150,8 +150,13 @@ class MetricScorer:
             raise MetricError(f"metric {name} needs an argument", fix=f"write --metric {name}:{self.defn.arg}")
         self._fn = self._bind(name, arg)
         self.label_set = labels(cases) if is_categorical(cases) else []
+        self.validate(cases)
+
+    def validate(self, cases: Sequence[Case]) -> None:
+        """Every row this metric will score has what it needs (a reference, where the metric reads one)."""
+        name = self.defn.name if self._custom is None else self.name
         for c in cases:
-            if self.defn.needs_reference and c.ideal is None:
+            if self._custom is None and self.defn.needs_reference and c.ideal is None:
                 raise DataError(c.source, f"row has no reference (`ideal`), which metric {name} needs", line=c.line,
                                 fix="add `ideal` to every row, map it with --ideal-field, or use --judge")
 

@@ -18,10 +18,9 @@ from .errors import ConfigError, ReflexoptError
 from .estimate import run_estimate
 from .evaluator import Evaluator
 from .events import Event, TrackedBus, attach, plugin_subscribers
-from .paths import write_text_atomic
 from .pool import Candidate, State, from_study, select
 from .search import GRACE_S, Search, StudyState, worker_id
-from .store import RunStore
+from .store import RunStore, write_text_atomic
 from .strategies import SearchContext, get_strategy
 from .verdict import OptimizeResult, paired_on_test
 

@@ -73,3 +73,30 @@ def test_one_seed_at_concurrency_8_gives_the_same_run_whatever_the_latency(tmp_p
     assert any(r["state"] == "pruned" for r in a_records)  # the pruner had decisions to make
     assert a_records == b_records
     assert a_verdict == b_verdict
+
+
+def test_test_references_do_not_shape_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output cap, the label set and the default metric came from train+val+test references, so a label
+    seen only in test changed the run. The same run with a test label nobody else has now gets the same task
+    cap, label set and metric (the split itself is drawn from the whole file, before anything runs)."""
+    from dataclasses import replace
+
+    from reflexopt.config import optimize_config
+    from reflexopt.data import Splits
+    from reflexopt.evaluator import Evaluator
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-000000000000")
+    write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Look at this: {input}\n")
+    cfg = optimize_config(tmp_path / "d.jsonl", tmp_path / "p.md", model="openai/x",
+                          api_base="http://127.0.0.1:9/v1")
+    shaped = []
+    for odd_test_label in (False, True):
+        ev = Evaluator(cfg, None)
+        if odd_test_label:
+            test = tuple(replace(c, ideal="an unusually long label that only the test split holds")
+                         for c in ev.splits.test)
+            ev.splits = Splits(ev.splits.train, ev.splits.val, test)
+        ev.connect()
+        shaped.append((ev.task.clients[0].spec.max_tokens, ev.scorer.name, getattr(ev.scorer, "label_set", None)))
+    assert shaped[0] == shaped[1] and shaped[0][2] == ["negative", "positive"]
