@@ -138,6 +138,19 @@ def openai_server() -> Iterator[FakeOpenAI]:
     srv.close()
 
 
+def require(module: str, why: str) -> Any:
+    """Import an optional dependency of a test: a skip on a developer's machine without it, a failure in CI
+    (`.ci/run` sets CI=1 and installs everything), where a silent skip would hide a test that never ran."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{module} must be installed in CI ({why})", pytrace=False)
+        pytest.skip(f"{module} is not installed ({why})")
+
+
 def free_port() -> int:
     """A loopback port nothing listens on now."""
     s = socket.socket()
@@ -172,7 +185,7 @@ def browse_offline(page_path: Path) -> dict[str, Any]:
         if os.environ.get("CI"):
             pytest.fail("Chromium must be installed in CI (apt-get install chromium)")
         pytest.skip("Chromium is not installed")
-    playwright = pytest.importorskip("playwright.sync_api")
+    playwright = require("playwright.sync_api", "the report test opens the page in Chromium")
     seen: dict[str, Any] = {"requests": [], "problems": []}
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=[

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeOpenAI, write_jsonl
+from conftest import FakeOpenAI, require, write_jsonl
 from test_resume import _reply
 
 pytestmark = pytest.mark.postgres
@@ -31,7 +31,7 @@ def _unavailable(why: str) -> None:
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """REFLEXOPT_TEST_PG if set (CI starts a server), else a throwaway cluster on a free loopback port."""
-    pytest.importorskip("psycopg")
+    require("psycopg", "the distributed test uses a real PostgreSQL")
     if os.environ.get("REFLEXOPT_TEST_PG"):
         yield os.environ["REFLEXOPT_TEST_PG"]
         return

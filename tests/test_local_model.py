@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, browse_offline, ctrl_c_reaches, write_jsonl
+from conftest import EXAMPLES, browse_offline, ctrl_c_reaches, require, write_jsonl
 
 pytestmark = pytest.mark.slow
 
-pytest.importorskip("llama_cpp", reason="needs the `local` extra")
+require("llama_cpp", "the slow tests run the embedded model: the `local` extra")
 
 
 def _children_serving(parent: int) -> list[int]:

@@ -133,8 +133,13 @@ def test_max_cost_is_a_hard_limit(dataset: Path, prompt_file: Path, fakes: Any) 
     assert r.cost_usd <= 0.05
 
 
+def base_n(events: list[tuple[str, dict[str, Any]]]) -> int:
+    """The most val cases any trial was scored on (all of val)."""
+    return max((d["n_val"] for k, d in events if k == "trial"), default=0)
+
+
 def test_judge_noise_blocks_gains_below_it(dataset: Path, prompt_file: Path, fakes: Any) -> None:
-    fakes("fake/task", label_task(accuracy_with_spec=20, accuracy_without=15))  # a tiny real gain
+    fakes("fake/task", label_task(accuracy_with_spec=30, accuracy_without=15))  # a tiny real gain
     fakes("fake/reasoner", lambda m: "nothing")
     rng = random.Random(0)
 
@@ -146,15 +151,18 @@ def test_judge_noise_blocks_gains_below_it(dataset: Path, prompt_file: Path, fak
 
     fakes("fake/judge", noisy_judge)
     opt = Optimizer(config(dataset, prompt_file, scorer=ScorerSpec(judge=ModelSpec(id="fake/judge")),
-                           budget=Budget(max_trials=6, patience=6)))
+                           budget=Budget(max_trials=6, patience=6), pruning=False))  # every trial on all of val
     events: list[tuple[str, dict[str, Any]]] = []
     opt.on_event = lambda k, d: events.append((k, d))
     r = opt.run()
     base = next(d for k, d in events if k == "baseline")
     assert base["noise"] > 0.1 and base["min_gain"] > 0
     assert r.judge_noise == pytest.approx(base["noise"], abs=1e-4)
-    for k, d in events:
-        if k == "trial" and d["accepted"]:
+    trials = [d for k, d in events if k == "trial" and d["val"] is not None and d["n_val"] == base_n(events)]
+    blocked = [d for d in trials if r.baseline_val < d["val"] < r.baseline_val + base["min_gain"]]
+    assert blocked and not any(d["accepted"] for d in blocked)  # a real but noise-sized gain was not taken
+    for d in trials:
+        if d["accepted"]:
             assert d["val"] > r.baseline_val + base["min_gain"] - 1e-9
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FakeOpenAI, free_port, label_model, label_rows, write_jsonl
+from conftest import FakeOpenAI, free_port, label_model, label_rows, require, write_jsonl
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -147,6 +147,7 @@ def test_other_addresses_warn_and_a_busy_port_is_one_line(tmp_path: Path) -> Non
 
 def test_optuna_dashboard_opens_a_runs_study(openai_server: FakeOpenAI, tmp_path: Path) -> None:
     """The README's note: `optuna-dashboard sqlite:///RUN_DIR/study.db` shows the run's trials."""
+    require("optuna_dashboard", "the README documents optuna-dashboard on a run's study")
     openai_server.responder = lambda req: label_model(req["messages"])
     write_jsonl(tmp_path / "d.jsonl", label_rows(30))
     (tmp_path / "p.md").write_text("Look at this: {input}\n")

@@ -66,7 +66,12 @@ def test_strategy_contract(setup: Any, strategy: str, tmp_path: Path) -> None:
     events = [json.loads(x) for x in (Path(r.run_dir) / "events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "stop" for e in events)
     evals = [json.loads(x) for x in (Path(r.run_dir) / "evals.jsonl").read_text().splitlines()]
-    assert {e["split"] for e in evals} <= {"train", "val", "test"}
+    splits = [e["split"] for e in evals]
+    assert set(splits) == {"train", "val", "test"} or set(splits) == {"val", "test"}
+    first_test = splits.index("test")  # nothing but the verdict scores test, and only after the search
+    assert set(splits[first_test:]) == {"test"}, splits[first_test:]
+    test_ids = {e["case_id"] for e in evals if e["split"] == "test"}
+    assert test_ids and not test_ids & {e["case_id"] for e in evals if e["split"] != "test"}
     served = len(task.calls) + len(reasoner.calls)
     again = optimize(cfg, run_dir=tmp_path / f"again-{strategy}")
     assert again.model_calls == 0 and len(task.calls) + len(reasoner.calls) == served

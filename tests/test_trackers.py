@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeOpenAI, free_port, label_model, label_rows, write_jsonl
+from conftest import FakeOpenAI, free_port, label_model, label_rows, require, write_jsonl
 
 # reading the stores back goes through MLflow's client in this process: its dependencies' deprecations are theirs
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+require("mlflow", "the MLflow tracker is tested on a real local store")
+require("wandb", "the W&B tracker is tested in W&B's offline mode")
 
 CANARY = "sk-canary-7f3a9c1e5b2d4f6a8c0e"
 CANARY2 = "canary-secret-b81d20e4a9"
