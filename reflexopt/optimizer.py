@@ -234,7 +234,7 @@ class Optimizer:
                 base_job.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await base_job
-        cmp = paired_on_test(base_test, best_test, seed=cfg.seed)
+        cmp, coverage = paired_on_test(base_test, best_test, [c.id for c in r.test], seed=cfg.seed)
         best_md = best.prompts.to_markdown()
         best_path = store.write_best(best_md)
         usage = r.usage()
@@ -249,7 +249,7 @@ class Optimizer:
             baseline_prompt=base_md, best_prompt=best_md, usage=usage,
             test_wins=cmp.wins, test_losses=cmp.losses, accepted_path=sel.accepted, study=search.name,
             unspent_calls=r.budget.unspent(),
-            operators=dict(Counter(c.operator for c in pool if c.id != "baseline")))
+            operators=dict(Counter(c.operator for c in pool if c.id != "baseline")), test_cases=coverage)
         store.write_summary(result.to_json())
         self._write_output(best, best_path)
         self._emit("done", result.to_json())

@@ -15,6 +15,7 @@ from .paths import write_text_atomic
 from .promptset import diff_lines
 from .store import RunStore, read_json, read_jsonl
 from .textsafe import printable
+from .verdict import coverage_text
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -191,7 +192,10 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
             f"<div class=kpi>gain<b>{d:+.3f}</b><span class=muted>95% CI {lo:+.3f} … {hi:+.3f}</span></div>"
             f"<div class=kpi>paired test<b>{_p(summary['p_value'])}</b>{sig}</div>"
             f"<div class=kpi>trials<b>{summary['trials']}</b><span class=muted>{summary['pruned_trials']} pruned · "
-            f"{escape(summary['stop_reason'])}</span></div></div>")
+            f"{escape(summary['stop_reason'])}</span></div>"
+            + (f"<div class=kpi>test cases compared<b>{summary['test_cases']['paired']} of "
+               f"{summary['test_cases']['n']}</b><span class=muted>{escape(coverage_text(summary['test_cases']))}"
+               "</span></div>" if summary.get("test_cases") else "") + "</div>")
     if not summary:
         pr = store.progress()
         trials = sum(1 for c in cands if c.get("trial") is not None)

@@ -319,3 +319,35 @@ def test_a_rerun_of_a_run_that_ended_on_its_cost_limit_is_the_same_run_and_pays_
     again = optimize(cfg)
     assert again.model_calls == 0 and len(task.calls) == served and again.cost_usd == 0
     assert (again.trials, again.best_prompt, again.best_test) == (first.trials, first.best_prompt, first.best_test)
+
+
+def test_the_verdict_counts_a_failed_task_call_as_a_failure_and_reports_coverage(dataset: Path, prompt_file: Path,
+                                                                                   fakes: Any) -> None:
+    """A case whose task call failed for one prompt dropped out of the verdict, so a prompt that broke the model
+    on its hardest cases gained by it, and nothing said how many cases were compared."""
+    from reflexopt.data import load_dataset, split
+
+    good = label_task()
+    test_inputs = {c.input_text for c in split(load_dataset(dataset), None, seed=0).test}
+
+    def breaks_on_some(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        item = messages[-1]["content"]
+        if names_labels(text) and any(t in item for t in test_inputs) and _h(item) >= 85:  # tuned prompt wrong
+            raise ValueError("provider error: the model crashed")
+        return str(good(messages))
+
+    fakes("fake/task", breaks_on_some)
+    fakes("fake/reasoner", lambda m: "nothing")
+    r = optimize(config(dataset, prompt_file))
+    assert r.best_candidate != "baseline"
+    from reflexopt.store import RunStore
+
+    tested = RunStore(Path(r.run_dir)).results(r.best_prompt, "test")
+    failed = [x for x in tested.values() if x.score is None]
+    assert failed and len(tested) == len(test_inputs)
+    assert r.best_test == pytest.approx(sum(x.score or 0.0 for x in tested.values()) / len(test_inputs), abs=1e-4)
+    cov = r.test_cases
+    assert cov == {"n": len(test_inputs), "paired": len(test_inputs), "refused_for_budget": {"baseline": 0, "best": 0},
+                   "task_failed_scored_0": {"baseline": 0, "best": len(failed)},
+                   "not_scored": {"baseline": 0, "best": 0}}

@@ -183,6 +183,11 @@ def optimize_summary(r: dict[str, Any]) -> Table:
     t.add_row("test gain", "", f"{delta:+.3f} (95% CI {lo:+.3f}…{hi:+.3f})")
     t.add_row("paired test", "", f"p = {r['p_value']:.4f} · {verdict}")
     t.add_row("cases fixed / broken", "", f"{r['test_wins']} / {r['test_losses']}")
+    cov = r.get("test_cases")
+    if cov:
+        from ..verdict import coverage_text
+
+        t.add_row("test cases compared", "", coverage_text(cov))
     t.add_row("trials", "", f"{r['trials']} ({r['pruned_trials']} pruned) · stopped: {r['stop_reason']}")
     unspent = r.get("unspent_calls")
     left = f" · {unspent} of the --max-calls budget unspent" if unspent else ""
