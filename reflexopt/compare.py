@@ -35,6 +35,7 @@ class CompareResult:
     transfer: dict[str, dict[str, float | None]] | None
     n_test: int
     elapsed_s: float
+    margin: float = 0.05  # the equivalence margin of the recommendation
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -121,9 +122,9 @@ class Comparison:
             self.on_event("start", {"compare_id": self.id, "models": labels, "n_test": len(self.test)})
             rows = map_threads(self._one, cfg.models, cfg.parallel)
             transfer = self._transfer(rows) if cfg.transfer else None
-            choice, reason = recommend(rows, cfg.target)
+            choice, reason = recommend(rows, cfg.target, cfg.margin)
             result = CompareResult(self.id, tuple(rows), choice, reason, transfer, len(self.test),
-                                   round(time.monotonic() - start, 1))
+                                   round(time.monotonic() - start, 1), cfg.margin)
             write_text_atomic(self.root / "compare.json", json.dumps(result.to_json(), indent=2))
         finally:
             lock.release()

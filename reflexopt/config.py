@@ -195,6 +195,8 @@ class CompareConfig(_Frozen):
     strategy: str = Field("reflex", description="search strategy of every model's tuning run")
     pipeline: PipelineSpec | None = None
     track: TrackSpec = TrackSpec()
+    margin: float = Field(0.05, ge=0, le=1, description="a model within this of the best, shown by a TOST "
+                                                         "equivalence test, counts as as good")
 
     @model_validator(mode="after")
     def _pipeline_is_tuned(self) -> CompareConfig:

@@ -1,5 +1,6 @@
 """One model's row in a comparison (score, cost per 1,000 requests and per success, latency) from its scored
-test cases, and the recommendation: the cheapest model whose tuned score is not significantly below the best."""
+test cases, and the recommendation: the cheapest model shown to be as good as the best within a margin (a TOST
+equivalence test on the paired test cases, Holm-corrected over the models compared), or meeting the target."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from dataclasses import dataclass, field
 from .config import ModelSpec
 from .evaluate import CaseResult
 from .models import price_per_token
-from .stats import mean_ci, paired_compare, percentile
+from .stats import equivalence_p, holm, mean_ci, paired_compare, percentile
+
+MARGIN = 0.05  # default equivalence margin: within 5 points of the best counts as as good
 
 
 @dataclass(frozen=True)
@@ -62,14 +65,26 @@ def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(x, nd)
 
 
-def recommend(rows: Sequence[ModelRow], target: float | None) -> tuple[str | None, str]:
-    """The cheapest model whose tuned score is statistically indistinguishable from the best (or meets the
-    target), with the numbers that justify it."""
+def recommend(rows: Sequence[ModelRow], target: float | None,
+              margin: float = MARGIN) -> tuple[str | None, str]:
+    """The cheapest model shown to be as good as the best within `margin` (TOST on the paired test cases at
+    alpha 0.05, Holm-corrected over the models compared with the best), or meeting the target; with the numbers
+    that justify it. A difference that is merely not significant is not evidence of equivalence: such a model
+    is not recommended on that ground, and the reason says so."""
     ok = [r for r in rows if r.error is None and r.tuned is not None]
     if not ok:
         return None, "no model produced a score"
     best = max(ok, key=lambda r: r.tuned or 0.0)
+    others = [r for r in ok if r is not best]
+    raw = []
+    for r in others:
+        common = [c for c in r.scores if c in best.scores]
+        raw.append(equivalence_p([r.scores[c] - best.scores[c] for c in common], margin))
+    adjusted = dict(zip((id(r) for r in others), holm(raw)))
+    fam = f"TOST, margin {margin:.2f}, Holm-corrected over {len(others)}" if len(others) > 1 else \
+        f"TOST, margin {margin:.2f}"
     eligible: list[tuple[ModelRow, str]] = []
+    unshown: list[str] = []
     for r in ok:
         if target is not None and (r.tuned or 0) >= target:
             eligible.append((r, f"meets the target {target:.2f}"))
@@ -77,11 +92,12 @@ def recommend(rows: Sequence[ModelRow], target: float | None) -> tuple[str | Non
         if r is best:
             eligible.append((r, "is the best"))
             continue
-        common = [c for c in r.scores if c in best.scores]
-        cmp = paired_compare([best.scores[c] for c in common], [r.scores[c] for c in common])
-        if cmp.p_value >= 0.05:
-            eligible.append((r, f"is statistically indistinguishable from the best ({best.model}, "
-                                f"{best.tuned:.3f}; paired p = {cmp.p_value:.2f})"))
+        p = adjusted[id(r)]
+        if p < 0.05:
+            eligible.append((r, f"is as good as the best ({best.model}, {best.tuned:.3f}) within {margin:.2f} "
+                                f"({fam}: p = {p:.3f})"))
+        elif (r.cost_per_1k or 0.0) < (best.cost_per_1k or 0.0):
+            unshown.append(f"{r.model} ({r.tuned:.3f}: not shown within {margin:.2f} of the best, p = {p:.2f})")
     if target is not None and not any(why.startswith("meets") for _, why in eligible):
         eligible = [(r, w) for r, w in eligible if not w.startswith("meets")]
 
@@ -92,10 +108,12 @@ def recommend(rows: Sequence[ModelRow], target: float | None) -> tuple[str | Non
 
     choice, why = min(eligible, key=cost_key)
     cost = "price unknown" if choice.cost_per_1k is None else f"${choice.cost_per_1k:.4f} per 1,000 requests"
-    others = ", ".join(f"{r.model} ${r.cost_per_1k:.4f}" for r in ok if r is not choice and r.cost_per_1k is not None)
+    prices = ", ".join(f"{r.model} ${r.cost_per_1k:.4f}" for r in ok if r is not choice and r.cost_per_1k is not None)
     lo, hi = choice.tuned_ci95 or (float("nan"), float("nan"))
     reason = (f"{choice.model}: tuned score {choice.tuned:.3f} (95% CI {lo:.3f}-{hi:.3f}) {why}, at {cost}"
-              + (f" (others: {others})" if others else "") + ".")
+              + (f" (others: {prices})" if prices else "") + "."
+              + (f" Cheaper, but no significant difference found, which is not equivalence: {'; '.join(unshown)}."
+                 if unshown and choice is best else ""))
     return choice.model, reason
 
 

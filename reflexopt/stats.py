@@ -112,6 +112,34 @@ def paired_compare(a: Sequence[float], b: Sequence[float], *, seed: int = 0) -> 
                             losses=int((d < 0).sum()))
 
 
+def equivalence_p(d: Sequence[float], margin: float) -> float:
+    """TOST p-value that the mean paired difference `d` lies within (-margin, +margin): the larger of the two
+    one-sided t-test p-values. Below alpha, the two are shown equivalent within the margin (the 1 - 2 alpha CI
+    of the difference lies inside it). With no spread, the mean itself decides."""
+    from scipy import stats as st
+
+    x = np.asarray(d, dtype=float)
+    if x.size < 2:
+        return 1.0
+    if float(x.std()) == 0.0:
+        return 0.0 if abs(float(x.mean())) < margin else 1.0
+    lower = st.ttest_1samp(x + margin, 0.0, alternative="greater").pvalue
+    upper = st.ttest_1samp(x - margin, 0.0, alternative="less").pvalue
+    return float(max(lower, upper))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, family-wise error over all of them), in the input order."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def worse_than_best(steps: dict[int, float], best: dict[int, float], *, p_threshold: float,
                     min_cases: int) -> bool:
     """The pruning test: is a candidate significantly worse than the best one on the cases scored so far?

@@ -53,7 +53,7 @@ def test_recommends_the_cheapest_model_as_good_as_the_best(setup: Any) -> None:
     rows = {r.model: r for r in res.rows}
     assert res.recommendation == "fake/cheap", (res.reason, [(r.model, r.tuned, r.cost_per_1k, r.error)
                                                             for r in res.rows])
-    assert "indistinguishable" in res.reason and "fake/strong" in res.reason
+    assert "as good as the best" in res.reason and "TOST" in res.reason and "fake/strong" in res.reason
     assert rows["fake/strong"].tuned > rows["fake/weak"].tuned  # type: ignore[operator]
     assert rows["fake/cheap"].cost_per_1k < rows["fake/strong"].cost_per_1k  # type: ignore[operator]
     assert rows["fake/broken"].error and "down" in rows["fake/broken"].error  # one failure loses nothing else
@@ -74,6 +74,30 @@ def test_target_picks_cheapest_model_meeting_it() -> None:
     assert recommend([a, b, c], 0.75)[0] == "b"
     assert recommend([a, b, c], 0.99)[0] == "a"  # nobody meets it: fall back to the best and its equals
     assert recommend([ModelRow("x", error="boom")], None)[0] is None
+
+
+def test_a_difference_that_is_not_significant_is_not_called_equivalence() -> None:
+    """compare called a model "statistically indistinguishable" from the best when p >= 0.05 on a small test
+    split, and recommended it for being cheaper: no evidence of equivalence. Now a cheaper model needs a TOST
+    within the margin (Holm-corrected over the models compared)."""
+    n = 12  # a small test split: 0.92 against 0.75 is not significant, and far from shown equivalent
+    best = ModelRow("big", tuned=0.92, tuned_ci95=(0.8, 1.0), cost_per_1k=10.0,
+                    scores={str(i): float(i != 0) for i in range(n)})
+    cheap = ModelRow("small", tuned=0.75, tuned_ci95=(0.5, 0.9), cost_per_1k=1.0,
+                     scores={str(i): float(i not in (0, 3, 7)) for i in range(n)})
+    choice, reason = recommend([best, cheap], None)
+    assert choice == "big" and "no significant difference found, which is not equivalence" in reason
+    # many cases, a difference well inside the margin: shown equivalent, the cheaper one is recommended
+    n = 400
+    best = ModelRow("big", tuned=0.9, tuned_ci95=(0.87, 0.93), cost_per_1k=10.0,
+                    scores={str(i): float(i % 10 != 0) for i in range(n)})
+    cheap = ModelRow("small", tuned=0.895, tuned_ci95=(0.86, 0.92), cost_per_1k=1.0,
+                     scores={str(i): float(i % 10 != 0 and i != 401 - 2) for i in range(n)})
+    odd = ModelRow("odd", tuned=0.5, tuned_ci95=(0.45, 0.55), cost_per_1k=0.5,
+                   scores={str(i): float(i % 2) for i in range(n)})
+    choice, reason = recommend([best, cheap, odd], None, margin=0.05)
+    assert choice == "small" and "within 0.05" in reason and "Holm-corrected over 2" in reason
+    assert recommend([best, cheap, odd], None, margin=0.0)[0] == "big"  # no margin: nothing is equivalent
 
 
 def test_tuned_compare_with_transfer(setup: Any) -> None:

@@ -271,6 +271,8 @@ def compare_cmd(
                                                             "paid calls for each model's run.")] = None,
     max_trials: Annotated[int, typer.Option("--max-trials", min=0, help="Candidates per model.")] = 12,
     target: Annotated[float | None, typer.Option("--target", min=0, max=1, help="Score that is good enough.")] = None,
+    margin: Annotated[float, typer.Option("--margin", min=0, max=1, help="A cheaper model counts as as good as the "
+                                          "best when a TOST test shows it within this margin (default 0.05).")] = 0.05,
     transfer: Annotated[bool, typer.Option("--transfer", help="Score every tuned prompt on every model.")] = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, help="Models tuned at the same time.")] = 2,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
@@ -310,7 +312,7 @@ def compare_cmd(
         judge=judge, rubric=judge_criteria, metric=metric,
         budget=Budget(max_calls=max_calls_per_model, max_trials=max_trials, patience=max(1, max_trials)),
         tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel,
-        strategy=strategy, pipeline=pipe, track=track_spec(track, experiment=track_experiment))
+        strategy=strategy, pipeline=pipe, track=track_spec(track, experiment=track_experiment), margin=margin)
 
     result = compare(config, on_event=compare_events(err, quiet=as_json, tuning=not no_tune)).to_json()
     if report is not None:

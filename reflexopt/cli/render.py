@@ -206,7 +206,8 @@ def prompt_diff(before: str, after: str) -> Any:
 
 
 def compare_table(d: dict[str, Any]) -> Table:
-    t = Table(title=f"{d['compare_id']} · {d['n_test']} test cases", title_justify="left")
+    margin = f" · equivalence margin {d['margin']:.2f} (TOST)" if d.get("margin") is not None else ""
+    t = Table(title=f"{d['compare_id']} · {d['n_test']} test cases{margin}", title_justify="left")
     for col in ("model", "baseline", "tuned (95% CI)", "gain", "pass rate", "$ / 1k req", "tokens / req",
                 "$ / success", "latency p50/p95"):
         t.add_column(col, justify="left" if col == "model" else "right")
