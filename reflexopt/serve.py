@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import signal
 from collections.abc import Awaitable, Callable
 from html import escape
 
@@ -117,14 +118,20 @@ async def _serve(host: str, port: int, refresh_s: int, on_ready: Callable[[str],
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}",
                           fix="choose another --port, or stop the program that uses it") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a signal stops the loop cleanly, even mid-response
+        loop.add_signal_handler(sig, stop.set)
     try:
         on_ready(f"http://{host if ':' not in host else f'[{host}]'}:{port}/")
-        await asyncio.Event().wait()  # until interrupted
+        await stop.wait()
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         await runner.cleanup()
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, *, refresh_s: int = 3,
           on_ready: Callable[[str], None] = lambda url: None) -> None:
-    """Serve the run history until interrupted. A port in use is a ConfigError."""
+    """Serve the run history until SIGINT or SIGTERM. A port in use is a ConfigError."""
     asyncio.run(_serve(host, port, refresh_s, on_ready))

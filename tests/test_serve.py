@@ -47,8 +47,19 @@ def view(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
     line = proc.stderr.readline()
     assert f"127.0.0.1:{port}" in line, line
     yield port, home, proc
+    assert _stop(proc) == 0  # SIGTERM stops it cleanly
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM, then the pipes drained and closed (killed if it has not stopped in 30 s, which fails the test)."""
     proc.terminate()
-    proc.communicate(timeout=30)
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc.returncode
 
 
 def _trials(page: str) -> int:
@@ -141,8 +152,7 @@ def test_other_addresses_warn_and_a_busy_port_is_one_line(tmp_path: Path) -> Non
         assert first.startswith("warning:") and "anyone who can reach it can read" in first
         assert f":{port}/" in proc.stderr.readline()
     finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
+        _stop(proc)
 
 
 def test_optuna_dashboard_opens_a_runs_study(openai_server: FakeOpenAI, tmp_path: Path) -> None:
@@ -176,5 +186,4 @@ def test_optuna_dashboard_opens_a_runs_study(openai_server: FakeOpenAI, tmp_path
         trials = json.loads(body)["trials"]
         assert status == 200 and len(trials) == result["trials"] + 1  # the baseline is trial 0
     finally:
-        dash.terminate()
-        dash.communicate(timeout=30)
+        _stop(dash)
