@@ -5,7 +5,7 @@ of the library only reads the records."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -155,6 +155,10 @@ class OptimizeConfig(_Frozen):
     strategy: str = Field("reflex", description="search strategy: reflex (default), mipro or gepa")
     pipeline: PipelineSpec | None = None
     track: TrackSpec = TrackSpec()
+    objective: Literal["score", "cost"] = Field("score", description="score: the best val score; cost: the "
+                                                "cheapest prompt not worse than it on val")
+    max_prompt_tokens: int | None = Field(None, gt=0, description="no returned prompt uses more prompt tokens "
+                                                                  "per request (measured on val)")
 
     def public(self) -> dict[str, Any]:
         """The config as stored in the run directory (no secrets: keys never enter the config)."""

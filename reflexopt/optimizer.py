@@ -22,7 +22,7 @@ from .pool import Candidate, State, from_study, select
 from .search import GRACE_S, Search, StudyState, worker_id
 from .store import RunStore, write_text_atomic
 from .strategies import SearchContext, get_strategy
-from .verdict import OptimizeResult, paired_on_test
+from .verdict import OptimizeResult, choose, paired_on_test
 
 
 class Optimizer:
@@ -223,8 +223,12 @@ class Optimizer:
             search.set("status", "done")
             pool = from_study(search.records(), r.val)
             sel = select(pool, len(r.val), min_gain)
-            best = sel.best
             self._export(pool)
+            evals = store.evals()
+            best, frontier, chosen_by = choose(
+                sel.best, baseline, pool, len(r.val), objective=cfg.objective,
+                max_prompt_tokens=cfg.max_prompt_tokens, results=lambda c: store.results(c.prompts, "val", evals),
+                price=r.task_price())
             if best.id == "baseline":
                 base_test = best_test = (await base_job)[0]
             else:
@@ -249,7 +253,8 @@ class Optimizer:
             baseline_prompt=base_md, best_prompt=best_md, usage=usage,
             test_wins=cmp.wins, test_losses=cmp.losses, accepted_path=sel.accepted, study=search.name,
             unspent_calls=r.budget.unspent(),
-            operators=dict(Counter(c.operator for c in pool if c.id != "baseline")), test_cases=coverage)
+            operators=dict(Counter(c.operator for c in pool if c.id != "baseline")), test_cases=coverage,
+            objective=cfg.objective, chosen_by=chosen_by, frontier=[p.to_json() for p in frontier])
         store.write_summary(result.to_json())
         self._write_output(best, best_path)
         self._emit("done", result.to_json())

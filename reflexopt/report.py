@@ -207,6 +207,9 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
             f"<div class=kpi>paid calls<b>{pr.get('calls', '–')}</b></div>"
             f"<div class=kpi>cost<b>${float(pr.get('cost_usd') or 0):.4f}</b></div></div>")
     body.append("<h2>Score trajectory (val)</h2><div class=card>" + trajectory_svg(cands, accepted) + "</div>")
+    if summary and summary.get("frontier"):
+        body.append("<h2>Score against cost (candidates scored on all of val)</h2><div class=card>"
+                    + frontier_html(summary) + "</div>")
     if summary:
         bt, nt = store.results(base_md, "test", evals), store.results(best_md, "test", evals)
         common = [c for c in bt if c in nt]
@@ -240,6 +243,22 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
                 f"{rows}</table><table style='margin-top:10px;width:auto'><tr><th>phase</th><th>time</th></tr>"
                 f"{phases}</table></div>")
     return page(title, "".join(body), refresh_s=refresh_s, nav=nav)
+
+
+def frontier_html(summary: dict[str, Any]) -> str:
+    """The candidates' val score against tokens and cost per request, cheapest first; the returned one marked."""
+    rows = []
+    for p in summary["frontier"]:
+        mark = "<b>returned</b>" if p["chosen"] else ("not worse than the best" if p.get("not_worse") else "")
+        cap = "" if p.get("within_cap", True) else " <span class=bad>over the prompt-token cap</span>"
+        cost = "–" if p.get("cost_per_1k") is None else f"${p['cost_per_1k']:.4f}"
+        rows.append(f"<tr><td>{escape(str(p['id']))}</td><td class=num>{p['val']:.3f}</td><td class=num>"
+                    f"{p['prompt_tokens']:.0f}</td><td class=num>{p['completion_tokens']:.0f}</td><td class=num>"
+                    f"{cost}</td><td>{mark}{cap}</td></tr>")
+    return (f"<p class=muted>objective: {escape(str(summary.get('objective', 'score')))} · "
+            f"{escape(str(summary.get('chosen_by', '')))}</p><table><tr><th>candidate</th><th>val</th>"
+            "<th>prompt tokens / req</th><th>completion tokens / req</th><th>$ / 1k req</th><th></th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def scatter_svg(rows: list[dict[str, Any]]) -> str:

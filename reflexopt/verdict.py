@@ -3,16 +3,28 @@ how many of them the comparison used and why any were left out, and the result r
 
 A case whose task call failed for a prompt counts as a failure (score 0) for that prompt: a prompt that makes
 the model fail must not gain by dropping its hard cases. A case the scorer could not score (a judge error after
-its retries) or that the budget refused is left out of the pair, and counted in `test_cases`."""
+its retries) or that the budget refused is left out of the pair, and counted in `test_cases`.
+
+Which candidate the run returns (`--objective`, `--max-prompt-tokens`): the score alone (the default), or the
+cheapest prompt that is not worse than the best on val.
+
+Every candidate scored on all of val is a point of the score/cost frontier: its val mean, its tokens per request
+(prompt and completion, measured on val) and, where the task model's price is known, its cost per 1,000
+requests. With `--objective cost`, among candidates that (a) a one-sided paired Wilcoxon test on the val cases
+does not show worse than the score-best at alpha 0.05, and (b) score at least the starting prompt on val, the
+cheapest wins (by cost per 1,000 requests when prices are known, else by tokens per request). A prompt-token
+cap leaves out every candidate above it, under either objective (the starting prompt stays eligible, so a run
+never returns a prompt worse than the one it was given)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .evaluate import CaseResult
-from .stats import PairedComparison, paired_compare
+from .pool import Candidate
+from .stats import PairedComparison, paired_compare, worse_than_best
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,9 @@ class OptimizeResult:
     unspent_calls: int | None = None  # of --max-calls, when set
     operators: dict[str, int] | None = None  # trials per operator that actually ran
     test_cases: dict[str, Any] | None = None  # n, paired, and the cases left out or counted 0, by kind
+    objective: str = "score"
+    chosen_by: str = ""  # how the returned candidate was chosen
+    frontier: list[dict[str, Any]] | None = None  # candidates scored on all of val: val, tokens, cost per 1k
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -96,3 +111,85 @@ def coverage_text(cov: dict[str, Any]) -> str:
         if n:
             notes.append(f"{n} {what}")
     return f"{cov['paired']} of {cov['n']}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Point:
+    """One candidate on the frontier."""
+
+    id: str
+    val: float
+    prompt_tokens: float
+    completion_tokens: float
+    cost_per_1k: float | None
+    within_cap: bool
+    not_worse: bool = False
+    chosen: bool = False
+
+    @property
+    def tokens(self) -> float:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def point(c: Candidate, results: Mapping[str, CaseResult], price: tuple[float, float] | None,
+          max_prompt_tokens: int | None) -> Point | None:
+    """A candidate's point, from its recorded val results (None when it has none with token counts)."""
+    rows = [r for cid, r in results.items() if cid in c.val and r.error is None]
+    if not rows:
+        return None
+    pt = sum(r.prompt_tokens for r in rows) / len(rows)
+    ct = sum(r.completion_tokens for r in rows) / len(rows)
+    cost = None if price is None else 1000 * (pt * price[0] + ct * price[1])
+    return Point(c.id, c.val_mean, pt, ct, cost, max_prompt_tokens is None or pt <= max_prompt_tokens)
+
+
+def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_val: int, *, objective: str,
+           max_prompt_tokens: int | None, results: Callable[[Candidate], Mapping[str, CaseResult]],
+           price: tuple[float, float] | None) -> tuple[Candidate, list[Point], str]:
+    """The candidate the run returns, the frontier (candidates scored on all of val, cheapest first), and one
+    line saying how it was chosen."""
+    baseline = next((c for c in pool if c.id == "baseline"), baseline)
+    full = [c for c in pool if c.state == "complete" and len(c.val) == n_val and c.id != "baseline"]
+    full.insert(0, baseline)
+    pts = {c.id: p for c in full if (p := point(c, results(c), price, max_prompt_tokens)) is not None}
+    by_id = {c.id: c for c in full}
+
+    def allowed(c: Candidate) -> bool:
+        p = pts.get(c.id)
+        return c.id == "baseline" or (p is not None and p.within_cap)
+
+    top = best if allowed(best) else max((c for c in full if allowed(c)), key=lambda c: c.val_mean,
+                                         default=baseline)
+    why = "the best val score" if top is best else f"the best val score within {max_prompt_tokens} prompt tokens"
+    chosen = top
+    if objective == "cost":
+        ref = {i: s for i, s in enumerate(top.val[k] for k in sorted(top.val))}
+        fits = []
+        for c in full:
+            if not allowed(c) or c.id not in pts or c.val_mean < baseline.val_mean:
+                continue
+            mine = {i: c.val.get(k, 0.0) for i, k in enumerate(sorted(top.val))}
+            if c is top or not worse_than_best(mine, ref, p_threshold=ALPHA, min_cases=2):
+                fits.append(c)
+        if fits:
+            def price_of(c: Candidate) -> tuple[float, float, float]:
+                p = pts[c.id]
+                return (p.cost_per_1k if p.cost_per_1k is not None else p.tokens, p.tokens, -c.val_mean)
+
+            chosen = min(fits, key=price_of)
+            unit = "cost per 1,000 requests" if pts[chosen.id].cost_per_1k is not None else "tokens per request"
+            why = (f"the lowest {unit} among candidates not worse than {top.id} on val (one-sided paired test, "
+                   f"alpha {ALPHA})")
+        fit_ids = {c.id for c in fits}
+    else:
+        fit_ids = set()
+    frontier = sorted((Point(**{**asdict(p), "not_worse": p.id in fit_ids, "chosen": p.id == chosen.id})
+                       for p in pts.values()),
+                      key=lambda p: (p.cost_per_1k if p.cost_per_1k is not None else p.tokens, -p.val))
+    return by_id.get(chosen.id, chosen), frontier, why

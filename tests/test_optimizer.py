@@ -351,3 +351,33 @@ def test_the_verdict_counts_a_failed_task_call_as_a_failure_and_reports_coverage
     assert cov == {"n": len(test_inputs), "paired": len(test_inputs), "refused_for_budget": {"baseline": 0, "best": 0},
                    "task_failed_scored_0": {"baseline": 0, "best": len(failed)},
                    "not_scored": {"baseline": 0, "best": 0}}
+
+
+def test_objective_cost_returns_the_cheapest_prompt_not_worse_on_val(dataset: Path, prompt_file: Path,
+                                                                      fakes: Any) -> None:
+    """The search kept the higher val score however small the gain and however many tokens it cost. With
+    `--objective cost` the run returns the cheapest candidate that a paired test does not show worse than the
+    score-best on val; `--max-prompt-tokens` leaves out every candidate above the cap."""
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        item = messages[-1]["content"]
+        right = "positive" if "good" in item else "negative"
+        demos = len(messages) > 2 or "Examples:" in text
+        acc = (92 if demos else 86) if names_labels(text) else 5  # demos: a small gain for many more tokens
+        return right if _h(item) < acc else "It is a product review."
+
+    fakes("fake/task", reply)
+    fakes("fake/reasoner", lambda m: "nothing")
+    budget = Budget(max_trials=8, patience=8)
+    by_score = optimize(config(dataset, prompt_file, budget=budget))
+    by_cost = optimize(config(dataset, prompt_file, budget=budget, objective="cost"))
+    pts = {p["id"]: p for p in by_cost.frontier or []}
+    score_pick, cost_pick = pts[by_score.best_candidate], pts[by_cost.best_candidate]
+    assert by_score.objective == "score" and by_cost.objective == "cost"
+    assert by_cost.best_candidate != by_score.best_candidate  # the score-best carries the demos
+    assert cost_pick["prompt_tokens"] < score_pick["prompt_tokens"] and cost_pick["not_worse"]
+    assert by_cost.best_val >= by_cost.baseline_val and "one-sided paired test" in by_cost.chosen_by
+    capped = optimize(config(dataset, prompt_file, budget=budget, max_prompt_tokens=int(cost_pick["prompt_tokens"])))
+    assert {p["id"]: p for p in capped.frontier or []}[capped.best_candidate]["prompt_tokens"] <= \
+        cost_pick["prompt_tokens"]

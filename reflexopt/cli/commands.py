@@ -99,7 +99,8 @@ RESUME_FIELDS = {"dataset": "data", "input_field": "data", "ideal_field": "data"
                  "model": "model", "api_base": "model", "max_tokens": "model", "reasoning_model": "reasoning",
                  "judge": "scorer", "judge_criteria": "scorer", "metric": "scorer", "split_opt": "split",
                  "seed": "seed", "concurrency": "concurrency", "no_prune": "pruning", "strategy": "strategy",
-                 "track": "track", "track_experiment": "track", "register_prompt": "track"}
+                 "track": "track", "track_experiment": "track", "register_prompt": "track",
+                 "objective": "objective", "max_prompt_tokens": "max_prompt_tokens"}
 
 
 def _setting(config: Any, field: str) -> Any:
@@ -167,6 +168,10 @@ def optimize_cmd(
     track: TrackOpt = None,
     track_experiment: TrackExpOpt = None,
     register_prompt: RegisterOpt = None,
+    objective: Annotated[str, typer.Option("--objective", help="score: return the best val score; cost: the "
+                                           "cheapest prompt (tokens, or price) not worse than it on val.")] = "score",
+    max_prompt_tokens: Annotated[int | None, typer.Option("--max-prompt-tokens", min=1, help="Return no prompt "
+                                                          "that uses more prompt tokens per request.")] = None,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -176,6 +181,9 @@ def optimize_cmd(
     from .render import LiveView, print_dry_run, print_optimize
 
     pipe = pipeline_spec(pipeline, prompt_opts or (), timeout_s=pipeline_timeout)
+    if objective not in ("score", "cost"):
+        fail(f"--objective {objective!r} is not one of score, cost (fix: --objective cost for the cheapest prompt "
+             "not worse than the best)")
     if pipe is not None:
         if prompt is not None:
             fail(f"with --pipeline the prompts are given as --prompt NAME=FILE, not as {prompt} "
@@ -199,7 +207,8 @@ def optimize_cmd(
                       max_trials=max_trials, patience=patience, target=target),
         split=parse_split(split_opt), seed=seed, concurrency=concurrency, pruning=not no_prune, storage=storage,
         strategy=strategy, pipeline=pipe,
-        track=track_spec(track, experiment=track_experiment, register=register_prompt))
+        track=track_spec(track, experiment=track_experiment, register=register_prompt), objective=objective,
+        max_prompt_tokens=max_prompt_tokens)
     opt = Optimizer(config, resume=resume, run_dir=run_dir, changes=changes)
     if opt.resumed:  # the run goes on with the settings it started with; the same values may be given again
         differ = [flag for name, flag in given.items() if name in RESUME_FIELDS

@@ -188,6 +188,12 @@ def optimize_summary(r: dict[str, Any]) -> Table:
         from ..verdict import coverage_text
 
         t.add_row("test cases compared", "", coverage_text(cov))
+    if r.get("objective") == "cost" or (r.get("chosen_by") or "").startswith("the best val score within"):
+        t.add_row("chosen", "", f"{r['best_candidate']}: {r['chosen_by']}")
+        chosen = next((p for p in r.get("frontier") or [] if p["chosen"]), None)
+        if chosen:
+            t.add_row("tokens / request", "", f"{chosen['prompt_tokens']:.0f} prompt + "
+                      f"{chosen['completion_tokens']:.0f} completion")
     t.add_row("trials", "", f"{r['trials']} ({r['pruned_trials']} pruned) · stopped: {r['stop_reason']}")
     unspent = r.get("unspent_calls")
     left = f" · {unspent} of the --max-calls budget unspent" if unspent else ""
