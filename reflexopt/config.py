@@ -31,6 +31,9 @@ class ModelSpec(_Frozen):
     max_retries: int = Field(4, ge=0)
     cache_tag: str | None = Field(None, description="separates cached responses, e.g. per batch round, so a "
                                   "provider's update of a model behind the same id is measured afresh")
+    price_in: float | None = Field(None, ge=0, description="USD per million prompt tokens (overrides litellm's "
+                                                          "price map; for self-hosted or unlisted models)")
+    price_out: float | None = Field(None, ge=0, description="USD per million completion tokens")
 
     @field_validator("id")
     @classmethod
@@ -47,14 +50,16 @@ class ModelSpec(_Frozen):
 
     @classmethod
     def parse(cls, text: str, **defaults: object) -> ModelSpec:
-        """`ID` or `ID@key=value,...` with keys temperature, max_tokens, timeout_s, concurrency."""
+        """`ID` or `ID@key=value,...` with keys temperature, max_tokens, timeout_s, concurrency, and price_in /
+        price_out (USD per million tokens, for a model litellm has no price for)."""
         model_id, _, settings = text.partition("@")
         values: dict[str, object] = {k: v for k, v in defaults.items() if v is not None}
         for part in filter(None, (x.strip() for x in settings.split(","))):
             key, eq, value = part.partition("=")
-            if not eq or key not in ("temperature", "max_tokens", "timeout_s", "concurrency"):
+            if not eq or key not in ("temperature", "max_tokens", "timeout_s", "concurrency", "price_in",
+                                     "price_out"):
                 raise ValueError(f"bad model setting {part!r} in {text!r}: use temperature=, max_tokens=, "
-                                 "timeout_s= or concurrency=")
+                                 "timeout_s=, concurrency=, price_in= or price_out= (USD per million tokens)")
             values[key] = value
         return cls(id=model_id, **values)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .models import price_per_token
+from .models import spec_price
 from .operators import LLM_OPERATORS, NAMES
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def run_estimate(cfg: OptimizeConfig, r: Evaluator) -> dict[str, Any]:
 
 def cost_estimate(cfg: OptimizeConfig, r: Evaluator, calls: int) -> float | None:
     specs = [cfg.model] + ([cfg.scorer.judge] if cfg.scorer.judge else [])
-    prices = [price_per_token(s.id) for s in specs]
+    prices = [spec_price(s)[0] for s in specs]
     if any(p is None for p in prices):
         return None
     cases = r.cases

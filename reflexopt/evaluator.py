@@ -18,7 +18,7 @@ from .budget import Limits, RunBudget
 from .errors import ConfigError
 from .evaluate import CaseResult, check_specs, iter_results, usage_of
 from .events import Event, ignore
-from .models import ModelClient, get_client, price_per_token
+from .models import ModelClient, get_client, spec_price
 from .paths import check_writable
 from .promptset import PromptSet
 from .scoring import Scorer, make_scorer, scorer_clients
@@ -200,8 +200,7 @@ class Evaluator:
 
     def task_price(self) -> tuple[float, float] | None:
         """USD per prompt and per completion token of the task model (0 for local models; None: unknown)."""
-        spec = self.config.model
-        return (0.0, 0.0) if spec.is_local else price_per_token(spec.id)
+        return spec_price(self.config.model)[0]
 
     async def aclose(self) -> None:
         """Stop what the task started (a pipeline's endpoint and worker processes)."""

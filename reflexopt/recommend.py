@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .config import ModelSpec
 from .evaluate import CaseResult
-from .models import price_per_token
+from .models import spec_price
 from .stats import equivalence_p, holm, mean_ci, paired_compare, percentile
 
 MARGIN = 0.05  # default equivalence margin: within 5 points of the best counts as as good
@@ -25,6 +25,7 @@ class ModelRow:
     pass_rate: float | None = None
     tokens_per_request: float | None = None
     cost_per_1k: float | None = None  # USD per 1,000 requests with the tuned prompt (None: price unknown)
+    price_source: str = ""  # where the price came from: model setting, litellm price map, local model, unknown
     cost_per_success: float | None = None
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
@@ -45,7 +46,7 @@ def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequen
     passes = [r.passed for r in tuned if r.passed is not None]
     toks = [(r.prompt_tokens, r.completion_tokens) for r in tuned if r.error is None]
     per_req_tokens = sum(a + c for a, c in toks) / len(toks) if toks else None
-    price = price_per_token(model.id) if not model.is_local else (0.0, 0.0)
+    price, price_source = spec_price(model)
     cost_1k = None
     if price is not None and toks:
         cost_1k = 1000 * sum(a * price[0] + c * price[1] for a, c in toks) / len(toks)
@@ -58,7 +59,8 @@ def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequen
         gain=_r(cmp.delta) if cmp else None, pass_rate=_r(n_pass / len(passes)) if passes else None,
         tokens_per_request=_r(per_req_tokens, 1), cost_per_1k=_r(cost_1k, 6), cost_per_success=_r(per_success, 8),
         latency_p50_s=_r(percentile(lat, 50), 3), latency_p95_s=_r(percentile(lat, 95), 3),
-        significant_gain=bool(cmp and cmp.significant), run_id=run_id, tuned_prompt=prompt_md, scores=t)
+        significant_gain=bool(cmp and cmp.significant), run_id=run_id, tuned_prompt=prompt_md, scores=t,
+        price_source=price_source)
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:

@@ -117,3 +117,26 @@ def test_tuned_compare_with_transfer(setup: Any) -> None:
         assert res.recommendation == "fake/picky"
     finally:
         unregister_fake("fake/picky")
+
+
+def test_a_price_given_as_a_model_setting_costs_the_calls_and_the_comparison(tmp_path: Path,
+                                                                            openai_server: Any) -> None:
+    """A self-hosted model litellm has no price for printed "price unknown" and the recommendation could say
+    nothing about money. `-m ID@price_in=..,price_out=..` (USD per million tokens) prices it, and says so."""
+    from conftest import label_model, label_rows, write_jsonl
+
+    from reflexopt.compare import compare
+    from reflexopt.config import compare_config
+
+    openai_server.responder = lambda req: label_model(req["messages"])
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Label: {input}\n")
+    cfg = compare_config(data, tmp_path / "p.md", ["openai/selfhosted@price_in=200,price_out=600", "openai/other"],
+                         api_base=openai_server.url, metric="contains", tune=False)
+    res = compare(cfg)
+    rows = {r.model: r for r in res.rows}
+    priced = next(r for m, r in rows.items() if m.startswith("openai/selfhosted"))
+    assert priced.price_source == "model setting" and rows["openai/other"].price_source == "unknown"
+    assert rows["openai/other"].cost_per_1k is None
+    # 10 prompt + 5 completion tokens per call (the fake's usage): (10 * 200 + 5 * 600) / 1e6 USD, per 1,000
+    assert priced.cost_per_1k == pytest.approx(1000 * (10 * 200 + 5 * 600) / 1e6)

@@ -227,11 +227,14 @@ def compare_table(d: dict[str, Any]) -> Table:
             ("[bold]" + r["model"] + "[/]") if r["model"] == d["recommendation"] else r["model"],
             _fmt(r["baseline"]), f"{_fmt(r['tuned'])} ({ci[0]:.2f}–{ci[1]:.2f})" if ci else _fmt(r["tuned"]),
             "–" if r["gain"] is None else f"{r['gain']:+.3f}{mark}", _fmt(r["pass_rate"]),
-            "–" if r["cost_per_1k"] is None else f"{r['cost_per_1k']:.4f}",
+            ("– (price unknown: -m ID@price_in=,price_out=)" if r["cost_per_1k"] is None else
+             f"{r['cost_per_1k']:.4f}" + ("†" if r.get("price_source") == "model setting" else "")),
             "–" if r["tokens_per_request"] is None else f"{r['tokens_per_request']:.0f}",
             "–" if r["cost_per_success"] is None else f"{r['cost_per_success']:.6f}",
             f"{_fmt(r['latency_p50_s'], 2)} / {_fmt(r['latency_p95_s'], 2)} s")
-    t.caption = "* significant gain from tuning (paired test on the test split)"
+    t.caption = "* significant gain from tuning (paired test on the test split)" + (
+        "; † price from the model's price_in/price_out setting" if any(r.get("price_source") == "model setting"
+                                                                       for r in d["rows"]) else "")
     return t
 
 

@@ -19,7 +19,8 @@ from .fake import FakeModel, FunctionModel
 
 __all__ = [
     "Backend", "ChatResult", "FakeModel", "FunctionModel", "Message", "Meter", "ModelClient", "RawReply",
-    "ResponseCache", "TransientError", "get_client", "price_per_token", "redact", "register_fake", "unregister_fake",
+    "ResponseCache", "TransientError", "get_client", "price_per_token", "redact", "register_fake", "spec_price",
+    "unregister_fake",
 ]
 
 _fakes: dict[str, Backend] = {}
@@ -76,6 +77,17 @@ def price_per_token(model_id: str) -> tuple[float, float] | None:
     from .litellm_backend import price_per_token as litellm_price
 
     return litellm_price(model_id)
+
+
+def spec_price(spec: ModelSpec) -> tuple[tuple[float, float] | None, str]:
+    """(input, output) USD per token for a model as configured, and where the price came from: the model's own
+    `price_in`/`price_out` settings (USD per million tokens), 0 for the embedded model, else litellm's map."""
+    if spec.price_in is not None or spec.price_out is not None:
+        return ((spec.price_in or 0.0) / 1e6, (spec.price_out or 0.0) / 1e6), "model setting"
+    if spec.is_local:
+        return (0.0, 0.0), "local model"
+    price = price_per_token(spec.id)
+    return price, "litellm price map" if price is not None else "unknown"
 
 
 def get_client(spec: ModelSpec, role: str = "task", *, cache: ResponseCache | None | bool = True) -> ModelClient:

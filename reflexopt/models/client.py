@@ -130,6 +130,10 @@ class ModelClient:
                     )
             assert reply is not None
             reply = tidy_reply(reply, params.get("max_tokens") or self.spec.max_tokens)
+            if self.spec.price_in is not None or self.spec.price_out is not None:  # the user's price wins
+                cost = (reply.prompt_tokens * (self.spec.price_in or 0.0)
+                        + reply.completion_tokens * (self.spec.price_out or 0.0)) / 1e6
+                reply = RawReply(reply.text, reply.prompt_tokens, reply.completion_tokens, cost)
             if not (reply.text or "").strip():
                 # a 200 with no text is not an answer: never scored, never cached
                 raise EmptyReply("the model returned an empty reply")
