@@ -19,7 +19,7 @@ from .evaluate import CaseResult, check_specs, score_with
 from .events import Event, TrackedBus
 from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
-from .recommend import ModelRow, recommend, row_from_results
+from .recommend import Constraints, ModelRow, recommend, row_from_results
 from .store import hold_folder, new_run_id, read_json, runs_root, write_text_atomic
 from .workload import Workload
 
@@ -122,7 +122,8 @@ class Comparison:
             self.on_event("start", {"compare_id": self.id, "models": labels, "n_test": len(self.test)})
             rows = map_threads(self._one, cfg.models, cfg.parallel)
             transfer = self._transfer(rows) if cfg.transfer else None
-            choice, reason = recommend(rows, cfg.target, cfg.margin)
+            limits = Constraints(cfg.max_p95_s, cfg.max_cost_per_1k, cfg.min_score)
+            choice, reason = recommend(rows, cfg.target, cfg.margin, limits)
             result = CompareResult(self.id, tuple(rows), choice, reason, transfer, len(self.test),
                                    round(time.monotonic() - start, 1), cfg.margin)
             write_text_atomic(self.root / "compare.json", json.dumps(result.to_json(), indent=2))

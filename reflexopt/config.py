@@ -206,6 +206,10 @@ class CompareConfig(_Frozen):
     track: TrackSpec = TrackSpec()
     margin: float = Field(0.05, ge=0, le=1, description="a model within this of the best, shown by a TOST "
                                                          "equivalence test, counts as as good")
+    max_p95_s: float | None = Field(None, gt=0, description="a recommended model's latency p95 on test at most this")
+    max_cost_per_1k: float | None = Field(None, ge=0, description="a recommended model costs at most this (USD per "
+                                                                  "1,000 requests)")
+    min_score: float | None = Field(None, ge=0, le=1, description="a recommended model's tuned score at least this")
 
     @model_validator(mode="after")
     def _pipeline_is_tuned(self) -> CompareConfig:
@@ -259,6 +263,18 @@ def parse_duration(text: str | None) -> float | None:
         raise ConfigError(f"--max-time {text!r} is not a duration", fix="write e.g. 90s, 30m, 1h30m")
     h, mi, se = (float(g) if g else 0.0 for g in m.groups())
     return h * 3600 + mi * 60 + se
+
+
+def parse_seconds(text: str | None, option: str = "--max-p95") -> float | None:
+    """`2s`, `1.5`, `1500ms` → seconds (a latency)."""
+    import re
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*", text)
+    if not m or float(m[1]) <= 0:
+        raise ConfigError(f"{option} {text!r} is not a latency", fix=f"write e.g. {option} 2s or {option} 1500ms")
+    return float(m[1]) / (1000 if m[2] == "ms" else 1)
 
 
 def parse_split(text: str | None) -> tuple[float, float, float] | None:

@@ -67,8 +67,33 @@ def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(x, nd)
 
 
-def recommend(rows: Sequence[ModelRow], target: float | None,
-              margin: float = MARGIN) -> tuple[str | None, str]:
+@dataclass(frozen=True)
+class Constraints:
+    """Hard limits a recommended model must meet (`compare --max-p95 --max-cost-per-1k --min-score`)."""
+
+    max_p95_s: float | None = None
+    max_cost_per_1k: float | None = None
+    min_score: float | None = None
+
+    def violation(self, r: ModelRow) -> str | None:
+        """Why `r` is ruled out, in a few words (None: it meets every limit)."""
+        if self.min_score is not None and (r.tuned or 0.0) < self.min_score:
+            return f"tuned score {r.tuned:.3f} < --min-score {self.min_score:g}"
+        if self.max_cost_per_1k is not None:
+            if r.cost_per_1k is None:
+                return "price unknown, so --max-cost-per-1k cannot be checked (give -m ID@price_in=,price_out=)"
+            if r.cost_per_1k > self.max_cost_per_1k:
+                return f"${r.cost_per_1k:.4f} per 1,000 requests > --max-cost-per-1k {self.max_cost_per_1k:g}"
+        if self.max_p95_s is not None:
+            if r.latency_p95_s is None:
+                return "no latency measured (every answer came from the cache), so --max-p95 cannot be checked"
+            if r.latency_p95_s > self.max_p95_s:
+                return f"latency p95 {r.latency_p95_s:.2f} s > --max-p95 {self.max_p95_s:g} s"
+        return None
+
+
+def recommend(rows: Sequence[ModelRow], target: float | None, margin: float = MARGIN,
+              constraints: Constraints | None = None) -> tuple[str | None, str]:
     """The cheapest model shown to be as good as the best within `margin` (TOST on the paired test cases at
     alpha 0.05, Holm-corrected over the models compared with the best), or meeting the target; with the numbers
     that justify it. A difference that is merely not significant is not evidence of equivalence: such a model
@@ -76,6 +101,11 @@ def recommend(rows: Sequence[ModelRow], target: float | None,
     ok = [r for r in rows if r.error is None and r.tuned is not None]
     if not ok:
         return None, "no model produced a score"
+    ruled = [(r, why) for r in ok if (why := (constraints or Constraints()).violation(r)) is not None]
+    out = "" if not ruled else " Ruled out: " + "; ".join(f"{r.model}: {why}" for r, why in ruled) + "."
+    ok = [r for r in ok if all(r is not x for x, _ in ruled)]
+    if not ok:
+        return None, "no model meets the constraints." + out
     best = max(ok, key=lambda r: r.tuned or 0.0)
     others = [r for r in ok if r is not best]
     raw = []
@@ -115,7 +145,7 @@ def recommend(rows: Sequence[ModelRow], target: float | None,
     reason = (f"{choice.model}: tuned score {choice.tuned:.3f} (95% CI {lo:.3f}-{hi:.3f}) {why}, at {cost}"
               + (f" (others: {prices})" if prices else "") + "."
               + (f" Cheaper, but no significant difference found, which is not equivalence: {'; '.join(unshown)}."
-                 if unshown and choice is best else ""))
+                 if unshown and choice is best else "") + out)
     return choice.model, reason
 
 

@@ -13,6 +13,7 @@ from conftest import names_labels, write_jsonl
 from reflexopt.compare import ModelRow, compare, recommend
 from reflexopt.config import Budget, CompareConfig, DataSpec, ModelSpec
 from reflexopt.models import FunctionModel, register_fake, unregister_fake
+from reflexopt.recommend import Constraints
 
 
 def labeller(accuracy: int, *, needs_spec: bool = False):  # type: ignore[no-untyped-def]
@@ -140,3 +141,25 @@ def test_a_price_given_as_a_model_setting_costs_the_calls_and_the_comparison(tmp
     assert rows["openai/other"].cost_per_1k is None
     # 10 prompt + 5 completion tokens per call (the fake's usage): (10 * 200 + 5 * 600) / 1e6 USD, per 1,000
     assert priced.cost_per_1k == pytest.approx(1000 * (10 * 200 + 5 * 600) / 1e6)
+
+
+def test_the_recommendation_honours_constraints_and_says_why_each_model_was_ruled_out() -> None:
+    n = 40
+    fast_cheap = ModelRow("small", tuned=0.70, tuned_ci95=(0.6, 0.8), cost_per_1k=0.1, latency_p95_s=0.4,
+                          scores={str(i): float(i % 10 < 7) for i in range(n)})
+    slow_best = ModelRow("big", tuned=0.95, tuned_ci95=(0.9, 1.0), cost_per_1k=2.0, latency_p95_s=3.1,
+                         scores={str(i): float(i % 20 != 0) for i in range(n)})
+    mid = ModelRow("mid", tuned=0.85, tuned_ci95=(0.8, 0.9), cost_per_1k=0.8, latency_p95_s=1.2,
+                   scores={str(i): float(i % 20 not in (0, 1, 2)) for i in range(n)})
+    rows = [fast_cheap, slow_best, mid]
+    assert recommend(rows, None)[0] == "big"
+    choice, reason = recommend(rows, None, constraints=Constraints(max_p95_s=2.0, min_score=0.8))
+    assert choice == "mid"
+    assert "big: latency p95 3.10 s > --max-p95 2 s" in reason
+    assert "small: tuned score 0.700 < --min-score 0.8" in reason
+    choice, reason = recommend(rows, None, constraints=Constraints(max_cost_per_1k=0.05))
+    assert choice is None and reason.startswith("no model meets the constraints")
+    assert reason.count("per 1,000 requests > --max-cost-per-1k") == 3
+    from reflexopt.config import parse_seconds
+
+    assert parse_seconds("2s") == 2.0 and parse_seconds("1500ms") == 1.5 and parse_seconds("0.5") == 0.5

@@ -282,6 +282,12 @@ def compare_cmd(
     target: Annotated[float | None, typer.Option("--target", min=0, max=1, help="Score that is good enough.")] = None,
     margin: Annotated[float, typer.Option("--margin", min=0, max=1, help="A cheaper model counts as as good as the "
                                           "best when a TOST test shows it within this margin (default 0.05).")] = 0.05,
+    max_p95: Annotated[str | None, typer.Option("--max-p95", help="Recommend no model whose latency p95 on test is "
+                                                "above this, e.g. 2s or 1500ms.")] = None,
+    max_cost_per_1k: Annotated[float | None, typer.Option("--max-cost-per-1k", min=0, help="Recommend no model "
+                                                          "costing more (USD per 1,000 requests).")] = None,
+    min_score: Annotated[float | None, typer.Option("--min-score", min=0, max=1, help="Recommend no model whose "
+                                                    "tuned score is below this.")] = None,
     transfer: Annotated[bool, typer.Option("--transfer", help="Score every tuned prompt on every model.")] = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, help="Models tuned at the same time.")] = 2,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
@@ -300,7 +306,7 @@ def compare_cmd(
 ) -> None:
     """Tune a prompt for each model, compare them on one test split, recommend the cheapest good one."""
     from ..compare import compare
-    from ..config import Budget, compare_config, pipeline_spec, track_spec
+    from ..config import Budget, compare_config, parse_seconds, pipeline_spec, track_spec
     from .render import compare_events, print_compare
 
     pipe = pipeline_spec(pipeline, prompt_opts or ())
@@ -321,7 +327,8 @@ def compare_cmd(
         judge=judge, rubric=judge_criteria, metric=metric,
         budget=Budget(max_calls=max_calls_per_model, max_trials=max_trials, patience=max(1, max_trials)),
         tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel,
-        strategy=strategy, pipeline=pipe, track=track_spec(track, experiment=track_experiment), margin=margin)
+        strategy=strategy, pipeline=pipe, track=track_spec(track, experiment=track_experiment), margin=margin,
+        max_p95_s=parse_seconds(max_p95), max_cost_per_1k=max_cost_per_1k, min_score=min_score)
 
     result = compare(config, on_event=compare_events(err, quiet=as_json, tuning=not no_tune)).to_json()
     if report is not None:
