@@ -10,12 +10,12 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .config import CompareConfig, ModelSpec, public, run_config
-from .evaluate import CaseResult, check_specs, score_with
+from .evaluate import CaseResult, check_specs, load_test, score_with
 from .events import Event, TrackedBus
 from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
@@ -84,6 +84,12 @@ class Comparison:
                 row = row_from_results(model, base, tuned, result.run_id, result.best_prompt)
             if row.tuned is None:
                 raise RuntimeError("no test case could be scored")
+            if cfg.load:  # the tuned prompt under load: real calls, outside the run's budget and cache
+                tuned_prompt = parse_prompt(row.tuned_prompt or self.prompt.to_markdown())
+                levels = asyncio.run(load_test(model, tuned_prompt, self.test, cfg.load, cfg.load_calls))
+                row = replace(row, load=[x.to_json() for x in levels])
+                self.on_event("note", {"message": f"{model.label}: load test " + ", ".join(
+                    f"{x.concurrency} in flight p95 {x.p95_s} s, {x.rate_limited} x 429" for x in levels)})
         except Exception as e:  # noqa: BLE001 - one model failing must not lose the others
             row = ModelRow(model=model.label, error=f"{type(e).__name__}: {e}"[:300])
         with (self.root / "rows.jsonl").open("a", encoding="utf-8") as f:  # an interrupted compare keeps these

@@ -210,9 +210,15 @@ class CompareConfig(_Frozen):
     max_cost_per_1k: float | None = Field(None, ge=0, description="a recommended model costs at most this (USD per "
                                                                   "1,000 requests)")
     min_score: float | None = Field(None, ge=0, le=1, description="a recommended model's tuned score at least this")
+    load: tuple[int, ...] = Field((), description="after tuning, send the test inputs at these concurrencies "
+                                                  "(no cache) and measure latency, throughput, errors and 429s")
+    load_calls: int = Field(64, ge=1, description="calls per model and concurrency level of the load test")
 
     @model_validator(mode="after")
     def _pipeline_is_tuned(self) -> CompareConfig:
+        if self.pipeline is not None and self.load:
+            raise ValueError("--load sends the tuned prompt straight to each model; a pipeline's load is its own "
+                             "program's (drop --load, or compare a prompt file)")
         if self.pipeline is not None and (not self.tune or self.transfer):
             raise ValueError("compare --pipeline tunes each model's prompts; --no-tune and --transfer score a single "
                              "prompt file (drop them, or compare a prompt file)")
@@ -275,6 +281,19 @@ def parse_seconds(text: str | None, option: str = "--max-p95") -> float | None:
     if not m or float(m[1]) <= 0:
         raise ConfigError(f"{option} {text!r} is not a latency", fix=f"write e.g. {option} 2s or {option} 1500ms")
     return float(m[1]) / (1000 if m[2] == "ms" else 1)
+
+
+def parse_levels(text: str | None) -> tuple[int, ...]:
+    """`--load 1,8,32` → (1, 8, 32)."""
+    if not text:
+        return ()
+    try:
+        levels = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise ConfigError(f"--load {text!r} is not a list of concurrencies", fix="write e.g. --load 1,8,32")
+    return levels
 
 
 def parse_split(text: str | None) -> tuple[float, float, float] | None:

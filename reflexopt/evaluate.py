@@ -234,3 +234,52 @@ def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] |
     if on_total:
         on_total(len(cases))
     return evaluate(cases, prompt, task, scorer, concurrency=config.concurrency, on_result=on_result)
+
+
+@dataclass(frozen=True)
+class LoadLevel:
+    """One concurrency level of a load test: what was sent, what came back, how fast."""
+
+    concurrency: int
+    requests: int  # logical calls
+    http_requests: int  # attempts, retries included: what the server saw
+    errors: int
+    rate_limited: int  # attempts answered 429
+    wall_s: float
+    throughput_rps: float
+    p50_s: float | None
+    p95_s: float | None
+    p99_s: float | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "error_rate": round(self.error_rate, 4)}
+
+
+async def load_test(spec: ModelSpec, prompt: Prompt | PromptSet, cases: Sequence[Case], levels: Sequence[int],
+                    calls_per_level: int) -> list[LoadLevel]:
+    """Send the cases' inputs (cycled to `calls_per_level`) at each concurrency, bypassing the response cache
+    (the same inputs were just answered in the verdict): latency percentiles, throughput, errors and 429s, from
+    calls that really reached the model."""
+    return [await _load_level(spec, PromptSet.of(prompt), cases, level, calls_per_level) for level in levels]
+
+
+async def _load_level(spec: ModelSpec, prompts: PromptSet, cases: Sequence[Case], level: int,
+                      n: int) -> LoadLevel:
+    import time
+
+    from .models import get_client
+
+    client = get_client(spec.model_copy(update={"concurrency": level}), role="load", cache=False)  # in flight
+    start = time.perf_counter()
+    results = await asyncio.gather(*(client.complete(prompts.primary.render(cases[i % len(cases)]))
+                                     for i in range(n)))
+    wall = time.perf_counter() - start
+    lat = [r.latency_s for r in results if r.ok]
+    pct = [None if (v := percentile(lat, q)) is None else round(v, 4) for q in (50, 95, 99)]
+    return LoadLevel(level, len(results), sum(r.attempts for r in results), sum(not r.ok for r in results),
+                     client.meter.rate_limited, round(wall, 3), round(len(results) / wall, 3) if wall > 0 else 0.0,
+                     pct[0], pct[1], pct[2])

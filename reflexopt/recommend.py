@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .config import ModelSpec
 from .evaluate import CaseResult
@@ -26,6 +27,7 @@ class ModelRow:
     tokens_per_request: float | None = None
     cost_per_1k: float | None = None  # USD per 1,000 requests with the tuned prompt (None: price unknown)
     price_source: str = ""  # where the price came from: model setting, litellm price map, local model, unknown
+    load: list[dict[str, Any]] | None = None  # the load test, one entry per concurrency level
     cost_per_success: float | None = None
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None

@@ -286,6 +286,56 @@ def scatter_svg(rows: list[dict[str, Any]]) -> str:
     return _svg("".join(parts))
 
 
+def load_rows_html(rows: list[dict[str, Any]]) -> str:
+    out = []
+    for r in rows:
+        for x in r.get("load") or []:
+            cells = [str(x["concurrency"]), str(x["requests"]), str(x["http_requests"]), str(x["rate_limited"]),
+                     f"{x['error_rate']:.1%}", f"{x['throughput_rps']:.2f}", _f(x["p50_s"], 2), _f(x["p95_s"], 2),
+                     _f(x["p99_s"], 2)]
+            out.append(f"<tr><td>{escape(r['model'])}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells)
+                       + "</tr>")
+    return ("<table><tr><th>model</th><th>in flight</th><th>calls</th><th>HTTP requests</th><th>429s</th>"
+            "<th>errors</th><th>req/s</th><th>p50 s</th><th>p95 s</th><th>p99 s</th></tr>" + "".join(out)
+            + "</table>")
+
+
+def load_svg(rows: list[dict[str, Any]]) -> str:
+    """p95 latency (y) against concurrency (x, log scale), one line per model."""
+    import math
+
+    series = [(r["model"], [(x["concurrency"], x["p95_s"]) for x in r.get("load") or [] if x["p95_s"] is not None])
+              for r in rows]
+    series = [(m, pts) for m, pts in series if pts]
+    if not series:
+        return "<p class=muted>No load level answered.</p>"
+    w, h, pad = 960, 240, 44
+    xs = [c for _, pts in series for c, _ in pts]
+    top = max(v for _, pts in series for _, v in pts) or 1.0
+    lo, hi = math.log2(min(xs)), math.log2(max(xs)) or 1.0
+
+    def px(c: float) -> float:
+        return pad + (math.log2(c) - lo) / ((hi - lo) or 1.0) * (w - 2 * pad)
+
+    def py(v: float) -> float:
+        return h - pad - v / top * (h - 2 * pad)
+
+    colors = ["#2e90fa", "#f79009", "#12b76a", "#f04438", "#7a5af8", "#667085"]
+    parts = [f"<svg viewBox='0 0 {w} {h}' width='100%' role=img aria-label='p95 latency against concurrency'>",
+             f"<text x=4 y=14 font-size=11 fill='#667085'>p95 (s), max {top:.2f}</text>"]
+    for c in sorted(set(xs)):
+        parts.append(f"<text x={px(c):.0f} y={h - 12} font-size=11 text-anchor=middle fill='#667085'>{c}</text>")
+    for i, (model, pts) in enumerate(series):
+        col = colors[i % len(colors)]
+        line = " ".join(f"{px(c):.1f},{py(v):.1f}" for c, v in pts)
+        parts.append(f"<polyline points='{line}' fill=none stroke='{col}' stroke-width=2/>")
+        parts += [f"<circle cx={px(c):.1f} cy={py(v):.1f} r=4 fill='{col}'><title>{escape(model)}: {c} in flight, "
+                  f"p95 {v:.2f} s</title></circle>" for c, v in pts]
+        parts.append(f"<text x={w - pad} y={20 + 14 * i} font-size=11 text-anchor=end fill='{col}'>"
+                     f"{escape(model)}</text>")
+    return _svg("".join(parts) + "</svg>")
+
+
 def _interrupted_compare(path: Path) -> dict[str, Any]:
     """What an interrupted compare has: the models that finished (rows.jsonl), no recommendation."""
     rows = list(read_jsonl(path / "rows.jsonl", ("model",)))
@@ -318,6 +368,9 @@ def compare_report(path: Path, *, refresh_s: int | None = None, nav: str = "") -
             f"<div class=card><b>Recommendation:</b> {escape(data['reason'])}</div>",
             f"<h2>Models</h2><div class=card><table>{head}{''.join(rows)}</table></div>",
             "<h2>Score vs cost</h2><div class=card>" + scatter_svg(data["rows"]) + "</div>"]
+    if any(r.get("load") for r in data["rows"]):
+        body.append("<h2>Load test: p95 latency against concurrency</h2><div class=card>" + load_svg(data["rows"])
+                    + load_rows_html(data["rows"]) + "</div>")
     matrix = data.get("transfer")
     if matrix:
         models = list(matrix)

@@ -86,6 +86,9 @@ class FakeOpenAI:
         self.responder: Callable[[dict[str, Any]], str] = lambda req: "ok"
         self.requests: list[tuple[float, dict[str, Any]]] = []
         self.headers: list[dict[str, str]] = []  # each request's headers (names in lower case)
+        self.max_in_flight: int | None = None  # a rate limit: requests beyond it are answered 429
+        self.in_flight = 0
+        self.rejected = 0
         self.lock = threading.Lock()
         outer = self
 
@@ -99,11 +102,29 @@ class FakeOpenAI:
                 with outer.lock:
                     outer.requests.append((time.monotonic(), req))
                     outer.headers.append({k.lower(): v for k, v in self.headers.items()})
-                    step = outer.script.pop(0) if outer.script else None
+                    limited = outer.max_in_flight is not None and outer.in_flight >= outer.max_in_flight
+                    if limited:
+                        outer.rejected += 1
+                    else:
+                        outer.in_flight += 1
+                    step = outer.script.pop(0) if outer.script and not limited else None
+                if limited:
+                    self._send(Scripted(status=429, headers={"retry-after": "0"}))
+                    return
+                try:
+                    self._answer(req, step)
+                finally:
+                    with outer.lock:
+                        outer.in_flight -= 1
+
+            def _answer(self, req: dict[str, Any], step: Scripted | None) -> None:
                 if step is None:
                     step = Scripted(body=completion(outer.responder(req)))
                 if step.delay_s:
                     time.sleep(step.delay_s)
+                self._send(step)
+
+            def _send(self, step: Scripted) -> None:
                 payload = json.dumps(step.body if step.body is not None else
                                      {"error": {"message": f"status {step.status}", "type": "x"}}).encode()
                 try:

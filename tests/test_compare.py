@@ -163,3 +163,46 @@ def test_the_recommendation_honours_constraints_and_says_why_each_model_was_rule
     from reflexopt.config import parse_seconds
 
     assert parse_seconds("2s") == 2.0 and parse_seconds("1500ms") == 1.5 and parse_seconds("0.5") == 0.5
+
+
+def test_the_load_test_reports_what_a_rate_limited_server_saw(tmp_path: Path, openai_server: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`compare --load 1,8`: p95, throughput, errors and 429s per concurrency, from real calls (no cache), and
+    the counts match the server's own."""
+    import asyncio
+    import json as _json
+    import subprocess
+    import sys
+    import time
+
+    from conftest import label_model, label_rows, write_jsonl
+
+    from reflexopt.config import ModelSpec
+    from reflexopt.data import load_dataset
+    from reflexopt.evaluate import load_test
+    from reflexopt.prompt import load_prompt
+
+    def slow(req: dict[str, Any]) -> str:
+        time.sleep(0.05)
+        return label_model(req["messages"])
+
+    openai_server.responder = slow
+    openai_server.max_in_flight = 3
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-000000000000")
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(12))
+    (tmp_path / "p.md").write_text("Label: {input}\n")
+    levels = asyncio.run(load_test(ModelSpec(id="openai/x", api_base=openai_server.url), load_prompt(tmp_path / "p.md"),
+                                   load_dataset(data), [1, 8], 24))
+    assert [x.requests for x in levels] == [24, 24]
+    assert sum(x.http_requests for x in levels) == len(openai_server.requests)  # retries counted, cache bypassed
+    assert sum(x.rate_limited for x in levels) == openai_server.rejected > 0
+    assert levels[0].rate_limited == 0 and levels[1].rate_limited > 0  # only concurrency beyond the limit is refused
+    assert all(x.p95_s is not None and x.p95_s >= x.p50_s >= 0.05 for x in levels)  # type: ignore[operator]
+    # through the command: the table and compare.json carry the load test
+    r = subprocess.run([sys.executable, "-m", "reflexopt", "compare", str(data), str(tmp_path / "p.md"), "-m",
+                        "openai/x", "--api-base", openai_server.url, "--metric", "contains", "--no-tune", "--load",
+                        "1,4", "--load-calls", "8", "--json"], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "REFLEXOPT_HOME": str(tmp_path / "h")})
+    assert r.returncode == 0, r.stderr
+    row = _json.loads(r.stdout)["rows"][0]
+    assert [x["concurrency"] for x in row["load"]] == [1, 4] and all(x["requests"] == 8 for x in row["load"])

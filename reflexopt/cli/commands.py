@@ -288,6 +288,10 @@ def compare_cmd(
                                                           "costing more (USD per 1,000 requests).")] = None,
     min_score: Annotated[float | None, typer.Option("--min-score", min=0, max=1, help="Recommend no model whose "
                                                     "tuned score is below this.")] = None,
+    load: Annotated[str | None, typer.Option("--load", help="After tuning, send the test inputs at these "
+                                             "concurrencies, e.g. 1,8,32 (real calls, no cache).")] = None,
+    load_calls: Annotated[int, typer.Option("--load-calls", min=1, help="Calls per model and concurrency level "
+                                            "of --load (its own budget).")] = 64,
     transfer: Annotated[bool, typer.Option("--transfer", help="Score every tuned prompt on every model.")] = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, help="Models tuned at the same time.")] = 2,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
@@ -306,7 +310,7 @@ def compare_cmd(
 ) -> None:
     """Tune a prompt for each model, compare them on one test split, recommend the cheapest good one."""
     from ..compare import compare
-    from ..config import Budget, compare_config, parse_seconds, pipeline_spec, track_spec
+    from ..config import Budget, compare_config, parse_levels, parse_seconds, pipeline_spec, track_spec
     from .render import compare_events, print_compare
 
     pipe = pipeline_spec(pipeline, prompt_opts or ())
@@ -328,7 +332,8 @@ def compare_cmd(
         budget=Budget(max_calls=max_calls_per_model, max_trials=max_trials, patience=max(1, max_trials)),
         tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel,
         strategy=strategy, pipeline=pipe, track=track_spec(track, experiment=track_experiment), margin=margin,
-        max_p95_s=parse_seconds(max_p95), max_cost_per_1k=max_cost_per_1k, min_score=min_score)
+        max_p95_s=parse_seconds(max_p95), max_cost_per_1k=max_cost_per_1k, min_score=min_score,
+        load=parse_levels(load), load_calls=load_calls)
 
     result = compare(config, on_event=compare_events(err, quiet=as_json, tuning=not no_tune)).to_json()
     if report is not None:

@@ -342,8 +342,22 @@ def compare_events(console: Console, *, quiet: bool, tuning: bool) -> Callable[[
     })
 
 
+def load_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="load test: the tuned prompt at rising concurrency (real calls, no cache)", title_justify="left")
+    for col in ("model", "in flight", "calls", "HTTP requests", "429s", "errors", "req/s", "p50", "p95", "p99"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        for x in r.get("load") or []:
+            t.add_row(r["model"], str(x["concurrency"]), str(x["requests"]), str(x["http_requests"]),
+                      str(x["rate_limited"]), f"{x['error_rate']:.1%}", f"{x['throughput_rps']:.2f}",
+                      *(("–" if x[k] is None else f"{x[k]:.2f} s") for k in ("p50_s", "p95_s", "p99_s")))
+    return t
+
+
 def print_compare(console: Console, result: dict[str, Any]) -> None:
     console.print(compare_table(result))
+    if any(r.get("load") for r in result["rows"]):
+        console.print(load_table(result["rows"]))
     if result["transfer"]:
         console.print(transfer_table(result["transfer"]))
     console.print(f"[bold]recommendation:[/] {result['reason']}" if result["recommendation"] else

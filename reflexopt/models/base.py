@@ -129,6 +129,7 @@ class Meter:
     cached_calls: int = 0
     failed_calls: int = 0
     retries: int = 0
+    rate_limited: int = 0  # attempts answered 429 (each one retried, or the call's last)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0

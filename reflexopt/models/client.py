@@ -69,6 +69,9 @@ class ModelClient:
         return min(exp, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
 
     def _retryable(self, exc: BaseException) -> bool:
+        if getattr(exc, "status_code", None) == 429:
+            with self.meter._lock:
+                self.meter.rate_limited += 1
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError, TransientError)):
             return True
         return self.backend.retry_after(exc)[0]
