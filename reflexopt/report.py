@@ -255,35 +255,48 @@ def frontier_html(summary: dict[str, Any]) -> str:
         rows.append(f"<tr><td>{escape(str(p['id']))}</td><td class=num>{p['val']:.3f}</td><td class=num>"
                     f"{p['prompt_tokens']:.0f}</td><td class=num>{p['completion_tokens']:.0f}</td><td class=num>"
                     f"{cost}</td><td>{mark}{cap}</td></tr>")
-    return (f"<p class=muted>objective: {escape(str(summary.get('objective', 'score')))} · "
+    pts = summary["frontier"]
+    use_cost = any((p.get("cost_per_1k") or 0) > 0 for p in pts)
+    chart = points_svg([(str(p["id"]), float((p.get("cost_per_1k") if use_cost else p["prompt_tokens"]) or 0),
+                         float(p["val"]), bool(p["chosen"])) for p in pts],
+                       "USD per 1,000 requests" if use_cost else "prompt tokens per request",
+                       "val score (orange: returned)")
+    return chart + (f"<p class=muted>objective: {escape(str(summary.get('objective', 'score')))} · "
             f"{escape(str(summary.get('chosen_by', '')))}</p><table><tr><th>candidate</th><th>val</th>"
             "<th>prompt tokens / req</th><th>completion tokens / req</th><th>$ / 1k req</th><th></th></tr>"
             + "".join(rows) + "</table>")
 
 
-def scatter_svg(rows: list[dict[str, Any]]) -> str:
-    pts = [r for r in rows if r.get("tuned") is not None]
-    if not pts:
+def points_svg(points: list[tuple[str, float, float, bool]], xlabel: str, ylabel: str) -> str:
+    """A scatter of (label, x, y in 0..1, marked) points; marked ones are drawn orange."""
+    if not points:
         return "<p class=muted>no scores</p>"
-    use_cost = any((r.get("cost_per_1k") or 0) > 0 for r in pts)
-    key = "cost_per_1k" if use_cost else "tokens_per_request"
-    xs = [float(r.get(key) or 0) for r in pts]
     w, h, pad = 720, 280, 48
-    xmax = max(xs) * 1.1 or 1.0
-    parts = [f"<svg viewBox='0 0 {w} {h}' width='100%' role=img aria-label='score versus cost'>"]
+    xmax = max(p[1] for p in points) * 1.1 or 1.0
+    parts = [f"<svg viewBox='0 0 {w} {h}' width='100%' role=img aria-label='{escape(ylabel)} against "
+             f"{escape(xlabel)}'>"]
     for t in (0, 0.5, 1):
         yy = h - pad - t * (h - 2 * pad)
         parts.append(f"<line x1={pad} x2={w - pad} y1={yy:.1f} y2={yy:.1f} stroke='#eaecf0'/>"
                      f"<text x=8 y={yy + 4:.1f} font-size=11 fill='#667085'>{t:.1f}</text>")
-    for r, xv in zip(pts, xs):
+    for label, xv, yv, marked in points:
         x = pad + xv / xmax * (w - 2 * pad)
-        yy = h - pad - (r["tuned"] or 0) * (h - 2 * pad)
-        parts.append(f"<g><title>{escape(r['model'])}: {r['tuned']:.3f}</title><circle cx={x:.1f} cy={yy:.1f} r=6 "
-                     f"fill='#2e90fa'/><text x={x + 8:.1f} y={yy - 8:.1f} font-size=12>{escape(r['model'])}</text></g>")
-    label = "USD per 1,000 requests" if use_cost else "tokens per request (no prices: local models)"
-    parts.append(f"<text x={pad} y={h - 10} font-size=11 fill='#667085'>x: {label} · y: tuned test score</text>"
-                 "</svg>")
+        yy = h - pad - yv * (h - 2 * pad)
+        parts.append(f"<g><title>{escape(label)}: {yv:.3f}</title><circle cx={x:.1f} cy={yy:.1f} r=6 "
+                     f"fill='{'#f79009' if marked else '#2e90fa'}'/><text x={x + 8:.1f} y={yy - 8:.1f} "
+                     f"font-size=12>{escape(label)}</text></g>")
+    parts.append(f"<text x={pad} y={h - 10} font-size=11 fill='#667085'>x: {escape(xlabel)} · y: {escape(ylabel)}"
+                 "</text></svg>")
     return _svg("".join(parts))
+
+
+def scatter_svg(rows: list[dict[str, Any]]) -> str:
+    pts = [r for r in rows if r.get("tuned") is not None]
+    use_cost = any((r.get("cost_per_1k") or 0) > 0 for r in pts)
+    key = "cost_per_1k" if use_cost else "tokens_per_request"
+    label = "USD per 1,000 requests" if use_cost else "tokens per request (no prices: local models)"
+    return points_svg([(r["model"], float(r.get(key) or 0), float(r["tuned"] or 0), False) for r in pts], label,
+                      "tuned test score")
 
 
 def load_rows_html(rows: list[dict[str, Any]]) -> str:

@@ -222,6 +222,7 @@ def browse_offline(page_path: Path) -> dict[str, Any]:
         seen["text"] = page.inner_text("body")
         seen["title"] = page.title()
         seen["nested"] = page.evaluate("document.querySelectorAll('svg circle *, svg line *, svg polyline *').length")
-        seen["points"] = page.evaluate("document.querySelectorAll('svg > g > circle').length")
+        seen["points"] = page.evaluate(  # the trajectory's points (the report has other charts)
+            "document.querySelectorAll(\"svg[aria-label='val score of every trial'] > g > circle\").length")
         browser.close()
     return seen
