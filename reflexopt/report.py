@@ -194,7 +194,8 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
             f"<div class=kpi>trials<b>{summary['trials']}</b><span class=muted>{summary['pruned_trials']} pruned · "
             f"{escape(summary['stop_reason'])}</span></div>"
             + (f"<div class=kpi>test cases compared<b>{summary['test_cases']['paired']} of "
-               f"{summary['test_cases']['n']}</b><span class=muted>{escape(coverage_text(summary['test_cases']))}"
+               f"{summary['test_cases']['n']}</b><span class=muted>"
+               f"{escape(coverage_text(summary['test_cases']).partition(' (')[2].rstrip(')'))}"
                "</span></div>" if summary.get("test_cases") else "") + "</div>")
     if not summary:
         pr = store.progress()

@@ -164,6 +164,12 @@ def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_va
         p = pts.get(c.id)
         return c.id == "baseline" or (p is not None and p.within_cap)
 
+    by_cost = any(p.cost_per_1k for p in pts.values())  # a price that is 0 everywhere (local models) ranks nothing
+
+    def price_of(c: Candidate | Point) -> tuple[float, float, float]:
+        p = pts[c.id]
+        return ((p.cost_per_1k or 0.0) if by_cost else p.tokens, p.tokens, -p.val)
+
     top = best if allowed(best) else max((c for c in full if allowed(c)), key=lambda c: c.val_mean,
                                          default=baseline)
     why = "the best val score" if top is best else f"the best val score within {max_prompt_tokens} prompt tokens"
@@ -178,18 +184,13 @@ def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_va
             if c is top or not worse_than_best(mine, ref, p_threshold=ALPHA, min_cases=2):
                 fits.append(c)
         if fits:
-            def price_of(c: Candidate) -> tuple[float, float, float]:
-                p = pts[c.id]
-                return (p.cost_per_1k if p.cost_per_1k is not None else p.tokens, p.tokens, -c.val_mean)
-
             chosen = min(fits, key=price_of)
-            unit = "cost per 1,000 requests" if pts[chosen.id].cost_per_1k is not None else "tokens per request"
+            unit = "cost per 1,000 requests" if by_cost else "tokens per request"
             why = (f"the lowest {unit} among candidates not worse than {top.id} on val (one-sided paired test, "
                    f"alpha {ALPHA})")
         fit_ids = {c.id for c in fits}
     else:
         fit_ids = set()
     frontier = sorted((Point(**{**asdict(p), "not_worse": p.id in fit_ids, "chosen": p.id == chosen.id})
-                       for p in pts.values()),
-                      key=lambda p: (p.cost_per_1k if p.cost_per_1k is not None else p.tokens, -p.val))
+                       for p in pts.values()), key=price_of)
     return by_id.get(chosen.id, chosen), frontier, why
