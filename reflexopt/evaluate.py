@@ -264,6 +264,7 @@ async def load_test(spec: ModelSpec, prompt: Prompt | PromptSet, cases: Sequence
     """Send the cases' inputs (cycled to `calls_per_level`) at each concurrency, bypassing the response cache
     (the same inputs were just answered in the verdict): latency percentiles, throughput, errors and 429s, from
     calls that really reached the model."""
+    spec = task_spec(spec, cases, None)[0]  # the completion cap the run used (it fits the references)
     return [await _load_level(spec, PromptSet.of(prompt), cases, level, calls_per_level) for level in levels]
 
 
