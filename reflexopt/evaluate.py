@@ -99,11 +99,12 @@ async def iter_results(cases: Sequence[Case], prompt: Prompt | PromptSet, task: 
     finally:
         for t in pending:
             t.cancel()
-            t.add_done_callback(_retrieve)
+            t.add_done_callback(take_outcome)
 
 
-def _retrieve(t: asyncio.Future[Any]) -> None:
-    """Take a cancelled-or-failed case's outcome (the command is already stopping for the first error)."""
+def take_outcome(t: asyncio.Future[Any]) -> None:
+    """Take a cancelled or failed case's outcome, so the loop never logs it as "never retrieved" (the command
+    is already stopping for the first error)."""
     if not t.cancelled():
         t.exception()
 
@@ -276,8 +277,11 @@ async def _load_level(spec: ModelSpec, prompts: PromptSet, cases: Sequence[Case]
 
     client = get_client(spec.model_copy(update={"concurrency": level}), role="load", cache=False)  # in flight
     start = time.perf_counter()
-    results = await asyncio.gather(*(client.complete(prompts.primary.render(cases[i % len(cases)]))
-                                     for i in range(n)))
+    try:
+        results = await asyncio.gather(*(client.complete(prompts.primary.render(cases[i % len(cases)]))
+                                         for i in range(n)))
+    finally:
+        await client.aclose()
     wall = time.perf_counter() - start
     lat = [r.latency_s for r in results if r.ok]
     pct = [None if (v := percentile(lat, q)) is None else round(v, 4) for q in (50, 95, 99)]

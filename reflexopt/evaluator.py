@@ -9,14 +9,13 @@ is called. A resumed run's memo comes from the run folder, so it pays for nothin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .budget import Limits, RunBudget
 from .errors import ConfigError
-from .evaluate import CaseResult, check_specs, iter_results, usage_of
+from .evaluate import CaseResult, check_specs, run_case, take_outcome, usage_of
 from .events import Event, ignore
 from .models import ModelClient, get_client, spec_price
 from .paths import check_writable
@@ -150,53 +149,72 @@ class Evaluator:
         scores. Returns the results and whether the candidate was pruned before every case was scored."""
         key = cand.prompts.key
         results: list[CaseResult] = []
-        todo: list[Case] = []
-        position = {c.id: i for i, c in enumerate(cases)}
         ready: dict[int, CaseResult | None] = {}  # finished, by position; None: refused for the budget
-        taken = 0  # cases before this position have been shown to the trial
-        stop = asyncio.Event()
-
-        def advance() -> None:
-            nonlocal taken
-            while not stop.is_set() and taken in ready:
-                r = ready.pop(taken)
-                taken += 1
-                if r is None:
-                    continue
-                results.append(r)
-                if trial is not None and r.score is not None:
-                    trial.report(r.score, self.index[r.case_id])
-                    if trial.should_prune():
-                        stop.set()
-
+        memo: dict[int, CaseResult] = {}
         for i, c in enumerate(cases):
             hit = self.memo.get((key, split_name, c.id))
             if hit is not None and hit[0].error is None:
-                ready[i] = hit[0]
-            else:
-                todo.append(c)
+                memo[i] = hit[0]
+        window = max(1, self.config.concurrency or self.task.concurrency)
+        flying: dict[asyncio.Future[CaseResult], int] = {}
+        state = {"taken": 0, "submitted": 0, "stopped": False}
+
+        def submit_through(last: int) -> None:
+            """Start cases up to position `last` (memo hits are ready at once). Case j starts exactly when case
+            j - window has been shown to the trial, so the cases started before a prune are the same however
+            the cases finish: a re-run from the cache asks for nothing new."""
+            while state["submitted"] <= min(last, len(cases) - 1):
+                i = state["submitted"]
+                state["submitted"] += 1
+                if i in memo:
+                    ready[i] = memo[i]
+                else:
+                    flying[asyncio.ensure_future(run_case(cases[i], cand.prompts, self.task, self.scorer))] = i
+
+        def advance() -> None:
+            while not state["stopped"] and state["taken"] in ready:
+                r = ready.pop(state["taken"])
+                state["taken"] += 1
+                if r is not None:
+                    results.append(r)
+                    if trial is not None and r.score is not None:
+                        trial.report(r.score, self.index[r.case_id])
+                        if trial.should_prune():
+                            state["stopped"] = True
+                            return
+                submit_through(state["taken"] + window - 1)
+
+        submit_through(window - 1)
         advance()
-        if stop.is_set() or not todo:
-            return results, stop.is_set() and len(results) < len(cases)
-        gen = iter_results(todo, cand.prompts, self.task, self.scorer, concurrency=self.config.concurrency,
-                           stop=stop)
-        async with contextlib.aclosing(gen):
-            async for r in gen:
-                if r.budget_exhausted:
-                    self.budget.mark_exhausted()
-                    ready[position[r.case_id]] = None
-                    advance()
-                    continue
-                if r.error is None:
-                    self.memo[(key, split_name, r.case_id)] = (r, r.calls)
-                for log in self.on_case_scored:
-                    log(key, split_name, r, r.calls)
-                self.emit("case", {"split": split_name, "candidate": cand.id, "score": r.score,
-                                   "case_id": r.case_id, "output": r.output[:300] or (r.error or "")[:300]})
-                ready[position[r.case_id]] = r
+        try:
+            while flying:
+                done, _ = await asyncio.wait(list(flying), return_when=asyncio.FIRST_COMPLETED)
+                failed = [e for e in (t.exception() for t in done) if e is not None]  # each outcome taken
+                if failed:  # a fatal error (a refused key): the others' results are recorded first
+                    for t in done:
+                        flying.pop(t)
+                    raise failed[0]
+                for t in sorted(done, key=lambda t: flying[t]):
+                    i = flying.pop(t)
+                    r = t.result()
+                    if r.budget_exhausted:
+                        self.budget.mark_exhausted()
+                        ready[i] = None
+                        continue
+                    if r.error is None:
+                        self.memo[(key, split_name, r.case_id)] = (r, r.calls)
+                    for log in self.on_case_scored:
+                        log(key, split_name, r, r.calls)
+                    self.emit("case", {"split": split_name, "candidate": cand.id, "score": r.score,
+                                       "case_id": r.case_id, "output": r.output[:300] or (r.error or "")[:300]})
+                    ready[i] = r
                 advance()
+        finally:
+            for t in flying:
+                t.cancel()
+                t.add_done_callback(take_outcome)
         # pruned on its very last case: every case is scored, so it is a complete candidate
-        return results, stop.is_set() and len(results) < len(cases)
+        return results, bool(state["stopped"]) and len(results) < len(cases)
 
     def task_price(self) -> tuple[float, float] | None:
         """USD per prompt and per completion token of the task model (0 for local models; None: unknown)."""

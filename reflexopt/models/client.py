@@ -76,6 +76,12 @@ class ModelClient:
             return True
         return self.backend.retry_after(exc)[0]
 
+    async def aclose(self) -> None:
+        """Release what the backend holds for this event loop (its connection pool), if it holds anything."""
+        close = getattr(self.backend, "aclose", None)
+        if close is not None:
+            await close()
+
     async def complete(self, messages: list[Message], *, sample: int = 0, **overrides: Any) -> ChatResult:
         """Call the model once (or serve from cache). `sample` separates repeated samples of one request."""
         params = {**self.spec.params(), **{k: v for k, v in overrides.items() if v is not None}}

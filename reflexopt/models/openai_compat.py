@@ -87,6 +87,12 @@ class OpenAICompatBackend:
             self._sessions[loop] = held = (session, closer)  # the generator is kept alive with its session
         return held[0]
 
+    async def aclose(self) -> None:
+        """Close this event loop's connection pool now (rather than at the loop's shutdown)."""
+        held = self._sessions.pop(asyncio.get_running_loop(), None)
+        if held is not None:
+            await held[0].close()
+
     async def call(self, messages: list[Message], params: dict[str, Any], timeout_s: float) -> RawReply:
         body = {"model": self.model, "messages": messages, **params}
         session = await self._session()
