@@ -90,13 +90,24 @@ class ScorerSpec(_Frozen):
     judge: ModelSpec | None = None
     rubric: str | None = None
 
+    def self_grading_warning(self, task: ModelSpec) -> str | None:
+        """A loud line when the judge is the model whose answers it grades (same id and server)."""
+        j = self.judge
+        if j is None or (j.id, j.api_base) != (task.id, task.api_base):
+            return None
+        return (f"WARNING: the judge is the task model ({task.id}): it grades its own answers, and models favour "
+                "their own; pass a different, stronger --judge for scores you can trust")
+
 
 class EvalConfig(_Frozen):
     data: DataSpec
-    prompt_path: str
+    prompt_path: str | None = None  # None: grade the recorded `responses`
     model: ModelSpec = ModelSpec()
     scorer: ScorerSpec = ScorerSpec()
     concurrency: int | None = Field(None, gt=0)
+    responses: str | None = Field(None, description="grade this column's recorded responses; no task model call")
+    human: str | None = Field(None, description="column of human scores or pass/fail labels to check the judge")
+    self_agreement: int = Field(10, ge=0, description="cases re-judged twice to measure the judge's self-agreement")
 
 
 class PipelineSpec(_Frozen):
@@ -164,6 +175,16 @@ class OptimizeConfig(_Frozen):
                                                 "cheapest prompt not worse than it on val")
     max_prompt_tokens: int | None = Field(None, gt=0, description="no returned prompt uses more prompt tokens "
                                                                   "per request (measured on val)")
+
+    def reasoner(self) -> tuple[ModelSpec, str]:
+        """The model that diagnoses and rewrites, and why it is that one: `--reasoning-model`; else the judge when
+        one is named (the model trusted to grade, rather than the cheap task model being tuned); else the task
+        model. It writes whole prompts, so it never inherits the task's completion cap."""
+        if self.reasoning is not None:
+            return self.reasoning, "--reasoning-model"
+        if self.scorer.judge is not None:
+            return self.scorer.judge.model_copy(update={"max_tokens": None}), "the judge"
+        return self.model.model_copy(update={"max_tokens": None}), "the task model"
 
     def public(self) -> dict[str, Any]:
         """The config as stored in the run directory (no secrets: keys never enter the config)."""
@@ -358,16 +379,23 @@ def pipeline_spec(target: str | None, prompts: list[str] | tuple[str, ...] = (),
                           fix="give each prompt once: --prompt NAME=FILE") from None
 
 
-def eval_config(dataset: str | Path, prompt: str | Path, *, model: str | None = None, api_base: str | None = None,
-                max_tokens: int | None = None, judge: str | None = None, rubric: str | None = None,
-                metric: str | None = None, input_field: str | None = None, ideal_field: str | None = None,
-                concurrency: int | None = None) -> EvalConfig:
+def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | None = None,
+                api_base: str | None = None, max_tokens: int | None = None, judge: str | None = None,
+                rubric: str | None = None, metric: str | None = None, input_field: str | None = None,
+                ideal_field: str | None = None, concurrency: int | None = None, responses: str | None = None,
+                human: str | None = None, self_agreement: int = 10) -> EvalConfig:
     """The one way an EvalConfig is built from user-level values (the CLI and the Python API)."""
+    if prompt is None and responses is None:
+        raise ConfigError("no prompt to evaluate", fix="pass a PROMPT file, or --responses FIELD to grade the "
+                          "responses recorded in the dataset")
+    if human and judge is None:
+        raise ConfigError("--human checks a judge against people, and no --judge is given",
+                          fix="add --judge MODEL (and --judge-criteria RUBRIC)")
     return EvalConfig(data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field),
-                      prompt_path=str(prompt),
+                      prompt_path=None if prompt is None else str(prompt),
                       model=model_spec(model or LOCAL_MODEL, api_base=api_base, max_tokens=max_tokens),
                       scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
-                      concurrency=concurrency)
+                      concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement)
 
 
 def compare_config(dataset: str | Path, prompt: str | Path, models: list[str] | tuple[str, ...], *,

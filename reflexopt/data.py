@@ -183,7 +183,9 @@ def _messages_input(path: Path, n: int, messages: Any) -> tuple[tuple[dict[str, 
 
 
 def _to_case(path: Path, n: int, row: dict[str, Any], input_field: str | None, ideal_field: str | None,
-             index: int) -> Case:
+             index: int, aside: Sequence[str] = ()) -> Case:
+    extra = {k: row[k] for k in aside if k in row}
+    row = {k: v for k, v in row.items() if k not in extra}  # kept aside: never part of the input
     ideal_key = ideal_field or "ideal"
     if ideal_field is None and "ideal" not in row:  # common names for the reference column
         ideal_key = next((k for k in REFERENCE_NAMES if k in row), "ideal")
@@ -214,7 +216,7 @@ def _to_case(path: Path, n: int, row: dict[str, Any], input_field: str | None, i
         raise DataError(path, "the input is empty", line=n, fix="give every row a non-empty input")
     if not isinstance(value, (str, dict)):
         value = json.dumps(value, ensure_ascii=False) if isinstance(value, list) else str(value)
-    return Case(id=case_id, input=value, ideal=ideal, messages=messages, line=n, source=str(path))
+    return Case(id=case_id, input=value, ideal=ideal, messages=messages, line=n, source=str(path), extra=extra)
 
 
 def fingerprint(cases: Sequence[Case]) -> str:
@@ -227,8 +229,10 @@ def fingerprint(cases: Sequence[Case]) -> str:
     return h.hexdigest()[:16]
 
 
-def load_dataset(path: str | Path, *, input_field: str | None = None, ideal_field: str | None = None) -> list[Case]:
-    """Read and validate a dataset. Raises :class:`DataError` naming the file, line and fix."""
+def load_dataset(path: str | Path, *, input_field: str | None = None, ideal_field: str | None = None,
+                 aside: Sequence[str] = ()) -> list[Case]:
+    """Read and validate a dataset. Raises :class:`DataError` naming the file, line and fix. Columns in `aside`
+    (recorded responses, human labels) go to `Case.extra`, never into the input."""
     p = Path(path)
     text = _read_text(p)
     suffix = p.suffix.lower()
@@ -237,7 +241,7 @@ def load_dataset(path: str | Path, *, input_field: str | None = None, ideal_fiel
     cases: list[Case] = []
     seen: dict[str, int] = {}
     for i, (n, row) in enumerate(rows):
-        case = _to_case(p, n, row, input_field, ideal_field, i)
+        case = _to_case(p, n, row, input_field, ideal_field, i, aside)
         if case.id in seen:
             raise DataError(p, f"duplicate id {case.id!r} (first on line {seen[case.id]})", line=n,
                             fix="make every `id` unique or drop the field")

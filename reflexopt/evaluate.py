@@ -19,7 +19,7 @@ from .prompt import Prompt
 from .promptset import PromptSet
 from .scoring import Scorer, make_scorer, scorer_clients
 from .stats import mean_ci, percentile
-from .task import PromptTask, Task, task_spec
+from .task import PromptTask, RecordedTask, Task, task_spec
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class CaseResult(CallCost):
     category: str | None = None
     error: str | None = None
     calls: int = 0  # paid model calls this case cost (task + judge)
+    flag: str | None = None  # the judge's reasoning contradicts its score: why
     trace: Any = None  # a pipeline's record of its steps
 
     def to_json(self) -> dict[str, Any]:
@@ -64,7 +65,8 @@ async def run_case(case: Case, prompts: PromptSet, task: Task, scorer: Scorer) -
                           budget_exhausted=res.budget_exhausted, calls=task_calls, **base)
     s = await scorer.score(case, res.text)
     return CaseResult(output=res.text, score=s.value, passed=s.passed, reasoning=s.reasoning, category=s.category,
-                      error=s.error, calls=task_calls + s.calls, budget_exhausted=s.budget_exhausted, **base)
+                      error=s.error, flag=s.flag, calls=task_calls + s.calls, budget_exhausted=s.budget_exhausted,
+                      **base)
 
 
 async def iter_results(cases: Sequence[Case], prompt: Prompt | PromptSet, task: Task | ModelClient, scorer: Scorer,
@@ -114,6 +116,8 @@ class EvalReport:
     results: tuple[CaseResult, ...]
     scorer: str
     usage: dict[str, Any] = field(default_factory=dict)
+    judge: dict[str, Any] | None = None  # a judge's record: self-agreement, contradictions, parse errors, form
+    human: dict[str, Any] | None = None  # the judge against human labels: rho, kappa, the cases most apart
 
     @property
     def scored(self) -> list[float]:
@@ -143,6 +147,10 @@ class EvalReport:
             "latency_p95_s": _r(percentile(lat, 95)),
         }
         out.update(self.usage)
+        if self.judge is not None:
+            out["judge"] = self.judge
+        if self.human is not None:
+            out["human_agreement"] = self.human
         return out
 
     def write_jsonl(self, path: str | Path) -> None:
@@ -218,23 +226,51 @@ def check_specs(models: Sequence[ModelSpec | None], scorer: ScorerSpec, cases: S
 def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None = None,
                 on_note: Callable[[str], None] | None = None,
                 on_total: Callable[[int], None] | None = None) -> EvalReport:
-    """Load data and prompt from a config, evaluate, and return the report."""
+    """Load data and prompt from a config, evaluate, and return the report. With a judge, the report also
+    carries its self-agreement on `config.self_agreement` cases, its contradictions and parse errors, and with
+    `config.human`, its agreement with the human labels in that column."""
+    return asyncio.run(_eval_prompt(config, on_result=on_result, on_note=on_note or (lambda _: None),
+                                    on_total=on_total))
+
+
+async def _eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None,
+                       on_note: Callable[[str], None], on_total: Callable[[int], None] | None) -> EvalReport:
+    from dataclasses import replace
+
+    from .agreement import judge_checks
     from .data import load_dataset
     from .models import get_client
     from .prompt import load_prompt
 
-    cases = load_dataset(config.data.path, input_field=config.data.input_field, ideal_field=config.data.ideal_field)
-    prompt = load_prompt(config.prompt_path)
-    prompt.check_fields(cases)
-    spec, cap_note = task_spec(config.model, cases, config.concurrency)
-    task = get_client(spec, role="task")
+    aside = [f for f in (config.responses, config.human) if f]
+    cases = load_dataset(config.data.path, input_field=config.data.input_field, ideal_field=config.data.ideal_field,
+                         aside=aside)
+    notes: list[str | None] = []
+    task: Task
+    if config.responses:
+        prompt: Prompt | PromptSet = Prompt("{input}", source="recorded responses")
+        task = RecordedTask(config.responses)
+    else:
+        assert config.prompt_path is not None
+        prompt = load_prompt(config.prompt_path)
+        prompt.check_fields(cases)
+        spec, cap_note = task_spec(config.model, cases, config.concurrency)
+        task = PromptTask(get_client(spec, role="task"))
+        notes += [cap_note, *prompt.brace_warnings(), config.scorer.self_grading_warning(config.model)]
     scorer, note = make_scorer(config.scorer, cases)
-    for n in (note, cap_note, *prompt.brace_warnings()):
-        if n and on_note:
+    for n in (note, *notes):
+        if n:
             on_note(n)
     if on_total:
         on_total(len(cases))
-    return evaluate(cases, prompt, task, scorer, concurrency=config.concurrency, on_result=on_result)
+    report = await evaluate_async(cases, prompt, task, scorer, concurrency=config.concurrency, on_result=on_result)
+    if getattr(scorer, "kind", "") != "judge":
+        return report
+    grades_own = not config.responses and config.scorer.self_grading_warning(config.model) is not None
+    judge, human = await judge_checks(scorer, cases, report.results, sample=config.self_agreement,
+                                      human=config.human, grades_own=grades_own)
+    clients = [*task.clients, *scorer_clients(scorer)]
+    return replace(report, judge=judge, human=human, usage=usage_of(*clients) if clients else report.usage)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ is called. A resumed run's memo comes from the run folder, so it pays for nothin
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -102,9 +101,8 @@ class Evaluator:
         for n in (note, cap_note, *braces):
             if n:
                 self.emit("note", {"message": n})
-        # the reasoning model writes whole prompts: it does not inherit the task's completion limit
-        self.reasoner: ModelClient = get_client(cfg.reasoning or cfg.model.model_copy(update={"max_tokens": None}),
-                                                role="reasoning")
+        reasoning, self.reasoner_why = cfg.reasoner()
+        self.reasoner: ModelClient = get_client(reasoning, role="reasoning")
         self.clients: list[ModelClient] = [*self.task.clients, self.reasoner, *scorer_clients(self.scorer)]
         prior_calls += sum(calls for _, calls in self.memo.values())
         prior_cost = sum(r.cost_usd for r, _ in self.memo.values() if not r.cached)
@@ -237,19 +235,14 @@ class Evaluator:
             raise ConfigError(f"the pipeline never read prompt {', '.join(repr(n) for n in unread)} on {ran} cases",
                               fix="read it as prompts[NAME] in your function, or drop that --prompt")
 
-    async def judge_noise(self, baseline: Scored, sample: int) -> tuple[int, float]:
-        """(pairs, SD of one judgement), from re-judging up to `sample` of the baseline's scored val outputs
-        (0 pairs for metrics, which are deterministic)."""
-        if getattr(self.scorer, "kind", "") != "judge" or sample == 0:
-            return 0, 0.0
-        first = [res for (k, s, _), (res, _) in self.memo.items()
-                 if k == baseline.prompts.key and s == "val" and res.score is not None][:sample]
+    async def judge_agreement(self, baseline: Scored, sample: int) -> Any:
+        """The judge's self-agreement (agreement.SelfAgreement), from re-judging up to `sample` of the baseline's
+        scored val outputs; None for metrics, which are deterministic."""
+        measure = getattr(self.scorer, "self_agreement", None)
+        if measure is None or sample == 0:
+            return None
+        first = sorted(((cid, res) for (k, s, cid), (res, _) in self.memo.items()
+                        if k == baseline.prompts.key and s == "val" and res.score is not None),
+                       key=lambda t: self.index.get(t[0], 0))[:sample]
         by_id = {c.id: c for c in self.cases}
-        rejudge = self.scorer.score  # a judge's score takes `sample`: another draw of the same request
-        outs = await asyncio.gather(*(rejudge(by_id[x.case_id], x.output, sample=1)  # type: ignore[call-arg]
-                                      for x in first))
-        pairs = [(x.score, s.value) for x, s in zip(first, outs) if x.score is not None and s.value is not None]
-        if len(pairs) < 2:
-            return len(pairs), 0.0
-        diffs = [a - b for a, b in pairs]
-        return len(pairs), math.sqrt(sum(d * d for d in diffs) / (2 * len(diffs)))
+        return await measure([(by_id[cid], res.output) for cid, res in first])

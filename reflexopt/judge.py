@@ -1,14 +1,19 @@
 """LLM judge: a rubric plus input, output and reference -> a structured verdict normalised to 0..1.
 
+The verdict is asked for with a JSON schema wherever the judge's server takes one (`ModelClient.response_formats`:
+OpenAI's form, then llama.cpp's, then none); a server that refuses a form is asked the next one, once per judge.
 A verdict that does not parse is retried with a reminder, then recorded as a judge error (value None) and
-counted, never turned into a middle score.
+counted, never turned into a middle score. A verdict whose reasoning restates a rubric level far from its score
+(or names no failure but fails) is flagged as a contradiction, counted and shown, never silently trusted.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ from .prompts import inert, meta_prompt
 from .yamlfile import load_yaml
 
 _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n?", re.S)
+_ANCHOR = re.compile(r"^\s*(?:[-*]\s*)?\**\s*(\d{1,2})\s*\**\s*(?:[—–:=.)]|-(?!\d))\s*(\S.*)$")
 _SCALE = re.compile(r"(?:score|rate|grade)[^\n]{0,60}?\b(\d{1,2})\s*(?:-|–|to)\s*(\d{1,3})\b", re.I)
 
 
@@ -35,6 +41,22 @@ class Rubric:
 
     def normalise(self, raw: float) -> float:
         return (raw - self.low) / (self.high - self.low)
+
+    @cached_property
+    def levels(self) -> dict[int, str]:
+        """The rubric's own description of each score (`5 — Covers every key point ...`), where it has them."""
+        out: dict[int, str] = {}
+        current: int | None = None
+        for line in self.text.splitlines():
+            m = _ANCHOR.match(line)
+            if m and self.low <= int(m.group(1)) <= self.high and int(m.group(1)) not in out:
+                current = int(m.group(1))
+                out[current] = m.group(2).strip()
+            elif current is not None and line.startswith((" ", "\t")) and line.strip():
+                out[current] += " " + line.strip()  # an indented continuation of the level's text
+            else:
+                current = None
+        return out
 
 
 def rubric_dirs() -> list[Path]:
@@ -118,6 +140,50 @@ def _json_objects(text: str) -> list[dict[str, object]]:
     return out
 
 
+_STOP = frozenset("a an the of to and or in on for with this that is are be it its as by at from has have was "
+                  "e.g eg".split())
+_NEG = re.compile(r"\b(?:not|no|never|none|without|lacks?|lacking|missing|fails?|failed|cannot)\b|n't\b")
+
+
+def _terms(text: str) -> frozenset[str]:
+    """A clause's content words, cut to 5 letters (`summary` and `summarize` meet), with negation as one term."""
+    low = text.lower()
+    words = {w[:5] for w in re.findall(r"[a-z0-9]+", _NEG.sub(" ", low)) if w not in _STOP}
+    return frozenset(words | ({"<not>"} if _NEG.search(low) else set()))
+
+
+def _clauses(text: str) -> list[frozenset[str]]:
+    """A level's description cut into clauses (`,` `;` `.` `(` and "or"), each with at least two content words."""
+    parts = re.split(r"[,;.:()/]|\bor\b|\bOR\b", text)
+    return [t for t in (_terms(p) for p in parts) if len(t) >= 2]
+
+
+def contradiction(rubric: Rubric, raw: float, reasoning: str, category: str) -> str | None:
+    """Why a verdict's reasoning contradicts its score, or None: the reasoning restates (in one sentence, with
+    the same negation) a clause of the rubric's description of a level at least two points (and 40% of the
+    scale) from the score, and of no level near it; or it names no failure ("none") yet scores below the pass
+    mark."""
+    if category == "none" and raw < rubric.pass_score:
+        return f"names no failure, yet scores {raw:g} (below the pass mark {rubric.pass_score:g})"
+    levels = rubric.levels
+    if not levels or not reasoning:
+        return None
+    far = max(2.0, 0.4 * (rubric.high - rubric.low))
+    sentences = [_terms(x) for x in re.split(r"(?<=[.!?;])\s+|\n", reasoning) if x.strip()]
+    near, hit = False, None
+    for level, text in levels.items():
+        for clause in _clauses(text):
+            if any(clause <= sent and ("<not>" in clause) == ("<not>" in sent) for sent in sentences):
+                if abs(level - raw) >= far:
+                    hit = hit or (level, text)
+                else:
+                    near = True
+    if hit is None or near:
+        return None
+    level, text = hit
+    return f"reasoning restates level {level} ({text[:80]!r}) but scores {raw:g}"
+
+
 def parse_verdict(text: str, rubric: Rubric) -> tuple[float, str, str] | None:
     """(raw score, reasoning, category) or None when the reply is not a usable verdict.
 
@@ -157,7 +223,11 @@ def parse_verdict(text: str, rubric: Rubric) -> tuple[float, str, str] | None:
 
 
 class JudgeScorer:
-    """Scores outputs by asking a judge model to apply a rubric (temperature 0)."""
+    """Scores outputs by asking a judge model to apply a rubric (temperature 0 unless resampled).
+
+    `stats` counts this judge's verdicts in the run: verdicts, contradictions, parse errors (unparseable after
+    the retries), and the structured form the server accepted (`schema`); `flagged` keeps the first
+    contradictions with their case, score and reason."""
 
     kind = "judge"
 
@@ -166,43 +236,66 @@ class JudgeScorer:
         self.rubric = rubric
         self.parse_retries = parse_retries
         self.name = f"judge {client.spec.id} / {rubric.name}"
-        self._structured: bool | None = None
+        self._formats: list[dict[str, Any]] | None = None
+        self.stats: Counter[str] = Counter()
+        self.flagged: list[dict[str, Any]] = []
 
     def describe(self) -> str:
         r = self.rubric
         return f"LLM judge {self.client.spec.id} with rubric {r.name} (scale {r.low}-{r.high})"
 
-    def messages(self, case: Case, output: str) -> list[dict[str, str]]:
+    def messages(self, case: Case, output: str, *, variant: str = "judge") -> list[dict[str, str]]:
+        """The judge's request; `variant="judge_alt"` is the same request paraphrased, its sections reordered
+        (self-agreement asks both)."""
         ref = f"\n# Reference answer\n\n<reference>\n{_fenced(case.ideal)}\n</reference>\n" if case.ideal else ""
-        user = meta_prompt("judge", rubric=self.rubric.text, input=_fenced(case.input_text), output=_fenced(output),
+        user = meta_prompt(variant, rubric=self.rubric.text, input=_fenced(case.input_text), output=_fenced(output),
                            reference_block=ref, low=self.rubric.low, high=self.rubric.high)
         return [{"role": "system", "content": meta_prompt("judge_system").strip()}, {"role": "user", "content": user}]
 
-    def response_format(self) -> dict[str, Any] | None:
-        """The verdict's JSON schema, when the judge's provider supports structured output: the verdict then
-        comes from a constrained field, not from text that may quote the graded response."""
-        if self._structured is None:
-            self._structured = self.client.supports_json_schema()
-        if not self._structured:
-            return None
+    def schema(self) -> dict[str, Any]:
         r = self.rubric
-        schema = {"type": "object", "additionalProperties": False, "required": ["reasoning", "score",
-                                                                                "failure_category"],
-                  "properties": {"reasoning": {"type": "string"},
-                                 "score": {"type": "integer", "minimum": r.low, "maximum": r.high},
-                                 "failure_category": {"type": "string"}}}
-        return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
+        return {"type": "object", "additionalProperties": False,
+                "required": ["reasoning", "score", "failure_category"],
+                "properties": {"reasoning": {"type": "string"},
+                               "score": {"type": "integer", "minimum": r.low, "maximum": r.high},
+                               "failure_category": {"type": "string"}}}
 
-    async def score(self, case: Case, output: str, *, sample: int = 0) -> Score:
-        messages = self.messages(case, output)
+    def response_format(self) -> dict[str, Any] | None:
+        """The structured form asked for now: the verdict then comes from a constrained field, not from text
+        that may quote the graded response. None: parse the text."""
+        if self._formats is None:
+            self._formats = self.client.response_formats("verdict", self.schema())
+        return self._formats[0] if self._formats else None
+
+    @property
+    def structured(self) -> str:
+        """How verdicts are asked for: `json_schema`, `json_object+schema`, or `text` (parsed)."""
+        fmt = self.response_format()
+        return "text" if fmt is None else fmt["type"] + ("+schema" if "schema" in fmt else "")
+
+    def _refused(self, fmt: dict[str, Any], error: str) -> bool:
+        """The server refused this structured form (HTTP 400/422 naming the request): use the next one."""
+        if not re.search(r"\b422\b|response_format|json_schema|json_object|schema|grammar", error, re.I):
+            return False
+        if self._formats and self._formats[0] is fmt:
+            self._formats.pop(0)
+            self.stats["schema_refused"] += 1
+        return True
+
+    async def score(self, case: Case, output: str, *, sample: int = 0, temperature: float = 0.0,
+                    variant: str = "judge") -> Score:
+        messages = self.messages(case, output, variant=variant)
         last_error = "no reply"
         calls = 0
-        fmt = self.response_format()
-        for attempt in range(self.parse_retries + 1):
-            res = await self.client.complete(messages, sample=sample, temperature=0.0,
+        attempt = 0
+        while attempt <= self.parse_retries:
+            fmt = self.response_format()
+            res = await self.client.complete(messages, sample=sample, temperature=temperature,
                                              max_tokens=self.client.cap(512), response_format=fmt)
             calls += 0 if res.cached or res.budget_exhausted else 1
             if not res.ok:
+                if fmt is not None and not res.budget_exhausted and self._refused(fmt, res.error or ""):
+                    continue  # the same request in the next form (a refusal is not a parse attempt)
                 return Score(None, None, error=f"judge call failed: {res.error}", calls=calls,
                              budget_exhausted=res.budget_exhausted)
             verdict = parse_verdict(res.text, self.rubric)
@@ -210,11 +303,34 @@ class JudgeScorer:
                 raw, reasoning, category = verdict
                 passed = raw >= self.rubric.pass_score
                 cat = None if passed else (category if category not in ("", "none") else "unspecified")
-                return Score(self.rubric.normalise(raw), passed, reasoning, cat, raw=raw, calls=calls)
+                flag = contradiction(self.rubric, raw, reasoning, category)
+                if sample == 0 and variant == "judge":  # the run's verdicts, not self-agreement redraws
+                    self.stats["verdicts"] += 1
+                    if flag:
+                        self.stats["contradictions"] += 1
+                        if len(self.flagged) < 20:
+                            self.flagged.append({"case_id": case.id, "score": raw, "reasoning": reasoning[:300],
+                                                 "why": flag})
+                return Score(self.rubric.normalise(raw), passed, reasoning, cat, raw=raw, calls=calls, flag=flag)
             last_error = f"unparseable verdict: {res.text[:200]!r}"
             if attempt < self.parse_retries:
                 messages = [*messages, {"role": "assistant", "content": res.text},
                             {"role": "user", "content": "That was not the JSON object asked for. Reply with only "
                              f'{{"reasoning": "...", "score": <integer {self.rubric.low}-{self.rubric.high}>, '
                              '"failure_category": "..."}'}]
+            attempt += 1
+        if sample == 0 and variant == "judge":
+            self.stats["parse_errors"] += 1
         return Score(None, None, error=f"judge error: {last_error}", calls=calls)
+
+    async def self_agreement(self, items: list[tuple[Case, str]]) -> Any:
+        """How much this judge's verdicts move when asked again (agreement.SelfAgreement)."""
+        from .agreement import self_agreement
+
+        return await self_agreement(self, items)
+
+    def report(self) -> dict[str, Any]:
+        """This judge's record in the run: verdicts, contradictions (with the first few), parse errors, form."""
+        return {"verdicts": self.stats["verdicts"], "contradictions": self.stats["contradictions"],
+                "parse_errors": self.stats["parse_errors"], "structured": self.structured,
+                "flagged": list(self.flagged)}

@@ -31,6 +31,7 @@ class Score:
     raw: float | None = None
     calls: int = 0  # paid model calls spent on scoring (judges)
     budget_exhausted: bool = False  # the run's budget refused a scoring call (the typed out-of-budget signal)
+    flag: str | None = None  # a judge verdict whose reasoning contradicts its score: why
 
 
 _PUNCT = str.maketrans("", "", string.punctuation)

@@ -55,6 +55,7 @@ class Optimizer:
             self._run_dir = run_dir
             self.resumed = False
         self._search: Search | None = None
+        self._self_agreement: dict[str, Any] | None = None
         self.bus = TrackedBus([on_event], self.config.track)  # trackers are checked here, before any model call
         attach(self.bus, plugin_subscribers())
         self.evaluator = Evaluator(self.config, baseline, memo=self.store.evals() if self.store else None,
@@ -85,11 +86,30 @@ class Optimizer:
 
     # ---------------------------------------------------------------- pieces
     async def _judge_noise(self, baseline: Candidate) -> float:
-        """SD of one judgement, from re-judging a sample of baseline val outputs (0 for deterministic metrics)."""
-        n, sd = await self.evaluator.judge_noise(baseline, self.config.noise_sample)
-        if n >= 2:
-            self._emit("judge_noise", {"n": n, "sd": sd})
-        return sd
+        """SD of one verdict, from the judge's self-agreement on a sample of baseline val outputs (0 for
+        deterministic metrics, and when fewer than 2 redraws parsed)."""
+        sa = await self.evaluator.judge_agreement(baseline, self.config.noise_sample)
+        if sa is None:
+            return 0.0
+        self._self_agreement = sa.to_json()
+        self._emit("judge_noise", {**self._self_agreement, "text": sa.text()})
+        return sa.sd if sa.n >= 2 else 0.0
+
+    def _models(self) -> dict[str, str]:
+        """Who does what in this run, for the header: task, reasoning (and why that model), scoring."""
+        r = self.evaluator
+        return {"task": self.config.model.id, "reasoning": f"{r.reasoner.spec.id} ({r.reasoner_why})",
+                "scorer": r.scorer.describe()}
+
+    def _judge_record(self) -> dict[str, Any] | None:
+        """The run's judge: self-agreement, verdicts, contradictions (the first few), parse errors, and how
+        verdicts were asked for; None for a metric."""
+        report = getattr(self.evaluator.scorer, "report", None)
+        if report is None:
+            return None
+        cfg = self.config
+        return {"self_agreement": self._self_agreement, **report(),
+                "grades_own_answers": cfg.scorer.self_grading_warning(cfg.model) is not None}
 
     async def _wait_for_workers(self, search: Search) -> None:
         """Let trials that other processes are still running finish (or go stale) before the verdict."""
@@ -171,7 +191,9 @@ class Optimizer:
         r.connect(prior_calls=prior, started=start)
         est = self.estimate()
         self._emit("start", {"run_id": store.run_id, "run_dir": str(store.root), "resumed": self.resumed,
-                             "study": search.name, **est})
+                             "study": search.name, "models": self._models(), **est})
+        if warning := cfg.scorer.self_grading_warning(cfg.model):
+            self._emit("note", {"message": warning})
         r.budget.set_reserve(2 * len(r.test) * r.calls_per_case)
         stale = search.fail_stale(immediately=cfg.storage is None)
         if stale:
@@ -254,7 +276,10 @@ class Optimizer:
             test_wins=cmp.wins, test_losses=cmp.losses, accepted_path=sel.accepted, study=search.name,
             unspent_calls=r.budget.unspent(),
             operators=dict(Counter(c.operator for c in pool if c.id != "baseline")), test_cases=coverage,
-            objective=cfg.objective, chosen_by=chosen_by, frontier=[p.to_json() for p in frontier])
+            objective=cfg.objective, chosen_by=chosen_by, frontier=[p.to_json() for p in frontier],
+            distinct_candidates=len({c.key for c in pool} - {baseline.key}),
+            duplicate_trials=sum(c.state == State.DUPLICATE for c in pool), reasoner=self._models()["reasoning"],
+            judge=self._judge_record())
         store.write_summary(result.to_json())
         self._write_output(best, best_path)
         self._emit("done", result.to_json())

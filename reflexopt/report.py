@@ -72,12 +72,21 @@ def trajectory_svg(cands: list[dict[str, Any]], accepted: list[str]) -> str:
     if len(acc) > 1:
         path = " ".join(f"{x:.1f},{yy:.1f}" for x, yy in acc)
         parts.append(f"<polyline points='{path}' fill=none stroke='#f79009' stroke-width=2.5/>")
+    first_of: dict[str, str] = {}
+    for c in pts:
+        first_of.setdefault(c.get("key") or c["id"], c["id"])
     for i, c in enumerate(pts):
         x, yy = xs[i], y(c["val_mean"])
         target = (c.get("params") or {}).get("target")
+        dup = (c.get("params") or {}).get("duplicate_of") or (
+            first_of.get(c.get("key") or "") if c.get("state") == "duplicate" else None)
+        state = f"duplicate of {dup} (scores reused, no calls)" if dup else c.get("state", "")
         label = escape(f"{c['id']} · {c.get('operator', '')}{' → ' + str(target) if target else ''} · "
-                       f"{c.get('state', '')} · val {c['val_mean']:.3f} ({c.get('n_val', 0)} cases)")
-        if c["id"] in accepted:
+                       f"{state} · val {c['val_mean']:.3f} ({c.get('n_val', 0)} cases)")
+        if dup:
+            shape = (f"<rect x={x - 4:.1f} y={yy - 4:.1f} width=8 height=8 fill='#fff' stroke='#d0d5dd' "
+                     "stroke-width=1.5 class=dup/>")
+        elif c["id"] in accepted:
             shape = f"<circle cx={x:.1f} cy={yy:.1f} r=6 fill='#f79009'/>"
         elif c.get("state") == "pruned":
             shape = (f"<circle cx={x:.1f} cy={yy:.1f} r=5 fill='#fff' stroke='#98a2b3' stroke-width=1.5/>"
@@ -89,7 +98,8 @@ def trajectory_svg(cands: list[dict[str, Any]], accepted: list[str]) -> str:
             parts.append(f"<text x={x:.1f} y={h - pad + 14} font-size=10 text-anchor=middle "
                          f"fill='#667085'>{escape(c['id'])}</text>")
     parts.append(f"<text x={pad} y={h - 8} font-size=11 fill='#667085'>trials in order → · orange: accepted path · "
-                 "hollow: pruned (scored on part of val) · blue: completed</text></svg>")
+                 "hollow: pruned (scored on part of val) · blue: completed · grey square: duplicate of an earlier "
+                 "prompt</text></svg>")
     return _svg("".join(parts))
 
 
@@ -207,7 +217,14 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
             f"<div class=kpi>best val<b>{_f(pr.get('best_val'))}</b></div>"
             f"<div class=kpi>paid calls<b>{pr.get('calls', '–')}</b></div>"
             f"<div class=kpi>cost<b>${float(pr.get('cost_usd') or 0):.4f}</b></div></div>")
-    body.append("<h2>Score trajectory (val)</h2><div class=card>" + trajectory_svg(cands, accepted) + "</div>")
+    distinct = len({c.get("key") or c["id"] for c in cands if c.get("trial") is not None
+                    and c.get("state") != "duplicate" and c.get("val_mean") is not None})
+    dups = sum(1 for c in cands if c.get("state") == "duplicate")
+    body.append(f"<h2>Score trajectory (val): {distinct} distinct prompts scored, {dups} duplicate trials</h2>"
+                "<div class=card>" + trajectory_svg(cands, accepted) + "</div>")
+    if summary and summary.get("judge"):
+        body.append("<h2>The judge</h2><div class=card>" + judge_html(summary["judge"], summary.get("reasoner"))
+                    + "</div>")
     if summary and summary.get("frontier"):
         body.append("<h2>Score against cost (candidates scored on all of val)</h2><div class=card>"
                     + frontier_html(summary) + "</div>")
@@ -244,6 +261,31 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
                 f"{rows}</table><table style='margin-top:10px;width:auto'><tr><th>phase</th><th>time</th></tr>"
                 f"{phases}</table></div>")
     return page(title, "".join(body), refresh_s=refresh_s, nav=nav)
+
+
+def judge_html(j: dict[str, Any], reasoner: str | None) -> str:
+    """Self-agreement, contradictions (with the flagged verdicts), parse errors, how verdicts were asked."""
+    sa = j.get("self_agreement") or {}
+    if sa.get("n", 0) >= 2:
+        agree = f", pass/fail agrees on {sa['pass_agree']:.0%}" if sa.get("pass_agree") is not None else ""
+        self_line = (f"SD {sa['sd']:.3f} of one verdict on the 0..1 scale ({sa['n']} val cases re-judged{agree}; "
+                     f"{escape(str(sa.get('method', '')))})")
+    else:
+        self_line = "not measured"
+    own = "<p class=bad>The judge is the task model: it graded its own answers.</p>" \
+        if j.get("grades_own_answers") else ""
+    flagged = "".join(f"<tr><td>{escape(str(f['case_id']))}</td><td class=num>{f['score']:g}</td><td>"
+                      f"{escape(str(f['why']))}</td><td>{escape(str(f['reasoning']))}</td></tr>"
+                      for f in j.get("flagged") or [])
+    return (own + "<table style='width:auto'>"
+            f"<tr><th>self-agreement</th><td>{self_line}</td></tr>"
+            f"<tr><th>verdicts</th><td>{j.get('verdicts', 0)} · {j.get('contradictions', 0)} contradict their "
+            f"score · {j.get('parse_errors', 0)} unparseable after retries</td></tr>"
+            f"<tr><th>asked as</th><td>{escape(str(j.get('structured', 'text')))}</td></tr>"
+            + (f"<tr><th>reasoning model</th><td>{escape(reasoner)}</td></tr>" if reasoner else "")
+            + "</table>"
+            + (f"<h3>Verdicts whose reasoning contradicts their score</h3><table><tr><th>case</th><th>score</th>"
+               f"<th>why flagged</th><th>the judge's reasoning</th></tr>{flagged}</table>" if flagged else ""))
 
 
 def frontier_html(summary: dict[str, Any]) -> str:

@@ -160,3 +160,25 @@ def worse_than_best(steps: dict[int, float], best: dict[int, float], *, p_thresh
         return False
     p = float(st.wilcoxon(cur - ref, alternative="less", zero_method="zsplit").pvalue)
     return p < p_threshold
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (midranks for ties); None with fewer than 3 pairs or no spread on a side."""
+    from scipy import stats as st
+
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return None
+    return float(st.spearmanr(a, b).statistic)
+
+
+def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
+    """Cohen's kappa of two pass/fail raters on the same cases: agreement beyond what their pass rates give by
+    chance. None with no cases, or when chance agreement is already total (both always say the same thing)."""
+    if not a or len(a) != len(b):
+        return None
+    n = len(a)
+    observed = sum(x == y for x, y in zip(a, b)) / n
+    pa, pb = sum(a) / n, sum(b) / n
+    chance = pa * pb + (1 - pa) * (1 - pb)
+    return None if chance >= 1 else (observed - chance) / (1 - chance)

@@ -63,6 +63,25 @@ class PromptTask:
         """Nothing to check before a call (the model specs are checked elsewhere)."""
 
 
+class RecordedTask:
+    """Responses already given, read from a dataset column (`eval --responses FIELD`): grade what a system said,
+    for instance to check a judge against people who graded the same responses. No model is called."""
+
+    names: tuple[str, ...] = ("prompt",)
+    clients: Sequence[ModelClient] = ()
+    concurrency = 16
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    async def run(self, prompts: PromptSet, case: Case) -> ChatResult:
+        text = case.extra.get(self.field)
+        if text is None or (isinstance(text, str) and not text.strip()):
+            return ChatResult("", "recorded", ok=False, cached=True, paid_calls=0,
+                              error=f"{case.source}:{case.line}: no {self.field!r} response in this row")
+        return ChatResult(text if isinstance(text, str) else str(text), "recorded", cached=True, paid_calls=0)
+
+
 def make_task(config: OptimizeConfig, client: ModelClient | None) -> Any:
     """The run's Task: the user's pipeline when the config names one, else the prompt file rendered and sent.
     With `client` None, an unstarted task for preflight checks (`check()`)."""

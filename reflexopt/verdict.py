@@ -61,6 +61,10 @@ class OptimizeResult:
     objective: str = "score"
     chosen_by: str = ""  # how the returned candidate was chosen
     frontier: list[dict[str, Any]] | None = None  # candidates scored on all of val: val, tokens, cost per 1k
+    distinct_candidates: int | None = None  # new prompts scored (duplicate trials reuse a known prompt's scores)
+    duplicate_trials: int = 0
+    reasoner: str = ""  # the model that diagnosed and rewrote, and why that one
+    judge: dict[str, Any] | None = None  # self-agreement, verdicts, contradictions, parse errors, structured form
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -84,6 +84,7 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.script: list[Scripted] = []
         self.responder: Callable[[dict[str, Any]], str] = lambda req: "ok"
+        self.refuse: Callable[[dict[str, Any]], int | None] = lambda req: None  # an error status for a request
         self.requests: list[tuple[float, dict[str, Any]]] = []
         self.headers: list[dict[str, str]] = []  # each request's headers (names in lower case)
         self.max_in_flight: int | None = None  # a rate limit: requests beyond it are answered 429
@@ -118,6 +119,9 @@ class FakeOpenAI:
                         outer.in_flight -= 1
 
             def _answer(self, req: dict[str, Any], step: Scripted | None) -> None:
+                status = outer.refuse(req)
+                if step is None and status is not None:
+                    step = Scripted(status=status)
                 if step is None:
                     step = Scripted(body=completion(outer.responder(req)))
                 if step.delay_s:

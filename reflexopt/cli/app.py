@@ -62,7 +62,6 @@ IdealField = Annotated[str | None, typer.Option("--ideal-field", help="Column ho
 ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Cases in flight at once (default: 8 for "
                                              "an API model, 2 for the embedded model).")]
 DataArg = Annotated[Path, typer.Argument(metavar="DATASET", help="JSONL, JSON array or CSV dataset.")]
-PromptArg = Annotated[Path, typer.Argument(metavar="PROMPT", help="Prompt file (markdown).")]
 MaxTok = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Completion token limit for the task model.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show each case's output and score as it comes.")]

@@ -21,7 +21,6 @@ from .app import (
     MaxTok,
     MetricOpt,
     ModelOpt,
-    PromptArg,
     RegisterOpt,
     ReportOpt,
     RubricOpt,
@@ -43,7 +42,8 @@ from .app import (
 @guard
 def eval_cmd(
     dataset: DataArg,
-    prompt: PromptArg,
+    prompt: Annotated[Path | None, typer.Argument(metavar="[PROMPT]", help="Prompt file (markdown); not needed "
+                                                  "with --responses.")] = None,
     model: ModelOpt = "local/smollm2",
     api_base: ApiBase = None,
     judge: JudgeOpt = None,
@@ -54,20 +54,28 @@ def eval_cmd(
     concurrency: ConcOpt = None,
     max_tokens: MaxTok = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write per-case results (JSONL).")] = None,
+    responses: Annotated[str | None, typer.Option(
+        "--responses", help="Grade the responses recorded in this dataset column instead of calling a model.")] = None,
+    human: Annotated[str | None, typer.Option(
+        "--human", help="Dataset column of human scores or pass/fail labels: report the judge's agreement with "
+                        "them (Spearman's rho, Cohen's kappa, the cases most apart).")] = None,
+    self_agreement: Annotated[int, typer.Option(
+        "--self-agreement", min=0, help="Cases the judge grades twice more (resampled, and paraphrased) to measure "
+                                        "its self-agreement; 0 skips it.")] = 10,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score one prompt on one dataset with one model."""
+    """Score one prompt on one dataset with one model (or grade recorded responses, and check the judge)."""
     from ..config import eval_config
     from ..evaluate import eval_prompt
-    from .render import case_line, eval_table, progress
+    from .render import case_line, disagreement_table, eval_table, progress
 
     if output:
-        check_writable(output, "-o", reads={"the dataset": dataset, "the prompt": prompt})
+        check_writable(output, "-o", reads={"the dataset": dataset, **({"the prompt": prompt} if prompt else {})})
 
     config = eval_config(dataset, prompt, model=model, api_base=api_base, max_tokens=max_tokens, judge=judge,
                          rubric=judge_criteria, metric=metric, input_field=input_field, ideal_field=ideal_field,
-                         concurrency=concurrency)
+                         concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement)
     with progress(err, "evaluating", quiet=as_json) as bar:
         def on_result(r: Any) -> None:
             bar.advance(r)
@@ -85,7 +93,11 @@ def eval_cmd(
         summary.pop("by_role", None)
         print_json(summary)
     else:
-        out.print(eval_table(summary, title=f"{prompt.name} on {dataset.name} with {model}"))
+        what = (f"{prompt.name} on {dataset.name} with {model}" if prompt
+                else f"{responses!r} responses in {dataset.name}")
+        out.print(eval_table(summary, title=what))
+        if (summary.get("human_agreement") or {}).get("disagreements"):
+            out.print(disagreement_table(summary["human_agreement"]))
         if output:
             err.print(f"per-case results: {output}")
     if report.results and not report.scored:  # nothing was scored: not a result a script may take as one

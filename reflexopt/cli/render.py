@@ -69,6 +69,26 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
     t.add_row("cost", f"${s['cost_usd']:.4f}")
     t.add_row("latency", f"p50 {_fmt(s['latency_p50_s'], 2)} s · p95 {_fmt(s['latency_p95_s'], 2)} s")
     t.add_row("calls", f"{s['model_calls']} made · {s['cached_calls']} from cache")
+    if s.get("judge"):
+        t.add_row("judge", judge_text(s["judge"]))
+    h = s.get("human_agreement")
+    if h:
+        rho = "–" if h["spearman"] is None else f"{h['spearman']:.3f}"
+        kappa = "–" if h["kappa"] is None else f"{h['kappa']:.3f}"
+        rates = (f" · pass rate judge {h['judge_pass_rate']:.0%}, people {h['human_pass_rate']:.0%}"
+                 if h.get("human_pass_rate") is not None and h.get("judge_pass_rate") is not None else "")
+        t.add_row("agreement with people", f"Spearman's rho {rho} · Cohen's kappa {kappa} (pass/fail) · "
+                  f"{h['n']} cases labelled in {h['column']!r}{rates}" + (f" · {h['note']}" if h.get("note") else ""))
+    return t
+
+
+def disagreement_table(h: dict[str, Any]) -> Table:
+    """The cases where the judge and the people who labelled them are furthest apart."""
+    t = Table(title="where the judge and people disagree most", title_justify="left")
+    for col in ("case", "line", "judge", "human", "judge's reasoning"):
+        t.add_column(col, overflow="fold")
+    for d in h["disagreements"]:
+        t.add_row(str(d["case_id"]), str(d["line"]), f"{d['judge']:g}", str(d["human"]), printable(d["reasoning"]))
     return t
 
 
@@ -135,17 +155,23 @@ class LiveView:
             self.console.print(f"[dim]{msg} {data['run_id']} in {data['run_dir']} · train/val/test "
                                f"{data['n_train']}/{data['n_val']}/{data['n_test']} · "
                                f"estimated about {data['calls_estimate']} calls{self._cost(data)}[/]")
+            m = data.get("models")
+            if m:
+                self.console.print(f"[dim]task {m['task']} · reasoning {m['reasoning']} · scored by {m['scorer']}[/]",
+                                   highlight=False)
         elif kind == "case" and self.verbose:
             self.console.print(case_line(data), highlight=False, markup=False)
         elif kind == "note":
             self.console.print(f"[dim]{data['message']}[/]")
         elif kind == "phase":
             s["phase"] = data["phase"]
+        elif kind == "judge_noise":
+            self.console.print(f"[dim]{data.get('text') or ''}[/]", highlight=False)
         elif kind == "baseline":
             s["baseline_val"] = s["best_val"] = data["val"]
             if data.get("noise"):
-                self.console.print(f"[dim]judge noise: per-case SD {data['noise']:.3f}; gains under "
-                                   f"{data['min_gain']:.3f} on val are not accepted[/]")
+                self.console.print(f"[dim]gains under {data['min_gain']:.3f} on val (twice the judge's standard "
+                                   "error over val) are not accepted[/]")
         elif kind == "trial_start":
             s["trial"] = max(int(s.get("trial") or 0), int(data["n"]))  # trial numbers only go up
             s["last"] = f"({data['operator']} from {data['parent']})"
@@ -156,6 +182,8 @@ class LiveView:
                 mark = "✓ accepted" if data["accepted"] else data["state"]
                 if data.get("pruned_by") == "gate":
                     mark = f"pruned: no gain over {data.get('parent') or 'its parent'}"
+                elif data.get("duplicate_of"):
+                    mark = f"duplicate of {data['duplicate_of']} (scores reused, no calls)"
                 op = data["operator"] + (f" → {data['target']}" if data.get("target") else "")
                 self.console.print(f"trial {data['n']:>3} {op:<24} val {_fmt(data['val'])} "
                                    f"({data['n_val']} cases) {mark} · best {_fmt(data['best_val'])}")
@@ -194,12 +222,35 @@ def optimize_summary(r: dict[str, Any]) -> Table:
         if chosen:
             t.add_row("tokens / request", "", f"{chosen['prompt_tokens']:.0f} prompt + "
                       f"{chosen['completion_tokens']:.0f} completion")
-    t.add_row("trials", "", f"{r['trials']} ({r['pruned_trials']} pruned) · stopped: {r['stop_reason']}")
+    distinct = r.get("distinct_candidates")
+    dups = f" · {distinct} distinct prompts scored, {r.get('duplicate_trials', 0)} duplicates" \
+        if distinct is not None else ""
+    t.add_row("trials", "", f"{r['trials']} ({r['pruned_trials']} pruned){dups} · stopped: {r['stop_reason']}")
+    if r.get("reasoner"):
+        t.add_row("reasoning model", "", r["reasoner"])
+    judge = r.get("judge")
+    if judge:
+        t.add_row("judge", "", judge_text(judge))
     unspent = r.get("unspent_calls")
     left = f" · {unspent} of the --max-calls budget unspent" if unspent else ""
     t.add_row("calls", "", f"{r['model_calls']} paid · {r['cached_calls']} cached{left}")
     t.add_row("cost / time", "", f"${r['cost_usd']:.4f} · {r['elapsed_s'] / 60:.1f} min")
     return t
+
+
+def judge_text(j: dict[str, Any]) -> str:
+    """The judge's record in one line: self-agreement, contradictions, parse errors, how verdicts were asked."""
+    sa = j.get("self_agreement") or {}
+    parts = [f"self-agreement SD {sa['sd']:.3f} ({sa['n']} cases re-judged"
+             + (f", pass/fail agrees {sa['pass_agree']:.0%})" if sa.get("pass_agree") is not None else ")")
+             if sa.get("n", 0) >= 2 else "self-agreement not measured"]
+    parts.append(f"{j.get('contradictions', 0)} of {j.get('verdicts', 0)} verdicts contradict their score")
+    if j.get("parse_errors"):
+        parts.append(f"{j['parse_errors']} unparseable")
+    parts.append(f"asked as {j.get('structured', 'text')}")
+    if j.get("grades_own_answers"):
+        parts.append("[red]grades its own answers[/]")
+    return " · ".join(parts)
 
 
 def prompt_diff(before: str, after: str) -> Any:

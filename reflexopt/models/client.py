@@ -39,10 +39,17 @@ class ModelClient:
         self.base_delay_s = base_delay_s
         self._sems: dict[int, asyncio.Semaphore] = {}
 
-    def supports_json_schema(self) -> bool:
-        """Whether structured output (a JSON schema in `response_format`) can be asked of this model."""
+    def response_formats(self, name: str, schema: dict[str, Any]) -> list[dict[str, Any]]:
+        """The `response_format` values that ask this model for a reply constrained to `schema`, most standard
+        first (the caller moves to the next when a server refuses one); [] where structured output is unknown.
+        A backend says what it speaks (`response_formats`), or only whether litellm's map lists schema support
+        (`supports_json_schema`)."""
+        standard = {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+        own = getattr(self.backend, "response_formats", None)
+        if own is not None:
+            return list(own(standard, schema))
         check = getattr(self.backend, "supports_json_schema", None)
-        return bool(check()) if check is not None else False
+        return [standard] if check is not None and check() else []
 
     def cap(self, default: int) -> int:
         """A completion cap for calls whose output size we know (a verdict, a rewritten prompt): the spec's own

@@ -182,6 +182,10 @@ class LocalBackend:
         inner = self._inner if ready else await asyncio.to_thread(self._backend)
         return await inner.call(messages, params, timeout_s)
 
+    def response_formats(self, standard: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]:
+        """llama-cpp-python's server turns a `json_object` format with a `schema` into a grammar."""
+        return [{"type": "json_object", "schema": schema}]
+
     def retry_after(self, exc: BaseException) -> tuple[bool, float | None]:
         from .openai_compat import OpenAICompatBackend
 

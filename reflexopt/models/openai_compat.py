@@ -125,6 +125,11 @@ class OpenAICompatBackend:
                 self._price = price_per_token(self.name) or (0.0, 0.0)
             return self._price
 
+    def response_formats(self, standard: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]:
+        """An OpenAI-compatible server: OpenAI's `json_schema` form (vLLM, llama.cpp's llama-server, LM Studio,
+        Ollama's /v1), else the `json_object` form with a `schema` that llama-cpp-python's server reads."""
+        return [standard, {"type": "json_object", "schema": schema}]
+
     def retry_after(self, exc: BaseException) -> tuple[bool, float | None]:
         if isinstance(exc, ProviderError):
             return exc.status_code in RETRY_STATUS, exc.retry_after

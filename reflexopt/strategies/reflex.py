@@ -245,7 +245,7 @@ class ReflexStrategy:
         if dup is not None:  # the same prompt again: its scores are known, no calls
             for cid, v in dup.val.items():
                 trial.report(v, ctx.index[cid])
-            cand = cand.scored(dup.val, State.DUPLICATE)
+            cand = replace(cand.scored(dup.val, State.DUPLICATE), params={**cand.params, "duplicate_of": dup.id})
             ctx.finish(trial, cand, dup.val_mean)
             return cand
         order = list(ctx.val)

@@ -1,0 +1,169 @@
+"""How far a judge can be trusted: its agreement with itself, and with people.
+
+Self-agreement: a sample of verdicts is asked again twice, at temperature 0.7, once with the judge prompt as it
+is and once paraphrased with its sections reordered (`judge_alt`). Each redraw is its own request in the response
+cache (another sample index), so a deterministic server cannot make the judge look noiseless by answering the
+same request again. The SD of one verdict is estimated from the pairs of redraws (sqrt(mean(d^2) / 2), on the
+0..1 scale); the search takes twice its standard error over val as the smallest gain it accepts.
+
+Agreement with people: the judge's scores against labels the user collected for the same outputs (a column of
+the dataset): Spearman's rho on the scores, Cohen's kappa on pass/fail, and the cases they disagree on most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .data import Case
+from .errors import DataError
+from .judge import JudgeScorer, Rubric
+from .stats import cohen_kappa, spearman
+
+RESAMPLE_TEMPERATURE = 0.7
+
+
+@dataclass(frozen=True)
+class SelfAgreement:
+    n: int  # cases whose two redraws both gave a verdict
+    sd: float  # SD of one verdict on the 0..1 scale
+    pass_agree: float | None  # share of those cases where the two redraws agree on pass/fail
+    exact_agree: float | None  # share where they give the same score
+    method: str = f"2 redraws per case at temperature {RESAMPLE_TEMPERATURE}, one with the judge prompt paraphrased"
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    def text(self) -> str:
+        if self.n < 2:
+            return "judge self-agreement: not measured (fewer than 2 cases re-judged)"
+        agree = f"; pass/fail agrees on {self.pass_agree:.0%}" if self.pass_agree is not None else ""
+        return f"judge self-agreement: SD {self.sd:.3f} of one verdict (0..1, {self.n} cases re-judged){agree}"
+
+
+async def self_agreement(scorer: JudgeScorer, items: Sequence[tuple[Case, str]]) -> SelfAgreement:
+    """Re-judge each (case, output) twice (see the module's note) and measure how much the verdicts move."""
+    async def redraws(case: Case, output: str) -> tuple[Any, Any]:
+        return await asyncio.gather(
+            scorer.score(case, output, sample=1, temperature=RESAMPLE_TEMPERATURE),
+            scorer.score(case, output, sample=2, temperature=RESAMPLE_TEMPERATURE, variant="judge_alt"))
+
+    outs = await asyncio.gather(*(redraws(c, o) for c, o in items))
+    pairs = [(a, b) for a, b in outs if a.value is not None and b.value is not None]
+    if len(pairs) < 2:
+        return SelfAgreement(len(pairs), 0.0, None, None)
+    sd = math.sqrt(sum((a.value - b.value) ** 2 for a, b in pairs) / (2 * len(pairs)))
+    return SelfAgreement(len(pairs), sd, sum(a.passed == b.passed for a, b in pairs) / len(pairs),
+                         sum(a.raw == b.raw for a, b in pairs) / len(pairs))
+
+
+_PASS = {"pass": True, "passed": True, "yes": True, "true": True, "good": True, "correct": True, "1": True,
+         "fail": False, "failed": False, "no": False, "false": False, "bad": False, "incorrect": False, "0": False}
+
+
+@dataclass(frozen=True)
+class HumanAgreement:
+    column: str
+    n: int  # cases with both a human label and a judge score
+    kind: str  # "pass/fail" or "scores"
+    spearman: float | None
+    kappa: float | None
+    judge_pass_rate: float | None
+    human_pass_rate: float | None
+    disagreements: list[dict[str, Any]] = field(default_factory=list)  # most apart first
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+async def judge_checks(scorer: Any, cases: Sequence[Case], results: Sequence[Any], *, sample: int,
+                       human: str | None, grades_own: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A judged eval's checks: the judge's record (self-agreement on the first `sample` scored cases,
+    verdicts, contradictions, parse errors, the form verdicts were asked in) and, with `human` (a column),
+    its agreement with those labels."""
+    judge: JudgeScorer = scorer
+    by_id = {c.id: c for c in cases}
+    scored = [r for r in results if r.score is not None]
+    first = scored[:sample]
+    agreement = (await judge.self_agreement([(by_id[r.case_id], r.output) for r in first])).to_json() \
+        if first else None
+    record = {"self_agreement": agreement, **judge.report(), "grades_own_answers": grades_own}
+    if not human:
+        return record, None
+    r = judge.rubric
+    raws = {x.case_id: (r.low + x.score * (r.high - r.low), x.reasoning) for x in scored}
+    return record, human_agreement(human, cases, raws, r).to_json()
+
+
+def human_label(value: Any, column: str, case: Case) -> float | bool | None:
+    """A human label as pass/fail (bool) or a score (float); None when the row has none."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    word = str(value).strip().lower()
+    if word in _PASS:
+        return _PASS[word]
+    try:
+        return float(word)
+    except ValueError:
+        raise DataError(case.source, f"human label {column!r} is {value!r}: neither a number nor pass/fail",
+                        line=case.line, fix="write a score, or pass/fail (true/false, yes/no, 1/0)") from None
+
+
+def human_agreement(column: str, cases: Sequence[Case], scored: dict[str, tuple[float, str]],
+                    rubric: Rubric | None) -> HumanAgreement:
+    """The judge's scores (`scored`: case id -> (raw score, reasoning)) against the human labels in `column`.
+
+    Pass/fail labels: kappa of the judge's pass (score at or above the rubric's pass mark) against them, and rho
+    of the judge's score against pass = 1. Score labels: rho against the judge's score; kappa where the labels lie
+    on the rubric's scale (a human pass is the rubric's pass mark or more)."""
+    labelled = [(c, lab) for c in cases if (lab := human_label(c.extra.get(column), column, c)) is not None]
+    if not labelled:
+        raise DataError(cases[0].source if cases else "dataset", f"no row has a human label in column {column!r}",
+                        fix=f"add a {column!r} field (a score or pass/fail) to the rows a person graded")
+    values = [lab for _, lab in labelled]
+    on_scale = rubric is not None and all(not isinstance(v, bool) and rubric.low <= v <= rubric.high
+                                          for v in values)
+    bools = all(isinstance(v, bool) for v in values) or (all(v in (0.0, 1.0) for v in values) and not on_scale)
+    if not bools and any(isinstance(v, bool) for v in values):
+        first = next(c for c, v in labelled if isinstance(v, bool))
+        raise DataError(first.source, f"human labels in {column!r} mix pass/fail and scores", line=first.line,
+                        fix="use one kind in the column: scores, or pass/fail")
+    both = [(c, float(lab), scored[c.id]) for c, lab in labelled if c.id in scored]
+    judge_raw = [s[0] for _, _, s in both]
+    human = [h for _, h, _ in both]
+    pass_mark = rubric.pass_score if rubric is not None else 0.5
+    judge_pass = [r >= pass_mark for r in judge_raw]
+    note = ""
+    human_pass: list[bool] | None = None
+    if bools:
+        human_pass = [h >= 0.5 for h in human]
+    elif on_scale and rubric is not None:
+        human_pass = [h >= rubric.pass_score for h in human]
+    else:
+        note = "no kappa: the human scores are not on the rubric's scale, so their pass mark is unknown"
+    j_lo, j_hi = (rubric.low, rubric.high) if rubric is not None else (0.0, 1.0)
+    h_lo, h_hi = ((0.0, 1.0) if bools else (j_lo, j_hi) if on_scale
+                  else (min(human, default=0.0), max(human, default=1.0)))
+
+    def gap(j: float, h: float) -> float:
+        return abs((j - j_lo) / ((j_hi - j_lo) or 1) - (h - h_lo) / ((h_hi - h_lo) or 1))
+
+    apart = sorted(both, key=lambda t: -gap(t[2][0], t[1]))
+    worst = [{"case_id": c.id, "line": c.line, "judge": s[0], "human": (h >= 0.5) if bools else h,
+              "reasoning": s[1][:300], "input": c.input_text[:200]}
+             for c, h, s in apart[:5] if gap(s[0], h) > 0]
+    n = len(both)
+    return HumanAgreement(
+        column=column, n=n, kind="pass/fail" if bools else "scores", spearman=spearman(judge_raw, human),
+        kappa=cohen_kappa(judge_pass, human_pass) if human_pass is not None else None,
+        judge_pass_rate=sum(judge_pass) / n if n else None,
+        human_pass_rate=sum(human_pass) / n if human_pass is not None and n else None,
+        disagreements=worst, note=note)

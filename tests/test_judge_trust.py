@@ -1,0 +1,304 @@
+"""A judge you can trust: self-agreement, agreement with people, structured verdicts, contradictions, the default
+reasoner and duplicate trials shown as such."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FakeOpenAI, label_rows, write_jsonl
+from typer.testing import CliRunner
+
+from reflexopt.agreement import human_agreement, self_agreement
+from reflexopt.cli import app
+from reflexopt.config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec, eval_config
+from reflexopt.data import Case, load_dataset
+from reflexopt.evaluate import eval_prompt
+from reflexopt.judge import JudgeScorer, Rubric, contradiction, load_rubric
+from reflexopt.models import FunctionModel, ResponseCache, get_client, register_fake, unregister_fake
+from reflexopt.optimizer import optimize
+from reflexopt.report import trajectory_svg
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "judge-check" / "graded.jsonl"
+RUBRIC = Rubric("r", "Grade it.", 1, 5, 4)
+runner = CliRunner()
+
+
+@pytest.fixture
+def fake() -> Any:
+    made: list[str] = []
+
+    def add(name: str, fn: Any) -> FunctionModel:
+        backend = FunctionModel(fn)
+        register_fake(name, backend)
+        made.append(name)
+        return backend
+
+    yield add
+    for n in made:
+        unregister_fake(n)
+
+
+def verdict(score: float, reasoning: str = "ok", category: str = "none") -> str:
+    return json.dumps({"reasoning": reasoning, "score": score, "failure_category": category})
+
+
+# ------------------------------------------------------------------ self-agreement
+def test_self_agreement_measures_a_known_spread_on_a_judge_deterministic_at_temperature_0(
+        fake: Any, tmp_path: Path) -> None:
+    """At temperature 0 the judge always gives the same verdict (a deterministic server): asking the identical
+    request again would read "no noise". Above 0 its raw score spreads with SD 0.6 (0.15 on the 0..1 scale)."""
+    rng = random.Random(7)
+
+    def judge(messages: list[dict[str, str]], params: dict[str, Any]) -> str:
+        if not params.get("temperature"):
+            return verdict(3)
+        return verdict(min(5.0, max(1.0, 3 + rng.gauss(0, 0.6))))
+
+    fake("fake/spread-judge", judge)
+    cache = ResponseCache(tmp_path / "cache.db")
+    scorer = JudgeScorer(get_client(ModelSpec(id="fake/spread-judge"), role="judge", cache=cache), RUBRIC)
+    items = [(Case(id=str(i), input=f"question {i}"), f"answer {i}") for i in range(300)]
+    async def verdicts() -> list[Any]:
+        return list(await asyncio.gather(*(scorer.score(c, o) for c, o in items)))
+
+    first = asyncio.run(verdicts())
+    assert {s.value for s in first} == {0.5}
+    sa = asyncio.run(self_agreement(scorer, items))
+    assert sa.n == 300
+    assert sa.sd == pytest.approx(0.15, rel=0.2)
+    # the redraws were their own requests (the cache told them apart from the verdicts), and one was paraphrased
+    assert scorer.client.meter.calls == 900
+    assert scorer.stats["verdicts"] == 300  # redraws are not the run's verdicts
+    again = asyncio.run(self_agreement(scorer, items))  # asked again: the same redraws, from the cache
+    assert again.sd == sa.sd and scorer.client.meter.calls == 900
+
+
+def test_self_agreement_of_a_judge_that_never_wavers_is_zero(fake: Any) -> None:
+    fake("fake/steady-judge", lambda m: verdict(4))
+    scorer = JudgeScorer(get_client(ModelSpec(id="fake/steady-judge"), role="judge", cache=False), RUBRIC)
+    sa = asyncio.run(self_agreement(scorer, [(Case(id=str(i), input="q"), "a") for i in range(5)]))
+    assert (sa.n, sa.sd, sa.pass_agree, sa.exact_agree) == (5, 0.0, 1.0, 1.0)
+
+
+def test_the_paraphrased_judge_prompt_carries_the_same_material(fake: Any) -> None:
+    fake("fake/unused", lambda m: verdict(3))
+    scorer = JudgeScorer(get_client(ModelSpec(id="fake/unused"), role="judge", cache=False), RUBRIC)
+    case = Case(id="1", input="the input text", ideal="the reference")
+    a = scorer.messages(case, "the response")[1]["content"]
+    b = scorer.messages(case, "the response", variant="judge_alt")[1]["content"]
+    assert a != b
+    for part in ("the input text", "the reference", "the response", "Grade it."):
+        assert part in a and part in b
+    assert b.index("the response") < b.index("the input text")  # reordered: the response first
+
+
+# ------------------------------------------------------------------ agreement with people
+HAND_JUDGE = [5, 3, 4, 4, 4, 1, 5, 4, 5, 2, 4, 3]  # the fake judge's scores for g01..g12
+
+
+def test_eval_reports_agreement_with_people_as_computed_by_hand(fake: Any) -> None:
+    """examples/judge-check: human scores 5 4 5 2 4 1 5 3 5 1 5 3. By hand:
+    - Spearman: midranks of the people 10 6.5 10 3 6.5 1.5 10 4.5 10 1.5 10 4.5, of the judge 11 3.5 7 7 7 1 11 7
+      11 2 7 3.5; their Pearson correlation is 0.79390.
+    - pass (4 or more): the people pass 7 of 12, the judge 8; they agree on 9. Chance agreement
+      7/12 * 8/12 + 5/12 * 4/12 = 76/144, so kappa = (108/144 - 76/144) / (68/144) = 8/17 = 0.47059."""
+    by_response = {json.loads(x)["response"]: s for x, s in zip(EXAMPLE.read_text().splitlines(), HAND_JUDGE)}
+
+    def judge(messages: list[dict[str, str]]) -> str:
+        response = re.search(r"<response>\n(.*?)\n</response>", messages[-1]["content"], re.S)
+        assert response is not None
+        return verdict(by_response[response.group(1)], "graded")
+
+    fake("fake/hand-judge", judge)
+    cfg = eval_config(EXAMPLE, None, judge="fake/hand-judge", rubric="summary", responses="response", human="human")
+    summary = eval_prompt(cfg).summary()
+    h = summary["human_agreement"]
+    assert h["n"] == 12 and h["kind"] == "scores"
+    assert h["spearman"] == pytest.approx(0.79390, abs=1e-4)
+    assert h["kappa"] == pytest.approx(8 / 17, abs=1e-4)
+    assert (h["judge_pass_rate"], h["human_pass_rate"]) == (pytest.approx(8 / 12, abs=1e-4),
+                                                            pytest.approx(7 / 12, abs=1e-4))
+    # the case furthest apart first: g04 (judge 4, people 2)
+    assert h["disagreements"][0]["case_id"] == "g04" and h["disagreements"][0]["human"] == 2.0
+    assert summary["model_calls"] == 12 + 2 * 10  # no task model: 12 verdicts, 10 cases re-judged twice
+
+
+def test_pass_fail_labels_and_a_human_column_kept_out_of_the_input(tmp_path: Path, fake: Any) -> None:
+    rows = [{"question": f"q{i}", "response": f"r{i}", "ok": ["pass", "fail"][i % 2]} for i in range(6)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    cases = load_dataset(data, aside=["response", "ok"])
+    assert cases[0].input == {"question": "q0"} and cases[0].extra == {"response": "r0", "ok": "pass"}
+    # the judge agrees on all but the last case
+    scored = {c.id: (5.0 if i % 2 == 0 else 1.0, "") for i, c in enumerate(cases)}
+    scored[cases[5].id] = (5.0, "")
+    h = human_agreement("ok", cases, scored, RUBRIC)
+    assert h.kind == "pass/fail" and h.n == 6
+    # people pass 3 of 6, the judge 4; agree on 5: kappa = (5/6 - 1/2) / (1/2) = 2/3
+    assert h.kappa == pytest.approx(2 / 3)
+    assert [d["case_id"] for d in h.disagreements] == [cases[5].id]
+
+
+def test_a_bad_human_label_names_the_file_and_line(tmp_path: Path, fake: Any) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": "a", "response": "b", "human": "maybe"}] * 1)
+    fake("fake/j", lambda m: verdict(4))
+    result = runner.invoke(app, ["eval", str(data), "--responses", "response", "--judge", "fake/j",
+                                 "--human", "human"], terminal_width=300)
+    assert result.exit_code == 2
+    assert "d.jsonl:1: human label 'human' is 'maybe'" in result.output and "pass/fail" in result.output
+
+
+def test_eval_cli_prints_rho_kappa_and_the_cases_most_apart(fake: Any) -> None:
+    fake("fake/cli-judge", lambda m: verdict(4, "fine"))
+    result = runner.invoke(app, ["eval", str(EXAMPLE), "--responses", "response", "--judge", "fake/cli-judge",
+                                 "--judge-criteria", "summary", "--human", "human"])
+    assert result.exit_code == 0, result.output
+    assert "agreement with people" in result.output and "kappa" in result.output
+    assert "where the judge and people disagree most" in result.output and "g06" in result.output
+
+
+# ------------------------------------------------------------------ structured verdicts
+def _judge_request(req: dict[str, Any]) -> bool:
+    return "Rubric" in json.dumps(req["messages"])
+
+
+def test_verdicts_are_asked_with_a_schema_on_an_openai_compatible_server(openai_server: FakeOpenAI) -> None:
+    openai_server.responder = lambda req: verdict(4)
+    spec = ModelSpec(id="openai/judge", api_base=openai_server.url)
+    scorer = JudgeScorer(get_client(spec, role="judge", cache=False), RUBRIC)
+    s = asyncio.run(scorer.score(Case(id="1", input="q"), "a"))
+    assert s.value == 0.75
+    body = openai_server.requests[-1][1]
+    fmt = body["response_format"]
+    assert fmt["type"] == "json_schema"
+    schema = fmt["json_schema"]["schema"]
+    assert schema["required"] == ["reasoning", "score", "failure_category"]
+    assert schema["properties"]["score"] == {"type": "integer", "minimum": 1, "maximum": 5}
+    assert scorer.report()["structured"] == "json_schema"
+
+
+def test_a_server_that_refuses_a_form_is_asked_the_next_then_plain_text(openai_server: FakeOpenAI) -> None:
+    """llama-cpp-python's server answers 422 to OpenAI's json_schema form and reads json_object with a schema;
+    a server that takes neither is asked for text, which is parsed."""
+    refuse: set[str] = {"json_schema"}
+    openai_server.refuse = lambda req: 422 if (req.get("response_format") or {}).get("type") in refuse else None
+    openai_server.responder = lambda req: "Here you go: " + verdict(2, "weak", "missing detail")
+    spec = ModelSpec(id="openai/judge", api_base=openai_server.url)
+    scorer = JudgeScorer(get_client(spec, role="judge", cache=False), RUBRIC)
+    assert asyncio.run(scorer.score(Case(id="1", input="q"), "a")).value == 0.25
+    formats = [(r.get("response_format") or {}).get("type") for _, r in openai_server.requests]
+    assert formats == ["json_schema", "json_object"]
+    assert openai_server.requests[-1][1]["response_format"]["schema"]["properties"]["score"]["maximum"] == 5
+    assert asyncio.run(scorer.score(Case(id="2", input="q"), "b")).value == 0.25
+    assert len(openai_server.requests) == 3  # the refused form is not asked again
+
+    refuse.add("json_object")
+    scorer = JudgeScorer(get_client(spec, role="judge", cache=False), RUBRIC)
+    assert asyncio.run(scorer.score(Case(id="3", input="q"), "c")).value == 0.25
+    assert "response_format" not in openai_server.requests[-1][1] and scorer.structured == "text"
+
+
+def test_parse_failures_are_counted_and_shown(fake: Any, tmp_path: Path) -> None:
+    replies = iter(["no json here"] * 3 + [verdict(5)] * 50)
+    fake("fake/mumbler", lambda m: next(replies))
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"q{i}", "response": f"a{i}"} for i in range(4)])
+    cfg = eval_config(data, None, judge="fake/mumbler", responses="response", self_agreement=0, concurrency=1)
+    s = eval_prompt(cfg, on_note=lambda n: None).summary()
+    assert s["judge"]["parse_errors"] == 1 and s["judge"]["verdicts"] == 3 and s["errors"] == 1
+
+
+# ------------------------------------------------------------------ contradictions
+SUMMARY = load_rubric("summary")
+
+
+@pytest.mark.parametrize(("score", "reasoning", "category", "flagged"), [
+    (3, "The response does not summarize the input; it repeats the chat.", "off-topic", True),  # level 1 said
+    (1, "The response does not summarize the input.", "off-topic", False),  # said and scored the same
+    (4, "Covers the key points, with a small omission.", "missing detail", False),
+    (2, "A fine summary.", "none", True),  # no failure named, yet below the pass mark
+    (5, "It covers every key point of the input and is concise.", "none", False),
+    (1, "It covers every key point of the input.", "refusal", True),  # level 5's words, the lowest score
+])
+def test_contradiction_flag(score: int, reasoning: str, category: str, flagged: bool) -> None:
+    assert (contradiction(SUMMARY, score, reasoning, category) is not None) == flagged
+
+
+def test_negation_keeps_a_level_from_matching() -> None:
+    brief = Rubric("b", "5 — Exactly 3 sentences, all facts right.\n1 — Missing critical content.", 1, 5, 4)
+    assert contradiction(brief, 2, "The response has exactly 3 sentences.", "x") is not None
+    assert contradiction(brief, 2, "The response does not have exactly 3 sentences.", "x") is None
+
+
+def test_contradictions_are_counted_and_listed_in_eval(fake: Any, tmp_path: Path) -> None:
+    fake("fake/muddled", lambda m: verdict(3, "The response does not summarize the input.", "off-topic"))
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"chat {i}", "response": f"r{i}"} for i in range(5)])
+    cfg = eval_config(data, None, judge="fake/muddled", rubric="summary", responses="response",
+                      self_agreement=0)
+    report = eval_prompt(cfg)
+    j = report.summary()["judge"]
+    assert j["contradictions"] == 5 == j["verdicts"] and len(j["flagged"]) == 5
+    assert "level 1" in j["flagged"][0]["why"] and all(r.flag for r in report.results)
+
+
+def test_a_judge_that_is_the_task_model_is_named_loudly(fake: Any, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(6))
+    (tmp_path / "p.md").write_text("Label it: {input}\n")
+    fake("fake/selfie", lambda m: verdict(5) if "Rubric" in m[-1]["content"] else "positive")
+    notes: list[str] = []
+    cfg = eval_config(data, tmp_path / "p.md", model="fake/selfie", judge="fake/selfie", self_agreement=0)
+    s = eval_prompt(cfg, on_note=notes.append).summary()
+    assert any(n.startswith("WARNING: the judge is the task model") for n in notes)
+    assert s["judge"]["grades_own_answers"] is True
+
+
+# ------------------------------------------------------------------ the default reasoner, duplicates
+def test_the_judge_reasons_when_no_reasoning_model_is_named(fake: Any, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Label it.\n")
+    fake("fake/small", lambda m: "positive")
+    asked: list[str] = []
+
+    def judge(messages: list[dict[str, str]]) -> str:
+        text = messages[-1]["content"]
+        if "<response>" in text:  # a verdict (or a redraw of one)
+            return verdict(4 if "positive" in text.split("<response>")[-1] else 2, "ok", "none")
+        asked.append(text)
+        return "<prompt>Label the review as positive or negative.</prompt>"
+
+    fake("fake/big-judge", judge)
+    cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                         model=ModelSpec(id="fake/small"), scorer=ScorerSpec(judge=ModelSpec(id="fake/big-judge")),
+                         budget=Budget(max_trials=10, patience=10))  # the LLM rewrites come after 4 no-LLM trials
+    assert cfg.reasoner()[0].id == "fake/big-judge"
+    assert cfg.model_copy(update={"scorer": ScorerSpec()}).reasoner()[0].id == "fake/small"
+    events: list[tuple[str, dict[str, Any]]] = []
+    r = optimize(cfg, on_event=lambda k, d: events.append((k, d)))
+    start = next(d for k, d in events if k == "start")
+    assert start["models"]["reasoning"] == "fake/big-judge (the judge)"
+    assert r.reasoner == "fake/big-judge (the judge)"
+    assert r.usage["by_role"]["reasoning"]["model_calls"] > 0 and asked  # the judge's model wrote the rewrites
+    assert r.judge is not None and r.judge["verdicts"] > 0 and r.judge["self_agreement"]["n"] >= 2
+
+
+def test_duplicate_trials_are_marked_and_counted(fake: Any, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
+    (tmp_path / "p.md").write_text("Label it.\n")
+    fake("fake/t", lambda m: "positive")
+    fake("fake/same", lambda m: "<prompt>Say positive or negative.</prompt>")  # every rewrite is the same
+    cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                         model=ModelSpec(id="fake/t"), reasoning=ModelSpec(id="fake/same"),
+                         budget=Budget(max_trials=12, patience=12))
+    events: list[tuple[str, dict[str, Any]]] = []
+    r = optimize(cfg, on_event=lambda k, d: events.append((k, d)))
+    dups = [d for k, d in events if k == "trial" and d["state"] == "duplicate"]
+    assert dups and r.duplicate_trials == len(dups) and all(d["duplicate_of"] for d in dups)
+    assert r.distinct_candidates is not None and r.distinct_candidates <= r.trials - len(dups)
+    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+    svg = trajectory_svg(cands, list(r.accepted_path))
+    assert svg.count("class=dup") == len(dups)
+    assert f"duplicate of {dups[0]['duplicate_of']}" in svg
