@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--api-base", default="http://127.0.0.1:8766/v1")
     ap.add_argument("--work", type=Path, default=Path("/tmp/reflexopt-judge-trust"))
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--phase", choices=("responses", "verdicts", "all"), default="all",
+                    help="responses: only phase 1 (then start the judge's server and run verdicts)")
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
@@ -64,6 +66,9 @@ def main() -> None:
     if not responses.exists():
         run(["eval", str(subset), str(prompt), "--metric", "rouge-l", "-o", str(responses), "--json"], home)
     t_responses = time.monotonic() - t0
+    if args.phase == "responses":
+        print(f"responses written to {responses} ({t_responses / 60:.1f} min)")
+        return
     outputs = {r["case_id"]: r["output"] for r in map(json.loads, responses.read_text().splitlines())}
     graded = work / "graded.jsonl"
     graded.write_text("".join(json.dumps({"id": f"r{i:03d}", **r, "response": outputs.get(f"r{i:03d}", "")}) + "\n"
