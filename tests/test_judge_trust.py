@@ -302,3 +302,23 @@ def test_duplicate_trials_are_marked_and_counted(fake: Any, tmp_path: Path) -> N
     svg = trajectory_svg(cands, list(r.accepted_path))
     assert svg.count("class=dup") == len(dups)
     assert f"duplicate of {dups[0]['duplicate_of']}" in svg
+
+
+def test_the_judge_record_reaches_trackers_and_the_summary_table() -> None:
+    from rich.console import Console
+
+    from reflexopt.cli.render import judge_text
+    from reflexopt.trackers import judge_metrics
+
+    record = {"self_agreement": {"n": 10, "sd": 0.12, "pass_agree": 0.9, "exact_agree": 0.6}, "verdicts": 40,
+              "contradictions": 3, "parse_errors": 1, "structured": "json_object+schema", "flagged": [],
+              "grades_own_answers": True}
+    m = judge_metrics(record)
+    assert m["judge_self_agreement_sd"] == 0.12 and m["judge_contradictions"] == 3 and m["judge_parse_errors"] == 1
+    assert judge_metrics(None) == {}
+    console = Console(width=200, record=True)
+    console.print(judge_text(record))
+    line = console.export_text()
+    assert "self-agreement SD 0.120 (10 cases re-judged, pass/fail agrees 90%)" in line
+    assert "3 of 40 verdicts contradict their score" in line and "1 unparseable" in line
+    assert "grades its own answers" in line

@@ -169,3 +169,23 @@ def test_the_pipeline_example_on_the_embedded_model(tmp_path: Path) -> None:
     rerun = json.loads(again.stdout)
     assert rerun["model_calls"] == 0 and (rerun["best_candidate"], rerun["best_test"]) == (r["best_candidate"],
                                                                                            r["best_test"])
+
+
+def test_judge_check_on_the_embedded_model_with_a_schema_grammar(tmp_path: Path) -> None:
+    """The embedded model as judge of the recorded responses in examples/judge-check: the verdict is asked with a
+    schema (llama-cpp-python turns it into a grammar), so every verdict parses; self-agreement comes from real
+    redraws; agreement with the people's labels is reported. (SmolLM2 is no judge: the numbers are mechanics.)"""
+    data = EXAMPLES / "judge-check" / "graded.jsonl"
+    cmd = [sys.executable, "-m", "reflexopt", "eval", str(data), "--responses", "response", "--human", "human",
+           "--judge", "local/smollm2", "--judge-criteria", "summary", "--self-agreement", "4", "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=900)
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    j = s["judge"]
+    assert j["structured"] == "json_object+schema"
+    assert j["verdicts"] == 12 and j["parse_errors"] == 0 and s["n_scored"] == 12
+    assert j["self_agreement"]["n"] == 4
+    assert s["model_calls"] == 12 + 8  # 12 verdicts, 4 cases re-judged twice
+    h = s["human_agreement"]
+    assert h["n"] == 12 and h["kind"] == "scores" and "spearman" in h and "kappa" in h
+    assert p.stderr.count("\n") <= 3, p.stderr  # no library warnings or progress bars leak

@@ -144,7 +144,8 @@ def optimize_cmd(
     judge_criteria: RubricOpt = None,
     metric: MetricOpt = None,
     reasoning_model: Annotated[str | None, typer.Option("--reasoning-model", help="Model that diagnoses and "
-                                                        "rewrites (default: the task model).")] = None,
+                                                        "rewrites (default: the judge when --judge is given, else "
+                                                        "the task model).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the best prompt here.")] = None,
     target: Annotated[float | None, typer.Option("--target", min=0, max=1, help="Stop at this val score.")] = None,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after N trials with no gain.")] = 10,
@@ -286,7 +287,8 @@ def compare_cmd(
     judge_criteria: RubricOpt = None,
     metric: MetricOpt = None,
     reasoning_model: Annotated[str | None, typer.Option(
-        "--reasoning-model", help="Model that diagnoses and rewrites for every model (default: each model).")] = None,
+        "--reasoning-model", help="Model that diagnoses and rewrites for every model (default: the judge when "
+                                  "--judge is given, else each model).")] = None,
     no_tune: Annotated[bool, typer.Option("--no-tune", help="Score the starting prompt only.")] = False,
     max_calls_per_model: Annotated[int | None, typer.Option("--max-calls-per-model", min=1, help="Hard limit on "
                                                             "paid calls for each model's run.")] = None,

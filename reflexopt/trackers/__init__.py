@@ -93,6 +93,16 @@ class _Open:
         self.steps: set[int] = set()
 
 
+
+def judge_metrics(judge: dict[str, Any] | None) -> dict[str, Any]:
+    """The judge's record as metrics: self-agreement, contradictions, parse errors (none for a metric)."""
+    if not judge:
+        return {}
+    sa = judge.get("self_agreement") or {}
+    return {"judge_self_agreement_sd": sa.get("sd"), "judge_pass_agreement": sa.get("pass_agree"),
+            "judge_contradictions": judge.get("contradictions"), "judge_parse_errors": judge.get("parse_errors"),
+            "judge_verdicts": judge.get("verdicts")}
+
 class Tracker:
     """The event subscriber behind `--track NAME`: routes events to tracker runs. Events tagged `model`
     (compare) or `unit` (batch) go to that model's or job's nested run, under the comparison's or batch round's
@@ -228,7 +238,9 @@ class Tracker:
                           "p_value": result.get("p_value"), "significant": 1.0 if result.get("significant") else 0.0,
                           "baseline_val_final": result.get("baseline_val"), "best_val_final": result.get("best_val"),
                           "trials": result.get("trials"), "model_calls": result.get("model_calls"),
-                          "total_cost_usd": result.get("cost_usd")}, max([0, *o.steps]))
+                          "total_cost_usd": result.get("cost_usd"),
+                          "distinct_candidates": result.get("distinct_candidates"),
+                          **judge_metrics(result.get("judge"))}, max([0, *o.steps]))
         self.backend.tags(o.run, {"reflexopt.verdict": "significant gain" if result.get("significant") else
                                   "no significant gain", "reflexopt.best_candidate": str(result.get("best_candidate")),
                                   "reflexopt.stop_reason": redact(str(result.get("stop_reason")))[:500]})
