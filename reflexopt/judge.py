@@ -9,6 +9,7 @@ counted, never turned into a middle score. A verdict whose reasoning restates a 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections import Counter
@@ -237,6 +238,8 @@ class JudgeScorer:
         self.parse_retries = parse_retries
         self.name = f"judge {client.spec.id} / {rubric.name}"
         self._formats: list[dict[str, Any]] | None = None
+        self._settled = False  # the server has answered a request in the form asked now (or is asked for text)
+        self._probes: dict[int, asyncio.Lock] = {}
         self.stats: Counter[str] = Counter()
         self.flagged: list[dict[str, Any]] = []
 
@@ -274,7 +277,8 @@ class JudgeScorer:
         return "text" if fmt is None else fmt["type"] + ("+schema" if "schema" in fmt else "")
 
     def _refused(self, fmt: dict[str, Any], error: str) -> bool:
-        """The server refused this structured form (HTTP 400/422 naming the request): use the next one."""
+        """The server refused this structured form (an error naming it, such as llama-cpp-python's HTTP 500
+        "Input should be 'text' or 'json_object'" for OpenAI's form, or a 422): use the next one."""
         if not re.search(r"\b422\b|response_format|json_schema|json_object|schema|grammar", error, re.I):
             return False
         if self._formats and self._formats[0] is fmt:
@@ -284,6 +288,17 @@ class JudgeScorer:
 
     async def score(self, case: Case, output: str, *, sample: int = 0, temperature: float = 0.0,
                     variant: str = "judge") -> Score:
+        """One verdict. Until the server has answered one request in a structured form, requests go one at a
+        time: a server that refuses a form refuses it once (with its retries), not once per case in flight."""
+        if not self._settled and self.response_format() is not None:
+            loop = id(asyncio.get_running_loop())
+            probe = self._probes.setdefault(loop, asyncio.Lock())
+            async with probe:
+                if not self._settled:
+                    return await self._score(case, output, sample, temperature, variant)
+        return await self._score(case, output, sample, temperature, variant)
+
+    async def _score(self, case: Case, output: str, sample: int, temperature: float, variant: str) -> Score:
         messages = self.messages(case, output, variant=variant)
         last_error = "no reply"
         calls = 0
@@ -293,6 +308,8 @@ class JudgeScorer:
             res = await self.client.complete(messages, sample=sample, temperature=temperature,
                                              max_tokens=self.client.cap(512), response_format=fmt)
             calls += 0 if res.cached or res.budget_exhausted else 1
+            if res.ok:
+                self._settled = True
             if not res.ok:
                 if fmt is not None and not res.budget_exhausted and self._refused(fmt, res.error or ""):
                     continue  # the same request in the next form (a refusal is not a parse attempt)

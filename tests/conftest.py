@@ -84,7 +84,8 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.script: list[Scripted] = []
         self.responder: Callable[[dict[str, Any]], str] = lambda req: "ok"
-        self.refuse: Callable[[dict[str, Any]], int | None] = lambda req: None  # an error status for a request
+        # an error reply for a request: a status, or a whole Scripted reply
+        self.refuse: Callable[[dict[str, Any]], int | Scripted | None] = lambda req: None
         self.requests: list[tuple[float, dict[str, Any]]] = []
         self.headers: list[dict[str, str]] = []  # each request's headers (names in lower case)
         self.max_in_flight: int | None = None  # a rate limit: requests beyond it are answered 429
@@ -119,9 +120,9 @@ class FakeOpenAI:
                         outer.in_flight -= 1
 
             def _answer(self, req: dict[str, Any], step: Scripted | None) -> None:
-                status = outer.refuse(req)
-                if step is None and status is not None:
-                    step = Scripted(status=status)
+                refusal = outer.refuse(req)
+                if step is None and refusal is not None:
+                    step = refusal if isinstance(refusal, Scripted) else Scripted(status=refusal)
                 if step is None:
                     step = Scripted(body=completion(outer.responder(req)))
                 if step.delay_s:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeOpenAI, label_rows, write_jsonl
+from conftest import FakeOpenAI, Scripted, label_rows, write_jsonl
 from typer.testing import CliRunner
 
 from reflexopt.agreement import human_agreement, self_agreement
@@ -182,25 +182,37 @@ def test_verdicts_are_asked_with_a_schema_on_an_openai_compatible_server(openai_
     assert scorer.report()["structured"] == "json_schema"
 
 
+LLAMA_CPP_REFUSAL = Scripted(status=500, body={"error": {"message": "1 validation error: {'type': 'literal_error', "
+                                                        "'loc': ('body', 'response_format', 'type'), 'msg': "
+                                                        "\"Input should be 'text' or 'json_object'\"}"}})
+
+
 def test_a_server_that_refuses_a_form_is_asked_the_next_then_plain_text(openai_server: FakeOpenAI) -> None:
-    """llama-cpp-python's server answers 422 to OpenAI's json_schema form and reads json_object with a schema;
-    a server that takes neither is asked for text, which is parsed."""
+    """llama-cpp-python's server answers OpenAI's json_schema form with a 500 naming `response_format` and reads
+    json_object with a schema; a server that takes neither is asked for text, which is parsed. With many cases in
+    flight, the refused form is sent once (with its retries), not once per case."""
     refuse: set[str] = {"json_schema"}
-    openai_server.refuse = lambda req: 422 if (req.get("response_format") or {}).get("type") in refuse else None
+    openai_server.refuse = lambda req: (LLAMA_CPP_REFUSAL if (req.get("response_format") or {}).get("type") in refuse
+                                        else None)
     openai_server.responder = lambda req: "Here you go: " + verdict(2, "weak", "missing detail")
-    spec = ModelSpec(id="openai/judge", api_base=openai_server.url)
+    spec = ModelSpec(id="openai/judge", api_base=openai_server.url, max_retries=1)
     scorer = JudgeScorer(get_client(spec, role="judge", cache=False), RUBRIC)
-    assert asyncio.run(scorer.score(Case(id="1", input="q"), "a")).value == 0.25
+
+    async def six() -> list[Any]:
+        return list(await asyncio.gather(*(scorer.score(Case(id=str(i), input="q"), f"a{i}") for i in range(6))))
+
+    assert [s.value for s in asyncio.run(six())] == [0.25] * 6
     formats = [(r.get("response_format") or {}).get("type") for _, r in openai_server.requests]
-    assert formats == ["json_schema", "json_object"]
+    assert formats == ["json_schema", "json_schema"] + ["json_object"] * 6  # one refused form: 1 try + 1 retry
     assert openai_server.requests[-1][1]["response_format"]["schema"]["properties"]["score"]["maximum"] == 5
-    assert asyncio.run(scorer.score(Case(id="2", input="q"), "b")).value == 0.25
-    assert len(openai_server.requests) == 3  # the refused form is not asked again
+    assert scorer.structured == "json_object+schema"
 
     refuse.add("json_object")
-    scorer = JudgeScorer(get_client(spec, role="judge", cache=False), RUBRIC)
-    assert asyncio.run(scorer.score(Case(id="3", input="q"), "c")).value == 0.25
-    assert "response_format" not in openai_server.requests[-1][1] and scorer.structured == "text"
+    openai_server.requests.clear()
+    scorer = JudgeScorer(get_client(spec.model_copy(update={"max_retries": 0}), role="judge", cache=False), RUBRIC)
+    assert [s.value for s in asyncio.run(six())] == [0.25] * 6
+    formats = [(r.get("response_format") or {}).get("type") for _, r in openai_server.requests]
+    assert formats == ["json_schema", "json_object"] + [None] * 6 and scorer.structured == "text"
 
 
 def test_parse_failures_are_counted_and_shown(fake: Any, tmp_path: Path) -> None:
