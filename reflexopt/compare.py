@@ -69,6 +69,7 @@ class Comparison:
         try:
             if not cfg.tune:
                 res = asyncio.run(self._score(model, self.prompt))
+                base, tuned, run_id = res, res, None
                 row = row_from_results(model, res, res, None, self.prompt.to_markdown())
                 if row.tuned is None:
                     first = next((r.error for r in res if r.error), "no output")
@@ -81,13 +82,16 @@ class Comparison:
                 memo = store.evals()
                 base = list(store.results(opt.evaluator.baseline_prompts, "test", memo).values())
                 tuned = list(store.results(result.best_prompt, "test", memo).values())
-                row = row_from_results(model, base, tuned, result.run_id, result.best_prompt)
+                run_id = result.run_id
+                row = row_from_results(model, base, tuned, run_id, result.best_prompt)
             if row.tuned is None:
                 raise RuntimeError("no test case could be scored")
             if cfg.load:  # the tuned prompt under load: real calls, outside the run's budget and cache
                 tuned_prompt = parse_prompt(row.tuned_prompt or self.prompt.to_markdown())
                 levels = asyncio.run(load_test(model, tuned_prompt, self.test, cfg.load, cfg.load_calls))
-                row = replace(row, load=[x.to_json() for x in levels])
+                best_rps = max((x.throughput_rps for x in levels if x.errors < x.requests), default=None)
+                row = replace(row_from_results(model, base, tuned, run_id, row.tuned_prompt, throughput_rps=best_rps),
+                              load=[x.to_json() for x in levels])
                 self.on_event("note", {"message": f"{model.label}: load test " + ", ".join(
                     f"{x.concurrency} in flight p95 {x.p95_s} s, {x.rate_limited} x 429" for x in levels)})
         except Exception as e:  # noqa: BLE001 - one model failing must not lose the others

@@ -5,7 +5,7 @@ of the library only reads the records."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -34,6 +34,9 @@ class ModelSpec(_Frozen):
     price_in: float | None = Field(None, ge=0, description="USD per million prompt tokens (overrides litellm's "
                                                           "price map; for self-hosted or unlisted models)")
     price_out: float | None = Field(None, ge=0, description="USD per million completion tokens")
+    gpu_hour: float | None = Field(None, ge=0, description="USD per hour of the machine serving a self-hosted "
+                                   "model: compare converts it through the throughput it measures")
+    price_from: str | None = Field(None, description="where the price settings came from (a prices file)")
 
     @field_validator("id")
     @classmethod
@@ -51,15 +54,16 @@ class ModelSpec(_Frozen):
     @classmethod
     def parse(cls, text: str, **defaults: object) -> ModelSpec:
         """`ID` or `ID@key=value,...` with keys temperature, max_tokens, timeout_s, concurrency, and price_in /
-        price_out (USD per million tokens, for a model litellm has no price for)."""
+        price_out (USD per million tokens, for a model litellm has no price for) or gpu_hour (USD per hour)."""
         model_id, _, settings = text.partition("@")
         values: dict[str, object] = {k: v for k, v in defaults.items() if v is not None}
         for part in filter(None, (x.strip() for x in settings.split(","))):
             key, eq, value = part.partition("=")
             if not eq or key not in ("temperature", "max_tokens", "timeout_s", "concurrency", "price_in",
-                                     "price_out"):
+                                     "price_out", "gpu_hour"):
                 raise ValueError(f"bad model setting {part!r} in {text!r}: use temperature=, max_tokens=, "
-                                 "timeout_s=, concurrency=, price_in= or price_out= (USD per million tokens)")
+                                 "timeout_s=, concurrency=, price_in= or price_out= (USD per million tokens), "
+                                 "or gpu_hour= (USD per hour of a self-hosted model's machine)")
             values[key] = value
         return cls(id=model_id, **values)
 
@@ -274,6 +278,66 @@ def model_spec(text: str | None, *, api_base: str | None = None, max_tokens: int
         raise ConfigError(str(e), fix="write -m ID or -m ID@temperature=0.7,max_tokens=64") from None
 
 
+PRICE_KEYS = ("price_in", "price_out", "gpu_hour")
+_C = TypeVar("_C", "EvalConfig", "OptimizeConfig", "CompareConfig")
+
+
+def load_prices(path: str | Path) -> dict[str, dict[str, float]]:
+    """A prices file (YAML or JSON): model id -> `price_in` / `price_out` (USD per million tokens) or `gpu_hour`
+    (USD per hour of the machine serving it). Errors name the file, the line and the fix."""
+    import yaml
+
+    from .yamlfile import load_yaml
+
+    p = Path(path)
+    try:
+        data = load_yaml(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"--prices {p}: {e.strerror or e}",
+                          fix="give the path of a YAML or JSON prices file") from None
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        raise ConfigError(f"{p}:{'' if line is None else line + 1}: not valid YAML or JSON",
+                          fix="write one `MODEL_ID: {price_in: 0.2, price_out: 0.6}` or `MODEL_ID: {gpu_hour: 1.5}` "
+                              "per line") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a prices file maps model ids to prices", fix="write `openai/qwen: {gpu_hour: 1.5}`")
+    out: dict[str, dict[str, float]] = {}
+    for model, entry in data.items():
+        bad = (not isinstance(entry, dict) or not entry or any(k not in PRICE_KEYS for k in entry)
+               or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in entry.values()))
+        if bad:
+            raise ConfigError(f"{p}: the entry for {model!r} is {entry!r}",
+                              fix="give price_in and price_out (USD per million tokens) or gpu_hour (USD per hour), "
+                                  "as numbers of at least 0")
+        out[str(model)] = {k: float(v) for k, v in entry.items()}
+    return out
+
+
+def priced(spec: ModelSpec | None, prices: dict[str, dict[str, float]], source: str) -> ModelSpec | None:
+    """The spec with its price from a prices file, unless it has a price setting of its own (`-m ID@price_in=`)."""
+    if spec is None or spec.id not in prices or any(getattr(spec, k) is not None for k in PRICE_KEYS):
+        return spec
+    return spec.model_copy(update={**prices[spec.id], "price_from": source})
+
+
+def with_prices(cfg: _C, path: str | Path | None) -> _C:
+    """A config (eval, optimize, compare) with every model role priced from a prices file."""
+    if path is None:
+        return cfg
+    table = load_prices(path)
+    source = f"prices file {Path(path).name}"
+    update: dict[str, Any] = {}
+    for role in ("model", "reasoning"):
+        if getattr(cfg, role, None) is not None:
+            update[role] = priced(getattr(cfg, role), table, source)
+    if isinstance(cfg, CompareConfig):
+        update["models"] = tuple(priced(m, table, source) for m in cfg.models)
+    if cfg.scorer.judge is not None:
+        update["scorer"] = cfg.scorer.model_copy(update={"judge": priced(cfg.scorer.judge, table, source)})
+    return cfg.model_copy(update=update)
+
+
 def scorer_spec(*, metric: str | None = None, judge: str | None = None, rubric: str | None = None,
                 api_base: str | None = None) -> ScorerSpec:
     return ScorerSpec(metric=metric, judge=model_spec(judge, api_base=api_base), rubric=rubric)
@@ -334,16 +398,18 @@ def optimize_config(dataset: str | Path, prompt: str | Path, *, model: str | Non
                     api_base: str | None = None, max_tokens: int | None = None, cache_tag: str | None = None,
                     reasoning_model: str | None = None, judge: str | None = None, rubric: str | None = None,
                     metric: str | None = None, input_field: str | None = None, ideal_field: str | None = None,
-                    output: str | Path | None = None, **settings: Any) -> OptimizeConfig:
+                    output: str | Path | None = None, prices: str | Path | None = None,
+                    **settings: Any) -> OptimizeConfig:
     """The one way an OptimizeConfig is built from user-level values (CLI options, a jobs-file entry, the
-    Python API). Every model role takes `ID@settings`; the judge and reasoning models share `api_base`."""
-    return OptimizeConfig(
+    Python API). Every model role takes `ID@settings`; the judge and reasoning models share `api_base`; `prices`
+    (a file) prices every model role that has no price setting of its own."""
+    return with_prices(OptimizeConfig(
         data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field),
         prompt_path=str(prompt),
         model=model_spec(model or LOCAL_MODEL, api_base=api_base, max_tokens=max_tokens, cache_tag=cache_tag),
         reasoning=model_spec(reasoning_model, api_base=api_base),
         scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
-        output=str(output) if output else None, **settings)
+        output=str(output) if output else None, **settings), prices)
 
 
 def track_spec(trackers: list[str] | tuple[str, ...] | None = None, *, experiment: str | None = None,
@@ -383,7 +449,7 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
                 api_base: str | None = None, max_tokens: int | None = None, judge: str | None = None,
                 rubric: str | None = None, metric: str | None = None, input_field: str | None = None,
                 ideal_field: str | None = None, concurrency: int | None = None, responses: str | None = None,
-                human: str | None = None, self_agreement: int = 10) -> EvalConfig:
+                human: str | None = None, self_agreement: int = 10, prices: str | Path | None = None) -> EvalConfig:
     """The one way an EvalConfig is built from user-level values (the CLI and the Python API)."""
     if prompt is None and responses is None:
         raise ConfigError("no prompt to evaluate", fix="pass a PROMPT file, or --responses FIELD to grade the "
@@ -391,27 +457,28 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
     if human and judge is None:
         raise ConfigError("--human checks a judge against people, and no --judge is given",
                           fix="add --judge MODEL (and --judge-criteria RUBRIC)")
-    return EvalConfig(data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field),
-                      prompt_path=None if prompt is None else str(prompt),
-                      model=model_spec(model or LOCAL_MODEL, api_base=api_base, max_tokens=max_tokens),
-                      scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
-                      concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement)
+    return with_prices(EvalConfig(
+        data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field),
+        prompt_path=None if prompt is None else str(prompt),
+        model=model_spec(model or LOCAL_MODEL, api_base=api_base, max_tokens=max_tokens),
+        scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
+        concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement), prices)
 
 
 def compare_config(dataset: str | Path, prompt: str | Path, models: list[str] | tuple[str, ...], *,
                    api_base: str | None = None, max_tokens: int | None = None, reasoning_model: str | None = None,
                    judge: str | None = None, rubric: str | None = None, metric: str | None = None,
-                   **settings: Any) -> CompareConfig:
-    """The one way a CompareConfig is built from user-level values."""
+                   prices: str | Path | None = None, **settings: Any) -> CompareConfig:
+    """The one way a CompareConfig is built from user-level values (`prices`: a prices file)."""
     labels = [m.label for m in (model_spec(x, api_base=api_base, max_tokens=max_tokens) for x in models)]
     if len(set(labels)) != len(labels):
         raise ConfigError("the same model is listed twice", fix="give each -m a different id or settings")
     try:
-        return CompareConfig(data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
-                             models=tuple(model_spec(m, api_base=api_base, max_tokens=max_tokens) for m in models),
-                             reasoning=model_spec(reasoning_model, api_base=api_base),
-                             scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
-                             **settings)
+        return with_prices(CompareConfig(
+            data=DataSpec(path=str(dataset)), prompt_path=str(prompt),
+            models=tuple(model_spec(m, api_base=api_base, max_tokens=max_tokens) for m in models),
+            reasoning=model_spec(reasoning_model, api_base=api_base),
+            scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base), **settings), prices)
     except ValidationError as e:
         what, _, fix = str(e.errors()[0]["msg"]).removeprefix("Value error, ").partition(" (")
         raise ConfigError(what, fix=fix.rstrip(")") or "correct the value") from None

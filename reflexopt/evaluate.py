@@ -48,6 +48,19 @@ class CaseResult(CallCost):
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+def money(results: Sequence[CaseResult], price: tuple[float, float] | None) -> dict[str, Any] | None:
+    """What the task's answers cost at a price per token: USD per 1,000 requests, and per successful task (per
+    passing case: the cost of every request, failures included, over the ones that passed). From the tokens each
+    answer used, so an answer served from the cache counts at what it cost when paid. None: price unknown."""
+    rows = [r for r in results if r.error is None]
+    if price is None or not rows:
+        return None
+    per_request = sum(r.prompt_tokens * price[0] + r.completion_tokens * price[1] for r in rows) / len(rows)
+    passing = sum(1 for r in results if r.passed)
+    return {"cost_per_1k": round(1000 * per_request, 6), "passing": passing, "requests": len(results),
+            "cost_per_success": round(per_request * len(results) / passing, 8) if passing else None}
+
+
 def as_task(task: Task | ModelClient) -> Task:
     """A Task; a bare model client is the default task (render the prompt, call the model)."""
     return PromptTask(task) if isinstance(task, ModelClient) else task
@@ -118,6 +131,7 @@ class EvalReport:
     usage: dict[str, Any] = field(default_factory=dict)
     judge: dict[str, Any] | None = None  # a judge's record: self-agreement, contradictions, parse errors, form
     human: dict[str, Any] | None = None  # the judge against human labels: rho, kappa, the cases most apart
+    money: dict[str, Any] | None = None  # the task's cost per 1,000 requests and per success, and the price's source
 
     @property
     def scored(self) -> list[float]:
@@ -147,6 +161,8 @@ class EvalReport:
             "latency_p95_s": _r(percentile(lat, 95)),
         }
         out.update(self.usage)
+        if self.money is not None:
+            out["money"] = self.money
         if self.judge is not None:
             out["judge"] = self.judge
         if self.human is not None:
@@ -239,7 +255,7 @@ async def _eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], 
 
     from .agreement import judge_checks
     from .data import load_dataset
-    from .models import get_client
+    from .models import get_client, spec_price
     from .prompt import load_prompt
 
     aside = [f for f in (config.responses, config.human) if f]
@@ -264,6 +280,10 @@ async def _eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], 
     if on_total:
         on_total(len(cases))
     report = await evaluate_async(cases, prompt, task, scorer, concurrency=config.concurrency, on_result=on_result)
+    if not config.responses:
+        price, source = spec_price(config.model)
+        cost = money(report.results, price)
+        report = replace(report, money={**(cost or {}), "price_source": source})
     if getattr(scorer, "kind", "") != "judge":
         return report
     grades_own = not config.responses and config.scorer.self_grading_warning(config.model) is not None

@@ -218,6 +218,10 @@ class Evaluator:
         """USD per prompt and per completion token of the task model (0 for local models; None: unknown)."""
         return spec_price(self.config.model)[0]
 
+    def task_price_source(self) -> str:
+        """Where the task model's price comes from (a model setting, a prices file, litellm's map, ...)."""
+        return spec_price(self.config.model)[1]
+
     async def aclose(self) -> None:
         """Stop what the task started (a pipeline's endpoint and worker processes)."""
         close = getattr(getattr(self, "task", None), "aclose", None)

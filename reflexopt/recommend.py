@@ -38,8 +38,24 @@ class ModelRow:
     scores: dict[str, float] = field(default_factory=dict, repr=False)  # per test case, tuned prompt
 
 
+def gpu_hour_cost(model: ModelSpec, tuned: Sequence[CaseResult],
+                  throughput_rps: float | None) -> tuple[float | None, str]:
+    """USD per request of a self-hosted model priced per GPU-hour, through the throughput measured in this run:
+    the load test's best level when one ran, else one request at a time (1 / mean latency of the tuned prompt's
+    uncached calls, which overstates the cost of a server that answers several at once); and where it came from."""
+    assert model.gpu_hour is not None
+    lat = [r.latency_s for r in tuned if not r.cached and r.error is None and r.latency_s > 0]
+    rps, how = (throughput_rps, "load test, best level") if throughput_rps else (
+        (len(lat) / sum(lat), "one request at a time; compare --load measures it under concurrency") if lat
+        else (None, ""))
+    base = f"${model.gpu_hour:g} per GPU-hour" + (f" ({model.price_from})" if model.price_from else "")
+    if not rps:
+        return None, base + ": no throughput measured (every answer came from the cache; run compare --load)"
+    return model.gpu_hour / 3600 / rps, f"{base} at {rps:.2f} requests/s ({how})"
+
+
 def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequence[CaseResult],
-                      run_id: str | None, prompt_md: str | None) -> ModelRow:
+                     run_id: str | None, prompt_md: str | None, *, throughput_rps: float | None = None) -> ModelRow:
     b = {r.case_id: r.score for r in base if r.score is not None}
     t = {r.case_id: r.score for r in tuned if r.score is not None}
     common = [c for c in b if c in t]
@@ -52,6 +68,9 @@ def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequen
     cost_1k = None
     if price is not None and toks:
         cost_1k = 1000 * sum(a * price[0] + c * price[1] for a, c in toks) / len(toks)
+    elif model.gpu_hour is not None and toks:
+        per_request, price_source = gpu_hour_cost(model, tuned, throughput_rps)
+        cost_1k = None if per_request is None else 1000 * per_request
     n_pass = sum(1 for p in passes if p)
     per_success = None if cost_1k is None or not n_pass else cost_1k / 1000 * len(tuned) / n_pass
     lat = [r.latency_s for r in tuned if not r.cached and r.error is None]

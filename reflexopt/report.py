@@ -201,6 +201,7 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
             f"<div class=kpi>best test<b>{_f(summary['best_test'])}</b></div>"
             f"<div class=kpi>gain<b>{d:+.3f}</b><span class=muted>95% CI {lo:+.3f} … {hi:+.3f}</span></div>"
             f"<div class=kpi>paired test<b>{_p(summary['p_value'])}</b>{sig}</div>"
+            + _money_kpi(summary.get("money")) +
             f"<div class=kpi>trials<b>{summary['trials']}</b><span class=muted>{summary['pruned_trials']} pruned · "
             f"{escape(summary['stop_reason'])}</span></div>"
             + (f"<div class=kpi>test cases compared<b>{summary['test_cases']['paired']} of "
@@ -261,6 +262,16 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
                 f"{rows}</table><table style='margin-top:10px;width:auto'><tr><th>phase</th><th>time</th></tr>"
                 f"{phases}</table></div>")
     return page(title, "".join(body), refresh_s=refresh_s, nav=nav)
+
+
+def _money_kpi(m: dict[str, Any] | None) -> str:
+    """The headline money figure: the best prompt's cost per successful task on test (and the baseline's)."""
+    best, base = (m or {}).get("best") or {}, (m or {}).get("baseline") or {}
+    if best.get("cost_per_success") is None:
+        return ""
+    was = f"baseline ${base['cost_per_success']:.6f} · " if base.get("cost_per_success") is not None else ""
+    return (f"<div class=kpi>cost per success<b>${best['cost_per_success']:.6f}</b><span class=muted>{was}"
+            f"{escape(str(m.get('price_source', '')))}</span></div>") if m else ""
 
 
 def judge_html(j: dict[str, Any], reasoner: str | None) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .evaluate import CaseResult
+from .evaluate import CaseResult, money
 from .pool import Candidate
 from .stats import PairedComparison, paired_compare, worse_than_best
 
@@ -61,6 +61,7 @@ class OptimizeResult:
     objective: str = "score"
     chosen_by: str = ""  # how the returned candidate was chosen
     frontier: list[dict[str, Any]] | None = None  # candidates scored on all of val: val, tokens, cost per 1k
+    money: dict[str, Any] | None = None  # on test, baseline and best: cost per 1,000 requests and per success
     distinct_candidates: int | None = None  # new prompts scored (duplicate trials reuse a known prompt's scores)
     duplicate_trials: int = 0
     reasoner: str = ""  # the model that diagnosed and rewrote, and why that one
@@ -104,6 +105,13 @@ def paired_on_test(base: Sequence[CaseResult], best: Sequence[CaseResult], test_
             pairs.append((scores[0], scores[1]))
     cmp = paired_compare([a for a, _ in pairs], [b for _, b in pairs], seed=seed)
     return cmp, {"n": len(test_ids), "paired": len(pairs), **counts}
+
+
+def test_money(base: Sequence[CaseResult], best: Sequence[CaseResult], price: tuple[float, float] | None,
+               source: str) -> dict[str, Any]:
+    """The money figures of the verdict: each prompt's cost per 1,000 requests and per successful task on test,
+    at the task model's price, and where the price came from."""
+    return {"baseline": money(base, price), "best": money(best, price), "price_source": source}
 
 
 def coverage_text(cov: dict[str, Any]) -> str:

@@ -46,6 +46,9 @@ def main() -> None:
     ap.add_argument("--self-agreement", type=int, default=20)
     ap.add_argument("--judge", default="openai/qwen")
     ap.add_argument("--api-base", default="http://127.0.0.1:8766/v1")
+    ap.add_argument("--judge-settings", default="concurrency=1,timeout_s=900",
+                    help="the judge's model settings: llama-cpp-python's server answers one request at a time, so "
+                         "requests queued behind 7 others time out at the default 120 s")
     ap.add_argument("--work", type=Path, default=Path("/tmp/reflexopt-judge-trust"))
     ap.add_argument("--out", type=Path)
     ap.add_argument("--phase", choices=("responses", "verdicts", "all"), default="all",
@@ -77,7 +80,8 @@ def main() -> None:
     verdicts = work / "verdicts.jsonl"
     summary_path = work / "summary.json"
     t0 = time.monotonic()
-    judge_cmd = ["eval", str(graded), "--responses", "response", "--judge", args.judge, "--api-base",
+    judge = f"{args.judge}@{args.judge_settings}" if args.judge_settings else args.judge
+    judge_cmd = ["eval", str(graded), "--responses", "response", "--judge", judge, "--api-base",
                  args.api_base, "--judge-criteria", str(args.rubric), "--self-agreement", str(args.self_agreement),
                  "-o", str(verdicts), "--json"]
     if not summary_path.exists():

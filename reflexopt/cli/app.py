@@ -52,6 +52,9 @@ err: Console = _Console(stderr=True)  # type: ignore[assignment]
 
 ModelOpt = Annotated[str, typer.Option("-m", "--model", help="Task model: a litellm id, or local/smollm2 (offline); "
                                        "settings after @, e.g. local/smollm2@temperature=0.7,max_tokens=64.")]
+PricesOpt = Annotated[Path | None, typer.Option(
+    "--prices", help="YAML/JSON file of prices per model id: price_in/price_out (USD per million tokens) or gpu_hour "
+                     "(USD per hour of a self-hosted model's machine).")]
 ApiBase = Annotated[str | None, typer.Option("--api-base", help="Base URL of an OpenAI-compatible endpoint.")]
 JudgeOpt = Annotated[str | None, typer.Option("--judge", help="Judge model id; scores with a rubric.")]
 RubricOpt = Annotated[str | None, typer.Option("--judge-criteria", help="Rubric file or shipped rubric name.")]

@@ -21,6 +21,7 @@ from .app import (
     MaxTok,
     MetricOpt,
     ModelOpt,
+    PricesOpt,
     RegisterOpt,
     ReportOpt,
     RubricOpt,
@@ -46,6 +47,7 @@ def eval_cmd(
                                                   "with --responses.")] = None,
     model: ModelOpt = "local/smollm2",
     api_base: ApiBase = None,
+    prices: PricesOpt = None,
     judge: JudgeOpt = None,
     judge_criteria: RubricOpt = None,
     metric: MetricOpt = None,
@@ -75,7 +77,8 @@ def eval_cmd(
 
     config = eval_config(dataset, prompt, model=model, api_base=api_base, max_tokens=max_tokens, judge=judge,
                          rubric=judge_criteria, metric=metric, input_field=input_field, ideal_field=ideal_field,
-                         concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement)
+                         concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement,
+                         prices=prices)
     with progress(err, "evaluating", quiet=as_json) as bar:
         def on_result(r: Any) -> None:
             bar.advance(r)
@@ -108,7 +111,8 @@ def eval_cmd(
 
 # the option that sets each stored setting; a resume refuses a value that differs from the run's
 RESUME_FIELDS = {"dataset": "data", "input_field": "data", "ideal_field": "data", "prompt": "prompt_path",
-                 "model": "model", "api_base": "model", "max_tokens": "model", "reasoning_model": "reasoning",
+                 "model": "model", "api_base": "model", "prices": "model", "max_tokens": "model",
+                 "reasoning_model": "reasoning",
                  "judge": "scorer", "judge_criteria": "scorer", "metric": "scorer", "split_opt": "split",
                  "seed": "seed", "concurrency": "concurrency", "no_prune": "pruning", "strategy": "strategy",
                  "track": "track", "track_experiment": "track", "register_prompt": "track",
@@ -140,6 +144,7 @@ def optimize_cmd(
     prompt: Annotated[Path | None, typer.Argument(metavar="PROMPT", help="Starting prompt file (markdown).")] = None,
     model: ModelOpt = "local/smollm2",
     api_base: ApiBase = None,
+    prices: PricesOpt = None,
     judge: JudgeOpt = None,
     judge_criteria: RubricOpt = None,
     metric: MetricOpt = None,
@@ -215,7 +220,7 @@ def optimize_cmd(
     config = optimize_config(
         dataset or "", prompt or "", model=model, api_base=api_base, max_tokens=max_tokens,
         reasoning_model=reasoning_model, judge=judge, rubric=judge_criteria, metric=metric,
-        input_field=input_field, ideal_field=ideal_field, output=output,
+        input_field=input_field, ideal_field=ideal_field, output=output, prices=prices,
         budget=Budget(max_calls=max_calls, max_cost=max_cost, max_time_s=parse_duration(max_time),
                       max_trials=max_trials, patience=patience, target=target),
         split=parse_split(split_opt), seed=seed, concurrency=concurrency, pruning=not no_prune, storage=storage,
@@ -283,6 +288,7 @@ def compare_cmd(
     models: Annotated[list[str] | None, typer.Option("-m", "--model", metavar="MODEL",
                                                      help="A model to compare (repeat: -m A -m B).")] = None,
     api_base: ApiBase = None,
+    prices: PricesOpt = None,
     judge: JudgeOpt = None,
     judge_criteria: RubricOpt = None,
     metric: MetricOpt = None,
@@ -342,7 +348,7 @@ def compare_cmd(
         check_writable(report, "--report", reads={"the dataset": dataset, "the prompt": prompt})
     config = compare_config(
         dataset, prompt, models, api_base=api_base, max_tokens=max_tokens, reasoning_model=reasoning_model,
-        judge=judge, rubric=judge_criteria, metric=metric,
+        judge=judge, rubric=judge_criteria, metric=metric, prices=prices,
         budget=Budget(max_calls=max_calls_per_model, max_trials=max_trials, patience=max(1, max_trials)),
         tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel,
         strategy=strategy, pipeline=pipe, track=track_spec(track, experiment=track_experiment), margin=margin,

@@ -66,7 +66,11 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
         t.add_row("failure categories", ", ".join(f"{k} ({v})" for k, v in list(cats.items())[:6]))
     t.add_row("scored by", s["scorer"])
     t.add_row("tokens", f"{s['prompt_tokens']:,} prompt + {s['completion_tokens']:,} completion")
-    t.add_row("cost", f"${s['cost_usd']:.4f}")
+    t.add_row("cost", f"${s['cost_usd']:.4f} paid in this run")
+    m = s.get("money")
+    if m:
+        retries = sum(int(v.get("retries", 0)) for v in (s.get("by_role") or {}).values())
+        t.add_row("cost per success", money_text(m) + (f" · {retries} retries" if retries else ""))
     t.add_row("latency", f"p50 {_fmt(s['latency_p50_s'], 2)} s · p95 {_fmt(s['latency_p95_s'], 2)} s")
     t.add_row("calls", f"{s['model_calls']} made · {s['cached_calls']} from cache")
     if s.get("judge"):
@@ -80,6 +84,15 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
         t.add_row("agreement with people", f"Spearman's rho {rho} · Cohen's kappa {kappa} (pass/fail) · "
                   f"{h['n']} cases labelled in {h['column']!r}{rates}" + (f" · {h['note']}" if h.get("note") else ""))
     return t
+
+
+def money_text(m: dict[str, Any]) -> str:
+    """`$0.0123 per successful task (41 of 60 passing) · $0.0084 per 1,000 requests · price: litellm price map`."""
+    if m.get("cost_per_1k") is None:
+        return f"– (price unknown: -m ID@price_in=,price_out= or --prices FILE; {m.get('price_source', '')})"
+    per = "– (no case passed)" if m.get("cost_per_success") is None else f"${m['cost_per_success']:.6f}"
+    return (f"{per} per successful task ({m['passing']} of {m['requests']} passing) · ${m['cost_per_1k']:.4f} per "
+            f"1,000 requests · price: {m.get('price_source', '')}")
 
 
 def disagreement_table(h: dict[str, Any]) -> Table:
@@ -234,6 +247,12 @@ def optimize_summary(r: dict[str, Any]) -> Table:
     unspent = r.get("unspent_calls")
     left = f" · {unspent} of the --max-calls budget unspent" if unspent else ""
     t.add_row("calls", "", f"{r['model_calls']} paid · {r['cached_calls']} cached{left}")
+    m = r.get("money") or {}
+    if m.get("best") or m.get("baseline"):
+        def per(x: dict[str, Any] | None) -> str:
+            return "–" if not x or x.get("cost_per_success") is None else f"${x['cost_per_success']:.6f}"
+
+        t.add_row("cost per success (test)", per(m.get("baseline")), per(m.get("best")))
     t.add_row("cost / time", "", f"${r['cost_usd']:.4f} · {r['elapsed_s'] / 60:.1f} min")
     return t
 
@@ -278,15 +297,20 @@ def compare_table(d: dict[str, Any]) -> Table:
             ("[bold]" + r["model"] + "[/]") if r["model"] == d["recommendation"] else r["model"],
             _fmt(r["baseline"]), f"{_fmt(r['tuned'])} ({ci[0]:.2f}–{ci[1]:.2f})" if ci else _fmt(r["tuned"]),
             "–" if r["gain"] is None else f"{r['gain']:+.3f}{mark}", _fmt(r["pass_rate"]),
-            ("– (price unknown: -m ID@price_in=,price_out=)" if r["cost_per_1k"] is None else
-             f"{r['cost_per_1k']:.4f}" + ("†" if r.get("price_source") == "model setting" else "")),
+            ("– (price unknown: -m ID@price_in=,price_out= or --prices FILE)" if r["cost_per_1k"] is None else
+             f"{r['cost_per_1k']:.4f}" + ("†" if _own_price(r) else "")),
             "–" if r["tokens_per_request"] is None else f"{r['tokens_per_request']:.0f}",
             "–" if r["cost_per_success"] is None else f"{r['cost_per_success']:.6f}",
             f"{_fmt(r['latency_p50_s'], 2)} / {_fmt(r['latency_p95_s'], 2)} s")
+    own = [f"{r['model']}: {r['price_source']}" for r in d["rows"] if _own_price(r)]
     t.caption = "* significant gain from tuning (paired test on the test split)" + (
-        "; † price from the model's price_in/price_out setting" if any(r.get("price_source") == "model setting"
-                                                                       for r in d["rows"]) else "")
+        "; † price given by you: " + "; ".join(own) if own else "")
     return t
+
+
+def _own_price(row: dict[str, Any]) -> bool:
+    """The row's price came from the user (a model setting, a prices file, a GPU-hour rate), not a price map."""
+    return row.get("price_source") not in (None, "", "litellm price map", "local model", "unknown")
 
 
 def transfer_table(matrix: dict[str, dict[str, float | None]]) -> Table:

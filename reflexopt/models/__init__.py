@@ -81,9 +81,13 @@ def price_per_token(model_id: str) -> tuple[float, float] | None:
 
 def spec_price(spec: ModelSpec) -> tuple[tuple[float, float] | None, str]:
     """(input, output) USD per token for a model as configured, and where the price came from: the model's own
-    `price_in`/`price_out` settings (USD per million tokens), 0 for the embedded model, else litellm's map."""
+    `price_in`/`price_out` settings (USD per million tokens, from `-m ID@...` or a prices file), 0 for the
+    embedded model, else litellm's map. A price per GPU-hour has no per-token price until a throughput converts
+    it (compare does, `recommend.row_from_results`): None here."""
     if spec.price_in is not None or spec.price_out is not None:
-        return ((spec.price_in or 0.0) / 1e6, (spec.price_out or 0.0) / 1e6), "model setting"
+        return ((spec.price_in or 0.0) / 1e6, (spec.price_out or 0.0) / 1e6), spec.price_from or "model setting"
+    if spec.gpu_hour is not None:
+        return None, f"${spec.gpu_hour:g} per GPU-hour ({spec.price_from or 'model setting'})"
     if spec.is_local:
         return (0.0, 0.0), "local model"
     price = price_per_token(spec.id)
