@@ -22,7 +22,7 @@ from .pool import Candidate, State, from_study, select
 from .search import GRACE_S, Search, StudyState, worker_id
 from .store import RunStore, write_text_atomic
 from .strategies import SearchContext, get_strategy
-from .verdict import OptimizeResult, choose, paired_on_test, test_money
+from .verdict import OptimizeResult, cheaper_variants, choose, paired_on_test, test_money
 
 
 class Optimizer:
@@ -94,6 +94,42 @@ class Optimizer:
         self._self_agreement = sa.to_json()
         self._emit("judge_noise", {**self._self_agreement, "text": sa.text()})
         return sa.sd if sa.n >= 2 else 0.0
+
+    def _reserve(self) -> int:
+        """Calls the search leaves unspent: the final test (both prompts), and with `--objective cost` the val
+        scores of the cheaper variants tried after it (`verdict.cheaper_variants`: at most 3 per prompt)."""
+        r = self.evaluator
+        trims = 3 * len(r.baseline_prompts.names) * len(r.val) if self.config.objective == "cost" else 0
+        return (2 * len(r.test) + trims) * r.calls_per_case
+
+    async def _trim(self, search: Search, baseline: Candidate, min_gain: float) -> list[Candidate]:
+        """`--objective cost`: score on val the cheaper variants (fewer demos) of the candidate the run would
+        return, so the cost pick can be cheaper than every prompt the search happened to make. Variants the
+        budget could not score on all of val are left out."""
+        cfg, r, store = self.config, self.evaluator, self.store
+        assert store is not None
+        r.budget.set_reserve(2 * len(r.test) * r.calls_per_case)  # the variants' reserve is spent now
+        if cfg.objective != "cost":
+            return []
+        pool = from_study(search.records(), r.val)
+        evals = store.evals()
+        pick, _, _ = choose(select(pool, len(r.val), min_gain).best, baseline, pool, len(r.val), objective="cost",
+                            max_prompt_tokens=cfg.max_prompt_tokens, price=r.task_price(),
+                            results=lambda c: store.results(c.prompts, "val", evals))
+        known, out = {c.key for c in pool}, []
+        for v in cheaper_variants(pick):
+            if v.key in known:
+                continue
+            res, _ = await r.evaluate(v, r.val, "val")
+            val = {x.case_id: x.score for x in res if x.score is not None}
+            if len(val) == len(r.val):
+                v = v.scored(val, State.COMPLETE)
+                store.save_candidate(v.record(), v.prompts.to_markdown())
+                out.append(v)
+        if out:
+            self._emit("note", {"message": f"--objective cost: scored {len(out)} cheaper variants of {pick.id} on "
+                                           "val (fewer demos)"})
+        return out
 
     def _models(self) -> dict[str, str]:
         """Who does what in this run, for the header: task, reasoning (and why that model), scoring."""
@@ -194,7 +230,7 @@ class Optimizer:
                              "study": search.name, "models": self._models(), **est})
         if warning := cfg.scorer.self_grading_warning(cfg.model):
             self._emit("note", {"message": warning})
-        r.budget.set_reserve(2 * len(r.test) * r.calls_per_case)
+        r.budget.set_reserve(self._reserve())
         stale = search.fail_stale(immediately=cfg.storage is None)
         if stale:
             self._emit("stale_trials_failed", {"n": stale})
@@ -216,7 +252,7 @@ class Optimizer:
                               fix="check the model and scorer" + (f"; see {store.root / 'evals.jsonl'}"
                                                                   if (store.root / "evals.jsonl").exists() else ""))
         r.check_task()
-        r.budget.set_reserve(2 * len(r.test) * r.calls_per_case)  # a pipeline's calls per case are known now
+        r.budget.set_reserve(self._reserve())  # a pipeline's calls per case are known now
         store.save_candidate(baseline.record(), base_md)
         noise = await self._judge_noise(baseline)
         min_gain = 2 * noise / math.sqrt(len(r.val)) if noise else 0.0
@@ -235,6 +271,7 @@ class Optimizer:
         stop = await self.strategy.search(ctx)
         search.set("status", "stopping")
         self._emit("stop", {"reason": stop})
+        trims = await self._trim(search, baseline, min_gain)
         self._emit("phase", {"phase": "test", "stop_reason": stop})
         r.budget.set_reserve(0)
         # the starting prompt's test score does not depend on the search: it is scored while other processes
@@ -246,6 +283,7 @@ class Optimizer:
             pool = from_study(search.records(), r.val)
             sel = select(pool, len(r.val), min_gain)
             self._export(pool)
+            pool += trims
             evals = store.evals()
             best, frontier, chosen_by = choose(
                 sel.best, baseline, pool, len(r.val), objective=cfg.objective,

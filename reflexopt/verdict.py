@@ -19,7 +19,7 @@ never returns a prompt worse than the one it was given)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .evaluate import CaseResult, money
@@ -159,6 +159,28 @@ def point(c: Candidate, results: Mapping[str, CaseResult], price: tuple[float, f
     ct = sum(r.completion_tokens for r in rows) / len(rows)
     cost = None if price is None else 1000 * (pt * price[0] + ct * price[1])
     return Point(c.id, c.val_mean, pt, ct, cost, max_prompt_tokens is None or pt <= max_prompt_tokens)
+
+
+def cheaper_variants(c: Candidate) -> list[Candidate]:
+    """`--objective cost`: cheaper versions of the candidate a run would return, made without a model call: each
+    of its prompts with half its demos, one demo fewer, and none. They are scored on val like any candidate, and
+    `choose` keeps one only if it is not worse than the best there."""
+    out: list[Candidate] = []
+    seen = {c.key}
+    for name in c.prompts.names:
+        p = c.prompts[name]
+        k = len(p.demos)
+        for keep in sorted({k // 2, k - 1, 0}, reverse=True):
+            if not 0 <= keep < k:
+                continue
+            label = f"{c.id}.{name}.d{keep}" if len(c.prompts.names) > 1 else f"{c.id}.d{keep}"
+            v = Candidate(label, c.prompts.replace(name, replace(p, demos=p.demos[:keep])), "trim", c.id,
+                          f"{c.id} with {keep} of its {k} demos (a cheaper variant for --objective cost)",
+                          {"target": name, "demos_kept": keep} if len(c.prompts.names) > 1 else {"demos_kept": keep})
+            if v.key not in seen:
+                seen.add(v.key)
+                out.append(v)
+    return out
 
 
 def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_val: int, *, objective: str,

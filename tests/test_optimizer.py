@@ -381,3 +381,29 @@ def test_objective_cost_returns_the_cheapest_prompt_not_worse_on_val(dataset: Pa
     capped = optimize(config(dataset, prompt_file, budget=budget, max_prompt_tokens=int(cost_pick["prompt_tokens"])))
     assert {p["id"]: p for p in capped.frontier or []}[capped.best_candidate]["prompt_tokens"] <= \
         cost_pick["prompt_tokens"]
+
+
+def test_objective_cost_scores_fewer_demo_variants_of_its_pick(dataset: Path, prompt_file: Path,
+                                                               fakes: Any) -> None:
+    """The cost pick could only be as cheap as the prompts the search happened to make. With `--objective cost`
+    its variants with fewer demos are scored on val, and one that is not worse and cheaper is returned; one that
+    is worse (no demos, where the task needs one) is not."""
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        item = messages[-1]["content"]
+        right = "positive" if "good" in item else "negative"
+        demos = len(messages) > 2 or "Examples:" in " ".join(m["content"] for m in messages)
+        return right if _h(item) < (90 if demos else 5) else "It is a product review."  # one demo is enough
+
+    fakes("fake/task", reply)
+    fakes("fake/reasoner", lambda m: "nothing")
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=6, patience=6), objective="cost"))
+    cands = {c["id"]: c for c in map(json.loads, (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines())}
+    trims = {i: c for i, c in cands.items() if c["operator"] == "trim"}
+    assert trims, "the demo pick's cheaper variants were scored"
+    parent = next(iter(trims.values()))["parent"]
+    pts = {p["id"]: p for p in r.frontier or []}
+    assert r.best_candidate in trims and pts[r.best_candidate]["prompt_tokens"] < pts[parent]["prompt_tokens"]
+    # a variant that is worse (no demo left, where the task needs one) is never returned
+    worse = [i for i in trims if i in pts and pts[i]["val"] < 0.2]
+    assert all(not pts[i]["not_worse"] for i in worse)
