@@ -96,10 +96,10 @@ class Optimizer:
         return sa.sd if sa.n >= 2 else 0.0
 
     def _reserve(self) -> int:
-        """Calls the search leaves unspent: the final test (both prompts), and with `--objective cost` the val
-        scores of the cheaper variants tried after it (`verdict.cheaper_variants`: at most 3 per prompt)."""
+        """Calls the search leaves unspent: the final test (both prompts), and with `--objective cost` one val
+        scoring of a cheaper variant tried after it (`verdict.cheaper_variants`; more are tried if calls remain)."""
         r = self.evaluator
-        trims = 3 * len(r.baseline_prompts.names) * len(r.val) if self.config.objective == "cost" else 0
+        trims = len(r.val) if self.config.objective == "cost" else 0
         return (2 * len(r.test) + trims) * r.calls_per_case
 
     async def _trim(self, search: Search, baseline: Candidate, min_gain: float) -> list[Candidate]:
@@ -120,6 +120,8 @@ class Optimizer:
         for v in cheaper_variants(pick):
             if v.key in known:
                 continue
+            if r.budget.remaining() - 2 * len(r.test) * r.calls_per_case < len(r.val) * r.calls_per_case:
+                break  # the final test keeps its calls
             res, _ = await r.evaluate(v, r.val, "val")
             val = {x.case_id: x.score for x in res if x.score is not None}
             if len(val) == len(r.val):
