@@ -242,6 +242,7 @@ class JudgeScorer:
         self._probes: dict[int, asyncio.Lock] = {}
         self.stats: Counter[str] = Counter()
         self.flagged: list[dict[str, Any]] = []
+        self._counted: set[tuple[str, int]] = set()  # (case, output) pairs already counted: each verdict once
 
     def describe(self) -> str:
         r = self.rubric
@@ -275,6 +276,17 @@ class JudgeScorer:
         """How verdicts are asked for: `json_schema`, `json_object+schema`, or `text` (parsed)."""
         fmt = self.response_format()
         return "text" if fmt is None else fmt["type"] + ("+schema" if "schema" in fmt else "")
+
+    def _first(self, case: Case, output: str, sample: int, variant: str) -> bool:
+        """A verdict of the run (not a self-agreement redraw) on an output not counted before: two candidates
+        that give one case the same output get one verdict (the second from the cache), counted once."""
+        if sample != 0 or variant != "judge":
+            return False
+        key = (case.id, hash(output))
+        if key in self._counted:
+            return False
+        self._counted.add(key)
+        return True
 
     def _refused(self, fmt: dict[str, Any], error: str) -> bool:
         """The server refused this structured form (an error naming it, such as llama-cpp-python's HTTP 500
@@ -321,7 +333,7 @@ class JudgeScorer:
                 passed = raw >= self.rubric.pass_score
                 cat = None if passed else (category if category not in ("", "none") else "unspecified")
                 flag = contradiction(self.rubric, raw, reasoning, category)
-                if sample == 0 and variant == "judge":  # the run's verdicts, not self-agreement redraws
+                if self._first(case, output, sample, variant):  # the run's verdicts, once each
                     self.stats["verdicts"] += 1
                     if flag:
                         self.stats["contradictions"] += 1
@@ -336,7 +348,7 @@ class JudgeScorer:
                              f'{{"reasoning": "...", "score": <integer {self.rubric.low}-{self.rubric.high}>, '
                              '"failure_category": "..."}'}]
             attempt += 1
-        if sample == 0 and variant == "judge":
+        if self._first(case, output, sample, variant):
             self.stats["parse_errors"] += 1
         return Score(None, None, error=f"judge error: {last_error}", calls=calls)
 

@@ -267,7 +267,7 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
 def _money_kpi(m: dict[str, Any] | None) -> str:
     """The headline money figure: the best prompt's cost per successful task on test (and the baseline's)."""
     best, base = (m or {}).get("best") or {}, (m or {}).get("baseline") or {}
-    if best.get("cost_per_success") is None:
+    if not best.get("cost_per_success"):  # unknown, or free (a local model): no money to show
         return ""
     was = f"baseline ${base['cost_per_success']:.6f} · " if base.get("cost_per_success") is not None else ""
     return (f"<div class=kpi>cost per success<b>${best['cost_per_success']:.6f}</b><span class=muted>{was}"

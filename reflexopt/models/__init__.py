@@ -91,6 +91,8 @@ def spec_price(spec: ModelSpec) -> tuple[tuple[float, float] | None, str]:
     if spec.is_local:
         return (0.0, 0.0), "local model"
     price = price_per_token(spec.id)
+    if spec.id in _fakes:
+        return price, "the fake model's own price"
     return price, "litellm price map" if price is not None else "unknown"
 
 
