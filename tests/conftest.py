@@ -158,6 +158,24 @@ class FakeOpenAI:
 
 
 @pytest.fixture
+def fakes() -> Any:
+    """Register fake models by name for one test: `fakes(name, fn, **kw)` returns the backend."""
+    from reflexopt.models import FunctionModel, register_fake, unregister_fake
+
+    made: list[str] = []
+
+    def add(name: str, fn: Any, **kw: Any) -> Any:
+        backend = FunctionModel(fn, **kw)
+        register_fake(name, backend)
+        made.append(name)
+        return backend
+
+    yield add
+    for n in made:
+        unregister_fake(n)
+
+
+@pytest.fixture
 def openai_server() -> Iterator[FakeOpenAI]:
     srv = FakeOpenAI()
     yield srv

@@ -20,7 +20,7 @@ from reflexopt.config import Budget, DataSpec, ModelSpec, OptimizeConfig, Scorer
 from reflexopt.data import Case, load_dataset
 from reflexopt.evaluate import eval_prompt
 from reflexopt.judge import JudgeScorer, Rubric, contradiction, load_rubric
-from reflexopt.models import FunctionModel, ResponseCache, get_client, register_fake, unregister_fake
+from reflexopt.models import ResponseCache, get_client
 from reflexopt.optimizer import optimize
 from reflexopt.report import trajectory_svg
 
@@ -29,28 +29,13 @@ RUBRIC = Rubric("r", "Grade it.", 1, 5, 4)
 runner = CliRunner()
 
 
-@pytest.fixture
-def fake() -> Any:
-    made: list[str] = []
-
-    def add(name: str, fn: Any) -> FunctionModel:
-        backend = FunctionModel(fn)
-        register_fake(name, backend)
-        made.append(name)
-        return backend
-
-    yield add
-    for n in made:
-        unregister_fake(n)
-
-
 def verdict(score: float, reasoning: str = "ok", category: str = "none") -> str:
     return json.dumps({"reasoning": reasoning, "score": score, "failure_category": category})
 
 
 # ------------------------------------------------------------------ self-agreement
 def test_self_agreement_measures_a_known_spread_on_a_judge_deterministic_at_temperature_0(
-        fake: Any, tmp_path: Path) -> None:
+        fakes: Any, tmp_path: Path) -> None:
     """At temperature 0 the judge always gives the same verdict (a deterministic server): asking the identical
     request again would read "no noise". Above 0 its raw score spreads with SD 0.6 (0.15 on the 0..1 scale)."""
     rng = random.Random(7)
@@ -60,7 +45,7 @@ def test_self_agreement_measures_a_known_spread_on_a_judge_deterministic_at_temp
             return verdict(3)
         return verdict(min(5.0, max(1.0, 3 + rng.gauss(0, 0.6))))
 
-    fake("fake/spread-judge", judge)
+    fakes("fake/spread-judge", judge)
     cache = ResponseCache(tmp_path / "cache.db")
     scorer = JudgeScorer(get_client(ModelSpec(id="fake/spread-judge"), role="judge", cache=cache), RUBRIC)
     items = [(Case(id=str(i), input=f"question {i}"), f"answer {i}") for i in range(300)]
@@ -79,15 +64,15 @@ def test_self_agreement_measures_a_known_spread_on_a_judge_deterministic_at_temp
     assert again.sd == sa.sd and scorer.client.meter.calls == 900
 
 
-def test_self_agreement_of_a_judge_that_never_wavers_is_zero(fake: Any) -> None:
-    fake("fake/steady-judge", lambda m: verdict(4))
+def test_self_agreement_of_a_judge_that_never_wavers_is_zero(fakes: Any) -> None:
+    fakes("fake/steady-judge", lambda m: verdict(4))
     scorer = JudgeScorer(get_client(ModelSpec(id="fake/steady-judge"), role="judge", cache=False), RUBRIC)
     sa = asyncio.run(self_agreement(scorer, [(Case(id=str(i), input="q"), "a") for i in range(5)]))
     assert (sa.n, sa.sd, sa.pass_agree, sa.exact_agree) == (5, 0.0, 1.0, 1.0)
 
 
-def test_the_paraphrased_judge_prompt_carries_the_same_material(fake: Any) -> None:
-    fake("fake/unused", lambda m: verdict(3))
+def test_the_paraphrased_judge_prompt_carries_the_same_material(fakes: Any) -> None:
+    fakes("fake/unused", lambda m: verdict(3))
     scorer = JudgeScorer(get_client(ModelSpec(id="fake/unused"), role="judge", cache=False), RUBRIC)
     case = Case(id="1", input="the input text", ideal="the reference")
     a = scorer.messages(case, "the response")[1]["content"]
@@ -102,7 +87,7 @@ def test_the_paraphrased_judge_prompt_carries_the_same_material(fake: Any) -> No
 HAND_JUDGE = [5, 3, 4, 4, 4, 1, 5, 4, 5, 2, 4, 3]  # the fake judge's scores for g01..g12
 
 
-def test_eval_reports_agreement_with_people_as_computed_by_hand(fake: Any) -> None:
+def test_eval_reports_agreement_with_people_as_computed_by_hand(fakes: Any) -> None:
     """examples/judge-check: human scores 5 4 5 2 4 1 5 3 5 1 5 3. By hand:
     - Spearman: midranks of the people 10 6.5 10 3 6.5 1.5 10 4.5 10 1.5 10 4.5, of the judge 11 3.5 7 7 7 1 11 7
       11 2 7 3.5; their Pearson correlation is 0.79390.
@@ -115,7 +100,7 @@ def test_eval_reports_agreement_with_people_as_computed_by_hand(fake: Any) -> No
         assert response is not None
         return verdict(by_response[response.group(1)], "graded")
 
-    fake("fake/hand-judge", judge)
+    fakes("fake/hand-judge", judge)
     cfg = eval_config(EXAMPLE, None, judge="fake/hand-judge", rubric="summary", responses="response", human="human")
     summary = eval_prompt(cfg).summary()
     h = summary["human_agreement"]
@@ -129,7 +114,7 @@ def test_eval_reports_agreement_with_people_as_computed_by_hand(fake: Any) -> No
     assert summary["model_calls"] == 12 + 2 * 10  # no task model: 12 verdicts, 10 cases re-judged twice
 
 
-def test_pass_fail_labels_and_a_human_column_kept_out_of_the_input(tmp_path: Path, fake: Any) -> None:
+def test_pass_fail_labels_and_a_human_column_kept_out_of_the_input(tmp_path: Path, fakes: Any) -> None:
     rows = [{"question": f"q{i}", "response": f"r{i}", "ok": ["pass", "fail"][i % 2]} for i in range(6)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     cases = load_dataset(data, aside=["response", "ok"])
@@ -144,17 +129,17 @@ def test_pass_fail_labels_and_a_human_column_kept_out_of_the_input(tmp_path: Pat
     assert [d["case_id"] for d in h.disagreements] == [cases[5].id]
 
 
-def test_a_bad_human_label_names_the_file_and_line(tmp_path: Path, fake: Any) -> None:
+def test_a_bad_human_label_names_the_file_and_line(tmp_path: Path, fakes: Any) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"input": "a", "response": "b", "human": "maybe"}] * 1)
-    fake("fake/j", lambda m: verdict(4))
+    fakes("fake/j", lambda m: verdict(4))
     result = runner.invoke(app, ["eval", str(data), "--responses", "response", "--judge", "fake/j",
                                  "--human", "human"], terminal_width=300)
     assert result.exit_code == 2
     assert "d.jsonl:1: human label 'human' is 'maybe'" in result.output and "pass/fail" in result.output
 
 
-def test_eval_cli_prints_rho_kappa_and_the_cases_most_apart(fake: Any) -> None:
-    fake("fake/cli-judge", lambda m: verdict(4, "fine"))
+def test_eval_cli_prints_rho_kappa_and_the_cases_most_apart(fakes: Any) -> None:
+    fakes("fake/cli-judge", lambda m: verdict(4, "fine"))
     result = runner.invoke(app, ["eval", str(EXAMPLE), "--responses", "response", "--judge", "fake/cli-judge",
                                  "--judge-criteria", "summary", "--human", "human"])
     assert result.exit_code == 0, result.output
@@ -215,9 +200,9 @@ def test_a_server_that_refuses_a_form_is_asked_the_next_then_plain_text(openai_s
     assert formats == ["json_schema", "json_object"] + [None] * 6 and scorer.structured == "text"
 
 
-def test_parse_failures_are_counted_and_shown(fake: Any, tmp_path: Path) -> None:
+def test_parse_failures_are_counted_and_shown(fakes: Any, tmp_path: Path) -> None:
     replies = iter(["no json here"] * 3 + [verdict(5)] * 50)
-    fake("fake/mumbler", lambda m: next(replies))
+    fakes("fake/mumbler", lambda m: next(replies))
     data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"q{i}", "response": f"a{i}"} for i in range(4)])
     cfg = eval_config(data, None, judge="fake/mumbler", responses="response", self_agreement=0, concurrency=1)
     s = eval_prompt(cfg, on_note=lambda n: None).summary()
@@ -246,8 +231,8 @@ def test_negation_keeps_a_level_from_matching() -> None:
     assert contradiction(brief, 2, "The response does not have exactly 3 sentences.", "x") is None
 
 
-def test_contradictions_are_counted_and_listed_in_eval(fake: Any, tmp_path: Path) -> None:
-    fake("fake/muddled", lambda m: verdict(3, "The response does not summarize the input.", "off-topic"))
+def test_contradictions_are_counted_and_listed_in_eval(fakes: Any, tmp_path: Path) -> None:
+    fakes("fake/muddled", lambda m: verdict(3, "The response does not summarize the input.", "off-topic"))
     data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"chat {i}", "response": f"r{i}"} for i in range(5)])
     cfg = eval_config(data, None, judge="fake/muddled", rubric="summary", responses="response",
                       self_agreement=0)
@@ -257,10 +242,10 @@ def test_contradictions_are_counted_and_listed_in_eval(fake: Any, tmp_path: Path
     assert "level 1" in j["flagged"][0]["why"] and all(r.flag for r in report.results)
 
 
-def test_a_judge_that_is_the_task_model_is_named_loudly(fake: Any, tmp_path: Path) -> None:
+def test_a_judge_that_is_the_task_model_is_named_loudly(fakes: Any, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", label_rows(6))
     (tmp_path / "p.md").write_text("Label it: {input}\n")
-    fake("fake/selfie", lambda m: verdict(5) if "Rubric" in m[-1]["content"] else "positive")
+    fakes("fake/selfie", lambda m: verdict(5) if "Rubric" in m[-1]["content"] else "positive")
     notes: list[str] = []
     cfg = eval_config(data, tmp_path / "p.md", model="fake/selfie", judge="fake/selfie", self_agreement=0)
     s = eval_prompt(cfg, on_note=notes.append).summary()
@@ -269,10 +254,10 @@ def test_a_judge_that_is_the_task_model_is_named_loudly(fake: Any, tmp_path: Pat
 
 
 # ------------------------------------------------------------------ the default reasoner, duplicates
-def test_the_judge_reasons_when_no_reasoning_model_is_named(fake: Any, tmp_path: Path) -> None:
+def test_the_judge_reasons_when_no_reasoning_model_is_named(fakes: Any, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
     (tmp_path / "p.md").write_text("Label it.\n")
-    fake("fake/small", lambda m: "positive")
+    fakes("fake/small", lambda m: "positive")
     asked: list[str] = []
 
     def judge(messages: list[dict[str, str]]) -> str:
@@ -282,7 +267,7 @@ def test_the_judge_reasons_when_no_reasoning_model_is_named(fake: Any, tmp_path:
         asked.append(text)
         return "<prompt>Label the review as positive or negative.</prompt>"
 
-    fake("fake/big-judge", judge)
+    fakes("fake/big-judge", judge)
     cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
                          model=ModelSpec(id="fake/small"), scorer=ScorerSpec(judge=ModelSpec(id="fake/big-judge")),
                          budget=Budget(max_trials=10, patience=10))  # the LLM rewrites come after 4 no-LLM trials
@@ -297,11 +282,11 @@ def test_the_judge_reasons_when_no_reasoning_model_is_named(fake: Any, tmp_path:
     assert r.judge is not None and r.judge["verdicts"] > 0 and r.judge["self_agreement"]["n"] >= 2
 
 
-def test_duplicate_trials_are_marked_and_counted(fake: Any, tmp_path: Path) -> None:
+def test_duplicate_trials_are_marked_and_counted(fakes: Any, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", label_rows(30))
     (tmp_path / "p.md").write_text("Label it.\n")
-    fake("fake/t", lambda m: "positive")
-    fake("fake/same", lambda m: "<prompt>Say positive or negative.</prompt>")  # every rewrite is the same
+    fakes("fake/t", lambda m: "positive")
+    fakes("fake/same", lambda m: "<prompt>Say positive or negative.</prompt>")  # every rewrite is the same
     cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
                          model=ModelSpec(id="fake/t"), reasoning=ModelSpec(id="fake/same"),
                          budget=Budget(max_trials=12, patience=12))

@@ -12,7 +12,6 @@ import pytest
 from conftest import names_labels, write_jsonl
 
 from reflexopt.config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec
-from reflexopt.models import FunctionModel, register_fake, unregister_fake
 from reflexopt.optimizer import Optimizer, optimize
 from reflexopt.pool import Candidate, pareto_parent
 from reflexopt.prompt import Prompt
@@ -51,21 +50,6 @@ def prompt_file(tmp_path: Path) -> Path:
     p = tmp_path / "p.md"
     p.write_text("Look at this.\n")
     return p
-
-
-@pytest.fixture
-def fakes() -> Any:
-    made: list[str] = []
-
-    def add(name: str, fn: Any, **kw: Any) -> FunctionModel:
-        backend = FunctionModel(fn, **kw)
-        register_fake(name, backend)
-        made.append(name)
-        return backend
-
-    yield add
-    for n in made:
-        unregister_fake(n)
 
 
 def config(dataset: Path, prompt: Path, **kw: Any) -> OptimizeConfig:
