@@ -34,11 +34,12 @@ def run_estimate(cfg: OptimizeConfig, r: Evaluator) -> dict[str, Any]:
                    min(cfg.budget.trial_limit, 60), cfg.scorer.judge is not None,
                    judge_redraws=2 * min(cfg.noise_sample, len(r.val)))
     if cfg.budget.max_calls:
-        fixed = est["calls_baseline"] + est["calls_final_test"]
+        fixed = est["calls_baseline"] + r.test_reserve
         if cfg.budget.max_calls < fixed:
             est["warning"] = (f"--max-calls {cfg.budget.max_calls} is below the {fixed} calls that scoring the "
                               "starting prompt on val and the final test alone need; the search will not run")
         est["calls_estimate"] = min(est["calls_estimate"], cfg.budget.max_calls)
+    est["calls_verdict_reserve"] = r.test_reserve - est["calls_final_test"]
     est.update(n_train=len(r.splits.train), n_val=len(r.val), n_test=len(r.test), max_trials=cfg.budget.trial_limit)
     est["cost_estimate_usd"] = cost_estimate(cfg, r, est["calls_estimate"])
     return est

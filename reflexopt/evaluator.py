@@ -9,7 +9,9 @@ is called. A resumed run's memo comes from the run folder, so it pays for nothin
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .budget import Limits, RunBudget
@@ -126,6 +128,42 @@ class Evaluator:
         plus the judge's verdict when there is one."""
         task_calls = max(1, int(getattr(getattr(self, "task", None), "most_calls", 1)))
         return task_calls + (1 if self.config.scorer.judge else 0)
+
+    @property
+    def test_reserve(self) -> int:
+        """Calls kept for the final verdict, so it never runs out part-way: both prompts on every test case and,
+        with a judge, a quarter more for its parse retries and for re-judging the verdicts that failed."""
+        base = 2 * len(self.splits.test) * self.calls_per_case
+        return base + (math.ceil(0.5 * len(self.splits.test)) if self.config.scorer.judge else 0)
+
+    async def rejudge(self, cand: Scored, results: Sequence[CaseResult], split_name: str) -> tuple[list[CaseResult],
+                                                                                                   int, int]:
+        """The verdict's second chance for a judge: every case whose output the judge could not score (an
+        unparseable verdict after its retries, a failed judge call) is judged once more as a new request (another
+        sample, so not the cached failure). Returns the results, how many were re-judged and how many of those
+        were then scored. A metric's failures, task failures and budget refusals are left as they are."""
+        rescore = getattr(self.scorer, "score", None)
+        if getattr(self.scorer, "kind", "") != "judge" or rescore is None:
+            return list(results), 0, 0
+        by_id = {c.id: c for c in self.cases}
+        todo = [i for i, x in enumerate(results) if x.score is None and x.output and not x.budget_exhausted]
+        out = list(results)
+        scores = await asyncio.gather(*(rescore(by_id[out[i].case_id], out[i].output, sample=1) for i in todo))
+        ok = 0
+        for i, s in zip(todo, scores):
+            if s.budget_exhausted:
+                self.budget.mark_exhausted()
+            x = out[i]
+            if s.value is None:
+                out[i] = replace(x, error=f"{x.error}; re-judged: {s.error}", calls=x.calls + s.calls)
+                continue
+            ok += 1
+            out[i] = replace(x, score=s.value, passed=s.passed, reasoning=s.reasoning, category=s.category,
+                             error=None, flag=s.flag, calls=x.calls + s.calls)
+            self.memo[(cand.prompts.key, split_name, x.case_id)] = (out[i], out[i].calls)
+            for log in self.on_case_scored:
+                log(cand.prompts.key, split_name, out[i], out[i].calls)
+        return out, len(todo), ok
 
     def usage(self) -> dict[str, Any]:
         u = usage_of(*self.clients)

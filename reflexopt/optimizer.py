@@ -100,7 +100,7 @@ class Optimizer:
         scoring of a cheaper variant tried after it (`verdict.cheaper_variants`; more are tried if calls remain)."""
         r = self.evaluator
         trims = len(r.val) if self.config.objective == "cost" else 0
-        return (2 * len(r.test) + trims) * r.calls_per_case
+        return r.test_reserve + trims * r.calls_per_case
 
     async def _trim(self, search: Search, baseline: Candidate, min_gain: float) -> list[Candidate]:
         """`--objective cost`: score on val the cheaper variants (fewer demos) of the candidate the run would
@@ -108,7 +108,7 @@ class Optimizer:
         budget could not score on all of val are left out."""
         cfg, r, store = self.config, self.evaluator, self.store
         assert store is not None
-        r.budget.set_reserve(2 * len(r.test) * r.calls_per_case)  # the variants' reserve is spent now
+        r.budget.set_reserve(r.test_reserve)  # the variants' reserve is spent now
         if cfg.objective != "cost":
             return []
         pool = from_study(search.records(), r.val)
@@ -120,7 +120,7 @@ class Optimizer:
         for v in cheaper_variants(pick):
             if v.key in known:
                 continue
-            if r.budget.remaining() - 2 * len(r.test) * r.calls_per_case < len(r.val) * r.calls_per_case:
+            if r.budget.remaining() - r.test_reserve < len(r.val) * r.calls_per_case:
                 break  # the final test keeps its calls
             res, _ = await r.evaluate(v, r.val, "val")
             val = {x.case_id: x.score for x in res if x.score is not None}
@@ -300,7 +300,14 @@ class Optimizer:
                 base_job.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await base_job
+        base_test, n_base, ok_base = await r.rejudge(baseline, base_test, "test")
+        if best.id == "baseline":
+            best_test = base_test
+        else:
+            best_test, n_best, ok_best = await r.rejudge(best, best_test, "test")
+            n_base, ok_base = n_base + n_best, ok_base + ok_best
         cmp, coverage = paired_on_test(base_test, best_test, [c.id for c in r.test], seed=cfg.seed)
+        coverage["rejudged"] = {"verdicts": n_base, "then_scored": ok_base}
         best_md = best.prompts.to_markdown()
         best_path = store.write_best(best_md)
         usage = r.usage()

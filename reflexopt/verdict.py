@@ -122,6 +122,9 @@ def coverage_text(cov: dict[str, Any]) -> str:
         n = sum(cov.get(key, {}).values())
         if n:
             notes.append(f"{n} {what}")
+    rejudged = cov.get("rejudged") or {}
+    if rejudged.get("verdicts"):
+        notes.append(f"{rejudged['verdicts']} verdicts re-judged, {rejudged['then_scored']} then scored")
     return f"{cov['paired']} of {cov['n']}" + (f" ({'; '.join(notes)})" if notes else "")
 
 

@@ -319,3 +319,52 @@ def test_the_judge_record_reaches_trackers_and_the_summary_table() -> None:
     assert "self-agreement SD 0.120 (10 cases re-judged, pass/fail agrees 90%)" in line
     assert "3 of 40 verdicts contradict their score" in line and "1 unparseable" in line
     assert "grades its own answers" in line
+
+
+# ------------------------------------------------------------------ the verdict's second chance
+def test_the_verdict_re_judges_what_the_judge_could_not_score(fakes: Any, tmp_path: Path) -> None:
+    """A case whose verdict did not parse (after its retries) was dropped from the verdict. It is now judged
+    once more, as a new request, and counted: re-judged, then scored or still not."""
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(40))
+    (tmp_path / "p.md").write_text("Label it positive or negative.\n")
+    fakes("fake/t", lambda m: "positive" if "good" in m[-1]["content"] else "negative")
+    seen: dict[str, int] = {}
+
+    def flaky(messages: list[dict[str, str]]) -> str:
+        text = messages[0]["content"] + messages[1]["content"]
+        if "item 3" in text or "item 13" in text:  # the first three asks of each request do not parse
+            seen[text] = seen.get(text, 0) + 1
+            if seen[text] <= 3:
+                return "I think it is fine"
+        return verdict(5)
+
+    fakes("fake/flaky", flaky)
+    cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                         model=ModelSpec(id="fake/t"), reasoning=ModelSpec(id="fake/t"),
+                         scorer=ScorerSpec(judge=ModelSpec(id="fake/flaky")), budget=Budget(max_trials=1))
+    r = optimize(cfg)
+    cov = r.test_cases
+    assert cov is not None
+    flaky_in_test = cov["rejudged"]["verdicts"]
+    assert flaky_in_test > 0 and cov["rejudged"]["then_scored"] == flaky_in_test
+    assert cov["not_scored"] == {"baseline": 0, "best": 0} and cov["paired"] == cov["n"]
+
+
+def test_the_dry_run_states_the_reserve_for_the_verdict(fakes: Any, tmp_path: Path) -> None:
+    from reflexopt.optimizer import Optimizer
+
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(40))
+    (tmp_path / "p.md").write_text("Label it.\n")
+    fakes("fake/t", lambda m: "positive")
+    fakes("fake/j", lambda m: verdict(4))
+    cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                         model=ModelSpec(id="fake/t"), scorer=ScorerSpec(judge=ModelSpec(id="fake/j")))
+    est = Optimizer(cfg).estimate()
+    n_test = est["n_test"]
+    assert est["calls_final_test"] == 2 * n_test * 2  # task + verdict, both prompts
+    assert est["calls_verdict_reserve"] == -(-n_test // 2)  # a quarter of the verdicts again
+    assert est["calls_judge_self_agreement"] == 20
+    result = runner.invoke(app, ["optimize", str(data), str(tmp_path / "p.md"), "-m", "fake/t", "--judge", "fake/j",
+                                 "--dry-run"], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    assert f"+ {est['calls_verdict_reserve']} kept for the judge's retries and re-judging" in result.output

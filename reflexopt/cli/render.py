@@ -509,7 +509,11 @@ def print_diff(console: Console, d: dict[str, Any]) -> None:
 def print_dry_run(console: Console, err: Console, est: dict[str, Any]) -> None:
     cost = est["cost_estimate_usd"]
     console.print(f"estimated calls: about {est['calls_estimate']} (baseline {est['calls_baseline']}, search "
-                  f"{est['calls_search']}, final test {est['calls_final_test']}); estimated cost: "
+                  f"{est['calls_search']}, final test {est['calls_final_test']}"
+                  + (f" + {est['calls_verdict_reserve']} kept for the judge's retries and re-judging"
+                     if est.get("calls_verdict_reserve") else "")
+                  + (f", judge self-agreement {est['calls_judge_self_agreement']}"
+                     if est.get("calls_judge_self_agreement") else "") + "); estimated cost: "
                   + ("$0 (local/fake model)" if cost == 0 else f"${cost:.4f}" if cost else "unknown price"))
     if est.get("warning"):
         err.print(f"[yellow]warning:[/] {est['warning']}")
