@@ -96,7 +96,7 @@ async def judge_checks(scorer: Any, cases: Sequence[Case], results: Sequence[Any
         return record, None
     r = judge.rubric
     raws = {x.case_id: (r.low + x.score * (r.high - r.low), x.reasoning) for x in scored}
-    return record, human_agreement(human, cases, raws, r).to_json()
+    return record, human_agreement(human, cases, raws, r, {x.case_id: x.output for x in scored}).to_json()
 
 
 def human_label(value: Any, column: str, case: Case) -> float | bool | None:
@@ -118,7 +118,7 @@ def human_label(value: Any, column: str, case: Case) -> float | bool | None:
 
 
 def human_agreement(column: str, cases: Sequence[Case], scored: dict[str, tuple[float, str]],
-                    rubric: Rubric | None) -> HumanAgreement:
+                    rubric: Rubric | None, outputs: dict[str, str] | None = None) -> HumanAgreement:
     """The judge's scores (`scored`: case id -> (raw score, reasoning)) against the human labels in `column`.
 
     Pass/fail labels: kappa of the judge's pass (score at or above the rubric's pass mark) against them, and rho
@@ -158,7 +158,7 @@ def human_agreement(column: str, cases: Sequence[Case], scored: dict[str, tuple[
 
     apart = sorted(both, key=lambda t: -gap(t[2][0], t[1]))
     worst = [{"case_id": c.id, "line": c.line, "judge": s[0], "human": (h >= 0.5) if bools else h,
-              "reasoning": s[1][:300], "input": c.input_text[:200]}
+              "reasoning": s[1][:300], "input": c.input_text[:200], "output": (outputs or {}).get(c.id, "")[:300]}
              for c, h, s in apart[:5] if gap(s[0], h) > 0]
     n = len(both)
     return HumanAgreement(

@@ -71,7 +71,8 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
     if m:
         retries = sum(int(v.get("retries", 0)) for v in (s.get("by_role") or {}).values())
         t.add_row("cost per success", money_text(m) + (f" · {retries} retries" if retries else ""))
-    t.add_row("latency", f"p50 {_fmt(s['latency_p50_s'], 2)} s · p95 {_fmt(s['latency_p95_s'], 2)} s")
+    if s.get("latency_p50_s") is not None:
+        t.add_row("latency", f"p50 {_fmt(s['latency_p50_s'], 2)} s · p95 {_fmt(s['latency_p95_s'], 2)} s")
     t.add_row("calls", f"{s['model_calls']} made · {s['cached_calls']} from cache")
     if s.get("judge"):
         t.add_row("judge", judge_text(s["judge"]))
@@ -98,10 +99,12 @@ def money_text(m: dict[str, Any]) -> str:
 def disagreement_table(h: dict[str, Any]) -> Table:
     """The cases where the judge and the people who labelled them are furthest apart."""
     t = Table(title="where the judge and people disagree most", title_justify="left")
-    for col in ("case", "line", "judge", "human", "judge's reasoning"):
+    for col in ("case", "line", "judge", "human", "response graded", "judge's reasoning"):
         t.add_column(col, overflow="fold")
     for d in h["disagreements"]:
-        t.add_row(str(d["case_id"]), str(d["line"]), f"{d['judge']:g}", str(d["human"]), printable(d["reasoning"]))
+        human = f"{d['human']:g}" if isinstance(d["human"], float) else ("pass" if d["human"] else "fail")
+        t.add_row(str(d["case_id"]), str(d["line"]), f"{d['judge']:g}", human,
+                  printable(str(d.get("output", ""))[:120]), printable(d["reasoning"]))
     return t
 
 
