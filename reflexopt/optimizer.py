@@ -307,7 +307,8 @@ class Optimizer:
             best_test, n_best, ok_best = await r.rejudge(best, best_test, "test")
             n_base, ok_base = n_base + n_best, ok_base + ok_best
         cmp, coverage = paired_on_test(base_test, best_test, [c.id for c in r.test], seed=cfg.seed)
-        coverage["rejudged"] = {"verdicts": n_base, "then_scored": ok_base}
+        if getattr(r.scorer, "kind", "") == "judge":
+            coverage["rejudged"] = {"verdicts": n_base, "then_scored": ok_base}
         best_md = best.prompts.to_markdown()
         best_path = store.write_best(best_md)
         usage = r.usage()
