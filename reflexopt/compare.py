@@ -19,7 +19,7 @@ from .evaluate import CaseResult, check_specs, load_test, score_with
 from .events import Event, TrackedBus
 from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
-from .recommend import Constraints, ModelRow, recommend, row_from_results
+from .recommend import Constraints, ModelRow, recommend, row_from_results, selection_adjusted
 from .store import hold_folder, new_run_id, read_json, runs_root, write_text_atomic
 from .workload import Workload
 
@@ -36,6 +36,7 @@ class CompareResult:
     n_test: int
     elapsed_s: float
     margin: float = 0.05  # the equivalence margin of the recommendation
+    selection: dict[str, Any] | None = None  # the best model's score re-estimated for the winner's curse
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -135,7 +136,7 @@ class Comparison:
             limits = Constraints(cfg.max_p95_s, cfg.max_cost_per_1k, cfg.min_score)
             choice, reason = recommend(rows, cfg.target, cfg.margin, limits)
             result = CompareResult(self.id, tuple(rows), choice, reason, transfer, len(self.test),
-                                   round(time.monotonic() - start, 1), cfg.margin)
+                                   round(time.monotonic() - start, 1), cfg.margin, selection_adjusted(rows))
             write_text_atomic(self.root / "compare.json", json.dumps(result.to_json(), indent=2))
         finally:
             lock.release()

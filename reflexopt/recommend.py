@@ -113,6 +113,33 @@ class Constraints:
         return None
 
 
+def selection_adjusted(rows: Sequence[ModelRow], *, splits: int = 200, seed: int = 0) -> dict[str, Any] | None:
+    """The winner's curse, measured: the best model's test score is the maximum of several noisy means, so it
+    overstates what the model picked this way will score. Over `splits` random halvings of the test cases that
+    every model scored, pick the best model on one half and score it on the other; the mean of those scores is
+    an honest estimate of the pick's score, and how often the pick is the overall best says how stable the choice
+    is. None with fewer than two models or four shared cases."""
+    import random
+
+    ok = [r for r in rows if r.error is None and r.scores]
+    if len(ok) < 2:
+        return None
+    shared = sorted(set.intersection(*(set(r.scores) for r in ok)))
+    if len(shared) < 4:
+        return None
+    best = max(ok, key=lambda r: r.tuned or 0.0)
+    rng = random.Random(seed)
+    held, same = [], 0
+    for _ in range(splits):
+        a = set(rng.sample(shared, len(shared) // 2))
+        b = [c for c in shared if c not in a]
+        pick = max(ok, key=lambda r: sum(r.scores[c] for c in a))
+        held.append(sum(pick.scores[c] for c in b) / len(b))
+        same += pick is best
+    return {"best": best.model, "best_score": best.tuned, "adjusted": round(sum(held) / len(held), 4),
+            "pick_is_best": round(same / splits, 3), "splits": splits, "cases": len(shared)}
+
+
 def recommend(rows: Sequence[ModelRow], target: float | None, margin: float = MARGIN,
               constraints: Constraints | None = None) -> tuple[str | None, str]:
     """The cheapest model shown to be as good as the best within `margin` (TOST on the paired test cases at

@@ -414,6 +414,16 @@ def _interrupted_compare(path: Path) -> dict[str, Any]:
     return {"rows": rows, "reason": reason, "n_test": "?", "transfer": None}
 
 
+def _curse_html(sel: dict[str, Any] | None) -> str:
+    """The best model's score re-estimated for the winner's curse (picked and scored on separate halves)."""
+    if not sel:
+        return ""
+    return (f"<p class=muted>The best, {escape(str(sel['best']))} ({_f(sel['best_score'])}), was picked on the test "
+            f"cases it is scored on. Picked on half of them and scored on the other half, the pick scores "
+            f"{_f(sel['adjusted'])} (mean of {sel['splits']} halvings of {sel['cases']} cases); the pick is "
+            f"{escape(str(sel['best']))} in {sel['pick_is_best']:.0%} of them.</p>")
+
+
 def compare_report(path: Path, *, refresh_s: int | None = None, nav: str = "") -> str:
     data = read_json(path / "compare.json") if (path / "compare.json").exists() else _interrupted_compare(path)
     title = f"reflexopt {path.name}"
@@ -432,7 +442,8 @@ def compare_report(path: Path, *, refresh_s: int | None = None, nav: str = "") -
                  f"{_f(r['latency_p50_s'], 2)} / {_f(r['latency_p95_s'], 2)} s"]
         rows.append(f"<tr><td>{escape(r['model'])}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
     body = [f"<h1>{escape(title)}</h1><div class=muted>{data['n_test']} test cases · * significant gain</div>",
-            f"<div class=card><b>Recommendation:</b> {escape(data['reason'])}</div>",
+            f"<div class=card><b>Recommendation:</b> {escape(data['reason'])}" + _curse_html(data.get("selection"))
+            + "</div>",
             f"<h2>Models</h2><div class=card><table>{head}{''.join(rows)}</table></div>",
             "<h2>Score vs cost</h2><div class=card>" + scatter_svg(data["rows"]) + "</div>"]
     if any(r.get("load") for r in data["rows"]):

@@ -206,3 +206,29 @@ def test_the_load_test_reports_what_a_rate_limited_server_saw(tmp_path: Path, op
     assert r.returncode == 0, r.stderr
     row = _json.loads(r.stdout)["rows"][0]
     assert [x["concurrency"] for x in row["load"]] == [1, 4] and all(x["requests"] == 8 for x in row["load"])
+
+
+def test_the_best_models_score_is_re_estimated_for_the_winners_curse() -> None:
+    """Two models that are truly equal: the better-looking one is picked on the same cases it is scored on, so
+    its score overstates what picking this way gives. Picked on half the cases and scored on the other half, the
+    estimate falls back towards the truth, and the pick is unstable."""
+    import random
+
+    from reflexopt.recommend import selection_adjusted
+
+    rng = random.Random(5)
+    n = 60
+    a = {str(i): float(rng.random() < 0.6) for i in range(n)}
+    b = {str(i): float(rng.random() < 0.6) for i in range(n)}
+    rows = [ModelRow(m, tuned=sum(s.values()) / n, scores=s) for m, s in (("a", a), ("b", b))]
+    best = max(rows, key=lambda r: r.tuned or 0.0)
+    sel = selection_adjusted(rows, splits=400)
+    assert sel is not None and sel["best"] == best.model and sel["cases"] == n
+    assert sel["adjusted"] < sel["best_score"]  # the winner's curse, removed
+    assert 0.2 < sel["pick_is_best"] < 0.95  # equal models: the pick changes with the half it is made on
+    # one model far ahead: always picked, and its estimate is close to its score
+    c = {str(i): float(i % 10 != 0) for i in range(n)}
+    sel = selection_adjusted([*rows, ModelRow("c", tuned=0.9, scores=c)], splits=200)
+    assert sel is not None and sel["best"] == "c" and sel["pick_is_best"] == 1.0
+    assert sel["adjusted"] == pytest.approx(0.9, abs=0.05)
+    assert selection_adjusted(rows[:1]) is None

@@ -306,8 +306,13 @@ def compare_table(d: dict[str, Any]) -> Table:
             "–" if r["cost_per_success"] is None else f"{r['cost_per_success']:.6f}",
             f"{_fmt(r['latency_p50_s'], 2)} / {_fmt(r['latency_p95_s'], 2)} s")
     own = [f"{r['model']}: {r['price_source']}" for r in d["rows"] if _own_price(r)]
+    sel = d.get("selection")
+    curse = (f"; the best, {sel['best']} ({sel['best_score']:.3f}), is picked on the same cases it is scored on: "
+             f"picked on half of them and scored on the other half, the pick scores {sel['adjusted']:.3f} "
+             f"(mean of {sel['splits']} halvings; the pick is {sel['best']} in {sel['pick_is_best']:.0%})"
+             if sel else "")
     t.caption = "* significant gain from tuning (paired test on the test split)" + (
-        "; † price given by you: " + "; ".join(own) if own else "")
+        "; † price given by you: " + "; ".join(own) if own else "") + curse
     return t
 
 
