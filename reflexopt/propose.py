@@ -174,15 +174,21 @@ def extract_prompt(reply: str, parent: Prompt) -> str | None:
     return text + "\n"
 
 
+REDRAW_TEMPERATURE = 0.7
+
+
 async def llm_rewrite(op: str, reasoner: ModelClient, parent: Prompt, facts: TaskFacts, diagnosis: Diagnosis,
-                      failing: Sequence[CaseResult], other: Prompt | None = None) -> tuple[str | None, str, int]:
-    """(new text or None, raw reply, paid calls)."""
+                      failing: Sequence[CaseResult], other: Prompt | None = None,
+                      sample: int = 0) -> tuple[str | None, str, int]:
+    """(new text or None, raw reply, paid calls). `sample` > 0: the same rewrite asked again, as another draw
+    at temperature 0.7 (the first ask, at 0, would come back from the cache unchanged)."""
     values: dict[str, Any] = dict(prompt=parent.text.strip(), facts=facts.as_text(), diagnosis=diagnosis.as_text(),
                                   cases=format_cases(failing, limit=4))
     if op == "merge":
         values["other"] = (other or parent).text.strip()
     res = await reasoner.complete([{"role": "user", "content": meta_prompt(f"propose_{op}", **values)}],
-                                  temperature=0.0, max_tokens=reasoner.cap(max(512, 2 * len(parent.text) // 3)))
+                                  sample=sample, temperature=REDRAW_TEMPERATURE if sample else 0.0,
+                                  max_tokens=reasoner.cap(max(512, 2 * len(parent.text) // 3)))
     calls = 0 if res.cached or res.budget_exhausted else 1
     if not res.ok:
         return None, res.error or "", calls
@@ -247,14 +253,15 @@ def fallback_operator(facts: TaskFacts) -> str:
 
 async def propose(params: dict[str, Any], parent: Prompt, *, train: Sequence[Case], facts: TaskFacts,
                   reasoner: ModelClient | None, diagnosis: Diagnosis, failing: Sequence[CaseResult],
-                  other: Prompt | None) -> tuple[Prompt, Proposal]:
-    """Apply the trial's operator (params["operator"]) with its settings to the parent."""
+                  other: Prompt | None, sample: int = 0) -> tuple[Prompt, Proposal]:
+    """Apply the trial's operator (params["operator"]) with its settings to the parent; `sample` counts earlier
+    asks of the same LLM rewrite of this parent (each is another draw)."""
     op = params["operator"]
     if op not in BY_NAME:
         raise ValueError(f"unknown operator {op!r}")
     if op not in LLM_OPERATORS or reasoner is None:
         return _no_llm(op, params, parent, train, facts, diagnosis)
-    text, raw, calls = await llm_rewrite(op, reasoner, parent, facts, diagnosis, failing, other)
+    text, raw, calls = await llm_rewrite(op, reasoner, parent, facts, diagnosis, failing, other, sample)
     if text is not None:
         why = diagnosis.as_text() if op in ("fix", "constraints") else f"{op} by the reasoning model"
         return parent.with_(text=text), Proposal(text, op, why, reasoning_calls=calls)

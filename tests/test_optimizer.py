@@ -391,3 +391,27 @@ def test_objective_cost_scores_fewer_demo_variants_of_its_pick(dataset: Path, pr
     # a variant that is worse (no demo left, where the task needs one) is never returned
     worse = [i for i in trims if i in pts and pts[i]["val"] < 0.2]
     assert all(not pts[i]["not_worse"] for i in worse)
+
+
+def test_the_same_rewrite_asked_again_is_a_new_draw_not_the_cached_reply(dataset: Path, prompt_file: Path,
+                                                                         fakes: Any) -> None:
+    """An LLM rewrite of one parent asked a second time was the same request, answered from the cache with the
+    same unusable reply. Now each repeat is another draw, at temperature 0.7."""
+    fakes("fake/task", lambda m: "?")  # nothing ever improves: the starting prompt stays every trial's parent
+    asked: list[tuple[str, float]] = []
+
+    def reasoner(messages: list[dict[str, str]], params: dict[str, Any]) -> str:
+        text = messages[-1]["content"]
+        if text.startswith("You are improving a prompt"):  # a rewrite (not a diagnosis)
+            asked.append((text, float(params.get("temperature") or 0.0)))
+        return f"<prompt>Look at this, take {len(asked)}.</prompt>"  # usable, and no better
+
+    fakes("fake/reasoner", reasoner)
+    optimize(config(dataset, prompt_file, budget=Budget(max_trials=24, patience=24)))
+    seen: dict[str, list[float]] = {}
+    for text, temperature in asked:
+        seen.setdefault(text, []).append(temperature)
+    repeats = {t: temps for t, temps in seen.items() if len(temps) > 1}
+    assert repeats, "some rewrite was asked of the same parent twice"
+    for temps in repeats.values():
+        assert temps[0] == 0.0 and all(t == 0.7 for t in temps[1:])

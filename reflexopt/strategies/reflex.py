@@ -53,6 +53,7 @@ class ReflexStrategy:
         self.diagnoses: dict[str, tuple[Diagnosis, list[CaseResult]]] = {}
         self.reasoner_given_up = False
         self.redraw: Candidate | None = None  # set by stop_reason: the next trial draws other demos for it
+        self.asks: dict[tuple[str, str, str], int] = {}  # (LLM operator, parent, prompt name) -> times asked
 
     async def search(self, ctx: SearchContext) -> str:
         search = ctx.search
@@ -221,8 +222,11 @@ class ReflexStrategy:
         other = rng.choice(others).prompts[target] if others else None
         before = ctx.reasoner.meter.calls
         base = parent.prompts[target]
+        ask = (op, parent.key, target)
+        sample = self.asks.get(ask, 0)  # the same rewrite asked again is a new draw, not the cached reply
+        self.asks[ask] = sample + 1
         prompt, prop = await propose(params, base, train=ctx.train, facts=ctx.facts, reasoner=ctx.reasoner,
-                                     diagnosis=diag, failing=failing, other=other)
+                                     diagnosis=diag, failing=failing, other=other, sample=sample)
         known = {c.key for c in pool}
         for attempt in range(1, 5):  # a no-LLM operator that rebuilt a known prompt: try its other settings
             if prop.operator in LLM_OPERATORS or parent.prompts.replace(target, prompt).key not in known:
