@@ -120,8 +120,8 @@ class Optimizer:
         for v in cheaper_variants(pick):
             if v.key in known:
                 continue
-            if r.budget.remaining() - r.test_reserve < len(r.val) * r.calls_per_case:
-                break  # the final test keeps its calls
+            if r.budget.remaining() < len(r.val) * r.calls_per_case:
+                break  # not enough for a whole val scoring beside the final test's reserve
             res, _ = await r.evaluate(v, r.val, "val")
             val = {x.case_id: x.score for x in res if x.score is not None}
             if len(val) == len(r.val):

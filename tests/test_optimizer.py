@@ -381,7 +381,10 @@ def test_objective_cost_scores_fewer_demo_variants_of_its_pick(dataset: Path, pr
 
     fakes("fake/task", reply)
     fakes("fake/reasoner", lambda m: "nothing")
-    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=6, patience=6), objective="cost"))
+    # a budget the search would spend: the variant still gets the val scoring the search left for it
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_calls=330, max_trials=40, patience=40),
+                        objective="cost"))
+    assert r.stop_reason == "budget" and r.model_calls <= 330
     cands = {c["id"]: c for c in map(json.loads, (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines())}
     trims = {i: c for i, c in cands.items() if c["operator"] == "trim"}
     assert trims, "the demo pick's cheaper variants were scored"
