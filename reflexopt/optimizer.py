@@ -96,10 +96,10 @@ class Optimizer:
         return sa.sd if sa.n >= 2 else 0.0
 
     def _reserve(self) -> int:
-        """Calls the search leaves unspent: the final test (both prompts), and with `--objective cost` one val
-        scoring of a cheaper variant tried after it (`verdict.cheaper_variants`; more are tried if calls remain)."""
+        """Calls the search leaves unspent: the final test (both prompts), and with `--objective cost` two val
+        scorings of cheaper variants tried after it (`verdict.cheaper_variants`; a third if calls remain)."""
         r = self.evaluator
-        trims = len(r.val) if self.config.objective == "cost" else 0
+        trims = 2 * len(r.val) if self.config.objective == "cost" else 0
         return r.test_reserve + trims * r.calls_per_case
 
     async def _trim(self, search: Search, baseline: Candidate, min_gain: float) -> list[Candidate]:

@@ -166,14 +166,15 @@ def point(c: Candidate, results: Mapping[str, CaseResult], price: tuple[float, f
 
 def cheaper_variants(c: Candidate) -> list[Candidate]:
     """`--objective cost`: cheaper versions of the candidate a run would return, made without a model call: each
-    of its prompts with half its demos, one demo fewer, and none. They are scored on val like any candidate, and
-    `choose` keeps one only if it is not worse than the best there."""
+    of its prompts with half its demos, one demo fewer, and none (in that order). They are scored on val like any
+    candidate, and `choose` keeps one only if it is not worse than the best there."""
     out: list[Candidate] = []
     seen = {c.key}
     for name in c.prompts.names:
         p = c.prompts[name]
         k = len(p.demos)
-        for keep in dict.fromkeys((k // 2, 0, k - 1)):  # the likeliest trade first: half the demos
+        # half the demos (the larger saving), then one fewer (the likelier to be not worse), then none
+        for keep in dict.fromkeys((k // 2, k - 1, 0)):
             if not 0 <= keep < k:
                 continue
             label = f"{c.id}.{name}.d{keep}" if len(c.prompts.names) > 1 else f"{c.id}.d{keep}"
