@@ -105,7 +105,7 @@ def main() -> None:
     text = (f"# `--objective cost` against `--objective score`, embedded model\n\n"
             f"SmolLM2-135M as task and reasoning model, metric `contains`, vague starting prompts, `--max-calls "
             f"{args.max_calls}`, fresh seeds {', '.join(map(str, args.seeds))}; every row of the jsonl names its "
-            f"commit and command. The cost run shares the score run's cache; its search leaves one val scoring "
+            f"commit and command. The cost run shares the score run's cache; its search leaves two val scorings "
             f"unspent for the fewer-demo variants of its pick (so it can differ from the score run's search), and "
             f"it returns the cheapest candidate a one-sided paired test on val does not show worse than the "
             f"score-best.\n\n" + table(done) + "\n")
