@@ -251,7 +251,7 @@ def optimize_summary(r: dict[str, Any]) -> Table:
     left = f" · {unspent} of the --max-calls budget unspent" if unspent else ""
     t.add_row("calls", "", f"{r['model_calls']} paid · {r['cached_calls']} cached{left}")
     m = r.get("money") or {}
-    if m.get("best") or m.get("baseline"):
+    if any((x or {}).get("cost_per_success") for x in (m.get("best"), m.get("baseline"))):  # free: nothing to show
         def per(x: dict[str, Any] | None) -> str:
             return "–" if not x or x.get("cost_per_success") is None else f"${x['cost_per_success']:.6f}"
 
