@@ -108,3 +108,23 @@ def test_eval_shows_cost_per_success_with_the_price_source(tmp_path: Path, opena
     assert passing > 0 and s["money"]["price_source"] == "prices file prices.yaml"
     assert s["money"]["cost_per_success"] == pytest.approx(per_request * 10 / passing, rel=1e-6)
     assert s["cost_usd"] == pytest.approx(per_request * 10, rel=1e-6)  # the calls were costed at that price
+
+
+def test_optimize_reports_cost_per_success_on_test(tmp_path: Path, fakes: Any) -> None:
+    from rich.console import Console
+
+    from reflexopt.cli.render import optimize_summary
+    from reflexopt.config import Budget
+    from reflexopt.optimizer import optimize
+
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(40))
+    (tmp_path / "p.md").write_text("Label it positive or negative.\n")
+    fakes("fake/paid", label_model, cost_per_token=1e-6)
+    r = optimize(optimize_config(data, tmp_path / "p.md", model="fake/paid", reasoning_model="fake/paid",
+                                 budget=Budget(max_trials=1)))
+    assert r.money is not None and r.money["price_source"] == "the fake model's own price"
+    best = r.money["best"]
+    assert best["cost_per_success"] == pytest.approx(best["cost_per_1k"] / 1000 * best["requests"] / best["passing"])
+    console = Console(width=200, record=True)
+    console.print(optimize_summary(r.to_json()))
+    assert "cost per success (test)" in console.export_text()
