@@ -48,14 +48,18 @@ class CaseResult(CallCost):
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def money(results: Sequence[CaseResult], price: tuple[float, float] | None) -> dict[str, Any] | None:
-    """What the task's answers cost at a price per token: USD per 1,000 requests, and per successful task (per
-    passing case: the cost of every request, failures included, over the ones that passed). From the tokens each
-    answer used, so an answer served from the cache counts at what it cost when paid. None: price unknown."""
+def money(results: Sequence[CaseResult], price: tuple[float, float] | None, *,
+          per_request: float | None = None) -> dict[str, Any] | None:
+    """What the task's answers cost at a price per token (or at a flat `per_request` cost, such as a GPU-hour
+    rate through a measured throughput): USD per 1,000 requests, and per successful task (per passing case: the
+    cost of every request, failures included, over the ones that passed). From the tokens each answer used, so an
+    answer served from the cache counts at what it cost when paid. None: price unknown."""
     rows = [r for r in results if r.error is None]
-    if price is None or not rows:
+    if not rows or (price is None and per_request is None):
         return None
-    per_request = sum(r.prompt_tokens * price[0] + r.completion_tokens * price[1] for r in rows) / len(rows)
+    if per_request is None:
+        assert price is not None
+        per_request = sum(r.prompt_tokens * price[0] + r.completion_tokens * price[1] for r in rows) / len(rows)
     passing = sum(1 for r in results if r.passed)
     return {"cost_per_1k": round(1000 * per_request, 6), "passing": passing, "requests": len(results),
             "cost_per_success": round(per_request * len(results) / passing, 8) if passing else None}

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ModelSpec
-from .evaluate import CaseResult
+from .evaluate import CaseResult, money
 from .models import spec_price
 from .stats import equivalence_p, holm, mean_ci, paired_compare, percentile
 
@@ -65,14 +65,12 @@ def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequen
     toks = [(r.prompt_tokens, r.completion_tokens) for r in tuned if r.error is None]
     per_req_tokens = sum(a + c for a, c in toks) / len(toks) if toks else None
     price, price_source = spec_price(model)
-    cost_1k = None
-    if price is not None and toks:
-        cost_1k = 1000 * sum(a * price[0] + c * price[1] for a, c in toks) / len(toks)
-    elif model.gpu_hour is not None and toks:
-        per_request, price_source = gpu_hour_cost(model, tuned, throughput_rps)
-        cost_1k = None if per_request is None else 1000 * per_request
+    flat = None
+    if price is None and model.gpu_hour is not None and toks:
+        flat, price_source = gpu_hour_cost(model, tuned, throughput_rps)
+    m = money(tuned, price, per_request=flat) or {}
+    cost_1k, per_success = m.get("cost_per_1k"), m.get("cost_per_success")
     n_pass = sum(1 for p in passes if p)
-    per_success = None if cost_1k is None or not n_pass else cost_1k / 1000 * len(tuned) / n_pass
     lat = [r.latency_s for r in tuned if not r.cached and r.error is None]
     return ModelRow(
         model=model.label, baseline=_r(sum(b.values()) / len(b)) if b else None, tuned=_r(tuned_mean),
