@@ -91,7 +91,7 @@ async def judge_checks(scorer: Any, cases: Sequence[Case], results: Sequence[Any
     first = scored[:sample]
     agreement = (await judge.self_agreement([(by_id[r.case_id], r.output) for r in first])).to_json() \
         if first else None
-    record = {"self_agreement": agreement, **judge.report(), "grades_own_answers": grades_own}
+    record = judge.report(agreement, grades_own_answers=grades_own)
     if not human:
         return record, None
     r = judge.rubric

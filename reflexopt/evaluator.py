@@ -142,9 +142,9 @@ class Evaluator:
         unparseable verdict after its retries, a failed judge call) is judged once more as a new request (another
         sample, so not the cached failure). Returns the results, how many were re-judged and how many of those
         were then scored. A metric's failures, task failures and budget refusals are left as they are."""
-        rescore = getattr(self.scorer, "score", None)
-        if getattr(self.scorer, "kind", "") != "judge" or rescore is None:
+        if getattr(self.scorer, "kind", "") != "judge":
             return list(results), 0, 0
+        rescore: Any = self.scorer.score  # a judge's score takes `sample`: another draw of the same request
         by_id = {c.id: c for c in self.cases}
         todo = [i for i, x in enumerate(results) if x.score is None and x.output and not x.budget_exhausted]
         out = list(results)
@@ -160,10 +160,15 @@ class Evaluator:
             ok += 1
             out[i] = replace(x, score=s.value, passed=s.passed, reasoning=s.reasoning, category=s.category,
                              error=None, flag=s.flag, calls=x.calls + s.calls)
-            self.memo[(cand.prompts.key, split_name, x.case_id)] = (out[i], out[i].calls)
-            for log in self.on_case_scored:
-                log(cand.prompts.key, split_name, out[i], out[i].calls)
+            self._record(cand.prompts.key, split_name, out[i])
         return out, len(todo), ok
+
+    def _record(self, key: str, split_name: str, r: CaseResult) -> None:
+        """A case scored: into the memo when it has a score to reuse, and to every `on_case_scored` log."""
+        if r.error is None:
+            self.memo[(key, split_name, r.case_id)] = (r, r.calls)
+        for log in self.on_case_scored:
+            log(key, split_name, r, r.calls)
 
     def usage(self) -> dict[str, Any]:
         u = usage_of(*self.clients)
@@ -237,10 +242,7 @@ class Evaluator:
                         self.budget.mark_exhausted()
                         ready[i] = None
                         continue
-                    if r.error is None:
-                        self.memo[(key, split_name, r.case_id)] = (r, r.calls)
-                    for log in self.on_case_scored:
-                        log(key, split_name, r, r.calls)
+                    self._record(key, split_name, r)
                     self.emit("case", {"split": split_name, "candidate": cand.id, "score": r.score,
                                        "case_id": r.case_id, "output": r.output[:300] or (r.error or "")[:300]})
                     ready[i] = r
@@ -252,13 +254,10 @@ class Evaluator:
         # pruned on its very last case: every case is scored, so it is a complete candidate
         return results, bool(state["stopped"]) and len(results) < len(cases)
 
-    def task_price(self) -> tuple[float, float] | None:
-        """USD per prompt and per completion token of the task model (0 for local models; None: unknown)."""
-        return spec_price(self.config.model)[0]
-
-    def task_price_source(self) -> str:
-        """Where the task model's price comes from (a model setting, a prices file, litellm's map, ...)."""
-        return spec_price(self.config.model)[1]
+    def task_price(self) -> tuple[tuple[float, float] | None, str]:
+        """USD per prompt and per completion token of the task model (0 for local models; None: unknown), and
+        where the price comes from (a model setting, a prices file, litellm's map, ...)."""
+        return spec_price(self.config.model)
 
     async def aclose(self) -> None:
         """Stop what the task started (a pipeline's endpoint and worker processes)."""

@@ -358,8 +358,12 @@ class JudgeScorer:
 
         return await self_agreement(self, items)
 
-    def report(self) -> dict[str, Any]:
-        """This judge's record in the run: verdicts, contradictions (with the first few), parse errors, form."""
-        return {"verdicts": self.stats["verdicts"], "contradictions": self.stats["contradictions"],
-                "parse_errors": self.stats["parse_errors"], "structured": self.structured,
-                "flagged": list(self.flagged)}
+    def report(self, self_agreement: dict[str, Any] | None = None, *,
+               grades_own_answers: bool = False) -> dict[str, Any]:
+        """This judge's record in a run or an eval: its self-agreement (as measured), verdicts, contradictions
+        (with the first few), parse errors, the form verdicts were asked in, and whether it graded its own
+        answers."""
+        return {"self_agreement": self_agreement, "verdicts": self.stats["verdicts"],
+                "contradictions": self.stats["contradictions"], "parse_errors": self.stats["parse_errors"],
+                "structured": self.structured, "flagged": list(self.flagged),
+                "grades_own_answers": grades_own_answers}

@@ -114,7 +114,7 @@ class Optimizer:
         pool = from_study(search.records(), r.val)
         evals = store.evals()
         pick, _, _ = choose(select(pool, len(r.val), min_gain).best, baseline, pool, len(r.val), objective="cost",
-                            max_prompt_tokens=cfg.max_prompt_tokens, price=r.task_price(),
+                            max_prompt_tokens=cfg.max_prompt_tokens, price=r.task_price()[0],
                             results=lambda c: store.results(c.prompts, "val", evals))
         known, out = {c.key for c in pool}, []
         for v in cheaper_variants(pick):
@@ -146,8 +146,8 @@ class Optimizer:
         if report is None:
             return None
         cfg = self.config
-        return {"self_agreement": self._self_agreement, **report(),
-                "grades_own_answers": cfg.scorer.self_grading_warning(cfg.model) is not None}
+        own = cfg.scorer.self_grading_warning(cfg.model) is not None
+        return report(self._self_agreement, grades_own_answers=own)  # type: ignore[no-any-return]
 
     async def _wait_for_workers(self, search: Search) -> None:
         """Let trials that other processes are still running finish (or go stale) before the verdict."""
@@ -290,7 +290,7 @@ class Optimizer:
             best, frontier, chosen_by = choose(
                 sel.best, baseline, pool, len(r.val), objective=cfg.objective,
                 max_prompt_tokens=cfg.max_prompt_tokens, results=lambda c: store.results(c.prompts, "val", evals),
-                price=r.task_price())
+                price=r.task_price()[0])
             if best.id == "baseline":
                 base_test = best_test = (await base_job)[0]
             else:
@@ -325,7 +325,7 @@ class Optimizer:
             unspent_calls=r.budget.unspent(),
             operators=dict(Counter(c.operator for c in pool if c.id != "baseline")), test_cases=coverage,
             objective=cfg.objective, chosen_by=chosen_by, frontier=[p.to_json() for p in frontier],
-            money=test_money(base_test, best_test, r.task_price(), r.task_price_source()),
+            money=test_money(base_test, best_test, *r.task_price()),
             distinct_candidates=len({c.key for c in pool} - {baseline.key}),
             duplicate_trials=sum(c.state == State.DUPLICATE for c in pool), reasoner=self._models()["reasoning"],
             judge=self._judge_record())
