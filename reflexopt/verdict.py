@@ -199,8 +199,10 @@ def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_va
     by_id = {c.id: c for c in full}
 
     def allowed(c: Candidate) -> bool:
+        """Within the prompt-token cap. Without a cap every candidate is: one scored by another process (a
+        worker) has no token counts in this run folder, and must not lose to a worse one that has."""
         p = pts.get(c.id)
-        return c.id == "baseline" or (p is not None and p.within_cap)
+        return c.id == "baseline" or max_prompt_tokens is None or (p is not None and p.within_cap)
 
     by_cost = any(p.cost_per_1k for p in pts.values())  # a price that is 0 everywhere (local models) ranks nothing
 

@@ -418,3 +418,29 @@ def test_the_same_rewrite_asked_again_is_a_new_draw_not_the_cached_reply(dataset
     assert repeats, "some rewrite was asked of the same parent twice"
     for temps in repeats.values():
         assert temps[0] == 0.0 and all(t == 0.7 for t in temps[1:])
+
+
+def test_the_best_candidate_wins_even_when_another_process_scored_it() -> None:
+    """A candidate a worker scored has no token counts in the coordinator's run folder. Under --objective score
+    with no prompt-token cap it must still be returned as the best (it lost to a worse candidate whose counts
+    were local: the distributed test caught the verdict returning t1 while the selection said t6)."""
+    from reflexopt.evaluate import CaseResult
+    from reflexopt.pool import State
+    from reflexopt.verdict import choose
+
+    ids = [str(i) for i in range(10)]
+    base = Candidate("baseline", Prompt("a")).scored({i: 0.0 for i in ids}, State.COMPLETE)
+    local = Candidate("t1", Prompt("b")).scored({i: 0.5 for i in ids}, State.COMPLETE)
+    remote = Candidate("t6", Prompt("c")).scored({i: 1.0 for i in ids}, State.COMPLETE)
+    rows = {i: CaseResult(case_id=i, input="x", output="y", ideal="y", score=1.0, passed=True, prompt_tokens=9,
+                          completion_tokens=1) for i in ids}
+
+    def results(c: Candidate) -> dict[str, CaseResult]:
+        return {} if c.id == "t6" else rows  # the worker's results are in its own folder
+
+    best, _, _ = choose(remote, base, [base, local, remote], len(ids), objective="score", max_prompt_tokens=None,
+                        results=results, price=None)
+    assert best.id == "t6"
+    capped, _, _ = choose(remote, base, [base, local, remote], len(ids), objective="score", max_prompt_tokens=50,
+                          results=results, price=None)
+    assert capped.id == "t1"  # under a cap, a prompt whose tokens are unknown cannot be shown within it
