@@ -67,6 +67,38 @@ def contains(output: str, ideal: str | None, *, label_set: Sequence[str] = (), *
     return 0.0 if any(o and _has(o, out) and not _has(o, want) for o in others) else 1.0
 
 
+COLLAPSE_SHARE = 0.9  # at least this share of a candidate's answers name one label...
+COLLAPSE_REFERENCES = 0.7  # ...which the references give to at most this share of the same cases
+
+
+def named_label(output: str, labels: Sequence[str]) -> str | None:
+    """The one label an answer names (a label inside a longer one, "positive" in "not positive", is the longer
+    one); None when it names none or several."""
+    out = normalize(output)
+    named = [x for x in labels if _has(normalize(x), out)]
+    named = [x for x in named if not any(o != x and _has(normalize(x), normalize(o)) for o in named)]
+    return named[0] if len(named) == 1 else None
+
+
+def collapsed_label(outputs: Sequence[str], ideals: Sequence[str | None], labels: Sequence[str],
+                    min_cases: int = 10) -> tuple[str, int] | None:
+    """The label a prompt answers whatever the case, and how many answers name it: at least COLLAPSE_SHARE of
+    the answers name it, while the references give it to at most COLLAPSE_REFERENCES of the same cases (a set
+    whose references are nearly all one label cannot tell a constant answer from a right one). None for a prompt
+    that varies its answers, a task with fewer than two labels, or fewer than `min_cases` answers."""
+    if len(labels) < 2 or len(outputs) < min_cases:
+        return None
+    named = [named_label(o, labels) for o in outputs]
+    top = max(set(named) - {None}, key=named.count, default=None)
+    if top is None:
+        return None
+    n = named.count(top)
+    wanted = sum(normalize(i or "") == normalize(top) for i in ideals)
+    if n >= COLLAPSE_SHARE * len(outputs) and wanted <= COLLAPSE_REFERENCES * len(ideals):
+        return top, n
+    return None
+
+
 def token_f1(output: str, ideal: str | None, **_: Any) -> float:
     pred, ref = normalize(output).split(), normalize(ideal or "").split()
     if not pred or not ref:

@@ -87,3 +87,18 @@ def test_default_metric() -> None:
     assert default_metric(cases(long, long + "x")) == "rouge-l"
     with pytest.raises(ConfigError, match="--judge"):
         default_metric(cases("a", None))
+
+
+def test_collapsed_label_needs_one_answer_the_references_do_not_give() -> None:
+    from reflexopt.metrics import collapsed_label, named_label
+
+    labels = ["positive", "negative", "not positive"]
+    assert named_label("Not positive.", labels) == "not positive"  # the longer label, not both
+    assert named_label("positive or negative", labels) is None
+    half = ["positive", "negative"] * 10
+    assert collapsed_label(["positive"] * 19 + ["negative"], half, labels) == ("positive", 19)
+    assert collapsed_label(["positive"] * 17 + ["negative"] * 3, half, labels) is None  # varies enough
+    assert collapsed_label(["positive"] * 20, ["positive"] * 19 + ["negative"], labels) is None  # it is right
+    assert collapsed_label(["Not positive"] * 20, half, labels) == ("not positive", 20)
+    assert collapsed_label(["positive"] * 9, half[:9], labels) is None  # too few answers to tell
+    assert collapsed_label(["?"] * 20, half, labels) is None

@@ -444,3 +444,38 @@ def test_the_best_candidate_wins_even_when_another_process_scored_it() -> None:
     capped, _, _ = choose(remote, base, [base, local, remote], len(ids), objective="score", max_prompt_tokens=50,
                           results=results, price=None)
     assert capped.id == "t1"  # under a cap, a prompt whose tokens are unknown cannot be shown within it
+
+
+def test_a_prompt_that_answers_one_label_whatever_the_case_is_never_the_best(tmp_path: Path, prompt_file: Path,
+                                                                             fakes: Any) -> None:
+    """Collapse: with demos the fake model answers "positive" to everything, which scores 0.6 on a 60/40 val
+    split; stating the labels in the instruction makes it tell the cases apart, but only about 30% right. Without
+    collapse detection the constant answer is the best and the run ships it."""
+    rows = [{"input": f"{'good' if i % 5 < 3 else 'bad'} thing number {i}",
+             "ideal": "positive" if i % 5 < 3 else "negative"} for i in range(100)]
+    dataset = write_jsonl(tmp_path / "imbalanced.jsonl", rows)
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        item = messages[-1]["content"]
+        if text.count("thing number") > 1:  # demos shown (as turns or inline)
+            return "positive"
+        if names_labels(text):
+            right = "positive" if "good" in item else "negative"
+            return right if _h(item) < 30 else {"positive": "negative", "negative": "positive"}[right]
+        return "It is a product review."
+
+    fakes("fake/task", reply)
+    fakes("fake/reasoner", lambda m: "no")
+    events: list[tuple[str, dict[str, Any]]] = []
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=16, patience=16)),
+                 on_event=lambda k, d: events.append((k, d)))
+    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+    collapsed = [c for c in cands if c["params"].get("collapsed")]
+    assert collapsed, "no candidate with demos was flagged"
+    assert all(c["params"]["collapsed"]["label"] == "positive" for c in collapsed)
+    varied = [c for c in cands if c["state"] == "complete" and c not in collapsed]
+    assert max(c["val_mean"] for c in collapsed) > max(c["val_mean"] for c in varied)
+    best = next(c for c in cands if c["id"] == r.best_candidate)
+    assert not best["params"].get("collapsed") and best["operator"] != "baseline"
+    assert not any(d["accepted"] for k, d in events if k == "trial" and d.get("collapsed"))

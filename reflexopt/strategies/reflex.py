@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..diagnose import Diagnosis, diagnose
+from ..metrics import collapsed_label
 from ..operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
 from ..pool import Candidate, Selection, State, counts_as_trial, from_study, outcomes, pareto_parent, select
 from ..propose import propose, vary
@@ -172,7 +173,10 @@ class ReflexStrategy:
 
     async def step(self, ctx: SearchContext, pool: list[Candidate]) -> Candidate | None:
         """Run one trial. None when the study already has `max_trials` trials (another worker took the last)."""
-        full = [c for c in pool if c.state == State.COMPLETE and len(c.val) == len(ctx.val)]
+        # a prompt that answers one label whatever the case is never the one pruned against or built on: on a
+        # label task it can out-score every prompt that tries to tell the cases apart, and stall the search
+        full = [c for c in pool if c.state == State.COMPLETE and len(c.val) == len(ctx.val)
+                and not c.params.get("collapsed")]
         best = max(full, key=lambda c: c.val_mean) if full else None  # pruned against; a parent half the time
         trial = ctx.search.ask(best={ctx.index[k]: v for k, v in best.val.items()} if best else None)
         earlier = sum(1 for t in ctx.search.records() if t.number < trial.number and counts_as_trial(t))
@@ -249,7 +253,9 @@ class ReflexStrategy:
         if dup is not None:  # the same prompt again: its scores are known, no calls
             for cid, v in dup.val.items():
                 trial.report(v, ctx.index[cid])
-            cand = replace(cand.scored(dup.val, State.DUPLICATE), params={**cand.params, "duplicate_of": dup.id})
+            seen = {k: dup.params[k] for k in ("collapsed",) if k in dup.params}
+            cand = replace(cand.scored(dup.val, State.DUPLICATE),
+                           params={**cand.params, **seen, "duplicate_of": dup.id})
             ctx.finish(trial, cand, dup.val_mean)
             return cand
         order = list(ctx.val)
@@ -265,6 +271,14 @@ class ReflexStrategy:
         else:
             state = State.COMPLETE
         cand = cand.scored(val, state)
+        if state == State.COMPLETE and ctx.facts.categorical:
+            ideals = {c.id: c.ideal for c in ctx.val}
+            scored = [r for r in results if r.score is not None]
+            hit = collapsed_label([r.output for r in scored], [ideals.get(r.case_id) for r in scored],
+                                  ctx.facts.labels)
+            if hit is not None:
+                cand = replace(cand, params={**cand.params, "collapsed": {"label": hit[0], "answers": hit[1],
+                                                                          "of": len(scored)}})
         if state == State.PRUNED:
             cand = replace(cand, pruned_by=trial.pruned_by)
         ctx.finish(trial, cand, cand.val_mean if cand.val else None)
