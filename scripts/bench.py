@@ -1,0 +1,272 @@
+"""The one benchmark runner: every table in docs/benchmarks/ is a spec file run by this script.
+
+A spec (TOML, next to the table it makes) names the sets, the arms, the budgets and the seeds:
+
+    title = "..."                      # the table's heading
+    about = "..."                      # what it measures (markdown, printed under the heading)
+    model = "local/smollm2"            # task model (and reasoning model unless an arm says otherwise)
+    args = ["--metric", "contains"]    # given to every reflexopt command
+    seeds = [100, 101, 102]
+    budgets = [500, 1500]
+    reference = "reflex"               # the arm every other arm is compared with, seed by seed
+
+    [[sets]]
+    name = "tweet_emotion"
+    data = "scripts/data/tweet_emotion.jsonl"          # paths relative to the repository root
+    prompt = "scripts/handwritten/tweet_emotion/vague.md"
+    handwritten = "scripts/handwritten/tweet_emotion"  # optional: *.md scored by the `handwritten` arm
+
+    [[arms]]
+    name = "reflex"                    # `reflexopt optimize DATA PROMPT -m MODEL --seed S --max-calls B ...`
+    args = []
+    [[arms]]
+    name = "cost"
+    args = ["--objective", "cost"]
+    home = "score"                     # share that arm's response cache (same search, answers reused)
+    [[arms]]
+    name = "hand-written"
+    kind = "handwritten"               # `reflexopt eval` of each hand-written prompt on the seed's val and test
+
+A row is one (set, arm, budget, seed). Rows already in the jsonl are skipped, so a table can span sessions.
+Every row carries the commit it ran at (refused on a tree with uncommitted changes to reflexopt/, unless
+--allow-dirty, and then marked dirty) and the exact command. The markdown shows, per set and budget, each arm's
+test mean ± SD over seeds, its val mean, calls and prompt tokens, and the seeds on which it beats the reference
+arm; its header lists every commit in the jsonl, so a table that mixes commits says so.
+
+    python scripts/bench.py docs/benchmarks/heldout_labels.toml            # run what is missing, write the .md
+    python scripts/bench.py docs/benchmarks/heldout_labels.toml --render   # only rewrite the .md
+    python scripts/bench.py SPEC --sets tweet_irony --arms reflex --budgets 500 --seeds 100   # a subset
+    python scripts/bench.py SPEC --code /path/to/checkout --jsonl /tmp/before.jsonl   # another version
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd, check=True).stdout.strip()
+
+
+def code_version(code: Path, allow_dirty: bool) -> tuple[str, bool]:
+    """The commit of the checkout being measured and whether its reflexopt/ has uncommitted changes."""
+    dirty = bool(git("status", "--porcelain", "--", "reflexopt", "pyproject.toml", cwd=code))
+    if dirty and not allow_dirty:
+        raise SystemExit(f"{code}: reflexopt/ has uncommitted changes; commit them (a row names the commit it "
+                         "ran at) or pass --allow-dirty for a development run")
+    return git("rev-parse", "--short", "HEAD", cwd=code), dirty
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    try:
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SystemExit(f"{path}: {e}") from None
+    for key in ("title", "model", "seeds", "budgets", "sets", "arms"):
+        if key not in spec:
+            raise SystemExit(f"{path}: missing `{key}` (see the spec format in scripts/bench.py)")
+    names = [a["name"] for a in spec["arms"]]
+    for arm in spec["arms"]:
+        if arm.get("home") and arm["home"] not in names[: names.index(arm["name"])]:
+            raise SystemExit(f"{path}: arm {arm['name']!r} shares the home of {arm['home']!r}, which must be an "
+                             "arm listed before it")
+    spec.setdefault("reference", names[0])
+    return dict(spec)
+
+
+class Runner:
+    def __init__(self, spec: dict[str, Any], args: argparse.Namespace) -> None:
+        self.spec = spec
+        self.code = Path(args.code).resolve() if args.code else ROOT
+        self.work = Path(args.work)
+        self.commit, self.dirty = code_version(self.code, args.allow_dirty)
+
+    def reflexopt(self, argv: list[str], home: Path) -> tuple[dict[str, Any], float]:
+        env = {**os.environ, "REFLEXOPT_HOME": str(home), "PYTHONPATH": str(self.code)}
+        t0 = time.monotonic()
+        # run inside the checkout: `python -m` puts the working directory first on sys.path
+        p = subprocess.run([sys.executable, "-m", "reflexopt", *argv], capture_output=True, text=True, env=env,
+                           cwd=self.code)
+        if p.returncode != 0:
+            raise SystemExit(f"failed: reflexopt {shlex.join(argv)}\n{p.stderr[-3000:]}")
+        return json.loads(p.stdout), time.monotonic() - t0
+
+    @staticmethod
+    def shown(argv: list[str]) -> str:
+        """The command as a reader can rerun it from the repository root."""
+        return "reflexopt " + shlex.join(argv).replace(str(ROOT) + "/", "")
+
+    def row(self, s: dict[str, Any], arm: dict[str, Any], budget: int, seed: int) -> dict[str, Any]:
+        base = {"set": s["name"], "arm": arm["name"], "budget": budget, "seed": seed, "commit": self.commit,
+                "dirty": self.dirty, "date": time.strftime("%Y-%m-%d")}
+        if arm.get("kind") == "handwritten":
+            return {**base, **self.handwritten(s, seed)}
+        home_arm = arm.get("home") or arm["name"]
+        home = self.work / f"home-{s['name']}-{home_arm}-{budget}-{seed}"
+        best = self.work / f"{s['name']}-{arm['name']}-{budget}-{seed}.best.md"
+        argv = ["optimize", str(ROOT / s["data"]), str(ROOT / s["prompt"]), "-m", self.spec["model"],
+                "--seed", str(seed), "--max-calls", str(budget), *self.spec.get("args", []), *arm.get("args", []),
+                "--json", "-o", str(best)]
+        res, wall = self.reflexopt(argv, home)
+        summary = json.loads(Path(res["run_dir"], "summary.json").read_text(encoding="utf-8"))
+        chosen: dict[str, Any] = next((x for x in summary.get("frontier") or [] if x.get("chosen")), {})
+        return {**base, "command": self.shown(argv[:-2]), "baseline_test": res["baseline_test"],
+                "best_test": res["best_test"], "baseline_val": res.get("baseline_val"),
+                "best_val": res.get("best_val"), "p_value": res.get("p_value"), "calls": res["model_calls"],
+                "trials": res.get("trials"), "stop": res.get("stop_reason"), "operators": res.get("operators"),
+                "best_candidate": res.get("best_candidate"), "prompt_tokens": chosen.get("prompt_tokens"),
+                "wall_s": round(wall, 1), "best_prompt": best.read_text(encoding="utf-8")}
+
+    def handwritten(self, s: dict[str, Any], seed: int) -> dict[str, Any]:
+        """Each hand-written prompt scored with `reflexopt eval` on the val and test cases of `optimize --seed`."""
+        files = {part: self.split_file(s, seed, part) for part in ("val", "test")}
+        scores: dict[str, dict[str, float]] = {}
+        commands = []
+        for p in sorted((ROOT / s["handwritten"]).glob("[0-9]*.md")):
+            scores[p.name] = {}
+            for part, f in files.items():
+                argv = ["eval", str(f), str(p), "-m", self.spec["model"], *self.spec.get("args", []), "--json"]
+                res, _ = self.reflexopt(argv, self.work / "home-eval")
+                scores[p.name][part] = res["score"]
+                commands.append(self.shown(argv))
+        if not scores:
+            raise SystemExit(f"{s['handwritten']}: no hand-written prompts (1.md, 2.md, ...)")
+        by_val = max(scores, key=lambda k: scores[k]["val"])  # chosen the way a user would: on val
+        return {"command": " ; ".join(commands), "handwritten": scores, "best_test": scores[by_val]["test"],
+                "best_val": scores[by_val]["val"], "best_candidate": by_val,
+                "max_test": max(v["test"] for v in scores.values()), "calls": 0}
+
+    def split_file(self, s: dict[str, Any], seed: int, part: str) -> Path:
+        """The rows of one part of the split `optimize --seed S` makes (the default split), as a dataset file."""
+        out = self.work / f"{s['name']}-{seed}-{part}.jsonl"
+        code = ("import json,sys; from reflexopt.data import load_dataset, split; "
+                "d=sys.argv[1]; rows=[l for l in open(d, encoding='utf-8').read().splitlines() if l.strip()]; "
+                "cs=load_dataset(d); by={c.line: r for c, r in zip(cs, rows)}; "
+                "print(''.join(by[c.line] + chr(10) for c in getattr(split(cs, None, seed=int(sys.argv[2])), "
+                "sys.argv[3])), end='')")
+        p = subprocess.run([sys.executable, "-c", code, str(ROOT / s["data"]), str(seed), part], capture_output=True,
+                           text=True, check=True, cwd=self.code, env={**os.environ, "PYTHONPATH": str(self.code)})
+        out.write_text(p.stdout, encoding="utf-8")
+        return out
+
+
+def _ms(xs: list[float]) -> str:
+    if not xs:
+        return "-"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.3f} ± {sd:.3f}"
+
+
+def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) -> str:
+    commits = sorted({r["commit"] + (" (uncommitted changes)" if r.get("dirty") else "") for r in rows})
+    ref = spec["reference"]
+    out = [f"# {spec['title']}", ""]
+    if spec.get("about"):
+        out += [spec["about"].strip(), ""]
+    out += [f"Made by `python scripts/bench.py {spec_path.relative_to(ROOT)}`; model `{spec['model']}`; "
+            f"common arguments `{shlex.join(spec.get('args', []))}`. Commit(s): {', '.join(commits) or '-'}"
+            + (" — **this table mixes commits**." if len(commits) > 1 else "."),
+            "Test scores are on the test split of `--seed S`, never seen by the search; ± is the sample SD over "
+            f"seeds. \"Beats {ref}\" counts the seeds on which an arm's test score is higher than {ref}'s "
+            "(ties in brackets).", ""]
+    out += [f"| set | budget | arm | test (mean ± SD) | val | calls | prompt tokens | beats {ref} on seeds |",
+            "|---|---|---|---|---|---|---|---|"]
+    for s in spec["sets"]:
+        for budget in spec["budgets"]:
+            at = [r for r in rows if r["set"] == s["name"] and r["budget"] == budget]
+            refs = {r["seed"]: r["best_test"] for r in at if r["arm"] == ref}
+            for arm in spec["arms"]:
+                rs = sorted((r for r in at if r["arm"] == arm["name"]), key=lambda r: r["seed"])
+                if not rs:
+                    continue
+                versus = ""
+                if arm["name"] != ref:
+                    paired = [r for r in rs if r["seed"] in refs]
+                    wins = sum(r["best_test"] > refs[r["seed"]] for r in paired)
+                    ties = sum(r["best_test"] == refs[r["seed"]] for r in paired)
+                    versus = f"{wins} of {len(paired)} ({ties})"
+                toks = [float(r["prompt_tokens"]) for r in rs if r.get("prompt_tokens") is not None]
+                vals = [float(r["best_val"]) for r in rs if r.get("best_val") is not None]
+                val = f"{statistics.mean(vals):.3f}" if vals else "-"
+                tok = f"{statistics.mean(toks):.0f}" if toks else "-"
+                out.append(f"| {s['name']} | {budget} | {arm['name']} | {_ms([r['best_test'] for r in rs])} | {val} | "
+                           f"{statistics.mean(r['calls'] for r in rs):.0f} | {tok} | {versus} |")
+    out += ["", "## Every row", "", "| set | budget | arm | seed | test | val | start (test) | calls | stop | commit |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        hand = ", ".join(f"{k} {v['val']:.3f}/{v['test']:.3f}" for k, v in (r.get("handwritten") or {}).items())
+        extra = f" (val/test: {hand})" if hand else ""
+        start = f"{r['baseline_test']:.3f}" if r.get("baseline_test") is not None else "-"
+        val = f"{r['best_val']:.3f}" if r.get("best_val") is not None else "-"
+        out.append(f"| {r['set']} | {r['budget']} | {r['arm']}{extra} | {r['seed']} | {r['best_test']:.3f} | {val} | "
+                   f"{start} | {r['calls']} | {r.get('stop') or '-'} | {r['commit']} |")
+    out += ["", "The exact command of every row is in the jsonl next to this file (`command`), with the tuned "
+            "prompt (`best_prompt`).", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("spec", type=Path)
+    ap.add_argument("--jsonl", type=Path, help="default: the spec's name with .jsonl")
+    ap.add_argument("--out", type=Path, help="the markdown table; default: the spec's name with .md")
+    ap.add_argument("--sets", nargs="+")
+    ap.add_argument("--arms", nargs="+")
+    ap.add_argument("--budgets", nargs="+", type=int)
+    ap.add_argument("--seeds", nargs="+", type=int)
+    ap.add_argument("--code", help="measure this checkout of reflexopt instead of the one holding this script")
+    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "reflexopt-bench"))
+    ap.add_argument("--allow-dirty", action="store_true", help="run on uncommitted changes (rows marked dirty)")
+    ap.add_argument("--render", action="store_true", help="only rewrite the markdown from the jsonl")
+    args = ap.parse_args()
+    spec_path = args.spec.resolve()
+    spec = load_spec(spec_path)
+    jsonl = args.jsonl or spec_path.with_suffix(".jsonl")
+    out = args.out or spec_path.with_suffix(".md")
+    rows = [json.loads(x) for x in jsonl.read_text(encoding="utf-8").splitlines() if x.strip()] \
+        if jsonl.exists() else []
+    if not args.render:
+        runner = Runner(spec, args)
+        runner.work.mkdir(parents=True, exist_ok=True)
+        done = {(r["set"], r["arm"], r["budget"], r["seed"]) for r in rows}
+        for s in spec["sets"]:
+            if args.sets and s["name"] not in args.sets:
+                continue
+            for budget in args.budgets or spec["budgets"]:
+                for seed in args.seeds or spec["seeds"]:
+                    for arm in spec["arms"]:
+                        key = (s["name"], arm["name"], budget, seed)
+                        if (args.arms and arm["name"] not in args.arms) or key in done:
+                            continue
+                        if arm.get("kind") == "handwritten" and any(
+                                r["set"] == s["name"] and r["arm"] == arm["name"] and r["seed"] == seed for r in rows):
+                            row = {**next(r for r in rows if r["set"] == s["name"] and r["arm"] == arm["name"]
+                                          and r["seed"] == seed), "budget": budget}  # no budget: scored once
+                        else:
+                            row = runner.row(s, arm, budget, seed)
+                        rows.append(row)
+                        done.add(key)
+                        with jsonl.open("a", encoding="utf-8") as f:
+                            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        print(f"{s['name']} {arm['name']} {budget} seed {seed}: test {row['best_test']:.3f} "
+                              f"calls {row['calls']}", file=sys.stderr, flush=True)
+                        out.write_text(render(spec, rows, spec_path), encoding="utf-8")
+    out.write_text(render(spec, rows, spec_path), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
