@@ -116,7 +116,9 @@ class Runner:
         if arm.get("kind") == "handwritten":
             return {**base, **self.handwritten(s, seed)}
         home_arm = arm.get("home") or arm["name"]
-        home = self.work / f"home-{s['name']}-{home_arm}-{budget}-{seed}"
+        # a fresh response cache per run and per version measured (arms with `home` share one on purpose)
+        version = self.commit + ("-dirty" if self.dirty else "")
+        home = self.work / version / f"home-{s['name']}-{home_arm}-{budget}-{seed}"
         best = self.work / f"{s['name']}-{arm['name']}-{budget}-{seed}.best.md"
         argv = ["optimize", str(ROOT / s["data"]), str(ROOT / s["prompt"]), "-m", self.spec["model"],
                 "--seed", str(seed), "--max-calls", str(budget), *self.spec.get("args", []), *arm.get("args", []),
