@@ -35,7 +35,7 @@ Memo = dict[tuple[str, str, str], tuple[CaseResult, int]]
 class Pruner(Protocol):
     """The pruning hook: each scored case is reported; True stops the candidate (search.Trial meets it)."""
 
-    def report(self, value: float, step: int) -> None: ...
+    def report(self, value: float, step: int, output: str | None = None) -> None: ...
 
     def should_prune(self) -> bool: ...
 
@@ -219,7 +219,7 @@ class Evaluator:
                 if r is not None:
                     results.append(r)
                     if trial is not None and r.score is not None:
-                        trial.report(r.score, self.index[r.case_id])
+                        trial.report(r.score, self.index[r.case_id], r.output)
                         if trial.should_prune():
                             state["stopped"] = True
                             return

@@ -184,9 +184,8 @@ class Selection:
 def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
     """Walk the trials in order; a candidate is accepted only when it is fully evaluated on val and beats the
     current best by more than `min_gain` (judge noise). A demo draw made after patience ran out (`redraw`) must
-    also win by more than one val case: the best of many draws of examples wins by a case or two by chance. A
-    candidate that answers one label whatever the case (`collapsed`, see metrics.collapsed_label) is never
-    accepted. The baseline is the first best: never a regression."""
+    also win by more than one val case: the best of many draws of examples wins by a case or two by chance.
+    The baseline is the first best: never a regression."""
     base = next(c for c in pool if c.id == "baseline")
     best, since, trials, pruned, path = base, 0, 0, 0, ["baseline"]
     for c in pool:
@@ -195,8 +194,7 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
         trials += 1
         pruned += c.state == "pruned"
         margin = max(min_gain, 1 / n_val + 1e-9) if c.params.get("redraw") else min_gain
-        if (c.state == "complete" and len(c.val) == n_val and not c.params.get("collapsed")
-                and c.val_mean > best.val_mean + margin):
+        if c.state == "complete" and len(c.val) == n_val and c.val_mean > best.val_mean + margin:
             best, since = c, 0
             path.append(c.id)
         elif c.state != "duplicate":  # a prompt already known cost nothing and says nothing new

@@ -1,5 +1,8 @@
 """The pruning rules, on the cases scored so far (case index -> score), decided in process:
 
+- collapse, once, at the first check, on a label task: the candidate answers one label to (nearly) every case
+  while the references do not (metrics.collapsed_label); on a small model a demo set or a cue can make it do
+  that, and it would score the label's share of val and stall the search;
 - the gate, once, at the first check: on the same cases, the candidate's total is below its parent's, or equal
   to it without a single case where the candidate does better (an edit that shows no gain on a minibatch is not
   worth a full evaluation, as GEPA accepts its candidates; a tie that fixes some cases and breaks others goes on,
@@ -11,7 +14,10 @@ search.Trial holds the state (its steps, the parent's and the best's scores) and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .metrics import collapsed_label
 
 
 def gate_says_stop(mine: Mapping[int, float], parent: Mapping[int, float]) -> bool:
@@ -20,6 +26,14 @@ def gate_says_stop(mine: Mapping[int, float], parent: Mapping[int, float]) -> bo
     total, theirs = sum(mine[i] for i in shared), sum(parent[i] for i in shared)
     better_somewhere = any(mine[i] > parent[i] for i in shared)
     return bool(shared) and (total < theirs or (total == theirs and not better_somewhere))
+
+
+def collapse(outputs: Mapping[int, str], ideals: Mapping[int, str | None],
+             labels: Sequence[str]) -> dict[str, Any] | None:
+    """The label the candidate answers whatever the case, on the cases scored so far (None: it varies)."""
+    steps = list(outputs)
+    hit = collapsed_label([outputs[i] for i in steps], [ideals.get(i) for i in steps], labels)
+    return None if hit is None else {"label": hit[0], "answers": hit[1], "of": len(steps)}
 
 
 def worse_than_best(mine: dict[int, float], best: dict[int, float], *, p_threshold: float,

@@ -83,7 +83,7 @@ def trajectory_svg(cands: list[dict[str, Any]], accepted: list[str]) -> str:
         state = f"duplicate of {dup} (scores reused, no calls)" if dup else c.get("state", "")
         if (c.get("params") or {}).get("collapsed"):
             col = c["params"]["collapsed"]
-            state += f" · answers {col['label']!r} {col['answers']} of {col['of']} times (collapsed, not accepted)"
+            state += f" · answers {col['label']!r} {col['answers']} of {col['of']} times (collapsed)"
         label = escape(f"{c['id']} · {c.get('operator', '')}{' → ' + str(target) if target else ''} · "
                        f"{state} · val {c['val_mean']:.3f} ({c.get('n_val', 0)} cases)")
         if dup:

@@ -22,11 +22,12 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .pruning import gate_says_stop, worse_than_best
+from .pruning import collapse, gate_says_stop, worse_than_best
 from .space import DEMO_KNOBS, MAX_DEMOS, suggest
 
 __all__ = ["DEMO_KNOBS", "GRACE_S", "HEARTBEAT_S", "MAX_DEMOS", "Search", "StudyState", "Trial", "TrialRecord",
@@ -167,7 +168,13 @@ class Trial:
         self._p = p_threshold
         self._first_check = first_check  # fewer shared cases than this: never pruned
         self._parent: dict[int, float] = {}
-        self.pruned_by = ""  # why should_prune said yes: "gate" (no better than its parent) or "worse than best"
+        self.pruned_by = ""  # why should_prune said yes: "collapsed", "gate" (no better than its parent) or
+        # "worse than best"
+        self._labels: tuple[str, ...] = ()
+        self._ideals: dict[int, str | None] = {}
+        self._known: set[str] = set()
+        self._outputs: dict[int, str] = {}
+        self.collapsed: dict[str, Any] | None = None
 
     def suggest(self, operator: str, *, n_train: int, n_labels: int, first: bool = False,
                 around: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -176,8 +183,16 @@ class Trial:
                               around=around)
         return self.params
 
-    def report(self, value: float, step: int) -> None:
+    def report(self, value: float, step: int, output: str | None = None) -> None:
         self.steps[int(step)] = float(value)
+        if self._labels and output is not None:
+            self._outputs[int(step)] = output
+
+    def collapse_on(self, labels: Sequence[str], ideals: dict[int, str | None], known: set[str]) -> None:
+        """On a label task: at the first check, stop a candidate that answers one of the `known` labels whatever
+        the case (pruning.collapse): a prompt that did so was already scored on all of val, so this one's score
+        is known without its calls. What it answered is kept in `collapsed`."""
+        self._labels, self._ideals, self._known = tuple(labels), dict(ideals), set(known)
 
     def gate_on(self, parent: dict[int, float]) -> None:
         """Screen this trial against its parent's val scores (case index -> score): when the first check is
@@ -191,6 +206,12 @@ class Trial:
         against the best); this holds the state they need, without storage access."""
         if len(self.steps) < self._first_check:
             return False
+        if self._labels:
+            labels, self._labels = self._labels, ()
+            self.collapsed = collapse(self._outputs, self._ideals, labels)
+            if self.collapsed is not None and self.collapsed["label"] in self._known:
+                self.pruned_by = "collapsed"
+                return True
         if self._parent:
             parent, self._parent = self._parent, {}
             if gate_says_stop(self.steps, parent):

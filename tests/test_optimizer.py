@@ -446,11 +446,12 @@ def test_the_best_candidate_wins_even_when_another_process_scored_it() -> None:
     assert capped.id == "t1"  # under a cap, a prompt whose tokens are unknown cannot be shown within it
 
 
-def test_a_prompt_that_answers_one_label_whatever_the_case_is_never_the_best(tmp_path: Path, prompt_file: Path,
-                                                                             fakes: Any) -> None:
-    """Collapse: with demos the fake model answers "positive" to everything, which scores 0.6 on a 60/40 val
-    split; stating the labels in the instruction makes it tell the cases apart, but only about 30% right. Without
-    collapse detection the constant answer is the best and the run ships it."""
+def test_a_second_prompt_that_answers_one_label_whatever_the_case_is_stopped_at_the_first_check(
+        tmp_path: Path, prompt_file: Path, fakes: Any) -> None:
+    """Collapse: with demos the fake model answers "positive" to everything (0.6 on a 60/40 val split); stating
+    the labels makes it tell the cases apart, 35% right, or 85% when told to give the label only. The first constant answer is scored in full (it is the
+    bar: a prompt that varies its answers must beat it) and marked; every later one is stopped after the first
+    15 cases, and the best prompt that varies is what the search builds on and returns."""
     rows = [{"input": f"{'good' if i % 5 < 3 else 'bad'} thing number {i}",
              "ideal": "positive" if i % 5 < 3 else "negative"} for i in range(100)]
     dataset = write_jsonl(tmp_path / "imbalanced.jsonl", rows)
@@ -462,7 +463,8 @@ def test_a_prompt_that_answers_one_label_whatever_the_case_is_never_the_best(tmp
             return "positive"
         if names_labels(text):
             right = "positive" if "good" in item else "negative"
-            return right if _h(item) < 30 else {"positive": "negative", "negative": "positive"}[right]
+            return right if _h(item) < (85 if "label only" in text else 35) else \
+                {"positive": "negative", "negative": "positive"}[right]
         return "It is a product review."
 
     fakes("fake/task", reply)
@@ -471,11 +473,15 @@ def test_a_prompt_that_answers_one_label_whatever_the_case_is_never_the_best(tmp
     r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=16, patience=16)),
                  on_event=lambda k, d: events.append((k, d)))
     cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+    cands = [c for c in cands if c["state"] != "running"]
     collapsed = [c for c in cands if c["params"].get("collapsed")]
-    assert collapsed, "no candidate with demos was flagged"
     assert all(c["params"]["collapsed"]["label"] == "positive" for c in collapsed)
-    varied = [c for c in cands if c["state"] == "complete" and c not in collapsed]
-    assert max(c["val_mean"] for c in collapsed) > max(c["val_mean"] for c in varied)
+    full = [c for c in collapsed if c["state"] == "complete"]
+    stopped = [c for c in collapsed if c["state"] == "pruned"]
+    assert len(full) == 1 and full[0]["n_val"] == 30 and full[0]["val_mean"] == pytest.approx(0.6)
+    assert len(stopped) >= 2 and all(c["pruned_by"] == "collapsed" and c["n_val"] == 15 for c in stopped)
+    assert all(c["trial"] < stopped[0]["trial"] for c in full)
     best = next(c for c in cands if c["id"] == r.best_candidate)
-    assert not best["params"].get("collapsed") and best["operator"] != "baseline"
-    assert not any(d["accepted"] for k, d in events if k == "trial" and d.get("collapsed"))
+    assert not best["params"].get("collapsed") and best["val_mean"] > 0.6
+    lines = [d for k, d in events if k == "trial" and d.get("collapsed")]
+    assert len(lines) == len(collapsed)

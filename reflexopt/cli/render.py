@@ -202,7 +202,7 @@ class LiveView:
                     mark = f"duplicate of {data['duplicate_of']} (scores reused, no calls)"
                 if data.get("collapsed"):
                     c = data["collapsed"]
-                    mark = f"answers {c['label']!r} {c['answers']} of {c['of']} times: collapsed, not accepted"
+                    mark += f" · answers {c['label']!r} {c['answers']} of {c['of']} times (collapsed)"
                 op = data["operator"] + (f" → {data['target']}" if data.get("target") else "")
                 self.console.print(f"trial {data['n']:>3} {op:<24} val {_fmt(data['val'])} "
                                    f"({data['n_val']} cases) {mark} · best {_fmt(data['best_val'])}")

@@ -20,10 +20,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..diagnose import Diagnosis, diagnose
-from ..metrics import collapsed_label
 from ..operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
 from ..pool import Candidate, Selection, State, counts_as_trial, from_study, outcomes, pareto_parent, select
 from ..propose import propose, vary
+from ..pruning import collapse
 from ..search import DEMO_KNOBS, GRACE_S, HEARTBEAT_S, StudyState
 
 if TYPE_CHECKING:
@@ -173,20 +173,21 @@ class ReflexStrategy:
 
     async def step(self, ctx: SearchContext, pool: list[Candidate]) -> Candidate | None:
         """Run one trial. None when the study already has `max_trials` trials (another worker took the last)."""
-        # a prompt that answers one label whatever the case is never the one pruned against or built on: on a
-        # label task it can out-score every prompt that tries to tell the cases apart, and stall the search
-        full = [c for c in pool if c.state == State.COMPLETE and len(c.val) == len(ctx.val)
-                and not c.params.get("collapsed")]
-        best = max(full, key=lambda c: c.val_mean) if full else None  # pruned against; a parent half the time
+        full = [c for c in pool if c.state == State.COMPLETE and len(c.val) == len(ctx.val)]
+        best = max(full, key=lambda c: c.val_mean) if full else None  # pruned against: the bar to beat
         trial = ctx.search.ask(best={ctx.index[k]: v for k, v in best.val.items()} if best else None)
         earlier = sum(1 for t in ctx.search.records() if t.number < trial.number and counts_as_trial(t))
         if ctx.budget.trials_spent(earlier):
             trial.set_attr("skipped", "max trials reached")
             ctx.search.tell(trial, None, failed=True)
             return None
+        # a parent half the time: the best prompt that tells the cases apart. One that answers one label whatever
+        # the case (collapsed) may still be the bar, but what is built on it mostly answers the same label
+        varied = [c for c in full if not c.params.get("collapsed")]
+        lead = max(varied, key=lambda c: c.val_mean) if varied else best
         beat = asyncio.ensure_future(self._heartbeat(trial))
         try:
-            return await self._step(ctx, trial, pool, best)
+            return await self._step(ctx, trial, pool, lead)
         finally:
             beat.cancel()
 
@@ -218,6 +219,10 @@ class ReflexStrategy:
             params["target"] = target
         if len(parent.val) == len(ctx.val):
             trial.gate_on({ctx.index[k]: v for k, v in parent.val.items()})
+        constant = {c.params["collapsed"]["label"] for c in pool if c.state == State.COMPLETE
+                    and c.params.get("collapsed")}
+        if ctx.facts.categorical and constant:  # a second constant answer is stopped at the first check
+            trial.collapse_on(ctx.facts.labels, {ctx.index[c.id]: c.ideal for c in ctx.val}, constant)
         diag: Diagnosis = Diagnosis()
         failing: list[CaseResult] = []
         if get(op).needs_diagnosis:
@@ -272,15 +277,14 @@ class ReflexStrategy:
             state = State.COMPLETE
         cand = cand.scored(val, state)
         if state == State.COMPLETE and ctx.facts.categorical:
-            ideals = {c.id: c.ideal for c in ctx.val}
-            scored = [r for r in results if r.score is not None]
-            hit = collapsed_label([r.output for r in scored], [ideals.get(r.case_id) for r in scored],
-                                  ctx.facts.labels)
-            if hit is not None:
-                cand = replace(cand, params={**cand.params, "collapsed": {"label": hit[0], "answers": hit[1],
-                                                                          "of": len(scored)}})
+            hit = collapse({ctx.index[r.case_id]: r.output for r in results if r.score is not None},
+                           {ctx.index[c.id]: c.ideal for c in ctx.val}, ctx.facts.labels)
+            if hit is not None:  # kept: it may be the bar, but it is not built on, and its like is stopped early
+                cand = replace(cand, params={**cand.params, "collapsed": hit})
         if state == State.PRUNED:
             cand = replace(cand, pruned_by=trial.pruned_by)
+            if trial.collapsed is not None:
+                cand = replace(cand, params={**cand.params, "collapsed": trial.collapsed})
         ctx.finish(trial, cand, cand.val_mean if cand.val else None)
         self._note_reasoner(ctx, outcomes([*pool, cand]))
         return cand
