@@ -114,7 +114,7 @@ class Optimizer:
         pool = from_study(search.records(), r.val)
         evals = store.evals()
         pick, _, _ = choose(select(pool, len(r.val), min_gain).best, baseline, pool, len(r.val), objective="cost",
-                            max_prompt_tokens=cfg.max_prompt_tokens, price=r.task_price()[0],
+                            max_prompt_tokens=cfg.max_prompt_tokens, margin=cfg.cost_margin, price=r.task_price()[0],
                             results=lambda c: store.results(c.prompts, "val", evals))
         known, out = {c.key for c in pool}, []
         for v in cheaper_variants(pick):
@@ -122,15 +122,18 @@ class Optimizer:
                 continue
             if r.budget.remaining() < len(r.val) * r.calls_per_case:
                 break  # not enough for a whole val scoring beside the final test's reserve
-            res, _ = await r.evaluate(v, r.val, "val")
+            # stopped once clearly worse than the pick: a variant that is costs 15 calls, not a val scoring
+            hook = search.against({r.index[k]: x for k, x in pick.val.items()})
+            res, pruned = await r.evaluate(v, r.val, "val", hook)
             val = {x.case_id: x.score for x in res if x.score is not None}
-            if len(val) == len(r.val):
-                v = v.scored(val, State.COMPLETE)
+            if pruned or len(val) == len(r.val):
+                v = v.scored(val, State.PRUNED if pruned else State.COMPLETE)
                 store.save_candidate(v.record(), v.prompts.to_markdown())
                 out.append(v)
         if out:
+            stopped = sum(v.state == State.PRUNED for v in out)
             self._emit("note", {"message": f"--objective cost: scored {len(out)} cheaper variants of {pick.id} on "
-                                           "val (fewer demos)"})
+                                           f"val (fewer demos; {stopped} stopped early as worse)"})
         return out
 
     def _models(self) -> dict[str, str]:
@@ -289,7 +292,8 @@ class Optimizer:
             evals = store.evals()
             best, frontier, chosen_by = choose(
                 sel.best, baseline, pool, len(r.val), objective=cfg.objective,
-                max_prompt_tokens=cfg.max_prompt_tokens, results=lambda c: store.results(c.prompts, "val", evals),
+                max_prompt_tokens=cfg.max_prompt_tokens, margin=cfg.cost_margin,
+                results=lambda c: store.results(c.prompts, "val", evals),
                 price=r.task_price()[0])
             if best.id == "baseline":
                 base_test = best_test = (await base_job)[0]

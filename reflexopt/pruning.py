@@ -44,3 +44,19 @@ def worse_than_best(mine: dict[int, float], best: dict[int, float], *, p_thresho
     from .stats import worse_than_best as test
 
     return test(mine, best, p_threshold=p_threshold, min_cases=min_cases)
+
+
+class AgainstBest:
+    """The pruning hook for a candidate scored outside a search trial (`--objective cost`'s cheaper variants):
+    stopped once significantly worse than `best` (case index -> score) on the cases scored so far."""
+
+    def __init__(self, best: Mapping[int, float], *, p_threshold: float = 0.1, first_check: int = 15) -> None:
+        self.best, self.steps = dict(best), {}  # type: dict[int, float], dict[int, float]
+        self._p, self._first = p_threshold, first_check
+
+    def report(self, value: float, step: int, output: str | None = None) -> None:
+        self.steps[int(step)] = float(value)
+
+    def should_prune(self) -> bool:
+        return len(self.steps) >= self._first and worse_than_best(self.steps, self.best, p_threshold=self._p,
+                                                                  min_cases=self._first)

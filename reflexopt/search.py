@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .pruning import collapse, gate_says_stop, worse_than_best
+from .pruning import AgainstBest, collapse, gate_says_stop, worse_than_best
 from .space import DEMO_KNOBS, MAX_DEMOS, suggest
 
 __all__ = ["DEMO_KNOBS", "GRACE_S", "HEARTBEAT_S", "MAX_DEMOS", "Search", "StudyState", "Trial", "TrialRecord",
@@ -248,6 +248,13 @@ class Search:
         # pruning is decided in process (Trial.should_prune); Optuna's pruner would read the storage per case
         self.study = optuna.create_study(storage=self.storage, study_name=study_name, direction="maximize",
                                          sampler=sampler, pruner=optuna.pruners.NopPruner(), load_if_exists=True)
+
+    def against(self, best: dict[int, float]) -> AgainstBest | None:
+        """A pruning hook for a candidate scored outside a trial, with this run's pruning settings (None with
+        pruning off): stopped once significantly worse than `best` (case index -> score)."""
+        if self._first_check >= 1 << 30:
+            return None
+        return AgainstBest(best, p_threshold=self._p, first_check=self._first_check)
 
     @property
     def name(self) -> str:

@@ -166,21 +166,29 @@ def point(c: Candidate, results: Mapping[str, CaseResult], price: tuple[float, f
 
 def cheaper_variants(c: Candidate) -> list[Candidate]:
     """`--objective cost`: cheaper versions of the candidate a run would return, made without a model call: each
-    of its prompts with half its demos, one demo fewer, and none (in that order). They are scored on val like any
-    candidate, and `choose` keeps one only if it is not worse than the best there."""
+    of its prompts with one demo fewer (the likeliest to be not worse), one demo per answer shown (every label
+    still shown once, where it shows a label twice or more), half its demos (the larger saving) and none, in that
+    order. They are scored on val like any candidate (stopped early when clearly worse), and `choose` keeps one
+    only if it is not worse than the best there."""
     out: list[Candidate] = []
     seen = {c.key}
     for name in c.prompts.names:
         p = c.prompts[name]
         k = len(p.demos)
-        # half the demos (the larger saving), then one fewer (the likelier to be not worse), then none
-        for keep in dict.fromkeys((k // 2, k - 1, 0)):
-            if not 0 <= keep < k:
+        firsts = [i for i, d in enumerate(p.demos) if all(e.output != d.output for e in p.demos[:i])]
+        keeps: dict[str, list[int]] = {f"d{k - 1}": list(range(k - 1)), f"d{len(firsts)}u": firsts,
+                                       f"d{k // 2}": list(range(k // 2)), "d0": []}
+        for tag, kept in keeps.items():
+            if len(kept) >= k or (tag.endswith("u") and len(kept) < 2):
                 continue
-            label = f"{c.id}.{name}.d{keep}" if len(c.prompts.names) > 1 else f"{c.id}.d{keep}"
-            v = Candidate(label, c.prompts.replace(name, replace(p, demos=p.demos[:keep])), "trim", c.id,
-                          f"{c.id} with {keep} of its {k} demos (a cheaper variant for --objective cost)",
-                          {"target": name, "demos_kept": keep} if len(c.prompts.names) > 1 else {"demos_kept": keep})
+            label = f"{c.id}.{name}.{tag}" if len(c.prompts.names) > 1 else f"{c.id}.{tag}"
+            demos = tuple(p.demos[i] for i in kept)
+            what = "one demo per answer" if tag.endswith("u") else f"{len(kept)} of its {k} demos"
+            params: dict[str, Any] = {"demos_kept": len(kept)}
+            if len(c.prompts.names) > 1:
+                params["target"] = name
+            v = Candidate(label, c.prompts.replace(name, replace(p, demos=demos)), "trim", c.id,
+                          f"{c.id} with {what} (a cheaper variant for --objective cost)", params)
             if v.key not in seen:
                 seen.add(v.key)
                 out.append(v)
@@ -189,9 +197,11 @@ def cheaper_variants(c: Candidate) -> list[Candidate]:
 
 def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_val: int, *, objective: str,
            max_prompt_tokens: int | None, results: Callable[[Candidate], Mapping[str, CaseResult]],
-           price: tuple[float, float] | None) -> tuple[Candidate, list[Point], str]:
+           price: tuple[float, float] | None, margin: float | None = None) -> tuple[Candidate, list[Point], str]:
     """The candidate the run returns, the frontier (candidates scored on all of val, cheapest first), and one
-    line saying how it was chosen."""
+    line saying how it was chosen. With `objective="cost"`, a candidate is not worse than the best when a
+    one-sided paired test on val does not show it worse, and (`margin`) its val mean is within that of the
+    best's."""
     baseline = next((c for c in pool if c.id == "baseline"), baseline)
     full = [c for c in pool if c.state == "complete" and len(c.val) == n_val and c.id != "baseline"]
     full.insert(0, baseline)
@@ -221,13 +231,14 @@ def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_va
             if not allowed(c) or c.id not in pts or c.val_mean < baseline.val_mean:
                 continue
             mine = {i: c.val.get(k, 0.0) for i, k in enumerate(sorted(top.val))}
-            if c is top or not worse_than_best(mine, ref, p_threshold=ALPHA, min_cases=2):
+            close = margin is None or c.val_mean >= top.val_mean - margin - 1e-9
+            if c is top or (close and not worse_than_best(mine, ref, p_threshold=ALPHA, min_cases=2)):
                 fits.append(c)
         if fits:
             chosen = min(fits, key=price_of)
             unit = "cost per 1,000 requests" if by_cost else "tokens per request"
             why = (f"the lowest {unit} among candidates not worse than {top.id} on val (one-sided paired test, "
-                   f"alpha {ALPHA})")
+                   f"alpha {ALPHA}" + (f"; within {margin:g} of its val score)" if margin is not None else ")"))
         fit_ids = {c.id for c in fits}
     else:
         fit_ids = set()

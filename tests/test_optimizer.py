@@ -362,6 +362,11 @@ def test_objective_cost_returns_the_cheapest_prompt_not_worse_on_val(dataset: Pa
     assert by_cost.best_candidate != by_score.best_candidate  # the score-best carries the demos
     assert cost_pick["prompt_tokens"] < score_pick["prompt_tokens"] and cost_pick["not_worse"]
     assert by_cost.best_val >= by_cost.baseline_val and "one-sided paired test" in by_cost.chosen_by
+    # a margin the user sets: the cheaper prompt scored lower on val by more than it, so it is not taken
+    assert cost_pick["val"] < score_pick["val"] - 0.01
+    strict = optimize(config(dataset, prompt_file, budget=budget, objective="cost", cost_margin=0.01))
+    strict_pick = {p["id"]: p for p in strict.frontier or []}[strict.best_candidate]
+    assert strict_pick["val"] >= score_pick["val"] - 0.01 and "within 0.01" in strict.chosen_by
     capped = optimize(config(dataset, prompt_file, budget=budget, max_prompt_tokens=int(cost_pick["prompt_tokens"])))
     assert {p["id"]: p for p in capped.frontier or []}[capped.best_candidate]["prompt_tokens"] <= \
         cost_pick["prompt_tokens"]
@@ -371,13 +376,13 @@ def test_objective_cost_scores_fewer_demo_variants_of_its_pick(dataset: Path, pr
                                                                fakes: Any) -> None:
     """The cost pick could only be as cheap as the prompts the search happened to make. With `--objective cost`
     its variants with fewer demos are scored on val, and one that is not worse and cheaper is returned; one that
-    is worse (no demos, where the task needs one) is not."""
+    is worse (too few demos) is stopped once the pruner sees it is, and is never returned."""
 
     def reply(messages: list[dict[str, str]]) -> str:
         item = messages[-1]["content"]
         right = "positive" if "good" in item else "negative"
-        demos = len(messages) > 2 or "Examples:" in " ".join(m["content"] for m in messages)
-        return right if _h(item) < (90 if demos else 5) else "It is a product review."  # one demo is enough
+        demos = " ".join(m["content"] for m in messages).count("thing number") - 1
+        return right if _h(item) < (90 if demos >= 3 else 5) else "It is a product review."  # 3 demos needed
 
     fakes("fake/task", reply)
     fakes("fake/reasoner", lambda m: "nothing")
@@ -391,9 +396,10 @@ def test_objective_cost_scores_fewer_demo_variants_of_its_pick(dataset: Path, pr
     parent = next(iter(trims.values()))["parent"]
     pts = {p["id"]: p for p in r.frontier or []}
     assert r.best_candidate in trims and pts[r.best_candidate]["prompt_tokens"] < pts[parent]["prompt_tokens"]
-    # a variant that is worse (no demo left, where the task needs one) is never returned
-    worse = [i for i in trims if i in pts and pts[i]["val"] < 0.2]
-    assert all(not pts[i]["not_worse"] for i in worse)
+    # a variant that is worse (too few demos left) is stopped early, never returned
+    worse = [c for c in trims.values() if c["params"]["demos_kept"] < 3]
+    assert worse and all(c["state"] == "pruned" and c["n_val"] == 15 for c in worse)
+    assert not any(i in pts for i in trims if trims[i]["state"] == "pruned")
 
 
 def test_the_same_rewrite_asked_again_is_a_new_draw_not_the_cached_reply(dataset: Path, prompt_file: Path,
@@ -448,10 +454,11 @@ def test_the_best_candidate_wins_even_when_another_process_scored_it() -> None:
 
 def test_a_second_prompt_that_answers_one_label_whatever_the_case_is_stopped_at_the_first_check(
         tmp_path: Path, prompt_file: Path, fakes: Any) -> None:
-    """Collapse: with demos the fake model answers "positive" to everything (0.6 on a 60/40 val split); stating
-    the labels makes it tell the cases apart, 35% right, or 85% when told to give the label only. The first constant answer is scored in full (it is the
-    bar: a prompt that varies its answers must beat it) and marked; every later one is stopped after the first
-    15 cases, and the best prompt that varies is what the search builds on and returns."""
+    """Collapse: with demos the fake model answers "positive" to everything (0.6 on a 60/40 val split);
+    stating the labels makes it tell the cases apart, 35% right, or 85% when told to give the label only. The
+    first constant answer is scored in full (it is the bar: a prompt that varies its answers must beat it) and
+    marked; every later one is stopped after the first 15 cases, and the best prompt that varies is what the
+    search builds on and returns."""
     rows = [{"input": f"{'good' if i % 5 < 3 else 'bad'} thing number {i}",
              "ideal": "positive" if i % 5 < 3 else "negative"} for i in range(100)]
     dataset = write_jsonl(tmp_path / "imbalanced.jsonl", rows)
@@ -485,3 +492,14 @@ def test_a_second_prompt_that_answers_one_label_whatever_the_case_is_stopped_at_
     assert not best["params"].get("collapsed") and best["val_mean"] > 0.6
     lines = [d for k, d in events if k == "trial" and d.get("collapsed")]
     assert len(lines) == len(collapsed)
+
+
+def test_cheaper_variants_keep_every_answer_shown_once() -> None:
+    from reflexopt.prompt import Demo
+    from reflexopt.verdict import cheaper_variants
+
+    labels = ["pos", "pos", "neg", "neg", "pos", "neu"]
+    pick = Candidate("t3", Prompt(text="Classify.", demos=tuple(Demo(f"item {i}", y) for i, y in enumerate(labels))))
+    got = {v.id: [d.input for d in v.prompt.demos] for v in cheaper_variants(pick)}
+    assert got == {"t3.d5": [f"item {i}" for i in range(5)], "t3.d3u": ["item 0", "item 2", "item 5"],
+                   "t3.d3": ["item 0", "item 1", "item 2"], "t3.d0": []}

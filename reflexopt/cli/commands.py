@@ -116,7 +116,8 @@ RESUME_FIELDS = {"dataset": "data", "input_field": "data", "ideal_field": "data"
                  "judge": "scorer", "judge_criteria": "scorer", "metric": "scorer", "split_opt": "split",
                  "seed": "seed", "concurrency": "concurrency", "no_prune": "pruning", "strategy": "strategy",
                  "track": "track", "track_experiment": "track", "register_prompt": "track",
-                 "objective": "objective", "max_prompt_tokens": "max_prompt_tokens"}
+                 "objective": "objective", "max_prompt_tokens": "max_prompt_tokens",
+                 "cost_margin": "cost_margin"}
 
 
 def _setting(config: Any, field: str) -> Any:
@@ -190,6 +191,9 @@ def optimize_cmd(
                                            "cheapest prompt (tokens, or price) not worse than it on val.")] = "score",
     max_prompt_tokens: Annotated[int | None, typer.Option("--max-prompt-tokens", min=1, help="Return no prompt "
                                                           "that uses more prompt tokens per request.")] = None,
+    cost_margin: Annotated[float | None, typer.Option("--cost-margin", min=0, max=1, help="With --objective cost: "
+                           "a cheaper prompt must also score within this of the best on val (default: a one-sided "
+                           "paired test at alpha 0.05 alone).")] = None,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -226,7 +230,7 @@ def optimize_cmd(
         split=parse_split(split_opt), seed=seed, concurrency=concurrency, pruning=not no_prune, storage=storage,
         strategy=strategy, pipeline=pipe,
         track=track_spec(track, experiment=track_experiment, register=register_prompt), objective=objective,
-        max_prompt_tokens=max_prompt_tokens)
+        max_prompt_tokens=max_prompt_tokens, cost_margin=cost_margin)
     opt = Optimizer(config, resume=resume, run_dir=run_dir, changes=changes)
     if opt.resumed:  # the run goes on with the settings it started with; the same values may be given again
         differ = [flag for name, flag in given.items() if name in RESUME_FIELDS
