@@ -136,6 +136,7 @@ class EvalReport:
     judge: dict[str, Any] | None = None  # a judge's record: self-agreement, contradictions, parse errors, form
     human: dict[str, Any] | None = None  # the judge against human labels: rho, kappa, the cases most apart
     money: dict[str, Any] | None = None  # the task's cost per 1,000 requests and per success, and the price's source
+    labels: dict[str, Any] | None = None  # a label metric's figures over the set: macro-F1, F1 by label
 
     @property
     def scored(self) -> list[float]:
@@ -165,6 +166,8 @@ class EvalReport:
             "latency_p95_s": _r(percentile(lat, 95)),
         }
         out.update(self.usage)
+        if self.labels is not None:
+            out["labels"] = self.labels
         if self.money is not None:
             out["money"] = self.money
         if self.judge is not None:
@@ -214,7 +217,15 @@ async def evaluate_async(cases: Sequence[Case], prompt: Prompt | PromptSet, task
         if on_result:
             on_result(r)
     results.sort(key=lambda r: order[r.case_id])
-    return EvalReport(tuple(results), scorer.describe(), usage_of(*as_task(task).clients, *scorer_clients(scorer)))
+    return EvalReport(tuple(results), scorer.describe(), usage_of(*as_task(task).clients, *scorer_clients(scorer)),
+                      labels=corpus_figures(scorer, results))
+
+
+def corpus_figures(scorer: Scorer, results: Sequence[CaseResult]) -> dict[str, Any] | None:
+    """The scorer's figures over a whole set of answers (macro-F1 for a label metric), if it has any: a failed
+    task call counts as an answer naming no label."""
+    corpus = getattr(scorer, "corpus", None)
+    return corpus([r.output or "" for r in results], [r.ideal for r in results]) if corpus else None
 
 
 def evaluate(cases: Sequence[Case], prompt: Prompt | PromptSet, task: Task | ModelClient, scorer: Scorer, *,

@@ -99,6 +99,37 @@ def collapsed_label(outputs: Sequence[str], ideals: Sequence[str | None], labels
     return None
 
 
+def label_report(outputs: Sequence[str], ideals: Sequence[str | None], labels: Sequence[str], *,
+                 exact: bool = False) -> dict[str, Any] | None:
+    """Macro-F1 over the labels of a label task, beside accuracy (a set where one label dominates can score a
+    high accuracy with a prompt that answers that label): each answer counts as the one label it names
+    (`named_label`; with `exact`, only an answer that is the label), or as no label. The labels are `labels`
+    and any reference outside them; a label with no reference and no answer is left out. None with fewer than
+    two labels or no answers."""
+    gold = [normalize(i or "") for i in ideals]
+    names = {normalize(x): x for x in labels}
+    for g in gold:
+        names.setdefault(g, g)
+    names.pop("", None)
+    if len(names) < 2 or not outputs:
+        return None
+    if exact:
+        pred = [normalize(o) if normalize(o) in names else None for o in outputs]
+    else:
+        pred = [normalize(n) if (n := named_label(o, list(names.values()))) else None for o in outputs]
+    per: dict[str, float] = {}
+    for key, shown in names.items():
+        tp = sum(p == key and g == key for p, g in zip(pred, gold))
+        wrong = sum(p == key and g != key for p, g in zip(pred, gold)) + sum(g == key and p != key
+                                                                            for p, g in zip(pred, gold))
+        if tp or wrong:
+            per[shown] = round(2 * tp / (2 * tp + wrong), 4)
+    if not per:
+        return None
+    return {"macro_f1": round(sum(per.values()) / len(per), 4), "f1_by_label": per,
+            "no_label": sum(p is None for p in pred), "n": len(pred)}
+
+
 def token_f1(output: str, ideal: str | None, **_: Any) -> float:
     pred, ref = normalize(output).split(), normalize(ideal or "").split()
     if not pred or not ref:
@@ -230,6 +261,13 @@ class MetricScorer:
                 return 0.0
 
         return check
+
+    def corpus(self, outputs: Sequence[str], ideals: Sequence[str | None]) -> dict[str, Any] | None:
+        """Figures over a whole set of answers, beside the mean score: macro-F1 for a label metric on a label
+        task (`label_report`), else None."""
+        if self._custom is not None or self.defn.name not in ("contains", "exact") or not self.label_set:
+            return None
+        return label_report(outputs, ideals, self.label_set, exact=self.defn.name == "exact")
 
     def explain(self) -> str:
         """What this metric accepts, in one clause (shown in the run header)."""

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .evaluate import CaseResult, money
+from .evaluate import CaseResult, corpus_figures, money
 from .pool import Candidate
 from .stats import PairedComparison, paired_compare, worse_than_best
 
@@ -62,6 +62,7 @@ class OptimizeResult:
     chosen_by: str = ""  # how the returned candidate was chosen
     frontier: list[dict[str, Any]] | None = None  # candidates scored on all of val: val, tokens, cost per 1k
     money: dict[str, Any] | None = None  # on test, baseline and best: cost per 1,000 requests and per success
+    test_labels: dict[str, Any] | None = None  # a label metric on test, baseline and best: macro-F1, F1 by label
     distinct_candidates: int | None = None  # new prompts scored (duplicate trials reuse a known prompt's scores)
     duplicate_trials: int = 0
     reasoner: str = ""  # the model that diagnosed and rewrote, and why that one
@@ -105,6 +106,12 @@ def paired_on_test(base: Sequence[CaseResult], best: Sequence[CaseResult], test_
             pairs.append((scores[0], scores[1]))
     cmp = paired_compare([a for a, _ in pairs], [b for _, b in pairs], seed=seed)
     return cmp, {"n": len(test_ids), "paired": len(pairs), **counts}
+
+
+def test_labels(scorer: Any, base: Sequence[CaseResult], best: Sequence[CaseResult]) -> dict[str, Any] | None:
+    """A label metric's figures on test for both prompts (macro-F1 beside the mean score), or None."""
+    b, t = corpus_figures(scorer, base), corpus_figures(scorer, best)
+    return None if b is None or t is None else {"baseline": b, "best": t}
 
 
 def test_money(base: Sequence[CaseResult], best: Sequence[CaseResult], price: tuple[float, float] | None,

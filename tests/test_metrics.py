@@ -102,3 +102,41 @@ def test_collapsed_label_needs_one_answer_the_references_do_not_give() -> None:
     assert collapsed_label(["Not positive"] * 20, half, labels) == ("not positive", 20)
     assert collapsed_label(["positive"] * 9, half[:9], labels) is None  # too few answers to tell
     assert collapsed_label(["?"] * 20, half, labels) is None
+
+
+def test_macro_f1_beside_accuracy_computed_by_hand() -> None:
+    """8 answers, references 5 `up` and 3 `down`; the prompt answers `up` 5 times (4 right), `down` twice (1
+    right) and names no label once. up: tp 4, fp 1, fn 1 -> F1 8/10; down: tp 1, fp 1, fn 2 -> F1 2/5;
+    macro-F1 (0.8 + 0.4) / 2 = 0.6, where accuracy is 5/8."""
+    from reflexopt.metrics import label_report
+
+    outs = ["up", "up", "up", "up", "down", "up", "Label: down", "no idea"]
+    gold = ["up", "up", "up", "up", "up", "down", "down", "down"]
+    r = label_report(outs, gold, ["up", "down"])
+    assert r is not None
+    assert r["f1_by_label"] == {"up": 0.8, "down": 0.4}
+    assert r["macro_f1"] == 0.6 and r["no_label"] == 1 and r["n"] == 8
+    exact = label_report(outs, gold, ["up", "down"], exact=True)  # "Label: down" is no answer under exact
+    assert exact is not None and exact["no_label"] == 2 and exact["f1_by_label"]["down"] == 0.0
+    assert label_report(["x"], ["up"], ["up"]) is None  # one label: nothing to average
+
+
+def test_eval_and_optimize_report_macro_f1_for_a_label_metric(tmp_path: Any, fakes: Any) -> None:
+    from conftest import label_model, label_rows, write_jsonl
+
+    from reflexopt import optimize
+    from reflexopt.config import eval_config
+    from reflexopt.evaluate import eval_prompt
+
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(40))
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Label it: positive or negative.\n")
+    fakes("fake/task", label_model)
+    s = eval_prompt(eval_config(data, prompt, model="fake/task", metric="contains")).summary()
+    assert s["labels"]["macro_f1"] == 1.0 and s["labels"]["f1_by_label"] == {"negative": 1.0, "positive": 1.0}
+    f1 = eval_prompt(eval_config(data, prompt, model="fake/task", metric="f1")).summary()
+    assert "labels" not in f1  # not a label metric
+    fakes("fake/reasoner", lambda m: "no")
+    r = optimize(str(data), str(prompt), model="fake/task", metric="contains", max_trials=2,
+                 reasoning_model="fake/reasoner")
+    assert r.test_labels is not None and r.test_labels["baseline"]["macro_f1"] == 1.0

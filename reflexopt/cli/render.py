@@ -60,6 +60,8 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
     ci = s.get("ci95")
     t.add_row("score", f"{_fmt(s['score'])}" + (f"  (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""))
     t.add_row("pass rate", _fmt(s["pass_rate"]))
+    if s.get("labels"):
+        t.add_row("macro-F1", labels_text(s["labels"]))
     t.add_row("cases", f"{s['n_scored']} scored of {s['n_cases']}" + (f", {s['errors']} errors" if s["errors"] else ""))
     cats = s.get("failure_categories") or {}
     if cats:
@@ -85,6 +87,13 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
         t.add_row("agreement with people", f"Spearman's rho {rho} · Cohen's kappa {kappa} (pass/fail) · "
                   f"{h['n']} cases labelled in {h['column']!r}{rates}" + (f" · {h['note']}" if h.get("note") else ""))
     return t
+
+
+def labels_text(lab: dict[str, Any]) -> str:
+    """`0.412 (F1 anger 0.61, joy 0.40, ...; 3 answers name no label)`."""
+    by = ", ".join(f"{k} {v:.2f}" for k, v in list(lab["f1_by_label"].items())[:8])
+    none = f"; {lab['no_label']} answers name no label" if lab.get("no_label") else ""
+    return f"{lab['macro_f1']:.3f} (F1 {by}{none})"
 
 
 def money_text(m: dict[str, Any]) -> str:
@@ -241,6 +250,9 @@ def optimize_summary(r: dict[str, Any]) -> Table:
         if chosen:
             t.add_row("tokens / request", "", f"{chosen['prompt_tokens']:.0f} prompt + "
                       f"{chosen['completion_tokens']:.0f} completion")
+    lab = r.get("test_labels")
+    if lab:
+        t.add_row("macro-F1 (test)", _fmt(lab["baseline"]["macro_f1"]), labels_text(lab["best"]))
     distinct = r.get("distinct_candidates")
     dups = f" · {distinct} distinct prompts scored, {r.get('duplicate_trials', 0)} duplicates" \
         if distinct is not None else ""
