@@ -131,12 +131,14 @@ class Runner:
                 "best_val": res.get("best_val"), "p_value": res.get("p_value"), "calls": res["model_calls"],
                 "trials": res.get("trials"), "stop": res.get("stop_reason"), "operators": res.get("operators"),
                 "best_candidate": res.get("best_candidate"), "prompt_tokens": chosen.get("prompt_tokens"),
+                "chosen_by": res.get("chosen_by"), "test_labels": res.get("test_labels"),
                 "wall_s": round(wall, 1), "best_prompt": best.read_text(encoding="utf-8")}
 
     def handwritten(self, s: dict[str, Any], seed: int) -> dict[str, Any]:
         """Each hand-written prompt scored with `reflexopt eval` on the val and test cases of `optimize --seed`."""
         files = {part: self.split_file(s, seed, part) for part in ("val", "test")}
         scores: dict[str, dict[str, float]] = {}
+        f1: dict[str, Any] = {}
         commands = []
         for p in sorted((ROOT / s["handwritten"]).glob("[0-9]*.md")):
             scores[p.name] = {}
@@ -144,13 +146,16 @@ class Runner:
                 argv = ["eval", str(f), str(p), "-m", self.spec["model"], *self.spec.get("args", []), "--json"]
                 res, _ = self.reflexopt(argv, self.work / "home-eval")
                 scores[p.name][part] = res["score"]
+                if part == "test" and res.get("labels"):
+                    f1[p.name] = res["labels"]
                 commands.append(self.shown(argv))
         if not scores:
             raise SystemExit(f"{s['handwritten']}: no hand-written prompts (1.md, 2.md, ...)")
         by_val = max(scores, key=lambda k: scores[k]["val"])  # chosen the way a user would: on val
         return {"command": " ; ".join(commands), "handwritten": scores, "best_test": scores[by_val]["test"],
                 "best_val": scores[by_val]["val"], "best_candidate": by_val,
-                "max_test": max(v["test"] for v in scores.values()), "calls": 0}
+                "max_test": max(v["test"] for v in scores.values()), "calls": 0,
+                "test_labels": {"best": f1[by_val]} if by_val in f1 else None}
 
     def split_file(self, s: dict[str, Any], seed: int, part: str) -> Path:
         """The rows of one part of the split `optimize --seed S` makes (the default split), as a dataset file."""
@@ -185,28 +190,37 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
             "Test scores are on the test split of `--seed S`, never seen by the search; ± is the sample SD over "
             f"seeds. \"Beats {ref}\" counts the seeds on which an arm's test score is higher than {ref}'s "
             "(ties in brackets).", ""]
-    out += [f"| set | budget | arm | test (mean ± SD) | val | calls | prompt tokens | beats {ref} on seeds |",
-            "|---|---|---|---|---|---|---|---|"]
+    out += [f"| set | budget | arm | test (mean ± SD) | test macro-F1 | val | calls | prompt tokens | beats {ref} on "
+            f"seeds | fewer prompt tokens than {ref} on seeds |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in spec["sets"]:
         for budget in spec["budgets"]:
             at = [r for r in rows if r["set"] == s["name"] and r["budget"] == budget]
             refs = {r["seed"]: r["best_test"] for r in at if r["arm"] == ref}
+            ref_tokens = {r["seed"]: r.get("prompt_tokens") for r in at if r["arm"] == ref}
             for arm in spec["arms"]:
                 rs = sorted((r for r in at if r["arm"] == arm["name"]), key=lambda r: r["seed"])
                 if not rs:
                     continue
-                versus = ""
+                versus = cheaper = ""
                 if arm["name"] != ref:
                     paired = [r for r in rs if r["seed"] in refs]
                     wins = sum(r["best_test"] > refs[r["seed"]] for r in paired)
                     ties = sum(r["best_test"] == refs[r["seed"]] for r in paired)
                     versus = f"{wins} of {len(paired)} ({ties})"
+                    both = [r for r in paired if r.get("prompt_tokens") is not None
+                            and ref_tokens.get(r["seed"]) is not None]
+                    if both:
+                        fewer = sum(r["prompt_tokens"] < ref_tokens[r["seed"]] for r in both)
+                        cheaper = f"{fewer} of {len(both)}"
                 toks = [float(r["prompt_tokens"]) for r in rs if r.get("prompt_tokens") is not None]
                 vals = [float(r["best_val"]) for r in rs if r.get("best_val") is not None]
+                f1s = [r["test_labels"]["best"]["macro_f1"] for r in rs if r.get("test_labels")]
+                f1 = _ms(f1s) if len(f1s) == len(rs) else "-"
                 val = f"{statistics.mean(vals):.3f}" if vals else "-"
                 tok = f"{statistics.mean(toks):.0f}" if toks else "-"
-                out.append(f"| {s['name']} | {budget} | {arm['name']} | {_ms([r['best_test'] for r in rs])} | {val} | "
-                           f"{statistics.mean(r['calls'] for r in rs):.0f} | {tok} | {versus} |")
+                test = _ms([r["best_test"] for r in rs])
+                out.append(f"| {s['name']} | {budget} | {arm['name']} | {test} | {f1} | {val} | "
+                           f"{statistics.mean(r['calls'] for r in rs):.0f} | {tok} | {versus} | {cheaper} |")
     out += ["", "## Every row", "", "| set | budget | arm | seed | test | val | start (test) | calls | stop | commit |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
