@@ -31,7 +31,7 @@ def suggest(t: Any, number: int, operator: str, *, n_train: int, n_labels: int, 
                      demo_style="turns", demo_seed=0)
             return p
         if around:
-            p.update({k: around[k] for k in DEMO_KNOBS}, demo_seed=100 + number)
+            p.update({k: around[k] for k in DEMO_KNOBS}, demo_seed=100 + number, around=True)
             return p
         p["n_demos"] = t.suggest_int("n_demos", low, top)
         p["demo_pick"] = t.suggest_categorical("demo_pick", list(DEMO_PICKS))
