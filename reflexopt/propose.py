@@ -195,6 +195,28 @@ async def llm_rewrite(op: str, reasoner: ModelClient, parent: Prompt, facts: Tas
     return extract_prompt(res.text, parent), res.text, calls
 
 
+AMENDS = ("fix", "constraints", "restructure")  # rewrites whose diagnosis can also be applied as added sentences
+
+
+async def llm_amend(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, diagnosis: Diagnosis,
+                    failing: Sequence[CaseResult], sample: int = 0) -> tuple[str | None, str, int]:
+    """(the sentences to add, or None when unusable; raw reply; paid calls): the smaller request made when a
+    whole rewrite came back unusable."""
+    values = dict(prompt=parent.text.strip(), facts=facts.as_text(), diagnosis=diagnosis.as_text(),
+                  cases=format_cases(failing, limit=4))
+    res = await reasoner.complete([{"role": "user", "content": meta_prompt("propose_amend", **values)}],
+                                  sample=sample, temperature=REDRAW_TEMPERATURE if sample else 0.0,
+                                  max_tokens=reasoner.cap(160))
+    calls = 0 if res.cached or res.budget_exhausted else 1
+    if not res.ok:
+        return None, res.error or "", calls
+    m = re.findall(r"<add>\s*(.*?)\s*</add>", res.text, re.S | re.I)
+    added = " ".join((m[-1] if m else "").split())
+    usable = (12 <= len(added) <= 600 and added.lower() not in parent.text.lower() and "<" not in added
+              and "sentences to add" not in added.lower() and not re.search(r"\{[A-Za-z_]\w*\}", added))
+    return (added if usable else None), res.text, calls
+
+
 def _no_llm(op: str, params: dict[str, Any], parent: Prompt, train: Sequence[Case], facts: TaskFacts,
             diagnosis: Diagnosis) -> tuple[Prompt, Proposal]:
     """Apply one operator that needs no LLM."""
@@ -265,6 +287,17 @@ async def propose(params: dict[str, Any], parent: Prompt, *, train: Sequence[Cas
     if text is not None:
         why = diagnosis.as_text() if op in ("fix", "constraints") else f"{op} by the reasoning model"
         return parent.with_(text=text), Proposal(text, op, why, reasoning_calls=calls)
+    if op in AMENDS and diagnosis.categories:
+        # a mid-size model that diagnoses well often cannot hand back a whole rewrite (it copies the prompt, or
+        # echoes the request); it may still write the sentences that fix the problem: a usable diagnosis is
+        # not wasted on a fallback
+        added, raw2, more = await llm_amend(reasoner, parent, facts, diagnosis, failing, sample)
+        calls += more
+        if added is not None:
+            text = parent.text.rstrip() + "\n\n" + added + "\n"
+            why = f"{op}: the whole rewrite was unusable; amended with {added!r} ({diagnosis.as_text()})"
+            return parent.with_(text=text), Proposal(text, op, why, reasoning_calls=calls)
+        raw = f"{raw[:60]} | amend: {raw2[:60]}"
     cand, alt = _no_llm(fallback_operator(facts), params, parent, train, facts, diagnosis)
     return cand, Proposal(alt.text, alt.operator, f"{op}: reasoning model reply unusable ({raw[:120]!r}); "
                           f"fell back to {alt.operator}: {alt.reasoning}", fallback=True, reasoning_calls=calls)

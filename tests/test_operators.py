@@ -276,3 +276,34 @@ def test_a_demo_draw_after_patience_must_win_by_more_than_one_val_case() -> None
     assert select([base, cand("t1", 1, redraw=True)], 10, 0.0).best.id == "baseline"
     assert select([base, cand("t1", 2, redraw=True)], 10, 0.0).best.id == "t1"
     assert select([base, cand("t1", 2, redraw=True)], 10, 0.25).best.id == "baseline"  # judge noise still counts
+
+
+def test_a_rewrite_that_comes_back_unusable_is_applied_as_added_sentences(fakes: Any) -> None:
+    """A mid-size reasoning model diagnosed the problem but copied the prompt back when asked for a whole
+    rewrite; asked for the sentences to add, it writes them. The diagnosis is applied, not wasted on the
+    no-LLM fallback; a reply that echoes the request falls back as before."""
+    from reflexopt.diagnose import FailureCategory
+    from reflexopt.models import get_client
+
+    parent = Prompt("Here is a chat. {input}\n")
+
+    def copies_back(messages: list[dict[str, str]]) -> str:
+        if "<add>" in messages[-1]["content"]:
+            return "Sure. <add>Summarize the chat in two sentences: who wants what, and what was agreed.</add>"
+        return f"<prompt>{parent.text}</prompt>"
+
+    fakes("fake/copier", copies_back)
+    diag = Diagnosis((FailureCategory("Missing summary", "the reply does not summarise the chat",
+                                      "ask for a summary", 5),), "model")
+    facts = task_facts([Case(id="1", input="A: hi\nB: hello", ideal="They greet each other.")], parent.text)
+    cand, prop = asyncio.run(propose({"operator": "fix"}, parent, train=[], facts=facts,
+                                     reasoner=get_client(ModelSpec(id="fake/copier")), diagnosis=diag, failing=[],
+                                     other=None))
+    assert prop.operator == "fix" and not prop.fallback and prop.reasoning_calls == 2
+    assert cand.text == "Here is a chat. {input}\n\nSummarize the chat in two sentences: who wants what, and " \
+                        "what was agreed.\n"
+    fakes("fake/echo", lambda m: "<add>Write only the sentences to add, between the tags.</add>")
+    _, prop = asyncio.run(propose({"operator": "fix"}, parent, train=[], facts=facts,
+                                  reasoner=get_client(ModelSpec(id="fake/echo")), diagnosis=diag, failing=[],
+                                  other=None))
+    assert prop.fallback and prop.operator != "fix"
