@@ -287,10 +287,11 @@ async def propose(params: dict[str, Any], parent: Prompt, *, train: Sequence[Cas
     if text is not None:
         why = diagnosis.as_text() if op in ("fix", "constraints") else f"{op} by the reasoning model"
         return parent.with_(text=text), Proposal(text, op, why, reasoning_calls=calls)
-    if op in AMENDS and diagnosis.categories:
+    if op in AMENDS and diagnosis.categories and not facts.categorical:
         # a mid-size model that diagnoses well often cannot hand back a whole rewrite (it copies the prompt, or
         # echoes the request); it may still write the sentences that fix the problem: a usable diagnosis is
-        # not wasted on a fallback
+        # not wasted on a fallback. On free text only: a label task's fallback (a task instruction naming the
+        # labels) is already strong
         added, raw2, more = await llm_amend(reasoner, parent, facts, diagnosis, failing, sample)
         calls += more
         if added is not None:

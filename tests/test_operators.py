@@ -280,8 +280,8 @@ def test_a_demo_draw_after_patience_must_win_by_more_than_one_val_case() -> None
 
 def test_a_rewrite_that_comes_back_unusable_is_applied_as_added_sentences(fakes: Any) -> None:
     """A mid-size reasoning model diagnosed the problem but copied the prompt back when asked for a whole
-    rewrite; asked for the sentences to add, it writes them. The diagnosis is applied, not wasted on the
-    no-LLM fallback; a reply that echoes the request falls back as before."""
+    rewrite; asked for the sentences to add, it writes them. On a free-text task the diagnosis is applied, not
+    wasted on the no-LLM fallback; a reply that echoes the request falls back as before."""
     from reflexopt.diagnose import FailureCategory
     from reflexopt.models import get_client
 
@@ -295,7 +295,11 @@ def test_a_rewrite_that_comes_back_unusable_is_applied_as_added_sentences(fakes:
     fakes("fake/copier", copies_back)
     diag = Diagnosis((FailureCategory("Missing summary", "the reply does not summarise the chat",
                                       "ask for a summary", 5),), "model")
-    facts = task_facts([Case(id="1", input="A: hi\nB: hello", ideal="They greet each other.")], parent.text)
+    chats = [Case(id=str(i), input=f"A: hi {i}\nB: hello", ideal=f"They greet each other {i} times, then part "
+                                                                 "as friends. Nothing else is agreed.")
+             for i in range(6)]
+    facts = task_facts(chats, parent.text)
+    assert not facts.categorical
     cand, prop = asyncio.run(propose({"operator": "fix"}, parent, train=[], facts=facts,
                                      reasoner=get_client(ModelSpec(id="fake/copier")), diagnosis=diag, failing=[],
                                      other=None))
