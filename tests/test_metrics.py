@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,7 +122,7 @@ def test_macro_f1_beside_accuracy_computed_by_hand() -> None:
     assert label_report(["x"], ["up"], ["up"]) is None  # one label: nothing to average
 
 
-def test_eval_and_optimize_report_macro_f1_for_a_label_metric(tmp_path: Any, fakes: Any) -> None:
+def test_eval_and_optimize_report_macro_f1_for_a_label_metric(tmp_path: Path, fakes: Any) -> None:
     from conftest import label_model, label_rows, write_jsonl
 
     from reflexopt import optimize
