@@ -204,7 +204,7 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
             f"<div class=kpi>best test<b>{_f(summary['best_test'])}</b></div>"
             f"<div class=kpi>gain<b>{d:+.3f}</b><span class=muted>95% CI {lo:+.3f} … {hi:+.3f}</span></div>"
             f"<div class=kpi>paired test<b>{_p(summary['p_value'])}</b>{sig}</div>"
-            + _money_kpi(summary.get("money")) +
+            + _money_kpi(summary.get("money")) + _labels_kpi(summary.get("test_labels")) +
             f"<div class=kpi>trials<b>{summary['trials']}</b><span class=muted>{summary['pruned_trials']} pruned · "
             f"{escape(summary['stop_reason'])}</span></div>"
             + (f"<div class=kpi>test cases compared<b>{summary['test_cases']['paired']} of "
@@ -275,6 +275,16 @@ def _money_kpi(m: dict[str, Any] | None) -> str:
     was = f"baseline ${base['cost_per_success']:.6f} · " if base.get("cost_per_success") is not None else ""
     return (f"<div class=kpi>cost per success<b>${best['cost_per_success']:.6f}</b><span class=muted>{was}"
             f"{escape(str(m.get('price_source', '')))}</span></div>") if m else ""
+
+
+def _labels_kpi(lab: dict[str, Any] | None) -> str:
+    """A label task's macro-F1 on test beside the score (an imbalanced set can give a one-label prompt a high
+    accuracy), with F1 by label."""
+    if not lab:
+        return ""
+    by = " · ".join(f"{escape(str(k))} {v:.2f}" for k, v in list(lab["best"]["f1_by_label"].items())[:8])
+    return (f"<div class=kpi>macro-F1 (test)<b>{lab['best']['macro_f1']:.3f}</b><span class=muted>baseline "
+            f"{lab['baseline']['macro_f1']:.3f} · F1 {by}</span></div>")
 
 
 def judge_html(j: dict[str, Any], reasoner: str | None) -> str:

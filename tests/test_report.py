@@ -116,6 +116,8 @@ def test_report_escapes_data(run_files: tuple[Path, Path]) -> None:
     for section in ("Score trajectory", "Baseline vs best on test", "Failure categories", "Prompt diff",
                     "Lineage of the best prompt", "Calls, tokens, cost and time"):
         assert section in html
+    assert r.test_labels is not None and f"{r.test_labels['best']['macro_f1']:.3f}" in html  # macro-F1 KPI
+    assert "macro-F1 (test)" in html
 
 
 def test_report_opens_offline_in_chromium(run_files: tuple[Path, Path], tmp_path: Path) -> None:
