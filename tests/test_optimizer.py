@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from pathlib import Path
 from typing import Any
 
@@ -504,36 +503,3 @@ def test_cheaper_variants_keep_every_answer_shown_once() -> None:
     got = {v.id: [d.input for d in v.prompt.demos] for v in cheaper_variants(pick)}
     assert got == {"t3.d5": [f"item {i}" for i in range(5)], "t3.d3u": ["item 0", "item 2", "item 5"],
                    "t3.d3": ["item 0", "item 1", "item 2"], "t3.d0": []}
-
-
-def test_a_demos_trial_screens_three_draws_of_examples_on_train_and_keeps_one_that_varies(
-        dataset: Path, prompt_file: Path, fakes: Any) -> None:
-    """Which examples a small model is shown decides its score: here a demo set whose lowest-numbered example
-    hashes odd makes the fake answer "positive" to everything, any other set makes it 90% right. Each demos trial
-    screens three draws on train cases none of them shows and goes on with the best that varies its answers."""
-
-    def reply(messages: list[dict[str, str]]) -> str:
-        text = " ".join(m["content"] for m in messages)
-        item = messages[-1]["content"]
-        right = "positive" if "good" in item else "negative"
-        mine = re.findall(r"thing number (\d+)", item)[-1]
-        shown = sorted(set(re.findall(r"thing number (\d+)", text)) - {mine})
-        if not shown:
-            return "It is a product review."
-        if _h(shown[0]) % 2:  # this set of examples makes it answer one label
-            return "positive"
-        return right if _h(item) < 90 else "It is a product review."
-
-    fakes("fake/task", reply)
-    fakes("fake/reasoner", lambda m: "no")
-    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=10, patience=10)))
-    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
-    raced = [c for c in cands if c["operator"] == "demos" and c["state"] != "running"]
-    assert raced and all(len(c["params"].get("race") or []) >= 2 for c in raced)
-    evals = [json.loads(x) for x in (Path(r.run_dir) / "evals.jsonl").read_text().splitlines()]
-    screened = [e for e in evals if e["split"] == "train"]
-    assert screened  # the draws were scored on train, not on val
-    demo_inputs = {d for c in raced for d in re.findall(r"input: (.+)", c.get("prompt", ""))}
-    assert not demo_inputs & {e["input"] for e in screened}
-    for c in raced:  # the draw that went on to val varies its answers
-        assert not c["params"].get("collapsed") and c["val_mean"] > 0.5, c["params"]

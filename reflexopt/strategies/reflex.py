@@ -26,13 +26,8 @@ from ..propose import propose, vary
 from ..pruning import collapse
 from ..search import DEMO_KNOBS, GRACE_S, HEARTBEAT_S, StudyState
 
-RACE = 3  # draws of examples a demos trial screens on a label task
-RACE_CASES = 10  # train cases each draw is screened on
-
 if TYPE_CHECKING:
     from ..evaluate import CaseResult
-    from ..prompt import Prompt
-    from ..propose import Proposal
     from ..search import Trial, TrialRecord
     from .base import SearchContext
 
@@ -170,51 +165,6 @@ class ReflexStrategy:
         self.diagnoses[parent.key] = (diag, failing)
         return diag, failing
 
-    async def _race(self, ctx: SearchContext, number: int, params: dict[str, Any], prompt: Prompt, prop: Proposal,
-                    parent: Candidate, target: str, known: set[str]) -> tuple[dict[str, Any], Prompt, Proposal]:
-        """On a label task, which examples a small model is shown decides much of its score, and some sets make
-        it answer one label whatever the input. So a demos trial draws RACE sets of examples in the same shape
-        (other seeds) and screens them on RACE_CASES train cases that none of them shows; the one that varies
-        its answers and gets the most right goes on to val (ties: the first draw). Screening on train keeps the
-        winner's val score unbiased by the choice. Skipped when the budget could not also score it on val."""
-        if (len(ctx.train) < 2 * RACE_CASES
-                or ctx.budget.remaining() < RACE * RACE_CASES + len(ctx.val) * ctx.calls_per_case):
-            return params, prompt, prop
-        base = parent.prompts[target]
-        draws = [(params, prompt, prop)]
-        keys = {parent.prompts.replace(target, prompt).key}
-        for j in range(1, RACE):
-            alt = {**params, "demo_seed": int(params.get("demo_seed", 0)) + 1000 * j}
-            p2, prop2 = await propose(alt, base, train=ctx.train, facts=ctx.facts, reasoner=None,
-                                      diagnosis=Diagnosis(), failing=[], other=None)
-            key = parent.prompts.replace(target, p2).key
-            if key not in known and key not in keys:
-                keys.add(key)
-                draws.append((alt, p2, prop2))
-        if len(draws) < 2:
-            return params, prompt, prop
-        shown = {d.input for _, p2, _ in draws for d in p2.demos}
-        cases = [c for c in ctx.train if c.input_text not in shown]
-        random.Random(f"{ctx.config.seed}-{number}-race").shuffle(cases)
-        screen = cases[:RACE_CASES]
-        if len(screen) < RACE_CASES:
-            return params, prompt, prop
-        ideals = {i: c.ideal for i, c in enumerate(screen)}
-        pos = {c.id: i for i, c in enumerate(screen)}
-        marks = []
-        for j, (_, p2, _) in enumerate(draws):
-            probe = Candidate(f"t{number}.draw{j}", parent.prompts.replace(target, p2), "demos", parent.id)
-            res, _ = await ctx.evaluate(probe, screen, "train")
-            right = sum(r.score or 0.0 for r in res)
-            flat = collapse({pos[r.case_id]: r.output for r in res}, ideals, ctx.facts.labels) is not None
-            marks.append((not flat, right, -j))
-        win = max(range(len(draws)), key=lambda j: marks[j])
-        params, prompt, prop = draws[win]
-        tally = ", ".join(f"{m[1]:g}{' (one label)' if not m[0] else ''}" for m in marks)
-        prop = replace(prop, reasoning=f"{prop.reasoning} | best of {len(draws)} draws of examples on "
-                                       f"{len(screen)} train cases they do not show (right: {tally})")
-        return {**params, "race": [m[1] for m in marks]}, prompt, prop
-
     async def _heartbeat(self, trial: Trial) -> None:
         while True:
             with contextlib.suppress(Exception):
@@ -297,8 +247,6 @@ class ReflexStrategy:
             prompt = prompt2
             prop = replace(prop2, reasoning=(prop.reasoning + " | " if prop.fallback else "") + prop2.reasoning,
                            fallback=prop.fallback, reasoning_calls=prop.reasoning_calls)
-        if prop.operator == "demos" and prompt.demos and ctx.facts.categorical:
-            params, prompt, prop = await self._race(ctx, trial.number, params, prompt, prop, parent, target, known)
         ctx.emit("proposal", {"trial": trial.number, "operator": op, "used": prop.operator,
                               "fallback": prop.fallback, "calls": ctx.reasoner.meter.calls - before})
         cand = Candidate(f"t{trial.number}", parent.prompts.replace(target, prompt), prop.operator, parent.id,
