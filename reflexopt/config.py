@@ -179,8 +179,8 @@ class OptimizeConfig(_Frozen):
                                                 "cheapest prompt not worse than it on val")
     max_prompt_tokens: int | None = Field(None, gt=0, description="no returned prompt uses more prompt tokens "
                                                                   "per request (measured on val)")
-    cost_margin: float | None = Field(None, ge=0, le=1, description="--objective cost: a cheaper prompt must also "
-                                      "be within this of the best val score (default: the paired test alone)")
+    cost_margin: float = Field(0.05, ge=0, le=1, description="--objective cost: a cheaper prompt must be shown "
+                               "(one-sided paired test on val) to lose less than this against the best")
 
     def reasoner(self) -> tuple[ModelSpec, str]:
         """The model that diagnoses and rewrites, and why it is that one: `--reasoning-model`; else the judge when

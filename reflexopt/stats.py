@@ -121,11 +121,25 @@ def equivalence_p(d: Sequence[float], margin: float) -> float:
     x = np.asarray(d, dtype=float)
     if x.size < 2:
         return 1.0
-    if float(x.std()) == 0.0:
+    if float(x.max() - x.min()) == 0.0:
         return 0.0 if abs(float(x.mean())) < margin else 1.0
     lower = st.ttest_1samp(x + margin, 0.0, alternative="greater").pvalue
     upper = st.ttest_1samp(x - margin, 0.0, alternative="less").pvalue
     return float(max(lower, upper))
+
+
+def noninferiority_p(d: Sequence[float], margin: float) -> float:
+    """One-sided p-value that the mean paired difference `d` (candidate minus reference) is above -margin: below
+    alpha, the candidate is shown to lose less than `margin` (the lower half of TOST). With no spread, the mean
+    itself decides."""
+    from scipy import stats as st
+
+    x = np.asarray(d, dtype=float)
+    if x.size < 2:
+        return 1.0
+    if float(x.max() - x.min()) == 0.0:  # no spread (exactly: a float std of equal values need not be 0)
+        return 0.0 if float(x.mean()) > -margin else 1.0
+    return float(st.ttest_1samp(x + margin, 0.0, alternative="greater").pvalue)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

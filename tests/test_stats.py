@@ -130,3 +130,18 @@ def test_the_bootstrap_ci_keeps_memory_bounded_and_the_same_interval() -> None:
         tracemalloc.stop()
     assert got == expected
     assert peak < 40e6, f"{peak / 1e6:.0f} MB for 5,000 rows"  # drawn whole: 800 MB
+
+
+def test_noninferiority_needs_evidence_not_just_no_evidence_of_a_loss() -> None:
+    """--objective cost's "not worse": shown to lose less than the margin. On 60 val cases a candidate that
+    loses 6 cases and wins 1 (mean -0.083) is not shown worse by a one-sided Wilcoxon test at 0.05, and must
+    not pass; one that differs on a single case does."""
+    from reflexopt.stats import noninferiority_p, worse_than_best
+
+    lossy = [-1.0] * 6 + [1.0] + [0.0] * 53
+    best = {i: 0.5 + 0.5 * (i % 2) for i in range(60)}
+    mine = {i: best[i] + 0.5 * d for i, d in enumerate(lossy)}
+    assert not worse_than_best(mine, best, p_threshold=0.05, min_cases=2)  # no evidence of a loss...
+    assert noninferiority_p(lossy, 0.05) > 0.05  # ...is not evidence of none
+    assert noninferiority_p([-1.0] + [0.0] * 59, 0.05) < 0.05
+    assert noninferiority_p([0.0] * 60, 0.05) == 0.0 and noninferiority_p([-0.1] * 60, 0.05) == 1.0

@@ -191,9 +191,9 @@ def optimize_cmd(
                                            "cheapest prompt (tokens, or price) not worse than it on val.")] = "score",
     max_prompt_tokens: Annotated[int | None, typer.Option("--max-prompt-tokens", min=1, help="Return no prompt "
                                                           "that uses more prompt tokens per request.")] = None,
-    cost_margin: Annotated[float | None, typer.Option("--cost-margin", min=0, max=1, help="With --objective cost: "
-                           "a cheaper prompt must also score within this of the best on val (default: a one-sided "
-                           "paired test at alpha 0.05 alone).")] = None,
+    cost_margin: Annotated[float, typer.Option("--cost-margin", min=0, max=1, help="With --objective cost: a "
+                           "cheaper prompt must be shown (one-sided paired test on val, alpha 0.05) to lose less than "
+                           "this against the best.")] = 0.05,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
