@@ -54,7 +54,10 @@ def _f(x: float | None, nd: int = 3) -> str:
 
 
 def trajectory_svg(cands: list[dict[str, Any]], accepted: list[str]) -> str:
-    pts = [c for c in cands if c.get("val_mean") is not None]
+    # in trial order: the baseline first, the search's trials by number, then what was scored after the search
+    # (`--objective cost`'s cheaper variants, which have no trial number), whatever order they were recorded in
+    pts = sorted((c for c in cands if c.get("val_mean") is not None),
+                 key=lambda c: (c["id"] != "baseline", c.get("trial") is None, c.get("trial") or 0))
     if not pts:
         return "<p class=muted>No trial has a val score yet.</p>"
     w, h, pad = 960, 260, 36

@@ -148,3 +148,17 @@ def test_cli_runs_and_report(run_files: tuple[Path, Path], tmp_path: Path) -> No
     bad = subprocess.run([sys.executable, "-m", "reflexopt", "runs", "show", "no-such-run"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "no run 'no-such-run'" in bad.stderr
+
+
+def test_trajectory_draws_trials_in_order_and_cost_variants_last() -> None:
+    """--objective cost's cheaper variants are recorded before the search's trials are exported; the chart
+    still reads baseline, trials by number, then the variants."""
+    from reflexopt.report import trajectory_svg
+
+    cands = [{"id": "t2.d1", "trial": None, "val_mean": 0.4, "state": "complete", "operator": "trim"},
+             {"id": "t2", "trial": 2, "val_mean": 0.5, "state": "complete", "operator": "demos"},
+             {"id": "baseline", "trial": None, "val_mean": 0.1, "state": "complete", "operator": "baseline"},
+             {"id": "t1", "trial": 1, "val_mean": 0.2, "state": "pruned", "operator": "cue"}]
+    svg = trajectory_svg(cands, ["baseline", "t2"])
+    at = [svg.index(f">{i}<") for i in ("baseline", "t1", "t2", "t2.d1")]
+    assert at == sorted(at)
