@@ -206,9 +206,10 @@ def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_va
            max_prompt_tokens: int | None, results: Callable[[Candidate], Mapping[str, CaseResult]],
            price: tuple[float, float] | None, margin: float = 0.05) -> tuple[Candidate, list[Point], str]:
     """The candidate the run returns, the frontier (candidates scored on all of val, cheapest first), and one
-    line saying how it was chosen. With `objective="cost"`, a candidate counts as not worse than the best only
-    when a one-sided paired test on the val cases shows it loses less than `margin` (non-inferiority, the lower
-    half of TOST): "not shown worse" on 60 cases would let a 0.1 drop through."""
+    line saying how it was chosen. With `objective="cost"`, a candidate counts as not worse than the best when it
+    scores at least as high on val, or when a one-sided paired test on the val cases shows it loses less than
+    `margin` (non-inferiority, the lower half of TOST): "not shown worse" on 60 cases would let a 0.1 drop
+    through."""
     baseline = next((c for c in pool if c.id == "baseline"), baseline)
     full = [c for c in pool if c.state == "complete" and len(c.val) == n_val and c.id != "baseline"]
     full.insert(0, baseline)
@@ -239,7 +240,8 @@ def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_va
                 continue
             mine = {i: c.val.get(k, 0.0) for i, k in enumerate(sorted(top.val))}
             diffs = [mine[i] - ref[i] for i in ref]
-            if c is top or noninferiority_p(diffs, margin) < ALPHA:
+            # scoring at least the best on val is not worse there; a lower score must be shown to lose < margin
+            if c is top or c.val_mean >= top.val_mean or noninferiority_p(diffs, margin) < ALPHA:
                 fits.append(c)
         if fits:
             chosen = min(fits, key=price_of)
