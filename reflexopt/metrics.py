@@ -9,7 +9,7 @@ import json
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -97,6 +97,11 @@ def collapsed_label(outputs: Sequence[str], ideals: Sequence[str | None], labels
     if n >= COLLAPSE_SHARE * len(outputs) and wanted <= COLLAPSE_REFERENCES * len(ideals):
         return top, n
     return None
+
+
+def collapsed_text(hit: Mapping[str, Any]) -> str:
+    """How the run's views say that a candidate collapsed (`hit`: the record pruning.collapse made)."""
+    return f"answers {hit['label']!r} {hit['answers']} of {hit['of']} times (collapsed)"
 
 
 def label_report(outputs: Sequence[str], ideals: Sequence[str | None], labels: Sequence[str], *,

@@ -9,9 +9,13 @@ The policy is deliberately not left to TPE. TPE learns from the parameters it su
 fell back to another operator taught it the wrong lesson, and with a few dozen trials it kept asking a reasoning
 model that never produced a usable prompt. Instead:
 
-- every operator family available for the task is tried once before patience may stop the run;
-- after that, Thompson sampling over operators, crediting the operator that actually ran with a success when
-  its candidate beat its parent on val (pruned, failed and duplicate candidates are failures);
+- every operator family available for the task is tried once (its first operator in registry order) before
+  patience may stop the run. A family, not each operator: the five rewrites by the reasoning model are one
+  family, so with a small budget the run is not spent asking each of them once before what pays is repeated;
+- after that, Thompson sampling over families, crediting the family of the operator that actually ran with a
+  success when its candidate beat its parent on val (pruned, failed and duplicate candidates are failures; an
+  asked rewrite that fell back is a failure of the rewrite family). Within the drawn family, the operator run
+  least so far (registry order breaks ties), so every rewrite still gets its turn;
 - the reasoning model is stopped being asked once its replies keep being unusable.
 
 Every choice is a pure function of the history and a seeded RNG, so the same seed gives the same run.
@@ -110,30 +114,44 @@ def available(*, categorical: bool, has_references: bool, has_train: bool, reaso
 
 
 def untried(ops: Sequence[str], history: Iterable[Outcome]) -> list[str]:
+    """The first available operator of each family that no trial has run or asked yet, in registry order."""
     seen: set[str] = set()
     for h in history:
-        seen.update((h.operator, h.asked or h.operator))
-    return [o for o in ops if o not in seen]
+        seen.update(BY_NAME[o].family for o in (h.operator, h.asked or h.operator) if o in BY_NAME)
+    out: list[str] = []
+    for o in ops:
+        fam = BY_NAME[o].family
+        if fam not in seen:
+            seen.add(fam)
+            out.append(o)
+    return out
 
 
 def choose(ops: Sequence[str], history: Sequence[Outcome], rng: random.Random) -> str:
-    """The operator for the next trial: untried ones first (registry order), then Thompson sampling."""
+    """The operator for the next trial: an untried family first (registry order), then Thompson sampling over
+    the families, then the family's least-run operator."""
     if not ops:
         raise ValueError("no operator is available")
     fresh = untried(ops, history)
     if fresh:
         return fresh[0]
-    # the operator that ran gets the credit; an asked operator that fell back counts as a failure
+    # the operator that ran gets the credit; an asked operator that fell back counts as a failure of its family
     runs: dict[str, int] = {}
     wins: dict[str, int] = {}
+    tried: dict[str, int] = {}
     for h in history:
-        runs[h.operator] = runs.get(h.operator, 0) + 1
-        wins[h.operator] = wins.get(h.operator, 0) + h.improved
-        if h.fell_back:
-            runs[h.asked] = runs.get(h.asked, 0) + 1
-    best, best_draw = ops[0], -1.0
-    for op in ops:
-        draw = rng.betavariate(1 + wins.get(op, 0), 1 + runs.get(op, 0) - wins.get(op, 0))
+        fam = BY_NAME[h.operator].family if h.operator in BY_NAME else h.operator
+        runs[fam] = runs.get(fam, 0) + 1
+        wins[fam] = wins.get(fam, 0) + h.improved
+        if h.fell_back and h.asked in BY_NAME:
+            asked = BY_NAME[h.asked].family
+            runs[asked] = runs.get(asked, 0) + 1
+        tried[h.asked or h.operator] = tried.get(h.asked or h.operator, 0) + 1
+    families = list(dict.fromkeys(BY_NAME[o].family for o in ops))
+    best, best_draw = families[0], -1.0
+    for fam in families:
+        draw = rng.betavariate(1 + wins.get(fam, 0), 1 + runs.get(fam, 0) - wins.get(fam, 0))
         if draw > best_draw:
-            best, best_draw = op, draw
-    return best
+            best, best_draw = fam, draw
+    members = [o for o in ops if BY_NAME[o].family == best]
+    return min(members, key=lambda o: tried.get(o, 0))  # min keeps the first (registry order) on ties

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .evaluate import CaseResult
+from .metrics import collapsed_text
 from .paths import write_text_atomic
 from .promptset import diff_lines
 from .store import RunStore, read_json, read_jsonl
@@ -85,8 +86,7 @@ def trajectory_svg(cands: list[dict[str, Any]], accepted: list[str]) -> str:
             first_of.get(c.get("key") or "") if c.get("state") == "duplicate" else None)
         state = f"duplicate of {dup} (scores reused, no calls)" if dup else c.get("state", "")
         if (c.get("params") or {}).get("collapsed"):
-            col = c["params"]["collapsed"]
-            state += f" · answers {col['label']!r} {col['answers']} of {col['of']} times (collapsed)"
+            state += " · " + collapsed_text(c["params"]["collapsed"])
         label = escape(f"{c['id']} · {c.get('operator', '')}{' → ' + str(target) if target else ''} · "
                        f"{state} · val {c['val_mean']:.3f} ({c.get('n_val', 0)} cases)")
         if dup:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .pruning import AgainstBest, collapse, gate_says_stop, worse_than_best
+from .pruning import AgainstBest, collapse, gate_says_stop
 from .space import DEMO_KNOBS, MAX_DEMOS, suggest
 
 __all__ = ["DEMO_KNOBS", "GRACE_S", "HEARTBEAT_S", "MAX_DEMOS", "Search", "StudyState", "Trial", "TrialRecord",
@@ -164,8 +164,7 @@ class Trial:
         self.number: int = trial.number
         self.params: dict[str, Any] = {}
         self.steps: dict[int, float] = {}
-        self._best = dict(best or {})
-        self._p = p_threshold
+        self._against = AgainstBest(best or {}, p_threshold=p_threshold, first_check=first_check)
         self._first_check = first_check  # fewer shared cases than this: never pruned
         self._parent: dict[int, float] = {}
         self.pruned_by = ""  # why should_prune said yes: "collapsed", "gate" (no better than its parent) or
@@ -185,6 +184,7 @@ class Trial:
 
     def report(self, value: float, step: int, output: str | None = None) -> None:
         self.steps[int(step)] = float(value)
+        self._against.report(value, step)
         if self._labels and output is not None:
             self._outputs[int(step)] = output
 
@@ -217,7 +217,7 @@ class Trial:
             if gate_says_stop(self.steps, parent):
                 self.pruned_by = "gate"
                 return True
-        if worse_than_best(self.steps, self._best, p_threshold=self._p, min_cases=self._first_check):
+        if self._against.should_prune():
             self.pruned_by = "worse than best"
             return True
         return False

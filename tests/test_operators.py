@@ -36,11 +36,12 @@ def test_untried_families_come_first_then_sampling_is_seeded() -> None:
     ops = available(categorical=True, has_references=True, has_train=True, reasoner=True, reasoner_healthy=True)
     history: list[Outcome] = []
     order = []
-    for _ in ops:
+    for _ in range(6):
         op = choose(ops, history, random.Random(0))
         order.append(op)
-        history.append(Outcome(op, op))
-    assert order == list(ops) and not untried(ops, history)
+        history.append(Outcome(op, op, asked_llm=op in operators.LLM_OPERATORS))
+    # one trial per family (the rewrites by the reasoning model are one family), then sampling
+    assert order == ["instruct", "demos", "cue", "format", "structure", "fix"] and not untried(ops, history)
     a = [choose(ops, history, random.Random(f"7-{i}")) for i in range(20)]
     b = [choose(ops, history, random.Random(f"7-{i}")) for i in range(20)]
     assert a == b
@@ -53,6 +54,17 @@ def test_credit_goes_to_the_operator_that_ran() -> None:
     history += [Outcome("demos", "demos", improved=True) for _ in range(5)]
     picks = [choose(ops, history, random.Random(i)) for i in range(200)]
     assert picks.count("demos") > 180
+
+
+def test_sampling_is_over_families_and_each_rewrite_gets_its_turn() -> None:
+    ops = available(categorical=True, has_references=True, has_train=True, reasoner=True, reasoner_healthy=True)
+    history = [Outcome(op, op, asked_llm=op == "fix") for op in ("instruct", "demos", "cue", "format", "structure",
+                                                                  "fix")]
+    history[1] = Outcome("demos", "demos", improved=True)
+    picks = [choose(ops, history, random.Random(i)) for i in range(400)]
+    # demos won its only trial: drawn as often as the five untried rewrites together would be by operator
+    assert picks.count("demos") > picks.count("fix") and "restructure" in picks and "compress" not in picks
+    assert set(picks) & set(operators.LLM_OPERATORS) == {"restructure"}  # the least-asked rewrite, in order
 
 
 def test_reasoner_is_given_up_when_its_rewrites_stay_unusable() -> None:
@@ -149,7 +161,8 @@ def _config(data: Path, prompt: Path, **budget: Any) -> OptimizeConfig:
 def test_a_useless_reasoner_is_dropped_and_fallbacks_are_recorded_as_what_ran(task_files: Any,
                                                                               fake_models: Any) -> None:
     data, prompt = task_files
-    r = optimize(_config(data, prompt))
+    # patience long enough for the rewrite family, which keeps losing, to be drawn three times
+    r = optimize(_config(data, prompt, patience=20, max_trials=60))
     assert r.best_test > r.baseline_test + 0.5 and r.significant
     cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
     fell = [c for c in cands if c.get("fallback")]

@@ -210,8 +210,9 @@ class LiveView:
                 elif data.get("duplicate_of"):
                     mark = f"duplicate of {data['duplicate_of']} (scores reused, no calls)"
                 if data.get("collapsed"):
-                    c = data["collapsed"]
-                    mark += f" · answers {c['label']!r} {c['answers']} of {c['of']} times (collapsed)"
+                    from ..metrics import collapsed_text
+
+                    mark += " · " + collapsed_text(data["collapsed"])
                 op = data["operator"] + (f" → {data['target']}" if data.get("target") else "")
                 self.console.print(f"trial {data['n']:>3} {op:<24} val {_fmt(data['val'])} "
                                    f"({data['n_val']} cases) {mark} · best {_fmt(data['best_val'])}")

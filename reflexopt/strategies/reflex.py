@@ -258,7 +258,7 @@ class ReflexStrategy:
         if dup is not None:  # the same prompt again: its scores are known, no calls
             for cid, v in dup.val.items():
                 trial.report(v, ctx.index[cid])
-            seen = {k: dup.params[k] for k in ("collapsed",) if k in dup.params}
+            seen = {"collapsed": dup.params["collapsed"]} if "collapsed" in dup.params else {}
             cand = replace(cand.scored(dup.val, State.DUPLICATE),
                            params={**cand.params, **seen, "duplicate_of": dup.id})
             ctx.finish(trial, cand, dup.val_mean)
