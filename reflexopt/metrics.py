@@ -100,7 +100,8 @@ def collapsed_label(outputs: Sequence[str], ideals: Sequence[str | None], labels
 
 
 def collapsed_text(hit: Mapping[str, Any]) -> str:
-    """How the run's views say that a candidate collapsed (`hit`: the record pruning.collapse made)."""
+    """How the run's views say that a prompt collapsed (`hit`: the record pruning.collapse or label_report
+    made)."""
     return f"answers {hit['label']!r} {hit['answers']} of {hit['of']} times (collapsed)"
 
 
@@ -131,8 +132,12 @@ def label_report(outputs: Sequence[str], ideals: Sequence[str | None], labels: S
             per[shown] = round(2 * tp / (2 * tp + wrong), 4)
     if not per:
         return None
-    return {"macro_f1": round(sum(per.values()) / len(per), 4), "f1_by_label": per,
-            "no_label": sum(p is None for p in pred), "n": len(pred)}
+    out: dict[str, Any] = {"macro_f1": round(sum(per.values()) / len(per), 4), "f1_by_label": per,
+                           "no_label": sum(p is None for p in pred), "n": len(pred)}
+    hit = collapsed_label(outputs, ideals, list(names.values()))
+    if hit is not None:  # one answer whatever the case: its accuracy is what that constant answer gets
+        out["collapsed"] = {"label": hit[0], "answers": hit[1], "of": len(outputs)}
+    return out
 
 
 def token_f1(output: str, ideal: str | None, **_: Any) -> float:

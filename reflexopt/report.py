@@ -286,8 +286,10 @@ def _labels_kpi(lab: dict[str, Any] | None) -> str:
     if not lab:
         return ""
     by = " · ".join(f"{escape(str(k))} {v:.2f}" for k, v in list(lab["best"]["f1_by_label"].items())[:8])
+    col = lab["best"].get("collapsed")
+    warn = f"<span class=bad style='display:block'>{escape(collapsed_text(col))} on test</span>" if col else ""
     return (f"<div class=kpi>macro-F1 (test)<b>{lab['best']['macro_f1']:.3f}</b><span class=muted>baseline "
-            f"{lab['baseline']['macro_f1']:.3f} · F1 {by}</span></div>")
+            f"{lab['baseline']['macro_f1']:.3f} · F1 {by}</span>{warn}</div>")
 
 
 def judge_html(j: dict[str, Any], reasoner: str | None) -> str:

@@ -141,3 +141,39 @@ def test_eval_and_optimize_report_macro_f1_for_a_label_metric(tmp_path: Path, fa
     r = optimize(str(data), str(prompt), model="fake/task", metric="contains", max_trials=2,
                  reasoning_model="fake/reasoner")
     assert r.test_labels is not None and r.test_labels["baseline"]["macro_f1"] == 1.0
+
+
+def test_a_tuned_prompt_that_answers_one_label_is_flagged_in_the_figures_and_the_summary(tmp_path: Path,
+                                                                                           fakes: Any) -> None:
+    """A run can ship a prompt that answers the same label whatever the case (its accuracy is that label's share
+    of the references). The label figures say so on eval and on the verdict's test split, and the summary warns."""
+    from conftest import label_rows, names_labels, write_jsonl
+    from rich.console import Console
+
+    from reflexopt import optimize
+    from reflexopt.cli.render import optimize_summary
+    from reflexopt.config import eval_config
+    from reflexopt.evaluate import eval_prompt
+    from reflexopt.metrics import label_report
+
+    flat = label_report(["positive"] * 18 + ["negative"] * 2, ["positive", "negative"] * 10, ["positive", "negative"])
+    assert flat is not None and flat["collapsed"] == {"label": "positive", "answers": 18, "of": 20}
+    varied = label_report(["positive", "negative"] * 10, ["positive", "negative"] * 10, ["positive", "negative"])
+    assert varied is not None and "collapsed" not in varied
+
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(60))
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Look at it.\n")
+    # once the prompt names the labels, the model answers "positive" whatever the item
+    fakes("fake/task", lambda m: "positive" if names_labels(" ".join(x["content"] for x in m)) else "?")
+    fakes("fake/reasoner", lambda m: "no")
+    s = eval_prompt(eval_config(data, prompt, model="fake/task", metric="contains")).summary()
+    assert "collapsed" not in (s.get("labels") or {})  # no label named at all: not a constant label
+    r = optimize(str(data), str(prompt), model="fake/task", metric="contains", max_trials=3,
+                 reasoning_model="fake/reasoner")
+    assert r.best_candidate != "baseline" and r.test_labels is not None
+    assert r.test_labels["best"]["collapsed"]["label"] == "positive"
+    console = Console(record=True, width=200)
+    console.print(optimize_summary(r.to_json()))
+    out = console.export_text()
+    assert "warning" in out and "answers 'positive' to" in out and "constant answer" in out

@@ -93,6 +93,10 @@ def labels_text(lab: dict[str, Any]) -> str:
     """`0.412 (F1 anger 0.61, joy 0.40, ...; 3 answers name no label)`."""
     by = ", ".join(f"{k} {v:.2f}" for k, v in list(lab["f1_by_label"].items())[:8])
     none = f"; {lab['no_label']} answers name no label" if lab.get("no_label") else ""
+    if lab.get("collapsed"):
+        from ..metrics import collapsed_text
+
+        none += f"; [yellow]{collapsed_text(lab['collapsed'])}[/]"
     return f"{lab['macro_f1']:.3f} (F1 {by}{none})"
 
 
@@ -254,6 +258,12 @@ def optimize_summary(r: dict[str, Any]) -> Table:
     lab = r.get("test_labels")
     if lab:
         t.add_row("macro-F1 (test)", _fmt(lab["baseline"]["macro_f1"]), labels_text(lab["best"]))
+        col = lab["best"].get("collapsed")
+        if col and r["best_candidate"] != "baseline":
+            t.add_row("[yellow]warning[/]", "", f"[yellow]the tuned prompt answers {col['label']!r} to "
+                      f"{col['answers']} of {col['of']} test cases whatever the case: its gain is what that "
+                      "constant answer gets. A larger --max-calls or a starting prompt that states the task may "
+                      "find one that tells the cases apart.[/]")
     distinct = r.get("distinct_candidates")
     dups = f" · {distinct} distinct prompts scored, {r.get('duplicate_trials', 0)} duplicates" \
         if distinct is not None else ""
