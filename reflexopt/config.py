@@ -168,6 +168,8 @@ class OptimizeConfig(_Frozen):
     seed: int = Field(0, ge=0, le=SEED_MAX, description="split and search seed (numpy takes 0 to 2**32 - 1)")
     concurrency: int | None = Field(None, gt=0)
     pruning: bool = True
+    rewrites: bool = Field(True, description="reflex: the operators that ask the reasoning model (off: the no-LLM "
+                           "operators only, and no diagnosis)")
     diagnose_sample: int = Field(12, ge=1)
     noise_sample: int = Field(10, ge=0, description="val cases re-judged to measure judge noise")
     storage: str | None = None

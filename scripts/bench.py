@@ -24,6 +24,10 @@ A spec (TOML, next to the table it makes) names the sets, the arms, the budgets 
     args = ["--objective", "cost"]
     home = "score"                     # share that arm's response cache (same search, answers reused)
     [[arms]]
+    name = "gepa"
+    args = ["--strategy", "gepa"]
+    seeds = [100]                      # optional: this arm runs on these seeds only (`sets = [...]`: these sets)
+    [[arms]]
     name = "hand-written"
     kind = "handwritten"               # `reflexopt eval` of each hand-written prompt on the seed's val and test
 
@@ -126,12 +130,17 @@ class Runner:
         res, wall = self.reflexopt(argv, home)
         summary = json.loads(Path(res["run_dir"], "summary.json").read_text(encoding="utf-8"))
         chosen: dict[str, Any] = next((x for x in summary.get("frontier") or [] if x.get("chosen")), {})
+        cands = Path(res["run_dir"], "candidates.jsonl")
+        ops = {c["id"]: c.get("operator") for c in (json.loads(x) for x in (
+            cands.read_text(encoding="utf-8").splitlines() if cands.exists() else []) if x.strip())}
         return {**base, "command": self.shown(argv[:-2]), "baseline_test": res["baseline_test"],
                 "best_test": res["best_test"], "baseline_val": res.get("baseline_val"),
                 "best_val": res.get("best_val"), "p_value": res.get("p_value"), "calls": res["model_calls"],
                 "trials": res.get("trials"), "stop": res.get("stop_reason"), "operators": res.get("operators"),
                 "best_candidate": res.get("best_candidate"), "prompt_tokens": chosen.get("prompt_tokens"),
                 "chosen_by": res.get("chosen_by"), "test_labels": res.get("test_labels"),
+                # the operators of the accepted steps that led to the returned prompt, in order
+                "accepted": [ops.get(i, "?") for i in summary.get("accepted_path") or [] if i != "baseline"],
                 "wall_s": round(wall, 1), "best_prompt": best.read_text(encoding="utf-8")}
 
     def handwritten(self, s: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -221,15 +230,19 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                 test = _ms([r["best_test"] for r in rs])
                 out.append(f"| {s['name']} | {budget} | {arm['name']} | {test} | {f1} | {val} | "
                            f"{statistics.mean(r['calls'] for r in rs):.0f} | {tok} | {versus} | {cheaper} |")
-    out += ["", "## Every row", "", "| set | budget | arm | seed | test | val | start (test) | calls | stop | commit |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    out += ["", "## Every row", "", "p: the paired test of the tuned prompt against the starting prompt on test. "
+            "Accepted steps: the operators of the accepted candidates the returned prompt descends from.", "",
+            "| set | budget | arm | seed | test | val | start (test) | p | calls | stop | accepted steps | commit |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         hand = ", ".join(f"{k} {v['val']:.3f}/{v['test']:.3f}" for k, v in (r.get("handwritten") or {}).items())
         extra = f" (val/test: {hand})" if hand else ""
         start = f"{r['baseline_test']:.3f}" if r.get("baseline_test") is not None else "-"
         val = f"{r['best_val']:.3f}" if r.get("best_val") is not None else "-"
+        pv = f"{r['p_value']:.3f}" if r.get("p_value") is not None else "-"
+        steps = ", ".join(r["accepted"]) if r.get("accepted") else "-"
         out.append(f"| {r['set']} | {r['budget']} | {r['arm']}{extra} | {r['seed']} | {r['best_test']:.3f} | {val} | "
-                   f"{start} | {r['calls']} | {r.get('stop') or '-'} | {r['commit']} |")
+                   f"{start} | {pv} | {r['calls']} | {r.get('stop') or '-'} | {steps} | {r['commit']} |")
     out += ["", "The exact command of every row is in the jsonl next to this file (`command`), with the tuned "
             "prompt (`best_prompt`).", ""]
     return "\n".join(out)
@@ -268,6 +281,8 @@ def main() -> None:
                         key = (s["name"], arm["name"], budget, seed)
                         if (args.arms and arm["name"] not in args.arms) or key in done:
                             continue
+                        if seed not in arm.get("seeds", [seed]) or s["name"] not in arm.get("sets", [s["name"]]):
+                            continue  # an arm run on some seeds or sets only
                         if arm.get("kind") == "handwritten" and any(
                                 r["set"] == s["name"] and r["arm"] == arm["name"] and r["seed"] == seed for r in rows):
                             row = {**next(r for r in rows if r["set"] == s["name"] and r["arm"] == arm["name"]

@@ -178,3 +178,23 @@ def test_resume_may_extend_the_budget_and_refuses_other_changes(files: dict[str,
     other.write_text("Say it: {input}\n")
     refused = cli("optimize", str(files["data"]), str(other), "--resume", first["run_id"], home=home)
     assert refused.returncode == 2 and "PROMPT differs from them" in refused.stderr, refused.stderr
+
+
+def test_no_rewrites_never_asks_the_reasoning_model(files: dict[str, Path], openai_server: FakeOpenAI,
+                                                     tmp_path: Path) -> None:
+    """`--no-rewrites`: the no-LLM operators only (an ablation of what the reasoning model adds, or a run with no
+    reasoning model to pay for). Through the real path: the loopback server sees no request for the reasoner."""
+    openai_server.responder = lambda req: "positive"
+    base = ["optimize", str(files["data"]), str(files["prompt"]), "-m", "openai/test", "--api-base",
+            openai_server.url, "--reasoning-model", "openai/reasoner", "--max-trials", "10", "--patience", "10",
+            "--json"]
+    with_rewrites = cli(*base, home=tmp_path / "a")
+    assert with_rewrites.returncode == 0, with_rewrites.stderr
+    asked = [req for _, req in openai_server.requests if req.get("model") == "reasoner"]
+    assert asked, "without the flag the reasoning model is asked"
+    openai_server.requests.clear()
+    r = cli(*base, "--no-rewrites", home=tmp_path / "b")
+    assert r.returncode == 0, r.stderr
+    assert openai_server.requests and not [req for _, req in openai_server.requests if req.get("model") == "reasoner"]
+    ops = json.loads(r.stdout)["operators"]
+    assert ops and not set(ops) & {"fix", "restructure", "constraints", "compress", "merge"}

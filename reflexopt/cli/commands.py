@@ -117,7 +117,7 @@ RESUME_FIELDS = {"dataset": "data", "input_field": "data", "ideal_field": "data"
                  "seed": "seed", "concurrency": "concurrency", "no_prune": "pruning", "strategy": "strategy",
                  "track": "track", "track_experiment": "track", "register_prompt": "track",
                  "objective": "objective", "max_prompt_tokens": "max_prompt_tokens",
-                 "cost_margin": "cost_margin"}
+                 "cost_margin": "cost_margin", "no_rewrites": "rewrites"}
 
 
 def _setting(config: Any, field: str) -> Any:
@@ -194,6 +194,8 @@ def optimize_cmd(
     cost_margin: Annotated[float, typer.Option("--cost-margin", min=0, max=1, help="With --objective cost: a "
                            "cheaper prompt must be shown (one-sided paired test on val, alpha 0.05) to lose less than "
                            "this against the best.")] = 0.05,
+    no_rewrites: Annotated[bool, typer.Option("--no-rewrites", help="Never ask the reasoning model for a rewrite: "
+                                              "the no-LLM operators only (reflex).")] = False,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -230,7 +232,7 @@ def optimize_cmd(
         split=parse_split(split_opt), seed=seed, concurrency=concurrency, pruning=not no_prune, storage=storage,
         strategy=strategy, pipeline=pipe,
         track=track_spec(track, experiment=track_experiment, register=register_prompt), objective=objective,
-        max_prompt_tokens=max_prompt_tokens, cost_margin=cost_margin)
+        max_prompt_tokens=max_prompt_tokens, cost_margin=cost_margin, rewrites=not no_rewrites)
     opt = Optimizer(config, resume=resume, run_dir=run_dir, changes=changes)
     if opt.resumed:  # the run goes on with the settings it started with; the same values may be given again
         differ = [flag for name, flag in given.items() if name in RESUME_FIELDS

@@ -104,7 +104,7 @@ class ReflexStrategy:
         history = outcomes(pool)
         train = ctx.train
         ops = available(categorical=ctx.facts.categorical, has_references=any(c.ideal for c in train),
-                        has_train=bool(train), reasoner=True, reasoner_healthy=reasoner_ok(history),
+                        has_train=bool(train), reasoner=ctx.config.rewrites, reasoner_healthy=reasoner_ok(history),
                         renders=ctx.renders)
         return ops, history
 
