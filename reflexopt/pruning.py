@@ -6,7 +6,9 @@
 - the gate, once, at the first check: on the same cases, the candidate's total is below its parent's, or equal
   to it without a single case where the candidate does better (an edit that shows no gain on a minibatch is not
   worth a full evaluation, as GEPA accepts its candidates; a tie that fixes some cases and breaks others goes on,
-  since on a small minibatch it is as likely to be a gain as a loss);
+  since on a small minibatch it is as likely to be a gain as a loss). With a noisy judge, "below" means by more
+  than one SD of what judging alone moves the difference of the two totals (noise × √(2n) on n cases): an
+  edit as good as its parent would otherwise be stopped about half the time by the judge's noise alone;
 - from then on, after every case: significantly worse than the best candidate known when the trial was asked
   (a one-sided Wilcoxon test; stats.worse_than_best).
 
@@ -14,18 +16,20 @@ search.Trial holds the state (its steps, the parent's and the best's scores) and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .metrics import collapsed_label
 
 
-def gate_says_stop(mine: Mapping[int, float], parent: Mapping[int, float]) -> bool:
-    """No gain over the parent on the cases both have."""
+def gate_says_stop(mine: Mapping[int, float], parent: Mapping[int, float], noise: float = 0.0) -> bool:
+    """No gain over the parent on the cases both have; `noise`: the SD of one judge verdict (0: exact scores)."""
     shared = [i for i in mine if i in parent]
     total, theirs = sum(mine[i] for i in shared), sum(parent[i] for i in shared)
     better_somewhere = any(mine[i] > parent[i] for i in shared)
-    return bool(shared) and (total < theirs or (total == theirs and not better_somewhere))
+    slack = noise * math.sqrt(2 * len(shared))
+    return bool(shared) and (total < theirs - slack or (total == theirs and not better_somewhere))
 
 
 def collapse(outputs: Mapping[int, str], ideals: Mapping[int, str | None],

@@ -167,6 +167,7 @@ class Trial:
         self._against = AgainstBest(best or {}, p_threshold=p_threshold, first_check=first_check)
         self._first_check = first_check  # fewer shared cases than this: never pruned
         self._parent: dict[int, float] = {}
+        self._noise = 0.0
         self.pruned_by = ""  # why should_prune said yes: "collapsed", "gate" (no better than its parent) or
         # "worse than best"
         self._labels: tuple[str, ...] = ()
@@ -194,12 +195,12 @@ class Trial:
         is known without its calls. What it answered is kept in `collapsed`."""
         self._labels, self._ideals, self._known = tuple(labels), dict(ideals), set(known)
 
-    def gate_on(self, parent: dict[int, float]) -> None:
+    def gate_on(self, parent: dict[int, float], noise: float = 0.0) -> None:
         """Screen this trial against its parent's val scores (case index -> score): when the first check is
         reached, a candidate that shows no gain over its parent on the cases scored so far is stopped there
-        (after GEPA's minibatch acceptance; see should_prune). Without a parent, or with pruning off, there is no
-        gate."""
-        self._parent = dict(parent)
+        (after GEPA's minibatch acceptance; see should_prune), by more than a noisy judge (`noise`, the SD of one
+        verdict) explains. Without a parent, or with pruning off, there is no gate."""
+        self._parent, self._noise = dict(parent), noise
 
     def should_prune(self) -> bool:
         """Stop this trial now? The rules are pruning.py's (the gate against the parent once, then the test
@@ -214,7 +215,7 @@ class Trial:
                 return True
         if self._parent:
             parent, self._parent = self._parent, {}
-            if gate_says_stop(self.steps, parent):
+            if gate_says_stop(self.steps, parent, self._noise):
                 self.pruned_by = "gate"
                 return True
         if self._against.should_prune():

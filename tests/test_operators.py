@@ -241,6 +241,27 @@ def test_gate_stops_a_candidate_no_better_than_its_parent_at_the_first_check(tmp
     assert not free.should_prune() and free.pruned_by == ""
 
 
+def test_with_a_noisy_judge_the_gate_stops_only_a_loss_the_noise_does_not_explain(tmp_path: Path) -> None:
+    """Judge scores on 0..1 carry the judge's own noise. An edit as good as its parent scores below it on the
+    first 15 cases about half the time by that noise alone; the gate now stops it only when its total is lower
+    by more than one SD of what judging moves the difference (noise × √(2n)): 0.15 × √30 ≈ 0.82 on 15 cases."""
+    s = Search(f"sqlite:///{tmp_path / 's.db'}", "x", seed=0, n_startup_steps=15)
+    parent = {i: 0.75 for i in range(30)}
+
+    def trial(scores: list[float], noise: float) -> bool:
+        t = s.ask()
+        t.gate_on(parent, noise)
+        for i, v in enumerate(scores):
+            t.report(v, i)
+        return t.should_prune()
+
+    slightly = [0.75] * 13 + [0.5, 0.5]  # 0.5 below the parent's total: within the noise
+    assert trial(slightly, 0.0)  # exact scores: no gain shown, stopped as before
+    assert not trial(slightly, 0.15)
+    clearly = [0.75] * 9 + [0.5] * 6  # 1.5 below: more than the noise explains
+    assert trial(clearly, 0.15)
+
+
 def test_pruning_off_turns_the_gate_off(tmp_path: Path) -> None:
     s = Search(f"sqlite:///{tmp_path / 's.db'}", "x", seed=0, pruning=False)
     t = s.ask(best={i: 1.0 for i in range(40)})

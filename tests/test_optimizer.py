@@ -142,6 +142,13 @@ def test_judge_noise_blocks_gains_below_it(dataset: Path, prompt_file: Path, fak
     base = next(d for k, d in events if k == "baseline")
     assert base["noise"] > 0.1 and base["min_gain"] > 0
     assert r.judge_noise == pytest.approx(base["noise"], abs=1e-4)
+    # what the strategy's gate reads as the judge's noise is the noise measured here
+    from types import SimpleNamespace
+
+    from reflexopt.strategies.base import SearchContext
+
+    ctx = SearchContext(SimpleNamespace(val=[None] * base_n(events)), None, None, base["min_gain"])  # type: ignore[arg-type]
+    assert ctx.noise == pytest.approx(base["noise"], abs=1e-6)
     trials = [d for k, d in events if k == "trial" and d["val"] is not None and d["n_val"] == base_n(events)]
     blocked = [d for d in trials if r.baseline_val < d["val"] < r.baseline_val + base["min_gain"]]
     assert blocked and not any(d["accepted"] for d in blocked)  # a real but noise-sized gain was not taken

@@ -11,6 +11,7 @@ names, so any strategy that can share a study runs there through the same code p
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,12 @@ class SearchContext:
     @property
     def config(self) -> Any:
         return self.evaluator.config
+
+    @property
+    def noise(self) -> float:
+        """The SD of one judge verdict on the 0..1 scale (0 for a deterministic scorer): `min_gain` is twice the
+        standard error it gives over val."""
+        return self.min_gain * math.sqrt(len(self.val)) / 2
 
     @property
     def train(self) -> tuple[Case, ...]:

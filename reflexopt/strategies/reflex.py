@@ -218,7 +218,7 @@ class ReflexStrategy:
         if len(names) > 1:
             params["target"] = target
         if len(parent.val) == len(ctx.val):
-            trial.gate_on({ctx.index[k]: v for k, v in parent.val.items()})
+            trial.gate_on({ctx.index[k]: v for k, v in parent.val.items()}, ctx.noise)
         constant = {c.params["collapsed"]["label"] for c in pool if c.state == State.COMPLETE
                     and c.params.get("collapsed")}
         if ctx.facts.categorical and constant:  # a second constant answer is stopped at the first check
