@@ -39,7 +39,7 @@ class Operator:
 
 REGISTRY: tuple[Operator, ...] = (
     Operator("instruct", "instruction", about="a task instruction built from the task facts (labels, input kind, "
-             "output form), in one of several phrasings"),
+             "output form; on free text, what the references do with their input), in one of several phrasings"),
     Operator("demos", "demos", about="few-shot demos from train: how many, which ones, label balance and order"),
     Operator("cue", "cue", about="an answer cue after the input, optionally repeating the allowed labels"),
     Operator("format", "format", about="an explicit output-format spec"),
@@ -94,9 +94,10 @@ def reasoner_ok(history: Iterable[Outcome]) -> bool:
 
 
 def available(*, categorical: bool, has_references: bool, has_train: bool, reasoner: bool,
-              reasoner_healthy: bool, renders: bool = True) -> tuple[str, ...]:
+              reasoner_healthy: bool, renders: bool = True, form: str = "") -> tuple[str, ...]:
     """Operators that can do something for this task now. `renders` False (a pipeline builds its own messages):
-    no `structure` (instruction role, demo turns), which would change nothing its program sends."""
+    no `structure` (instruction role, demo turns), which would change nothing its program sends. `form`: on free
+    text, what the references do with their input (TaskFacts.form); a task instruction needs one."""
     out = []
     for op in REGISTRY:
         if op.name == "structure" and not renders:
@@ -105,7 +106,9 @@ def available(*, categorical: bool, has_references: bool, has_train: bool, reaso
             continue
         if op.name == "demos" and not (has_train and has_references):
             continue
-        if op.name in ("instruct", "cue") and not categorical:
+        if op.name == "cue" and not categorical:
+            continue
+        if op.name == "instruct" and not (categorical or form):
             continue
         if op.name == "format" and not has_references:
             continue

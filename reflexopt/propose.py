@@ -109,6 +109,33 @@ def apply_instruct(parent: Prompt, facts: TaskFacts, phrasing: int, keep_parent:
                     f"{how}): labels {', '.join(facts.labels)}; input kind '{facts.kind}'")
 
 
+# Free-text task instructions from what the references do with their input (TaskFacts.form), for a vague
+# starting prompt that never says what to write: the form, the length in sentences and words. The phrasing knob
+# picks one; the parent's text is kept above it or replaced, as for a label task.
+FREE_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "condense": ("Summarize the {kind} in {n} sentence{s}, about {w} words.",
+                 "Write a short summary of the {kind}: {n} sentence{s}, about {w} words, with its main points only.",
+                 "Read the {kind}, then state its main points in {n} sentence{s} (about {w} words)."),
+    "rewrite": ("Rewrite the {kind} in about {w} words.",
+                "Rewrite the {kind}, keeping most of its own words; reply with the rewritten text only.",
+                "Give the {kind} back rewritten, in {n} sentence{s} of about {w} words, with no preamble."),
+}
+
+
+def apply_free_instruct(parent: Prompt, facts: TaskFacts, phrasing: int, keep_parent: bool) -> Proposal:
+    """A free-text task instruction from the references' form (FREE_PHRASINGS), kept below the parent's text when
+    asked, and always when that text holds placeholders (they carry the input)."""
+    options = FREE_PHRASINGS[facts.form]
+    k = phrasing % len(options)
+    n = facts.sentences or 1
+    new = options[k].format(kind=facts.kind, n=n, s="" if n == 1 else "s", w=facts.words or 20)
+    keep = keep_parent or bool(parent.placeholders)
+    text = f"{parent.text.rstrip()}\n\n{new}\n" if keep else new + "\n"
+    how = "added below the parent's text" if keep else "replacing the parent's text"
+    return Proposal(text, "instruct", f"task instruction from the references' form ({facts.form}: {n} sentence(s), "
+                    f"about {facts.words} words; phrasing {k}, {how})")
+
+
 def answer_cue(name: str, facts: TaskFacts) -> str:
     """The text appended to the last user message. `options` repeats the allowed labels right before the
     answer: small models weigh the end of the prompt most."""
@@ -220,8 +247,9 @@ async def llm_amend(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, dia
 def _no_llm(op: str, params: dict[str, Any], parent: Prompt, train: Sequence[Case], facts: TaskFacts,
             diagnosis: Diagnosis) -> tuple[Prompt, Proposal]:
     """Apply one operator that needs no LLM."""
-    if op == "instruct" and facts.categorical:
-        prop = apply_instruct(parent, facts, int(params.get("phrasing", 0)), bool(params.get("keep_parent", False)))
+    if op == "instruct" and (facts.categorical or facts.form in FREE_PHRASINGS):
+        build = apply_instruct if facts.categorical else apply_free_instruct
+        prop = build(parent, facts, int(params.get("phrasing", 0)), bool(params.get("keep_parent", False)))
         return parent.with_(text=prop.text), prop
     if op == "demos":
         n = int(params.get("n_demos", 0))

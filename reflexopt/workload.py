@@ -25,12 +25,18 @@ class TaskFacts:
     sentences: int | None  # typical number of sentences in references (free text)
     words: int | None
     kind: str = "text"  # what one input is: "review", "question", ... (from the prompt, else from the data)
+    # free text: what the references do with their input, from their length and words alone: "condense" (much
+    # shorter than the input: a summary), "rewrite" (about as long, mostly the input's own words), "" (neither)
+    form: str = ""
 
     def as_text(self) -> str:
         if self.categorical:
             return f"Each input is a {self.kind}. The answer is one label out of: {', '.join(self.labels)}."
         if self.sentences:
-            return f"Reference answers are free text, typically {self.sentences} sentence(s), about {self.words} words."
+            how = {"condense": " They are much shorter than the input: a summary of it.",
+                   "rewrite": " They are about as long as the input and mostly use its own words: a rewrite of it."}
+            return (f"Reference answers are free text, typically {self.sentences} sentence(s), about {self.words} "
+                    f"words.{how.get(self.form, '')}")
         return "The answer is free text."
 
 
@@ -55,7 +61,28 @@ def task_facts(train: Sequence[Case], prompt_text: str = "") -> TaskFacts:
         return TaskFacts((), False, None, None, kind)
     sents = [len([s for s in re.split(r"(?<=[.!?])\s+", x.strip()) if s]) for x in ideals]
     words = [len(x.split()) for x in ideals]
-    return TaskFacts((), False, int(median(sents)), int(median(words)), kind)
+    return TaskFacts((), False, int(median(sents)), int(median(words)), kind, reference_form(train))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def reference_form(train: Sequence[Case]) -> str:
+    """What the references do with their inputs (TaskFacts.form): "condense" when they are at most half as long
+    (median words), "rewrite" when they are 0.5-1.5 times as long and at least 60% of their words appear in the
+    input, else "". No model call: the lengths and the words of the train cases."""
+    pairs = [(_words(c.input_text), _words(c.ideal)) for c in train if c.ideal]
+    pairs = [(i, r) for i, r in pairs if i and r]
+    if len(pairs) < 3:
+        return ""
+    ratio = median(len(r) for _, r in pairs) / median(len(i) for i, _ in pairs)
+    overlap = median(sum(w in set(i) for w in r) / len(r) for i, r in pairs)
+    if ratio <= 0.5:
+        return "condense"
+    if ratio <= 1.5 and overlap >= 0.6:
+        return "rewrite"
+    return ""
 
 
 @dataclass(frozen=True)

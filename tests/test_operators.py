@@ -345,3 +345,59 @@ def test_a_rewrite_that_comes_back_unusable_is_applied_as_added_sentences(fakes:
                                   reasoner=get_client(ModelSpec(id="fake/echo")), diagnosis=diag, failing=[],
                                   other=None))
     assert prop.fallback and prop.operator != "fix"
+
+
+def _chats(n: int = 40) -> list[Case]:
+    """Long inputs, short references (a summary each) that reuse few of the input's words."""
+    return [Case(id=str(i), input=" ".join(f"Speaker{j % 2} says line {j} about topic {i}." for j in range(12)),
+                 ideal=f"They discuss topic {i}. They agree.") for i in range(n)]
+
+
+def test_free_text_facts_say_what_the_references_do_with_their_input() -> None:
+    assert task_facts(_chats()).form == "condense"
+    rewrites = [Case(id=str(i), input=f"The cat {i} chased the dog.", ideal=f"The dog was chased by the cat {i}.")
+                for i in range(10)]
+    assert task_facts(rewrites).form == "rewrite"
+    answers = [Case(id=str(i), input=f"Name a colour {i}.", ideal=f"Blue is a colour often seen in the sky {i}.")
+               for i in range(10)]
+    assert task_facts(answers).form == ""  # longer than the input, in other words: neither
+    assert task_facts(_cases()).form == ""  # labels
+    assert "instruct" in available(categorical=False, has_references=True, has_train=True, reasoner=False,
+                                   reasoner_healthy=False, form="condense")
+    assert "instruct" not in available(categorical=False, has_references=True, has_train=True, reasoner=False,
+                                       reasoner_healthy=False, form="")
+
+
+def test_a_vague_free_text_prompt_gets_an_instruction_from_the_references_form(tmp_path: Path) -> None:
+    """A vague prompt ("Here is a chat.") never says what to write; on free text there was no instruction
+    operator, so only the reasoning model could say it. From the references alone: they condense the input to
+    about 6 words in 2 sentences, so the instruction asks for a summary of that size."""
+    chats = _chats()
+    facts = task_facts(chats, "Here is a chat.")
+    parent = Prompt("Here is a chat.\n")
+    cand, prop = asyncio.run(propose({"operator": "instruct", "phrasing": 0, "keep_parent": True}, parent,
+                                     train=chats, facts=facts, reasoner=None, diagnosis=Diagnosis(), failing=[],
+                                     other=None))
+    assert prop.operator == "instruct" and "condense" in prop.reasoning
+    assert cand.text == "Here is a chat.\n\nSummarize the text in 2 sentences, about 6 words.\n"
+
+    # through a run: a task model that summarises only when asked to, scored by token F1 against the references
+    rows = [{"input": c.input, "ideal": c.ideal} for c in chats]
+    data = write_jsonl(tmp_path / "chats.jsonl", rows)
+    (tmp_path / "p.md").write_text("Here is a chat.\n")
+
+    def task(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        topic = messages[-1]["content"].split("about topic ")[1].split(".")[0]
+        asked = "Summarize" in text or "summary" in text or "main points" in text
+        return f"They discuss topic {topic}. They agree." if asked else messages[-1]["content"]
+
+    register_fake("fake/summariser", FunctionModel(task))
+    try:
+        r = optimize(OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                                    model=ModelSpec(id="fake/summariser"), scorer=ScorerSpec(metric="f1"),
+                                    rewrites=False, budget=Budget(max_trials=6, patience=6), seed=1))
+    finally:
+        unregister_fake("fake/summariser")
+    assert r.significant and r.best_test > r.baseline_test + 0.5
+    assert any(w in r.best_prompt for w in ("Summarize the text", "summary of the text", "main points"))
