@@ -51,8 +51,9 @@ def worse_than_best(mine: dict[int, float], best: dict[int, float], *, p_thresho
 
 
 class AgainstBest:
-    """The pruning hook for a candidate scored outside a search trial (`--objective cost`'s cheaper variants):
-    stopped once significantly worse than `best` (case index -> score) on the cases scored so far."""
+    """The test against the best: a candidate is stopped once significantly worse than `best` (case index ->
+    score) on the cases scored so far. A search trial asks it after its gate; `--objective cost`'s cheaper
+    variants, scored outside a trial, use it alone as their pruning hook."""
 
     def __init__(self, best: Mapping[int, float], *, p_threshold: float = 0.1, first_check: int = 15) -> None:
         self.best, self.steps = dict(best), {}  # type: dict[int, float], dict[int, float]

@@ -163,8 +163,8 @@ class Trial:
         self._storage = storage
         self.number: int = trial.number
         self.params: dict[str, Any] = {}
-        self.steps: dict[int, float] = {}
         self._against = AgainstBest(best or {}, p_threshold=p_threshold, first_check=first_check)
+        self.steps: dict[int, float] = self._against.steps  # one record of the scores so far, shared
         self._first_check = first_check  # fewer shared cases than this: never pruned
         self._parent: dict[int, float] = {}
         self._noise = 0.0
@@ -184,7 +184,6 @@ class Trial:
         return self.params
 
     def report(self, value: float, step: int, output: str | None = None) -> None:
-        self.steps[int(step)] = float(value)
         self._against.report(value, step)
         if self._labels and output is not None:
             self._outputs[int(step)] = output

@@ -77,7 +77,7 @@ def reference_form(train: Sequence[Case]) -> str:
     if len(pairs) < 3:
         return ""
     ratio = median(len(r) for _, r in pairs) / median(len(i) for i, _ in pairs)
-    overlap = median(sum(w in set(i) for w in r) / len(r) for i, r in pairs)
+    overlap = median(sum(w in seen for w in r) / len(r) for seen, r in ((set(i), r) for i, r in pairs))
     if ratio <= 0.5:
         return "condense"
     if ratio <= 1.5 and overlap >= 0.6:
