@@ -187,6 +187,29 @@ def _ms(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.3f} ± {sd:.3f}"
 
 
+def constant_answer(s: dict[str, Any], seeds: list[int]) -> dict[int, tuple[str, float, float]] | None:
+    """On a label set, per seed: the train split's most common label, and the test score (accuracy) and macro-F1
+    of a prompt that answers it whatever the case. A model that cannot tell the cases apart gets this by
+    collapsing onto that label, so a tuned prompt shows skill only above it. None on free text."""
+    from collections import Counter
+
+    sys.path.insert(0, str(ROOT))
+    from reflexopt.data import is_categorical, load_dataset, split
+
+    cases = load_dataset(ROOT / s["data"])
+    if not is_categorical(cases):
+        return None
+    n_labels = len({c.ideal for c in cases})
+    out = {}
+    for seed in seeds:
+        parts = split(cases, None, seed=seed)
+        counts = Counter(c.ideal for c in parts.train)
+        label = min(counts, key=lambda k: (-counts[k], str(k)))
+        share = sum(c.ideal == label for c in parts.test) / len(parts.test)
+        out[seed] = (str(label), share, (2 * share / (1 + share)) / n_labels)
+    return out
+
+
 def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) -> str:
     commits = sorted({r["commit"] + (" (uncommitted changes)" if r.get("dirty") else "") for r in rows})
     ref = spec["reference"]
@@ -198,12 +221,22 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
             + (" — **this table mixes commits**." if len(commits) > 1 else "."),
             "Test scores are on the test split of `--seed S`, never seen by the search; ± is the sample SD over "
             f"seeds. \"Beats {ref}\" counts the seeds on which an arm's test score is higher than {ref}'s "
-            "(ties in brackets).", ""]
+            "(ties in brackets). On a label set, \"constant answer\" is a prompt that answers the train split's most "
+            "common label whatever the case (computed, no calls): what a model that cannot tell the cases apart "
+            "gets by collapsing onto it; \"above constant\" counts the seeds on which an arm's test score is "
+            "higher.", ""]
     out += [f"| set | budget | arm | test (mean ± SD) | test macro-F1 | val | calls | prompt tokens | beats {ref} on "
-            f"seeds | fewer prompt tokens than {ref} on seeds |", "|---|---|---|---|---|---|---|---|---|---|"]
+            f"seeds | fewer prompt tokens than {ref} on seeds | above constant on seeds |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in spec["sets"]:
+        const = constant_answer(s, spec["seeds"])
         for budget in spec["budgets"]:
             at = [r for r in rows if r["set"] == s["name"] and r["budget"] == budget]
+            if const and at:
+                labs = sorted({v[0] for v in const.values()})
+                out.append(f"| {s['name']} | {budget} | constant answer ({', '.join(labs)}) | "
+                           f"{_ms([v[1] for v in const.values()])} | {_ms([v[2] for v in const.values()])} | - | 0 "
+                           "| - | | | |")
             refs = {r["seed"]: r["best_test"] for r in at if r["arm"] == ref}
             ref_tokens = {r["seed"]: r.get("prompt_tokens") for r in at if r["arm"] == ref}
             for arm in spec["arms"]:
@@ -228,8 +261,10 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                 val = f"{statistics.mean(vals):.3f}" if vals else "-"
                 tok = f"{statistics.mean(toks):.0f}" if toks else "-"
                 test = _ms([r["best_test"] for r in rs])
+                above = (f"{sum(r['best_test'] > const[r['seed']][1] for r in rs if r['seed'] in const)} of "
+                         f"{sum(r['seed'] in const for r in rs)}") if const else ""
                 out.append(f"| {s['name']} | {budget} | {arm['name']} | {test} | {f1} | {val} | "
-                           f"{statistics.mean(r['calls'] for r in rs):.0f} | {tok} | {versus} | {cheaper} |")
+                           f"{statistics.mean(r['calls'] for r in rs):.0f} | {tok} | {versus} | {cheaper} | {above} |")
     out += ["", "## Every row", "", "p: the paired test of the tuned prompt against the starting prompt on test. "
             "Accepted steps: the operators of the accepted candidates the returned prompt descends from.", "",
             "| set | budget | arm | seed | test | val | start (test) | p | calls | stop | accepted steps | commit |",
