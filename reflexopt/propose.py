@@ -91,6 +91,14 @@ def instruction_from_facts(facts: TaskFacts, phrasing: int) -> str:
                            labels_or=_or_list(facts.labels))
 
 
+def _place(parent: Prompt, new: str, keep_parent: bool) -> tuple[str, str]:
+    """A new instruction below the parent's text (when asked, and always when that text holds placeholders: they
+    carry the input) or in its place; and how, for the proposal's reasoning."""
+    if keep_parent or parent.placeholders:
+        return f"{parent.text.rstrip()}\n\n{new}\n", "added below the parent's text"
+    return new + "\n", "replacing the parent's text"
+
+
 def apply_instruct(parent: Prompt, facts: TaskFacts, phrasing: int, keep_parent: bool) -> Proposal:
     """A fresh instruction from the task facts; the parent's text is kept above it when asked, and always when
     it holds placeholders (they carry the input). An input-first template replaces the text (it carries the
@@ -102,9 +110,7 @@ def apply_instruct(parent: Prompt, facts: TaskFacts, phrasing: int, keep_parent:
     if k in TEMPLATES:
         return Proposal(new + "\n", "instruct", f"input-first template from the facts (phrasing {k}): the "
                         f"{facts.kind} comes first, then the question with the labels {', '.join(facts.labels)}")
-    keep = keep_parent or bool(parent.placeholders)
-    text = f"{parent.text.rstrip()}\n\n{new}\n" if keep else new + "\n"
-    how = "added below the parent's text" if keep else "replacing the parent's text"
+    text, how = _place(parent, new, keep_parent)
     return Proposal(text, "instruct", f"task instruction from the facts (phrasing {k}, "
                     f"{how}): labels {', '.join(facts.labels)}; input kind '{facts.kind}'")
 
@@ -129,9 +135,7 @@ def apply_free_instruct(parent: Prompt, facts: TaskFacts, phrasing: int, keep_pa
     k = phrasing % len(options)
     n = facts.sentences or 1
     new = options[k].format(kind=facts.kind, n=n, s="" if n == 1 else "s", w=facts.words or 20)
-    keep = keep_parent or bool(parent.placeholders)
-    text = f"{parent.text.rstrip()}\n\n{new}\n" if keep else new + "\n"
-    how = "added below the parent's text" if keep else "replacing the parent's text"
+    text, how = _place(parent, new, keep_parent)
     return Proposal(text, "instruct", f"task instruction from the references' form ({facts.form}: {n} sentence(s), "
                     f"about {facts.words} words; phrasing {k}, {how})")
 

@@ -41,9 +41,10 @@ class TaskFacts:
 
 
 def input_kind(prompt_text: str, train: Sequence[Case]) -> str:
-    """A noun for one input: taken from the starting prompt ("this review" -> review), else "question" when
-    most inputs are questions, else "text"."""
-    for m in re.finditer(r"\b(?:this|each|every|following|given)\s+([a-z]{3,})\b", prompt_text.lower()):
+    """A noun for one input: taken from the starting prompt ("this review" -> review, "Here is a chat." -> chat),
+    else "question" when most inputs are questions, else "text"."""
+    pattern = r"\b(?:this|each|every|following|given|here is an?|here's an?)\s+([a-z]{3,})\b"
+    for m in re.finditer(pattern, prompt_text.lower()):
         if m.group(1) not in _KIND_STOP:
             return m.group(1)
     inputs = [c.input_text.strip() for c in train]

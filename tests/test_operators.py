@@ -97,6 +97,8 @@ def test_demo_space_pick_order_balance() -> None:
 
 def test_task_facts_name_the_input_kind() -> None:
     assert input_kind("Tell me about this review.", []) == "review"
+    assert input_kind("Here is a chat.", []) == "chat"
+    assert input_kind("Here's an email: {input}", []) == "email"
     assert input_kind("What kind of question is this?", _cases()) == "question"
     assert input_kind("Do it.", [Case(id="1", input="a statement")]) == "text"
 
@@ -379,7 +381,7 @@ def test_a_vague_free_text_prompt_gets_an_instruction_from_the_references_form(t
                                      train=chats, facts=facts, reasoner=None, diagnosis=Diagnosis(), failing=[],
                                      other=None))
     assert prop.operator == "instruct" and "condense" in prop.reasoning
-    assert cand.text == "Here is a chat.\n\nSummarize the text in 2 sentences, about 6 words.\n"
+    assert cand.text == "Here is a chat.\n\nSummarize the chat in 2 sentences, about 6 words.\n"
 
     # through a run: a task model that summarises only when asked to, scored by token F1 against the references
     rows = [{"input": c.input, "ideal": c.ideal} for c in chats]
