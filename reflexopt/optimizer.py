@@ -22,7 +22,7 @@ from .pool import Candidate, State, from_study, select
 from .search import GRACE_S, Search, StudyState, worker_id
 from .store import RunStore, write_text_atomic
 from .strategies import SearchContext, get_strategy
-from .verdict import OptimizeResult, cheaper_variants, choose, paired_on_test, test_labels, test_money
+from .verdict import OptimizeResult, cheaper_variants, choose, constant_answer, paired_on_test, test_labels, test_money
 
 
 class Optimizer:
@@ -315,6 +315,9 @@ class Optimizer:
             coverage["rejudged"] = {"verdicts": n_base, "then_scored": ok_base}
         best_md = best.prompts.to_markdown()
         best_path = store.write_best(best_md)
+        labels = test_labels(r.scorer, base_test, best_test)
+        if labels is not None:  # a label metric: the bar of the constant answer
+            labels["constant"] = await constant_answer(r.scorer, r.splits.train, r.test)
         usage = r.usage()
         result = OptimizeResult(
             run_id=store.run_id, run_dir=str(store.root), baseline_val=round(baseline.val_mean, 4),
@@ -330,7 +333,7 @@ class Optimizer:
             operators=dict(Counter(c.operator for c in pool if c.id != "baseline")), test_cases=coverage,
             objective=cfg.objective, chosen_by=chosen_by, frontier=[p.to_json() for p in frontier],
             money=test_money(base_test, best_test, *r.task_price()),
-            test_labels=test_labels(r.scorer, base_test, best_test),
+            test_labels=labels,
             distinct_candidates=len({c.key for c in pool} - {baseline.key}),
             duplicate_trials=sum(c.state == State.DUPLICATE for c in pool), reasoner=self._models()["reasoning"],
             judge=self._judge_record())

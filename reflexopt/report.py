@@ -16,7 +16,7 @@ from .paths import write_text_atomic
 from .promptset import diff_lines
 from .store import RunStore, read_json, read_jsonl
 from .textsafe import printable
-from .verdict import coverage_text
+from .verdict import constant_text, coverage_text
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -207,7 +207,7 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
             f"<div class=kpi>best test<b>{_f(summary['best_test'])}</b></div>"
             f"<div class=kpi>gain<b>{d:+.3f}</b><span class=muted>95% CI {lo:+.3f} … {hi:+.3f}</span></div>"
             f"<div class=kpi>paired test<b>{_p(summary['p_value'])}</b>{sig}</div>"
-            + _money_kpi(summary.get("money")) + _labels_kpi(summary.get("test_labels")) +
+            + _money_kpi(summary.get("money")) + _labels_kpi(summary.get("test_labels"), summary.get("best_test")) +
             f"<div class=kpi>trials<b>{summary['trials']}</b><span class=muted>{summary['pruned_trials']} pruned · "
             f"{escape(summary['stop_reason'])}</span></div>"
             + (f"<div class=kpi>test cases compared<b>{summary['test_cases']['paired']} of "
@@ -280,14 +280,19 @@ def _money_kpi(m: dict[str, Any] | None) -> str:
             f"{escape(str(m.get('price_source', '')))}</span></div>") if m else ""
 
 
-def _labels_kpi(lab: dict[str, Any] | None) -> str:
+def _labels_kpi(lab: dict[str, Any] | None, best_test: float | None = None) -> str:
     """A label task's macro-F1 on test beside the score (an imbalanced set can give a one-label prompt a high
-    accuracy), with F1 by label."""
+    accuracy), with F1 by label, and what answering the most common label to every case scores."""
     if not lab:
         return ""
     by = " · ".join(f"{escape(str(k))} {v:.2f}" for k, v in list(lab["best"]["f1_by_label"].items())[:8])
     col = lab["best"].get("collapsed")
     warn = f"<span class=bad style='display:block'>{escape(collapsed_text(col))} on test</span>" if col else ""
+    const = lab.get("constant")
+    if const:
+        below = best_test is not None and best_test <= const["score"]
+        warn += (f"<span class={'bad' if below else 'muted'} style='display:block'>{escape(constant_text(const))}"
+                 + (" — the tuned prompt is not above it" if below else "") + "</span>")
     return (f"<div class=kpi>macro-F1 (test)<b>{lab['best']['macro_f1']:.3f}</b><span class=muted>baseline "
             f"{lab['baseline']['macro_f1']:.3f} · F1 {by}</span>{warn}</div>")
 

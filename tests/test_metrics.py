@@ -177,3 +177,37 @@ def test_a_tuned_prompt_that_answers_one_label_is_flagged_in_the_figures_and_the
     console.print(optimize_summary(r.to_json()))
     out = console.export_text()
     assert "warning" in out and "answers 'positive' to" in out and "constant answer" in out
+
+
+def test_the_verdict_shows_what_answering_the_most_common_label_scores(tmp_path: Path, fakes: Any) -> None:
+    """On an imbalanced label set, a model that cannot tell the cases apart can score below a prompt that answers
+    the majority label to every case. The verdict scores that constant answer on test (the run's own scorer, no
+    model call), and the summary and the report say when the tuned prompt is not above it."""
+    from conftest import names_labels, write_jsonl
+    from rich.console import Console
+
+    from reflexopt import optimize
+    from reflexopt.cli.render import optimize_summary
+    from reflexopt.report import write_report
+
+    rows = [{"input": f"{'good' if i % 3 else 'bad'} item {i}", "ideal": "positive" if i % 3 else "negative"}
+            for i in range(90)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Look at it.\n")
+    # once the prompt names the labels, the model answers the minority label whatever the item
+    fakes("fake/task", lambda m: "negative" if names_labels(" ".join(x["content"] for x in m)) else "?")
+    fakes("fake/reasoner", lambda m: "no")
+    r = optimize(str(data), str(prompt), model="fake/task", metric="contains", max_trials=3,
+                 reasoning_model="fake/reasoner")
+    assert r.best_candidate != "baseline" and r.test_labels is not None
+    const = r.test_labels["constant"]
+    assert const["label"] == "positive" and const["n"] > 0
+    assert const["score"] == pytest.approx(1 - r.best_test, abs=1e-3)  # "negative" everywhere gets the rest
+    assert const["score"] > 0.6 > r.best_test
+    console = Console(record=True, width=250)
+    console.print(optimize_summary(r.to_json()))
+    out = " ".join(console.export_text().split())
+    assert "answering 'positive' to every case scores" in out and "is not above it" in out
+    html = write_report(Path(r.run_dir)).read_text(encoding="utf-8")
+    assert "answering &#x27;positive&#x27; to every case scores" in html and "is not above it" in html

@@ -264,6 +264,16 @@ def optimize_summary(r: dict[str, Any]) -> Table:
                       f"{col['answers']} of {col['of']} test cases whatever the case: its gain is what that "
                       "constant answer gets. A larger --max-calls or a starting prompt that states the task may "
                       "find one that tells the cases apart.[/]")
+        const = lab.get("constant")
+        if const:
+            from ..verdict import constant_text
+
+            below = r["best_test"] <= const["score"] and r["best_candidate"] != "baseline"
+            line = f"{constant_text(const)} on test" + (
+                f": [yellow]the tuned prompt ({r['best_test']:.3f}) is not above it; with every prompt this run "
+                "found, the task model does not tell these cases apart better than one answer does. A larger "
+                "model, or a starting prompt that states the task, may.[/]" if below else "")
+            t.add_row("constant answer", "", line)
     distinct = r.get("distinct_candidates")
     dups = f" · {distinct} distinct prompts scored, {r.get('duplicate_trials', 0)} duplicates" \
         if distinct is not None else ""
