@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,7 +126,8 @@ def test_dspy_and_litellm_stay_off_the_start_up_path() -> None:
 @pytest.mark.parametrize("strategy", ["mipro", "gepa"])
 def test_json_output_stays_one_object_when_dspy_prints(strategy: str, openai_server: FakeOpenAI,
                                                        tmp_path: Path) -> None:
-    """DSPy prints its progress; `--json` must still print exactly one JSON object on stdout."""
+    """DSPy prints its progress and logs; `--json` must still print exactly one JSON object on stdout, and
+    stderr nothing at all."""
     openai_server.responder = lambda req: "positive" if "good" in req["messages"][-1]["content"] else "negative"
     data = write_jsonl(tmp_path / "d.jsonl", label_rows(40))
     (tmp_path / "p.md").write_text("Label it.\n")
@@ -136,3 +138,8 @@ def test_json_output_stays_one_object_when_dspy_prints(strategy: str, openai_ser
                             "OPENAI_API_KEY": "sk-test-00000000000000"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["model_calls"] <= 150
+    # and stderr stays clean: no DSPy log lines ("WARNING dspy.predict.predict: Input contains fields not in
+    # signature"), no tqdm bars, no library warnings
+    noise = [line for line in r.stderr.splitlines()
+             if re.search(r"dspy|WARNING|Warning|Traceback|it/s\]|\d%\|", line)]
+    assert not noise, noise[:5]
