@@ -21,6 +21,7 @@ from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
 from .recommend import Constraints, ModelRow, recommend, row_from_results, selection_adjusted
 from .store import hold_folder, new_run_id, read_json, runs_root, write_text_atomic
+from .verdict import constant_answer, constant_text
 from .workload import Workload
 
 __all__ = ["CompareResult", "Comparison", "ModelRow", "compare", "load_compare", "recommend"]
@@ -37,6 +38,7 @@ class CompareResult:
     elapsed_s: float
     margin: float = 0.05  # the equivalence margin of the recommendation
     selection: dict[str, Any] | None = None  # the best model's score re-estimated for the winner's curse
+    constant: dict[str, Any] | None = None  # a label task: what answering the most common label scores on test
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -54,6 +56,7 @@ class Comparison:
                              check_fields=cfg.pipeline is None)
         self.cases = list(work.cases)
         self.test = work.test
+        self.work = work
         self.id = "compare-" + new_run_id()
         self.root = runs_root() / self.id
 
@@ -135,13 +138,32 @@ class Comparison:
             transfer = self._transfer(rows) if cfg.transfer else None
             limits = Constraints(cfg.max_p95_s, cfg.max_cost_per_1k, cfg.min_score)
             choice, reason = recommend(rows, cfg.target, cfg.margin, limits)
+            constant = self._constant()
+            scored = [r.tuned for r in rows if r.error is None and r.tuned is not None]
+            if constant is not None and scored and max(scored) <= constant["score"]:
+                reason += (f". No model scores above the constant answer ({constant_text(constant)}): with its "
+                           "tuned prompt, none tells these cases apart better than one answer does")
             result = CompareResult(self.id, tuple(rows), choice, reason, transfer, len(self.test),
-                                   round(time.monotonic() - start, 1), cfg.margin, selection_adjusted(rows))
+                                   round(time.monotonic() - start, 1), cfg.margin, selection_adjusted(rows),
+                                   constant)
             write_text_atomic(self.root / "compare.json", json.dumps(result.to_json(), indent=2))
         finally:
             lock.release()
         self.on_event("done", result.to_json())
         return result
+
+    def _constant(self) -> dict[str, Any] | None:
+        """On a label task scored by a label metric, what answering the train split's most common label to every
+        test case scores (verdict.constant_answer; no model call): the bar that shows a model tells the cases
+        apart at all."""
+        from .scoring import make_scorer
+
+        if self.config.scorer.judge is not None or not self.work.facts.categorical:
+            return None
+        scorer, _ = make_scorer(self.config.scorer, self.cases)
+        if getattr(scorer, "corpus", None) is None:
+            return None
+        return asyncio.run(constant_answer(scorer, self.work.splits.train, self.test))
 
     def _transfer(self, rows: Sequence[ModelRow]) -> dict[str, dict[str, float | None]]:
         """matrix[prompt tuned for A][scored on model B] = mean test score."""

@@ -464,7 +464,9 @@ def compare_report(path: Path, *, refresh_s: int | None = None, nav: str = "") -
                  _f(r["cost_per_1k"], 4), _f(r["tokens_per_request"], 0), _f(r["cost_per_success"], 6),
                  f"{_f(r['latency_p50_s'], 2)} / {_f(r['latency_p95_s'], 2)} s"]
         rows.append(f"<tr><td>{escape(r['model'])}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
-    body = [f"<h1>{escape(title)}</h1><div class=muted>{data['n_test']} test cases · * significant gain</div>",
+    const = data.get("constant")
+    bar = f" · constant answer: {escape(constant_text(const))}" if const else ""
+    body = [f"<h1>{escape(title)}</h1><div class=muted>{data['n_test']} test cases · * significant gain{bar}</div>",
             f"<div class=card><b>Recommendation:</b> {escape(data['reason'])}" + _curse_html(data.get("selection"))
             + "</div>",
             f"<h2>Models</h2><div class=card><table>{head}{''.join(rows)}</table></div>",

@@ -232,3 +232,28 @@ def test_the_best_models_score_is_re_estimated_for_the_winners_curse() -> None:
     assert sel is not None and sel["best"] == "c" and sel["pick_is_best"] == 1.0
     assert sel["adjusted"] == pytest.approx(0.9, abs=0.05)
     assert selection_adjusted(rows[:1]) is None
+
+
+def test_compare_says_when_no_model_beats_answering_the_most_common_label(setup: Any, tmp_path: Path) -> None:
+    """"Is the small model bad, or was the prompt bad?" On an imbalanced set, a model that cannot tell the cases
+    apart scores below a prompt that answers the most common label to every case. compare scores that constant
+    answer on its test split (no model call) and says so when no model is above it; when one is, it only shows
+    the bar."""
+    data, prompt = setup
+    res = compare(CompareConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt), tune=False,
+                                models=(ModelSpec(id="fake/strong"), ModelSpec(id="fake/weak"))))
+    assert res.constant is not None and res.constant["score"] == pytest.approx(0.5, abs=0.05)
+    assert "constant answer" not in res.reason  # fake/strong (about 0.9) is well above it
+
+    rows = [{"input": f"{'good' if i % 4 else 'bad'} device {i}", "ideal": "positive" if i % 4 else "negative"}
+            for i in range(160)]
+    skewed = write_jsonl(tmp_path / "skewed.jsonl", rows)
+    res = compare(CompareConfig(data=DataSpec(path=str(skewed)), prompt_path=str(prompt), tune=False,
+                                models=(ModelSpec(id="fake/weak"),)))
+    assert res.constant is not None and res.constant["label"] == "positive"
+    assert res.constant["score"] == pytest.approx(0.75, abs=0.05) and res.rows[0].tuned < res.constant["score"]
+    assert "No model scores above the constant answer (answering 'positive' to every case scores" in res.reason
+    from reflexopt.report import compare_report
+    from reflexopt.store import runs_root
+
+    assert "constant answer: answering &#x27;positive&#x27;" in compare_report(runs_root() / res.compare_id)

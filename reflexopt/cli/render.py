@@ -347,6 +347,11 @@ def compare_table(d: dict[str, Any]) -> Table:
              f"picked on half of them and scored on the other half, the pick scores {sel['adjusted']:.3f} "
              f"(mean of {sel['splits']} halvings; the pick is {sel['best']} in {sel['pick_is_best']:.0%})"
              if sel else "")
+    const = d.get("constant")
+    if const:
+        from ..verdict import constant_text
+
+        curse += f"; constant answer: {constant_text(const)}"
     t.caption = "* significant gain from tuning (paired test on the test split)" + (
         "; † price given by you: " + "; ".join(own) if own else "") + curse
     return t
