@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .config import CompareConfig, ModelSpec, public, run_config
-from .evaluate import CaseResult, check_specs, load_test, score_with
+from .evaluate import CaseResult, check_specs, constant_text, constant_with, load_test, score_with
 from .events import Event, TrackedBus
 from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
 from .recommend import Constraints, ModelRow, recommend, row_from_results, selection_adjusted
 from .store import hold_folder, new_run_id, read_json, runs_root, write_text_atomic
-from .verdict import constant_answer, constant_text
 from .workload import Workload
 
 __all__ = ["CompareResult", "Comparison", "ModelRow", "compare", "load_compare", "recommend"]
@@ -154,16 +153,11 @@ class Comparison:
 
     def _constant(self) -> dict[str, Any] | None:
         """On a label task scored by a label metric, what answering the train split's most common label to every
-        test case scores (verdict.constant_answer; no model call): the bar that shows a model tells the cases
+        test case scores (evaluate.constant_answer; no model call): the bar that shows a model tells the cases
         apart at all."""
-        from .scoring import make_scorer
-
-        if self.config.scorer.judge is not None or not self.work.facts.categorical:
+        if not self.work.facts.categorical:
             return None
-        scorer, _ = make_scorer(self.config.scorer, self.cases)
-        if getattr(scorer, "corpus", None) is None:
-            return None
-        return asyncio.run(constant_answer(scorer, self.work.splits.train, self.test))
+        return asyncio.run(constant_with(self.config.scorer, self.cases, self.work.splits.train, self.test))
 
     def _transfer(self, rows: Sequence[ModelRow]) -> dict[str, dict[str, float | None]]:
         """matrix[prompt tuned for A][scored on model B] = mean test score."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,6 +226,36 @@ def corpus_figures(scorer: Scorer, results: Sequence[CaseResult]) -> dict[str, A
     task call counts as an answer naming no label."""
     corpus = getattr(scorer, "corpus", None)
     return corpus([r.output or "" for r in results], [r.ideal for r in results]) if corpus else None
+
+
+async def constant_answer(scorer: Scorer, train: Sequence[Case], test: Sequence[Case]) -> dict[str, Any] | None:
+    """On a label task, what a prompt that answers the train split's most common label to every case scores on
+    test, by the run's own scorer (no model call): the bar a tuned prompt must clear to show that the task model
+    tells the cases apart at all. A model that cannot collapses onto one label, and on an imbalanced set the
+    majority label alone can beat every prompt a search finds. None with fewer than two labels in train."""
+    counts = Counter(c.ideal for c in train if c.ideal)
+    if len(counts) < 2 or not test:
+        return None
+    label = min(counts, key=lambda k: (-counts[k], k))
+    values = [v for c in test if (v := (await scorer.score(c, label)).value) is not None]
+    if not values:
+        return None
+    return {"label": label, "score": round(sum(values) / len(values), 4), "n": len(values)}
+
+
+def constant_text(constant: Mapping[str, Any]) -> str:
+    """`answering 'neutral' to every case scores 0.512`."""
+    return f"answering {constant['label']!r} to every case scores {constant['score']:.3f}"
+
+
+async def constant_with(spec: ScorerSpec, scorer_cases: Sequence[Case], train: Sequence[Case],
+                        test: Sequence[Case]) -> dict[str, Any] | None:
+    """constant_answer with the scorer a spec asks for, when it is a label metric (None for a judge or any other
+    scorer: a constant answer is a bar on label tasks only, and a judge would cost calls)."""
+    if spec.judge is not None:
+        return None
+    scorer, _ = make_scorer(spec, scorer_cases)
+    return await constant_answer(scorer, train, test) if getattr(scorer, "corpus", None) else None
 
 
 def evaluate(cases: Sequence[Case], prompt: Prompt | PromptSet, task: Task | ModelClient, scorer: Scorer, *,

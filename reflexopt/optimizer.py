@@ -22,7 +22,7 @@ from .pool import Candidate, State, from_study, select
 from .search import GRACE_S, Search, StudyState, worker_id
 from .store import RunStore, write_text_atomic
 from .strategies import SearchContext, get_strategy
-from .verdict import OptimizeResult, cheaper_variants, choose, constant_answer, paired_on_test, test_labels, test_money
+from .verdict import OptimizeResult, cheaper_variants, choose, paired_on_test, test_labels, test_money
 
 
 class Optimizer:
@@ -315,9 +315,7 @@ class Optimizer:
             coverage["rejudged"] = {"verdicts": n_base, "then_scored": ok_base}
         best_md = best.prompts.to_markdown()
         best_path = store.write_best(best_md)
-        labels = test_labels(r.scorer, base_test, best_test)
-        if labels is not None:  # a label metric: the bar of the constant answer
-            labels["constant"] = await constant_answer(r.scorer, r.splits.train, r.test)
+        labels = await test_labels(r.scorer, base_test, best_test, r.splits.train, r.test)
         usage = r.usage()
         result = OptimizeResult(
             run_id=store.run_id, run_dir=str(store.root), baseline_val=round(baseline.val_mean, 4),

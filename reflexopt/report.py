@@ -10,13 +10,13 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .evaluate import CaseResult
+from .evaluate import CaseResult, constant_text
 from .metrics import collapsed_text
 from .paths import write_text_atomic
 from .promptset import diff_lines
 from .store import RunStore, read_json, read_jsonl
 from .textsafe import printable
-from .verdict import constant_text, coverage_text
+from .verdict import coverage_text
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}

@@ -18,13 +18,12 @@ never returns a prompt worse than the one it was given)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .data import Case
-from .evaluate import CaseResult, corpus_figures, money
+from .evaluate import CaseResult, constant_answer, corpus_figures, money
 from .pool import Candidate
 from .stats import PairedComparison, noninferiority_p, paired_compare
 
@@ -110,30 +109,14 @@ def paired_on_test(base: Sequence[CaseResult], best: Sequence[CaseResult], test_
     return cmp, {"n": len(test_ids), "paired": len(pairs), **counts}
 
 
-def test_labels(scorer: Any, base: Sequence[CaseResult], best: Sequence[CaseResult]) -> dict[str, Any] | None:
-    """A label metric's figures on test for both prompts (macro-F1 beside the mean score), or None."""
+async def test_labels(scorer: Any, base: Sequence[CaseResult], best: Sequence[CaseResult], train: Sequence[Case],
+                      test: Sequence[Case]) -> dict[str, Any] | None:
+    """A label metric's figures on test for both prompts (macro-F1 beside the mean score), and what answering
+    the train split's most common label to every test case scores (evaluate.constant_answer); or None."""
     b, t = corpus_figures(scorer, base), corpus_figures(scorer, best)
-    return None if b is None or t is None else {"baseline": b, "best": t}
-
-
-async def constant_answer(scorer: Any, train: Sequence[Case], test: Sequence[Case]) -> dict[str, Any] | None:
-    """On a label task, what a prompt that answers the train split's most common label to every case scores on
-    test, by the run's own scorer (no model call): the bar a tuned prompt must clear to show that the task model
-    tells the cases apart at all. A model that cannot collapses onto one label, and on an imbalanced set the
-    majority label alone can beat every prompt a search finds. None with fewer than two labels in train."""
-    counts = Counter(c.ideal for c in train if c.ideal)
-    if len(counts) < 2 or not test:
+    if b is None or t is None:
         return None
-    label = min(counts, key=lambda k: (-counts[k], k))
-    values = [v for c in test if (v := (await scorer.score(c, label)).value) is not None]
-    if not values:
-        return None
-    return {"label": label, "score": round(sum(values) / len(values), 4), "n": len(values)}
-
-
-def constant_text(constant: Mapping[str, Any]) -> str:
-    """`answering 'neutral' to every case scores 0.512`."""
-    return f"answering {constant['label']!r} to every case scores {constant['score']:.3f}"
+    return {"baseline": b, "best": t, "constant": await constant_answer(scorer, train, test)}
 
 
 def test_money(base: Sequence[CaseResult], best: Sequence[CaseResult], price: tuple[float, float] | None,

@@ -266,7 +266,7 @@ def optimize_summary(r: dict[str, Any]) -> Table:
                       "find one that tells the cases apart.[/]")
         const = lab.get("constant")
         if const:
-            from ..verdict import constant_text
+            from ..evaluate import constant_text
 
             below = r["best_test"] <= const["score"] and r["best_candidate"] != "baseline"
             line = f"{constant_text(const)} on test" + (
@@ -349,7 +349,7 @@ def compare_table(d: dict[str, Any]) -> Table:
              if sel else "")
     const = d.get("constant")
     if const:
-        from ..verdict import constant_text
+        from ..evaluate import constant_text
 
         curse += f"; constant answer: {constant_text(const)}"
     t.caption = "* significant gain from tuning (paired test on the test split)" + (
