@@ -283,6 +283,38 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
     return "\n".join(out)
 
 
+def compact(spec: dict[str, Any], rows: list[dict[str, Any]], budget: int) -> str:
+    """One budget's table for the README: a row per set, a column per arm (test mean ± SD · mean calls), and on
+    a label set the constant answer. Bold: the arm whose test score is the highest on every seed it shares with
+    each other arm (a lead that holds on every seed); cells with fewer seeds than the spec say how many."""
+    arms = [a["name"] for a in spec["arms"]]
+    out = ["| set | constant answer | " + " | ".join(arms) + " |", "|---" * (len(arms) + 2) + "|"]
+    for s in spec["sets"]:
+        at = [r for r in rows if r["set"] == s["name"] and r["budget"] == budget]
+        if not at:
+            continue
+        by = {a: {r["seed"]: r for r in at if r["arm"] == a} for a in arms}
+        const = constant_answer(s, spec["seeds"])
+        cells = [f"{statistics.mean(v[1] for v in const.values()):.3f}" if const else "-"]
+        for a in arms:
+            rs = list(by[a].values())
+            if not rs:
+                cells.append("not run")
+                continue
+            cell = _ms([r["best_test"] for r in rs]) if len(rs) > 1 else f"{rs[0]['best_test']:.3f}"
+            if any(r["calls"] for r in rs):
+                cell += f" · {statistics.mean(r['calls'] for r in rs):,.0f}"
+            want = next(ar for ar in spec["arms"] if ar["name"] == a).get("seeds", spec["seeds"])
+            if len(rs) < len(want):
+                cell += f" ({len(rs)} of {len(want)} seeds)"
+            others = [o for o in arms if o != a and by[o]]
+            leads = all(all(r["best_test"] > by[o][x]["best_test"] for x, r in by[a].items() if x in by[o])
+                        and any(x in by[o] for x in by[a]) for o in others)
+            cells.append(f"**{cell}**" if leads and others else cell)
+        out.append(f"| {s['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("spec", type=Path)
@@ -296,6 +328,8 @@ def main() -> None:
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "reflexopt-bench"))
     ap.add_argument("--allow-dirty", action="store_true", help="run on uncommitted changes (rows marked dirty)")
     ap.add_argument("--render", action="store_true", help="only rewrite the markdown from the jsonl")
+    ap.add_argument("--compact", type=int, metavar="BUDGET",
+                    help="print that budget's table for the README (a row per set, a column per arm) and exit")
     args = ap.parse_args()
     spec_path = args.spec.resolve()
     spec = load_spec(spec_path)
@@ -303,6 +337,9 @@ def main() -> None:
     out = args.out or spec_path.with_suffix(".md")
     rows = [json.loads(x) for x in jsonl.read_text(encoding="utf-8").splitlines() if x.strip()] \
         if jsonl.exists() else []
+    if args.compact:
+        print(compact(spec, rows, args.compact))
+        return
     if not args.render:
         runner = Runner(spec, args)
         runner.work.mkdir(parents=True, exist_ok=True)
