@@ -187,14 +187,18 @@ def _ms(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.3f} ± {sd:.3f}"
 
 
-def constant_answer(s: dict[str, Any], seeds: list[int]) -> dict[int, tuple[str, float, float]] | None:
-    """On a label set, per seed: the train split's most common label, and the test score (accuracy) and macro-F1
-    of a prompt that answers it whatever the case. A model that cannot tell the cases apart gets this by
-    collapsing onto that label, so a tuned prompt shows skill only above it. None on free text."""
-    from collections import Counter
+def constant_answer(s: dict[str, Any], seeds: list[int],
+                    metric: str = "contains") -> dict[int, tuple[str, float, float]] | None:
+    """On a label set, per seed: the train split's most common label, and the test score and macro-F1 of a
+    prompt that answers it whatever the case (reflexopt.evaluate.constant_answer, the optimize summary's own bar,
+    scored by `metric`). A model that cannot tell the cases apart gets this by collapsing onto that label, so a
+    tuned prompt shows skill only above it. None on free text."""
+    import asyncio
 
     sys.path.insert(0, str(ROOT))
+    from reflexopt.config import ScorerSpec
     from reflexopt.data import is_categorical, load_dataset, split
+    from reflexopt.evaluate import constant_with
 
     cases = load_dataset(ROOT / s["data"])
     if not is_categorical(cases):
@@ -203,11 +207,18 @@ def constant_answer(s: dict[str, Any], seeds: list[int]) -> dict[int, tuple[str,
     out = {}
     for seed in seeds:
         parts = split(cases, None, seed=seed)
-        counts = Counter(c.ideal for c in parts.train)
-        label = min(counts, key=lambda k: (-counts[k], str(k)))
-        share = sum(c.ideal == label for c in parts.test) / len(parts.test)
-        out[seed] = (str(label), share, (2 * share / (1 + share)) / n_labels)
+        c = asyncio.run(constant_with(ScorerSpec(metric=metric), cases, parts.train, parts.test))
+        if c is None:
+            return None
+        # macro-F1 of one label answered everywhere: that label's F1 (precision = its share, recall 1), 0 elsewhere
+        out[seed] = (str(c["label"]), c["score"], (2 * c["score"] / (1 + c["score"])) / n_labels)
     return out
+
+
+def _metric(spec: dict[str, Any]) -> str:
+    """The metric the spec's common arguments name (`--metric NAME`), else contains."""
+    args = list(spec.get("args", []))
+    return args[args.index("--metric") + 1] if "--metric" in args[:-1] else "contains"
 
 
 def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) -> str:
@@ -229,7 +240,7 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
             f"seeds | fewer prompt tokens than {ref} on seeds | above constant on seeds |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in spec["sets"]:
-        const = constant_answer(s, spec["seeds"])
+        const = constant_answer(s, spec["seeds"], _metric(spec))
         for budget in spec["budgets"]:
             at = [r for r in rows if r["set"] == s["name"] and r["budget"] == budget]
             if const and at:
@@ -294,7 +305,7 @@ def compact(spec: dict[str, Any], rows: list[dict[str, Any]], budget: int) -> st
         if not at:
             continue
         by = {a: {r["seed"]: r for r in at if r["arm"] == a} for a in arms}
-        const = constant_answer(s, spec["seeds"])
+        const = constant_answer(s, spec["seeds"], _metric(spec))
         cells = [f"{statistics.mean(v[1] for v in const.values()):.3f}" if const else "-"]
         for a in arms:
             rs = list(by[a].values())
