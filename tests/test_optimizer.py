@@ -538,3 +538,47 @@ def test_a_cheaper_prompt_that_scores_higher_on_val_is_not_worse_however_many_an
     chosen, frontier, _ = choose(top, base, [base, top, cheap], 60, objective="cost", max_prompt_tokens=None,
                                  results=results, price=None)
     assert chosen.id == "t2.d3" and {p.id: p.not_worse for p in frontier}["t2.d3"]
+
+
+def test_a_bootstrapped_demo_pick_shows_only_examples_the_parent_answered_right(dataset: Path, prompt_file: Path,
+                                                                                fakes: Any) -> None:
+    """MIPROv2's bootstrapped demos: a `bootstrapped` pick first has the parent (with demos) answer train cases,
+    and draws its demos from those it answered right. Here the task model gets only items numbered 0 mod 3
+    right, so such a pick shows no other example (a `balanced` pick shows them about two thirds of the time)."""
+    import re
+
+    def easy_only(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        item = messages[-1]["content"]
+        n = int(re.findall(r"number (\d+)", item)[-1])
+        if text.count("thing number") < 2 or n % 3:
+            return "It is a product review."
+        return "positive" if "good" in item else "negative"
+
+    fakes("fake/task", easy_only)
+    fakes("fake/reasoner", lambda m: "no")
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=30, patience=30)))
+    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+    boot = [c for c in cands if c["operator"] == "demos" and c["params"].get("demo_pick") == "bootstrapped"]
+    assert boot, "no bootstrapped demos trial ran"
+    for c in boot:
+        md = (Path(r.run_dir) / "candidates" / f"{c['id']}.md").read_text()
+        shown = [int(n) for n in re.findall(r"thing number (\d+)", md)]
+        assert shown and all(n % 3 == 0 for n in shown), (c["id"], shown)
+        right, asked = map(int, c["params"]["bootstrapped"].split(" of "))
+        assert 0 < right < asked
+
+
+def test_a_bootstrapped_pool_keeps_every_label() -> None:
+    from reflexopt.data import Case
+    from reflexopt.propose import bootstrapped, choose_demos
+    from reflexopt.workload import TaskFacts
+
+    train = [Case(str(i), f"x{i}", "a" if i % 2 else "b") for i in range(20)]
+    facts = TaskFacts(labels=("a", "b"), categorical=True, sentences=None, words=None)
+    pool = bootstrapped(train, {"1", "3"}, facts)  # right only on two 'a' cases: every 'b' case stays, as labelled
+    assert {c.id for c in pool if c.ideal == "a"} == {"1", "3"} and sum(c.ideal == "b" for c in pool) == 10
+    demos = choose_demos(pool, 4, 0, facts, pick="bootstrapped")
+    assert sorted(d.output for d in demos) == ["a", "a", "b", "b"]
+    assert {d.input for d in demos if d.output == "a"} == {"x1", "x3"}
+    assert bootstrapped(train, set(), facts) == train  # nothing answered right: all of train
