@@ -56,7 +56,7 @@ LLM_OPERATORS = tuple(op.name for op in REGISTRY if op.needs_llm)
 
 # the knobs of the no-LLM operators (TPE samples them; propose.py gives them meaning)
 CUES: tuple[str, ...] = ("none", "answer", "label", "category", "options")
-DEMO_PICKS: tuple[str, ...] = ("balanced", "random", "bootstrapped")
+DEMO_PICKS: tuple[str, ...] = ("balanced", "random")
 DEMO_ORDERS: tuple[str, ...] = ("cycle", "shuffled", "grouped")
 N_PHRASINGS = 6
 

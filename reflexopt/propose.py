@@ -150,29 +150,16 @@ def answer_cue(name: str, facts: TaskFacts) -> str:
     return {"answer": "Answer:", "label": "Label:", "category": "Category:"}.get(name, "Answer:")
 
 
-def bootstrapped(train: Sequence[Case], passed: set[str], facts: TaskFacts) -> list[Case]:
-    """The demo pool of the `bootstrapped` pick: the train cases a teacher prompt answered right (MIPROv2's
-    bootstrapped demos: examples the task model already handles in that context), and, for a label it got right
-    on no case, that label's cases as they are (labelled demos), so a balanced pick still shows every label.
-    All of train when it answered nothing right."""
-    kept = [c for c in train if c.id in passed and c.ideal]
-    if facts.categorical:
-        have = {c.ideal for c in kept}
-        kept += [c for c in train if c.ideal and c.ideal not in have]
-    return kept if any(c.id in passed for c in kept) else list(train)
-
-
 def choose_demos(train: Sequence[Case], k: int, seed: int, facts: TaskFacts, *, pick: str = "balanced",
                  order: str = "cycle") -> tuple[Demo, ...]:
-    """k demos from train, seeded: `balanced` (and `bootstrapped`, whose train is already narrowed to the
-    cases a teacher answered right) takes labels round-robin (categorical), `random` follows the data's own
-    label mix; `order` keeps the pick order (labels alternate), shuffles, or groups by label. The total length
-    is bounded."""
+    """k demos from train, seeded: `balanced` takes labels round-robin (categorical), `random` follows the
+    data's own label mix; `order` keeps the pick order (labels alternate), shuffles, or groups by label.
+    The total length is bounded."""
     if k <= 0:
         return ()
     rng = random.Random(seed)
     pool = [c for c in train if c.ideal]
-    if facts.categorical and pick in ("balanced", "bootstrapped"):
+    if facts.categorical and pick == "balanced":
         by: dict[str, list[Case]] = defaultdict(list)
         for c in pool:
             by[c.ideal or ""].append(c)

@@ -11,17 +11,6 @@ MAX_DEMOS = 12
 DEMO_KNOBS = ("n_demos", "demo_pick", "demo_order", "demo_style")  # a demo set's shape (the seed picks it)
 
 
-def most_demos(n_train: int, n_labels: int) -> int:
-    return max(1, min(MAX_DEMOS, n_train, max(8, 2 * n_labels)))
-
-
-def first_demos(n_train: int, n_labels: int) -> dict[str, Any]:
-    """The known-good demo setting (LM-BFF: every label shown, twice, as chat turns in a balanced cycle)."""
-    top = most_demos(n_train, n_labels)
-    return {"n_demos": min(top, max(4, 2 * n_labels)), "demo_pick": "balanced", "demo_order": "cycle",
-            "demo_style": "turns", "demo_seed": 0}
-
-
 def suggest(t: Any, number: int, operator: str, *, n_train: int, n_labels: int, first: bool = False,
             around: dict[str, Any] | None = None) -> dict[str, Any]:
     """The settings of one operator, sampled by TPE (conditional: each operator has its own knobs).
@@ -35,10 +24,11 @@ def suggest(t: Any, number: int, operator: str, *, n_train: int, n_labels: int, 
           in what form; MIPROv2 spends its search on exactly this."""
     p: dict[str, Any] = {"operator": operator}
     if operator == "demos":
-        top = most_demos(n_train, n_labels)
+        top = max(1, min(MAX_DEMOS, n_train, max(8, 2 * n_labels)))
         low = max(1, min(n_labels, top))  # every label at least once when the task has labels
         if first:
-            p.update(first_demos(n_train, n_labels))
+            p.update(n_demos=min(top, max(4, 2 * n_labels)), demo_pick="balanced", demo_order="cycle",
+                     demo_style="turns", demo_seed=0)
             return p
         if around:
             p.update({k: around[k] for k in DEMO_KNOBS}, demo_seed=100 + number, around=True)

@@ -22,13 +22,11 @@ from typing import TYPE_CHECKING, Any
 from ..diagnose import Diagnosis, diagnose
 from ..operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
 from ..pool import Candidate, Selection, State, counts_as_trial, from_study, outcomes, pareto_parent, select
-from ..propose import bootstrapped, choose_demos, propose, vary
+from ..propose import propose, vary
 from ..pruning import collapse
 from ..search import DEMO_KNOBS, GRACE_S, HEARTBEAT_S, StudyState
-from ..space import first_demos
 
 if TYPE_CHECKING:
-    from ..data import Case
     from ..evaluate import CaseResult
     from ..search import Trial, TrialRecord
     from .base import SearchContext
@@ -167,26 +165,6 @@ class ReflexStrategy:
         self.diagnoses[parent.key] = (diag, failing)
         return diag, failing
 
-    async def bootstrap(self, ctx: SearchContext, parent: Candidate, target: str,
-                        k: int) -> tuple[list[Case], int, int]:
-        """The demo pool of a `bootstrapped` pick, as MIPROv2 bootstraps demos: the parent (with the first demo
-        shape when it shows none, so a vague prompt still answers something) answers up to max(24, 3k) train
-        cases, in one seeded order for the whole run (a teacher asked again is answered from the memo), leaving
-        out the cases it shows; the ones it answers right become the pool. Returns (pool, right, asked)."""
-        teacher = parent.prompts[target]
-        if not teacher.demos:
-            shape = first_demos(len(ctx.train), len(ctx.facts.labels))
-            teacher = teacher.with_(demos=choose_demos(ctx.train, shape["n_demos"], 0, ctx.facts),
-                                    demo_style=shape["demo_style"])
-        shown = {d.input for d in teacher.demos}
-        order = [c for c in ctx.train if c.ideal and c.input_text not in shown]
-        random.Random(f"{ctx.config.seed}-bootstrap").shuffle(order)
-        sample = order[: max(24, 3 * k)]
-        cand = Candidate(f"{parent.id}-teacher", parent.prompts.replace(target, teacher), "demos", parent.id)
-        results, _ = await ctx.evaluate(cand, sample, "train")
-        right = {r.case_id for r in results if r.passed}
-        return bootstrapped(ctx.train, right, ctx.facts), len(right), len(sample)
-
     async def _heartbeat(self, trial: Trial) -> None:
         while True:
             with contextlib.suppress(Exception):
@@ -249,10 +227,6 @@ class ReflexStrategy:
         failing: list[CaseResult] = []
         if get(op).needs_diagnosis:
             diag, failing = await self.diagnosis(ctx, parent, target)
-        train: Sequence[Case] = ctx.train
-        if op == "demos" and params.get("demo_pick") == "bootstrapped":
-            train, right, asked = await self.bootstrap(ctx, parent, target, int(params["n_demos"]))
-            params["bootstrapped"] = f"{right} of {asked}"
         others = [c for c in pool if c.state == State.COMPLETE and c is not parent]
         other = rng.choice(others).prompts[target] if others else None
         before = ctx.reasoner.meter.calls
@@ -260,14 +234,14 @@ class ReflexStrategy:
         ask = (op, parent.key, target)
         sample = self.asks.get(ask, 0)  # the same rewrite asked again is a new draw, not the cached reply
         self.asks[ask] = sample + 1
-        prompt, prop = await propose(params, base, train=train, facts=ctx.facts, reasoner=ctx.reasoner,
+        prompt, prop = await propose(params, base, train=ctx.train, facts=ctx.facts, reasoner=ctx.reasoner,
                                      diagnosis=diag, failing=failing, other=other, sample=sample)
         known = {c.key for c in pool}
         for attempt in range(1, 5):  # a no-LLM operator that rebuilt a known prompt: try its other settings
             if prop.operator in LLM_OPERATORS or parent.prompts.replace(target, prompt).key not in known:
                 break
             alt = vary({**params, "operator": prop.operator}, attempt, base)
-            prompt2, prop2 = await propose(alt, base, train=train, facts=ctx.facts, reasoner=None,
+            prompt2, prop2 = await propose(alt, base, train=ctx.train, facts=ctx.facts, reasoner=None,
                                            diagnosis=diag, failing=failing, other=other)
             params.update({k: v for k, v in alt.items() if k != "operator"})
             prompt = prompt2
