@@ -199,19 +199,20 @@ def constant_answer(s: dict[str, Any], seeds: list[int],
     from reflexopt.config import ScorerSpec
     from reflexopt.data import is_categorical, load_dataset, split
     from reflexopt.evaluate import constant_with
+    from reflexopt.metrics import label_report
 
     cases = load_dataset(ROOT / s["data"])
     if not is_categorical(cases):
         return None
-    n_labels = len({c.ideal for c in cases})
+    labels = sorted({c.ideal or "" for c in cases})
     out = {}
     for seed in seeds:
         parts = split(cases, None, seed=seed)
         c = asyncio.run(constant_with(ScorerSpec(metric=metric), cases, parts.train, parts.test))
         if c is None:
             return None
-        # macro-F1 of one label answered everywhere: that label's F1 (precision = its share, recall 1), 0 elsewhere
-        out[seed] = (str(c["label"]), c["score"], (2 * c["score"] / (1 + c["score"])) / n_labels)
+        f1 = label_report([c["label"]] * len(parts.test), [x.ideal for x in parts.test], labels)
+        out[seed] = (str(c["label"]), c["score"], f1["macro_f1"] if f1 else 0.0)
     return out
 
 
