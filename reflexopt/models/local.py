@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ModelSpec
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ..paths import home_dir
 
 INSTALL = 'pip install "reflexopt[local]"'
@@ -72,12 +72,28 @@ def _own_group() -> None:  # pragma: no cover - runs in the child
     os.setpgrp()  # a Ctrl-C in the terminal reaches reflexopt, which stops the server itself
 
 
+THREADS_ENV = "REFLEXOPT_LOCAL_THREADS"
+
+
+def server_threads() -> int:
+    """The embedded server's thread count: every core, unless REFLEXOPT_LOCAL_THREADS says otherwise. Beside a
+    second model server on the same cores (a local judge), one thread each is faster in all than every core each:
+    their spinning threads otherwise wait on one another."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return max(1, os.cpu_count() or 1)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{THREADS_ENV}={raw!r} is not a thread count",
+                          fix=f"set {THREADS_ENV} to a whole number of at least 1, or unset it to use every core")
+    return int(raw)
+
+
 class LocalServer:
     def __init__(self, model_path: Path, *, n_ctx: int = 4096, n_threads: int | None = None,
                  start_timeout_s: float = 180.0) -> None:
         self.model_path = model_path
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.n_threads = n_threads or server_threads()
         self.start_timeout_s = start_timeout_s
         self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -162,6 +178,7 @@ class LocalBackend:
     def __init__(self, name: str) -> None:
         self.name = f"local/{name}"
         self._model = name
+        server_threads()  # a bad REFLEXOPT_LOCAL_THREADS stops the run before any call, not at the first one
         self._inner: Any = None
         self._server: LocalServer | None = None
         self._start_lock = threading.Lock()
