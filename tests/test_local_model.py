@@ -66,7 +66,8 @@ def test_server_stops_when_the_run_is_interrupted_or_killed(tmp_path: Path, sig:
     prompt = tmp_path / "p.md"
     prompt.write_text("Write a long essay about this review.")
     proc = subprocess.Popen([sys.executable, "-m", "reflexopt", "eval", str(EXAMPLES / "reviews" / "data.jsonl"),
-                             str(prompt)], env=_env(tmp_path / "h"), stdout=subprocess.DEVNULL,
+                             str(prompt)], env={**_env(tmp_path / "h"), "REFLEXOPT_LOCAL_THREADS": "1"},
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, preexec_fn=ctrl_c_reaches)
     try:
         deadline = time.monotonic() + 300
@@ -75,6 +76,8 @@ def test_server_stops_when_the_run_is_interrupted_or_killed(tmp_path: Path, sig:
             servers = _children_serving(proc.pid)
             time.sleep(0.5)
         assert servers, "the local server never started"
+        cmd = Path(f"/proc/{servers[0]}/cmdline").read_bytes().split(b"\0")
+        assert cmd[cmd.index(b"--n_threads") + 1] == b"1"  # REFLEXOPT_LOCAL_THREADS reached the server
         time.sleep(3)
         proc.send_signal(sig)
         proc.wait(timeout=60)

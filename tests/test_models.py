@@ -265,3 +265,21 @@ def test_the_direct_transport_honours_the_proxy_environment(openai_server: FakeO
     monkeypatch.delenv("NO_PROXY")
     for local in ("http://127.0.0.1:8080/v1", "http://localhost:8080/v1", "http://[::1]:8080/v1"):
         assert OpenAICompatBackend("openai/m", api_base=local)._proxy == (None, None)  # never via the proxy
+
+
+def test_embedded_server_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from reflexopt.errors import ConfigError
+    from reflexopt.models.local import LocalBackend, LocalServer, server_threads
+
+    monkeypatch.delenv("REFLEXOPT_LOCAL_THREADS", raising=False)
+    cores = server_threads()
+    assert cores >= 1 and LocalServer(Path("m.gguf")).n_threads == cores
+    monkeypatch.setenv("REFLEXOPT_LOCAL_THREADS", "1")
+    assert LocalServer(Path("m.gguf")).n_threads == 1
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv("REFLEXOPT_LOCAL_THREADS", bad)
+        with pytest.raises(ConfigError, match="REFLEXOPT_LOCAL_THREADS") as e:
+            LocalBackend("smollm2")  # before any call, not at the first one
+        assert "whole number" in (e.value.fix or "")
