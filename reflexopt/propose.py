@@ -226,6 +226,9 @@ async def llm_rewrite(op: str, reasoner: ModelClient, parent: Prompt, facts: Tas
     return extract_prompt(res.text, parent), res.text, calls
 
 
+# an amendment that points the model at the references ("use the value from the reference answer") asks for
+# what it never sees
+UNSEEN = re.compile(r"\b(reference|expected|ideal|correct)\s+(answer|output|response|summary)s?\b", re.I)
 AMENDS = ("fix", "constraints", "restructure")  # rewrites whose diagnosis can also be applied as added sentences
 
 
@@ -244,7 +247,8 @@ async def llm_amend(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, dia
     m = re.findall(r"<add>\s*(.*?)\s*</add>", res.text, re.S | re.I)
     added = " ".join((m[-1] if m else "").split())
     usable = (12 <= len(added) <= 600 and added.lower() not in parent.text.lower() and "<" not in added
-              and "sentences to add" not in added.lower() and not re.search(r"\{[A-Za-z_]\w*\}", added))
+              and "sentences to add" not in added.lower() and not re.search(r"\{[A-Za-z_]\w*\}", added)
+              and not UNSEEN.search(added))
     return (added if usable else None), res.text, calls
 
 

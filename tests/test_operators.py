@@ -347,6 +347,38 @@ def test_a_rewrite_that_comes_back_unusable_is_applied_as_added_sentences(fakes:
                                   reasoner=get_client(ModelSpec(id="fake/echo")), diagnosis=diag, failing=[],
                                   other=None))
     assert prop.fallback and prop.operator != "fix"
+    # the model never sees the references: an amendment that points it at them is not applied
+    fakes("fake/leaky", lambda m: "<add>State the business impact, using the value from the reference answer.</add>"
+          if "<add>" in m[-1]["content"] else f"<prompt>{parent.text}</prompt>")
+    _, prop = asyncio.run(propose({"operator": "fix"}, parent, train=[], facts=facts,
+                                  reasoner=get_client(ModelSpec(id="fake/leaky")), diagnosis=diag, failing=[],
+                                  other=None))
+    assert prop.fallback and prop.operator != "fix"
+
+
+def test_on_free_text_the_diagnosis_asks_for_fixes_that_hold_for_every_input(fakes: Any) -> None:
+    """Shown each failing case's reference, a reasoner quotes it into the fix ("state the $1.5M impact from the
+    reference"). On free text the diagnosis asks for general fixes; a label task's meta-prompt is unchanged."""
+    from reflexopt.diagnose import GENERAL, diagnose
+    from reflexopt.evaluate import CaseResult
+    from reflexopt.models import get_client
+
+    asked: list[str] = []
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        asked.append(messages[-1]["content"])
+        return '{"categories": [{"name": "Missing impact", "root_cause": "no impact asked", "fix": "State the ' \
+               'business impact.", "cases": 2}]}'
+
+    fakes("fake/diag", reply)
+    failing = [CaseResult(case_id="1", input="report 1", output="x", ideal="Impact was $1.5M.", score=0.0,
+                          passed=False)]
+    for free in (True, False):
+        d = asyncio.run(diagnose(get_client(ModelSpec(id="fake/diag")), Prompt(f"Here is a report {free}."),
+                                 failing, free_text=free))
+        assert d.source == "model"
+    assert GENERAL.strip() in " ".join(asked[0].split())
+    assert "never sees the expected answers" not in asked[1] and "$general" not in asked[1]
 
 
 def _chats(n: int = 40) -> list[Case]:

@@ -158,7 +158,8 @@ class ReflexStrategy:
         results, _ = await ctx.evaluate(parent, sample, "train")
         failing = [r for r in results if r.passed is False]
         before = ctx.reasoner.meter.calls
-        diag = await diagnose(ctx.reasoner, parent.prompts[target], failing)
+        diag = await diagnose(ctx.reasoner, parent.prompts[target], failing,
+                              free_text=not ctx.facts.categorical)
         ctx.emit("diagnosis", {"candidate": parent.id, "source": diag.source,
                                "calls": ctx.reasoner.meter.calls - before,
                                "categories": [c.__dict__ for c in diag.categories]})
