@@ -359,9 +359,10 @@ def test_a_rewrite_that_comes_back_unusable_is_applied_as_added_sentences(fakes:
 def test_on_free_text_the_diagnosis_asks_for_fixes_that_hold_for_every_input(fakes: Any) -> None:
     """Shown each failing case's reference, a reasoner quotes it into the fix ("state the $1.5M impact from the
     reference"). On free text the diagnosis asks for general fixes; a label task's meta-prompt is unchanged."""
-    from reflexopt.diagnose import GENERAL, diagnose
+    from reflexopt.diagnose import diagnose
     from reflexopt.evaluate import CaseResult
     from reflexopt.models import get_client
+    from reflexopt.prompts import meta_prompt
 
     asked: list[str] = []
 
@@ -377,7 +378,7 @@ def test_on_free_text_the_diagnosis_asks_for_fixes_that_hold_for_every_input(fak
         d = asyncio.run(diagnose(get_client(ModelSpec(id="fake/diag")), Prompt(f"Here is a report {free}."),
                                  failing, free_text=free))
         assert d.source == "model"
-    assert GENERAL.strip() in " ".join(asked[0].split())
+    assert meta_prompt("diagnose_free_text").strip() in " ".join(asked[0].split())
     assert "never sees the expected answers" not in asked[1] and "$general" not in asked[1]
 
 
