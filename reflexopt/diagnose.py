@@ -103,12 +103,12 @@ def fallback(results: Sequence[CaseResult]) -> Diagnosis:
 async def diagnose(reasoner: ModelClient, prompt: Prompt, failing: Sequence[CaseResult], *,
                    free_text: bool = False) -> Diagnosis:
     """`free_text`: the references are free text, so the fixes are asked to be general (prompts/
-    diagnose_free_text.md). Shown each failing case's reference, the reasoner tends to quote it into the fix
+    general_fixes.md). Shown each failing case's reference, the reasoner tends to quote it into the fix
     ("state the $1.5M impact from the reference answer"): a fix the model can never apply, since it never sees
     the references, and that fits one case at best. A label task's reference is a label, which a fix may name."""
     if not failing:
         return Diagnosis()
-    general = " " + meta_prompt("diagnose_free_text").strip() if free_text else ""
+    general = " " + meta_prompt("general_fixes").strip() if free_text else ""
     text = meta_prompt("diagnose", prompt=prompt.to_markdown().strip(), cases=format_cases(failing),
                        general=general)
     res = await reasoner.complete([{"role": "user", "content": text}], temperature=0.0, max_tokens=reasoner.cap(768))

@@ -205,6 +205,18 @@ def extract_prompt(reply: str, parent: Prompt) -> str | None:
     return text + "\n"
 
 
+# a fix that points the model at the references ("use the value from the reference answer") asks for what it
+# never sees; "the correct answer", "the expected output format" or "the reference text below" (a prompt's own
+# input) are ordinary instructions
+UNSEEN = re.compile(r"\b(?:reference|ideal|gold)\s+(?:answer|output|response|summary)s?\b"
+                    r"|\bexpected\s+answers?\b|\bground[\s-]truth\b", re.I)
+
+
+def points_at_references(text: str, parent: str) -> bool:
+    """Does `text` send the model to the references (which it never sees), where its parent did not?"""
+    return bool(UNSEEN.search(text)) and not UNSEEN.search(parent)
+
+
 REDRAW_TEMPERATURE = 0.7
 
 
@@ -213,8 +225,10 @@ async def llm_rewrite(op: str, reasoner: ModelClient, parent: Prompt, facts: Tas
                       sample: int = 0) -> tuple[str | None, str, int]:
     """(new text or None, raw reply, paid calls). `sample` > 0: the same rewrite asked again, as another draw
     at temperature 0.7 (the first ask, at 0, would come back from the cache unchanged)."""
+    # on free text a rewrite is asked for general fixes, as the diagnosis is (a label task's request is unchanged)
+    general = "" if facts.categorical else " " + meta_prompt("general_fixes").strip()
     values: dict[str, Any] = dict(prompt=parent.text.strip(), facts=facts.as_text(), diagnosis=diagnosis.as_text(),
-                                  cases=format_cases(failing, limit=4))
+                                  cases=format_cases(failing, limit=4), general=general)
     if op == "merge":
         values["other"] = (other or parent).text.strip()
     res = await reasoner.complete([{"role": "user", "content": meta_prompt(f"propose_{op}", **values)}],
@@ -223,12 +237,12 @@ async def llm_rewrite(op: str, reasoner: ModelClient, parent: Prompt, facts: Tas
     calls = 0 if res.cached or res.budget_exhausted else 1
     if not res.ok:
         return None, res.error or "", calls
-    return extract_prompt(res.text, parent), res.text, calls
+    text = extract_prompt(res.text, parent)
+    if text is not None and not facts.categorical and points_at_references(text, parent.text):
+        text = None  # on free text the whole rewrite is checked like an amendment (a label names no reference)
+    return text, res.text, calls
 
 
-# an amendment that points the model at the references ("use the value from the reference answer") asks for
-# what it never sees
-UNSEEN = re.compile(r"\b(reference|expected|ideal|correct)\s+(answer|output|response|summary)s?\b", re.I)
 AMENDS = ("fix", "constraints", "restructure")  # rewrites whose diagnosis can also be applied as added sentences
 
 
@@ -237,7 +251,7 @@ async def llm_amend(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, dia
     """(the sentences to add, or None when unusable; raw reply; paid calls): the smaller request made when a
     whole rewrite came back unusable."""
     values = dict(prompt=parent.text.strip(), facts=facts.as_text(), diagnosis=diagnosis.as_text(),
-                  cases=format_cases(failing, limit=4))
+                  cases=format_cases(failing, limit=4), general=meta_prompt("general_fixes").strip())
     res = await reasoner.complete([{"role": "user", "content": meta_prompt("propose_amend", **values)}],
                                   sample=sample, temperature=REDRAW_TEMPERATURE if sample else 0.0,
                                   max_tokens=reasoner.cap(160))
@@ -248,7 +262,7 @@ async def llm_amend(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, dia
     added = " ".join((m[-1] if m else "").split())
     usable = (12 <= len(added) <= 600 and added.lower() not in parent.text.lower() and "<" not in added
               and "sentences to add" not in added.lower() and not re.search(r"\{[A-Za-z_]\w*\}", added)
-              and not UNSEEN.search(added))
+              and not points_at_references(added, parent.text))
     return (added if usable else None), res.text, calls
 
 

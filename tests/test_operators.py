@@ -21,6 +21,7 @@ from reflexopt.operators import Outcome, available, choose, reasoner_ok, untried
 from reflexopt.optimizer import optimize
 from reflexopt.pool import Candidate
 from reflexopt.prompt import Prompt, parse_prompt
+from reflexopt.prompts import meta_prompt
 from reflexopt.propose import choose_demos, propose
 from reflexopt.search import Search
 from reflexopt.workload import input_kind, task_facts
@@ -356,13 +357,67 @@ def test_a_rewrite_that_comes_back_unusable_is_applied_as_added_sentences(fakes:
     assert prop.fallback and prop.operator != "fix"
 
 
+def test_what_counts_as_pointing_the_model_at_the_references() -> None:
+    """Only phrases that send the model to the references it never sees are refused; ordinary instructions that
+    say "correct", "expected" or "reference" are not (a prompt whose input is a reference text may say so)."""
+    from reflexopt.propose import points_at_references
+
+    parent = "Here is a report. {input}"
+    for leaky in ("State the impact, using the value from the reference answer.",
+                  "Match the ideal summary's length.", "Give the expected answer.", "Quote the ground truth."):
+        assert points_at_references(leaky, parent), leaky
+    for fine in ("Reply in the expected output format.", "Give the correct answer in one sentence.",
+                 "Write a correct summary of the report.", "Use only facts from the reference text below."):
+        assert not points_at_references(fine, parent), fine
+    # the user's own prompt already speaks of a reference answer: repeating it is no new pointer
+    assert not points_at_references("Compare with the reference answer.", "Compare with the reference answer. {input}")
+
+
+def test_on_free_text_a_whole_rewrite_that_points_at_the_references_is_not_used(fakes: Any) -> None:
+    """The check an amendment gets also applies to a whole rewrite on free text, and the rewrite is asked for
+    general fixes; on a label task (whose references are labels a prompt may name) both are as before."""
+    from reflexopt.diagnose import FailureCategory
+    from reflexopt.models import get_client
+
+    asked: list[str] = []
+
+    def leaky(messages: list[dict[str, str]]) -> str:
+        asked.append(messages[-1]["content"])
+        if "<add>" in messages[-1]["content"]:
+            return "<add>Summarize the chat in two sentences.</add>"
+        return "<prompt>Summarize this chat as the reference summary does. {input}</prompt>"
+
+    fakes("fake/leaky-rewrite", leaky)
+    diag = Diagnosis((FailureCategory("Missing summary", "no summary asked", "ask for a summary", 5),), "model")
+    parent = Prompt("Here is a chat. {input}\n")
+    chats = [Case(id=str(i), input=f"A: hi {i}\nB: hello", ideal=f"They greet each other {i} times, then part "
+                                                                 "as friends. Nothing else is agreed.")
+             for i in range(6)]
+    free = task_facts(chats, parent.text)
+    cand, prop = asyncio.run(propose({"operator": "fix"}, parent, train=[], facts=free,
+                                     reasoner=get_client(ModelSpec(id="fake/leaky-rewrite")), diagnosis=diag,
+                                     failing=[], other=None))
+    assert "reference summary" not in cand.text and prop.operator == "fix"  # the amendment was used instead
+    assert cand.text.endswith("Summarize the chat in two sentences.\n")
+    general = meta_prompt("general_fixes").strip()
+    assert general in " ".join(asked[0].split()) and general in " ".join(asked[1].split())
+    labels = [Case(id=str(i), input=f"review {i}", ideal=("positive", "negative")[i % 2]) for i in range(6)]
+    facts = task_facts(labels, parent.text)
+    assert facts.categorical
+    asked.clear()
+    cand, prop = asyncio.run(propose({"operator": "fix"}, parent, train=[], facts=facts,
+                                     reasoner=get_client(ModelSpec(id="fake/leaky-rewrite")), diagnosis=diag,
+                                     failing=[], other=None))
+    assert cand.text == "Summarize this chat as the reference summary does. {input}\n" and not prop.fallback
+    assert "never sees" not in asked[0] and "$general" not in asked[0]
+
+
 def test_on_free_text_the_diagnosis_asks_for_fixes_that_hold_for_every_input(fakes: Any) -> None:
     """Shown each failing case's reference, a reasoner quotes it into the fix ("state the $1.5M impact from the
     reference"). On free text the diagnosis asks for general fixes; a label task's meta-prompt is unchanged."""
     from reflexopt.diagnose import diagnose
     from reflexopt.evaluate import CaseResult
     from reflexopt.models import get_client
-    from reflexopt.prompts import meta_prompt
 
     asked: list[str] = []
 
@@ -378,7 +433,7 @@ def test_on_free_text_the_diagnosis_asks_for_fixes_that_hold_for_every_input(fak
         d = asyncio.run(diagnose(get_client(ModelSpec(id="fake/diag")), Prompt(f"Here is a report {free}."),
                                  failing, free_text=free))
         assert d.source == "model"
-    assert meta_prompt("diagnose_free_text").strip() in " ".join(asked[0].split())
+    assert meta_prompt("general_fixes").strip() in " ".join(asked[0].split())
     assert "never sees the expected answers" not in asked[1] and "$general" not in asked[1]
 
 
