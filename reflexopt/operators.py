@@ -10,7 +10,7 @@ fell back to another operator taught it the wrong lesson, and with a few dozen t
 model that never produced a usable prompt. Instead:
 
 - every operator family available for the task is tried once (its first operator in registry order) before
-  patience may stop the run. A family, not each operator: the five rewrites by the reasoning model are one
+  patience may stop the run. A family, not each operator: the rewrites by the reasoning model are one
   family, so with a small budget the run is not spent asking each of them once before what pays is repeated;
 - after that, Thompson sampling over families, crediting the family of the operator that actually ran with a
   success when its candidate beat its parent on val (pruned, failed and duplicate candidates are failures; an
@@ -44,6 +44,8 @@ REGISTRY: tuple[Operator, ...] = (
     Operator("cue", "cue", about="an answer cue after the input, optionally repeating the allowed labels"),
     Operator("format", "format", about="an explicit output-format spec"),
     Operator("structure", "structure", about="instruction as system or user message; demos as chat turns or inline"),
+    Operator("induce", "rewrite", True, False, "on free text, a new instruction induced from train inputs and "
+             "their references (what the outputs do with their inputs), as APE and MIPROv2's proposer do"),
     Operator("fix", "rewrite", True, True, "a targeted fix from a diagnosis of failing train cases"),
     Operator("restructure", "rewrite", True, True, "a rewrite into clear sections"),
     Operator("constraints", "rewrite", True, True, "the diagnosis' fixes as emphasised rules"),
@@ -109,6 +111,10 @@ def available(*, categorical: bool, has_references: bool, has_train: bool, reaso
         if op.name == "cue" and not categorical:
             continue
         if op.name == "instruct" and not (categorical or form):
+            continue
+        if op.name == "induce" and (categorical or not (has_train and has_references and renders)):
+            # a label task's instruction from the facts (the labels) is what induction would find; a pipeline's
+            # references are its program's end result, not what any one of its prompts should write
             continue
         if op.name == "format" and not has_references:
             continue

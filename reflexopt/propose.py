@@ -1,12 +1,13 @@
 """Rewrite operators: turn a parent prompt into a candidate, recording the operator that ran and why.
 
-LLM operators (fix, restructure, constraints, compress, merge) ask the reasoning model. The others need no
-LLM and always produce something, so a weak reasoning model still gets help: a task instruction built from the
-task facts (several phrasings), few-shot demos (how many, which, label balance, order, turns or inline), an
-answer cue (optionally repeating the allowed labels), an output-format spec, and structure (instruction as
-system or user message). An LLM rewrite whose reply is unusable falls back to a no-LLM operator, and the
-candidate is recorded under the operator that actually ran. Each trial changes one thing, so the lineage of
-the best prompt explains the result step by step. The operator table is in operators.py.
+LLM operators (fix, restructure, constraints, compress, merge, and on free text induce: an instruction worked
+out from train inputs and their references) ask the reasoning model. The others need no LLM and always produce
+something, so a weak reasoning model still gets help: a task instruction built from the task facts (several
+phrasings), few-shot demos (how many, which, label balance, order, turns or inline), an answer cue (optionally
+repeating the allowed labels), an output-format spec, and structure (instruction as system or user message). An
+LLM rewrite whose reply is unusable falls back to a no-LLM operator, and the candidate is recorded under the
+operator that actually ran. Each trial changes one thing, so the lineage of the best prompt explains the result
+step by step. The operator table is in operators.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .evaluate import CaseResult
 from .models import ModelClient
 from .operators import BY_NAME, CUES, LLM_OPERATORS, N_PHRASINGS
 from .prompt import Demo, Prompt
-from .prompts import meta_prompt
+from .prompts import inert, meta_prompt
 from .workload import TaskFacts
 
 MAX_DEMO_CHARS = 6000
@@ -220,17 +221,40 @@ def points_at_references(text: str, parent: str) -> bool:
 REDRAW_TEMPERATURE = 0.7
 
 
+INDUCE_EXAMPLES = 5
+
+
+def induction_examples(train: Sequence[Case], draw: str) -> str:
+    """Up to INDUCE_EXAMPLES train inputs with their references, drawn by `draw` (seeded), for `induce`. The
+    meta-prompt's own tags in them are made inert."""
+    pool = [c for c in train if c.ideal]
+    picked = random.Random(draw).sample(pool, min(INDUCE_EXAMPLES, len(pool)))
+    text = "\n\n".join(f"## Example {i}\nInput:\n{c.input_text[:700]}\n\nWanted output:\n{(c.ideal or '')[:500]}"
+                       for i, c in enumerate(picked, 1))
+    return inert(text, "prompt")
+
+
+def placeholder_rule(parent: Prompt) -> str:
+    if parent.placeholders:
+        names = ", ".join("{" + p + "}" for p in parent.placeholders)
+        return f"Keep the placeholders {names} exactly as they are: they carry the input."
+    return "Write no placeholder in braces: the input is sent to the model right after the prompt."
+
+
 async def llm_rewrite(op: str, reasoner: ModelClient, parent: Prompt, facts: TaskFacts, diagnosis: Diagnosis,
                       failing: Sequence[CaseResult], other: Prompt | None = None,
-                      sample: int = 0) -> tuple[str | None, str, int]:
+                      sample: int = 0, examples: str = "") -> tuple[str | None, str, int]:
     """(new text or None, raw reply, paid calls). `sample` > 0: the same rewrite asked again, as another draw
-    at temperature 0.7 (the first ask, at 0, would come back from the cache unchanged)."""
+    at temperature 0.7 (the first ask, at 0, would come back from the cache unchanged). `examples`: for induce,
+    the train inputs and references it works from."""
     # on free text a rewrite is asked for general fixes, as the diagnosis is (a label task's request is unchanged)
     general = "" if facts.categorical else " " + meta_prompt("general_fixes").strip()
     values: dict[str, Any] = dict(prompt=parent.text.strip(), facts=facts.as_text(), diagnosis=diagnosis.as_text(),
                                   cases=format_cases(failing, limit=4), general=general)
     if op == "merge":
         values["other"] = (other or parent).text.strip()
+    if op == "induce":
+        values.update(examples=examples, placeholders=placeholder_rule(parent))
     res = await reasoner.complete([{"role": "user", "content": meta_prompt(f"propose_{op}", **values)}],
                                   sample=sample, temperature=REDRAW_TEMPERATURE if sample else 0.0,
                                   max_tokens=reasoner.cap(max(512, 2 * len(parent.text) // 3)))
@@ -333,9 +357,12 @@ async def propose(params: dict[str, Any], parent: Prompt, *, train: Sequence[Cas
         raise ValueError(f"unknown operator {op!r}")
     if op not in LLM_OPERATORS or reasoner is None:
         return _no_llm(op, params, parent, train, facts, diagnosis)
-    text, raw, calls = await llm_rewrite(op, reasoner, parent, facts, diagnosis, failing, other, sample)
+    examples = induction_examples(train, f"{params.get('phrasing', 0)}-{sample}") if op == "induce" else ""
+    text, raw, calls = await llm_rewrite(op, reasoner, parent, facts, diagnosis, failing, other, sample, examples)
     if text is not None:
-        why = diagnosis.as_text() if op in ("fix", "constraints") else f"{op} by the reasoning model"
+        why = (diagnosis.as_text() if op in ("fix", "constraints") else
+               f"an instruction induced from {examples.count('## Example')} train examples by the reasoning model"
+               if op == "induce" else f"{op} by the reasoning model")
         return parent.with_(text=text), Proposal(text, op, why, reasoning_calls=calls)
     if op in AMENDS and diagnosis.categories and not facts.categorical:
         # a mid-size model that diagnoses well often cannot hand back a whole rewrite (it copies the prompt, or

@@ -28,7 +28,7 @@ from reflexopt.workload import input_kind, task_facts
 
 
 def test_registry_is_the_one_list_every_part_reads() -> None:
-    assert set(operators.LLM_OPERATORS) == {"fix", "restructure", "constraints", "compress", "merge"}
+    assert set(operators.LLM_OPERATORS) == {"induce", "fix", "restructure", "constraints", "compress", "merge"}
     assert len(operators.NAMES) == len(set(operators.NAMES))
     assert all(operators.get(n).name == n for n in operators.NAMES)
 
@@ -491,3 +491,58 @@ def test_a_vague_free_text_prompt_gets_an_instruction_from_the_references_form(t
         unregister_fake("fake/summariser")
     assert r.significant and r.best_test > r.baseline_test + 0.5
     assert any(w in r.best_prompt for w in ("Summarize the text", "summary of the text", "main points"))
+
+
+def _passive(n: int = 30) -> list[Case]:
+    """A rewrite whose references say what the task is (the passive voice) and its form alone does not."""
+    return [Case(id=str(i), input=f"The cat {i} chased the dog {i}.", ideal=f"The dog {i} was chased by the cat {i}.")
+            for i in range(n)]
+
+
+def test_induce_works_out_the_instruction_from_train_inputs_and_their_references(tmp_path: Path) -> None:
+    """On free text the task instruction from the references' form can say "rewrite in about 8 words", never
+    "in the passive voice": only a model that reads the examples can. `induce` shows the reasoning model train
+    inputs with their references (one call, no diagnosis) and uses the prompt it writes. Not offered on a label
+    task (the instruction from the facts names the labels) nor in a pipeline."""
+    from reflexopt.propose import induction_examples, placeholder_rule
+
+    rows = _passive()
+    facts = task_facts(rows, "Here is a sentence.")
+    assert facts.form == "rewrite"
+    free = available(categorical=False, has_references=True, has_train=True, reasoner=True, reasoner_healthy=True,
+                     form="rewrite")
+    assert "induce" in free and free.index("induce") < free.index("fix")  # the rewrite family's first
+    for kw in (dict(categorical=True, form=""), dict(categorical=False, form="rewrite", renders=False)):
+        assert "induce" not in available(has_references=True, has_train=True, reasoner=True,
+                                         reasoner_healthy=True, **kw)  # type: ignore[arg-type]
+    a, b = induction_examples(rows, "3-0"), induction_examples(rows, "3-1")
+    assert a == induction_examples(rows, "3-0") and a != b and a.count("Wanted output:") == 5
+    assert "was chased by" in a
+    assert "{input}" in placeholder_rule(Prompt("Sentence: {input}\n"))
+    assert "no placeholder" in placeholder_rule(Prompt("Here is a sentence.\n"))
+
+    def reasoner(messages: list[dict[str, str]]) -> str:
+        text = messages[-1]["content"]
+        if "Wanted output:" in text and "was chased by" in text:
+            return "The outputs swap subject and object.<prompt>Rewrite the sentence in the passive voice.</prompt>"
+        return "I cannot help."
+
+    def task(messages: list[dict[str, str]]) -> str:
+        said = " ".join(m["content"] for m in messages)
+        cat, dog = messages[-1]["content"].split(" chased ")
+        return f"{dog.rstrip('.').capitalize()} was chased by {cat.lower()}." if "passive" in said else "Sure."
+
+    data = write_jsonl(tmp_path / "passive.jsonl", [{"input": c.input, "ideal": c.ideal} for c in rows])
+    (tmp_path / "p.md").write_text("Here is a sentence.\n")
+    register_fake("fake/passive", FunctionModel(task))
+    register_fake("fake/inducer", FunctionModel(reasoner))
+    try:
+        r = optimize(OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                                    model=ModelSpec(id="fake/passive"), scorer=ScorerSpec(metric="exact"),
+                                    reasoning=ModelSpec(id="fake/inducer"), budget=Budget(max_trials=8, patience=8),
+                                    seed=1))
+    finally:
+        unregister_fake("fake/passive")
+        unregister_fake("fake/inducer")
+    assert "passive voice" in r.best_prompt and r.best_test == 1.0 and r.significant
+    assert (r.operators or {}).get("induce") == 1
