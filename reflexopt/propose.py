@@ -229,32 +229,42 @@ def induction_examples(train: Sequence[Case], draw: str) -> str:
     meta-prompt's own tags in them are made inert."""
     pool = [c for c in train if c.ideal]
     picked = random.Random(draw).sample(pool, min(INDUCE_EXAMPLES, len(pool)))
-    text = "\n\n".join(f"## Example {i}\nInput:\n{c.input_text[:700]}\n\nWanted output:\n{(c.ideal or '')[:500]}"
+    text = "\n\n".join(f"## Example {i}\nInput:\n{c.input_text[:700]}\n\nOutput:\n{(c.ideal or '')[:500]}"
                        for i, c in enumerate(picked, 1))
-    return inert(text, "prompt")
+    return inert(text, "instruction")
 
 
-def placeholder_rule(parent: Prompt) -> str:
-    if parent.placeholders:
-        names = ", ".join("{" + p + "}" for p in parent.placeholders)
-        return f"Keep the placeholders {names} exactly as they are: they carry the input."
-    return "Write no placeholder in braces: the input is sent to the model right after the prompt."
+async def llm_induce(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, examples: str,
+                     sample: int = 0) -> tuple[str | None, str, int]:
+    """(the induced instruction or None when unusable, raw reply, paid calls). APE's question ("I gave a friend
+    an instruction... what was it?") with the examples alone: shown the current prompt in a block to rewrite, a
+    mid-size model copies that block back."""
+    general = "" if facts.categorical else " " + meta_prompt("general_fixes").strip()
+    res = await reasoner.complete([{"role": "user", "content": meta_prompt("propose_induce", examples=examples,
+                                                                          general=general)}],
+                                  sample=sample, temperature=REDRAW_TEMPERATURE if sample else 0.0,
+                                  max_tokens=reasoner.cap(256))
+    calls = 0 if res.cached or res.budget_exhausted else 1
+    if not res.ok:
+        return None, res.error or "", calls
+    m = re.findall(r"<instruction>\s*(.*?)\s*</instruction>", res.text, re.S | re.I)
+    text = (m[-1] if m else "").strip()
+    usable = (8 <= len(text) <= 1500 and text.lower() not in parent.text.lower() and "<" not in text
+              and not re.search(r"\{[A-Za-z_]\w*\}", text) and not points_at_references(text, parent.text))
+    return (text if usable else None), res.text, calls
 
 
 async def llm_rewrite(op: str, reasoner: ModelClient, parent: Prompt, facts: TaskFacts, diagnosis: Diagnosis,
                       failing: Sequence[CaseResult], other: Prompt | None = None,
-                      sample: int = 0, examples: str = "") -> tuple[str | None, str, int]:
+                      sample: int = 0) -> tuple[str | None, str, int]:
     """(new text or None, raw reply, paid calls). `sample` > 0: the same rewrite asked again, as another draw
-    at temperature 0.7 (the first ask, at 0, would come back from the cache unchanged). `examples`: for induce,
-    the train inputs and references it works from."""
+    at temperature 0.7 (the first ask, at 0, would come back from the cache unchanged)."""
     # on free text a rewrite is asked for general fixes, as the diagnosis is (a label task's request is unchanged)
     general = "" if facts.categorical else " " + meta_prompt("general_fixes").strip()
     values: dict[str, Any] = dict(prompt=parent.text.strip(), facts=facts.as_text(), diagnosis=diagnosis.as_text(),
                                   cases=format_cases(failing, limit=4), general=general)
     if op == "merge":
         values["other"] = (other or parent).text.strip()
-    if op == "induce":
-        values.update(examples=examples, placeholders=placeholder_rule(parent))
     res = await reasoner.complete([{"role": "user", "content": meta_prompt(f"propose_{op}", **values)}],
                                   sample=sample, temperature=REDRAW_TEMPERATURE if sample else 0.0,
                                   max_tokens=reasoner.cap(max(512, 2 * len(parent.text) // 3)))
@@ -357,13 +367,18 @@ async def propose(params: dict[str, Any], parent: Prompt, *, train: Sequence[Cas
         raise ValueError(f"unknown operator {op!r}")
     if op not in LLM_OPERATORS or reasoner is None:
         return _no_llm(op, params, parent, train, facts, diagnosis)
-    examples = induction_examples(train, f"{params.get('phrasing', 0)}-{sample}") if op == "induce" else ""
-    text, raw, calls = await llm_rewrite(op, reasoner, parent, facts, diagnosis, failing, other, sample, examples)
-    if text is not None:
-        why = (diagnosis.as_text() if op in ("fix", "constraints") else
-               f"an instruction induced from {examples.count('## Example')} train examples by the reasoning model"
-               if op == "induce" else f"{op} by the reasoning model")
-        return parent.with_(text=text), Proposal(text, op, why, reasoning_calls=calls)
+    if op == "induce":
+        examples = induction_examples(train, f"{params.get('phrasing', 0)}-{sample}")
+        found, raw, calls = await llm_induce(reasoner, parent, facts, examples, sample)
+        if found is not None:
+            text, how = _place(parent, found, False)
+            why = f"instruction induced from {examples.count('## Example')} train examples ({how}): {found!r}"
+            return parent.with_(text=text), Proposal(text, op, why, reasoning_calls=calls)
+    else:
+        rewritten, raw, calls = await llm_rewrite(op, reasoner, parent, facts, diagnosis, failing, other, sample)
+        if rewritten is not None:
+            why = diagnosis.as_text() if op in ("fix", "constraints") else f"{op} by the reasoning model"
+            return parent.with_(text=rewritten), Proposal(rewritten, op, why, reasoning_calls=calls)
     if op in AMENDS and diagnosis.categories and not facts.categorical:
         # a mid-size model that diagnoses well often cannot hand back a whole rewrite (it copies the prompt, or
         # echoes the request); it may still write the sentences that fix the problem: a usable diagnosis is

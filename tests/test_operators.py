@@ -504,7 +504,8 @@ def test_induce_works_out_the_instruction_from_train_inputs_and_their_references
     "in the passive voice": only a model that reads the examples can. `induce` shows the reasoning model train
     inputs with their references (one call, no diagnosis) and uses the prompt it writes. Not offered on a label
     task (the instruction from the facts names the labels) nor in a pipeline."""
-    from reflexopt.propose import induction_examples, placeholder_rule
+    from reflexopt.models import get_client
+    from reflexopt.propose import induction_examples
 
     rows = _passive()
     facts = task_facts(rows, "Here is a sentence.")
@@ -516,16 +517,30 @@ def test_induce_works_out_the_instruction_from_train_inputs_and_their_references
         assert "induce" not in available(has_references=True, has_train=True, reasoner=True,
                                          reasoner_healthy=True, **kw)  # type: ignore[arg-type]
     a, b = induction_examples(rows, "3-0"), induction_examples(rows, "3-1")
-    assert a == induction_examples(rows, "3-0") and a != b and a.count("Wanted output:") == 5
+    assert a == induction_examples(rows, "3-0") and a != b and a.count("Output:") == 5
     assert "was chased by" in a
-    assert "{input}" in placeholder_rule(Prompt("Sentence: {input}\n"))
-    assert "no placeholder" in placeholder_rule(Prompt("Here is a sentence.\n"))
 
     def reasoner(messages: list[dict[str, str]]) -> str:
         text = messages[-1]["content"]
-        if "Wanted output:" in text and "was chased by" in text:
-            return "The outputs swap subject and object.<prompt>Rewrite the sentence in the passive voice.</prompt>"
+        if "Output:" in text and "was chased by" in text:
+            return "They swap subject and object.<instruction>Rewrite the sentence in the passive voice.</instruction>"
         return "I cannot help."
+
+    fakes_ = FunctionModel(reasoner)
+    register_fake("fake/inducer", fakes_)
+    calls: list[int] = []
+    try:  # the instruction replaces a text without placeholders, and goes below one whose placeholders carry the input
+        for parent, want in ((Prompt("Here is a sentence.\n"), "Rewrite the sentence in the passive voice.\n"),
+                             (Prompt("Sentence: {input}\n"),
+                              "Sentence: {input}\n\nRewrite the sentence in the passive voice.\n")):
+            cand, prop = asyncio.run(propose({"operator": "induce", "phrasing": 3}, parent, train=rows, facts=facts,
+                                             reasoner=get_client(ModelSpec(id="fake/inducer")),
+                                             diagnosis=Diagnosis(), failing=[], other=None))
+            assert cand.text == want and prop.operator == "induce"
+            calls.append(prop.reasoning_calls)
+        assert calls == [1, 0]  # the question shows the examples alone: the second parent's is answered from cache
+    finally:
+        unregister_fake("fake/inducer")
 
     def task(messages: list[dict[str, str]]) -> str:
         said = " ".join(m["content"] for m in messages)
