@@ -247,11 +247,22 @@ async def llm_induce(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, ex
     calls = 0 if res.cached or res.budget_exhausted else 1
     if not res.ok:
         return None, res.error or "", calls
-    m = re.findall(r"<instruction>\s*(.*?)\s*</instruction>", res.text, re.S | re.I)
-    text = (m[-1] if m else "").strip()
+    text = induced(res.text)
     usable = (8 <= len(text) <= 1500 and text.lower() not in parent.text.lower() and "<" not in text
-              and not re.search(r"\{[A-Za-z_]\w*\}", text) and not points_at_references(text, parent.text))
+              and not re.search(r"\{[A-Za-z_]\w*\}", text) and not points_at_references(text, parent.text)
+              and not ECHO.search(text))
     return (text if usable else None), res.text, calls
+
+
+# a reply that describes the question instead of answering it ("Your task is to write an instruction that
+# describes these input-output pairs")
+ECHO = re.compile(r"input-output|these examples|the examples|write an instruction|the instruction|a writer", re.I)
+
+
+def induced(reply: str) -> str:
+    """The instruction in an induce reply (its last <instruction> block); '' when the reply has none."""
+    found = re.findall(r"<instruction>\s*(.*?)\s*</instruction>", reply, re.S | re.I)
+    return found[-1].strip() if found else ""
 
 
 async def llm_rewrite(op: str, reasoner: ModelClient, parent: Prompt, facts: TaskFacts, diagnosis: Diagnosis,

@@ -492,6 +492,48 @@ def test_compare_stops_within_seconds_and_keeps_its_work(openai_server: FakeOpen
     assert evals and any(e.read_text() for e in evals), "the work done before the signal was not kept"
 
 
+@pytest.mark.parametrize("strategy", ["mipro", "gepa"])
+def test_a_dspy_strategy_stops_on_sigterm(openai_server: FakeOpenAI, tmp_path: Path, strategy: str) -> None:
+    """DSPy runs in worker threads while the main thread runs the event loop that makes their calls. SIGTERM was
+    raised as a BaseException there; asyncio keeps such an exception in the call's task (only KeyboardInterrupt
+    and SystemExit leave the loop), so the run went on calling until it was killed."""
+    import signal
+    import time
+
+    def slow(req: dict[str, Any]) -> str:  # one label whatever the prompt: the search never reaches its target
+        time.sleep(0.2)
+        return "positive"
+
+    openai_server.responder = slow
+    rows = [{"input": f"{'good' if i % 2 else 'bad'} thing {i}", "ideal": "positive" if i % 2 else "negative"}
+            for i in range(60)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    (tmp_path / "p.md").write_text("Look.\n")
+    p = subprocess.Popen([sys.executable, "-m", "reflexopt", "optimize", str(data), str(tmp_path / "p.md"), "-m",
+                          "openai/a", "--api-base", openai_server.url, "--strategy", strategy, "--max-calls", "3000",
+                          "--metric", "contains"],
+                         env={**os.environ, "REFLEXOPT_HOME": str(tmp_path / "h"),
+                              "OPENAI_API_KEY": "sk-test-00000000000000"},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_reaches)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(openai_server.requests) < 80:  # past the baseline: DSPy runs
+            time.sleep(0.2)
+        assert len(openai_server.requests) >= 80, "the run never reached the search"
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert time.monotonic() - t0 < 10 and p.returncode == 143, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    served = len(openai_server.requests)
+    time.sleep(1.5)
+    assert len(openai_server.requests) - served <= 4, "calls went on after the command stopped"
+
+
 def test_runs_list_fits_80_columns_with_whole_ids(tmp_path: Path) -> None:
     import io
     import time

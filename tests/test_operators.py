@@ -539,8 +539,17 @@ def test_induce_works_out_the_instruction_from_train_inputs_and_their_references
             assert cand.text == want and prop.operator == "induce"
             calls.append(prop.reasoning_calls)
         assert calls == [1, 0]  # the question shows the examples alone: the second parent's is answered from cache
+        # a reply that describes the question instead of answering it (seen from Qwen2.5-Coder-1.5B) is not used
+        register_fake("fake/echo-inducer", FunctionModel(lambda m: "<instruction>Your task is to write an "
+                                                         "instruction that describes these input-output pairs."
+                                                         "</instruction>"))
+        _, prop = asyncio.run(propose({"operator": "induce", "phrasing": 3}, Prompt("Here is a sentence.\n"),
+                                      train=rows, facts=facts, reasoner=get_client(ModelSpec(id="fake/echo-inducer")),
+                                      diagnosis=Diagnosis(), failing=[], other=None))
+        assert prop.fallback and prop.operator == "format"
     finally:
         unregister_fake("fake/inducer")
+        unregister_fake("fake/echo-inducer")
 
     def task(messages: list[dict[str, str]]) -> str:
         said = " ".join(m["content"] for m in messages)

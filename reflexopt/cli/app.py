@@ -105,8 +105,10 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-class Interrupted(BaseException):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C's KeyboardInterrupt is. A KeyboardInterrupt because asyncio
+    lets only that (and SystemExit) out of its loop: raised while the loop runs a task (a DSPy strategy's calls),
+    any other exception was kept in that task and the run went on."""
 
     def __init__(self, code: int) -> None:
         super().__init__(code)
@@ -163,10 +165,10 @@ def guard(fn: Any) -> Any:
             place = os.path.dirname(where) if where else home_dir()
             fail(f"the disk is full (writing in {place}) (fix: free some space there, then run the same command "
                  "again: a run continues where it stopped with --resume, and nothing written so far is lost)")
-        except KeyboardInterrupt:
-            _stop_now(130)
         except Interrupted as e:
             _stop_now(e.code)
+        except KeyboardInterrupt:
+            _stop_now(130)
 
     return wrapper
 

@@ -22,7 +22,9 @@ import contextlib
 import io
 import logging
 import re
+import threading
 import warnings
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -59,12 +61,14 @@ def _no_progress_bars() -> Any:
 class ReflexLM(dspy.BaseLM):  # type: ignore[misc]  # dspy ships no type information
     """A DSPy LM that calls a reflexopt ModelClient on the run's event loop (DSPy runs in worker threads)."""
 
-    def __init__(self, client: ModelClient, loop: asyncio.AbstractEventLoop, *, max_tokens: int | None = None) -> None:
+    def __init__(self, client: ModelClient, loop: asyncio.AbstractEventLoop, *, max_tokens: int | None = None,
+                 stopped: threading.Event | None = None) -> None:
         super().__init__(model=f"reflexopt/{client.spec.id}", model_type="chat", temperature=0.0,
                          max_tokens=max_tokens, cache=False)
         self.client = client
         self.loop = loop
         self.cap = max_tokens
+        self.stopped = stopped or threading.Event()  # set when the search is over: no call is made after it
 
     def forward(self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
                 **kwargs: Any) -> Any:
@@ -74,6 +78,8 @@ class ReflexLM(dspy.BaseLM):  # type: ignore[misc]  # dspy ships no type informa
         rollout = kwargs.get("rollout_id")
         sample = rollout if isinstance(rollout, int) else (abs(hash(str(rollout))) % 10_000 if rollout else 0)
         cap = self.client.spec.max_tokens or self.cap or kwargs.get("max_tokens")
+        if self.stopped.is_set():
+            raise BudgetExceeded("the search was stopped", fix="run the same command again to resume")
         res = asyncio.run_coroutine_threadsafe(
             self.client.complete(msgs, sample=sample, temperature=temperature, max_tokens=cap), self.loop).result()
         if res.budget_exhausted:
@@ -160,6 +166,28 @@ class ReflexProposer:
         return out
 
 
+def in_daemon_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    """`fn()` in a daemon thread, awaited as a future of `loop`. Not `asyncio.to_thread`: on Ctrl-C or SIGTERM
+    `asyncio.run` joins the default executor's threads before it returns, and DSPy's thread, whose calls run on
+    that same loop, went on making them (GEPA never stopped)."""
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if not fut.done():
+            fut.set_exception(error) if error is not None else fut.set_result(value)
+
+    def target() -> None:
+        try:
+            value, error = fn(), None
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+            value, error = None, e
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits it any more
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=target, name="reflexopt-dspy", daemon=True).start()
+    return fut
+
+
 class DspyStrategy:
     """`mipro` (MIPROv2) or `gepa` (GEPA), sized to the run's remaining call budget."""
 
@@ -177,8 +205,9 @@ class DspyStrategy:
             return f"{self.name} tunes one prompt: this run has {len(ctx.baseline_prompts)} (use --strategy reflex)"
         base = ctx.baseline_prompts.primary
         cases = {c.input_text: c for c in (*ctx.train, *ctx.val)}
-        task_lm = ReflexLM(ctx.task_client, loop)
-        reasoner_lm = ReflexLM(ctx.reasoner, loop, max_tokens=ctx.reasoner.cap(768))
+        stopped = threading.Event()
+        task_lm = ReflexLM(ctx.task_client, loop, stopped=stopped)
+        reasoner_lm = ReflexLM(ctx.reasoner, loop, max_tokens=ctx.reasoner.cap(768), stopped=stopped)
         adapter = ReflexAdapter(base, cases)
         per_case = ctx.calls_per_case
         left = ctx.budget.remaining()  # cache answers count as calls made, so a re-run gets the same size
@@ -194,6 +223,8 @@ class DspyStrategy:
         def metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
             case = by_text.get(str(gold.input)) or Case(id="dspy", input=str(gold.input), ideal=gold.answer or None)
             output = str(getattr(pred, "answer", "") or "")
+            if stopped.is_set():
+                raise BudgetExceeded("the search was stopped", fix="run the same command again to resume")
             s = asyncio.run_coroutine_threadsafe(scorer.score(case, output), loop).result()
             value = float(s.value or 0.0)
             if not gepa:
@@ -233,12 +264,14 @@ class DspyStrategy:
                                    minibatch=len(val) > mb)
 
         try:
-            best = await asyncio.to_thread(compile_)
+            best = await in_daemon_thread(loop, compile_)
         except BudgetExceeded:
             return "budget"
         except Exception as e:  # noqa: BLE001 - DSPy's own failures end the search, the run keeps its verdict
             ctx.emit("note", {"message": f"{self.name} stopped: {type(e).__name__}: {str(e)[:200]}"})
             return f"{self.name} failed ({type(e).__name__})"
+        finally:
+            stopped.set()  # interrupted (the await cancelled), DSPy's threads stop calling at their next call
         predictor = best.predictors()[0]
         prompt = to_prompt(base, predictor.signature.instructions, list(predictor.demos))
         await ctx.record(prompt, operator=self.name, reasoning=f"DSPy {self.name}: instruction and "
