@@ -236,9 +236,9 @@ def induction_examples(train: Sequence[Case], draw: str) -> str:
 
 async def llm_induce(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, examples: str,
                      sample: int = 0) -> tuple[str | None, str, int]:
-    """(the induced instruction or None when unusable, raw reply, paid calls). APE's question ("I gave a friend
-    an instruction... what was it?") with the examples alone: shown the current prompt in a block to rewrite, a
-    mid-size model copies that block back."""
+    """(the induced instruction or None when unusable, raw reply, paid calls). The request shows the examples
+    alone: shown the current prompt in a block to rewrite, a mid-size model copies that block back, and asked
+    APE's "I gave a friend an instruction... what was it?", Qwen2.5-Coder-1.5B described the request instead."""
     general = "" if facts.categorical else " " + meta_prompt("general_fixes").strip()
     res = await reasoner.complete([{"role": "user", "content": meta_prompt("propose_induce", examples=examples,
                                                                           general=general)}],
