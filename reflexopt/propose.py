@@ -229,7 +229,10 @@ def induction_examples(train: Sequence[Case], draw: str) -> str:
     meta-prompt's own tags in them are made inert."""
     pool = [c for c in train if c.ideal]
     picked = random.Random(draw).sample(pool, min(INDUCE_EXAMPLES, len(pool)))
-    text = "\n\n".join(f"## Example {i}\nInput:\n{c.input_text[:700]}\n\nOutput:\n{(c.ideal or '')[:500]}"
+    def cut(text: str, n: int) -> str:
+        return text if len(text) <= n else text[:n].rstrip() + " [... cut here for this page]"
+
+    text = "\n\n".join(f"## Example {i}\nInput:\n{cut(c.input_text, 700)}\n\nOutput:\n{cut(c.ideal or '', 500)}"
                        for i, c in enumerate(picked, 1))
     return inert(text, "instruction")
 
@@ -241,7 +244,7 @@ async def llm_induce(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, ex
     APE's "I gave a friend an instruction... what was it?", Qwen2.5-Coder-1.5B described the request instead."""
     general = "" if facts.categorical else " " + meta_prompt("general_fixes").strip()
     res = await reasoner.complete([{"role": "user", "content": meta_prompt("propose_induce", examples=examples,
-                                                                          general=general)}],
+                                                                          facts=facts.as_text(), general=general)}],
                                   sample=sample, temperature=REDRAW_TEMPERATURE if sample else 0.0,
                                   max_tokens=reasoner.cap(256))
     calls = 0 if res.cached or res.budget_exhausted else 1
