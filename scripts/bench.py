@@ -183,8 +183,9 @@ class Runner:
 def _ms(xs: list[float]) -> str:
     if not xs:
         return "-"
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):.3f} ± {sd:.3f}"
+    if len(xs) == 1:  # no spread to show: "± 0.000" would claim one
+        return f"{xs[0]:.3f} (1 seed)"
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
 
 
 def constant_answer(s: dict[str, Any], seeds: list[int],
