@@ -100,6 +100,12 @@ def fallback(results: Sequence[CaseResult]) -> Diagnosis:
     return Diagnosis(cats, "fallback" if cats else "none")
 
 
+def general_fixes(free_text: bool) -> str:
+    """The request for fixes that hold for every input (prompts/general_fixes.md), with its leading space, to
+    append to a meta-prompt's sentence; '' on a label task, whose meta-prompts stay as they are."""
+    return " " + meta_prompt("general_fixes").strip() if free_text else ""
+
+
 async def diagnose(reasoner: ModelClient, prompt: Prompt, failing: Sequence[CaseResult], *,
                    free_text: bool = False) -> Diagnosis:
     """`free_text`: the references are free text, so the fixes are asked to be general (prompts/
@@ -108,9 +114,8 @@ async def diagnose(reasoner: ModelClient, prompt: Prompt, failing: Sequence[Case
     the references, and that fits one case at best. A label task's reference is a label, which a fix may name."""
     if not failing:
         return Diagnosis()
-    general = " " + meta_prompt("general_fixes").strip() if free_text else ""
     text = meta_prompt("diagnose", prompt=prompt.to_markdown().strip(), cases=format_cases(failing),
-                       general=general)
+                       general=general_fixes(free_text))
     res = await reasoner.complete([{"role": "user", "content": text}], temperature=0.0, max_tokens=reasoner.cap(768))
     if res.ok:
         cats = parse_diagnosis(res.text)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .data import Case
-from .diagnose import Diagnosis, format_cases
+from .diagnose import Diagnosis, format_cases, general_fixes
 from .evaluate import CaseResult
 from .models import ModelClient
 from .operators import BY_NAME, CUES, LLM_OPERATORS, N_PHRASINGS
@@ -218,6 +218,13 @@ def points_at_references(text: str, parent: str) -> bool:
     return bool(UNSEEN.search(text)) and not UNSEEN.search(parent)
 
 
+def plain_addition(text: str, parent: str) -> bool:
+    """Can text the reasoning model wrote go into the prompt as it is (an amendment, an induced instruction)? Not
+    already in the parent, no tags or placeholders of its own, and no pointer to the references."""
+    return (text.lower() not in parent.lower() and "<" not in text and not re.search(r"\{[A-Za-z_]\w*\}", text)
+            and not points_at_references(text, parent))
+
+
 REDRAW_TEMPERATURE = 0.7
 
 
@@ -242,7 +249,7 @@ async def llm_induce(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, ex
     """(the induced instruction or None when unusable, raw reply, paid calls). The request shows the examples
     alone: shown the current prompt in a block to rewrite, a mid-size model copies that block back, and asked
     APE's "I gave a friend an instruction... what was it?", Qwen2.5-Coder-1.5B described the request instead."""
-    general = "" if facts.categorical else " " + meta_prompt("general_fixes").strip()
+    general = general_fixes(not facts.categorical)
     res = await reasoner.complete([{"role": "user", "content": meta_prompt("propose_induce", examples=examples,
                                                                           facts=facts.as_text(), general=general)}],
                                   sample=sample, temperature=REDRAW_TEMPERATURE if sample else 0.0,
@@ -251,9 +258,7 @@ async def llm_induce(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, ex
     if not res.ok:
         return None, res.error or "", calls
     text = induced(res.text)
-    usable = (8 <= len(text) <= 1500 and text.lower() not in parent.text.lower() and "<" not in text
-              and not re.search(r"\{[A-Za-z_]\w*\}", text) and not points_at_references(text, parent.text)
-              and not ECHO.search(text))
+    usable = 8 <= len(text) <= 1500 and plain_addition(text, parent.text) and not ECHO.search(text)
     return (text if usable else None), res.text, calls
 
 
@@ -274,9 +279,8 @@ async def llm_rewrite(op: str, reasoner: ModelClient, parent: Prompt, facts: Tas
     """(new text or None, raw reply, paid calls). `sample` > 0: the same rewrite asked again, as another draw
     at temperature 0.7 (the first ask, at 0, would come back from the cache unchanged)."""
     # on free text a rewrite is asked for general fixes, as the diagnosis is (a label task's request is unchanged)
-    general = "" if facts.categorical else " " + meta_prompt("general_fixes").strip()
     values: dict[str, Any] = dict(prompt=parent.text.strip(), facts=facts.as_text(), diagnosis=diagnosis.as_text(),
-                                  cases=format_cases(failing, limit=4), general=general)
+                                  cases=format_cases(failing, limit=4), general=general_fixes(not facts.categorical))
     if op == "merge":
         values["other"] = (other or parent).text.strip()
     res = await reasoner.complete([{"role": "user", "content": meta_prompt(f"propose_{op}", **values)}],
@@ -299,7 +303,7 @@ async def llm_amend(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, dia
     """(the sentences to add, or None when unusable; raw reply; paid calls): the smaller request made when a
     whole rewrite came back unusable."""
     values = dict(prompt=parent.text.strip(), facts=facts.as_text(), diagnosis=diagnosis.as_text(),
-                  cases=format_cases(failing, limit=4), general=meta_prompt("general_fixes").strip())
+                  cases=format_cases(failing, limit=4), general=general_fixes(True))
     res = await reasoner.complete([{"role": "user", "content": meta_prompt("propose_amend", **values)}],
                                   sample=sample, temperature=REDRAW_TEMPERATURE if sample else 0.0,
                                   max_tokens=reasoner.cap(160))
@@ -308,9 +312,8 @@ async def llm_amend(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, dia
         return None, res.error or "", calls
     m = re.findall(r"<add>\s*(.*?)\s*</add>", res.text, re.S | re.I)
     added = " ".join((m[-1] if m else "").split())
-    usable = (12 <= len(added) <= 600 and added.lower() not in parent.text.lower() and "<" not in added
-              and "sentences to add" not in added.lower() and not re.search(r"\{[A-Za-z_]\w*\}", added)
-              and not points_at_references(added, parent.text))
+    usable = (12 <= len(added) <= 600 and plain_addition(added, parent.text)
+              and "sentences to add" not in added.lower())
     return (added if usable else None), res.text, calls
 
 
