@@ -229,7 +229,8 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
     out = [f"# {spec['title']}", ""]
     if spec.get("about"):
         out += [spec["about"].strip(), ""]
-    out += [f"Made by `python scripts/bench.py {spec_path.relative_to(ROOT)}`; model `{spec['model']}`; "
+    shown = spec_path.relative_to(ROOT) if spec_path.is_relative_to(ROOT) else spec_path  # a spec kept elsewhere
+    out += [f"Made by `python scripts/bench.py {shown}`; model `{spec['model']}`; "
             f"common arguments `{shlex.join(spec.get('args', []))}`. Commit(s): {', '.join(commits) or '-'}"
             + (" — **this table mixes commits**." if len(commits) > 1 else "."),
             "Test scores are on the test split of `--seed S`, never seen by the search; ± is the sample SD over "

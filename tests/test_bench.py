@@ -1,0 +1,175 @@
+"""scripts/bench.py, the one benchmark runner: what its tables claim, and that it resumes without rerunning rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, FakeOpenAI, write_jsonl
+
+_spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+assert _spec and _spec.loader
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def _labels(n: int = 40) -> list[dict[str, str]]:
+    # three in four are negative: the constant answer is "negative" on every seed's train split, and scores about
+    # 0.75 on test
+    return [{"input": f"item {i} is {'good' if i % 4 == 0 else 'bad'}",
+             "ideal": "positive" if i % 4 == 0 else "negative"} for i in range(n)]
+
+
+def _spec_for(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    data = write_jsonl(tmp_path / "labels.jsonl", _labels())
+    (tmp_path / "vague.md").write_text("Read this. {input}\n", encoding="utf-8")
+    return {"title": "T", "model": "openai/x", "args": ["--metric", "contains"], "seeds": [1, 2, 3],
+            "budgets": [100], "reference": "reflex", "sets": [{"name": "s", "data": str(data),
+                                                              "prompt": str(tmp_path / "vague.md")}],
+            "arms": [{"name": "reflex", "args": []}, {"name": "mipro", "args": ["--strategy", "mipro"]}], **extra}
+
+
+def _row(arm: str, seed: int, test: float, calls: int = 90, commit: str = "abc1234", **kw: Any) -> dict[str, Any]:
+    return {"set": "s", "arm": arm, "budget": 100, "seed": seed, "best_test": test, "best_val": test, "calls": calls,
+            "commit": commit, "baseline_test": 0.1, **kw}
+
+
+def _cells(table: str, first: str) -> list[str]:
+    line = next(x for x in table.splitlines() if x.startswith(f"| {first} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_one_seed_shows_no_spread() -> None:
+    assert bench._ms([0.5]) == "0.500 (1 seed)"
+    assert bench._ms([0.4, 0.6]) == "0.500 ± 0.141"
+    assert bench._ms([]) == "-"
+
+
+def test_the_readme_table_bolds_only_a_lead_that_holds_on_every_seed(tmp_path: Path) -> None:
+    spec = _spec_for(tmp_path)
+    # mipro is higher on average (0.7 against 0.5) but lower than reflex on seed 3: no lead for anyone
+    rows = [_row("reflex", 1, 0.5), _row("reflex", 2, 0.5), _row("reflex", 3, 0.5),
+            _row("mipro", 1, 0.9), _row("mipro", 2, 0.8), _row("mipro", 3, 0.4)]
+    cells = _cells(bench.compact(spec, rows, 100), "s")
+    assert not any("**" in c for c in cells), cells
+    # higher on every seed: a lead, and only for that arm
+    rows[-1] = _row("mipro", 3, 0.6)
+    cells = _cells(bench.compact(spec, rows, 100), "s")
+    assert cells[2] == "0.500 ± 0.000 · 90"
+    assert cells[3] == "**0.767 ± 0.153 · 90**"
+    # a tie on one seed is no lead either
+    rows[-1] = _row("mipro", 3, 0.5)
+    assert "**" not in bench.compact(spec, rows, 100)
+
+
+def test_the_readme_table_says_when_an_arm_has_fewer_seeds_than_the_spec(tmp_path: Path) -> None:
+    spec = _spec_for(tmp_path)
+    spec["arms"].append({"name": "gepa", "args": ["--strategy", "gepa"], "seeds": [1]})
+    rows = [_row("reflex", 1, 0.5), _row("reflex", 2, 0.5), _row("mipro", 1, 0.4), _row("gepa", 1, 0.2)]
+    cells = _cells(bench.compact(spec, rows, 100), "s")
+    const = bench.constant_answer(spec["sets"][0], [1, 2, 3])
+    assert const and {v[0] for v in const.values()} == {"negative"}
+    assert cells[1] == f"{sum(v[1] for v in const.values()) / 3:.3f}", "the constant answer's mean over the seeds"
+    assert cells[3] == "0.400 · 90 (1 of 3 seeds)"
+    assert cells[4] == "0.200 · 90", "an arm specified on one seed is complete with one"
+
+
+def test_the_full_table_counts_wins_and_ties_against_the_reference_seed_by_seed(tmp_path: Path) -> None:
+    spec = _spec_for(tmp_path)
+    rows = [_row("reflex", 1, 0.5), _row("reflex", 2, 0.5), _row("reflex", 3, 0.5),
+            _row("mipro", 1, 0.6), _row("mipro", 2, 0.5), _row("mipro", 3, 0.4)]
+    table = bench.render(spec, rows, ROOT / "docs" / "benchmarks" / "labels.toml")
+    line = next(x for x in table.splitlines() if x.startswith("| s | 100 | mipro |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3] == "0.500 ± 0.100"
+    assert cells[8] == "1 of 3 (1)", "one win, one tie"
+    assert cells[10] == "0 of 3", "never above the constant answer (about 0.75)"
+    assert "mixes commits" not in table
+
+
+def test_the_full_table_says_when_its_rows_come_from_several_commits_or_uncommitted_code(tmp_path: Path) -> None:
+    spec = _spec_for(tmp_path)
+    rows = [_row("reflex", 1, 0.5), _row("reflex", 2, 0.5, commit="def5678", dirty=True)]
+    head = bench.render(spec, rows, ROOT / "docs" / "benchmarks" / "labels.toml").split("\n\n")[1]
+    assert "Commit(s): abc1234, def5678 (uncommitted changes)" in head
+    assert "**this table mixes commits**" in head
+
+
+def test_a_spec_without_a_required_key_names_it(tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text('title = "x"\nmodel = "m"\nseeds = [1]\nbudgets = [1]\n[[sets]]\nname = "s"\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"bad.toml: missing `arms`"):
+        bench.load_spec(p)
+
+
+def _toml(spec: dict[str, Any]) -> str:
+    """Just enough TOML for the specs these tests write."""
+    out = []
+    for k, v in spec.items():
+        if k not in ("sets", "arms"):
+            out.append(f"{k} = {json.dumps(v)}")
+    for table in ("sets", "arms"):
+        for item in spec[table]:
+            out.append(f"[[{table}]]")
+            out += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
+    return "\n".join(out) + "\n"
+
+
+def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
+        tmp_path: Path, openai_server: FakeOpenAI) -> None:
+    """The real path: bench.py runs `reflexopt optimize` and `reflexopt eval` against a model server, writes each
+    row with its commit and command, and a second run of the same spec sends no request at all."""
+    from reflexopt.data import load_dataset, split
+
+    spec = _spec_for(tmp_path, seeds=[1], budgets=[40])
+    test_inputs = {c.input for c in split(load_dataset(spec["sets"][0]["data"]), None, seed=1).test}
+
+    def answer(req: dict[str, Any]) -> str:
+        text = " ".join(m["content"] for m in req["messages"])
+        last = req["messages"][-1]["content"]
+        right = "positive" if "good" in last else "negative"
+        if "Say yes or no" in text:  # 2.md: right on every test case only
+            return right if last.strip().split(". ", 1)[-1] in test_inputs else "no"
+        if "Say positive or negative" in text:  # 1.md: right on every case but the test cases
+            return "no" if last.strip().split(". ", 1)[-1] in test_inputs else right
+        return right if "positive" in text else "bad"
+
+    openai_server.responder = answer
+    spec["args"] += ["--api-base", openai_server.url]
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    (hand / "1.md").write_text("Say positive or negative. {input}\n", encoding="utf-8")
+    (hand / "2.md").write_text("Say yes or no. {input}\n", encoding="utf-8")
+    spec["sets"][0]["handwritten"] = str(hand)
+    spec["arms"] = [{"name": "reflex", "args": []}, {"name": "hand-written", "kind": "handwritten"}]
+    spec_path = tmp_path / "t.toml"
+    spec_path.write_text(_toml(spec), encoding="utf-8")
+    jsonl, md = tmp_path / "t.jsonl", tmp_path / "t.md"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), str(spec_path), "--jsonl", str(jsonl), "--out",
+           str(md), "--work", str(tmp_path / "work"), "--allow-dirty"]
+
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = [json.loads(x) for x in jsonl.read_text(encoding="utf-8").splitlines()]
+    assert [(r["arm"], r["seed"], r["budget"]) for r in rows] == [("reflex", 1, 40), ("hand-written", 1, 40)]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                            check=True).stdout.strip()
+    assert all(r["commit"] == commit for r in rows)
+    assert rows[0]["command"].startswith("reflexopt optimize ") and "--seed 1 --max-calls 40" in rows[0]["command"]
+    assert 0 < rows[0]["calls"] <= 40
+    assert rows[1]["handwritten"] == {"1.md": {"val": 1.0, "test": 0.0}, "2.md": {"val": 0.0, "test": 1.0}}
+    # picked the way a user would: on val, whatever its test score
+    assert rows[1]["best_candidate"] == "1.md" and rows[1]["best_test"] == 0.0 and rows[1]["max_test"] == 1.0
+    assert "| s | 40 | hand-written (val/test: 1.md 1.000/0.000, 2.md 0.000/1.000) | 1 | 0.000 |" in \
+        md.read_text(encoding="utf-8")
+
+    sent = len(openai_server.requests)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(openai_server.requests) == sent, "a finished row was run again"
+    assert jsonl.read_text(encoding="utf-8").count("\n") == 2
