@@ -58,6 +58,12 @@ def _no_progress_bars() -> Any:
         tqdm.tqdm.__init__ = original
 
 
+def halt_if(stopped: threading.Event) -> None:
+    """Called by DSPy's worker threads before each call: once the search is over, no call is made."""
+    if stopped.is_set():
+        raise BudgetExceeded("the search was stopped", fix="run the same command again to resume")
+
+
 class ReflexLM(dspy.BaseLM):  # type: ignore[misc]  # dspy ships no type information
     """A DSPy LM that calls a reflexopt ModelClient on the run's event loop (DSPy runs in worker threads)."""
 
@@ -78,8 +84,7 @@ class ReflexLM(dspy.BaseLM):  # type: ignore[misc]  # dspy ships no type informa
         rollout = kwargs.get("rollout_id")
         sample = rollout if isinstance(rollout, int) else (abs(hash(str(rollout))) % 10_000 if rollout else 0)
         cap = self.client.spec.max_tokens or self.cap or kwargs.get("max_tokens")
-        if self.stopped.is_set():
-            raise BudgetExceeded("the search was stopped", fix="run the same command again to resume")
+        halt_if(self.stopped)
         res = asyncio.run_coroutine_threadsafe(
             self.client.complete(msgs, sample=sample, temperature=temperature, max_tokens=cap), self.loop).result()
         if res.budget_exhausted:
@@ -223,8 +228,7 @@ class DspyStrategy:
         def metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
             case = by_text.get(str(gold.input)) or Case(id="dspy", input=str(gold.input), ideal=gold.answer or None)
             output = str(getattr(pred, "answer", "") or "")
-            if stopped.is_set():
-                raise BudgetExceeded("the search was stopped", fix="run the same command again to resume")
+            halt_if(stopped)
             s = asyncio.run_coroutine_threadsafe(scorer.score(case, output), loop).result()
             value = float(s.value or 0.0)
             if not gepa:
