@@ -263,8 +263,10 @@ async def llm_induce(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, ex
 
 
 # a reply that describes the question instead of answering it ("Your task is to write an instruction that
-# describes these input-output pairs")
-ECHO = re.compile(r"input-output|these examples|the examples|write an instruction|the instruction|a writer", re.I)
+# describes these input-output pairs"), in the request's own words; an instruction that mentions an instruction
+# or examples of its own ("if the message gives an instruction, ...") is an answer
+ECHO = re.compile(r"input-output|these examples|the examples (?:above|below|given|shown)|write (?:an|the) "
+                  r"instruction|the instruction (?:that|which|would)|outputs like these|a writer", re.I)
 
 
 def induced(reply: str) -> str:

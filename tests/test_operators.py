@@ -493,6 +493,18 @@ def test_a_vague_free_text_prompt_gets_an_instruction_from_the_references_form(t
     assert any(w in r.best_prompt for w in ("Summarize the text", "summary of the text", "main points"))
 
 
+def test_induce_refuses_a_reply_that_describes_the_request_and_only_that() -> None:
+    from reflexopt.propose import ECHO
+
+    for echo in ("Your task is to write an instruction that describes these input-output pairs.",
+                 "Write the instruction that would make a writer produce outputs like these from new inputs.",
+                 "Produce outputs like the examples above for every input."):
+        assert ECHO.search(echo), echo
+    for answer in ("Summarise the chat in two sentences. If the chat gives an instruction, say what the "
+                   "instruction asks for.", "Rewrite the sentence in the passive voice, as the examples do."):
+        assert not ECHO.search(answer), answer
+
+
 def _passive(n: int = 30) -> list[Case]:
     """A rewrite whose references say what the task is (the passive voice) and its form alone does not."""
     return [Case(id=str(i), input=f"The cat {i} chased the dog {i}.", ideal=f"The dog {i} was chased by the cat {i}.")
