@@ -136,9 +136,11 @@ class Runner:
         return {**base, "command": self.shown(argv[:-2]), "baseline_test": res["baseline_test"],
                 "best_test": res["best_test"], "baseline_val": res.get("baseline_val"),
                 "best_val": res.get("best_val"), "p_value": res.get("p_value"), "calls": res["model_calls"],
-                # answers already in the run's cache (a run resumed after a stop): they count against --max-calls
-                # as the calls they replace, but are not in "calls"
-                "cached_calls": res.get("cached_calls", 0),
+                # answers in the run's cache before it started (a stopped attempt's, or a shared home's): they count
+                # against --max-calls as the calls they replace, but are not in "calls" (repeats inside one run
+                # count for neither)
+                "reused_calls": (summary.get("usage") or {}).get("budget_calls_used", res["model_calls"])
+                - res["model_calls"],
                 "trials": res.get("trials"), "stop": res.get("stop_reason"), "operators": res.get("operators"),
                 "best_candidate": res.get("best_candidate"), "prompt_tokens": chosen.get("prompt_tokens"),
                 "chosen_by": res.get("chosen_by"), "test_labels": res.get("test_labels"),
@@ -284,8 +286,9 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                            f"{statistics.mean(r['calls'] for r in rs):.0f} | {tok} | {versus} | {cheaper} | {above} |")
     out += ["", "## Every row", "", "p: the paired test of the tuned prompt against the starting prompt on test. "
             "Accepted steps: the operators of the accepted candidates the returned prompt descends from. Calls: "
-            "the paid calls; \"+N cached\": a run resumed after a stop found N answers in its own cache (they count "
-            "against `--max-calls` as the calls they replace).", "",
+            "the paid calls; \"+N reused\": N more answers came from the run's cache, paid for by an attempt stopped "
+            "earlier or by an arm sharing the cache (they count against `--max-calls` as the calls they replace).",
+            "",
             "| set | budget | arm | seed | test | val | start (test) | p | calls | stop | accepted steps | commit |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -295,7 +298,7 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
         val = f"{r['best_val']:.3f}" if r.get("best_val") is not None else "-"
         pv = f"{r['p_value']:.3f}" if r.get("p_value") is not None else "-"
         steps = ", ".join(r["accepted"]) if r.get("accepted") else "-"
-        calls = f"{r['calls']}" + (f" (+{r['cached_calls']} cached)" if r.get("cached_calls") else "")
+        calls = f"{r['calls']}" + (f" (+{r['reused_calls']} reused)" if r.get("reused_calls") else "")
         out.append(f"| {r['set']} | {r['budget']} | {r['arm']}{extra} | {r['seed']} | {r['best_test']:.3f} | {val} | "
                    f"{start} | {pv} | {calls} | {r.get('stop') or '-'} | {steps} | {r['commit']} |")
     out += ["", "The exact command of every row is in the jsonl next to this file (`command`), with the tuned "

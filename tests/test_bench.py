@@ -90,11 +90,11 @@ def test_the_full_table_counts_wins_and_ties_against_the_reference_seed_by_seed(
     assert cells[8] == "1 of 3 (1)", "one win, one tie"
     assert cells[10] == "0 of 3", "never above the constant answer (about 0.75)"
     assert "mixes commits" not in table
-    # a run resumed after a stop: its own cached answers are named beside its paid calls
-    rows[0]["cached_calls"] = 60
+    # a run resumed after a stop: the answers its earlier attempt paid for are named beside its paid calls
+    rows[0]["reused_calls"] = 60
     table = bench.render(spec, rows, ROOT / "x.toml")
     line = next(x for x in table.splitlines() if x.startswith("| s | 100 | reflex | 1 |"))
-    assert "| 90 (+60 cached) |" in line
+    assert "| 90 (+60 reused) |" in line
 
 
 def test_the_full_table_says_when_its_rows_come_from_several_commits_or_uncommitted_code(tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
                             check=True).stdout.strip()
     assert all(r["commit"] == commit for r in rows)
     assert rows[0]["command"].startswith("reflexopt optimize ") and "--seed 1 --max-calls 40" in rows[0]["command"]
-    assert 0 < rows[0]["calls"] <= 40 and rows[0]["cached_calls"] == 0  # a fresh cache per run
+    assert 0 < rows[0]["calls"] <= 40 and rows[0]["reused_calls"] == 0  # a fresh cache per run
     assert rows[1]["handwritten"] == {"1.md": {"val": 1.0, "test": 0.0}, "2.md": {"val": 0.0, "test": 1.0}}
     # picked the way a user would: on val, whatever its test score
     assert rows[1]["best_candidate"] == "1.md" and rows[1]["best_test"] == 0.0 and rows[1]["max_test"] == 1.0
