@@ -185,6 +185,12 @@ class Runner:
         return out
 
 
+def _used(r: dict[str, Any]) -> int:
+    """The calls a run used of its budget: paid, plus the answers it found in its cache before it started (what a
+    run on a cold cache would have paid for)."""
+    return int(r["calls"]) + int(r.get("reused_calls") or 0)
+
+
 def _ms(xs: list[float]) -> str:
     if not xs:
         return "-"
@@ -243,7 +249,8 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
             "(ties in brackets). On a label set, \"constant answer\" is a prompt that answers the train split's most "
             "common label whatever the case (computed, no calls): what a model that cannot tell the cases apart "
             "gets by collapsing onto it; \"above constant\" counts the seeds on which an arm's test score is "
-            "higher.", ""]
+            "higher. Calls: the mean of the calls each run used of its budget (paid, plus answers it found in its "
+            "cache before it started; every row shows both).", ""]
     out += [f"| set | budget | arm | test (mean ± SD) | test macro-F1 | val | calls | prompt tokens | beats {ref} on "
             f"seeds | fewer prompt tokens than {ref} on seeds | above constant on seeds |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -283,11 +290,12 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                 above = (f"{sum(r['best_test'] > const[r['seed']][1] for r in rs if r['seed'] in const)} of "
                          f"{sum(r['seed'] in const for r in rs)}") if const else ""
                 out.append(f"| {s['name']} | {budget} | {arm['name']} | {test} | {f1} | {val} | "
-                           f"{statistics.mean(r['calls'] for r in rs):.0f} | {tok} | {versus} | {cheaper} | {above} |")
+                           f"{statistics.mean(_used(r) for r in rs):.0f} | {tok} | {versus} | {cheaper} | {above} |")
     out += ["", "## Every row", "", "p: the paired test of the tuned prompt against the starting prompt on test. "
             "Accepted steps: the operators of the accepted candidates the returned prompt descends from. Calls: "
             "the paid calls; \"+N reused\": N more answers came from the run's cache, paid for by an attempt stopped "
-            "earlier or by an arm sharing the cache (they count against `--max-calls` as the calls they replace).",
+            "earlier, an arm sharing the cache, or (development runs) an earlier commit's run whose cache was copied "
+            "in; they count against `--max-calls` as the calls they replace.",
             "",
             "| set | budget | arm | seed | test | val | start (test) | p | calls | stop | accepted steps | commit |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -325,8 +333,8 @@ def compact(spec: dict[str, Any], rows: list[dict[str, Any]], budget: int) -> st
                 cells.append("not run")
                 continue
             cell = _ms([r["best_test"] for r in rs]) if len(rs) > 1 else f"{rs[0]['best_test']:.3f}"
-            if any(r["calls"] for r in rs):
-                cell += f" · {statistics.mean(r['calls'] for r in rs):,.0f}"
+            if any(_used(r) for r in rs):
+                cell += f" · {statistics.mean(_used(r) for r in rs):,.0f}"
             want = next(ar for ar in spec["arms"] if ar["name"] == a).get("seeds", spec["seeds"])
             if len(rs) < len(want):
                 cell += f" ({len(rs)} of {len(want)} seeds)"
