@@ -191,6 +191,15 @@ def _used(r: dict[str, Any]) -> int:
     return int(r["calls"]) + int(r.get("reused_calls") or 0)
 
 
+def collapsed(rs: list[dict[str, Any]]) -> int | None:
+    """On how many of these runs the returned prompt answered (nearly) one label to every test case while the
+    references did not (reflexopt's own collapse check, in the row's test label report); None when the rows
+    have no label report (free text)."""
+    if not rs or not all(r.get("test_labels") for r in rs):
+        return None
+    return sum(bool(r["test_labels"]["best"].get("collapsed")) for r in rs)
+
+
 def _ms(xs: list[float]) -> str:
     if not xs:
         return "-"
@@ -249,11 +258,13 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
             "(ties in brackets). On a label set, \"constant answer\" is a prompt that answers the train split's most "
             "common label whatever the case (computed, no calls): what a model that cannot tell the cases apart "
             "gets by collapsing onto it; \"above constant\" counts the seeds on which an arm's test score is "
-            "higher. Calls: the mean of the calls each run used of its budget (paid, plus answers it found in its "
-            "cache before it started; every row shows both).", ""]
+            "higher; \"collapsed\" counts the seeds on which the returned prompt answered (nearly) one label to "
+            "every test case while the references did not (every row shows which and how often). Calls: the mean of "
+            "the calls each run used of its budget (paid, plus answers it found in its cache before it started; "
+            "every row shows both).", ""]
     out += [f"| set | budget | arm | test (mean ± SD) | test macro-F1 | val | calls | prompt tokens | beats {ref} on "
-            f"seeds | fewer prompt tokens than {ref} on seeds | above constant on seeds |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            f"seeds | fewer prompt tokens than {ref} on seeds | above constant on seeds | collapsed on test on seeds |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in spec["sets"]:
         const = constant_answer(s, spec["seeds"], _metric(spec))
         for budget in spec["budgets"]:
@@ -262,7 +273,7 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                 labs = sorted({v[0] for v in const.values()})
                 out.append(f"| {s['name']} | {budget} | constant answer ({', '.join(labs)}) | "
                            f"{_ms([v[1] for v in const.values()])} | {_ms([v[2] for v in const.values()])} | - | 0 "
-                           "| - | | | |")
+                           "| - | | | | |")
             refs = {r["seed"]: r["best_test"] for r in at if r["arm"] == ref}
             ref_tokens = {r["seed"]: r.get("prompt_tokens") for r in at if r["arm"] == ref}
             for arm in spec["arms"]:
@@ -289,8 +300,10 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                 test = _ms([r["best_test"] for r in rs])
                 above = (f"{sum(r['best_test'] > const[r['seed']][1] for r in rs if r['seed'] in const)} of "
                          f"{sum(r['seed'] in const for r in rs)}") if const else ""
+                fell = collapsed(rs)
                 out.append(f"| {s['name']} | {budget} | {arm['name']} | {test} | {f1} | {val} | "
-                           f"{statistics.mean(_used(r) for r in rs):.0f} | {tok} | {versus} | {cheaper} | {above} |")
+                           f"{statistics.mean(_used(r) for r in rs):.0f} | {tok} | {versus} | {cheaper} | {above} | "
+                           f"{f'{fell} of {len(rs)}' if fell is not None else ''} |")
     out += ["", "## Every row", "", "p: the paired test of the tuned prompt against the starting prompt on test. "
             "Accepted steps: the operators of the accepted candidates the returned prompt descends from. Calls: "
             "the paid calls; \"+N reused\": N more answers came from the run's cache, paid for by an attempt stopped "
@@ -307,7 +320,10 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
         pv = f"{r['p_value']:.3f}" if r.get("p_value") is not None else "-"
         steps = ", ".join(r["accepted"]) if r.get("accepted") else "-"
         calls = f"{r['calls']}" + (f" (+{r['reused_calls']} reused)" if r.get("reused_calls") else "")
-        out.append(f"| {r['set']} | {r['budget']} | {r['arm']}{extra} | {r['seed']} | {r['best_test']:.3f} | {val} | "
+        fell = ((r.get("test_labels") or {}).get("best") or {}).get("collapsed")
+        test = f"{r['best_test']:.3f}" + (f" (collapsed: {fell['label']}, {fell['answers']} of {fell['of']})"
+                                           if fell else "")
+        out.append(f"| {r['set']} | {r['budget']} | {r['arm']}{extra} | {r['seed']} | {test} | {val} | "
                    f"{start} | {pv} | {calls} | {r.get('stop') or '-'} | {steps} | {r['commit']} |")
     out += ["", "The exact command of every row is in the jsonl next to this file (`command`), with the tuned "
             "prompt (`best_prompt`).", ""]
@@ -315,9 +331,10 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
 
 
 def compact(spec: dict[str, Any], rows: list[dict[str, Any]], budget: int) -> str:
-    """One budget's table for the README: a row per set, a column per arm (test mean ± SD · mean calls), and on
-    a label set the constant answer. Bold: the arm whose test score is the highest on every seed it shares with
-    each other arm (a lead that holds on every seed); cells with fewer seeds than the spec say how many."""
+    """One budget's table for the README: a row per set, a column per arm (test mean ± SD · mean calls, and on how
+    many seeds the returned prompt collapsed onto one label), and on a label set the constant answer. Bold: the
+    arm whose test score is the highest on every seed it shares with each other arm (a lead that holds on every
+    seed); cells with fewer seeds than the spec say how many."""
     arms = [a["name"] for a in spec["arms"]]
     out = ["| set | constant answer | " + " | ".join(arms) + " |", "|---" * (len(arms) + 2) + "|"]
     for s in spec["sets"]:
@@ -338,6 +355,8 @@ def compact(spec: dict[str, Any], rows: list[dict[str, Any]], budget: int) -> st
             want = next(ar for ar in spec["arms"] if ar["name"] == a).get("seeds", spec["seeds"])
             if len(rs) < len(want):
                 cell += f" ({len(rs)} of {len(want)} seeds)"
+            if collapsed(rs):
+                cell += f", collapsed on {collapsed(rs)}"
             others = [o for o in arms if o != a and by[o]]
             leads = all(all(r["best_test"] > by[o][x]["best_test"] for x, r in by[a].items() if x in by[o])
                         and any(x in by[o] for x in by[a]) for o in others)

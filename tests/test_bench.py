@@ -180,3 +180,27 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(openai_server.requests) == sent, "a finished row was run again"
     assert jsonl.read_text(encoding="utf-8").count("\n") == 2
+
+
+def test_the_tables_say_on_which_seeds_a_prompt_collapsed_onto_one_label(tmp_path: Path) -> None:
+    """On an imbalanced set a prompt that answers the majority label to every case can score well; the tables
+    say so, from the collapse check in each row's test label report."""
+    spec = _spec_for(tmp_path)
+    fell = {"best": {"macro_f1": 0.3, "collapsed": {"label": "negative", "answers": 12, "of": 12}}}
+    varied = {"best": {"macro_f1": 0.6}}
+    rows = [_row("reflex", 1, 0.5, test_labels=varied), _row("reflex", 2, 0.5, test_labels=varied),
+            _row("mipro", 1, 0.7, test_labels=fell), _row("mipro", 2, 0.6, test_labels=varied)]
+    table = bench.render(spec, rows, ROOT / "x.toml")
+    summary: dict[str, str] = {}
+    for x in table.splitlines():  # the summary comes first, then every row
+        if x.startswith("| s | 100 |"):
+            summary.setdefault(x.split("|")[3].strip(), x)
+    assert summary["mipro"].rstrip().endswith("| 1 of 2 |") and summary["reflex"].rstrip().endswith("| 0 of 2 |")
+    assert "| 1 | 0.700 (collapsed: negative, 12 of 12) |" in table
+    assert "| 2 | 0.600 |" in table
+    cells = _cells(bench.compact(spec, rows, 100), "s")
+    assert cells[3] == "**0.650 ± 0.071 · 90 (2 of 3 seeds), collapsed on 1**"
+    assert cells[2] == "0.500 ± 0.000 · 90 (2 of 3 seeds)"
+    # free text has no label report: no count
+    plain = [_row("reflex", 1, 0.5), _row("mipro", 1, 0.7)]
+    assert bench.collapsed(plain) is None and ", collapsed" not in bench.compact(spec, plain, 100)
