@@ -73,13 +73,16 @@ def apply_constraints(parent_text: str, facts: TaskFacts, diagnosis: Diagnosis) 
 # models follow an explicit label list far better than a vague request. The last two are input-first
 # templates (LM-BFF's "<input> It was [label]." form): the input comes first and the question about it last,
 # all in one user message, where a small model's attention to the end of the prompt helps rather than hurts.
+# Each says "the label", never "one word": labels may be several words ("not ironic"). On the embedded model the
+# closing "Answer with one word: the label." of the fifth collapsed onto one label on customer_reviews (val 0.483
+# on dev seeds 0-2); "Answer with the label only." scored 0.617, 0.700, 0.700 (scripts/results/dev_search_smollm2.md).
 PHRASINGS: tuple[str, ...] = (
     "Classify the {kind} into one of these categories: {labels}.\nAnswer with the category name only.",
     "Read the {kind} and choose the label that fits it best.\nLabels: {labels}\nReply with one label and nothing "
     "else.",
     "Which of these labels describes the {kind}: {labels_or}? Answer with just the label.",
     "You are an expert annotator. Label each {kind} as {labels_or}. Output only the label, with no explanation.",
-    "{Kind}: {{input}}\n\nIs this {kind} {labels_or}? Answer with one word: the label.",
+    "{Kind}: {{input}}\n\nIs this {kind} {labels_or}? Answer with the label only.",
     "{{input}}\n\nQuestion: which label fits the {kind} above ({labels})?\nAnswer with the label only.",
 )
 TEMPLATES = frozenset(i for i, p in enumerate(PHRASINGS) if "{{input}}" in p)
