@@ -191,13 +191,18 @@ def _used(r: dict[str, Any]) -> int:
     return int(r["calls"]) + int(r.get("reused_calls") or 0)
 
 
+def fell(r: dict[str, Any]) -> dict[str, Any] | None:
+    """The row's returned prompt's collapse on test (label, answers, of: reflexopt's own check, in the row's test
+    label report), or None."""
+    return ((r.get("test_labels") or {}).get("best") or {}).get("collapsed")
+
+
 def collapsed(rs: list[dict[str, Any]]) -> int | None:
     """On how many of these runs the returned prompt answered (nearly) one label to every test case while the
-    references did not (reflexopt's own collapse check, in the row's test label report); None when the rows
-    have no label report (free text)."""
+    references did not; None when the rows have no label report (free text)."""
     if not rs or not all(r.get("test_labels") for r in rs):
         return None
-    return sum(bool(r["test_labels"]["best"].get("collapsed")) for r in rs)
+    return sum(fell(r) is not None for r in rs)
 
 
 def _ms(xs: list[float]) -> str:
@@ -300,10 +305,10 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                 test = _ms([r["best_test"] for r in rs])
                 above = (f"{sum(r['best_test'] > const[r['seed']][1] for r in rs if r['seed'] in const)} of "
                          f"{sum(r['seed'] in const for r in rs)}") if const else ""
-                fell = collapsed(rs)
+                n_fell = collapsed(rs)
                 out.append(f"| {s['name']} | {budget} | {arm['name']} | {test} | {f1} | {val} | "
                            f"{statistics.mean(_used(r) for r in rs):.0f} | {tok} | {versus} | {cheaper} | {above} | "
-                           f"{f'{fell} of {len(rs)}' if fell is not None else ''} |")
+                           f"{f'{n_fell} of {len(rs)}' if n_fell is not None else ''} |")
     out += ["", "## Every row", "", "p: the paired test of the tuned prompt against the starting prompt on test. "
             "Accepted steps: the operators of the accepted candidates the returned prompt descends from. Calls: "
             "the paid calls; \"+N reused\": N more answers came from the run's cache, paid for by an attempt stopped "
@@ -320,9 +325,9 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
         pv = f"{r['p_value']:.3f}" if r.get("p_value") is not None else "-"
         steps = ", ".join(r["accepted"]) if r.get("accepted") else "-"
         calls = f"{r['calls']}" + (f" (+{r['reused_calls']} reused)" if r.get("reused_calls") else "")
-        fell = ((r.get("test_labels") or {}).get("best") or {}).get("collapsed")
-        test = f"{r['best_test']:.3f}" + (f" (collapsed: {fell['label']}, {fell['answers']} of {fell['of']})"
-                                           if fell else "")
+        hit = fell(r)
+        test = f"{r['best_test']:.3f}" + (f" (collapsed: {hit['label']}, {hit['answers']} of {hit['of']})"
+                                           if hit else "")
         out.append(f"| {r['set']} | {r['budget']} | {r['arm']}{extra} | {r['seed']} | {test} | {val} | "
                    f"{start} | {pv} | {calls} | {r.get('stop') or '-'} | {steps} | {r['commit']} |")
     out += ["", "The exact command of every row is in the jsonl next to this file (`command`), with the tuned "
@@ -355,8 +360,9 @@ def compact(spec: dict[str, Any], rows: list[dict[str, Any]], budget: int) -> st
             want = next(ar for ar in spec["arms"] if ar["name"] == a).get("seeds", spec["seeds"])
             if len(rs) < len(want):
                 cell += f" ({len(rs)} of {len(want)} seeds)"
-            if collapsed(rs):
-                cell += f", collapsed on {collapsed(rs)}"
+            n_fell = collapsed(rs)
+            if n_fell:
+                cell += f", collapsed on {n_fell}"
             others = [o for o in arms if o != a and by[o]]
             leads = all(all(r["best_test"] > by[o][x]["best_test"] for x, r in by[a].items() if x in by[o])
                         and any(x in by[o] for x in by[a]) for o in others)
