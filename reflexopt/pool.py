@@ -183,9 +183,14 @@ class Selection:
 
 def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
     """Walk the trials in order; a candidate is accepted only when it is fully evaluated on val and beats the
-    current best by more than `min_gain` (judge noise). A demo draw made after patience ran out (`redraw`) must
-    also win by more than one val case: the best of many draws of examples wins by a case or two by chance.
-    The baseline is the first best: never a regression."""
+    current best by more than noise explains. With exact scores (`min_gain` 0) any gain counts. With a noisy judge
+    (`min_gain` > 0: twice the standard error its redraw noise gives over val) the gain must clear twice the
+    standard error of the per-case differences from the best (stats.paired_gain_bar), which counts only the cases
+    whose verdict moved. A demo draw made after patience ran out (`redraw`) must also win by more than one val
+    case: the best of many draws of examples wins by a case or two by chance. The baseline is the first best:
+    never a regression."""
+    from .stats import paired_gain_bar
+
     base = next(c for c in pool if c.id == "baseline")
     best, since, trials, pruned, path = base, 0, 0, 0, ["baseline"]
     for c in pool:
@@ -193,11 +198,15 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
             continue
         trials += 1
         pruned += c.state == "pruned"
-        margin = max(min_gain, 1 / n_val + 1e-9) if c.params.get("redraw") else min_gain
-        if c.state == "complete" and len(c.val) == n_val and c.val_mean > best.val_mean + margin:
-            best, since = c, 0
-            path.append(c.id)
-        elif c.state != "duplicate":  # a prompt already known cost nothing and says nothing new
+        if c.state == "complete" and len(c.val) == n_val and c.val_mean > best.val_mean:
+            margin = paired_gain_bar(c.val, best.val) if min_gain > 0 else 0.0
+            if c.params.get("redraw"):
+                margin = max(margin, 1 / n_val + 1e-9)
+            if c.val_mean > best.val_mean + margin:
+                best, since = c, 0
+                path.append(c.id)
+                continue
+        if c.state != "duplicate":  # a prompt already known cost nothing and says nothing new
             since += 1
     return Selection(best, since, trials, pruned, tuple(path))
 

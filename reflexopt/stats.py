@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,6 +144,22 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
+
+
+def paired_gain_bar(mine: Mapping[str, float], best: Mapping[str, float], *, k: float = 2.0) -> float:
+    """The smallest mean gain of `mine` over `best` (case -> score, on the cases both have) that judge noise does not
+    explain: `k` standard errors of the per-case differences (a paired t above `k`; inf on fewer than 2 cases).
+
+    A judge's noise in a difference of two val means is read from the differences themselves: a case whose
+    output did not change, or whose verdict at temperature 0 did not move, adds none, and a judge that scores
+    each output apart adds its own spread. The self-agreement redraws (at temperature 0.7, half with the judge
+    prompt paraphrased) measure a sampled verdict's noise, which on a small judge was about twice what the
+    temperature-0 verdicts of two candidates differed by (scripts/results/dev_judge_gate.md)."""
+    shared = [c for c in mine if c in best]
+    if len(shared) < 2:
+        return math.inf
+    d = np.asarray([mine[c] - best[c] for c in shared], dtype=float)
+    return k * float(d.std(ddof=1)) / math.sqrt(len(d))
 
 
 def worse_than_best(steps: dict[int, float], best: dict[int, float], *, p_threshold: float,

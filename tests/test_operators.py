@@ -315,6 +315,27 @@ def test_a_demo_draw_after_patience_must_win_by_more_than_one_val_case() -> None
     assert select([base, cand("t1", 2, redraw=True)], 10, 0.25).best.id == "baseline"  # judge noise still counts
 
 
+def test_with_a_noisy_judge_a_gain_is_accepted_by_the_spread_of_its_per_case_differences() -> None:
+    """The bar is twice the standard error of the differences from the best, not a fixed bar from the judge's
+    redraw noise: a gain made of many cases that each moved a little is taken even under that bar, and one case
+    that jumped is not taken even above it."""
+    from reflexopt.pool import State, select
+
+    ids = [str(i) for i in range(10)]
+    base = Candidate("baseline", Prompt(text="a")).scored({i: 0.25 for i in ids}, State.COMPLETE)
+
+    def cand(cid: str, scores: list[float]) -> Candidate:
+        return Candidate(cid, Prompt(text=cid), "fix", "baseline").scored(dict(zip(ids, scores)), State.COMPLETE)
+
+    steady = cand("t1", [0.5] * 8 + [0.25] * 2)  # +0.2 on the mean, 8 cases up a step each
+    assert select([base, steady], 10, 0.3).best.id == "t1"
+    jump = cand("t1", [1.0] + [0.25] * 9)  # +0.075 on the mean, from one case
+    assert select([base, jump], 10, 0.05).best.id == "baseline"
+    assert select([base, jump], 10, 0.0).best.id == "t1"  # exact scores: any gain, as before
+    mixed = cand("t1", [0.5] * 6 + [0.0] * 3 + [0.25])  # 6 up, 3 down: +0.075, too spread to tell
+    assert select([base, mixed], 10, 0.01).best.id == "baseline"
+
+
 def test_a_rewrite_that_comes_back_unusable_is_applied_as_added_sentences(fakes: Any) -> None:
     """A mid-size reasoning model diagnosed the problem but copied the prompt back when asked for a whole
     rewrite; asked for the sentences to add, it writes them. On a free-text task the diagnosis is applied, not

@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy import stats as st
 
-from reflexopt.stats import mean_ci, paired_compare, percentile
+from reflexopt.stats import mean_ci, paired_compare, paired_gain_bar, percentile
 
 
 def test_mean_ci_degenerate_and_covering() -> None:
@@ -145,3 +145,12 @@ def test_noninferiority_needs_evidence_not_just_no_evidence_of_a_loss() -> None:
     assert noninferiority_p(lossy, 0.05) > 0.05  # ...is not evidence of none
     assert noninferiority_p([-1.0] + [0.0] * 59, 0.05) < 0.05
     assert noninferiority_p([0.0] * 60, 0.05) == 0.0 and noninferiority_p([-0.1] * 60, 0.05) == 1.0
+
+
+def test_paired_gain_bar_is_twice_the_standard_error_of_the_differences() -> None:
+    mine, best = {"a": 0.5, "b": 0.75, "c": 0.25, "x": 1.0}, {"a": 0.25, "b": 0.25, "c": 0.25, "y": 0.0}
+    d = [0.25, 0.5, 0.0]  # only the shared cases count
+    sd = (sum((v - sum(d) / 3) ** 2 for v in d) / 2) ** 0.5
+    assert paired_gain_bar(mine, best) == pytest.approx(2 * sd / 3 ** 0.5)
+    assert paired_gain_bar(mine, best, k=1) == pytest.approx(sd / 3 ** 0.5)
+    assert paired_gain_bar({"a": 1.0}, {"a": 0.0}) == float("inf")  # one case says nothing about the spread

@@ -199,8 +199,8 @@ class LiveView:
         elif kind == "baseline":
             s["baseline_val"] = s["best_val"] = data["val"]
             if data.get("noise"):
-                self.console.print(f"[dim]gains under {data['min_gain']:.3f} on val (twice the judge's standard "
-                                   "error over val) are not accepted[/]")
+                self.console.print("[dim]a gain on val is accepted when it is more than twice the standard error "
+                                   "of the per-case differences (this judge's verdicts are noisy)[/]")
         elif kind == "trial_start":
             s["trial"] = max(int(s.get("trial") or 0), int(data["n"]))  # trial numbers only go up
             s["last"] = f"({data['operator']} from {data['parent']})"
