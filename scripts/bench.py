@@ -15,6 +15,8 @@ A spec (TOML, next to the table it makes) names the sets, the arms, the budgets 
     data = "scripts/data/tweet_emotion.jsonl"          # paths relative to the repository root
     prompt = "scripts/handwritten/tweet_emotion/vague.md"
     handwritten = "scripts/handwritten/tweet_emotion"  # optional: *.md scored by the `handwritten` arm
+    holdout = "scripts/data/x_rest.jsonl"   # optional, development tables only: rows outside the set, on which
+                                            # each run's returned prompt and its starting prompt are also scored
 
     [[arms]]
     name = "reflex"                    # `reflexopt optimize DATA PROMPT -m MODEL --seed S --max-calls B ...`
@@ -133,7 +135,7 @@ class Runner:
         cands = Path(res["run_dir"], "candidates.jsonl")
         ops = {c["id"]: c.get("operator") for c in (json.loads(x) for x in (
             cands.read_text(encoding="utf-8").splitlines() if cands.exists() else []) if x.strip())}
-        return {**base, "command": self.shown(argv[:-2]), "baseline_test": res["baseline_test"],
+        row = {**base, "command": self.shown(argv[:-2]), "baseline_test": res["baseline_test"],
                 "best_test": res["best_test"], "baseline_val": res.get("baseline_val"),
                 "best_val": res.get("best_val"), "p_value": res.get("p_value"), "calls": res["model_calls"],
                 # answers in the run's cache before it started (a stopped attempt's, or a shared home's): they count
@@ -147,6 +149,23 @@ class Runner:
                 # the operators of the accepted steps that led to the returned prompt, in order
                 "accepted": [ops.get(i, "?") for i in summary.get("accepted_path") or [] if i != "baseline"],
                 "wall_s": round(wall, 1), "best_prompt": best.read_text(encoding="utf-8")}
+        if s.get("holdout"):
+            row["holdout"] = self.holdout(s, best, home)
+        return row
+
+    def holdout(self, s: dict[str, Any], best: Path, home: Path) -> dict[str, Any]:
+        """The returned prompt and the starting prompt scored on the set's `holdout` rows, which no split of the set
+        contains: the returned prompt in the run's home, the starting prompt in one home per set and version (the
+        same for every seed and arm, so it is paid for once)."""
+        out: dict[str, Any] = {"commands": []}
+        shared = home.parent / f"home-holdout-{s['name']}"
+        for name, prompt, where in (("start", ROOT / s["prompt"], shared), ("best", best, home)):
+            argv = ["eval", str(ROOT / s["holdout"]), str(prompt), "-m", self.spec["model"],
+                    *self.spec.get("args", []), "--json"]
+            res, _ = self.reflexopt(argv, where)
+            out[name], out["n"] = res["score"], res.get("n_scored", res.get("n"))
+            out["commands"].append(self.shown(argv))
+        return out
 
     def handwritten(self, s: dict[str, Any], seed: int) -> dict[str, Any]:
         """Each hand-written prompt scored with `reflexopt eval` on the val and test cases of `optimize --seed`."""
@@ -330,6 +349,14 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                                            if hit else "")
         out.append(f"| {r['set']} | {r['budget']} | {r['arm']}{extra} | {r['seed']} | {test} | {val} | "
                    f"{start} | {pv} | {calls} | {r.get('stop') or '-'} | {steps} | {r['commit']} |")
+    held = [r for r in rows if r.get("holdout")]
+    if held:
+        out += ["", "## Held-out rows of the development set", "",
+                "Each run's starting and returned prompts scored on rows of the set's file that no seed's split "
+                "contains (the spec's `holdout`): a check that a gain accepted on val carries over, for development "
+                "only.", "", "| set | budget | arm | seed | start | returned | gain |", "|---|---|---|---|---|---|---|"]
+        out += [f"| {r['set']} | {r['budget']} | {r['arm']} | {r['seed']} | {r['holdout']['start']:.3f} | "
+                f"{r['holdout']['best']:.3f} | {r['holdout']['best'] - r['holdout']['start']:+.3f} |" for r in held]
     out += ["", "The exact command of every row is in the jsonl next to this file (`command`), with the tuned "
             "prompt (`best_prompt`).", ""]
     return "\n".join(out)

@@ -154,6 +154,9 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
     (hand / "2.md").write_text("Say yes or no. {input}\n", encoding="utf-8")
     spec["sets"][0]["handwritten"] = str(hand)
     spec["arms"] = [{"name": "reflex", "args": []}, {"name": "hand-written", "kind": "handwritten"}]
+    rest = [{"input": f"other item {i} is {'good' if i % 2 else 'bad'}",
+             "ideal": "positive" if i % 2 else "negative"} for i in range(10)]
+    spec["sets"][0]["holdout"] = str(write_jsonl(tmp_path / "rest.jsonl", rest))
     spec_path = tmp_path / "t.toml"
     spec_path.write_text(_toml(spec), encoding="utf-8")
     jsonl, md = tmp_path / "t.jsonl", tmp_path / "t.md"
@@ -169,6 +172,13 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
     assert all(r["commit"] == commit for r in rows)
     assert rows[0]["command"].startswith("reflexopt optimize ") and "--seed 1 --max-calls 40" in rows[0]["command"]
     assert 0 < rows[0]["calls"] <= 40 and rows[0]["reused_calls"] == 0  # a fresh cache per run
+    # the starting prompt never names a label (the fake answers "bad"); the returned prompt is scored on its own
+    held = rows[0]["holdout"]
+    assert held["start"] == 0.0 and held["n"] == 10 and all(c.startswith("reflexopt eval ") for c in held["commands"])
+    assert held["best"] == (1.0 if "positive" in rows[0]["best_prompt"] else 0.0)
+    assert "hand-written" not in [r["arm"] for r in rows if r.get("holdout")]
+    assert f"| s | 40 | reflex | 1 | 0.000 | {held['best']:.3f} | {held['best']:+.3f} |" in \
+        md.read_text(encoding="utf-8")
     assert rows[1]["handwritten"] == {"1.md": {"val": 1.0, "test": 0.0}, "2.md": {"val": 0.0, "test": 1.0}}
     # picked the way a user would: on val, whatever its test score
     assert rows[1]["best_candidate"] == "1.md" and rows[1]["best_test"] == 0.0 and rows[1]["max_test"] == 1.0
