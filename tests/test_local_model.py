@@ -15,7 +15,7 @@ from conftest import EXAMPLES, browse_offline, ctrl_c_reaches, require, write_js
 
 pytestmark = pytest.mark.slow
 
-require("llama_cpp", "the slow tests run the embedded model: the `local` extra")
+require("llama_cpp", "the slow tests run the embedded model: the `local` extra", load=False)
 
 
 def _children_serving(parent: int) -> list[int]:
