@@ -9,6 +9,7 @@ A spec (TOML, next to the table it makes) names the sets, the arms, the budgets 
     seeds = [100, 101, 102]
     budgets = [500, 1500]
     reference = "reflex"               # the arm every other arm is compared with, seed by seed
+    llm_steps = true                   # optional: a column counting the accepted steps made by LLM rewrites
 
     [[sets]]
     name = "tweet_emotion"
@@ -224,6 +225,17 @@ def collapsed(rs: list[dict[str, Any]]) -> int | None:
     return sum(fell(r) is not None for r in rs)
 
 
+def llm_steps(rs: list[dict[str, Any]]) -> str:
+    """How many of the accepted steps of these rows' returned prompts came from LLM rewrites ("-" when a row's
+    steps are not reflex operators: a DSPy strategy's one step is its whole compile)."""
+    from reflexopt.operators import LLM_OPERATORS, NAMES
+
+    steps = [op for r in rs for op in r.get("accepted") or []]
+    if any(op not in NAMES for op in steps):
+        return "-"
+    return f"{sum(op in LLM_OPERATORS for op in steps)} of {len(steps)}"
+
+
 def _ms(xs: list[float]) -> str:
     if not xs:
         return "-"
@@ -287,8 +299,9 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
             "the calls each run used of its budget (paid, plus answers it found in its cache before it started; "
             "every row shows both).", ""]
     out += [f"| set | budget | arm | test (mean ± SD) | test macro-F1 | val | calls | prompt tokens | beats {ref} on "
-            f"seeds | fewer prompt tokens than {ref} on seeds | above constant on seeds | collapsed on test on seeds |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            f"seeds | fewer prompt tokens than {ref} on seeds | above constant on seeds | collapsed on test on seeds |"
+            + (" accepted steps by LLM rewrites |" if spec.get("llm_steps") else ""),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if spec.get("llm_steps") else "")]
     for s in spec["sets"]:
         const = constant_answer(s, spec["seeds"], _metric(spec))
         for budget in spec["budgets"]:
@@ -327,7 +340,8 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                 n_fell = collapsed(rs)
                 out.append(f"| {s['name']} | {budget} | {arm['name']} | {test} | {f1} | {val} | "
                            f"{statistics.mean(_used(r) for r in rs):.0f} | {tok} | {versus} | {cheaper} | {above} | "
-                           f"{f'{n_fell} of {len(rs)}' if n_fell is not None else ''} |")
+                           f"{f'{n_fell} of {len(rs)}' if n_fell is not None else ''} |"
+                           + (f" {llm_steps(rs)} |" if spec.get("llm_steps") else ""))
     out += ["", "## Every row", "", "p: the paired test of the tuned prompt against the starting prompt on test. "
             "Accepted steps: the operators of the accepted candidates the returned prompt descends from. Calls: "
             "the paid calls; \"+N reused\": N more answers came from the run's cache, paid for by an attempt stopped "

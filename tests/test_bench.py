@@ -214,3 +214,20 @@ def test_the_tables_say_on_which_seeds_a_prompt_collapsed_onto_one_label(tmp_pat
     # free text has no label report: no count
     plain = [_row("reflex", 1, 0.5), _row("mipro", 1, 0.7)]
     assert bench.collapsed(plain) is None and ", collapsed" not in bench.compact(spec, plain, 100)
+
+
+def test_a_judge_table_counts_the_accepted_steps_that_llm_rewrites_made(tmp_path: Path) -> None:
+    """The judge-path table says how much of each returned prompt the reasoning model wrote: accepted steps whose
+    operator is an LLM rewrite, over all accepted steps, summed over seeds; a DSPy strategy's step is not counted."""
+    spec = _spec_for(tmp_path, llm_steps=True)
+    rows = [_row("reflex", 1, 0.5, accepted=["instruct", "induce"]), _row("reflex", 2, 0.5, accepted=["fix"]),
+            _row("reflex", 3, 0.5, accepted=[]), _row("mipro", 1, 0.6, accepted=["mipro"])]
+    table = bench.render(spec, rows, ROOT / "x.toml")
+    head = next(x for x in table.splitlines() if x.startswith("| set | budget | arm |"))
+    assert head.endswith("| accepted steps by LLM rewrites |")
+    summary: dict[str, str] = {}
+    for x in table.splitlines():
+        if x.startswith("| s | 100 |"):
+            summary.setdefault(x.split("|")[3].strip(), x)
+    assert summary["reflex"].endswith("| 2 of 3 |") and summary["mipro"].endswith("| - |")
+    assert "LLM rewrites" not in bench.render(_spec_for(tmp_path), rows, ROOT / "x.toml")  # only when asked
