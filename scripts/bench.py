@@ -164,7 +164,7 @@ class Runner:
             argv = ["eval", str(ROOT / s["holdout"]), str(prompt), "-m", self.spec["model"],
                     *self.spec.get("args", []), "--json"]
             res, _ = self.reflexopt(argv, where)
-            out[name], out["n"] = res["score"], res.get("n_scored", res.get("n"))
+            out[name], out[f"n_{name}"] = res["score"], res.get("n_scored", res.get("n"))
             out["commands"].append(self.shown(argv))
         return out
 

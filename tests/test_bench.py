@@ -174,7 +174,8 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
     assert 0 < rows[0]["calls"] <= 40 and rows[0]["reused_calls"] == 0  # a fresh cache per run
     # the starting prompt never names a label (the fake answers "bad"); the returned prompt is scored on its own
     held = rows[0]["holdout"]
-    assert held["start"] == 0.0 and held["n"] == 10 and all(c.startswith("reflexopt eval ") for c in held["commands"])
+    assert held["start"] == 0.0 and held["n_start"] == held["n_best"] == 10
+    assert all(c.startswith("reflexopt eval ") for c in held["commands"])
     assert held["best"] == (1.0 if "positive" in rows[0]["best_prompt"] else 0.0)
     assert "hand-written" not in [r["arm"] for r in rows if r.get("holdout")]
     assert f"| s | 40 | reflex | 1 | 0.000 | {held['best']:.3f} | {held['best']:+.3f} |" in \
