@@ -126,7 +126,9 @@ class Runner:
         # a fresh response cache per run and per version measured (arms with `home` share one on purpose)
         version = self.commit + ("-dirty" if self.dirty else "")
         home = self.work / version / f"home-{s['name']}-{home_arm}-{budget}-{seed}"
-        best = self.work / f"{s['name']}-{arm['name']}-{budget}-{seed}.best.md"
+        # per version too: the runs of two versions (--code) may go on at once
+        best = self.work / version / f"{s['name']}-{arm['name']}-{budget}-{seed}.best.md"
+        best.parent.mkdir(parents=True, exist_ok=True)
         argv = ["optimize", str(ROOT / s["data"]), str(ROOT / s["prompt"]), "-m", self.spec["model"],
                 "--seed", str(seed), "--max-calls", str(budget), *self.spec.get("args", []), *arm.get("args", []),
                 "--json", "-o", str(best)]
