@@ -16,7 +16,7 @@ import random
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .data import Case
@@ -93,30 +93,6 @@ def instruction_from_facts(facts: TaskFacts, phrasing: int) -> str:
     template = PHRASINGS[phrasing % len(PHRASINGS)]
     return template.format(kind=facts.kind, Kind=facts.kind.capitalize(), labels=", ".join(facts.labels),
                            labels_or=_or_list(facts.labels))
-
-
-def question_cue(facts: TaskFacts) -> str:
-    """The question of an instruction-first prompt asked again after the input (instruct's `place: question`):
-    a small model shown the instruction first and the input last may answer the input as a chat message."""
-    return f"Which label fits: {_or_list(facts.labels)}? Answer with the label only."
-
-
-def placements(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """An instruct step's settings and the two other placements of the same question on a label task, as drawn
-    first: the instruction before the input (as a system message), the same with the question asked again after
-    the input (`place: question`), and an input-first template. Which one a small model follows differs by task
-    more than by wording (scripts/results/dev_search_smollm2.md), so an instruct trial screens all three."""
-    k = int(params.get("phrasing", 0)) % len(PHRASINGS)
-    first = k % 4 if k in TEMPLATES else k
-    template = k if k in TEMPLATES else sorted(TEMPLATES)[k % len(TEMPLATES)]
-    plain = {**params, "phrasing": first}
-    plain.pop("place", None)
-    out = [dict(params), {**plain, "place": "question"}, plain, {**plain, "phrasing": template}]
-    seen: list[dict[str, Any]] = []
-    for o in out:
-        if o not in seen:
-            seen.append(o)
-    return seen
 
 
 def _place(parent: Prompt, new: str, keep_parent: bool) -> tuple[str, str]:
@@ -352,12 +328,7 @@ def _no_llm(op: str, params: dict[str, Any], parent: Prompt, train: Sequence[Cas
     if op == "instruct" and (facts.categorical or facts.form in FREE_PHRASINGS):
         build = apply_instruct if facts.categorical else apply_free_instruct
         prop = build(parent, facts, int(params.get("phrasing", 0)), bool(params.get("keep_parent", False)))
-        out = parent.with_(text=prop.text)
-        if params.get("place") == "question" and facts.categorical and not out.placeholders:
-            cue = question_cue(facts)
-            return out.with_(answer_cue=cue), replace(prop, reasoning=f"{prop.reasoning}; asked again after "
-                                                      f"the input: {cue!r}")
-        return out, prop
+        return parent.with_(text=prop.text), prop
     if op == "demos":
         n = int(params.get("n_demos", 0))
         pick, order = str(params.get("demo_pick", "balanced")), str(params.get("demo_order", "cycle"))

@@ -488,7 +488,7 @@ def test_the_best_candidate_wins_even_when_another_process_scored_it() -> None:
 def test_a_second_prompt_that_answers_one_label_whatever_the_case_is_stopped_at_the_first_check(
         tmp_path: Path, prompt_file: Path, fakes: Any) -> None:
     """Collapse: with demos the fake model answers "positive" to everything (0.6 on a 60/40 val split);
-    stating the labels makes it tell the cases apart, 35% right, or 85% with the labels listed after the input. The
+    stating the labels makes it tell the cases apart, 35% right, or 85% when told to give the label only. The
     first constant answer is scored in full (it is the bar: a prompt that varies its answers must beat it) and
     marked; every later one is stopped after the first 15 cases, and the best prompt that varies is what the
     search builds on and returns."""
@@ -503,7 +503,7 @@ def test_a_second_prompt_that_answers_one_label_whatever_the_case_is_stopped_at_
             return "positive"
         if names_labels(text):
             right = "positive" if "good" in item else "negative"
-            return right if _h(item) < (85 if "Options:" in item else 35) else \
+            return right if _h(item) < (85 if "label only" in text else 35) else \
                 {"positive": "negative", "negative": "positive"}[right]
         return "It is a product review."
 
@@ -562,41 +562,3 @@ def test_a_cheaper_prompt_that_scores_higher_on_val_is_not_worse_however_many_an
     chosen, frontier, _ = choose(top, base, [base, top, cheap], 60, objective="cost", max_prompt_tokens=None,
                                  results=results, price=None)
     assert chosen.id == "t2.d3" and {p.id: p.not_worse for p in frontier}["t2.d3"]
-
-
-def test_an_instruct_trial_screens_where_the_question_goes_and_keeps_the_placement_that_works(
-        dataset: Path, prompt_file: Path, fakes: Any) -> None:
-    """A small model may answer the input as a chat message unless the question comes after it. Here the fake
-    answers right only when the last user message ends with the question asked again after the input, so no
-    placement as drawn (instruction first, or an input-first template) and no other operator scores above 0.
-    Each instruct trial screens the placements on train cases and takes the one that works to val."""
-
-    def reply(messages: list[dict[str, str]]) -> str:
-        last = messages[-1]["content"]
-        if not last.rstrip().endswith("Answer with the label only.") or "Which label fits" not in last:
-            return "It is a product review."
-        return "positive" if "good" in last.split("\n")[0] else "negative"
-
-    fakes("fake/task", reply)
-    fakes("fake/reasoner", lambda m: "no")
-    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=8, patience=8)))
-    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
-    raced = [c for c in cands if c["operator"] == "instruct" and c["params"].get("race")]
-    assert raced and all(len(c["params"]["race"]) >= 2 for c in raced)
-    for c in raced:  # the placement that went on to val is one that got screened cases right
-        assert max(c["params"]["race"]) > 0 and c["val_mean"] > 0.9, c["params"]
-    assert raced[0]["parent"] == "baseline" and raced[0]["params"]["place"] == "question"
-    assert r.best_val > 0.9 and "Which label fits: negative or positive?" in r.best_prompt
-    evals = [json.loads(x) for x in (Path(r.run_dir) / "evals.jsonl").read_text().splitlines()]
-    assert any(e["split"] == "train" for e in evals)  # screened on train, not on val
-
-
-def test_placements_cover_the_question_before_after_and_around_the_input_as_drawn_first() -> None:
-    from reflexopt.propose import PHRASINGS, TEMPLATES, placements
-
-    for k in range(len(PHRASINGS)):
-        got = placements({"operator": "instruct", "phrasing": k, "keep_parent": True})
-        assert got[0] == {"operator": "instruct", "phrasing": k, "keep_parent": True} and len(got) == 3
-        kinds = sorted((g["phrasing"] in TEMPLATES, g.get("place", "")) for g in got)
-        assert kinds == [(False, ""), (False, "question"), (True, "")]
-        assert all(g["keep_parent"] for g in got)

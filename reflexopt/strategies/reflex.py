@@ -22,16 +22,12 @@ from typing import TYPE_CHECKING, Any
 from ..diagnose import Diagnosis, diagnose
 from ..operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
 from ..pool import Candidate, Selection, State, counts_as_trial, from_study, outcomes, pareto_parent, select
-from ..propose import placements, propose, vary
+from ..propose import propose, vary
 from ..pruning import collapse
 from ..search import DEMO_KNOBS, GRACE_S, HEARTBEAT_S, StudyState
 
-RACE_CASES = 10  # train cases an instruct trial screens its placements on (label tasks)
-
 if TYPE_CHECKING:
     from ..evaluate import CaseResult
-    from ..prompt import Prompt
-    from ..propose import Proposal
     from ..search import Trial, TrialRecord
     from .base import SearchContext
 
@@ -170,47 +166,6 @@ class ReflexStrategy:
         self.diagnoses[parent.key] = (diag, failing)
         return diag, failing
 
-    async def _race(self, ctx: SearchContext, number: int, params: dict[str, Any], prompt: Prompt, prop: Proposal,
-                    parent: Candidate, target: str, known: set[str]) -> tuple[dict[str, Any], Prompt, Proposal]:
-        """An instruct step on a label task screens the placements of its question (propose.placements: before
-        the input, also after it, input first) on RACE_CASES train cases its parent does not show as demos; the
-        one that varies its answers and gets the most right goes on to val (ties: as drawn). On the embedded
-        model the right placement is worth 0.1 against 0.6 on one set and the reverse on another, a spread 10
-        cases show. Screened on train, so the winner's val score is not biased by the choice. Skipped when the
-        budget could not also score it on all of val."""
-        draws = [(params, prompt, prop)]
-        keys = {parent.prompts.replace(target, prompt).key}
-        base = parent.prompts[target]
-        for alt in placements(params)[1:]:
-            p2, prop2 = await propose({**alt, "operator": "instruct"}, base, train=ctx.train, facts=ctx.facts,
-                                      reasoner=None, diagnosis=Diagnosis(), failing=[], other=None)
-            key = parent.prompts.replace(target, p2).key
-            if key not in known and key not in keys:
-                keys.add(key)
-                draws.append((alt, p2, replace(prop2, fallback=prop.fallback, reasoning_calls=prop.reasoning_calls)))
-        shown = {d.input for d in base.demos}
-        cases = [c for c in ctx.train if c.input_text not in shown]
-        random.Random(f"{ctx.config.seed}-{number}-race").shuffle(cases)
-        screen = cases[:RACE_CASES]
-        need = len(draws) * len(screen) + len(ctx.val) * ctx.calls_per_case
-        if len(draws) < 2 or len(screen) < RACE_CASES or ctx.budget.remaining() < need:
-            return params, prompt, prop
-        ideals = {i: c.ideal for i, c in enumerate(screen)}
-        pos = {c.id: i for i, c in enumerate(screen)}
-        marks = []
-        for j, (_, p2, _) in enumerate(draws):
-            probe = Candidate(f"t{number}.place{j}", parent.prompts.replace(target, p2), "instruct", parent.id)
-            res, _ = await ctx.evaluate(probe, screen, "train")
-            right = sum(r.score or 0.0 for r in res)
-            flat = collapse({pos[r.case_id]: r.output for r in res}, ideals, ctx.facts.labels) is not None
-            marks.append((not flat, right, -j))
-        win = max(range(len(draws)), key=lambda j: marks[j])
-        params, prompt, prop = draws[win]
-        tally = ", ".join(f"{m[1]:g}{' (one label)' if not m[0] else ''}" for m in marks)
-        prop = replace(prop, reasoning=f"{prop.reasoning} | best of {len(draws)} placements of the question on "
-                                       f"{len(screen)} train cases (right: {tally})")
-        return {**params, "race": [m[1] for m in marks]}, prompt, prop
-
     async def _heartbeat(self, trial: Trial) -> None:
         while True:
             with contextlib.suppress(Exception):
@@ -293,8 +248,6 @@ class ReflexStrategy:
             prompt = prompt2
             prop = replace(prop2, reasoning=(prop.reasoning + " | " if prop.fallback else "") + prop2.reasoning,
                            fallback=prop.fallback, reasoning_calls=prop.reasoning_calls)
-        if prop.operator == "instruct" and ctx.facts.categorical and not base.placeholders:
-            params, prompt, prop = await self._race(ctx, trial.number, params, prompt, prop, parent, target, known)
         ctx.emit("proposal", {"trial": trial.number, "operator": op, "used": prop.operator,
                               "fallback": prop.fallback, "calls": ctx.reasoner.meter.calls - before})
         cand = Candidate(f"t{trial.number}", parent.prompts.replace(target, prompt), prop.operator, parent.id,
