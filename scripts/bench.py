@@ -124,11 +124,11 @@ class Runner:
             return {**base, **self.handwritten(s, seed)}
         home_arm = arm.get("home") or arm["name"]
         # a fresh response cache per run and per version measured (arms with `home` share one on purpose)
-        version = self.commit + ("-dirty" if self.dirty else "")
-        home = self.work / version / f"home-{s['name']}-{home_arm}-{budget}-{seed}"
-        # per version too: the runs of two versions (--code) may go on at once
-        best = self.work / version / f"{s['name']}-{arm['name']}-{budget}-{seed}.best.md"
-        best.parent.mkdir(parents=True, exist_ok=True)
+        # the returned prompt too, so the runs of two versions (--code) may go on at once
+        folder = self.work / (self.commit + ("-dirty" if self.dirty else ""))
+        folder.mkdir(parents=True, exist_ok=True)
+        home = folder / f"home-{s['name']}-{home_arm}-{budget}-{seed}"
+        best = folder / f"{s['name']}-{arm['name']}-{budget}-{seed}.best.md"
         argv = ["optimize", str(ROOT / s["data"]), str(ROOT / s["prompt"]), "-m", self.spec["model"],
                 "--seed", str(seed), "--max-calls", str(budget), *self.spec.get("args", []), *arm.get("args", []),
                 "--json", "-o", str(best)]
