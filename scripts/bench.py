@@ -78,6 +78,25 @@ def code_version(code: Path, allow_dirty: bool) -> tuple[str, bool]:
     return git("rev-parse", "--short", "HEAD", cwd=code), dirty
 
 
+# options of the spec's `args` that only `optimize` takes, with how many values each has: `eval` (the
+# hand-written and holdout rows) refuses them, and they do not change how a prompt is scored
+OPTIMIZE_ONLY = {"--reasoning-model": 1, "--strategy": 1, "--max-calls": 1, "--max-cost": 1, "--max-trials": 1,
+                 "--max-time": 1, "--patience": 1, "--objective": 1, "--no-rewrites": 0, "--no-prune": 0}
+
+
+def eval_args(args: list[str]) -> list[str]:
+    """The spec's `args` as `reflexopt eval` takes them: the optimize-only options (OPTIMIZE_ONLY) left out."""
+    out, skip = [], 0
+    for a in args:
+        if skip:
+            skip -= 1
+        elif a.split("=", 1)[0] in OPTIMIZE_ONLY:
+            skip = 0 if "=" in a else OPTIMIZE_ONLY[a]
+        else:
+            out.append(a)
+    return out
+
+
 def load_spec(path: Path) -> dict[str, Any]:
     try:
         spec = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -164,7 +183,7 @@ class Runner:
         shared = home.parent / f"home-holdout-{s['name']}"
         for name, prompt, where in (("start", ROOT / s["prompt"], shared), ("best", best, home)):
             argv = ["eval", str(ROOT / s["holdout"]), str(prompt), "-m", self.spec["model"],
-                    *self.spec.get("args", []), "--json"]
+                    *eval_args(self.spec.get("args", [])), "--json"]
             res, _ = self.reflexopt(argv, where)
             out[name], out[f"n_{name}"] = res["score"], res.get("n_scored", res.get("n"))
             out["commands"].append(self.shown(argv))
@@ -179,7 +198,8 @@ class Runner:
         for p in sorted((ROOT / s["handwritten"]).glob("[0-9]*.md")):
             scores[p.name] = {}
             for part, f in files.items():
-                argv = ["eval", str(f), str(p), "-m", self.spec["model"], *self.spec.get("args", []), "--json"]
+                argv = ["eval", str(f), str(p), "-m", self.spec["model"], *eval_args(self.spec.get("args", [])),
+                        "--json"]
                 res, _ = self.reflexopt(argv, self.work / "home-eval")
                 scores[p.name][part] = res["score"]
                 if part == "test" and res.get("labels"):

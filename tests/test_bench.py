@@ -232,3 +232,12 @@ def test_a_judge_table_counts_the_accepted_steps_that_llm_rewrites_made(tmp_path
             summary.setdefault(x.split("|")[3].strip(), x)
     assert summary["reflex"].endswith("| 2 of 3 |") and summary["mipro"].endswith("| - |")
     assert "LLM rewrites" not in bench.render(_spec_for(tmp_path), rows, ROOT / "x.toml")  # only when asked
+
+
+def test_the_eval_rows_get_the_specs_args_without_the_options_only_optimize_takes() -> None:
+    """A judge spec passes `--reasoning-model` to every optimize run; the holdout and hand-written rows run
+    `reflexopt eval`, which refuses it, so the whole judge table failed at its first holdout row."""
+    args = ["--judge", "openai/qwen", "--judge-criteria", "correctness", "--reasoning-model", "openai/qwen",
+            "--no-rewrites", "--strategy=mipro", "--metric", "contains"]
+    assert bench.eval_args(args) == ["--judge", "openai/qwen", "--judge-criteria", "correctness",
+                                     "--metric", "contains"]
