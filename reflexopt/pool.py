@@ -187,9 +187,8 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
     (`min_gain` > 0: twice the standard error its redraw noise gives over val) the gain must clear twice the
     standard error of the per-case differences from the best (stats.paired_gain_bar), which counts only the cases
     whose verdict moved. A demo draw made after patience ran out (`redraw`) must also win by more than one val
-    case: the best of many draws of examples wins by a case or two by chance. So must a `second_look` (a gated
-    candidate finished after patience, picked for its lucky first cases). The baseline is the first best: never a
-    regression."""
+    case: the best of many draws of examples wins by a case or two by chance. The baseline is the first best:
+    never a regression."""
     from .stats import paired_gain_bar
 
     base = next(c for c in pool if c.id == "baseline")
@@ -201,7 +200,7 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
         pruned += c.state == "pruned"
         if c.state == "complete" and len(c.val) == n_val and c.val_mean > best.val_mean:
             margin = paired_gain_bar(c.val, best.val) if min_gain > 0 else 0.0
-            if c.params.get("redraw") or c.params.get("second_look"):
+            if c.params.get("redraw"):
                 margin = max(margin, 1 / n_val + 1e-9)
             if c.val_mean > best.val_mean + margin:
                 best, since = c, 0

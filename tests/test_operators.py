@@ -313,8 +313,6 @@ def test_a_demo_draw_after_patience_must_win_by_more_than_one_val_case() -> None
     assert select([base, cand("t1", 1, redraw=True)], 10, 0.0).best.id == "baseline"
     assert select([base, cand("t1", 2, redraw=True)], 10, 0.0).best.id == "t1"
     assert select([base, cand("t1", 2, redraw=True)], 10, 0.25).best.id == "baseline"  # judge noise still counts
-    assert select([base, cand("t1", 1, second_look="t0")], 10, 0.0).best.id == "baseline"  # so must a second look
-    assert select([base, cand("t1", 2, second_look="t0")], 10, 0.0).best.id == "t1"
 
 
 def test_with_a_noisy_judge_a_gain_is_accepted_by_the_spread_of_its_per_case_differences() -> None:
@@ -605,38 +603,3 @@ def test_induce_works_out_the_instruction_from_train_inputs_and_their_references
         unregister_fake("fake/inducer")
     assert "passive voice" in r.best_prompt and r.best_test == 1.0 and r.significant
     assert (r.operators or {}).get("induce") == 1
-
-
-def test_the_second_look_after_patience_finishes_the_gated_candidate_that_led_on_its_first_cases() -> None:
-    """The gate stops a candidate that shows no gain over its parent on its first 15 val cases: a noisy sample
-    on a 0/1 metric. Once patience is out, a gated candidate that scored above the best on those cases is
-    finished on all of val: the highest first, each once, never one constant answer or a prompt already
-    scored, never one stopped as significantly worse than the best."""
-    from dataclasses import replace
-
-    from reflexopt.pool import State
-    from reflexopt.strategies.reflex import second_look
-
-    ids = [str(i) for i in range(20)]
-    best = Candidate("t1", Prompt(text="best"), "cue", "baseline", trial=1).scored(
-        {i: float(n < 10) for n, i in enumerate(ids)}, State.COMPLETE)  # 0.5
-
-    def gated(cid: str, right: int, of: int = 15, **kw: Any) -> Candidate:
-        c = Candidate(cid, Prompt(text=kw.pop("text", cid)), "demos", "t1", params=kw.pop("params", {}),
-                      trial=int(cid[1:]), **kw)
-        return replace(c.scored({i: float(n < right) for n, i in enumerate(ids[:of])}, State.PRUNED),
-                       pruned_by=kw.get("pruned_by", "gate"))
-
-    low = gated("t2", 7)  # 0.467 on its first cases: below the best there too
-    lead = gated("t3", 10)  # 0.667
-    top = gated("t4", 11)  # 0.733
-    assert second_look([best, low], best) is None
-    assert second_look([best, low, lead, top], best) is top  # the highest on its first cases first
-    tie = gated("t5", 11)
-    assert second_look([best, tie, top], best) is top  # then the earliest (t4 before t5)
-    looked = Candidate("t6", top.prompts, "demos", "t1", params={"second_look": "t4"}, trial=6)
-    assert second_look([best, low, lead, top, looked], best) is lead  # each once
-    worse = replace(gated("t7", 12), pruned_by="worse than best")
-    one_label = gated("t8", 12, params={"collapsed": {"label": "positive", "answers": 15, "of": 15}})
-    known = gated("t9", 12, text="best")  # the best's own prompt: already scored on all of val
-    assert second_look([best, worse, one_label, known], best) is None

@@ -562,33 +562,3 @@ def test_a_cheaper_prompt_that_scores_higher_on_val_is_not_worse_however_many_an
     chosen, frontier, _ = choose(top, base, [base, top, cheap], 60, objective="cost", max_prompt_tokens=None,
                                  results=results, price=None)
     assert chosen.id == "t2.d3" and {p.id: p.not_worse for p in frontier}["t2.d3"]
-
-
-def test_after_the_demo_draws_the_run_finishes_gated_candidates_that_led_on_their_first_cases(
-        tmp_path: Path, prompt_file: Path, fakes: Any) -> None:
-    """A task model right on about half the cases, which half depending on the prompt: every candidate's first
-    15 cases are a coin-flip sample, so the gate stops some that scored above the best there. Once patience and
-    the demo draws are out, those are finished on all of val, each once, before the run stops."""
-
-    def coin(messages: list[dict[str, str]]) -> str:
-        item = messages[-1]["content"]
-        right = "positive" if "good" in item else "negative"
-        return right if _h(" ".join(m["content"] for m in messages)) < 50 else "It is a product review."
-
-    rows = [{"input": f"{'good' if i % 2 else 'bad'} thing number {i}", "ideal": "positive" if i % 2 else "negative"}
-            for i in range(300)]  # 100 val cases: the best stays near 0.5, while 15 cases often show 0.6 or more
-    dataset = write_jsonl(tmp_path / "d300.jsonl", rows)
-    fakes("fake/task", coin)
-    fakes("fake/reasoner", lambda m: "no")
-    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=80, patience=4)))
-    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
-    by_id = {c["id"]: c for c in cands if c["state"] != "running"}
-    looks = [c for c in by_id.values() if c["params"].get("second_look")]
-    n = len(looks)
-    assert looks and r.stop_reason.endswith(f"then in {n} gated candidate{'s' * (n > 1)} finished")
-    assert len({c["params"]["second_look"] for c in looks}) == len(looks)  # each gated candidate once
-    for c in looks:
-        gated = by_id[c["params"]["second_look"]]
-        assert gated["state"] == "pruned" and gated["pruned_by"] == "gate" and c["key"] == gated["key"]
-        assert c["n_val"] > gated["n_val"] or c["state"] == "pruned"  # scored past the gate's cases
-        assert c["trial"] > max(x["trial"] for x in by_id.values() if x["params"].get("redraw"))

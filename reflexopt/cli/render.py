@@ -217,8 +217,6 @@ class LiveView:
                     from ..metrics import collapsed_text
 
                     mark += " · " + collapsed_text(data["collapsed"])
-                if data.get("second_look"):
-                    mark += f" · second look at {data['second_look']}, gated on its first cases"
                 op = data["operator"] + (f" → {data['target']}" if data.get("target") else "")
                 self.console.print(f"trial {data['n']:>3} {op:<24} val {_fmt(data['val'])} "
                                    f"({data['n_val']} cases) {mark} · best {_fmt(data['best_val'])}")

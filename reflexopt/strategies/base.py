@@ -191,7 +191,6 @@ class SearchContext:
         self.emit("trial", {"n": sel.trials, "candidate": cand.id, "operator": cand.operator, "state": cand.state,
                             "pruned_by": cand.pruned_by, "parent": cand.parent, "target": cand.params.get("target"),
                             "duplicate_of": cand.params.get("duplicate_of"), "collapsed": cand.params.get("collapsed"),
-                            "second_look": cand.params.get("second_look"),
                             "val": cand.val_mean, "n_val": len(cand.val), "accepted": accepted,
                             "best": sel.best.id, "best_val": sel.best.val_mean, "usage": self.usage()})
         self._last = sel

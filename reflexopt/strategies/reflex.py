@@ -1,9 +1,9 @@
 """The reflex strategy (the default), which owns its loop: one Optuna trial per candidate; per trial, an
 operator chosen by the policy in operators.py, a parent (the best so far, or one from the per-case Pareto front
 on val), a diagnosis when the operator needs one, a proposal, and an evaluation on val in shuffled order with a
-gate against the parent and pruning against the best. Patience (then demo draws on the best, then a second look
-at gated candidates that scored above the best on their first cases), an exhausted search space and the trial
-limit end it. Other processes (`reflexopt worker`) run the same loop on the same study.
+gate against the parent and pruning against the best. Patience, demo draws on the best after patience, an
+exhausted search space and the trial limit end it. Other processes (`reflexopt worker`) run the same loop on
+the same study.
 
 A candidate is a set of named prompts; each trial changes one of them (the only one for a prompt file; in turn
 by trial number when there are several), so the operators see one prompt at a time.
@@ -46,17 +46,6 @@ def demo_shape(cand: Candidate, pool: Sequence[Candidate]) -> dict[str, Any] | N
     return None
 
 
-def second_look(pool: Sequence[Candidate], best: Candidate) -> Candidate | None:
-    """The gated candidate to finish on all of val once patience is out: stopped by the gate (no gain over its
-    parent on its first cases), yet above the best on those cases, not one constant answer, not finished before
-    and not a prompt already scored on all of val; the highest on its first cases, then the earliest."""
-    looked = {c.params.get("second_look") for c in pool}
-    done = {c.key for c in pool if c.state == State.COMPLETE}
-    gated = [c for c in pool if c.state == State.PRUNED and c.pruned_by == "gate" and c.id not in looked
-             and c.key not in done and not c.params.get("collapsed") and c.val and c.val_mean > best.val_mean]
-    return max(gated, key=lambda c: (c.val_mean, -(c.trial or 0)), default=None)
-
-
 class ReflexStrategy:
     name = "reflex"
     distributed = True
@@ -65,7 +54,6 @@ class ReflexStrategy:
         self.diagnoses: dict[str, tuple[Diagnosis, list[CaseResult]]] = {}
         self.reasoner_given_up = False
         self.redraw: Candidate | None = None  # set by stop_reason: the next trial draws other demos for it
-        self.second_look: Candidate | None = None  # set by stop_reason: the next trial finishes this gated one
         self.asks: dict[tuple[str, str, str], int] = {}  # (LLM operator, parent, prompt name) -> times asked
 
     async def search(self, ctx: SearchContext) -> str:
@@ -143,23 +131,17 @@ class ReflexStrategy:
         patience = budget.limits.patience
         if budget.remaining() < len(ctx.val) * ctx.calls_per_case:
             return "budget"  # too little left to score a candidate on all of val: it could never be accepted
-        self.redraw = self.second_look = None
+        self.redraw = None
         if budget.patience_spent(sel.since_gain) and not (pool and untried(*self.operators(ctx, pool))):
             # patience is out: before stopping, `patience` more trials draw other demos for the best prompt (a
             # gated draw costs about 15 calls; demo sets are where small models gain most, and an accepted draw
-            # resumes the whole search); then the gated candidates that scored above the best on their first
-            # cases are finished on all of val, best first (the gate's 15 cases are a noisy sample)
-            last = next((i for i, c in enumerate(pool) if c.id == sel.accepted[-1]), 0)
-            why = f"no accepted gain in {patience} trials"
-            demos = bool(pool) and "demos" in self.operators(ctx, pool)[0]
-            if demos and sum(1 for c in pool[last + 1:] if c.params.get("redraw")) < patience:
-                self.redraw = sel.best
-            else:
-                why += f", then in {patience} demo draws on the best" if demos else ""
-                self.second_look = second_look(pool, sel.best)
-                if self.second_look is None:
-                    looks = sum(1 for c in pool[last + 1:] if c.params.get("second_look"))
-                    return why + (f", then in {looks} gated candidate{'s' * (looks > 1)} finished" if looks else "")
+            # resumes the whole search)
+            if not pool or "demos" not in self.operators(ctx, pool)[0]:
+                return f"no accepted gain in {patience} trials"
+            last = next(i for i, c in enumerate(pool) if c.id == sel.accepted[-1])
+            if sum(1 for c in pool[last + 1:] if c.params.get("redraw")) >= patience:
+                return f"no accepted gain in {patience} trials, then in {patience} demo draws on the best"
+            self.redraw = sel.best
         tail = [c.state for c in pool if c.id != "baseline"][-2 * patience:]
         if len(tail) == 2 * patience and all(s == State.DUPLICATE for s in tail):
             return "search space exhausted (only known prompts came back)"
@@ -212,20 +194,6 @@ class ReflexStrategy:
 
     async def _step(self, ctx: SearchContext, trial: Trial, pool: list[Candidate],
                     best: Candidate | None) -> Candidate:
-        if self.second_look is not None:  # after patience (stop_reason): finish a gated candidate on all of val
-            old, self.second_look = self.second_look, None
-            cand = Candidate(f"t{trial.number}", old.prompts, old.operator, old.parent, old.reasoning,
-                             {**old.params, "second_look": old.id}, trial=trial.number, fallback=old.fallback,
-                             worker=ctx.worker, asked=old.asked)
-        else:
-            cand = await self._propose(ctx, trial, pool, best)
-        ctx.emit("trial_start", {"n": trial.number, "candidate": cand.id, "operator": cand.operator,
-                                 "parent": cand.parent})
-        return await self._score(ctx, trial, pool, cand)
-
-    async def _propose(self, ctx: SearchContext, trial: Trial, pool: list[Candidate],
-                       best: Candidate | None) -> Candidate:
-        """A new candidate: the operator, parent and settings of this trial, its gate, and the proposal."""
         # every random choice of a trial comes from the seed and the trial number: the same seed, data and
         # models give the same run, and a resumed run makes the choices an uninterrupted one would have made
         rng = random.Random(f"{ctx.config.seed}-{trial.number}")
@@ -282,12 +250,11 @@ class ReflexStrategy:
                            fallback=prop.fallback, reasoning_calls=prop.reasoning_calls)
         ctx.emit("proposal", {"trial": trial.number, "operator": op, "used": prop.operator,
                               "fallback": prop.fallback, "calls": ctx.reasoner.meter.calls - before})
-        return Candidate(f"t{trial.number}", parent.prompts.replace(target, prompt), prop.operator, parent.id,
+        cand = Candidate(f"t{trial.number}", parent.prompts.replace(target, prompt), prop.operator, parent.id,
                          prop.reasoning, {k: v for k, v in params.items() if k != "operator"}, trial=trial.number,
                          fallback=prop.fallback, worker=ctx.worker, asked=op)
-
-    async def _score(self, ctx: SearchContext, trial: Trial, pool: list[Candidate], cand: Candidate) -> Candidate:
-        """Score a candidate on val (a known prompt's scores are reused), tell the study, and return it."""
+        ctx.emit("trial_start", {"n": trial.number, "candidate": cand.id, "operator": cand.operator,
+                                 "parent": parent.id})
         dup = next((c for c in pool if c.key == cand.key and c.state == State.COMPLETE), None)
         if dup is not None:  # the same prompt again: its scores are known, no calls
             for cid, v in dup.val.items():
