@@ -49,6 +49,7 @@ arm; its header lists every commit in the jsonl, so a table that mixes commits s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -78,22 +79,34 @@ def code_version(code: Path, allow_dirty: bool) -> tuple[str, bool]:
     return git("rev-parse", "--short", "HEAD", cwd=code), dirty
 
 
-# options of the spec's `args` that only `optimize` takes, with how many values each has: `eval` (the
-# hand-written and holdout rows) refuses them, and they do not change how a prompt is scored
-OPTIMIZE_ONLY = {"--reasoning-model": 1, "--strategy": 1, "--max-calls": 1, "--max-cost": 1, "--max-trials": 1,
-                 "--max-time": 1, "--patience": 1, "--objective": 1, "--no-rewrites": 0, "--no-prune": 0}
+def in_checkout(code: Path, snippet: str, *argv: str) -> str:
+    """What a Python snippet prints when run against the reflexopt of the checkout `code` (the version measured)."""
+    return subprocess.run([sys.executable, "-c", snippet, *argv], capture_output=True, text=True, check=True,
+                          cwd=code, env={**os.environ, "PYTHONPATH": str(code)}).stdout
 
 
-def eval_args(args: list[str]) -> list[str]:
-    """The spec's `args` as `reflexopt eval` takes them: the optimize-only options (OPTIMIZE_ONLY) left out."""
-    out, skip = [], 0
+def cli_options(code: Path) -> dict[str, dict[str, bool]]:
+    """The long options of `eval` and `optimize` in the checkout `code`, each with whether it is a flag (takes no
+    value), read from its command line as cli/config.py reads them for a config file."""
+    return json.loads(in_checkout(code, (
+        "import json, typer.main; from reflexopt.cli import app; g = typer.main.get_command(app).commands; "
+        "print(json.dumps({c: {o: p.is_flag for p in g[c].params for o in p.opts if o.startswith('--')} "
+        "for c in ('eval', 'optimize')}))")))
+
+
+def eval_args(args: list[str], options: dict[str, dict[str, bool]]) -> list[str]:
+    """The spec's `args` as `reflexopt eval` takes them (for the hand-written and holdout rows): the options only
+    `optimize` takes are left out, with their values (`options`: cli_options of the version measured). They do not
+    change how a prompt is scored, and eval refuses them."""
+    out, skip = [], False
     for a in args:
+        name = a.split("=", 1)[0]
         if skip:
-            skip -= 1
-        elif a.split("=", 1)[0] in OPTIMIZE_ONLY:
-            skip = 0 if "=" in a else OPTIMIZE_ONLY[a]
-        else:
+            skip = False
+        elif not name.startswith("--") or name in options["eval"]:
             out.append(a)
+        else:
+            skip = "=" not in a and not options["optimize"].get(name, False)
     return out
 
 
@@ -120,6 +133,10 @@ class Runner:
         self.code = Path(args.code).resolve() if args.code else ROOT
         self.work = Path(args.work)
         self.commit, self.dirty = code_version(self.code, args.allow_dirty)
+
+    @functools.cached_property
+    def options(self) -> dict[str, dict[str, bool]]:
+        return cli_options(self.code)
 
     def reflexopt(self, argv: list[str], home: Path) -> tuple[dict[str, Any], float]:
         env = {**os.environ, "REFLEXOPT_HOME": str(home), "PYTHONPATH": str(self.code)}
@@ -183,7 +200,7 @@ class Runner:
         shared = home.parent / f"home-holdout-{s['name']}"
         for name, prompt, where in (("start", ROOT / s["prompt"], shared), ("best", best, home)):
             argv = ["eval", str(ROOT / s["holdout"]), str(prompt), "-m", self.spec["model"],
-                    *eval_args(self.spec.get("args", [])), "--json"]
+                    *eval_args(self.spec.get("args", []), self.options), "--json"]
             res, _ = self.reflexopt(argv, where)
             out[name], out[f"n_{name}"] = res["score"], res.get("n_scored", res.get("n"))
             out["commands"].append(self.shown(argv))
@@ -198,8 +215,8 @@ class Runner:
         for p in sorted((ROOT / s["handwritten"]).glob("[0-9]*.md")):
             scores[p.name] = {}
             for part, f in files.items():
-                argv = ["eval", str(f), str(p), "-m", self.spec["model"], *eval_args(self.spec.get("args", [])),
-                        "--json"]
+                argv = ["eval", str(f), str(p), "-m", self.spec["model"],
+                        *eval_args(self.spec.get("args", []), self.options), "--json"]
                 res, _ = self.reflexopt(argv, self.work / "home-eval")
                 scores[p.name][part] = res["score"]
                 if part == "test" and res.get("labels"):
@@ -221,9 +238,7 @@ class Runner:
                 "cs=load_dataset(d); by={c.line: r for c, r in zip(cs, rows)}; "
                 "print(''.join(by[c.line] + chr(10) for c in getattr(split(cs, None, seed=int(sys.argv[2])), "
                 "sys.argv[3])), end='')")
-        p = subprocess.run([sys.executable, "-c", code, str(ROOT / s["data"]), str(seed), part], capture_output=True,
-                           text=True, check=True, cwd=self.code, env={**os.environ, "PYTHONPATH": str(self.code)})
-        out.write_text(p.stdout, encoding="utf-8")
+        out.write_text(in_checkout(self.code, code, str(ROOT / s["data"]), str(seed), part), encoding="utf-8")
         return out
 
 

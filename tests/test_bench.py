@@ -239,5 +239,6 @@ def test_the_eval_rows_get_the_specs_args_without_the_options_only_optimize_take
     `reflexopt eval`, which refuses it, so the whole judge table failed at its first holdout row."""
     args = ["--judge", "openai/qwen", "--judge-criteria", "correctness", "--reasoning-model", "openai/qwen",
             "--no-rewrites", "--strategy=mipro", "--metric", "contains"]
-    assert bench.eval_args(args) == ["--judge", "openai/qwen", "--judge-criteria", "correctness",
-                                     "--metric", "contains"]
+    options = bench.cli_options(ROOT)  # read from the checkout's command line
+    assert bench.eval_args(args, options) == ["--judge", "openai/qwen", "--judge-criteria", "correctness",
+                                              "--metric", "contains"]
