@@ -147,6 +147,10 @@ class RunBudget:
         """No accepted gain in `patience` trials (the strategy may answer it by drawing more before it stops)."""
         return since_gain >= self.limits.patience
 
+    def sized(self) -> bool:
+        """The run has a call, cost or time budget: it, not the trial count, decides how long the search goes."""
+        return self.max_calls is not None or self.max_cost is not None or self.limits.max_time_s is not None
+
     def trials_spent(self, trials: int) -> bool:
         return trials >= self.limits.trial_limit
 

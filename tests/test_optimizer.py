@@ -562,3 +562,18 @@ def test_a_cheaper_prompt_that_scores_higher_on_val_is_not_worse_however_many_an
     chosen, frontier, _ = choose(top, base, [base, top, cheap], 60, objective="cost", max_prompt_tokens=None,
                                  results=results, price=None)
     assert chosen.id == "t2.d3" and {p.id: p.not_worse for p in frontier}["t2.d3"]
+
+
+def test_with_a_call_budget_the_draws_after_patience_go_on_until_the_budget_is_spent(dataset: Path,
+                                                                                     prompt_file: Path,
+                                                                                     fakes: Any) -> None:
+    """Calls the user gave are not left unspent while demo draws on the best could still pay: with --max-calls
+    the draws after patience end on the budget, not after `patience` of them."""
+    fakes("fake/task", lambda m: "It is a product review.")  # nothing ever gains: patience runs out
+    fakes("fake/reasoner", lambda m: "no")
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_calls=600, patience=4)))
+    assert r.stop_reason == "budget"
+    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+    draws = [c for c in cands if c["params"].get("redraw")]
+    assert len(draws) > 4 and all(c["parent"] == "baseline" for c in draws)
+    assert r.model_calls + r.cached_calls <= 600

@@ -133,13 +133,15 @@ class ReflexStrategy:
             return "budget"  # too little left to score a candidate on all of val: it could never be accepted
         self.redraw = None
         if budget.patience_spent(sel.since_gain) and not (pool and untried(*self.operators(ctx, pool))):
-            # patience is out: before stopping, `patience` more trials draw other demos for the best prompt (a
-            # gated draw costs about 15 calls; demo sets are where small models gain most, and an accepted draw
-            # resumes the whole search)
+            # patience is out: before stopping, more trials draw other demos for the best prompt (a gated draw
+            # costs about 15 calls; demo sets are where small models gain most, and an accepted draw resumes the
+            # whole search). How many: `patience` of them, or, when the run has a call, cost or time budget, as
+            # many as it pays for (the budget check above ends them): calls the user gave are spent where they
+            # can still pay, not left unspent
             if not pool or "demos" not in self.operators(ctx, pool)[0]:
                 return f"no accepted gain in {patience} trials"
             last = next(i for i, c in enumerate(pool) if c.id == sel.accepted[-1])
-            if sum(1 for c in pool[last + 1:] if c.params.get("redraw")) >= patience:
+            if not budget.sized() and sum(1 for c in pool[last + 1:] if c.params.get("redraw")) >= patience:
                 return f"no accepted gain in {patience} trials, then in {patience} demo draws on the best"
             self.redraw = sel.best
         tail = [c.state for c in pool if c.id != "baseline"][-2 * patience:]
