@@ -348,12 +348,17 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                 out.append(f"| {s['name']} | {budget} | constant answer ({', '.join(labs)}) | "
                            f"{_ms([v[1] for v in const.values()])} | {_ms([v[2] for v in const.values()])} | - | 0 "
                            "| - | | | | |")
-            refs = {r["seed"]: r["best_test"] for r in at if r["arm"] == ref}
-            ref_tokens = {r["seed"]: r.get("prompt_tokens") for r in at if r["arm"] == ref}
-            for arm in spec["arms"]:
-                rs = sorted((r for r in at if r["arm"] == arm["name"]), key=lambda r: r["seed"])
+            # a table that mixes commits shows each arm once per commit ("reflex @abc1234"), compared with the
+            # reference arm at the same commit: an average over versions would describe none of them
+            for arm, commit in [(a, c) for a in spec["arms"] for c in dict.fromkeys(r["commit"] for r in rows)]:
+                rs = sorted((r for r in at if r["arm"] == arm["name"] and r["commit"] == commit),
+                            key=lambda r: r["seed"])
                 if not rs:
                     continue
+                name = arm["name"] + (f" @{commit}" if len(commits) > 1 else "")
+                refs = {r["seed"]: r["best_test"] for r in at if r["arm"] == ref and r["commit"] == commit}
+                ref_tokens = {r["seed"]: r.get("prompt_tokens") for r in at
+                              if r["arm"] == ref and r["commit"] == commit}
                 versus = cheaper = ""
                 if arm["name"] != ref:
                     paired = [r for r in rs if r["seed"] in refs]
@@ -375,7 +380,7 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                 above = (f"{sum(r['best_test'] > const[r['seed']][1] for r in rs if r['seed'] in const)} of "
                          f"{sum(r['seed'] in const for r in rs)}") if const else ""
                 n_fell = collapsed(rs)
-                out.append(f"| {s['name']} | {budget} | {arm['name']} | {test} | {f1} | {val} | "
+                out.append(f"| {s['name']} | {budget} | {name} | {test} | {f1} | {val} | "
                            f"{statistics.mean(_used(r) for r in rs):.0f} | {tok} | {versus} | {cheaper} | {above} | "
                            f"{f'{n_fell} of {len(rs)}' if n_fell is not None else ''} |"
                            + (f" {llm_steps(rs)} |" if spec.get("llm_steps") else ""))
@@ -405,9 +410,11 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
         out += ["", "## Held-out rows of the development set", "",
                 "Each run's starting and returned prompts scored on rows of the set's file that no seed's split "
                 "contains (the spec's `holdout`): a check that a gain accepted on val carries over, for development "
-                "only.", "", "| set | budget | arm | seed | start | returned | gain |", "|---|---|---|---|---|---|---|"]
+                "only.", "", "| set | budget | arm | seed | start | returned | gain | commit |",
+                "|---|---|---|---|---|---|---|---|"]
         out += [f"| {r['set']} | {r['budget']} | {r['arm']} | {r['seed']} | {r['holdout']['start']:.3f} | "
-                f"{r['holdout']['best']:.3f} | {r['holdout']['best'] - r['holdout']['start']:+.3f} |" for r in held]
+                f"{r['holdout']['best']:.3f} | {r['holdout']['best'] - r['holdout']['start']:+.3f} | {r['commit']} |"
+                for r in held]
     out += ["", "The exact command of every row is in the jsonl next to this file (`command`), with the tuned "
             "prompt (`best_prompt`).", ""]
     return "\n".join(out)

@@ -107,6 +107,25 @@ def test_the_full_table_says_when_its_rows_come_from_several_commits_or_uncommit
     assert "**this table mixes commits**" in head
 
 
+def test_a_table_that_mixes_commits_sums_up_each_arm_once_per_commit(tmp_path: Path) -> None:
+    """Two versions of the same arm (a development table: before and after a change) are two summary lines, each
+    compared with the reference arm at its own commit, never one mean over both."""
+    spec = _spec_for(tmp_path)
+    rows = [_row("reflex", s, 0.5) for s in (1, 2, 3)] + [_row("mipro", s, 0.6) for s in (1, 2, 3)]
+    rows += [_row("reflex", s, 0.7, commit="def5678") for s in (1, 2, 3)]
+    rows += [_row("mipro", s, 0.6, commit="def5678") for s in (1, 2, 3)]
+    table = bench.render(spec, rows, ROOT / "x.toml")
+    assert _cells(table, "s | 100 | reflex @abc1234")[3] == "0.500 ± 0.000"
+    assert _cells(table, "s | 100 | reflex @def5678")[3] == "0.700 ± 0.000"
+    assert _cells(table, "s | 100 | mipro @abc1234")[8] == "3 of 3 (0)"
+    assert _cells(table, "s | 100 | mipro @def5678")[8] == "0 of 3 (0)"
+    held = [_row("reflex", 1, 0.5, holdout={"start": 0.1, "best": 0.4}),
+            _row("reflex", 1, 0.5, commit="def5678", holdout={"start": 0.1, "best": 0.6})]
+    lines = [x for x in bench.render(spec, held, ROOT / "x.toml").splitlines() if x.endswith(("abc1234 |", "def5678 |"))
+             and "+0." in x]
+    assert len(lines) == 2, "the held-out rows say which commit made them"
+
+
 def test_a_spec_without_a_required_key_names_it(tmp_path: Path) -> None:
     p = tmp_path / "bad.toml"
     p.write_text('title = "x"\nmodel = "m"\nseeds = [1]\nbudgets = [1]\n[[sets]]\nname = "s"\n', encoding="utf-8")
