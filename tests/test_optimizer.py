@@ -577,25 +577,3 @@ def test_with_a_call_budget_the_draws_after_patience_go_on_until_the_budget_is_s
     draws = [c for c in cands if c["params"].get("redraw")]
     assert len(draws) > 4 and all(c["parent"] == "baseline" for c in draws)
     assert r.model_calls + r.cached_calls <= 600
-
-
-def test_the_draws_after_patience_show_demos_under_the_best_and_the_starting_prompt_in_turn(
-        dataset: Path, prompt_file: Path, fakes: Any) -> None:
-    """The instruction that scores best without demos is not always the best host for them: every other draw
-    after patience puts its demos under the starting prompt instead of the best."""
-
-    def reply(messages: list[dict[str, str]]) -> str:  # right when the labels are named and no demos are shown
-        text = " ".join(m["content"] for m in messages)
-        if text.count("thing number") > 1 or "positive" not in text:
-            return "It is a product review."
-        return "positive" if "good" in messages[-1]["content"] else "negative"
-
-    fakes("fake/task", reply)
-    fakes("fake/reasoner", lambda m: "no")
-    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=80, patience=4)))
-    assert r.stop_reason == "no accepted gain in 4 trials, then in 4 demo draws on the best"
-    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
-    best = r.best_candidate
-    assert best != "baseline"
-    draws = [c for c in cands if c["params"].get("redraw")]
-    assert [c["parent"] for c in draws] == [best, "baseline", best, "baseline"]

@@ -141,14 +141,9 @@ class ReflexStrategy:
             if not pool or "demos" not in self.operators(ctx, pool)[0]:
                 return f"no accepted gain in {patience} trials"
             last = next(i for i, c in enumerate(pool) if c.id == sel.accepted[-1])
-            drawn = sum(1 for c in pool[last + 1:] if c.params.get("redraw"))
-            if not budget.sized() and drawn >= patience:
+            if not budget.sized() and sum(1 for c in pool[last + 1:] if c.params.get("redraw")) >= patience:
                 return f"no accepted gain in {patience} trials, then in {patience} demo draws on the best"
-            # every other draw shows its demos under the starting prompt instead: the instruction that scores best
-            # without demos is not always the best host for them (MIPROv2 searches the two jointly, and its
-            # winners are often the user's own instruction with demos)
-            start = next(c for c in pool if c.id == "baseline")
-            self.redraw = start if drawn % 2 == 1 else sel.best
+            self.redraw = sel.best
         tail = [c.state for c in pool if c.id != "baseline"][-2 * patience:]
         if len(tail) == 2 * patience and all(s == State.DUPLICATE for s in tail):
             return "search space exhausted (only known prompts came back)"
@@ -215,7 +210,7 @@ class ReflexStrategy:
         first = not any(h.operator == op for h in history)
         # half the later demos trials keep the shape of the parent's demos and draw other examples
         around = demo_shape(parent, pool) if op == "demos" and not first and rng.random() < 0.5 else None
-        if self.redraw is not None:  # after patience (stop_reason): other demos for the best or the start
+        if self.redraw is not None:  # after patience (stop_reason): other demos for the accepted best
             op, parent, first = "demos", self.redraw, False
             around = demo_shape(parent, pool)
         params = trial.suggest(op, n_train=len(ctx.train), n_labels=len(ctx.facts.labels),
