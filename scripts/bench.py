@@ -318,6 +318,7 @@ def _metric(spec: dict[str, Any]) -> str:
 
 def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) -> str:
     commits = sorted({r["commit"] + (" (uncommitted changes)" if r.get("dirty") else "") for r in rows})
+    versions = list(dict.fromkeys(r["commit"] for r in rows))  # in the order the rows were made
     ref = spec["reference"]
     out = [f"# {spec['title']}", ""]
     if spec.get("about"):
@@ -350,7 +351,7 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                            "| - | | | | |")
             # a table that mixes commits shows each arm once per commit ("reflex @abc1234"), compared with the
             # reference arm at the same commit: an average over versions would describe none of them
-            for arm, commit in [(a, c) for a in spec["arms"] for c in dict.fromkeys(r["commit"] for r in rows)]:
+            for arm, commit in [(a, c) for a in spec["arms"] for c in versions]:
                 rs = sorted((r for r in at if r["arm"] == arm["name"] and r["commit"] == commit),
                             key=lambda r: r["seed"])
                 if not rs:

@@ -10,21 +10,18 @@ candidates, in the same order, with the same state and val score. Reads the home
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from reflexopt.runs import trajectory
+
 
 def trials(home: Path) -> list[dict[str, Any]] | None:
-    """The finished run's candidates in that home, in trial order (the last run that wrote a summary)."""
+    """The trials of the last run in that home that wrote a summary, in trial order (runs.trajectory)."""
     runs = sorted((d for d in (home / "runs").glob("*") if (d / "summary.json").exists()), key=lambda d: d.name)
-    if not runs:
-        return None
-    rows = [json.loads(x) for x in (runs[-1] / "candidates.jsonl").read_text(encoding="utf-8").splitlines() if x]
-    last = {c["id"]: c for c in rows}  # a candidate's last record is its final state
-    return sorted((c for c in last.values() if c["trial"] is not None), key=lambda c: c["trial"])
+    return [c for c in trajectory(runs[-1]) if c.get("trial") is not None] if runs else None
 
 
 def shape(cands: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -49,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         pa, pb = shape(a), shape(b)
         same = pb[: len(pa)] == pa
         bad += not same
-        at = "" if same else f" (first at trial {next(i for i, (x, y) in enumerate(zip(pa, pb)) if x != y) + 1})"
+        # a new run shorter than the old one differs at its first missing trial
+        first = next((i for i, (x, y) in enumerate(zip(pa, pb)) if x != y), len(pb))
+        at = "" if same else f" (first at trial {first + 1})"
         print(f"{new_home.name[5:]}: the old run's {len(pa)} trials {'come out the same' if same else 'DIFFER'}"
               f"{at}; {len(pb)} trials now")
     return 1 if bad else 0

@@ -30,6 +30,9 @@ def test_a_rerun_passes_only_when_it_repeats_every_trial_of_the_old_run(tmp_path
     _home(tmp_path, "old", [0.5, 0.6])
     _home(tmp_path, "same", [0.5, 0.6, 0.7])  # the old run's trials, then more
     _home(tmp_path, "moved", [0.5, 0.55, 0.7])
+    _home(tmp_path, "short", [0.5])
     assert check.main(["old", "same", "--work", str(tmp_path)]) == 0
     assert check.main(["old", "moved", "--work", str(tmp_path)]) == 1
+    assert "DIFFER (first at trial 2)" in capsys.readouterr().out
+    assert check.main(["old", "short", "--work", str(tmp_path)]) == 1  # it stopped before the old run did
     assert "DIFFER (first at trial 2)" in capsys.readouterr().out
