@@ -40,8 +40,7 @@ class Operator:
 REGISTRY: tuple[Operator, ...] = (
     Operator("instruct", "instruction", about="a task instruction built from the task facts (labels, input kind, "
              "output form; on free text, what the references do with their input), in one of several phrasings"),
-    Operator("demos", "demos", about="few-shot demos from train: how many, which ones (label balance, or those the "
-             "parent already answers right first), order"),
+    Operator("demos", "demos", about="few-shot demos from train: how many, which ones, label balance and order"),
     Operator("cue", "cue", about="an answer cue after the input, optionally repeating the allowed labels"),
     Operator("format", "format", about="an explicit output-format spec"),
     Operator("structure", "structure", about="instruction as system or user message; demos as chat turns or inline"),
@@ -59,7 +58,7 @@ LLM_OPERATORS = tuple(op.name for op in REGISTRY if op.needs_llm)
 
 # the knobs of the no-LLM operators (TPE samples them; propose.py gives them meaning)
 CUES: tuple[str, ...] = ("none", "answer", "label", "category", "options")
-DEMO_PICKS: tuple[str, ...] = ("balanced", "random", "bootstrapped")
+DEMO_PICKS: tuple[str, ...] = ("balanced", "random")
 DEMO_ORDERS: tuple[str, ...] = ("cycle", "shuffled", "grouped")
 N_PHRASINGS = 6
 

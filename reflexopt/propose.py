@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,27 +155,20 @@ def answer_cue(name: str, facts: TaskFacts) -> str:
 
 
 def choose_demos(train: Sequence[Case], k: int, seed: int, facts: TaskFacts, *, pick: str = "balanced",
-                 order: str = "cycle", correct: Collection[str] = ()) -> tuple[Demo, ...]:
+                 order: str = "cycle") -> tuple[Demo, ...]:
     """k demos from train, seeded: `balanced` takes labels round-robin (categorical), `random` follows the
-    data's own label mix; `bootstrapped` is `balanced` (`random` on free text) taking first, within each label,
-    the cases whose ids are in `correct` (those the parent prompt already answers right, as DSPy's bootstrapped
-    demos are), so every label is still shown; `order` keeps the pick order (labels alternate), shuffles, or
-    groups by label. The total length is bounded."""
+    data's own label mix; `order` keeps the pick order (labels alternate), shuffles, or groups by label.
+    The total length is bounded."""
     if k <= 0:
         return ()
     rng = random.Random(seed)
     pool = [c for c in train if c.ideal]
-
-    def first_correct(cases: list[Case]) -> list[Case]:  # shuffled, the correct ones first (popped from the end)
-        rng.shuffle(cases)
-        return sorted(cases, key=lambda c: c.id in correct) if pick == "bootstrapped" else cases
-
-    if facts.categorical and pick in ("balanced", "bootstrapped"):
+    if facts.categorical and pick == "balanced":
         by: dict[str, list[Case]] = defaultdict(list)
         for c in pool:
             by[c.ideal or ""].append(c)
-        for lab in by:
-            by[lab] = first_correct(by[lab])
+        for v in by.values():
+            rng.shuffle(v)
         labs = sorted(by)
         rng.shuffle(labs)
         picked: list[Case] = []
@@ -183,9 +176,6 @@ def choose_demos(train: Sequence[Case], k: int, seed: int, facts: TaskFacts, *, 
             for lab in labs:
                 if by[lab] and len(picked) < k:
                     picked.append(by[lab].pop())
-    elif pick == "bootstrapped":
-        ranked = first_correct(pool)
-        picked = [ranked.pop() for _ in range(min(k, len(ranked)))]
     else:
         picked = rng.sample(pool, min(k, len(pool)))
     if order == "shuffled":
@@ -333,9 +323,8 @@ async def llm_amend(reasoner: ModelClient, parent: Prompt, facts: TaskFacts, dia
 
 
 def _no_llm(op: str, params: dict[str, Any], parent: Prompt, train: Sequence[Case], facts: TaskFacts,
-            diagnosis: Diagnosis, correct: Collection[str] = ()) -> tuple[Prompt, Proposal]:
-    """Apply one operator that needs no LLM (`correct`: the train cases the parent answers right, for a
-    bootstrapped demo pick)."""
+            diagnosis: Diagnosis) -> tuple[Prompt, Proposal]:
+    """Apply one operator that needs no LLM."""
     if op == "instruct" and (facts.categorical or facts.form in FREE_PHRASINGS):
         build = apply_instruct if facts.categorical else apply_free_instruct
         prop = build(parent, facts, int(params.get("phrasing", 0)), bool(params.get("keep_parent", False)))
@@ -343,16 +332,12 @@ def _no_llm(op: str, params: dict[str, Any], parent: Prompt, train: Sequence[Cas
     if op == "demos":
         n = int(params.get("n_demos", 0))
         pick, order = str(params.get("demo_pick", "balanced")), str(params.get("demo_order", "cycle"))
-        demos = choose_demos(train, n, int(params.get("demo_seed", 0)), facts, pick=pick, order=order,
-                             correct=correct)
+        demos = choose_demos(train, n, int(params.get("demo_seed", 0)), facts, pick=pick, order=order)
         style = params.get("demo_style", parent.demo_style)
         labs = ", ".join(sorted({d.output for d in demos})) if facts.categorical else ""
         how = "chat turns" if style == "turns" else "examples inline"
-        known = {c.input_text for c in train if c.id in correct}
-        right = (f", {sum(1 for d in demos if d.input in known)} of them answered right by the parent"
-                 if pick == "bootstrapped" else "")
-        why = (f"{len(demos)} demos from train ({pick} pick{right}, {order} order, seed "
-               f"{params.get('demo_seed', 0)}) as {how}" + (f"; labels shown: {labs}" if labs else ""))
+        why = (f"{len(demos)} demos from train ({pick} pick, {order} order, seed {params.get('demo_seed', 0)}) as "
+               f"{how}" + (f"; labels shown: {labs}" if labs else ""))
         return parent.with_(demos=demos, demo_style=style), Proposal(parent.text, "demos", why)
     if op == "cue" and facts.categorical:
         cue = answer_cue(str(params.get("cue", "answer")), facts)
@@ -396,15 +381,14 @@ def fallback_operator(facts: TaskFacts) -> str:
 
 async def propose(params: dict[str, Any], parent: Prompt, *, train: Sequence[Case], facts: TaskFacts,
                   reasoner: ModelClient | None, diagnosis: Diagnosis, failing: Sequence[CaseResult],
-                  other: Prompt | None, sample: int = 0, correct: Collection[str] = ()) -> tuple[Prompt, Proposal]:
+                  other: Prompt | None, sample: int = 0) -> tuple[Prompt, Proposal]:
     """Apply the trial's operator (params["operator"]) with its settings to the parent; `sample` counts earlier
-    asks of the same LLM rewrite of this parent (each is another draw); `correct`: the train cases the parent
-    answers right (a bootstrapped demo pick shows those first)."""
+    asks of the same LLM rewrite of this parent (each is another draw)."""
     op = params["operator"]
     if op not in BY_NAME:
         raise ValueError(f"unknown operator {op!r}")
     if op not in LLM_OPERATORS or reasoner is None:
-        return _no_llm(op, params, parent, train, facts, diagnosis, correct)
+        return _no_llm(op, params, parent, train, facts, diagnosis)
     if op == "induce":
         examples = induction_examples(train, f"{params.get('phrasing', 0)}-{sample}")
         found, raw, calls = await llm_induce(reasoner, parent, facts, examples, sample)

@@ -96,25 +96,6 @@ def test_demo_space_pick_order_balance() -> None:
     assert choose_demos(train, 6, 1, facts, pick="random") != choose_demos(train, 6, 2, facts, pick="random")
 
 
-def test_bootstrapped_pick_shows_cases_the_parent_answers_right_first_and_every_label() -> None:
-    train = _cases()
-    facts = task_facts(train)
-    right = {c.id for c in train if int(c.id) % 2 == 0 and c.ideal != "gamma"}  # no gamma case answered right
-    boot = choose_demos(train, 6, 1, facts, pick="bootstrapped", correct=right)
-    by_input = {c.input_text: c for c in train}
-    assert sorted(d.output for d in boot) == ["alpha", "alpha", "beta", "beta", "gamma", "gamma"]
-    assert all(by_input[d.input].id in right for d in boot if d.output != "gamma")
-    # with nothing answered right it is the balanced pick (same labels, other cases allowed)
-    none = choose_demos(train, 6, 1, facts, pick="bootstrapped")
-    assert sorted(d.output for d in none) == sorted(d.output for d in boot)
-    assert choose_demos(train, 6, 1, facts, pick="balanced") == none
-    # free text: the right answers first
-    free = [Case(id=str(i), input=f"text {i}", ideal=f"summary {i}") for i in range(30)]
-    ffacts = task_facts(free)
-    got = choose_demos(free, 4, 3, ffacts, pick="bootstrapped", correct={"3", "7", "11", "19", "23"})
-    assert {d.input for d in got} <= {"text 3", "text 7", "text 11", "text 19", "text 23"} and len(got) == 4
-
-
 def test_task_facts_name_the_input_kind() -> None:
     assert input_kind("Tell me about this review.", []) == "review"
     assert input_kind("Here is a chat.", []) == "chat"

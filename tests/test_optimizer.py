@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from pathlib import Path
 from typing import Any
 
@@ -578,23 +577,3 @@ def test_with_a_call_budget_the_draws_after_patience_go_on_until_the_budget_is_s
     draws = [c for c in cands if c["params"].get("redraw")]
     assert len(draws) > 4 and all(c["parent"] == "baseline" for c in draws)
     assert r.model_calls + r.cached_calls <= 600
-
-
-def test_a_bootstrapped_demo_pick_shows_train_cases_the_parent_answers_right(dataset: Path, prompt_file: Path,
-                                                                             fakes: Any) -> None:
-    def reply(messages: list[dict[str, str]]) -> str:  # right on every item whose number is not a multiple of 3
-        kind, n = re.findall(r"(good|bad) thing number (\d+)", messages[-1]["content"])[-1]
-        right, wrong = ("positive", "negative") if kind == "good" else ("negative", "positive")
-        return right if int(n) % 3 else wrong
-
-    fakes("fake/task", reply)
-    fakes("fake/reasoner", lambda m: "no")
-    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=40, patience=40)))
-    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
-    boot = [c for c in cands if c["operator"] == "demos" and c["params"].get("demo_pick") == "bootstrapped"]
-    assert boot, "no bootstrapped demos trial in 40"
-    for c in boot:
-        text = (Path(r.run_dir) / "candidates" / f"{c['id']}.md").read_text()
-        shown = [int(x) for x in re.findall(r"thing number (\d+)", text)]
-        assert shown and all(n % 3 for n in shown), (c["id"], shown)
-        assert "answered right by the parent" in c["reasoning"]

@@ -31,10 +31,6 @@ if TYPE_CHECKING:
     from ..search import Trial, TrialRecord
     from .base import SearchContext
 
-# a bootstrapped demo pick scores the parent on this many train cases (once per parent) to learn which it
-# answers right
-BOOTSTRAP_CASES = 24
-
 
 def demo_shape(cand: Candidate, pool: Sequence[Candidate]) -> dict[str, Any] | None:
     """The demo settings (count, pick, order; style as the candidate shows them) that built `cand`'s demos: those
@@ -56,7 +52,6 @@ class ReflexStrategy:
 
     def __init__(self) -> None:
         self.diagnoses: dict[str, tuple[Diagnosis, list[CaseResult]]] = {}
-        self.answered: dict[str, frozenset[str]] = {}  # parent key -> the train cases it answers right
         self.reasoner_given_up = False
         self.redraw: Candidate | None = None  # set by stop_reason: the next trial draws other demos for it
         self.asks: dict[tuple[str, str, str], int] = {}  # (LLM operator, parent, prompt name) -> times asked
@@ -173,14 +168,6 @@ class ReflexStrategy:
         self.diagnoses[parent.key] = (diag, failing)
         return diag, failing
 
-    async def answered_right(self, ctx: SearchContext, parent: Candidate) -> frozenset[str]:
-        """The ids of the first BOOTSTRAP_CASES train cases that `parent` answers right (scored once per parent;
-        the diagnosis' train answers are the first of them, so those cost nothing again)."""
-        if parent.key not in self.answered:
-            results, _ = await ctx.evaluate(parent, list(ctx.train[:BOOTSTRAP_CASES]), "train")
-            self.answered[parent.key] = frozenset(r.case_id for r in results if r.passed)
-        return self.answered[parent.key]
-
     async def _heartbeat(self, trial: Trial) -> None:
         while True:
             with contextlib.suppress(Exception):
@@ -250,16 +237,15 @@ class ReflexStrategy:
         ask = (op, parent.key, target)
         sample = self.asks.get(ask, 0)  # the same rewrite asked again is a new draw, not the cached reply
         self.asks[ask] = sample + 1
-        right = await self.answered_right(ctx, parent) if params.get("demo_pick") == "bootstrapped" else frozenset()
         prompt, prop = await propose(params, base, train=ctx.train, facts=ctx.facts, reasoner=ctx.reasoner,
-                                     diagnosis=diag, failing=failing, other=other, sample=sample, correct=right)
+                                     diagnosis=diag, failing=failing, other=other, sample=sample)
         known = {c.key for c in pool}
         for attempt in range(1, 5):  # a no-LLM operator that rebuilt a known prompt: try its other settings
             if prop.operator in LLM_OPERATORS or parent.prompts.replace(target, prompt).key not in known:
                 break
             alt = vary({**params, "operator": prop.operator}, attempt, base)
             prompt2, prop2 = await propose(alt, base, train=ctx.train, facts=ctx.facts, reasoner=None,
-                                           diagnosis=diag, failing=failing, other=other, correct=right)
+                                           diagnosis=diag, failing=failing, other=other)
             params.update({k: v for k, v in alt.items() if k != "operator"})
             prompt = prompt2
             prop = replace(prop2, reasoning=(prop.reasoning + " | " if prop.fallback else "") + prop2.reasoning,
