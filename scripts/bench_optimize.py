@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from reflexopt.runs import trajectory
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 TASKS = {
@@ -40,7 +42,7 @@ def run(name: str, extra: list[str], workdir: Path) -> dict[str, object]:
     result = json.loads(proc.stdout)
     runs = workdir / f"home-{name}" / "runs" / result["run_id"]
     by_role = json.loads((runs / "summary.json").read_text())["usage"]["by_role"]
-    trials = [json.loads(x) for x in (runs / "candidates.jsonl").read_text().splitlines()]
+    trials = trajectory(runs)  # each candidate once, its final record
     shown = " ".join(a if " " not in a else repr(a) for a in cmd).replace(str(SHARED), "../shared/data")
     shown = shown.replace(str(workdir) + "/", "")
     return {"name": name, "command": shown, "wall_s": round(wall, 1), "result": result, "by_role": by_role,

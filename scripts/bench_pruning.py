@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from reflexopt.runs import trajectory
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "trec_questions.jsonl"
 
@@ -31,8 +33,7 @@ def one(home: Path, prompt: Path, prune: bool, args: argparse.Namespace) -> dict
         raise SystemExit(proc.stderr[-3000:])
     result = json.loads(proc.stdout)
     run = home / "runs" / result["run_id"]
-    cands = [json.loads(x) for x in (run / "candidates.jsonl").read_text().splitlines()]
-    trials = [c for c in cands if c["id"] != "baseline" and c["state"] in ("complete", "pruned")]
+    trials = [c for c in trajectory(run) if c["id"] != "baseline" and c["state"] in ("complete", "pruned")]
     evals = [c["n_val"] for c in trials]
     shown = " ".join(["reflexopt", *cmd]).replace(str(DATA), "../shared/data/trec_questions.jsonl")
     return {"prune": prune, "command": shown.replace(str(prompt), "start.md"), "result": result,

@@ -14,18 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reflexopt.runs import trajectory
+
 FIELDS = ("id", "key", "operator", "parent", "state", "val_mean", "n_val", "pruned_by", "fallback")
 VERDICT = ("baseline_val", "best_val", "baseline_test", "best_test", "p_value", "best_candidate", "trials",
            "pruned_trials", "stop_reason", "model_calls")
 
 
 def trials(run: Path) -> list[dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    for line in (run / "candidates.jsonl").read_text(encoding="utf-8").splitlines():
-        r = json.loads(line)
-        rows[r["id"]] = {k: r.get(k) for k in FIELDS}  # the last record of each candidate is its final one
-    return sorted(rows.values(), key=lambda r: (r["id"] != "baseline", int(str(r["id"]).lstrip("t") or 0)
-                                                if r["id"] != "baseline" else 0))
+    """Each candidate's final record (the baseline first, then trial order), as compared."""
+    return [{k: c.get(k) for k in FIELDS} for c in trajectory(run)]
 
 
 def main() -> int:
