@@ -3,8 +3,9 @@
 
 One server per model file per process, shared by every role (task, judge, reasoning). Two local models (a task
 model and a local judge) compute one at a time, each on every core: llama.cpp threads spin, and two servers
-computing at once on a small machine slow each other down badly (on 2 cores, a 1.5B judge's prompt speed fell
-from 36 to 8 tokens/s beside a 135M task model; scripts/results/local_judge_speed.md). Stopped at exit, on Ctrl-C
+computing at once on a small machine slow each other down badly (on 2 cores, a judged case of a 1.5B judge
+beside a 135M task model took 135 s with one thread each computing at once, 88 s taking turns, with the same
+verdicts; scripts/results/local_judge_speed.md). Stopped at exit, on Ctrl-C
 and on errors; the server also dies with its parent (a watchdog), so even `kill -9` leaves no orphan.
 """
 
