@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import contextlib
 import importlib.util
 import os
@@ -167,20 +168,26 @@ class LocalServer:
 
 _servers: dict[Path, LocalServer] = {}
 _lock = threading.Lock()
-_computing = threading.Lock()  # held by the one local model computing now, across threads and event loops
+_queue: collections.deque[object] = collections.deque()  # the calls waiting for the machine, first in first out
+_queue_lock = threading.Lock()
 
 
 @contextlib.asynccontextmanager
 async def compute_slot() -> AsyncIterator[None]:
-    """Wait until no other local model of this process is computing, then hold the machine for one call. A
-    server answers one request at a time anyway, so a single local model loses nothing; and a call's timeout
-    runs from when it holds the slot, not while it waits behind others."""
-    while not _computing.acquire(blocking=False):
-        await asyncio.sleep(0.005)
+    """Wait until no other local model of this process is computing, then hold the machine for one call, in the
+    order the calls arrived (across threads and event loops). A server answers one request at a time in arrival
+    order anyway, so a single local model loses nothing and its requests reach it in the same order; a call's
+    timeout runs from when it holds the slot, not while it waits behind others."""
+    me = object()
+    with _queue_lock:
+        _queue.append(me)
     try:
+        while _queue[0] is not me:
+            await asyncio.sleep(0.005)
         yield
     finally:
-        _computing.release()
+        with _queue_lock:
+            _queue.remove(me)
 
 
 def local_server(name: str) -> LocalServer:
