@@ -10,6 +10,8 @@ A spec (TOML, next to the table it makes) names the sets, the arms, the budgets 
     budgets = [500, 1500]
     reference = "reflex"               # the arm every other arm is compared with, seed by seed
     llm_steps = true                   # optional: a column counting the accepted steps made by LLM rewrites
+    check = ["exact"]                  # optional: reference metrics that score each run's recorded test outputs
+                                       # (starting and returned prompt; no calls): a check on a judge's verdicts
 
     [[sets]]
     name = "tweet_emotion"
@@ -190,7 +192,28 @@ class Runner:
                 "wall_s": round(wall, 1), "best_prompt": best.read_text(encoding="utf-8")}
         if s.get("holdout"):
             row["holdout"] = self.holdout(s, best, home)
+        if self.spec.get("check"):
+            row["check"] = self.check(Path(res["run_dir"]))
         return row
+
+    def check(self, run_dir: Path) -> dict[str, dict[str, float]]:
+        """The spec's `check` metrics on the test outputs the run recorded for its starting and returned prompts
+        (the ones its verdict scored; no calls), by the version measured: {metric: {"start": mean, "best": mean}}.
+        A judge that rates an answer well which the reference metric does not shows up here."""
+        snippet = """if True:
+            import json, sys
+            from pathlib import Path
+            from reflexopt.metrics import METRICS, canonical_name
+            from reflexopt.store import RunStore
+            store = RunStore(Path(sys.argv[1]))
+            summary, evals, out = store.summary(), store.evals(), {}
+            for m in sys.argv[2:]:
+                fn = METRICS[canonical_name(m)].fn
+                for name, key in (("start", "baseline_prompt"), ("best", "best_prompt")):
+                    rs = [fn(r.output, r.ideal) for r in store.results(summary[key], "test", evals).values()]
+                    out.setdefault(m, {})[name] = round(sum(rs) / len(rs), 4) if rs else None
+            print(json.dumps(out))"""
+        return json.loads(in_checkout(self.code, snippet, str(run_dir), *self.spec["check"]))
 
     def holdout(self, s: dict[str, Any], best: Path, home: Path) -> dict[str, Any]:
         """The returned prompt and the starting prompt scored on the set's `holdout` rows, which no split of the set
@@ -310,6 +333,17 @@ def constant_answer(s: dict[str, Any], seeds: list[int],
     return out
 
 
+def _checked(rs: list[dict[str, Any]], m: str) -> str:
+    """The returned prompts' test score by the check metric `m` over these rows ("-" when a row has none)."""
+    xs = [((r.get("check") or {}).get(m) or {}).get("best") for r in rs]
+    return _ms([float(x) for x in xs]) if xs and None not in xs else "-"
+
+
+def _check_pair(r: dict[str, Any], m: str) -> str:
+    c = (r.get("check") or {}).get(m) or {}
+    return f"{c['start']:.3f} → {c['best']:.3f}" if c.get("start") is not None and c.get("best") is not None else "-"
+
+
 def _metric(spec: dict[str, Any]) -> str:
     """The metric the spec's common arguments name (`--metric NAME`), else contains."""
     args = list(spec.get("args", []))
@@ -336,10 +370,18 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
             "every test case while the references did not (every row shows which and how often). Calls: the mean of "
             "the calls each run used of its budget (paid, plus answers it found in its cache before it started; "
             "every row shows both).", ""]
+    checks = list(spec.get("check", []))
+    if checks:
+        out += ["\"Test by M\" (M: " + ", ".join(checks) + "): the test outputs the test column scores, scored "
+                "against the references by `--metric M` instead (no calls; the spec's `check`), a check on the "
+                "judge: a gain the judge gives and M does not is the judge's, not the task's. Every row shows the "
+                "starting and the returned prompt's.", ""]
     out += [f"| set | budget | arm | test (mean ± SD) | test macro-F1 | val | calls | prompt tokens | beats {ref} on "
             f"seeds | fewer prompt tokens than {ref} on seeds | above constant on seeds | collapsed on test on seeds |"
-            + (" accepted steps by LLM rewrites |" if spec.get("llm_steps") else ""),
-            "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if spec.get("llm_steps") else "")]
+            + (" accepted steps by LLM rewrites |" if spec.get("llm_steps") else "")
+            + "".join(f" test by {m} (mean ± SD) |" for m in checks),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if spec.get("llm_steps") else "")
+            + "---|" * len(checks)]
     for s in spec["sets"]:
         const = constant_answer(s, spec["seeds"], _metric(spec))
         for budget in spec["budgets"]:
@@ -384,15 +426,17 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                 out.append(f"| {s['name']} | {budget} | {name} | {test} | {f1} | {val} | "
                            f"{statistics.mean(_used(r) for r in rs):.0f} | {tok} | {versus} | {cheaper} | {above} | "
                            f"{f'{n_fell} of {len(rs)}' if n_fell is not None else ''} |"
-                           + (f" {llm_steps(rs)} |" if spec.get("llm_steps") else ""))
+                           + (f" {llm_steps(rs)} |" if spec.get("llm_steps") else "")
+                           + "".join(f" {_checked(rs, m)} |" for m in checks))
     out += ["", "## Every row", "", "p: the paired test of the tuned prompt against the starting prompt on test. "
             "Accepted steps: the operators of the accepted candidates the returned prompt descends from. Calls: "
             "the paid calls; \"+N reused\": N more answers came from the run's cache, paid for by an attempt stopped "
             "earlier, an arm sharing the cache, or (development runs) an earlier commit's run whose cache was copied "
             "in; they count against `--max-calls` as the calls they replace.",
             "",
-            "| set | budget | arm | seed | test | val | start (test) | p | calls | stop | accepted steps | commit |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| set | budget | arm | seed | test | val | start (test) | p | calls | stop | accepted steps | commit |"
+            + "".join(f" test by {m}: start → returned |" for m in checks),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(checks)]
     for r in rows:
         hand = ", ".join(f"{k} {v['val']:.3f}/{v['test']:.3f}" for k, v in (r.get("handwritten") or {}).items())
         extra = f" (val/test: {hand})" if hand else ""
@@ -405,7 +449,8 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
         test = f"{r['best_test']:.3f}" + (f" (collapsed: {hit['label']}, {hit['answers']} of {hit['of']})"
                                            if hit else "")
         out.append(f"| {r['set']} | {r['budget']} | {r['arm']}{extra} | {r['seed']} | {test} | {val} | "
-                   f"{start} | {pv} | {calls} | {r.get('stop') or '-'} | {steps} | {r['commit']} |")
+                   f"{start} | {pv} | {calls} | {r.get('stop') or '-'} | {steps} | {r['commit']} |"
+                   + "".join(f" {_check_pair(r, m)} |" for m in checks))
     held = [r for r in rows if r.get("holdout")]
     if held:
         out += ["", "## Held-out rows of the development set", "",

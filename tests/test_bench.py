@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -176,6 +177,7 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
     rest = [{"input": f"other item {i} is {'good' if i % 2 else 'bad'}",
              "ideal": "positive" if i % 2 else "negative"} for i in range(10)]
     spec["sets"][0]["holdout"] = str(write_jsonl(tmp_path / "rest.jsonl", rest))
+    spec["check"] = ["exact"]
     spec_path = tmp_path / "t.toml"
     spec_path.write_text(_toml(spec), encoding="utf-8")
     jsonl, md = tmp_path / "t.jsonl", tmp_path / "t.md"
@@ -197,6 +199,9 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
     assert all(c.startswith("reflexopt eval ") for c in held["commands"])
     assert held["best"] == (1.0 if "positive" in rows[0]["best_prompt"] else 0.0)
     assert "hand-written" not in [r["arm"] for r in rows if r.get("holdout")]
+    # the check metric re-scores the outputs the run recorded on test: the fake answers the bare label, so exact
+    # match agrees with contains, prompt by prompt
+    assert rows[0]["check"] == {"exact": {"start": rows[0]["baseline_test"], "best": rows[0]["best_test"]}}
     assert f"| s | 40 | reflex | 1 | 0.000 | {held['best']:.3f} | {held['best']:+.3f} |" in \
         md.read_text(encoding="utf-8")
     assert rows[1]["handwritten"] == {"1.md": {"val": 1.0, "test": 0.0}, "2.md": {"val": 0.0, "test": 1.0}}
@@ -261,3 +266,44 @@ def test_the_eval_rows_get_the_specs_args_without_the_options_only_optimize_take
     options = bench.cli_options(ROOT)  # read from the checkout's command line
     assert bench.eval_args(args, options) == ["--judge", "openai/qwen", "--judge-criteria", "correctness",
                                               "--metric", "contains"]
+
+
+def test_a_judge_table_shows_the_check_metric_beside_the_judges_score(tmp_path: Path) -> None:
+    """A judge can rate an answer well that does not do the task (a sentence repeated, not rewritten): the spec's
+    `check` metrics show, beside the judge's test score, the same outputs scored against the references."""
+    spec = _spec_for(tmp_path, check=["exact"])
+    rows = [_row("reflex", 1, 0.9, check={"exact": {"start": 0.0, "best": 0.1}}),
+            _row("reflex", 2, 0.8, check={"exact": {"start": 0.0, "best": 0.3}})]
+    table = bench.render(spec, rows, ROOT / "x.toml")
+    summary = next(x for x in table.splitlines() if x.startswith("| s | 100 | reflex |"))
+    assert summary.endswith("| 0.200 ± 0.141 |")
+    assert "| 1 | 0.900 |" in table and table.count("| 0.000 → 0.100 |") == 1
+    assert "| 0.000 → 0.300 |" in table
+    # a row made before the spec asked for the check shows none, and the summary no mean over part of the seeds
+    rows[1].pop("check")
+    assert next(x for x in bench.render(spec, rows, ROOT / "x.toml").splitlines()
+                if x.startswith("| s | 100 | reflex |")).endswith("| - |")
+    assert "test by exact" not in bench.render(_spec_for(tmp_path), rows, ROOT / "x.toml")  # only when asked
+
+
+def test_the_check_rescores_each_prompts_recorded_test_outputs_by_the_check_metric(tmp_path: Path) -> None:
+    """The check reads the run's own record (the store's evals, by the starting and returned prompts' keys) and
+    scores each prompt's test outputs, not the other's, and not its val outputs."""
+    from reflexopt.evaluate import CaseResult
+    from reflexopt.store import RunStore, prompt_key
+
+    start, best = "Here is a sentence. {input}\n", "Rewrite it in the passive voice. {input}\n"
+    store = RunStore.create({}, run_dir=tmp_path / "run")
+    ideal = "The cat was seen by the dog."
+    for key, split, outs in ((start, "test", ["The dog saw the cat.", "The dog saw the cat."]),
+                             (best, "test", [ideal, "The dog saw the cat."]),
+                             (best, "val", [ideal, ideal])):
+        for i, out in enumerate(outs):
+            store.add_eval(prompt_key(key), split, CaseResult(str(i), "The dog saw the cat.", out, ideal, 1.0, True), 2)
+    store.write_summary({"baseline_prompt": start, "best_prompt": best})
+    runner = bench.Runner({"check": ["exact", "F1"]}, argparse.Namespace(code=None, work=str(tmp_path),
+                                                                         allow_dirty=True))
+    got = runner.check(tmp_path / "run")
+    assert got["exact"] == {"start": 0.0, "best": 0.5}
+    assert 0 < got["F1"]["start"] < got["F1"]["best"] < 1  # the metric's own name as the spec gave it
+
