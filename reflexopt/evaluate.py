@@ -13,6 +13,7 @@ from typing import Any
 
 from .config import EvalConfig, ModelSpec, ScorerSpec
 from .data import Case
+from .metrics import echoes
 from .models import ModelClient
 from .models.base import CallCost
 from .prompt import Prompt
@@ -137,6 +138,7 @@ class EvalReport:
     human: dict[str, Any] | None = None  # the judge against human labels: rho, kappa, the cases most apart
     money: dict[str, Any] | None = None  # the task's cost per 1,000 requests and per success, and the price's source
     labels: dict[str, Any] | None = None  # a label metric's figures over the set: macro-F1, F1 by label
+    echo: dict[str, Any] | None = None  # answers that repeat their input where the reference changes it
 
     @property
     def scored(self) -> list[float]:
@@ -168,6 +170,8 @@ class EvalReport:
         out.update(self.usage)
         if self.labels is not None:
             out["labels"] = self.labels
+        if self.echo is not None:
+            out["echo"] = self.echo
         if self.money is not None:
             out["money"] = self.money
         if self.judge is not None:
@@ -218,7 +222,7 @@ async def evaluate_async(cases: Sequence[Case], prompt: Prompt | PromptSet, task
             on_result(r)
     results.sort(key=lambda r: order[r.case_id])
     return EvalReport(tuple(results), scorer.describe(), usage_of(*as_task(task).clients, *scorer_clients(scorer)),
-                      labels=corpus_figures(scorer, results))
+                      labels=corpus_figures(scorer, results), echo=echo_figures(results))
 
 
 def corpus_figures(scorer: Scorer, results: Sequence[CaseResult]) -> dict[str, Any] | None:
@@ -226,6 +230,13 @@ def corpus_figures(scorer: Scorer, results: Sequence[CaseResult]) -> dict[str, A
     task call counts as an answer naming no label."""
     corpus = getattr(scorer, "corpus", None)
     return corpus([r.output or "" for r in results], [r.ideal for r in results]) if corpus else None
+
+
+def echo_figures(results: Sequence[CaseResult]) -> dict[str, Any] | None:
+    """metrics.echoes over scored cases: the answers that repeat their input unchanged where the reference changes
+    it, and how many of those passed."""
+    return echoes([r.input for r in results], [r.output or "" for r in results], [r.ideal for r in results],
+                  [r.passed for r in results])
 
 
 async def constant_answer(scorer: Scorer, train: Sequence[Case], test: Sequence[Case]) -> dict[str, Any] | None:

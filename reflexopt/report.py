@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .evaluate import CaseResult, constant_text
-from .metrics import collapsed_text
+from .metrics import collapsed_text, echo_text
 from .paths import write_text_atomic
 from .promptset import diff_lines
 from .store import RunStore, read_json, read_jsonl
@@ -207,7 +207,8 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
             f"<div class=kpi>best test<b>{_f(summary['best_test'])}</b></div>"
             f"<div class=kpi>gain<b>{d:+.3f}</b><span class=muted>95% CI {lo:+.3f} … {hi:+.3f}</span></div>"
             f"<div class=kpi>paired test<b>{_p(summary['p_value'])}</b>{sig}</div>"
-            + _money_kpi(summary.get("money")) + _labels_kpi(summary.get("test_labels"), summary.get("best_test")) +
+            + _money_kpi(summary.get("money")) + _labels_kpi(summary.get("test_labels"), summary.get("best_test"))
+            + _echo_kpi(summary.get("test_echo")) +
             f"<div class=kpi>trials<b>{summary['trials']}</b><span class=muted>{summary['pruned_trials']} pruned · "
             f"{escape(summary['stop_reason'])}</span></div>"
             + (f"<div class=kpi>test cases compared<b>{summary['test_cases']['paired']} of "
@@ -295,6 +296,17 @@ def _labels_kpi(lab: dict[str, Any] | None, best_test: float | None = None) -> s
                  + (" — the tuned prompt is not above it" if below else "") + "</span>")
     return (f"<div class=kpi>macro-F1 (test)<b>{lab['best']['macro_f1']:.3f}</b><span class=muted>baseline "
             f"{lab['baseline']['macro_f1']:.3f} · F1 {by}</span>{warn}</div>")
+
+
+def _echo_kpi(echo: dict[str, Any] | None) -> str:
+    """How many test answers repeat their input unchanged where the reference changes it; in red when the scorer
+    passed them (it grades meaning, not the change the task asks for)."""
+    if not echo or not echo.get("best"):
+        return ""
+    e, b = echo["best"], echo.get("baseline")
+    return (f"<div class=kpi>copies of the input (test)<b>{e['echoes']} of {e['of']}</b>"
+            f"<span class={'bad' if e['passed'] else 'muted'} style='display:block'>{escape(echo_text(e))}</span>"
+            f"<span class=muted>baseline {b['echoes'] if b else 0}</span></div>")
 
 
 def judge_html(j: dict[str, Any], reasoner: str | None) -> str:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .data import Case
-from .evaluate import CaseResult, constant_answer, corpus_figures, money
+from .evaluate import CaseResult, constant_answer, corpus_figures, echo_figures, money
 from .pool import Candidate
 from .stats import PairedComparison, noninferiority_p, paired_compare
 
@@ -64,6 +64,7 @@ class OptimizeResult:
     frontier: list[dict[str, Any]] | None = None  # candidates scored on all of val: val, tokens, cost per 1k
     money: dict[str, Any] | None = None  # on test, baseline and best: cost per 1,000 requests and per success
     test_labels: dict[str, Any] | None = None  # a label metric on test, baseline and best: macro-F1, F1 by label
+    test_echo: dict[str, Any] | None = None  # on test, baseline and best: answers that repeat their input
     distinct_candidates: int | None = None  # new prompts scored (duplicate trials reuse a known prompt's scores)
     duplicate_trials: int = 0
     reasoner: str = ""  # the model that diagnosed and rewrote, and why that one
@@ -117,6 +118,13 @@ async def test_labels(scorer: Any, base: Sequence[CaseResult], best: Sequence[Ca
     if b is None or t is None:
         return None
     return {"baseline": b, "best": t, "constant": await constant_answer(scorer, train, test)}
+
+
+def test_echo(base: Sequence[CaseResult], best: Sequence[CaseResult]) -> dict[str, Any] | None:
+    """Both prompts' answers on test that repeat their input unchanged where the reference changes it
+    (evaluate.echo_figures), or None when neither prompt's do."""
+    b, t = echo_figures(base), echo_figures(best)
+    return {"baseline": b, "best": t} if b or t else None
 
 
 def test_money(base: Sequence[CaseResult], best: Sequence[CaseResult], price: tuple[float, float] | None,

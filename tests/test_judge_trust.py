@@ -368,3 +368,79 @@ def test_the_dry_run_states_the_reserve_for_the_verdict(fakes: Any, tmp_path: Pa
                                  "--dry-run"], terminal_width=300)
     assert result.exit_code == 0, result.output
     assert f"+ {est['calls_verdict_reserve']} kept for the judge's retries and re-judging" in result.output
+
+
+# ------------------------------------------------------------------ answers that repeat the input
+def test_echoes_count_only_cases_whose_reference_changes_the_input() -> None:
+    from reflexopt.metrics import echo_text, echoes
+
+    inputs = ["The dog saw the cat.", "The boy ate.", "Stay here.", "The sun rose."]
+    ideals = ["The cat was seen by the dog.", "The boy ate.", "Do not stay here.", None]  # 2nd: no change asked
+    outputs = ["the dog saw the cat", "The boy ate.", "Do not stay here.", "The sun rose."]
+    e = echoes(inputs, outputs, ideals, [True, True, True, True])
+    assert e == {"echoes": 1, "of": 2, "passed": 1}  # case 1 only (case 2's reference is its input, 4 has none)
+    assert echo_text(e) == "repeats the input unchanged on 1 of 2 cases whose reference changes it (all 1 passed " \
+                           "by the scorer)"
+    assert echoes(inputs, outputs, ideals, [False] * 4) == {"echoes": 1, "of": 2, "passed": 0}
+    assert echoes(inputs, ["x", "y", "", "z"], ideals, [True] * 4) is None  # no answer repeats its input
+    assert echoes(["a"], [""], ["b"], [True]) is None  # an empty answer is not a copy of anything
+
+
+def _passive_rows(n: int) -> list[dict[str, str]]:
+    return [{"input": f"The doctor {i} thanked the tourist.", "ideal": f"The tourist was thanked by the doctor {i}."}
+            for i in range(n)]
+
+
+def _meaning_judge(messages: list[dict[str, str]]) -> str:
+    """A judge that grades the meaning only: an active sentence says what its passive reference says."""
+    text = messages[-1]["content"]
+    if "<response>" not in text:
+        return "<prompt>Rewrite the sentence.</prompt>"
+    answer = text.split("<response>")[-1].split("</response>")[0]
+    return verdict(5 if "thanked" in answer else 1, "same meaning" if "thanked" in answer else "unrelated")
+
+
+def test_eval_says_when_answers_repeat_the_input_and_the_judge_passes_them(fakes: Any, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", _passive_rows(12))
+    (tmp_path / "p.md").write_text("Here is a sentence.\n")
+    fakes("fake/echo", lambda m: m[-1]["content"].split("\n")[-1])  # repeats the sentence it was given
+    fakes("fake/meaning-judge", _meaning_judge)
+    result = runner.invoke(app, ["eval", str(data), str(tmp_path / "p.md"), "-m", "fake/echo", "--judge",
+                                 "fake/meaning-judge", "--judge-criteria", "correctness", "--json"])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    assert s["score"] == 1.0 and s["echo"] == {"echoes": 12, "of": 12, "passed": 12}
+    table = runner.invoke(app, ["eval", str(data), str(tmp_path / "p.md"), "-m", "fake/echo", "--judge",
+                                "fake/meaning-judge", "--judge-criteria", "correctness"])
+    assert "copies of the input" in table.output and "on 12 of 12 cases" in table.output
+    assert "scorer passes a copy" in table.output
+
+
+def test_optimize_warns_when_its_gain_is_answers_that_repeat_the_input(fakes: Any, tmp_path: Path) -> None:
+    """The starting prompt's answers are unrelated; any rewrite makes the model repeat the sentence, which a
+    meaning-only judge passes: a significant gain that does not do the task, and the summary says so."""
+    from reflexopt.cli.render import optimize_summary
+    from reflexopt.report import write_report
+
+    data = write_jsonl(tmp_path / "d.jsonl", _passive_rows(40))
+    (tmp_path / "p.md").write_text("Here is a sentence.\n")
+
+    def task(messages: list[dict[str, str]]) -> str:
+        if messages[0]["content"].strip() == "Here is a sentence.":  # the starting prompt, as the system message
+            return "I like turtles."
+        return messages[-1]["content"].split("\n")[-1]
+
+    fakes("fake/echo-when-told", task)
+    fakes("fake/meaning-judge", _meaning_judge)
+    cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                         model=ModelSpec(id="fake/echo-when-told"),
+                         scorer=ScorerSpec(judge=ModelSpec(id="fake/meaning-judge"), rubric="correctness"),
+                         budget=Budget(max_trials=4, patience=4))
+    r = optimize(cfg)
+    assert r.best_candidate != "baseline" and r.best_test == 1.0 and r.baseline_test == 0.0
+    n = r.test_cases["n"] if r.test_cases else -1
+    assert r.test_echo == {"baseline": None, "best": {"echoes": n, "of": n, "passed": n}}
+    shown = " ".join(str(c) for row in optimize_summary(r.to_json()).columns for c in row._cells)
+    assert "warning" in shown and "scorer passes a copy of the input" in shown
+    html = write_report(Path(r.run_dir), tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f"copies of the input (test)<b>{n} of {n}</b>" in html

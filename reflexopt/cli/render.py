@@ -62,6 +62,8 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
     t.add_row("pass rate", _fmt(s["pass_rate"]))
     if s.get("labels"):
         t.add_row("macro-F1", labels_text(s["labels"]))
+    if s.get("echo"):
+        t.add_row("copies of the input", echo_line(s["echo"]))
     t.add_row("cases", f"{s['n_scored']} scored of {s['n_cases']}" + (f", {s['errors']} errors" if s["errors"] else ""))
     cats = s.get("failure_categories") or {}
     if cats:
@@ -98,6 +100,18 @@ def labels_text(lab: dict[str, Any]) -> str:
 
         none += f"; [yellow]{collapsed_text(lab['collapsed'])}[/]"
     return f"{lab['macro_f1']:.3f} (F1 {by}{none})"
+
+
+def echo_line(e: dict[str, Any]) -> str:
+    """metrics.echo_text, with a warning when the scorer passed such answers (a judge grading the meaning of an
+    answer, not the change the task asks for)."""
+    from ..metrics import echo_text
+
+    if not e["passed"]:
+        return echo_text(e)
+    return (f"[yellow]{echo_text(e)}: the scorer passes a copy of the input, so a prompt that makes the model repeat "
+            "it scores without doing the task. State in the rubric what the answer must change (--judge-criteria "
+            "FILE).[/]")
 
 
 def money_text(m: dict[str, Any]) -> str:
@@ -274,6 +288,15 @@ def optimize_summary(r: dict[str, Any]) -> Table:
                 "found, the task model does not tell these cases apart better than one answer does. A larger "
                 "model, or a starting prompt that states the task, may.[/]" if below else "")
             t.add_row("constant answer", "", line)
+    echo = r.get("test_echo")
+    if echo:
+        def cell(e: dict[str, Any] | None) -> str:
+            return "–" if not e else f"{e['echoes']} of {e['of']}" + (f" ({e['passed']} passed)" if e["passed"] else "")
+
+        t.add_row("copies of the input (test)", cell(echo["baseline"]), cell(echo["best"]))
+        if echo["best"] and echo["best"]["passed"] and r["best_candidate"] != "baseline":
+            t.add_row("[yellow]warning[/]", "", echo_line(echo["best"]) + " [yellow]Its gain may be the scorer's, "
+                      "not the task's.[/]")
     distinct = r.get("distinct_candidates")
     dups = f" · {distinct} distinct prompts scored, {r.get('duplicate_trials', 0)} duplicates" \
         if distinct is not None else ""
