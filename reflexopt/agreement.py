@@ -8,6 +8,11 @@ same request again. The SD of one verdict is estimated from the pairs of redraws
 
 Agreement with people: the judge's scores against labels the user collected for the same outputs (a column of
 the dataset): Spearman's rho on the scores, Cohen's kappa on pass/fail, and the cases they disagree on most.
+
+Copies of the input: answers that repeat their input unchanged where the reference changes it, and how many the
+scorer passed. A judge that passes them grades the meaning, not the change the task asks for (an active sentence
+says what its passive reference says), so a prompt that makes the model repeat the input scores without doing
+the task. No calls: read from the scored cases, with any scorer.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from .data import Case
 from .errors import DataError
 from .judge import JudgeScorer, Rubric
+from .metrics import normalize
 from .stats import cohen_kappa, spearman
 
 RESAMPLE_TEMPERATURE = 0.7
@@ -167,3 +173,22 @@ def human_agreement(column: str, cases: Sequence[Case], scored: dict[str, tuple[
         judge_pass_rate=sum(judge_pass) / n if n else None,
         human_pass_rate=sum(human_pass) / n if human_pass is not None and n else None,
         disagreements=worst, note=note)
+
+
+def echo_figures(results: Sequence[Any]) -> dict[str, Any] | None:
+    """Of the scored cases (evaluate.CaseResult) whose reference changes the input, the `echoes` whose answer
+    repeats the input unchanged, and how many of those the scorer `passed`; None when no answer does (or no
+    reference differs from its input)."""
+    changed = [r for r in results if r.ideal is not None and normalize(r.ideal) != normalize(r.input)]
+    hits = [r for r in changed if normalize(r.output or "") and normalize(r.output or "") == normalize(r.input)]
+    if not hits:
+        return None
+    return {"echoes": len(hits), "of": len(changed), "passed": sum(bool(r.passed) for r in hits)}
+
+
+def echo_text(e: dict[str, Any]) -> str:
+    """How the views say it: `repeats the input unchanged on 11 of 21 cases whose reference changes it (all 11
+    passed by the scorer)`."""
+    n = e["passed"]
+    by = "" if not n else (f" (all {n} passed by the scorer)" if n == e["echoes"] else f" ({n} passed by the scorer)")
+    return f"repeats the input unchanged on {e['echoes']} of {e['of']} cases whose reference changes it{by}"

@@ -13,7 +13,6 @@ from typing import Any
 
 from .config import EvalConfig, ModelSpec, ScorerSpec
 from .data import Case
-from .metrics import echoes
 from .models import ModelClient
 from .models.base import CallCost
 from .prompt import Prompt
@@ -221,6 +220,8 @@ async def evaluate_async(cases: Sequence[Case], prompt: Prompt | PromptSet, task
         if on_result:
             on_result(r)
     results.sort(key=lambda r: order[r.case_id])
+    from .agreement import echo_figures
+
     return EvalReport(tuple(results), scorer.describe(), usage_of(*as_task(task).clients, *scorer_clients(scorer)),
                       labels=corpus_figures(scorer, results), echo=echo_figures(results))
 
@@ -230,13 +231,6 @@ def corpus_figures(scorer: Scorer, results: Sequence[CaseResult]) -> dict[str, A
     task call counts as an answer naming no label."""
     corpus = getattr(scorer, "corpus", None)
     return corpus([r.output or "" for r in results], [r.ideal for r in results]) if corpus else None
-
-
-def echo_figures(results: Sequence[CaseResult]) -> dict[str, Any] | None:
-    """metrics.echoes over scored cases: the answers that repeat their input unchanged where the reference changes
-    it, and how many of those passed."""
-    return echoes([r.input for r in results], [r.output or "" for r in results], [r.ideal for r in results],
-                  [r.passed for r in results])
 
 
 async def constant_answer(scorer: Scorer, train: Sequence[Case], test: Sequence[Case]) -> dict[str, Any] | None:

@@ -105,28 +105,6 @@ def collapsed_text(hit: Mapping[str, Any]) -> str:
     return f"answers {hit['label']!r} {hit['answers']} of {hit['of']} times (collapsed)"
 
 
-def echoes(inputs: Sequence[str], outputs: Sequence[str], ideals: Sequence[str | None],
-           passed: Sequence[bool | None]) -> dict[str, Any] | None:
-    """Answers that repeat their input unchanged, counted on the cases whose reference changes the input (a
-    rewrite, a translation, a negation): `echoes` of `of` such cases, and how many of those the scorer `passed`.
-    A judge that passes a copy of the input grades the meaning and not the task (an active sentence says what its
-    passive reference says). None when no case has a reference that differs from its input, or none is echoed."""
-    changed = [i for i, (x, ideal) in enumerate(zip(inputs, ideals, strict=True))
-               if ideal is not None and normalize(ideal) != normalize(x)]
-    hits = [i for i in changed if normalize(outputs[i]) and normalize(outputs[i]) == normalize(inputs[i])]
-    if not hits:
-        return None
-    return {"echoes": len(hits), "of": len(changed), "passed": sum(bool(passed[i]) for i in hits)}
-
-
-def echo_text(e: Mapping[str, Any]) -> str:
-    """How the views say it: `repeats the input unchanged on 11 of 21 cases whose reference changes it (all 11
-    passed by the scorer)`."""
-    n = e["passed"]
-    by = "" if not n else (f" (all {n} passed by the scorer)" if n == e["echoes"] else f" ({n} passed by the scorer)")
-    return f"repeats the input unchanged on {e['echoes']} of {e['of']} cases whose reference changes it{by}"
-
-
 def label_report(outputs: Sequence[str], ideals: Sequence[str | None], labels: Sequence[str], *,
                  exact: bool = False) -> dict[str, Any] | None:
     """Macro-F1 over the labels of a label task, beside accuracy (a set where one label dominates can score a

@@ -10,8 +10,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from .agreement import echo_text
 from .evaluate import CaseResult, constant_text
-from .metrics import collapsed_text, echo_text
+from .metrics import collapsed_text
 from .paths import write_text_atomic
 from .promptset import diff_lines
 from .store import RunStore, read_json, read_jsonl

@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from .agreement import echo_figures
 from .data import Case
-from .evaluate import CaseResult, constant_answer, corpus_figures, echo_figures, money
+from .evaluate import CaseResult, constant_answer, corpus_figures, money
 from .pool import Candidate
 from .stats import PairedComparison, noninferiority_p, paired_compare
 
@@ -122,7 +123,7 @@ async def test_labels(scorer: Any, base: Sequence[CaseResult], best: Sequence[Ca
 
 def test_echo(base: Sequence[CaseResult], best: Sequence[CaseResult]) -> dict[str, Any] | None:
     """Both prompts' answers on test that repeat their input unchanged where the reference changes it
-    (evaluate.echo_figures), or None when neither prompt's do."""
+    (agreement.echo_figures), or None when neither prompt's do."""
     b, t = echo_figures(base), echo_figures(best)
     return {"baseline": b, "best": t} if b or t else None
 

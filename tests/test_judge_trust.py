@@ -372,18 +372,24 @@ def test_the_dry_run_states_the_reserve_for_the_verdict(fakes: Any, tmp_path: Pa
 
 # ------------------------------------------------------------------ answers that repeat the input
 def test_echoes_count_only_cases_whose_reference_changes_the_input() -> None:
-    from reflexopt.metrics import echo_text, echoes
+    from reflexopt.agreement import echo_figures, echo_text
+    from reflexopt.evaluate import CaseResult
 
     inputs = ["The dog saw the cat.", "The boy ate.", "Stay here.", "The sun rose."]
     ideals = ["The cat was seen by the dog.", "The boy ate.", "Do not stay here.", None]  # 2nd: no change asked
     outputs = ["the dog saw the cat", "The boy ate.", "Do not stay here.", "The sun rose."]
-    e = echoes(inputs, outputs, ideals, [True, True, True, True])
+
+    def results(outs: list[str], passed: bool) -> list[CaseResult]:
+        return [CaseResult(str(i), x, o, ideal, 1.0 if passed else 0.0, passed)
+                for i, (x, o, ideal) in enumerate(zip(inputs, outs, ideals, strict=True))]
+
+    e = echo_figures(results(outputs, True))
     assert e == {"echoes": 1, "of": 2, "passed": 1}  # case 1 only (case 2's reference is its input, 4 has none)
     assert echo_text(e) == "repeats the input unchanged on 1 of 2 cases whose reference changes it (all 1 passed " \
                            "by the scorer)"
-    assert echoes(inputs, outputs, ideals, [False] * 4) == {"echoes": 1, "of": 2, "passed": 0}
-    assert echoes(inputs, ["x", "y", "", "z"], ideals, [True] * 4) is None  # no answer repeats its input
-    assert echoes(["a"], [""], ["b"], [True]) is None  # an empty answer is not a copy of anything
+    assert echo_figures(results(outputs, False)) == {"echoes": 1, "of": 2, "passed": 0}
+    assert echo_figures(results(["x", "y", "", "z"], True)) is None  # no answer repeats its input
+    assert echo_figures([CaseResult("0", "a", "", "b", 0.0, False)]) is None  # an empty answer copies nothing
 
 
 def _passive_rows(n: int) -> list[dict[str, str]]:

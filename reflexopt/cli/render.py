@@ -103,9 +103,9 @@ def labels_text(lab: dict[str, Any]) -> str:
 
 
 def echo_line(e: dict[str, Any]) -> str:
-    """metrics.echo_text, with a warning when the scorer passed such answers (a judge grading the meaning of an
+    """agreement.echo_text, with a warning when the scorer passed such answers (a judge grading the meaning of an
     answer, not the change the task asks for)."""
-    from ..metrics import echo_text
+    from ..agreement import echo_text
 
     if not e["passed"]:
         return echo_text(e)
