@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .agreement import echo_figures, judge_checks
 from .config import EvalConfig, ModelSpec, ScorerSpec
 from .data import Case
 from .models import ModelClient
@@ -220,8 +221,6 @@ async def evaluate_async(cases: Sequence[Case], prompt: Prompt | PromptSet, task
         if on_result:
             on_result(r)
     results.sort(key=lambda r: order[r.case_id])
-    from .agreement import echo_figures
-
     return EvalReport(tuple(results), scorer.describe(), usage_of(*as_task(task).clients, *scorer_clients(scorer)),
                       labels=corpus_figures(scorer, results), echo=echo_figures(results))
 
@@ -303,7 +302,6 @@ async def _eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], 
                        on_note: Callable[[str], None], on_total: Callable[[int], None] | None) -> EvalReport:
     from dataclasses import replace
 
-    from .agreement import judge_checks
     from .data import load_dataset
     from .models import get_client, spec_price
     from .prompt import load_prompt
