@@ -200,18 +200,27 @@ class Runner:
         """The spec's `check` metrics on the test outputs the run recorded for its starting and returned prompts
         (the ones its verdict scored; no calls), by the version measured: {metric: {"start": mean, "best": mean}}.
         A judge that rates an answer well which the reference metric does not shows up here."""
+        # scored as `--metric M` scores (reflexopt.scoring.metric_scorer: label sets, arguments, plug-ins), the
+        # cases rebuilt from what the run recorded
         snippet = """if True:
-            import json, sys
+            import asyncio, json, sys
             from pathlib import Path
-            from reflexopt.metrics import METRICS, canonical_name
+            from reflexopt.data import Case
+            from reflexopt.scoring import metric_scorer
             from reflexopt.store import RunStore
             store = RunStore(Path(sys.argv[1]))
-            summary, evals, out = store.summary(), store.evals(), {}
+            summary, evals = store.summary(), store.evals()
+            runs = {name: list(store.results(summary[key], "test", evals).values())
+                    for name, key in (("start", "baseline_prompt"), ("best", "best_prompt"))}
+            cases = {r.case_id: Case(r.case_id, r.input, r.ideal) for rs in runs.values() for r in rs}
+            async def mean(scorer, rs):
+                vs = [(await scorer.score(cases[r.case_id], r.output or "")).value for r in rs]
+                vs = [v for v in vs if v is not None]
+                return round(sum(vs) / len(vs), 4) if vs else None
+            out = {}
             for m in sys.argv[2:]:
-                fn = METRICS[canonical_name(m)].fn
-                for name, key in (("start", "baseline_prompt"), ("best", "best_prompt")):
-                    rs = [fn(r.output, r.ideal) for r in store.results(summary[key], "test", evals).values()]
-                    out.setdefault(m, {})[name] = round(sum(rs) / len(rs), 4) if rs else None
+                scorer = metric_scorer(m, list(cases.values()))
+                out[m] = {name: asyncio.run(mean(scorer, rs)) for name, rs in runs.items()}
             print(json.dumps(out))"""
         return json.loads(in_checkout(self.code, snippet, str(run_dir), *self.spec["check"]))
 
@@ -333,14 +342,19 @@ def constant_answer(s: dict[str, Any], seeds: list[int],
     return out
 
 
+def _check(r: dict[str, Any], m: str) -> dict[str, Any]:
+    """A row's scores by the check metric `m` ({} for a row made before the spec asked for it)."""
+    return (r.get("check") or {}).get(m) or {}
+
+
 def _checked(rs: list[dict[str, Any]], m: str) -> str:
     """The returned prompts' test score by the check metric `m` over these rows ("-" when a row has none)."""
-    xs = [((r.get("check") or {}).get(m) or {}).get("best") for r in rs]
+    xs = [_check(r, m).get("best") for r in rs]
     return _ms([float(x) for x in xs]) if xs and None not in xs else "-"
 
 
 def _check_pair(r: dict[str, Any], m: str) -> str:
-    c = (r.get("check") or {}).get(m) or {}
+    c = _check(r, m)
     return f"{c['start']:.3f} → {c['best']:.3f}" if c.get("start") is not None and c.get("best") is not None else "-"
 
 
