@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .agreement import echo_figures
 from .config import ModelSpec
 from .evaluate import CaseResult, money
 from .models import spec_price
@@ -35,6 +36,7 @@ class ModelRow:
     run_id: str | None = None
     tuned_prompt: str | None = None
     error: str | None = None
+    echo: dict[str, Any] | None = None  # the tuned prompt's test answers that repeat their input (agreement.py)
     scores: dict[str, float] = field(default_factory=dict, repr=False)  # per test case, tuned prompt
 
 
@@ -79,7 +81,7 @@ def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequen
         tokens_per_request=_r(per_req_tokens, 1), cost_per_1k=_r(cost_1k, 6), cost_per_success=_r(per_success, 8),
         latency_p50_s=_r(percentile(lat, 50), 3), latency_p95_s=_r(percentile(lat, 95), 3),
         significant_gain=bool(cmp and cmp.significant), run_id=run_id, tuned_prompt=prompt_md, scores=t,
-        price_source=price_source)
+        price_source=price_source, echo=echo_figures(tuned))
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:

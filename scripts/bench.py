@@ -52,8 +52,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import os
+import platform
 import shlex
 import statistics
 import subprocess
@@ -79,6 +81,31 @@ def code_version(code: Path, allow_dirty: bool) -> tuple[str, bool]:
         raise SystemExit(f"{code}: reflexopt/ has uncommitted changes; commit them (a row names the commit it "
                          "ran at) or pass --allow-dirty for a development run")
     return git("rev-parse", "--short", "HEAD", cwd=code), dirty
+
+
+def machine() -> dict[str, Any]:
+    """What a row's numbers depend on beyond the commit: the CPU, the cores the run may use, the embedded model's
+    llama.cpp build and threads. The same prompt, cases and code gave 1 to 3 answers of 80 otherwise on two
+    machines (docs/benchmarks/README.md), so a table says when its rows come from more than one."""
+    from importlib import metadata
+
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    field = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info) if v}
+    cpu = field.get("model name") or platform.processor() or platform.machine()
+    # llama.cpp picks its kernels by the CPU's instruction sets: two CPUs of one name may differ there
+    flags = hashlib.sha256(field.get("flags", "").encode()).hexdigest()[:8] if "flags" in field else None
+    try:
+        llama = metadata.version("llama_cpp_python")
+    except metadata.PackageNotFoundError:
+        llama = None
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"cpu": cpu, "cpu_flags": flags, "cores": cores, "llama_cpp_python": llama,
+            "threads": os.environ.get("REFLEXOPT_LOCAL_THREADS")}
+
+
+def machine_name(m: dict[str, Any]) -> str:
+    return (f"{m.get('cpu')} (flags {m.get('cpu_flags') or '-'}), llama-cpp-python "
+            f"{m.get('llama_cpp_python') or '-'}")
 
 
 def in_checkout(code: Path, snippet: str, *argv: str) -> str:
@@ -135,6 +162,7 @@ class Runner:
         self.code = Path(args.code).resolve() if args.code else ROOT
         self.work = Path(args.work)
         self.commit, self.dirty = code_version(self.code, args.allow_dirty)
+        self.machine = machine()
 
     @functools.cached_property
     def options(self) -> dict[str, dict[str, bool]]:
@@ -157,7 +185,7 @@ class Runner:
 
     def row(self, s: dict[str, Any], arm: dict[str, Any], budget: int, seed: int) -> dict[str, Any]:
         base = {"set": s["name"], "arm": arm["name"], "budget": budget, "seed": seed, "commit": self.commit,
-                "dirty": self.dirty, "date": time.strftime("%Y-%m-%d")}
+                "dirty": self.dirty, "date": time.strftime("%Y-%m-%d"), "machine": self.machine}
         if arm.get("kind") == "handwritten":
             return {**base, **self.handwritten(s, seed)}
         home_arm = arm.get("home") or arm["name"]
@@ -367,6 +395,7 @@ def _metric(spec: dict[str, Any]) -> str:
 def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) -> str:
     commits = sorted({r["commit"] + (" (uncommitted changes)" if r.get("dirty") else "") for r in rows})
     versions = list(dict.fromkeys(r["commit"] for r in rows))  # in the order the rows were made
+    machines = sorted({machine_name(r["machine"]) for r in rows if r.get("machine")})  # older rows have none
     ref = spec["reference"]
     out = [f"# {spec['title']}", ""]
     if spec.get("about"):
@@ -374,7 +403,9 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
     shown = spec_path.relative_to(ROOT) if spec_path.is_relative_to(ROOT) else spec_path  # a spec kept elsewhere
     out += [f"Made by `python scripts/bench.py {shown}`; model `{spec['model']}`; "
             f"common arguments `{shlex.join(spec.get('args', []))}`. Commit(s): {', '.join(commits) or '-'}"
-            + (" — **this table mixes commits**." if len(commits) > 1 else "."),
+            + (" — **this table mixes commits**." if len(commits) > 1 else ".")
+            + (f" Machine(s): {'; '.join(machines)}" + (" — **this table mixes machines**." if len(machines) > 1
+                                                       else ".") if machines else ""),
             "Test scores are on the test split of `--seed S`, never seen by the search; ± is the sample SD over "
             f"seeds. \"Beats {ref}\" counts the seeds on which an arm's test score is higher than {ref}'s "
             "(ties in brackets). On a label set, \"constant answer\" is a prompt that answers the train split's most "

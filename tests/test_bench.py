@@ -108,6 +108,22 @@ def test_the_full_table_says_when_its_rows_come_from_several_commits_or_uncommit
     assert "**this table mixes commits**" in head
 
 
+def test_the_full_table_says_when_its_rows_come_from_several_machines(tmp_path: Path) -> None:
+    """The same prompt, cases and commit gave different answers on two machines (their llama.cpp builds): a table
+    names the machines its rows ran on and says when there are several; rows made before the record say nothing."""
+    spec = _spec_for(tmp_path)
+    a = {"cpu": "CPU A", "cpu_flags": "0000aaaa", "llama_cpp_python": "0.3.36"}
+    b = {**a, "cpu_flags": "1111bbbb"}
+    one = bench.render(spec, [_row("reflex", 1, 0.5, machine=a), _row("reflex", 2, 0.5, machine=dict(a)),
+                              _row("reflex", 3, 0.5)], ROOT / "x.toml").split("\n\n")[1]
+    assert "Machine(s): CPU A (flags 0000aaaa), llama-cpp-python 0.3.36." in one and "mixes machines" not in one
+    two = bench.render(spec, [_row("reflex", 1, 0.5, machine=a), _row("reflex", 2, 0.5, machine=b)],
+                       ROOT / "x.toml").split("\n\n")[1]
+    assert "CPU A (flags 0000aaaa)" in two and "CPU A (flags 1111bbbb)" in two
+    assert "**this table mixes machines**" in two
+    assert "Machine(s)" not in bench.render(spec, [_row("reflex", 1, 0.5)], ROOT / "x.toml")
+
+
 def test_a_table_that_mixes_commits_sums_up_each_arm_once_per_commit(tmp_path: Path) -> None:
     """Two versions of the same arm (a development table: before and after a change) are two summary lines, each
     compared with the reference arm at its own commit, never one mean over both."""
@@ -191,6 +207,9 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                             check=True).stdout.strip()
     assert all(r["commit"] == commit for r in rows)
+    # and the machine it ran on, the same for both rows: the CPU and what the embedded model's answers depend on
+    assert rows[0]["machine"] == rows[1]["machine"] == bench.machine()
+    assert rows[0]["machine"]["cpu"] and "llama_cpp_python" in rows[0]["machine"]
     assert rows[0]["command"].startswith("reflexopt optimize ") and "--seed 1 --max-calls 40" in rows[0]["command"]
     assert 0 < rows[0]["calls"] <= 40 and rows[0]["reused_calls"] == 0  # a fresh cache per run
     # the starting prompt never names a label (the fake answers "bad"); the returned prompt is scored on its own

@@ -257,3 +257,45 @@ def test_compare_says_when_no_model_beats_answering_the_most_common_label(setup:
     from reflexopt.store import runs_root
 
     assert "constant answer: answering &#x27;positive&#x27;" in compare_report(runs_root() / res.compare_id)
+
+
+def test_compare_says_when_a_models_score_is_the_judge_passing_copies_of_the_input(fakes: Any,
+                                                                                    tmp_path: Path) -> None:
+    """One model repeats the sentence it was given, the other rewrites it; a judge that grades meaning only passes
+    both. The table, its JSON and the report say which model's score is copies of the input."""
+    from reflexopt.cli.render import compare_table
+    from reflexopt.config import ScorerSpec
+    from reflexopt.report import compare_report
+    from reflexopt.store import runs_root
+
+    rows = [{"input": f"The doctor {i} thanked the tourist.", "ideal": f"The tourist was thanked by the doctor {i}."}
+            for i in range(30)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Rewrite the sentence in the passive voice.\n")
+
+    def judge(messages: list[dict[str, str]]) -> str:
+        answer = messages[-1]["content"].split("<response>")[-1].split("</response>")[0]
+        return json.dumps({"reasoning": "same meaning", "score": 5 if "thanked" in answer else 1,
+                           "failure_category": "none"})
+
+    def passive(messages: list[dict[str, str]]) -> str:
+        doctor = messages[-1]["content"].split("The ", 1)[-1].split(" thanked")[0]
+        return f"The tourist was thanked by the {doctor}."
+
+    fakes("fake/copier", lambda m: m[-1]["content"].split("\n")[-1])
+    fakes("fake/rewriter", passive)
+    fakes("fake/meaning-judge", judge)
+    res = compare(CompareConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt), tune=False,
+                                scorer=ScorerSpec(judge=ModelSpec(id="fake/meaning-judge"), rubric="correctness"),
+                                models=(ModelSpec(id="fake/copier"), ModelSpec(id="fake/rewriter"))))
+    by = {r.model: r for r in res.rows}
+    n = res.n_test
+    assert by["fake/copier"].tuned == by["fake/rewriter"].tuned == 1.0  # the judge cannot tell them apart
+    assert by["fake/copier"].echo == {"echoes": n, "of": n, "passed": n} and by["fake/rewriter"].echo is None
+    assert res.to_json()["rows"][0]["echo"]["passed"] == n
+    caption = str(compare_table(res.to_json()).caption)
+    assert f"fake/copier: repeats the input unchanged on {n} of {n}" in caption
+    assert "fake/rewriter: repeats" not in caption
+    html = compare_report(runs_root() / res.compare_id)
+    assert f"fake/copier: repeats the input unchanged on {n} of {n}" in html

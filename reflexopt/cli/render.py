@@ -375,8 +375,12 @@ def compare_table(d: dict[str, Any]) -> Table:
         from ..evaluate import constant_text
 
         curse += f"; constant answer: {constant_text(const)}"
+    from ..agreement import echo_text
+
+    copies = "".join(f"; [yellow]{r['model']}: {echo_text(r['echo'])}: its score may be the scorer's, not the "
+                     "task's[/]" for r in d["rows"] if (r.get("echo") or {}).get("passed"))
     t.caption = "* significant gain from tuning (paired test on the test split)" + (
-        "; † price given by you: " + "; ".join(own) if own else "") + curse
+        "; † price given by you: " + "; ".join(own) if own else "") + curse + copies
     return t
 
 
