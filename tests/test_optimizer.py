@@ -290,6 +290,34 @@ def test_later_demos_trials_redraw_examples_in_the_parents_demo_shape(dataset: P
         assert c["params"]["demo_seed"] != node["params"]["demo_seed"]
 
 
+def test_bootstrapped_demos_are_train_cases_the_parent_answers_right(dataset: Path, prompt_file: Path,
+                                                                     fakes: Any) -> None:
+    """MIPROv2's bootstrapped demos: a demos trial that picks them scores its parent on train first and shows only
+    cases the parent got right. The fake is right only on items numbered by 3 once the prompt names the labels."""
+    import re
+
+    def task(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        item = messages[-1]["content"]
+        n = int(re.findall(r"number (\d+)", item)[-1])
+        if names_labels(text) and n % 3 == 0:
+            return "positive" if "good" in item else "negative"
+        return "It is a product review."
+
+    fakes("fake/task", task)
+    fakes("fake/reasoner", lambda m: "no")
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=40, patience=40)))
+    cands = {c["id"]: c for c in map(json.loads, (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines())}
+    boot = [c for c in cands.values() if c["operator"] == "demos" and c["params"].get("demo_pick") == "bootstrapped"
+            and cands[c["parent"]]["val_mean"]]  # a parent that answers some cases right
+    assert boot, "no demos trial bootstrapped its demos from a parent that answers some cases right"
+    for c in boot:
+        shown = re.findall(r"number (\d+)", (Path(r.run_dir) / "candidates" / f"{c['id']}.md").read_text())
+        assert shown and all(int(n) % 3 == 0 for n in shown), (c["id"], shown)
+    evals = [json.loads(x) for x in (Path(r.run_dir) / "evals.jsonl").read_text().splitlines()]
+    assert any(e["split"] == "train" for e in evals), "the parent was scored on train"
+
+
 def test_after_patience_the_run_draws_other_demos_for_the_best_before_it_stops(dataset: Path, prompt_file: Path,
                                                                                fakes: Any) -> None:
     fakes("fake/task", lambda m: "It is a product review.")  # nothing ever gains: patience runs out

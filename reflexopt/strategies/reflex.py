@@ -27,6 +27,7 @@ from ..pruning import collapse
 from ..search import DEMO_KNOBS, GRACE_S, HEARTBEAT_S, StudyState
 
 if TYPE_CHECKING:
+    from ..data import Case
     from ..evaluate import CaseResult
     from ..search import Trial, TrialRecord
     from .base import SearchContext
@@ -44,6 +45,9 @@ def demo_shape(cand: Candidate, pool: Sequence[Candidate]) -> dict[str, Any] | N
             return {**{k: node.params[k] for k in DEMO_KNOBS}, "demo_style": cand.prompt.demo_style}
         node = by_id.get(node.parent or "")
     return None
+
+
+BOOTSTRAP_CASES = 30  # train cases a parent is scored on to bootstrap demos (MIPROv2 tries its train cases in turn)
 
 
 class ReflexStrategy:
@@ -168,6 +172,20 @@ class ReflexStrategy:
         self.diagnoses[parent.key] = (diag, failing)
         return diag, failing
 
+    async def answered_right(self, ctx: SearchContext, parent: Candidate) -> tuple[Case, ...]:
+        """The train cases `parent` answers right, for bootstrapped demos: scored on the first BOOTSTRAP_CASES of
+        train (memo and budget apply; the diagnosis' sample is among them). A label none of them has keeps its
+        train cases, so every label can still be shown; all of train when the parent answers none right."""
+        results, _ = await ctx.evaluate(parent, list(ctx.train[:BOOTSTRAP_CASES]), "train")
+        right = {r.case_id for r in results if r.passed}
+        if not right:
+            return ctx.train
+        keep = [c for c in ctx.train if c.id in right]
+        shown = {c.ideal for c in keep}
+        if ctx.facts.categorical:
+            keep += [c for c in ctx.train if c.ideal not in shown]
+        return tuple(keep)
+
     async def _heartbeat(self, trial: Trial) -> None:
         while True:
             with contextlib.suppress(Exception):
@@ -237,14 +255,17 @@ class ReflexStrategy:
         ask = (op, parent.key, target)
         sample = self.asks.get(ask, 0)  # the same rewrite asked again is a new draw, not the cached reply
         self.asks[ask] = sample + 1
-        prompt, prop = await propose(params, base, train=ctx.train, facts=ctx.facts, reasoner=ctx.reasoner,
+        train = ctx.train
+        if op == "demos" and params.get("demo_pick") == "bootstrapped":
+            train = await self.answered_right(ctx, parent)
+        prompt, prop = await propose(params, base, train=train, facts=ctx.facts, reasoner=ctx.reasoner,
                                      diagnosis=diag, failing=failing, other=other, sample=sample)
         known = {c.key for c in pool}
         for attempt in range(1, 5):  # a no-LLM operator that rebuilt a known prompt: try its other settings
             if prop.operator in LLM_OPERATORS or parent.prompts.replace(target, prompt).key not in known:
                 break
             alt = vary({**params, "operator": prop.operator}, attempt, base)
-            prompt2, prop2 = await propose(alt, base, train=ctx.train, facts=ctx.facts, reasoner=None,
+            prompt2, prop2 = await propose(alt, base, train=train, facts=ctx.facts, reasoner=None,
                                            diagnosis=diag, failing=failing, other=other)
             params.update({k: v for k, v in alt.items() if k != "operator"})
             prompt = prompt2
