@@ -50,6 +50,12 @@ def demo_shape(cand: Candidate, pool: Sequence[Candidate]) -> dict[str, Any] | N
 BOOTSTRAP_CASES = 30  # train cases a parent is scored on to bootstrap demos (MIPROv2 tries its train cases in turn)
 
 
+def bootstrap_pays(parent_val: float, n_train: int, n_demos: int) -> bool:
+    """Bootstrapped demos are worth the parent's train calls only when it should answer enough of them right to
+    fill the demos (its val score as the guess); otherwise the examples are picked from all of train."""
+    return n_demos > 0 and parent_val * min(BOOTSTRAP_CASES, n_train) >= n_demos
+
+
 class ReflexStrategy:
     name = "reflex"
     distributed = True
@@ -257,7 +263,10 @@ class ReflexStrategy:
         self.asks[ask] = sample + 1
         train = ctx.train
         if op == "demos" and params.get("demo_pick") == "bootstrapped":
-            train = await self.answered_right(ctx, parent)
+            if bootstrap_pays(parent.val_mean, len(train), int(params.get("n_demos", 0))):
+                train = await self.answered_right(ctx, parent)
+            else:
+                params["bootstrap"] = f"skipped: {parent.id} scores {parent.val_mean:.2f} on val"
         prompt, prop = await propose(params, base, train=train, facts=ctx.facts, reasoner=ctx.reasoner,
                                      diagnosis=diag, failing=failing, other=other, sample=sample)
         known = {c.key for c in pool}
