@@ -58,9 +58,7 @@ LLM_OPERATORS = tuple(op.name for op in REGISTRY if op.needs_llm)
 
 # the knobs of the no-LLM operators (TPE samples them; propose.py gives them meaning)
 CUES: tuple[str, ...] = ("none", "answer", "label", "category", "options")
-# `bootstrapped` (MIPROv2's word): balanced over the train cases the parent itself answers right (the strategy
-# scores the parent on train first), so the demos are examples the task model already reads as their labels
-DEMO_PICKS: tuple[str, ...] = ("balanced", "random", "bootstrapped")
+DEMO_PICKS: tuple[str, ...] = ("balanced", "random")
 DEMO_ORDERS: tuple[str, ...] = ("cycle", "shuffled", "grouped")
 N_PHRASINGS = 6
 

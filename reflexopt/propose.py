@@ -158,13 +158,12 @@ def choose_demos(train: Sequence[Case], k: int, seed: int, facts: TaskFacts, *, 
                  order: str = "cycle") -> tuple[Demo, ...]:
     """k demos from train, seeded: `balanced` takes labels round-robin (categorical), `random` follows the
     data's own label mix; `order` keeps the pick order (labels alternate), shuffles, or groups by label.
-    `bootstrapped` picks as `balanced` does, from the train cases the caller passes (those its parent answers
-    right). The total length is bounded."""
+    The total length is bounded."""
     if k <= 0:
         return ()
     rng = random.Random(seed)
     pool = [c for c in train if c.ideal]
-    if facts.categorical and pick in ("balanced", "bootstrapped"):
+    if facts.categorical and pick == "balanced":
         by: dict[str, list[Case]] = defaultdict(list)
         for c in pool:
             by[c.ideal or ""].append(c)

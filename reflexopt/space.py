@@ -18,8 +18,7 @@ def suggest(t: Any, number: int, operator: str, *, n_train: int, n_labels: int, 
 
         Two demos trials carry no TPE parameters (TPE learns only from settings it chose):
         - the first demos trial of a run takes a known-good setting (LM-BFF: every label shown, twice, as chat
-          turns in a balanced cycle), so the strongest no-LLM operator is not judged on an unlucky draw; its
-          examples are bootstrapped (MIPROv2): train cases its parent answers right, when it answers any;
+          turns in a balanced cycle), so the strongest no-LLM operator is not judged on an unlucky draw;
         - `around` (the demo settings that built the parent's demos): the same settings with another seed, i.e.
           another set of examples in the same shape. Which examples are shown matters as much as how many and
           in what form; MIPROv2 spends its search on exactly this."""
@@ -28,7 +27,7 @@ def suggest(t: Any, number: int, operator: str, *, n_train: int, n_labels: int, 
         top = max(1, min(MAX_DEMOS, n_train, max(8, 2 * n_labels)))
         low = max(1, min(n_labels, top))  # every label at least once when the task has labels
         if first:
-            p.update(n_demos=min(top, max(4, 2 * n_labels)), demo_pick="bootstrapped", demo_order="cycle",
+            p.update(n_demos=min(top, max(4, 2 * n_labels)), demo_pick="balanced", demo_order="cycle",
                      demo_style="turns", demo_seed=0)
             return p
         if around:

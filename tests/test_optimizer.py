@@ -15,7 +15,6 @@ from reflexopt.config import Budget, DataSpec, ModelSpec, OptimizeConfig, Scorer
 from reflexopt.optimizer import Optimizer, optimize
 from reflexopt.pool import Candidate, State, pareto_parent
 from reflexopt.prompt import Demo, Prompt
-from reflexopt.strategies.reflex import bootstrap_pays
 
 LABEL_SPEC = "exactly one of these labels"
 
@@ -289,46 +288,6 @@ def test_later_demos_trials_redraw_examples_in_the_parents_demo_shape(dataset: P
             node = cands[node["parent"]]
         assert all(c["params"][k] == node["params"][k] for k in DEMO_KNOBS if k != "demo_style")
         assert c["params"]["demo_seed"] != node["params"]["demo_seed"]
-
-
-def test_bootstrapped_demos_are_train_cases_the_parent_answers_right(dataset: Path, prompt_file: Path,
-                                                                     fakes: Any) -> None:
-    """MIPROv2's bootstrapped demos: a demos trial that picks them scores its parent on train first and shows only
-    cases the parent got right. The fake is right only on items numbered by 3 once the prompt names the labels."""
-    import re
-
-    def task(messages: list[dict[str, str]]) -> str:
-        text = " ".join(m["content"] for m in messages)
-        item = messages[-1]["content"]
-        n = int(re.findall(r"number (\d+)", item)[-1])
-        if names_labels(text) and n % 3 == 0:
-            return "positive" if "good" in item else "negative"
-        return "It is a product review."
-
-    fakes("fake/task", task)
-    fakes("fake/reasoner", lambda m: "no")
-    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=40, patience=40)))
-    cands = {c["id"]: c for c in map(json.loads, (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines())}
-    boot = [c for c in cands.values() if c["operator"] == "demos" and c["params"].get("demo_pick") == "bootstrapped"
-            and cands[c["parent"]]["val_mean"]]  # a parent that answers some cases right
-    assert boot, "no demos trial bootstrapped its demos from a parent that answers some cases right"
-    for c in boot:
-        shown = re.findall(r"number (\d+)", (Path(r.run_dir) / "candidates" / f"{c['id']}.md").read_text())
-        assert shown and all(int(n) % 3 == 0 for n in shown), (c["id"], shown)
-    evals = [json.loads(x) for x in (Path(r.run_dir) / "evals.jsonl").read_text().splitlines()]
-    assert any(e["split"] == "train" for e in evals), "the parent was scored on train"
-    # a parent that answers too few right on val is not scored on train for it: the pick is from all of train
-    for c in cands.values():
-        if c["operator"] == "demos" and c["params"].get("demo_pick") == "bootstrapped":
-            pays = bootstrap_pays(cands[c["parent"]]["val_mean"], 27, c["params"]["n_demos"])
-            assert ("bootstrap" not in c["params"]) == pays, c
-
-
-def test_bootstrapping_is_skipped_for_a_parent_that_answers_too_few_right() -> None:
-    assert not bootstrap_pays(0.0, 60, 4)  # a vague starting prompt: no right answer to draw from
-    assert not bootstrap_pays(0.1, 60, 4)  # about 3 of 30 right: fewer than the 4 demos
-    assert bootstrap_pays(0.15, 60, 4) and not bootstrap_pays(0.15, 60, 12)
-    assert bootstrap_pays(0.5, 20, 8) and not bootstrap_pays(0.3, 20, 8)  # a small train split: all of it scored
 
 
 def test_after_patience_the_run_draws_other_demos_for_the_best_before_it_stops(dataset: Path, prompt_file: Path,

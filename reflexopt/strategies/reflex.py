@@ -27,7 +27,6 @@ from ..pruning import collapse
 from ..search import DEMO_KNOBS, GRACE_S, HEARTBEAT_S, StudyState
 
 if TYPE_CHECKING:
-    from ..data import Case
     from ..evaluate import CaseResult
     from ..search import Trial, TrialRecord
     from .base import SearchContext
@@ -45,15 +44,6 @@ def demo_shape(cand: Candidate, pool: Sequence[Candidate]) -> dict[str, Any] | N
             return {**{k: node.params[k] for k in DEMO_KNOBS}, "demo_style": cand.prompt.demo_style}
         node = by_id.get(node.parent or "")
     return None
-
-
-BOOTSTRAP_CASES = 30  # train cases a parent is scored on to bootstrap demos (MIPROv2 tries its train cases in turn)
-
-
-def bootstrap_pays(parent_val: float, n_train: int, n_demos: int) -> bool:
-    """Bootstrapped demos are worth the parent's train calls only when it should answer enough of them right to
-    fill the demos (its val score as the guess); otherwise the examples are picked from all of train."""
-    return n_demos > 0 and parent_val * min(BOOTSTRAP_CASES, n_train) >= n_demos
 
 
 class ReflexStrategy:
@@ -178,20 +168,6 @@ class ReflexStrategy:
         self.diagnoses[parent.key] = (diag, failing)
         return diag, failing
 
-    async def answered_right(self, ctx: SearchContext, parent: Candidate) -> tuple[Case, ...]:
-        """The train cases `parent` answers right, for bootstrapped demos: scored on the first BOOTSTRAP_CASES of
-        train (memo and budget apply; the diagnosis' sample is among them). A label none of them has keeps its
-        train cases, so every label can still be shown; all of train when the parent answers none right."""
-        results, _ = await ctx.evaluate(parent, list(ctx.train[:BOOTSTRAP_CASES]), "train")
-        right = {r.case_id for r in results if r.passed}
-        if not right:
-            return ctx.train
-        keep = [c for c in ctx.train if c.id in right]
-        shown = {c.ideal for c in keep}
-        if ctx.facts.categorical:
-            keep += [c for c in ctx.train if c.ideal not in shown]
-        return tuple(keep)
-
     async def _heartbeat(self, trial: Trial) -> None:
         while True:
             with contextlib.suppress(Exception):
@@ -261,20 +237,14 @@ class ReflexStrategy:
         ask = (op, parent.key, target)
         sample = self.asks.get(ask, 0)  # the same rewrite asked again is a new draw, not the cached reply
         self.asks[ask] = sample + 1
-        train = ctx.train
-        if op == "demos" and params.get("demo_pick") == "bootstrapped":
-            if bootstrap_pays(parent.val_mean, len(train), int(params.get("n_demos", 0))):
-                train = await self.answered_right(ctx, parent)
-            else:
-                params["bootstrap"] = f"skipped: {parent.id} scores {parent.val_mean:.2f} on val"
-        prompt, prop = await propose(params, base, train=train, facts=ctx.facts, reasoner=ctx.reasoner,
+        prompt, prop = await propose(params, base, train=ctx.train, facts=ctx.facts, reasoner=ctx.reasoner,
                                      diagnosis=diag, failing=failing, other=other, sample=sample)
         known = {c.key for c in pool}
         for attempt in range(1, 5):  # a no-LLM operator that rebuilt a known prompt: try its other settings
             if prop.operator in LLM_OPERATORS or parent.prompts.replace(target, prompt).key not in known:
                 break
             alt = vary({**params, "operator": prop.operator}, attempt, base)
-            prompt2, prop2 = await propose(alt, base, train=train, facts=ctx.facts, reasoner=None,
+            prompt2, prop2 = await propose(alt, base, train=ctx.train, facts=ctx.facts, reasoner=None,
                                            diagnosis=diag, failing=failing, other=other)
             params.update({k: v for k, v in alt.items() if k != "operator"})
             prompt = prompt2
