@@ -194,6 +194,11 @@ def recommend(rows: Sequence[ModelRow], target: float | None, margin: float = MA
               + (f" (others: {prices})" if prices else "") + "."
               + (f" Cheaper, but no significant difference found, which is not equivalence: {'; '.join(unshown)}."
                  if unshown and choice is best else "") + out)
+    if choice.echo and choice.echo["passed"]:
+        from .agreement import echo_text
+
+        reason += (f" Check before trusting it: its tuned prompt {echo_text(choice.echo)}, so its score may be the "
+                   "scorer's, not the task's.")
     return choice.model, reason
 
 

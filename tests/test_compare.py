@@ -294,6 +294,10 @@ def test_compare_says_when_a_models_score_is_the_judge_passing_copies_of_the_inp
     assert by["fake/copier"].tuned == by["fake/rewriter"].tuned == 1.0  # the judge cannot tell them apart
     assert by["fake/copier"].echo == {"echoes": n, "of": n, "passed": n} and by["fake/rewriter"].echo is None
     assert res.to_json()["rows"][0]["echo"]["passed"] == n
+    assert res.recommendation == "fake/copier"  # as good on the judge's score and cheaper: the reason warns
+    assert res.reason.endswith(f"Check before trusting it: its tuned prompt repeats the input unchanged on {n} of {n} "
+                               f"cases whose reference changes it (all {n} passed by the scorer), so its score may "
+                               "be the scorer's, not the task's.")
     caption = str(compare_table(res.to_json()).caption)
     assert f"fake/copier: repeats the input unchanged on {n} of {n}" in caption
     assert "fake/rewriter: repeats" not in caption
