@@ -186,6 +186,11 @@ def echo_figures(results: Sequence[Any]) -> dict[str, Any] | None:
     return {"echoes": len(hits), "of": len(changed), "passed": sum(bool(r.passed) for r in hits)}
 
 
+def echo_warning(model: str, e: dict[str, Any]) -> str:
+    """A model whose answers repeat the input and were passed (compare's table and report)."""
+    return f"{model}: {echo_text(e)}: its score may be the scorer's, not the task's"
+
+
 def echo_text(e: dict[str, Any]) -> str:
     """How the views say it: `repeats the input unchanged on 11 of 21 cases whose reference changes it (all 11
     passed by the scorer)`."""

@@ -375,10 +375,10 @@ def compare_table(d: dict[str, Any]) -> Table:
         from ..evaluate import constant_text
 
         curse += f"; constant answer: {constant_text(const)}"
-    from ..agreement import echo_text
+    from ..agreement import echo_warning
 
-    copies = "".join(f"; [yellow]{r['model']}: {echo_text(r['echo'])}: its score may be the scorer's, not the "
-                     "task's[/]" for r in d["rows"] if (r.get("echo") or {}).get("passed"))
+    copies = "".join(f"; [yellow]{echo_warning(r['model'], r['echo'])}[/]" for r in d["rows"]
+                     if (r.get("echo") or {}).get("passed"))
     t.caption = "* significant gain from tuning (paired test on the test split)" + (
         "; † price given by you: " + "; ".join(own) if own else "") + curse + copies
     return t
