@@ -186,9 +186,11 @@ def echo_figures(results: Sequence[Any]) -> dict[str, Any] | None:
     return {"echoes": len(hits), "of": len(changed), "passed": sum(bool(r.passed) for r in hits)}
 
 
-def echo_warning(model: str, e: dict[str, Any]) -> str:
-    """A model whose answers repeat the input and were passed (compare's table and report)."""
-    return f"{model}: {echo_text(e)}: its score may be the scorer's, not the task's"
+def echo_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """compare's rows (`model`, `echo`) whose tuned prompt's copies of the input the scorer passed, one line each
+    (its table and its report)."""
+    return [f"{r['model']}: {echo_text(r['echo'])}: its score may be the scorer's, not the task's" for r in rows
+            if (r.get("echo") or {}).get("passed")]
 
 
 def echo_text(e: dict[str, Any]) -> str:

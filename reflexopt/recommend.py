@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .agreement import echo_figures
+from .agreement import echo_figures, echo_text
 from .config import ModelSpec
 from .evaluate import CaseResult, money
 from .models import spec_price
@@ -195,8 +195,6 @@ def recommend(rows: Sequence[ModelRow], target: float | None, margin: float = MA
               + (f" Cheaper, but no significant difference found, which is not equivalence: {'; '.join(unshown)}."
                  if unshown and choice is best else "") + out)
     if choice.echo and choice.echo["passed"]:
-        from .agreement import echo_text
-
         reason += (f" Check before trusting it: its tuned prompt {echo_text(choice.echo)}, so its score may be the "
                    "scorer's, not the task's.")
     return choice.model, reason

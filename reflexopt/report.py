@@ -10,7 +10,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .agreement import echo_text, echo_warning
+from .agreement import echo_text, echo_warnings
 from .evaluate import CaseResult, constant_text
 from .metrics import collapsed_text
 from .paths import write_text_atomic
@@ -479,8 +479,7 @@ def compare_report(path: Path, *, refresh_s: int | None = None, nav: str = "") -
         rows.append(f"<tr><td>{escape(r['model'])}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
     const = data.get("constant")
     bar = f" · constant answer: {escape(constant_text(const))}" if const else ""
-    bar += "".join(f"<div class=bad>{escape(echo_warning(r['model'], r['echo']))}</div>" for r in data["rows"]
-                   if (r.get("echo") or {}).get("passed"))
+    bar += "".join(f"<div class=bad>{escape(w)}</div>" for w in echo_warnings(data["rows"]))
     body = [f"<h1>{escape(title)}</h1><div class=muted>{data['n_test']} test cases · * significant gain{bar}</div>",
             f"<div class=card><b>Recommendation:</b> {escape(data['reason'])}" + _curse_html(data.get("selection"))
             + "</div>",

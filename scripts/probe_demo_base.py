@@ -29,7 +29,7 @@ from reflexopt.models import get_client  # noqa: E402
 from reflexopt.prompt import load_prompt  # noqa: E402
 from reflexopt.propose import apply_instruct, choose_demos  # noqa: E402
 from reflexopt.scoring import make_scorer  # noqa: E402
-from reflexopt.space import MAX_DEMOS  # noqa: E402
+from reflexopt.space import suggest  # noqa: E402
 from reflexopt.workload import task_facts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +43,7 @@ async def probe(name: str, seed: int, draws: int) -> list[dict]:
     vague = load_prompt(ROOT / f"scripts/handwritten/{name}/vague.md")
     facts = task_facts(sp.train, vague.text)
     instr = vague.with_(text=apply_instruct(vague, facts, 5, True).text)
-    n_labels = len(facts.labels)
-    top = max(1, min(MAX_DEMOS, len(sp.train), max(8, 2 * n_labels)))
-    n = min(top, max(4, 2 * n_labels))
+    n = suggest(None, 0, "demos", n_train=len(sp.train), n_labels=len(facts.labels), first=True)["n_demos"]
     client = get_client(ModelSpec.parse("local/smollm2"), role="task")
     scorer, _ = make_scorer(ScorerSpec(metric="contains"), list(cases))
     # bootstrapped (MIPROv2's word): demos drawn only from the train cases the instruction answers right

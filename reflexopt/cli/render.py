@@ -375,10 +375,9 @@ def compare_table(d: dict[str, Any]) -> Table:
         from ..evaluate import constant_text
 
         curse += f"; constant answer: {constant_text(const)}"
-    from ..agreement import echo_warning
+    from ..agreement import echo_warnings
 
-    copies = "".join(f"; [yellow]{echo_warning(r['model'], r['echo'])}[/]" for r in d["rows"]
-                     if (r.get("echo") or {}).get("passed"))
+    copies = "".join(f"; [yellow]{w}[/]" for w in echo_warnings(d["rows"]))
     t.caption = "* significant gain from tuning (paired test on the test split)" + (
         "; † price given by you: " + "; ".join(own) if own else "") + curse + copies
     return t
