@@ -177,6 +177,14 @@ def test_a_tuned_prompt_that_answers_one_label_is_flagged_in_the_figures_and_the
     console.print(optimize_summary(r.to_json()))
     out = console.export_text()
     assert "warning" in out and "answers 'positive' to" in out and "constant answer" in out
+    # and the closing line, which a user reads last, does not call it a tuned prompt's gain without saying so
+    from reflexopt.cli.render import print_optimize
+
+    console = Console(record=True, width=300)
+    print_optimize(console, r)
+    last = console.export_text().strip().splitlines()[-1]
+    assert last.startswith("best prompt:"), last
+    assert "but it answers 'positive' 21 of 21 times (collapsed) on test" in last, last
 
 
 def test_the_verdict_shows_what_answering_the_most_common_label_scores(tmp_path: Path, fakes: Any) -> None:
