@@ -641,6 +641,8 @@ def test_the_verdict_re_ranks_the_top_candidates_on_train_cases_they_were_not_bu
     cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt_file), model=ModelSpec(id="fake/task"),
                          reasoning=ModelSpec(id="fake/reasoner"), budget=Budget(max_calls=3000, max_trials=12,
                                                                                 patience=12))
+    est = Optimizer(cfg).estimate()  # --dry-run states the calls kept for it
+    assert est["confirmation"] == {"finalists": 4, "cases": 33} and est["calls_confirmation"] == 4 * 33
     r = optimize(cfg)
     conf = r.confirmation
     assert conf and len(conf) >= 2, r.chosen_by

@@ -591,6 +591,9 @@ def print_dry_run(console: Console, err: Console, est: dict[str, Any]) -> None:
                   f"{est['calls_search']}, final test {est['calls_final_test']}"
                   + (f" + {est['calls_verdict_reserve']} kept for the judge's retries and re-judging"
                      if est.get("calls_verdict_reserve") else "")
+                  + (f", a second look at the top {est['confirmation']['finalists']} candidates on "
+                     f"{est['confirmation']['cases']} train cases {est['calls_confirmation']}"
+                     if est.get("calls_confirmation") else "")
                   + (f", judge self-agreement {est['calls_judge_self_agreement']}"
                      if est.get("calls_judge_self_agreement") else "") + "); estimated cost: "
                   + ("$0 (local/fake model)" if cost == 0 else f"${cost:.4f}" if cost else "unknown price"))
