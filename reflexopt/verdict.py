@@ -233,11 +233,14 @@ def confirm_plan(max_calls: int | None, n_train: int, skip: int, calls_per_case:
     return (k, n) if k >= 2 else (0, 0)
 
 
-def finalists(pool: Sequence[Candidate], baseline: Candidate, n_val: int, k: int) -> list[Candidate]:
-    """The k candidates with the highest val means (scored on all of val, above the starting prompt, not one
-    that answers one label whatever the case), best first; one per prompt."""
-    seen: set[str] = set()
-    out = []
+def finalists(pool: Sequence[Candidate], best: Candidate, baseline: Candidate, n_val: int,
+              k: int) -> list[Candidate]:
+    """The candidate the search would return (`best`, even one that answers one label whatever the case: that is
+    what its train cases show) and the k - 1 others with the highest val means (scored on all of val, above the
+    starting prompt, not collapsed), best first; one per prompt. None when the search returns the start."""
+    if best.id == "baseline":
+        return []
+    seen, out = {best.key}, [best]
     for c in sorted((c for c in pool if c.state == "complete" and len(c.val) == n_val and c.id != "baseline"
                      and c.val_mean > baseline.val_mean and not c.params.get("collapsed")),
                     key=lambda c: -c.val_mean):

@@ -605,8 +605,11 @@ def test_finalists_and_their_confirmation_cases() -> None:
     pool = [base, cand("t1", 5, "a\n", (Demo("in 13", "x"),)), cand("t2", 4, "b\n"),
             cand("t3", 6, "c\n", collapsed={"label": "x"}), cand("t4", 4, "b\n"), cand("t5", 1, "d\n"),
             cand("t6", 3, "e\n")]
-    top = finalists(pool, base, 6, 3)
+    top = finalists(pool, pool[1], base, 6, 3)
     assert [c.id for c in top] == ["t1", "t2", "t6"]  # not collapsed, one per prompt, above the start
+    # the search's pick is a finalist even when it answers one label (its train cases show what that is worth)
+    assert [c.id for c in finalists(pool, pool[3], base, 6, 3)] == ["t3", "t1", "t2"]
+    assert finalists(pool, base, base, 6, 3) == []
     train = [Case(id=f"r{i}", input=f"in {i}") for i in range(20)]
     assert [c.id for c in confirm_cases(train, top, 12, 5)] == ["r12", "r14", "r15", "r16", "r17"]
     pick, rows = confirmed(top, {"t1": {"r12": 0.0, "r14": 0.0}, "t2": {"r12": 1.0, "r14": 1.0}, "t6": {}})
