@@ -577,3 +577,85 @@ def test_with_a_call_budget_the_draws_after_patience_go_on_until_the_budget_is_s
     draws = [c for c in cands if c["params"].get("redraw")]
     assert len(draws) > 4 and all(c["parent"] == "baseline" for c in draws)
     assert r.model_calls + r.cached_calls <= 600
+
+
+def test_the_confirmation_plan_fits_a_share_of_the_budget() -> None:
+    from reflexopt.verdict import confirm_plan
+
+    assert confirm_plan(500, 60, 12, 1) == (0, 0)  # 50 calls pay for one finalist: nothing to re-rank
+    assert confirm_plan(1500, 60, 12, 1) == (3, 40)
+    assert confirm_plan(1500, 60, 12, 2) == (0, 0)  # a judge doubles the calls of a case
+    assert confirm_plan(None, 60, 12, 2) == (3, 40)  # bounded by time, cost or trials only
+    assert confirm_plan(10_000, 60, 12, 1) == (4, 40) and confirm_plan(1500, 20, 12, 1) == (0, 0)
+
+
+def test_finalists_and_their_confirmation_cases() -> None:
+    from reflexopt.data import Case
+    from reflexopt.promptset import PromptSet
+    from reflexopt.verdict import confirm_cases, confirmed, finalists
+
+    val = {str(i): 1.0 for i in range(6)}
+
+    def cand(cid: str, right: int, text: str, demos: tuple[Demo, ...] = (), **params: Any) -> Candidate:
+        scores = {k: (1.0 if int(k) < right else 0.0) for k in val}
+        return Candidate(cid, PromptSet.of(Prompt(text, demos=demos)), "x", "baseline", "", params).scored(
+            scores, State.COMPLETE)
+
+    base = cand("baseline", 1, "start\n")
+    pool = [base, cand("t1", 5, "a\n", (Demo("in 13", "x"),)), cand("t2", 4, "b\n"),
+            cand("t3", 6, "c\n", collapsed={"label": "x"}), cand("t4", 4, "b\n"), cand("t5", 1, "d\n"),
+            cand("t6", 3, "e\n")]
+    top = finalists(pool, pool[1], base, 6, 3)
+    assert [c.id for c in top] == ["t1", "t2", "t6"]  # not collapsed, one per prompt, above the start
+    # the search's pick is a finalist even when it answers one label (its train cases show what that is worth)
+    assert [c.id for c in finalists(pool, pool[3], base, 6, 3)] == ["t3", "t1", "t2"]
+    assert finalists(pool, base, base, 6, 3) == []
+    train = [Case(id=f"r{i}", input=f"in {i}") for i in range(20)]
+    assert [c.id for c in confirm_cases(train, top, 12, 5)] == ["r12", "r14", "r15", "r16", "r17"]
+    pick, rows = confirmed(top, {"t1": {"r12": 0.0, "r14": 0.0}, "t2": {"r12": 1.0, "r14": 1.0}, "t6": {}})
+    assert pick.id == "t2" and [r["pooled"] for r in rows] == [0.625, 0.75, 0.5] and rows[1]["chosen"]
+
+
+def test_the_verdict_re_ranks_the_top_candidates_on_train_cases_they_were_not_built_from(
+        dataset: Path, prompt_file: Path, fakes: Any) -> None:
+    """Demos make the fake right on every val case and wrong on the train cases (luck on val); a task instruction
+    makes it right on nine in ten of both. On val alone the demos candidate wins; on val and train together the
+    instruction does, and the run returns it."""
+    from reflexopt.data import load_dataset, split
+
+    rows = [{"input": f"{'good' if i % 2 else 'bad'} thing number {i}", "ideal": "positive" if i % 2 else "negative"}
+            for i in range(150)]
+    data = write_jsonl(dataset.parent / "big.jsonl", rows)
+    val_inputs = {c.input for c in split(load_dataset(data), None, seed=0).val}
+
+    def task(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        item = messages[-1]["content"]
+        right = "positive" if "good" in item else "negative"
+        on_val = any(x in item for x in val_inputs if item.endswith(x))
+        if text.count("thing number") > 1:  # demos shown
+            return right if on_val else "It is a product review."
+        if names_labels(text):
+            return right if _h(item) < 90 else "It is a product review."
+        return "It is a product review."
+
+    fakes("fake/task", task)
+    fakes("fake/reasoner", lambda m: "no")
+    cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt_file), model=ModelSpec(id="fake/task"),
+                         reasoning=ModelSpec(id="fake/reasoner"), budget=Budget(max_calls=3000, max_trials=12,
+                                                                                patience=12))
+    est = Optimizer(cfg).estimate()  # --dry-run states the calls kept for it
+    assert est["confirmation"] == {"finalists": 4, "cases": 33} and est["calls_confirmation"] == 4 * 33
+    r = optimize(cfg)
+    conf = r.confirmation
+    assert conf and len(conf) >= 2, r.chosen_by
+    by_val = max(conf, key=lambda x: x["val"])
+    chosen = next(x for x in conf if x["chosen"])
+    assert by_val["val"] == 1.0 and by_val["train"] == 0.0  # the demos candidate: lucky on val
+    assert chosen["id"] == r.best_candidate != by_val["id"] and chosen["pooled"] > by_val["pooled"]
+    assert "train cases of the top" in r.chosen_by
+    from reflexopt.cli.render import optimize_summary
+
+    shown = " ".join(str(c) for col in optimize_summary(r.to_json()).columns for c in col._cells)
+    assert f"{chosen['id']}: the best mean over val and" in shown and f"{by_val['id']} 1.000 val, 0.000 train" in shown
+    assert r.model_calls <= 3000
