@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from .models import spec_price
 from .operators import LLM_OPERATORS, NAMES
-from .verdict import confirm_plan
 
 if TYPE_CHECKING:
     from .config import OptimizeConfig
@@ -41,10 +40,6 @@ def run_estimate(cfg: OptimizeConfig, r: Evaluator) -> dict[str, Any]:
                               "starting prompt on val and the final test alone need; the search will not run")
         est["calls_estimate"] = min(est["calls_estimate"], cfg.budget.max_calls)
     est["calls_verdict_reserve"] = r.test_reserve - est["calls_final_test"]
-    k, n = (0, 0) if cfg.storage is not None else confirm_plan(cfg.budget.max_calls, len(r.splits.train),
-                                                                  cfg.diagnose_sample, r.calls_per_case)
-    est["calls_confirmation"] = k * n * r.calls_per_case  # kept from the search for the verdict's second look
-    est["confirmation"] = {"finalists": k, "cases": n}
     est.update(n_train=len(r.splits.train), n_val=len(r.val), n_test=len(r.test), max_trials=cfg.budget.trial_limit)
     est["cost_estimate_usd"] = cost_estimate(cfg, r, est["calls_estimate"])
     return est

@@ -22,19 +22,7 @@ from .pool import Candidate, State, from_study, select
 from .search import GRACE_S, Search, StudyState, worker_id
 from .store import RunStore, write_text_atomic
 from .strategies import SearchContext, get_strategy
-from .verdict import (
-    OptimizeResult,
-    cheaper_variants,
-    choose,
-    confirm_cases,
-    confirm_plan,
-    confirmed,
-    finalists,
-    paired_on_test,
-    test_echo,
-    test_labels,
-    test_money,
-)
+from .verdict import OptimizeResult, cheaper_variants, choose, paired_on_test, test_echo, test_labels, test_money
 
 
 class Optimizer:
@@ -112,38 +100,7 @@ class Optimizer:
         scorings of cheaper variants tried after it (`verdict.cheaper_variants`; a third if calls remain)."""
         r = self.evaluator
         trims = 2 * len(r.val) if self.config.objective == "cost" else 0
-        k, n = self._confirm_plan()
-        return r.test_reserve + (trims + k * n) * r.calls_per_case
-
-    def _confirm_plan(self) -> tuple[int, int]:
-        """How many finalists the verdict re-scores on how many train cases (verdict.confirm_plan). Not in a
-        shared study: other processes may still add candidates while the finalists are scored."""
-        cfg, r = self.config, self.evaluator
-        if cfg.storage is not None:
-            return 0, 0
-        return confirm_plan(cfg.budget.max_calls, len(r.splits.train), cfg.diagnose_sample, r.calls_per_case)
-
-    async def _confirm(self, pool: list[Candidate], best: Candidate,
-                       baseline: Candidate) -> tuple[Candidate, list[dict[str, Any]] | None]:
-        """The verdict's second look: the top finalists on val re-scored on train cases none of them was built
-        from, and the one with the best mean over both returned (verdict.confirmed). The best of dozens of
-        candidates on 60 val cases is partly chosen by its luck on them (its test score is lower than its val
-        score by 0.08 on average at 1,500 calls, against 0.02 for MIPROv2's single pick)."""
-        r = self.evaluator
-        k, n = self._confirm_plan()
-        top = finalists(pool, best, baseline, len(r.val), k) if k else []
-        if len(top) < 2:
-            return best, None  # nothing to re-rank
-        cases = confirm_cases(r.splits.train, top, self.config.diagnose_sample, n)
-        scores: dict[str, dict[str, float]] = {}
-        for c in top:
-            res, _ = await r.evaluate(c, cases, "train")
-            scores[c.id] = {x.case_id: x.score for x in res if x.score is not None}
-        pick, rows = confirmed(top, scores)
-        self._emit("note", {"message": f"confirmed on {len(cases)} train cases: " + ", ".join(
-            f"{x['id']} val {x['val']:.3f} train {x['train'] if x['train'] is not None else '-'} pooled "
-            f"{x['pooled']:.3f}" for x in rows) + f"; returns {pick.id}"})
-        return pick, rows
+        return r.test_reserve + trims * r.calls_per_case
 
     async def _trim(self, search: Search, baseline: Candidate, min_gain: float) -> list[Candidate]:
         """`--objective cost`: score on val the cheaper variants (fewer demos) of the candidate the run would
@@ -332,17 +289,12 @@ class Optimizer:
             sel = select(pool, len(r.val), min_gain)
             self._export(pool)
             pool += trims
-            pick, confirmation = await self._confirm(pool, sel.best, baseline)
-            why = "the best val score"
-            if confirmation:
-                why = (f"the best mean over val and {confirmation[0]['n_train']} train cases of the top "
-                       f"{len(confirmation)} on val")
             evals = store.evals()
             best, frontier, chosen_by = choose(
-                pick, baseline, pool, len(r.val), objective=cfg.objective,
+                sel.best, baseline, pool, len(r.val), objective=cfg.objective,
                 max_prompt_tokens=cfg.max_prompt_tokens, margin=cfg.cost_margin,
                 results=lambda c: store.results(c.prompts, "val", evals),
-                price=r.task_price()[0], best_why=why)
+                price=r.task_price()[0])
             if best.id == "baseline":
                 base_test = best_test = (await base_job)[0]
             else:
@@ -377,8 +329,7 @@ class Optimizer:
             test_wins=cmp.wins, test_losses=cmp.losses, accepted_path=sel.accepted, study=search.name,
             unspent_calls=r.budget.unspent(),
             operators=dict(Counter(c.operator for c in pool if c.id != "baseline")), test_cases=coverage,
-            objective=cfg.objective, chosen_by=chosen_by, confirmation=confirmation,
-            frontier=[p.to_json() for p in frontier],
+            objective=cfg.objective, chosen_by=chosen_by, frontier=[p.to_json() for p in frontier],
             money=test_money(base_test, best_test, *r.task_price()),
             test_labels=labels, test_echo=test_echo(base_test, best_test),
             distinct_candidates=len({c.key for c in pool} - {baseline.key}),

@@ -62,7 +62,6 @@ class OptimizeResult:
     test_cases: dict[str, Any] | None = None  # n, paired, and the cases left out or counted 0, by kind
     objective: str = "score"
     chosen_by: str = ""  # how the returned candidate was chosen
-    confirmation: list[dict[str, Any]] | None = None  # the finalists re-scored on train (verdict.confirmed)
     frontier: list[dict[str, Any]] | None = None  # candidates scored on all of val: val, tokens, cost per 1k
     money: dict[str, Any] | None = None  # on test, baseline and best: cost per 1,000 requests and per success
     test_labels: dict[str, Any] | None = None  # a label metric on test, baseline and best: macro-F1, F1 by label
@@ -217,67 +216,9 @@ def cheaper_variants(c: Candidate) -> list[Candidate]:
     return out
 
 
-CONFIRM_SHARE = 0.1  # of a call budget, at most, spent re-scoring the finalists
-CONFIRM_CASES = 40  # train cases each finalist is re-scored on
-MAX_FINALISTS = 4
-
-
-def confirm_plan(max_calls: int | None, n_train: int, skip: int, calls_per_case: int) -> tuple[int, int]:
-    """(finalists, cases each) for the confirmation: train cases past the first `skip` (the ones diagnoses show the
-    reasoning model), up to CONFIRM_CASES, for as many finalists as CONFIRM_SHARE of the call budget pays for
-    (3 when only time, cost or trials bound the run); (0, 0) when fewer than two or fewer than 10 cases."""
-    n = min(CONFIRM_CASES, max(0, n_train - skip))
-    if n < 10:
-        return 0, 0
-    k = 3 if max_calls is None else min(MAX_FINALISTS, int(CONFIRM_SHARE * max_calls) // (n * calls_per_case))
-    return (k, n) if k >= 2 else (0, 0)
-
-
-def finalists(pool: Sequence[Candidate], best: Candidate, baseline: Candidate, n_val: int,
-              k: int) -> list[Candidate]:
-    """The candidate the search would return (`best`, even one that answers one label whatever the case: that is
-    what its train cases show) and the k - 1 others with the highest val means (scored on all of val, above the
-    starting prompt, not collapsed), best first; one per prompt. None when the search returns the start."""
-    if best.id == "baseline":
-        return []
-    seen, out = {best.key}, [best]
-    for c in sorted((c for c in pool if c.state == "complete" and len(c.val) == n_val and c.id != "baseline"
-                     and c.val_mean > baseline.val_mean and not c.params.get("collapsed")),
-                    key=lambda c: -c.val_mean):
-        if c.key not in seen:
-            seen.add(c.key)
-            out.append(c)
-    return out[:k]
-
-
-def confirm_cases(train: Sequence[Case], chosen: Sequence[Candidate], skip: int, n: int) -> list[Case]:
-    """The train cases the finalists are re-scored on: past the first `skip` (a diagnosis showed those to the
-    reasoning model, whose rewrites may fit them), none shown as a demo by any finalist, the first n."""
-    shown = {d.input for c in chosen for name in c.prompts.names for d in c.prompts[name].demos}
-    return [c for c in train[skip:] if c.input_text not in shown][:n]
-
-
-def confirmed(chosen: Sequence[Candidate],
-              train_scores: Mapping[str, Mapping[str, float]]) -> tuple[Candidate, list[dict[str, Any]]]:
-    """The finalist with the highest mean over its val and train cases together (ties: the higher on val, the
-    order given), and each finalist's figures. The best of many candidates on val is partly chosen by its luck on
-    those cases; fresh cases re-rank the few at the top."""
-    rows = []
-    for c in chosen:
-        tr = train_scores.get(c.id, {})
-        pooled = (sum(c.val.values()) + sum(tr.values())) / (len(c.val) + len(tr))
-        rows.append({"id": c.id, "val": round(c.val_mean, 4), "train": round(sum(tr.values()) / len(tr), 4)
-                     if tr else None, "n_train": len(tr), "pooled": round(pooled, 4)})
-    top = max(range(len(chosen)), key=lambda i: (rows[i]["pooled"], rows[i]["val"], -i))
-    for i, r in enumerate(rows):
-        r["chosen"] = i == top
-    return chosen[top], rows
-
-
 def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_val: int, *, objective: str,
            max_prompt_tokens: int | None, results: Callable[[Candidate], Mapping[str, CaseResult]],
-           price: tuple[float, float] | None, margin: float = 0.05,
-           best_why: str = "the best val score") -> tuple[Candidate, list[Point], str]:
+           price: tuple[float, float] | None, margin: float = 0.05) -> tuple[Candidate, list[Point], str]:
     """The candidate the run returns, the frontier (candidates scored on all of val, cheapest first), and one
     line saying how it was chosen. With `objective="cost"`, a candidate counts as not worse than the best when it
     scores at least as high on val, or when a one-sided paired test on the val cases shows it loses less than
@@ -303,7 +244,7 @@ def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_va
 
     top = best if allowed(best) else max((c for c in full if allowed(c)), key=lambda c: c.val_mean,
                                          default=baseline)
-    why = best_why if top is best else f"the best val score within {max_prompt_tokens} prompt tokens"
+    why = "the best val score" if top is best else f"the best val score within {max_prompt_tokens} prompt tokens"
     chosen = top
     if objective == "cost":
         ref = {i: s for i, s in enumerate(top.val[k] for k in sorted(top.val))}

@@ -263,11 +263,7 @@ def optimize_summary(r: dict[str, Any]) -> Table:
         from ..verdict import coverage_text
 
         t.add_row("test cases compared", "", coverage_text(cov))
-    if r.get("confirmation"):
-        t.add_row("chosen", "", f"{r['best_candidate']}: {r['chosen_by']} (" + ", ".join(
-            f"{x['id']} {x['val']:.3f} val, {'-' if x['train'] is None else format(x['train'], '.3f')} train"
-            for x in r["confirmation"]) + ")")
-    elif r.get("objective") == "cost" or (r.get("chosen_by") or "").startswith("the best val score within"):
+    if r.get("objective") == "cost" or (r.get("chosen_by") or "").startswith("the best val score within"):
         t.add_row("chosen", "", f"{r['best_candidate']}: {r['chosen_by']}")
         chosen = next((p for p in r.get("frontier") or [] if p["chosen"]), None)
         if chosen:
@@ -591,9 +587,6 @@ def print_dry_run(console: Console, err: Console, est: dict[str, Any]) -> None:
                   f"{est['calls_search']}, final test {est['calls_final_test']}"
                   + (f" + {est['calls_verdict_reserve']} kept for the judge's retries and re-judging"
                      if est.get("calls_verdict_reserve") else "")
-                  + (f", a second look at the top {est['confirmation']['finalists']} candidates on "
-                     f"{est['confirmation']['cases']} train cases {est['calls_confirmation']}"
-                     if est.get("calls_confirmation") else "")
                   + (f", judge self-agreement {est['calls_judge_self_agreement']}"
                      if est.get("calls_judge_self_agreement") else "") + "); estimated cost: "
                   + ("$0 (local/fake model)" if cost == 0 else f"${cost:.4f}" if cost else "unknown price"))
