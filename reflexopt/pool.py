@@ -187,8 +187,9 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
     (`min_gain` > 0: twice the standard error its redraw noise gives over val) the gain must clear twice the
     standard error of the per-case differences from the best (stats.paired_gain_bar), which counts only the cases
     whose verdict moved. A demo draw made after patience ran out (`redraw`) must also win by more than one val
-    case: the best of many draws of examples wins by a case or two by chance. The baseline is the first best:
-    never a regression."""
+    case: the best of many draws of examples wins by a case or two by chance. A candidate that varies its answers
+    takes the place of a best that answers one label at the same val score or above (varies_past). The baseline
+    is the first best: never a regression."""
     from .stats import paired_gain_bar
 
     base = next(c for c in pool if c.id == "baseline")
@@ -198,6 +199,10 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
             continue
         trials += 1
         pruned += c.state == "pruned"
+        if c.state == "complete" and len(c.val) == n_val and varies_past(c, best):
+            best, since = c, 0
+            path.append(c.id)
+            continue
         if c.state == "complete" and len(c.val) == n_val and c.val_mean > best.val_mean:
             margin = paired_gain_bar(c.val, best.val) if min_gain > 0 else 0.0
             if c.params.get("redraw"):
@@ -209,6 +214,26 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
         if c.state != "duplicate":  # a prompt already known cost nothing and says nothing new
             since += 1
     return Selection(best, since, trials, pruned, tuple(path))
+
+
+def collapsed(c: Candidate) -> bool:
+    """It answered one label whatever the case (pruning.collapse; marked on a label task only)."""
+    return bool(c.params.get("collapsed"))
+
+
+def varies_past(c: Candidate, best: Candidate) -> bool:
+    """`c` tells the cases apart and the best does not, at the same val score or above: it takes the best's place
+    without the margins below (a constant answer scores its label's share of val, and every draw built on it
+    shows the model the same shape that made it answer one label; one that varies at that score is worth more)."""
+    return collapsed(best) and not collapsed(c) and c.val_mean >= best.val_mean
+
+
+def gates(parent: Candidate, n_val: int) -> bool:
+    """Whether a trial built on `parent` is screened against it at the first check (search.Trial.gate_on): when
+    the parent is scored on all of val and varies its answers. Against a constant answer the first cases say how
+    many of them carry its label, not whether the child does the task: a child that tells them apart goes on to
+    the test against the best."""
+    return len(parent.val) == n_val and not collapsed(parent)
 
 
 def pareto_parent(pool: Sequence[Candidate], rng: random.Random) -> Candidate:

@@ -315,6 +315,31 @@ def test_a_demo_draw_after_patience_must_win_by_more_than_one_val_case() -> None
     assert select([base, cand("t1", 2, redraw=True)], 10, 0.25).best.id == "baseline"  # judge noise still counts
 
 
+def test_a_prompt_that_varies_its_answers_takes_the_place_of_a_constant_answer_at_the_same_val() -> None:
+    """A best that answers one label scores that label's share of val, and every draw after patience is built on
+    it. One that tells the cases apart at the same score or above replaces it, without the redraw margin; one
+    below it does not, nor does a second constant answer. Such a parent does not gate its children."""
+    from reflexopt.pool import State, gates, select
+
+    ids = [str(i) for i in range(10)]
+    base = Candidate("baseline", Prompt(text="a")).scored({i: 0.0 for i in ids}, State.COMPLETE)
+    flat = {"collapsed": {"label": "positive", "answers": 10, "of": 10}}
+
+    def cand(cid: str, right: int, **params: Any) -> Candidate:
+        return Candidate(cid, Prompt(text=cid), "demos", "baseline", params=params).scored(
+            {i: float(n < right) for n, i in enumerate(ids)}, State.COMPLETE)
+
+    const = cand("t1", 6, **flat)
+    assert select([base, const, cand("t2", 6)], 10, 0.0).best.id == "t2"
+    assert select([base, const, cand("t2", 6, redraw=True)], 10, 0.0).accepted == ("baseline", "t1", "t2")
+    assert select([base, const, cand("t2", 5)], 10, 0.0).best.id == "t1"
+    assert select([base, const, cand("t2", 6, **flat)], 10, 0.0).best.id == "t1"
+    assert select([base, cand("t1", 6), cand("t2", 6)], 10, 0.0).best.id == "t1"  # equal, both vary: no change
+    assert gates(cand("t2", 6), 10) and not gates(const, 10)
+    partial = Candidate("t3", Prompt(text="t3")).scored({"0": 1.0}, State.PRUNED)
+    assert not gates(partial, 10)
+
+
 def test_with_a_noisy_judge_a_gain_is_accepted_by_the_spread_of_its_per_case_differences() -> None:
     """The bar is twice the standard error of the differences from the best, not a fixed bar from the judge's
     redraw noise: a gain made of many cases that each moved a little is taken even under that bar, and one case

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..diagnose import Diagnosis, diagnose
 from ..operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
-from ..pool import Candidate, Selection, State, counts_as_trial, from_study, outcomes, pareto_parent, select
+from ..pool import Candidate, Selection, State, counts_as_trial, from_study, gates, outcomes, pareto_parent, select
 from ..propose import propose, vary
 from ..pruning import collapse
 from ..search import DEMO_KNOBS, GRACE_S, HEARTBEAT_S, StudyState
@@ -220,7 +220,7 @@ class ReflexStrategy:
         params.setdefault("phrasing", trial.number)  # for an LLM rewrite that falls back to `instruct`
         if len(names) > 1:
             params["target"] = target
-        if len(parent.val) == len(ctx.val):
+        if gates(parent, len(ctx.val)):
             trial.gate_on({ctx.index[k]: v for k, v in parent.val.items()}, ctx.noise)
         constant = {c.params["collapsed"]["label"] for c in pool if c.state == State.COMPLETE
                     and c.params.get("collapsed")}
