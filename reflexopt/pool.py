@@ -223,7 +223,7 @@ def collapsed(c: Candidate) -> bool:
 
 def varies_past(c: Candidate, best: Candidate) -> bool:
     """`c` tells the cases apart and the best does not, at the same val score or above: it takes the best's place
-    without the margins below (a constant answer scores its label's share of val, and every draw built on it
+    without select's margins (a constant answer scores its label's share of val, and every draw built on it
     shows the model the same shape that made it answer one label; one that varies at that score is worth more)."""
     return collapsed(best) and not collapsed(c) and c.val_mean >= best.val_mean
 

@@ -595,10 +595,11 @@ def print_dry_run(console: Console, err: Console, est: dict[str, Any]) -> None:
 
 
 def print_optimize(console: Console, result: Any) -> None:
-    console.print(optimize_summary(result.to_json()))
+    r = result.to_json()
+    console.print(optimize_summary(r))
     console.print(prompt_diff(printable(result.baseline_prompt), printable(result.best_prompt)))
     verdict = "a significant gain" if result.significant else "no significant gain (keep testing before shipping)"
-    col = ((result.to_json().get("test_labels") or {}).get("best") or {}).get("collapsed")
+    col = ((r.get("test_labels") or {}).get("best") or {}).get("collapsed")
     if col and result.best_candidate != "baseline":  # a gain that one constant answer gets is not a tuned prompt
         from ..metrics import collapsed_text
 
