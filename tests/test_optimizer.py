@@ -262,7 +262,8 @@ def test_a_gated_trial_says_why_it_stopped() -> None:
     view.on_event("trial", {**base, "state": "pruned", "pruned_by": "gate"})
     view.on_event("trial", {**base, "state": "pruned", "pruned_by": "worse than best"})
     lines = buf.getvalue().splitlines()
-    assert "pruned: no gain over t2" in lines[0] and lines[1].rstrip().endswith("pruned · best 0.500")
+    assert "pruned: no gain over t2" in lines[0]
+    assert lines[1].rstrip().endswith("pruned: significantly worse than the best · best 0.500")
 
 
 def test_later_demos_trials_redraw_examples_in_the_parents_demo_shape(dataset: Path, prompt_file: Path,

@@ -225,6 +225,8 @@ class LiveView:
                 mark = "✓ accepted" if data["accepted"] else data["state"]
                 if data.get("pruned_by") == "gate":
                     mark = f"pruned: no gain over {data.get('parent') or 'its parent'}"
+                elif data.get("pruned_by") == "worse than best":
+                    mark = "pruned: significantly worse than the best"
                 elif data.get("duplicate_of"):
                     mark = f"duplicate of {data['duplicate_of']} (scores reused, no calls)"
                 if data.get("collapsed"):
