@@ -190,8 +190,6 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
     case: the best of many draws of examples wins by a case or two by chance. A candidate that varies its answers
     takes the place of a best that answers one label at the same val score or above (varies_past). The baseline
     is the first best: never a regression."""
-    from .stats import paired_gain_bar
-
     base = next(c for c in pool if c.id == "baseline")
     best, since, trials, pruned, path = base, 0, 0, 0, ["baseline"]
     for c in pool:
@@ -199,21 +197,26 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
             continue
         trials += 1
         pruned += c.state == "pruned"
-        if c.state == "complete" and len(c.val) == n_val and varies_past(c, best):
+        if c.state == "complete" and len(c.val) == n_val and (varies_past(c, best)
+                                                              or _gains(c, best, n_val, min_gain)):
             best, since = c, 0
             path.append(c.id)
             continue
-        if c.state == "complete" and len(c.val) == n_val and c.val_mean > best.val_mean:
-            margin = paired_gain_bar(c.val, best.val) if min_gain > 0 else 0.0
-            if c.params.get("redraw"):
-                margin = max(margin, 1 / n_val + 1e-9)
-            if c.val_mean > best.val_mean + margin:
-                best, since = c, 0
-                path.append(c.id)
-                continue
         if c.state != "duplicate":  # a prompt already known cost nothing and says nothing new
             since += 1
     return Selection(best, since, trials, pruned, tuple(path))
+
+
+def _gains(c: Candidate, best: Candidate, n_val: int, min_gain: float) -> bool:
+    """`c`'s val mean beats the best's by more than the margins of select."""
+    if c.val_mean <= best.val_mean:
+        return False
+    from .stats import paired_gain_bar
+
+    margin = paired_gain_bar(c.val, best.val) if min_gain > 0 else 0.0
+    if c.params.get("redraw"):
+        margin = max(margin, 1 / n_val + 1e-9)
+    return c.val_mean > best.val_mean + margin
 
 
 def collapsed(c: Candidate) -> bool:

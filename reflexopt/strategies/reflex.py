@@ -21,7 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 from ..diagnose import Diagnosis, diagnose
 from ..operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
-from ..pool import Candidate, Selection, State, counts_as_trial, from_study, gates, outcomes, pareto_parent, select
+from ..pool import (
+    Candidate,
+    Selection,
+    State,
+    collapsed,
+    counts_as_trial,
+    from_study,
+    gates,
+    outcomes,
+    pareto_parent,
+    select,
+)
 from ..propose import propose, vary
 from ..pruning import collapse
 from ..search import DEMO_KNOBS, GRACE_S, HEARTBEAT_S, StudyState
@@ -186,7 +197,7 @@ class ReflexStrategy:
             return None
         # a parent half the time: the best prompt that tells the cases apart. One that answers one label whatever
         # the case (collapsed) may still be the bar, but what is built on it mostly answers the same label
-        varied = [c for c in full if not c.params.get("collapsed")]
+        varied = [c for c in full if not collapsed(c)]
         lead = max(varied, key=lambda c: c.val_mean) if varied else best
         beat = asyncio.ensure_future(self._heartbeat(trial))
         try:
@@ -223,7 +234,7 @@ class ReflexStrategy:
         if gates(parent, len(ctx.val)):
             trial.gate_on({ctx.index[k]: v for k, v in parent.val.items()}, ctx.noise)
         constant = {c.params["collapsed"]["label"] for c in pool if c.state == State.COMPLETE
-                    and c.params.get("collapsed")}
+                    and collapsed(c)}
         if ctx.facts.categorical and constant:  # a second constant answer is stopped at the first check
             trial.collapse_on(ctx.facts.labels, {ctx.index[c.id]: c.ideal for c in ctx.val}, constant)
         diag: Diagnosis = Diagnosis()
