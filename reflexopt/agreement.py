@@ -12,7 +12,8 @@ the dataset): Spearman's rho on the scores, Cohen's kappa on pass/fail, and the 
 Copies of the input: answers that repeat their input unchanged where the reference changes it, and how many the
 scorer passed. A judge that passes them grades the meaning, not the change the task asks for (an active sentence
 says what its passive reference says), so a prompt that makes the model repeat the input scores without doing
-the task. No calls: read from the scored cases, with any scorer.
+the task. No calls: read from the scored cases, with any scorer. A judge's rubric fails them unjudged by default
+(judge.py), so "passed" counts them for metrics and for rubrics with `fail_copies: false`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 from .data import Case
 from .errors import DataError
 from .judge import JudgeScorer, Rubric
-from .metrics import normalize
+from .metrics import normalize, repeats_input
 from .stats import cohen_kappa, spearman
 
 RESAMPLE_TEMPERATURE = 0.7
@@ -51,7 +52,10 @@ class SelfAgreement:
 
 
 async def self_agreement(scorer: JudgeScorer, items: Sequence[tuple[Case, str]]) -> SelfAgreement:
-    """Re-judge each (case, output) twice (see the module's note) and measure how much the verdicts move."""
+    """Re-judge each (case, output) twice (see the module's note) and measure how much the verdicts move. Copies
+    of the input that the rubric fails unjudged are left out: they have no verdict to redraw."""
+    items = [(c, o) for c, o in items if not scorer.fails_copy(c, o)]
+
     async def redraws(case: Case, output: str) -> tuple[Any, Any]:
         return await asyncio.gather(
             scorer.score(case, output, sample=1, temperature=RESAMPLE_TEMPERATURE),
@@ -180,7 +184,7 @@ def echo_figures(results: Sequence[Any]) -> dict[str, Any] | None:
     repeats the input unchanged, and how many of those the scorer `passed`; None when no answer does (or no
     reference differs from its input)."""
     changed = [r for r in results if r.ideal is not None and normalize(r.ideal) != normalize(r.input)]
-    hits = [r for r in changed if normalize(r.output or "") and normalize(r.output or "") == normalize(r.input)]
+    hits = [r for r in changed if repeats_input(r.input, r.ideal, r.output or "")]
     if not hits:
         return None
     return {"echoes": len(hits), "of": len(changed), "passed": sum(bool(r.passed) for r in hits)}

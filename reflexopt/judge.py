@@ -5,6 +5,11 @@ OpenAI's form, then llama.cpp's, then none); a server that refuses a form is ask
 A verdict that does not parse is retried with a reminder, then recorded as a judge error (value None) and
 counted, never turned into a middle score. A verdict whose reasoning restates a rubric level far from its score
 (or names no failure but fails) is flagged as a contradiction, counted and shown, never silently trusted.
+
+An answer that repeats its input unchanged where the reference changes it fails without a verdict (the rubric's
+lowest score, category "copy of the input"): it has not made the change the task asks for, and a judge that
+grades the meaning passes it (Qwen2.5-Coder-1.5B passed most active sentences given back for their passive
+references). A rubric whose task may keep the input as it is says `fail_copies: false` in its front matter.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import yaml
 
 from .data import Case
 from .errors import RubricError
-from .metrics import Score
+from .metrics import Score, repeats_input
 from .models import ModelClient
 from .prompts import inert, meta_prompt
 from .yamlfile import load_yaml
@@ -39,6 +44,7 @@ class Rubric:
     low: int = 1
     high: int = 5
     pass_score: float = 4
+    fail_copies: bool = True  # an answer that repeats its input where the reference changes it fails unjudged
 
     def normalise(self, raw: float) -> float:
         return (raw - self.low) / (self.high - self.low)
@@ -115,7 +121,12 @@ def load_rubric(ref: str) -> Rubric:
         raise RubricError(path, f"pass must be a number from {low} to {high}, got {raw_pass!r}", line=1,
                           fix=f"write `pass: {default_pass:g}` (the lowest passing score)")
     pass_score = float(raw_pass)
-    return Rubric(name=path.stem, text=text.strip(), low=low, high=high, pass_score=pass_score)
+    fail_copies = meta.get("fail_copies", True)
+    if not isinstance(fail_copies, bool):
+        raise RubricError(path, f"fail_copies must be true or false, got {fail_copies!r}", line=1,
+                          fix="write `fail_copies: false` to have the judge grade answers that repeat the input")
+    return Rubric(name=path.stem, text=text.strip(), low=low, high=high, pass_score=pass_score,
+                  fail_copies=fail_copies)
 
 
 def _fenced(text: str) -> str:
@@ -223,6 +234,9 @@ def parse_verdict(text: str, rubric: Rubric) -> tuple[float, str, str] | None:
     return value, reasoning.strip(), category.strip().lower()
 
 
+COPY_REASON = "repeats the input unchanged where the reference changes it (failed without asking the judge)"
+
+
 class JudgeScorer:
     """Scores outputs by asking a judge model to apply a rubric (temperature 0 unless resampled).
 
@@ -298,10 +312,19 @@ class JudgeScorer:
             self.stats["schema_refused"] += 1
         return True
 
+    def fails_copy(self, case: Case, output: str) -> bool:
+        """The output repeats the case's input where the reference changes it, and this rubric fails that
+        without asking the judge (see the module's note)."""
+        return self.rubric.fail_copies and repeats_input(case.input_text, case.ideal, output)
+
     async def score(self, case: Case, output: str, *, sample: int = 0, temperature: float = 0.0,
                     variant: str = "judge") -> Score:
         """One verdict. Until the server has answered one request in a structured form, requests go one at a
         time: a server that refuses a form refuses it once (with its retries), not once per case in flight."""
+        if self.fails_copy(case, output):
+            if self._first(case, output, sample, variant):
+                self.stats["copies"] += 1
+            return Score(0.0, False, COPY_REASON, "copy of the input", raw=float(self.rubric.low))
         if not self._settled and self.response_format() is not None:
             loop = id(asyncio.get_running_loop())
             probe = self._probes.setdefault(loop, asyncio.Lock())
@@ -360,10 +383,10 @@ class JudgeScorer:
 
     def report(self, self_agreement: dict[str, Any] | None = None, *,
                grades_own_answers: bool = False) -> dict[str, Any]:
-        """This judge's record in a run or an eval: its self-agreement (as measured), verdicts, contradictions
-        (with the first few), parse errors, the form verdicts were asked in, and whether it graded its own
-        answers."""
-        return {"self_agreement": self_agreement, "verdicts": self.stats["verdicts"],
+        """This judge's record in a run or an eval: its self-agreement (as measured), verdicts, copies of the
+        input failed without a verdict, contradictions (with the first few), parse errors, the form verdicts were
+        asked in, and whether it graded its own answers."""
+        return {"self_agreement": self_agreement, "verdicts": self.stats["verdicts"], "copies": self.stats["copies"],
                 "contradictions": self.stats["contradictions"], "parse_errors": self.stats["parse_errors"],
                 "structured": self.structured, "flagged": list(self.flagged),
                 "grades_own_answers": grades_own_answers}

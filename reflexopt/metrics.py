@@ -43,6 +43,15 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def repeats_input(input_text: str, ideal: str | None, output: str) -> bool:
+    """The answer repeats its input unchanged (normalised: case, punctuation, articles and spacing aside) where
+    the reference changes it. Such an answer has not made the change the task asks for, whatever it means."""
+    if ideal is None:
+        return False
+    said = normalize(output or "")
+    return bool(said) and said == normalize(input_text) and normalize(ideal) != said
+
+
 def _strip_fences(text: str) -> str:
     m = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
     return (m.group(1) if m else text).strip()

@@ -327,7 +327,9 @@ def judge_html(j: dict[str, Any], reasoner: str | None) -> str:
     return (own + "<table style='width:auto'>"
             f"<tr><th>self-agreement</th><td>{self_line}</td></tr>"
             f"<tr><th>verdicts</th><td>{j.get('verdicts', 0)} · {j.get('contradictions', 0)} contradict their "
-            f"score · {j.get('parse_errors', 0)} unparseable after retries</td></tr>"
+            f"score · {j.get('parse_errors', 0)} unparseable after retries"
+            + (f" · {j['copies']} copies of the input failed without a verdict (the reference changes the input)"
+               if j.get("copies") else "") + "</td></tr>"
             f"<tr><th>asked as</th><td>{escape(str(j.get('structured', 'text')))}</td></tr>"
             + (f"<tr><th>reasoning model</th><td>{escape(reasoner)}</td></tr>" if reasoner else "")
             + "</table>"

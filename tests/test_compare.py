@@ -262,7 +262,8 @@ def test_compare_says_when_no_model_beats_answering_the_most_common_label(setup:
 def test_compare_says_when_a_models_score_is_the_judge_passing_copies_of_the_input(fakes: Any,
                                                                                     tmp_path: Path) -> None:
     """One model repeats the sentence it was given, the other rewrites it; a judge that grades meaning only passes
-    both. The table, its JSON and the report say which model's score is copies of the input."""
+    both (its rubric lets it grade copies). The table, its JSON and the report say which model's score is copies
+    of the input."""
     from reflexopt.cli.render import compare_table
     from reflexopt.config import ScorerSpec
     from reflexopt.report import compare_report
@@ -286,8 +287,10 @@ def test_compare_says_when_a_models_score_is_the_judge_passing_copies_of_the_inp
     fakes("fake/copier", lambda m: m[-1]["content"].split("\n")[-1])
     fakes("fake/rewriter", passive)
     fakes("fake/meaning-judge", judge)
+    rubric = tmp_path / "copies_judged.md"  # the judge grades copies too (by default they fail unjudged)
+    rubric.write_text("---\nfail_copies: false\n---\nIs the response correct against the reference? 1 to 5.\n")
     res = compare(CompareConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt), tune=False,
-                                scorer=ScorerSpec(judge=ModelSpec(id="fake/meaning-judge"), rubric="correctness"),
+                                scorer=ScorerSpec(judge=ModelSpec(id="fake/meaning-judge"), rubric=str(rubric)),
                                 models=(ModelSpec(id="fake/copier"), ModelSpec(id="fake/rewriter"))))
     by = {r.model: r for r in res.rows}
     n = res.n_test

@@ -406,25 +406,90 @@ def _meaning_judge(messages: list[dict[str, str]]) -> str:
     return verdict(5 if "thanked" in answer else 1, "same meaning" if "thanked" in answer else "unrelated")
 
 
+def _copies_judged(tmp_path: Path) -> str:
+    """The shipped correctness rubric with `fail_copies: false`: the judge grades copies of the input too."""
+    path = tmp_path / "correctness_copies_judged.md"
+    path.write_text("---\nscale: [1, 5]\npass: 4\nfail_copies: false\n---\n" + load_rubric("correctness").text)
+    return str(path)
+
+
 def test_eval_says_when_answers_repeat_the_input_and_the_judge_passes_them(fakes: Any, tmp_path: Path) -> None:
+    """With a rubric that lets the judge grade copies (`fail_copies: false`), a meaning-only judge passes them:
+    the summary says so."""
     data = write_jsonl(tmp_path / "d.jsonl", _passive_rows(12))
     (tmp_path / "p.md").write_text("Here is a sentence.\n")
     fakes("fake/echo", lambda m: m[-1]["content"].split("\n")[-1])  # repeats the sentence it was given
     fakes("fake/meaning-judge", _meaning_judge)
+    rubric = _copies_judged(tmp_path)
     result = runner.invoke(app, ["eval", str(data), str(tmp_path / "p.md"), "-m", "fake/echo", "--judge",
-                                 "fake/meaning-judge", "--judge-criteria", "correctness", "--json"])
+                                 "fake/meaning-judge", "--judge-criteria", rubric, "--json"])
     assert result.exit_code == 0, result.output
     s = json.loads(result.stdout)
     assert s["score"] == 1.0 and s["echo"] == {"echoes": 12, "of": 12, "passed": 12}
     table = runner.invoke(app, ["eval", str(data), str(tmp_path / "p.md"), "-m", "fake/echo", "--judge",
-                                "fake/meaning-judge", "--judge-criteria", "correctness"])
+                                "fake/meaning-judge", "--judge-criteria", rubric])
     assert "copies of the input" in table.output and "on 12 of 12 cases" in table.output
     assert "scorer passes a copy" in table.output
 
 
+def test_a_copy_of_the_input_fails_without_asking_the_judge(fakes: Any, tmp_path: Path) -> None:
+    """By default an answer that repeats its input where the reference changes it fails unjudged (the rubric's
+    lowest score), and is counted in the judge's record; the meaning-only judge that would pass it is never
+    asked. Copies are left out of the self-agreement redraws (they have no verdict to redraw)."""
+    data = write_jsonl(tmp_path / "d.jsonl", _passive_rows(12))
+    (tmp_path / "p.md").write_text("Here is a sentence.\n")
+    fakes("fake/echo", lambda m: m[-1]["content"].split("\n")[-1])
+    asked: list[str] = []
+    fakes("fake/meaning-judge", lambda m: asked.append(m[-1]["content"]) or _meaning_judge(m))
+    result = runner.invoke(app, ["eval", str(data), str(tmp_path / "p.md"), "-m", "fake/echo", "--judge",
+                                 "fake/meaning-judge", "--judge-criteria", "correctness", "--json"])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    assert s["score"] == 0.0 and s["pass_rate"] == 0.0 and asked == []
+    assert s["echo"] == {"echoes": 12, "of": 12, "passed": 0}
+    assert s["judge"]["copies"] == 12 and s["judge"]["verdicts"] == 0
+    assert (s["judge"]["self_agreement"] or {}).get("n", 0) == 0
+    table = runner.invoke(app, ["eval", str(data), str(tmp_path / "p.md"), "-m", "fake/echo", "--judge",
+                                "fake/meaning-judge", "--judge-criteria", "correctness"])
+    assert "12 copies of the input failed unjudged" in table.output
+    assert "scorer passes a copy" not in table.output
+
+
+def test_the_copy_check_asks_the_judge_where_the_reference_keeps_the_input(fakes: Any) -> None:
+    """Only a copy where the reference changes the input fails unjudged: a reference equal to its input (case,
+    punctuation and articles aside), no reference, an answer that changes the input, or a rubric with
+    `fail_copies: false` go to the judge."""
+    fakes("fake/unused", lambda m: verdict(5))
+    scorer = JudgeScorer(get_client(ModelSpec(id="fake/unused")), RUBRIC)
+    changed = Case(id="1", input="The dog bit the man.", ideal="The man was bitten by the dog.")
+    assert scorer.fails_copy(changed, "the dog bit the man") and scorer.fails_copy(changed, "The dog bit a man!")
+    assert not scorer.fails_copy(changed, "The man was bitten by the dog.")
+    assert not scorer.fails_copy(changed, "")
+    assert not scorer.fails_copy(Case(id="2", input="The dog bit the man.", ideal="the dog bit a man"),
+                                 "The dog bit the man.")
+    assert not scorer.fails_copy(Case(id="3", input="The dog bit the man."), "The dog bit the man.")
+    judged = JudgeScorer(get_client(ModelSpec(id="fake/unused")), Rubric("r", "Grade it.", 1, 5, 4,
+                                                                          fail_copies=False))
+    assert not judged.fails_copy(changed, "The dog bit the man.")
+    s = asyncio.run(scorer.score(changed, "The dog bit the man."))
+    assert (s.value, s.passed, s.raw, s.category, s.calls) == (0.0, False, 1.0, "copy of the input", 0)
+
+
+def test_a_rubric_with_a_bad_fail_copies_value_is_refused_naming_the_file(tmp_path: Path) -> None:
+    from reflexopt.errors import RubricError
+
+    bad = tmp_path / "r.md"
+    bad.write_text("---\nfail_copies: sometimes\n---\nGrade it from 1 to 5.\n")
+    with pytest.raises(RubricError) as e:
+        load_rubric(str(bad))
+    assert "r.md" in str(e.value) and "fail_copies must be true or false" in str(e.value)
+    assert "fail_copies: false" in str(e.value)
+
+
 def test_optimize_warns_when_its_gain_is_answers_that_repeat_the_input(fakes: Any, tmp_path: Path) -> None:
     """The starting prompt's answers are unrelated; any rewrite makes the model repeat the sentence, which a
-    meaning-only judge passes: a significant gain that does not do the task, and the summary says so."""
+    meaning-only judge passes (given a rubric with `fail_copies: false`): a significant gain that does not do the
+    task, and the summary says so."""
     from reflexopt.cli.render import optimize_summary
     from reflexopt.report import write_report
 
@@ -440,7 +505,7 @@ def test_optimize_warns_when_its_gain_is_answers_that_repeat_the_input(fakes: An
     fakes("fake/meaning-judge", _meaning_judge)
     cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
                          model=ModelSpec(id="fake/echo-when-told"),
-                         scorer=ScorerSpec(judge=ModelSpec(id="fake/meaning-judge"), rubric="correctness"),
+                         scorer=ScorerSpec(judge=ModelSpec(id="fake/meaning-judge"), rubric=_copies_judged(tmp_path)),
                          budget=Budget(max_trials=4, patience=4))
     r = optimize(cfg)
     assert r.best_candidate != "baseline" and r.best_test == 1.0 and r.baseline_test == 0.0
@@ -450,3 +515,29 @@ def test_optimize_warns_when_its_gain_is_answers_that_repeat_the_input(fakes: An
     assert "warning" in shown and "scorer passes a copy of the input" in shown
     html = write_report(Path(r.run_dir), tmp_path / "r.html").read_text(encoding="utf-8")
     assert f"copies of the input (test)<b>{n} of {n}</b>" in html
+
+
+def test_optimize_accepts_no_prompt_whose_gain_is_copies_of_the_input(fakes: Any, tmp_path: Path) -> None:
+    """The same run with the shipped rubric as it is: copies fail unjudged, so no rewrite that makes the model
+    repeat the sentence is accepted, and the report counts the copies the judge was not asked about."""
+    from reflexopt.report import write_report
+
+    data = write_jsonl(tmp_path / "d.jsonl", _passive_rows(40))
+    (tmp_path / "p.md").write_text("Here is a sentence.\n")
+
+    def task(messages: list[dict[str, str]]) -> str:
+        if messages[0]["content"].strip() == "Here is a sentence.":
+            return "I like turtles."
+        return messages[-1]["content"].split("\n")[-1]
+
+    fakes("fake/echo-when-told", task)
+    fakes("fake/meaning-judge", _meaning_judge)
+    cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                         model=ModelSpec(id="fake/echo-when-told"),
+                         scorer=ScorerSpec(judge=ModelSpec(id="fake/meaning-judge"), rubric="correctness"),
+                         budget=Budget(max_trials=4, patience=4))
+    r = optimize(cfg)
+    assert r.best_candidate == "baseline" and r.best_test == 0.0
+    assert r.judge is not None and r.judge["copies"] > 0
+    html = write_report(Path(r.run_dir), tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "copies of the input failed without a verdict" in html

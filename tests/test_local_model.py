@@ -197,6 +197,30 @@ def test_judge_check_on_the_embedded_model_with_a_schema_grammar(tmp_path: Path)
     assert p.stderr.count("\n") <= 3, p.stderr  # no library warnings or progress bars leak
 
 
+def test_copies_of_the_input_fail_unjudged_beside_real_verdicts(tmp_path: Path) -> None:
+    """Recorded answers, two of them copies of their input where the reference changes it: those fail without a
+    call (the rubric's lowest score), the other two get the embedded judge's real verdicts."""
+    rows = [{"input": "The cat chased the dog.", "ideal": "The dog was chased by the cat.",
+             "response": "The cat chased the dog."},
+            {"input": "The boy kicked the ball.", "ideal": "The ball was kicked by the boy.",
+             "response": "the boy kicked the ball"},
+            {"input": "The chef cooked the meal.", "ideal": "The meal was cooked by the chef.",
+             "response": "The meal was cooked by the chef."},
+            {"input": "The girl wrote the letter.", "ideal": "The letter was written by the girl.",
+             "response": "A letter."}]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    cmd = [sys.executable, "-m", "reflexopt", "eval", str(data), "--responses", "response", "--judge",
+           "local/smollm2", "--judge-criteria", "correctness", "--self-agreement", "0", "-o",
+           str(tmp_path / "cases.jsonl"), "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=900)
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["judge"]["copies"] == 2 and s["judge"]["verdicts"] == 2 and s["model_calls"] == 2
+    cases = [json.loads(line) for line in (tmp_path / "cases.jsonl").read_text().splitlines()]
+    assert [c["score"] == 0.0 and c["category"] == "copy of the input" for c in cases[:2]] == [True, True]
+    assert all(c["category"] != "copy of the input" for c in cases[2:])
+
+
 def test_a_gguf_file_as_local_judge_beside_the_embedded_task_model(tmp_path: Path) -> None:
     """`--judge local/PATH.gguf`: reflexopt serves that file itself, beside the task model's server (a copy of the
     embedded model's file here: another file is another server), and the two take turns."""

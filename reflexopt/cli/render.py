@@ -328,6 +328,8 @@ def judge_text(j: dict[str, Any]) -> str:
              + (f", pass/fail agrees {sa['pass_agree']:.0%})" if sa.get("pass_agree") is not None else ")")
              if sa.get("n", 0) >= 2 else "self-agreement not measured"]
     parts.append(f"{j.get('contradictions', 0)} of {j.get('verdicts', 0)} verdicts contradict their score")
+    if j.get("copies"):
+        parts.append(f"{j['copies']} copies of the input failed unjudged")
     if j.get("parse_errors"):
         parts.append(f"{j['parse_errors']} unparseable")
     parts.append(f"asked as {j.get('structured', 'text')}")
