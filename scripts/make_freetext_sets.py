@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "scripts" / "data"
 ROWS = 60
-SETS = {"passive_voice": "active_to_passive", "negation": "negation"}
+SETS = {"passive_voice": "active_to_passive", "negation": "negation", "num_to_verbal": "num_to_verbal"}
 
 
 def main() -> None:
