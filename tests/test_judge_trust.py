@@ -486,13 +486,9 @@ def test_a_rubric_with_a_bad_fail_copies_value_is_refused_naming_the_file(tmp_pa
     assert "fail_copies: false" in str(e.value)
 
 
-def test_optimize_warns_when_its_gain_is_answers_that_repeat_the_input(fakes: Any, tmp_path: Path) -> None:
-    """The starting prompt's answers are unrelated; any rewrite makes the model repeat the sentence, which a
-    meaning-only judge passes (given a rubric with `fail_copies: false`): a significant gain that does not do the
-    task, and the summary says so."""
-    from reflexopt.cli.render import optimize_summary
-    from reflexopt.report import write_report
-
+def _optimize_a_copier(fakes: Any, tmp_path: Path, rubric: str) -> Any:
+    """optimize on 40 passive-voice rows: the starting prompt's answers are unrelated, and under any other prompt
+    the model repeats the sentence it was given; the judge grades the meaning only."""
     data = write_jsonl(tmp_path / "d.jsonl", _passive_rows(40))
     (tmp_path / "p.md").write_text("Here is a sentence.\n")
 
@@ -503,11 +499,20 @@ def test_optimize_warns_when_its_gain_is_answers_that_repeat_the_input(fakes: An
 
     fakes("fake/echo-when-told", task)
     fakes("fake/meaning-judge", _meaning_judge)
-    cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
-                         model=ModelSpec(id="fake/echo-when-told"),
-                         scorer=ScorerSpec(judge=ModelSpec(id="fake/meaning-judge"), rubric=_copies_judged(tmp_path)),
-                         budget=Budget(max_trials=4, patience=4))
-    r = optimize(cfg)
+    return optimize(OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                                   model=ModelSpec(id="fake/echo-when-told"),
+                                   scorer=ScorerSpec(judge=ModelSpec(id="fake/meaning-judge"), rubric=rubric),
+                                   budget=Budget(max_trials=4, patience=4)))
+
+
+def test_optimize_warns_when_its_gain_is_answers_that_repeat_the_input(fakes: Any, tmp_path: Path) -> None:
+    """The starting prompt's answers are unrelated; any rewrite makes the model repeat the sentence, which a
+    meaning-only judge passes (given a rubric with `fail_copies: false`): a significant gain that does not do the
+    task, and the summary says so."""
+    from reflexopt.cli.render import optimize_summary
+    from reflexopt.report import write_report
+
+    r = _optimize_a_copier(fakes, tmp_path, _copies_judged(tmp_path))
     assert r.best_candidate != "baseline" and r.best_test == 1.0 and r.baseline_test == 0.0
     n = r.test_cases["n"] if r.test_cases else -1
     assert r.test_echo == {"baseline": None, "best": {"echoes": n, "of": n, "passed": n}}
@@ -522,21 +527,7 @@ def test_optimize_accepts_no_prompt_whose_gain_is_copies_of_the_input(fakes: Any
     repeat the sentence is accepted, and the report counts the copies the judge was not asked about."""
     from reflexopt.report import write_report
 
-    data = write_jsonl(tmp_path / "d.jsonl", _passive_rows(40))
-    (tmp_path / "p.md").write_text("Here is a sentence.\n")
-
-    def task(messages: list[dict[str, str]]) -> str:
-        if messages[0]["content"].strip() == "Here is a sentence.":
-            return "I like turtles."
-        return messages[-1]["content"].split("\n")[-1]
-
-    fakes("fake/echo-when-told", task)
-    fakes("fake/meaning-judge", _meaning_judge)
-    cfg = OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
-                         model=ModelSpec(id="fake/echo-when-told"),
-                         scorer=ScorerSpec(judge=ModelSpec(id="fake/meaning-judge"), rubric="correctness"),
-                         budget=Budget(max_trials=4, patience=4))
-    r = optimize(cfg)
+    r = _optimize_a_copier(fakes, tmp_path, "correctness")
     assert r.best_candidate == "baseline" and r.best_test == 0.0
     assert r.judge is not None and r.judge["copies"] > 0
     html = write_report(Path(r.run_dir), tmp_path / "r.html").read_text(encoding="utf-8")
