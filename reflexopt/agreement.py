@@ -27,7 +27,7 @@ from typing import Any
 from .data import Case
 from .errors import DataError
 from .judge import JudgeScorer, Rubric
-from .metrics import normalize, repeats_input
+from .metrics import changes_input, repeats_input
 from .stats import cohen_kappa, spearman
 
 RESAMPLE_TEMPERATURE = 0.7
@@ -183,7 +183,7 @@ def echo_figures(results: Sequence[Any]) -> dict[str, Any] | None:
     """Of the scored cases (evaluate.CaseResult) whose reference changes the input, the `echoes` whose answer
     repeats the input unchanged, and how many of those the scorer `passed`; None when no answer does (or no
     reference differs from its input)."""
-    changed = [r for r in results if r.ideal is not None and normalize(r.ideal) != normalize(r.input)]
+    changed = [r for r in results if changes_input(r.input, r.ideal)]
     hits = [r for r in changed if repeats_input(r.input, r.ideal, r.output or "")]
     if not hits:
         return None

@@ -43,13 +43,16 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def changes_input(input_text: str, ideal: str | None) -> bool:
+    """The reference differs from its input (normalised: case, punctuation, articles and spacing aside)."""
+    return ideal is not None and normalize(ideal) != normalize(input_text)
+
+
 def repeats_input(input_text: str, ideal: str | None, output: str) -> bool:
-    """The answer repeats its input unchanged (normalised: case, punctuation, articles and spacing aside) where
-    the reference changes it. Such an answer has not made the change the task asks for, whatever it means."""
-    if ideal is None:
-        return False
+    """The answer repeats its input unchanged (normalised as above) where the reference changes it. Such an
+    answer has not made the change the task asks for, whatever it means."""
     said = normalize(output or "")
-    return bool(said) and said == normalize(input_text) and normalize(ideal) != said
+    return bool(said) and said == normalize(input_text) and changes_input(input_text, ideal)
 
 
 def _strip_fences(text: str) -> str:
