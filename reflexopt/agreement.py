@@ -6,6 +6,12 @@ cache (another sample index), so a deterministic server cannot make the judge lo
 same request again. The SD of one verdict is estimated from the pairs of redraws (sqrt(mean(d^2) / 2), on the
 0..1 scale); the search takes twice its standard error over val as the smallest gain it accepts.
 
+Known answers: the judge asked about answers whose verdict is known, past the rubric's unjudged verdicts: each
+sampled case's own reference (right: it should pass) and another case's reference that says something else
+(wrong for this case: it should fail). Self-agreement says how much a verdict moves; this says whether it points
+the right way. A judge that fails references or passes foils grades something other than what the reference
+says (Qwen2.5-Coder-1.5B read negated sentences' inputs as their references), and the search would follow it.
+
 Agreement with people: the judge's scores against labels the user collected for the same outputs (a column of
 the dataset): Spearman's rho on the scores, Cohen's kappa on pass/fail, and the cases they disagree on most.
 
@@ -27,7 +33,7 @@ from typing import Any
 from .data import Case
 from .errors import DataError
 from .judge import JudgeScorer, Rubric
-from .metrics import changes_input, repeats_input
+from .metrics import changes_input, normalize, repeats_input
 from .stats import cohen_kappa, spearman
 
 RESAMPLE_TEMPERATURE = 0.7
@@ -53,8 +59,9 @@ class SelfAgreement:
 
 async def self_agreement(scorer: JudgeScorer, items: Sequence[tuple[Case, str]]) -> SelfAgreement:
     """Re-judge each (case, output) twice (see the module's note) and measure how much the verdicts move. Copies
-    of the input that the rubric fails unjudged are left out: they have no verdict to redraw."""
-    items = [(c, o) for c, o in items if not scorer.fails_copy(c, o)]
+    of the input and matches of the reference, which the rubric settles unjudged, are left out: they have no
+    verdict to redraw."""
+    items = [(c, o) for c, o in items if scorer.unjudged(c, o) is None]
 
     async def redraws(case: Case, output: str) -> tuple[Any, Any]:
         return await asyncio.gather(
@@ -68,6 +75,53 @@ async def self_agreement(scorer: JudgeScorer, items: Sequence[tuple[Case, str]])
     sd = math.sqrt(sum((a.value - b.value) ** 2 for a, b in pairs) / (2 * len(pairs)))
     return SelfAgreement(len(pairs), sd, sum(a.passed == b.passed for a, b in pairs) / len(pairs),
                          sum(a.raw == b.raw for a, b in pairs) / len(pairs))
+
+
+KNOWN_CASES = 5  # cases asked about twice (their reference, a foil): 10 judge calls
+KNOWN_SAMPLE = 3  # the sample index of those requests in the response cache (the run's verdicts are 0)
+
+
+@dataclass(frozen=True)
+class KnownAnswers:
+    n: int  # cases whose reference and foil both got a verdict
+    references_passed: int
+    foils_failed: int
+    method: str = ("each case's own reference graded as its answer (should pass), and another case's reference "
+                   "(should fail)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "warning": self.warning()}
+
+    def text(self) -> str:
+        if not self.n:
+            return "judge on known answers: not measured (no two cases with different references got verdicts)"
+        return (f"judge on known answers: passed {self.references_passed} of {self.n} references, failed "
+                f"{self.foils_failed} of {self.n} foils (another case's reference)")
+
+    def warning(self) -> str | None:
+        """Set when more than a quarter of the known answers were judged the wrong way."""
+        wrong = 2 * self.n - self.references_passed - self.foils_failed
+        if not self.n or wrong * 4 <= 2 * self.n:
+            return None
+        return (f"the judge got {wrong} of {2 * self.n} known answers wrong (failed {self.n - self.references_passed}"
+                f" references, passed {self.n - self.foils_failed} other cases' references): its scores may not "
+                "track the reference on this task, and a search follows them; try a stronger judge, a sharper "
+                "rubric, or a metric")
+
+
+async def known_answers(scorer: JudgeScorer, cases: Sequence[Case], limit: int = KNOWN_CASES) -> KnownAnswers:
+    """Ask the judge about the first `limit` cases with a reference: that reference as the answer, and the next
+    case's reference that says something else (see the module's note). Two calls per case, at temperature 0."""
+    pool = [(c, c.ideal) for c in cases if c.ideal and normalize(c.ideal)]
+    pairs: list[tuple[Case, str, str]] = []
+    for i, (case, ref) in enumerate(pool):
+        foil = next((o for _, o in pool[i + 1:] + pool[:i] if normalize(o) != normalize(ref)), None)
+        if foil is not None and len(pairs) < limit:
+            pairs.append((case, ref, foil))
+    outs = await asyncio.gather(*(asyncio.gather(scorer.ask(c, ref, sample=KNOWN_SAMPLE),
+                                                 scorer.ask(c, foil, sample=KNOWN_SAMPLE)) for c, ref, foil in pairs))
+    both = [(r, f) for r, f in outs if r.passed is not None and f.passed is not None]
+    return KnownAnswers(len(both), sum(bool(r.passed) for r, _ in both), sum(not f.passed for _, f in both))
 
 
 _PASS = {"pass": True, "passed": True, "yes": True, "true": True, "good": True, "correct": True, "1": True,
@@ -92,16 +146,18 @@ class HumanAgreement:
 
 async def judge_checks(scorer: Any, cases: Sequence[Case], results: Sequence[Any], *, sample: int,
                        human: str | None, grades_own: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A judged eval's checks: the judge's record (self-agreement on the first `sample` scored cases,
-    verdicts, contradictions, parse errors, the form verdicts were asked in) and, with `human` (a column),
-    its agreement with those labels."""
+    """A judged eval's checks: the judge's record (self-agreement on the first `sample` scored cases, known
+    answers on up to KNOWN_CASES of them, verdicts, contradictions, parse errors, the form verdicts were asked
+    in) and, with `human` (a column), its agreement with those labels. `sample` 0 skips both measures."""
     judge: JudgeScorer = scorer
     by_id = {c.id: c for c in cases}
     scored = [r for r in results if r.score is not None]
     first = scored[:sample]
     agreement = (await judge.self_agreement([(by_id[r.case_id], r.output) for r in first])).to_json() \
         if first else None
-    record = judge.report(agreement, grades_own_answers=grades_own)
+    known = (await judge.known_answers([by_id[r.case_id] for r in scored[:max(sample, KNOWN_CASES + 1)]])).to_json() \
+        if first else None
+    record = judge.report(agreement, known=known, grades_own_answers=grades_own)
     if not human:
         return record, None
     r = judge.rubric

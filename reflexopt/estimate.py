@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .agreement import KNOWN_CASES
 from .models import spec_price
 from .operators import LLM_OPERATORS, NAMES
 
@@ -14,17 +15,18 @@ if TYPE_CHECKING:
 
 
 def estimate(n_val: int, n_test: int, n_train_sample: int, max_trials: int, judged: bool,
-             judge_redraws: int = 0) -> dict[str, Any]:
+             judge_checks: int = 0) -> dict[str, Any]:
     """Rough call count for a run. No candidate is stopped before 15 val cases; there the gate stops most of
     them (measured on the embedded model at 60 val cases: 21 to 27 calls per trial, diagnoses included), so a
-    trial costs about 15 + (n_val - 15) / 4 cases. A judge's self-agreement costs `judge_redraws` calls."""
+    trial costs about 15 + (n_val - 15) / 4 cases. A judge's checks (self-agreement, known answers) cost
+    `judge_checks` calls."""
     per_case = 2 if judged else 1
     llm_share = len(LLM_OPERATORS) / len(NAMES)
     per_trial = n_val if n_val <= 15 else 15 + (n_val - 15) / 4
     search = int(max_trials * (per_trial * per_case + llm_share * (2 + 0.3 * n_train_sample * per_case)))
-    redraws = judge_redraws if judged else 0
-    total = n_val * per_case + redraws + search + 2 * n_test * per_case
-    return {"calls_estimate": total, "calls_baseline": n_val * per_case, "calls_judge_self_agreement": redraws,
+    checks = judge_checks if judged else 0
+    total = n_val * per_case + checks + search + 2 * n_test * per_case
+    return {"calls_estimate": total, "calls_baseline": n_val * per_case, "calls_judge_checks": checks,
             "calls_search": search, "calls_final_test": 2 * n_test * per_case}
 
 
@@ -32,7 +34,8 @@ def run_estimate(cfg: OptimizeConfig, r: Evaluator) -> dict[str, Any]:
     """The estimate for a configured run, with a warning when --max-calls cannot cover the baseline and verdict."""
     est = estimate(len(r.val), len(r.test), min(cfg.diagnose_sample, len(r.splits.train)),
                    min(cfg.budget.trial_limit, 60), cfg.scorer.judge is not None,
-                   judge_redraws=2 * min(cfg.noise_sample, len(r.val)))
+                   judge_checks=2 * min(cfg.noise_sample, len(r.val))
+                   + (2 * min(KNOWN_CASES, len(r.val)) if cfg.noise_sample else 0))
     if cfg.budget.max_calls:
         fixed = est["calls_baseline"] + r.test_reserve
         if cfg.budget.max_calls < fixed:

@@ -287,3 +287,9 @@ class Evaluator:
                        key=lambda t: self.index.get(t[0], 0))[:sample]
         by_id = {c.id: c for c in self.cases}
         return await measure([(by_id[cid], res.output) for cid, res in first])
+
+    async def judge_known(self) -> Any:
+        """The judge's verdicts on known answers (agreement.KnownAnswers) for the first val cases; None for
+        metrics."""
+        measure = getattr(self.scorer, "known_answers", None)
+        return None if measure is None else await measure(sorted(self.val, key=lambda c: self.index.get(c.id, 0)))

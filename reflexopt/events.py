@@ -37,6 +37,7 @@ SHAPES: dict[str, frozenset[str]] = {k: frozenset(v.split()) for k, v in {
     "stop": "reason",
     "done": "",
     "judge_noise": "n sd",
+    "judge_known": "n references_passed foils_failed warning text",
     "stale_trials_failed": "n",
     "diagnosis": "candidate source calls categories",
     "proposal": "trial operator used fallback calls",

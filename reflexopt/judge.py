@@ -10,6 +10,14 @@ An answer that repeats its input unchanged where the reference changes it fails 
 lowest score, category "copy of the input"): it has not made the change the task asks for, and a judge that
 grades the meaning passes it (Qwen2.5-Coder-1.5B passed most active sentences given back for their passive
 references). A rubric whose task may keep the input as it is says `fail_copies: false` in its front matter.
+
+Its twin: an answer that says exactly what the reference says (normalised the same way) passes without a verdict,
+at the rubric's highest score. A judge can only get it wrong: Qwen2.5-Coder-1.5B failed 3 of the 4 negated
+sentences SmolLM2 wrote word for word as their references, reading the input as the reference. A rubric under
+which even the reference's own words may fall short says `pass_matches: false`.
+
+How far a judge's verdicts track the reference is measured on answers whose verdict is known
+(`agreement.known_answers`, asked through `ask`, past both unjudged verdicts).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import yaml
 
 from .data import Case
 from .errors import RubricError
-from .metrics import Score, repeats_input
+from .metrics import Score, matches_reference, repeats_input
 from .models import ModelClient
 from .prompts import inert, meta_prompt
 from .yamlfile import load_yaml
@@ -45,6 +53,7 @@ class Rubric:
     high: int = 5
     pass_score: float = 4
     fail_copies: bool = True  # an answer that repeats its input where the reference changes it fails unjudged
+    pass_matches: bool = True  # an answer that says exactly what the reference says passes unjudged
 
     def normalise(self, raw: float) -> float:
         return (raw - self.low) / (self.high - self.low)
@@ -121,12 +130,15 @@ def load_rubric(ref: str) -> Rubric:
         raise RubricError(path, f"pass must be a number from {low} to {high}, got {raw_pass!r}", line=1,
                           fix=f"write `pass: {default_pass:g}` (the lowest passing score)")
     pass_score = float(raw_pass)
-    fail_copies = meta.get("fail_copies", True)
-    if not isinstance(fail_copies, bool):
-        raise RubricError(path, f"fail_copies must be true or false, got {fail_copies!r}", line=1,
-                          fix="write `fail_copies: false` to have the judge grade answers that repeat the input")
-    return Rubric(name=path.stem, text=text.strip(), low=low, high=high, pass_score=pass_score,
-                  fail_copies=fail_copies)
+    flags: dict[str, bool] = {}
+    for key, what in (("fail_copies", "answers that repeat the input"),
+                      ("pass_matches", "answers that say exactly what the reference says")):
+        value = meta.get(key, True)
+        if not isinstance(value, bool):
+            raise RubricError(path, f"{key} must be true or false, got {value!r}", line=1,
+                              fix=f"write `{key}: false` to have the judge grade {what}")
+        flags[key] = value
+    return Rubric(name=path.stem, text=text.strip(), low=low, high=high, pass_score=pass_score, **flags)
 
 
 def _fenced(text: str) -> str:
@@ -235,6 +247,7 @@ def parse_verdict(text: str, rubric: Rubric) -> tuple[float, str, str] | None:
 
 
 COPY_REASON = "repeats the input unchanged where the reference changes it (failed without asking the judge)"
+MATCH_REASON = "says exactly what the reference says (passed without asking the judge)"
 
 
 class JudgeScorer:
@@ -312,19 +325,33 @@ class JudgeScorer:
             self.stats["schema_refused"] += 1
         return True
 
-    def fails_copy(self, case: Case, output: str) -> bool:
-        """The output repeats the case's input where the reference changes it, and this rubric fails that
-        without asking the judge (see the module's note)."""
-        return self.rubric.fail_copies and repeats_input(case.input_text, case.ideal, output)
+    def unjudged(self, case: Case, output: str) -> Score | None:
+        """The verdict this rubric gives without asking the judge (see the module's note), or None: a copy of
+        the input where the reference changes it fails at the lowest score; an answer that says exactly what the
+        reference says passes at the highest."""
+        r = self.rubric
+        if r.fail_copies and repeats_input(case.input_text, case.ideal, output):
+            return Score(0.0, False, COPY_REASON, "copy of the input", raw=float(r.low))
+        if r.pass_matches and matches_reference(case.ideal, output):
+            return Score(1.0, True, MATCH_REASON, None, raw=float(r.high))
+        return None
 
     async def score(self, case: Case, output: str, *, sample: int = 0, temperature: float = 0.0,
                     variant: str = "judge") -> Score:
-        """One verdict. Until the server has answered one request in a structured form, requests go one at a
-        time: a server that refuses a form refuses it once (with its retries), not once per case in flight."""
-        if self.fails_copy(case, output):
+        """One verdict: the rubric's own where it gives one unjudged (counted as copies or matches), else the
+        judge's."""
+        settled = self.unjudged(case, output)
+        if settled is not None:
             if self._first(case, output, sample, variant):
-                self.stats["copies"] += 1
-            return Score(0.0, False, COPY_REASON, "copy of the input", raw=float(self.rubric.low))
+                self.stats["matches" if settled.passed else "copies"] += 1
+            return settled
+        return await self.ask(case, output, sample=sample, temperature=temperature, variant=variant)
+
+    async def ask(self, case: Case, output: str, *, sample: int = 0, temperature: float = 0.0,
+                  variant: str = "judge") -> Score:
+        """The judge's verdict, asked whatever the answer. Until the server has answered one request in a
+        structured form, requests go one at a time: a server that refuses a form refuses it once (with its
+        retries), not once per case in flight."""
         if not self._settled and self.response_format() is not None:
             loop = id(asyncio.get_running_loop())
             probe = self._probes.setdefault(loop, asyncio.Lock())
@@ -381,12 +408,20 @@ class JudgeScorer:
 
         return await self_agreement(self, items)
 
-    def report(self, self_agreement: dict[str, Any] | None = None, *,
+    async def known_answers(self, cases: list[Case]) -> Any:
+        """How often this judge gets answers with a known verdict right (agreement.KnownAnswers)."""
+        from .agreement import known_answers
+
+        return await known_answers(self, cases)
+
+    def report(self, self_agreement: dict[str, Any] | None = None, *, known: dict[str, Any] | None = None,
                grades_own_answers: bool = False) -> dict[str, Any]:
-        """This judge's record in a run or an eval: its self-agreement (as measured), verdicts, copies of the
-        input failed without a verdict, contradictions (with the first few), parse errors, the form verdicts were
-        asked in, and whether it graded its own answers."""
-        return {"self_agreement": self_agreement, "verdicts": self.stats["verdicts"], "copies": self.stats["copies"],
+        """This judge's record in a run or an eval: its self-agreement and its verdicts on known answers (as
+        measured), verdicts, copies of the input failed and matches of the reference passed without a verdict,
+        contradictions (with the first few), parse errors, the form verdicts were asked in, and whether it graded
+        its own answers."""
+        return {"self_agreement": self_agreement, "known": known, "verdicts": self.stats["verdicts"],
+                "copies": self.stats["copies"], "matches": self.stats["matches"],
                 "contradictions": self.stats["contradictions"], "parse_errors": self.stats["parse_errors"],
                 "structured": self.structured, "flagged": list(self.flagged),
                 "grades_own_answers": grades_own_answers}

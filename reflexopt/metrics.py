@@ -55,6 +55,12 @@ def repeats_input(input_text: str, ideal: str | None, output: str) -> bool:
     return bool(said) and said == normalize(input_text) and changes_input(input_text, ideal)
 
 
+def matches_reference(ideal: str | None, output: str) -> bool:
+    """The answer says exactly what a (non-empty) reference says, normalised as above."""
+    said = normalize(output or "")
+    return bool(said) and ideal is not None and said == normalize(ideal)
+
+
 def _strip_fences(text: str) -> str:
     m = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
     return (m.group(1) if m else text).strip()

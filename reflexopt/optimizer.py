@@ -56,6 +56,7 @@ class Optimizer:
             self.resumed = False
         self._search: Search | None = None
         self._self_agreement: dict[str, Any] | None = None
+        self._known: dict[str, Any] | None = None
         self.bus = TrackedBus([on_event], self.config.track)  # trackers are checked here, before any model call
         attach(self.bus, plugin_subscribers())
         self.evaluator = Evaluator(self.config, baseline, memo=self.store.evals() if self.store else None,
@@ -87,12 +88,17 @@ class Optimizer:
     # ---------------------------------------------------------------- pieces
     async def _judge_noise(self, baseline: Candidate) -> float:
         """SD of one verdict, from the judge's self-agreement on a sample of baseline val outputs (0 for
-        deterministic metrics, and when fewer than 2 redraws parsed)."""
+        deterministic metrics, and when fewer than 2 redraws parsed). The judge's verdicts on known answers are
+        measured beside it, for the record and a warning."""
         sa = await self.evaluator.judge_agreement(baseline, self.config.noise_sample)
         if sa is None:
             return 0.0
         self._self_agreement = sa.to_json()
         self._emit("judge_noise", {**self._self_agreement, "text": sa.text()})
+        known = await self.evaluator.judge_known()
+        if known is not None:
+            self._known = known.to_json()
+            self._emit("judge_known", {**self._known, "text": known.text()})
         return sa.sd if sa.n >= 2 else 0.0
 
     def _reserve(self) -> int:
@@ -150,7 +156,7 @@ class Optimizer:
             return None
         cfg = self.config
         own = cfg.scorer.self_grading_warning(cfg.model) is not None
-        return report(self._self_agreement, grades_own_answers=own)  # type: ignore[no-any-return]
+        return report(self._self_agreement, known=self._known, grades_own_answers=own)  # type: ignore[no-any-return]
 
     async def _wait_for_workers(self, search: Search) -> None:
         """Let trials that other processes are still running finish (or go stale) before the verdict."""

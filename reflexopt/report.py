@@ -321,15 +321,23 @@ def judge_html(j: dict[str, Any], reasoner: str | None) -> str:
         self_line = "not measured"
     own = "<p class=bad>The judge is the task model: it graded its own answers.</p>" \
         if j.get("grades_own_answers") else ""
+    known = j.get("known") or {}
+    known_line = (f"passed {known['references_passed']} of {known['n']} references, failed {known['foils_failed']} "
+                  f"of {known['n']} foils ({escape(str(known.get('method', '')))})"
+                  + (f"<span class=bad style='display:block'>{escape(known['warning'])}</span>"
+                     if known.get("warning") else "")) if known.get("n") else "not measured"
     flagged = "".join(f"<tr><td>{escape(str(f['case_id']))}</td><td class=num>{f['score']:g}</td><td>"
                       f"{escape(str(f['why']))}</td><td>{escape(str(f['reasoning']))}</td></tr>"
                       for f in j.get("flagged") or [])
     return (own + "<table style='width:auto'>"
             f"<tr><th>self-agreement</th><td>{self_line}</td></tr>"
+            f"<tr><th>known answers</th><td>{known_line}</td></tr>"
             f"<tr><th>verdicts</th><td>{j.get('verdicts', 0)} · {j.get('contradictions', 0)} contradict their "
             f"score · {j.get('parse_errors', 0)} unparseable after retries"
             + (f" · {j['copies']} copies of the input failed without a verdict (the reference changes the input)"
-               if j.get("copies") else "") + "</td></tr>"
+               if j.get("copies") else "")
+            + (f" · {j['matches']} answers that say exactly what the reference says passed without a verdict"
+               if j.get("matches") else "") + "</td></tr>"
             f"<tr><th>asked as</th><td>{escape(str(j.get('structured', 'text')))}</td></tr>"
             + (f"<tr><th>reasoning model</th><td>{escape(reasoner)}</td></tr>" if reasoner else "")
             + "</table>"

@@ -77,13 +77,13 @@ def test_judge_scores_and_normalises() -> None:
 def test_unparseable_verdict_is_retried_then_counted_as_error() -> None:
     j, fake = _judge(["blah", '{"score": 5, "reasoning": "ok", "failure_category": "none"}'])
     try:
-        s = asyncio.run(j.score(CASE, "4"))
+        s = asyncio.run(j.score(CASE, "The answer is 4."))
         assert s.value == 1.0 and s.passed and s.category is None and len(fake.calls) == 2
     finally:
         unregister_fake("fake/judge")
     j, fake = _judge(["nope", "still nope", "no"])
     try:
-        s = asyncio.run(j.score(CASE, "4"))
+        s = asyncio.run(j.score(CASE, "The answer is 4."))
         assert s.value is None and s.passed is None and "unparseable" in (s.error or "")
     finally:
         unregister_fake("fake/judge")

@@ -308,16 +308,19 @@ def test_the_judge_record_reaches_trackers_and_the_summary_table() -> None:
     from reflexopt.trackers import judge_metrics
 
     record = {"self_agreement": {"n": 10, "sd": 0.12, "pass_agree": 0.9, "exact_agree": 0.6}, "verdicts": 40,
+              "known": {"n": 5, "references_passed": 4, "foils_failed": 2, "warning": "w"},
               "contradictions": 3, "parse_errors": 1, "structured": "json_object+schema", "flagged": [],
               "grades_own_answers": True}
     m = judge_metrics(record)
     assert m["judge_self_agreement_sd"] == 0.12 and m["judge_contradictions"] == 3 and m["judge_parse_errors"] == 1
+    assert m["judge_known_right"] == 0.6
     assert judge_metrics(None) == {}
     console = Console(width=200, record=True)
     console.print(judge_text(record))
     line = console.export_text()
     assert "self-agreement SD 0.120 (10 cases re-judged, pass/fail agrees 90%)" in line
     assert "3 of 40 verdicts contradict their score" in line and "1 unparseable" in line
+    assert "known answers: passed 4 of 5 references, failed 2 of 5 foils" in line
     assert "grades its own answers" in line
 
 
@@ -327,7 +330,8 @@ def test_the_verdict_re_judges_what_the_judge_could_not_score(fakes: Any, tmp_pa
     once more, as a new request, and counted: re-judged, then scored or still not."""
     data = write_jsonl(tmp_path / "d.jsonl", label_rows(40))
     (tmp_path / "p.md").write_text("Label it positive or negative.\n")
-    fakes("fake/t", lambda m: "positive" if "good" in m[-1]["content"] else "negative")
+    # not the reference's words, which pass without asking the judge
+    fakes("fake/t", lambda m: "it is positive" if "good" in m[-1]["content"] else "it is negative")
     seen: dict[str, int] = {}
 
     def flaky(messages: list[dict[str, str]]) -> str:
@@ -363,7 +367,7 @@ def test_the_dry_run_states_the_reserve_for_the_verdict(fakes: Any, tmp_path: Pa
     n_test = est["n_test"]
     assert est["calls_final_test"] == 2 * n_test * 2  # task + verdict, both prompts
     assert est["calls_verdict_reserve"] == -(-n_test // 2)  # a quarter of the verdicts again
-    assert est["calls_judge_self_agreement"] == 20
+    assert est["calls_judge_checks"] == 30
     result = runner.invoke(app, ["optimize", str(data), str(tmp_path / "p.md"), "-m", "fake/t", "--judge", "fake/j",
                                  "--dry-run"], terminal_width=300)
     assert result.exit_code == 0, result.output
@@ -434,8 +438,8 @@ def test_eval_says_when_answers_repeat_the_input_and_the_judge_passes_them(fakes
 
 def test_a_copy_of_the_input_fails_without_asking_the_judge(fakes: Any, tmp_path: Path) -> None:
     """By default an answer that repeats its input where the reference changes it fails unjudged (the rubric's
-    lowest score), and is counted in the judge's record; the meaning-only judge that would pass it is never
-    asked. Copies are left out of the self-agreement redraws (they have no verdict to redraw)."""
+    lowest score), and is counted in the judge's record; the meaning-only judge that would pass it is asked only
+    about the known answers. Copies are left out of the self-agreement redraws (they have no verdict to redraw)."""
     data = write_jsonl(tmp_path / "d.jsonl", _passive_rows(12))
     (tmp_path / "p.md").write_text("Here is a sentence.\n")
     fakes("fake/echo", lambda m: m[-1]["content"].split("\n")[-1])
@@ -445,7 +449,8 @@ def test_a_copy_of_the_input_fails_without_asking_the_judge(fakes: Any, tmp_path
                                  "fake/meaning-judge", "--judge-criteria", "correctness", "--json"])
     assert result.exit_code == 0, result.output
     s = json.loads(result.stdout)
-    assert s["score"] == 0.0 and s["pass_rate"] == 0.0 and asked == []
+    assert s["score"] == 0.0 and s["pass_rate"] == 0.0
+    assert len(asked) == 10 and not any("<response>\nThe doctor" in a for a in asked)  # 5 references, 5 foils
     assert s["echo"] == {"echoes": 12, "of": 12, "passed": 0}
     assert s["judge"]["copies"] == 12 and s["judge"]["verdicts"] == 0
     assert (s["judge"]["self_agreement"] or {}).get("n", 0) == 0
@@ -462,15 +467,20 @@ def test_the_copy_check_asks_the_judge_where_the_reference_keeps_the_input(fakes
     fakes("fake/unused", lambda m: verdict(5))
     scorer = JudgeScorer(get_client(ModelSpec(id="fake/unused")), RUBRIC)
     changed = Case(id="1", input="The dog bit the man.", ideal="The man was bitten by the dog.")
-    assert scorer.fails_copy(changed, "the dog bit the man") and scorer.fails_copy(changed, "The dog bit a man!")
-    assert not scorer.fails_copy(changed, "The man was bitten by the dog.")
-    assert not scorer.fails_copy(changed, "")
-    assert not scorer.fails_copy(Case(id="2", input="The dog bit the man.", ideal="the dog bit a man"),
-                                 "The dog bit the man.")
-    assert not scorer.fails_copy(Case(id="3", input="The dog bit the man."), "The dog bit the man.")
+
+    def fails(s: JudgeScorer, case: Case, output: str) -> bool:
+        v = s.unjudged(case, output)
+        return v is not None and v.passed is False
+
+    assert fails(scorer, changed, "the dog bit the man") and fails(scorer, changed, "The dog bit a man!")
+    assert not fails(scorer, changed, "The man was bitten by the dog.")
+    assert not fails(scorer, changed, "")
+    assert not fails(scorer, Case(id="2", input="The dog bit the man.", ideal="the dog bit a man"),
+                     "The dog bit the man.")
+    assert not fails(scorer, Case(id="3", input="The dog bit the man."), "The dog bit the man.")
     judged = JudgeScorer(get_client(ModelSpec(id="fake/unused")), Rubric("r", "Grade it.", 1, 5, 4,
                                                                           fail_copies=False))
-    assert not judged.fails_copy(changed, "The dog bit the man.")
+    assert not fails(judged, changed, "The dog bit the man.")
     s = asyncio.run(scorer.score(changed, "The dog bit the man."))
     assert (s.value, s.passed, s.raw, s.category, s.calls) == (0.0, False, 1.0, "copy of the input", 0)
 
@@ -532,3 +542,109 @@ def test_optimize_accepts_no_prompt_whose_gain_is_copies_of_the_input(fakes: Any
     assert r.judge is not None and r.judge["copies"] > 0
     html = write_report(Path(r.run_dir), tmp_path / "r.html").read_text(encoding="utf-8")
     assert "copies of the input failed without a verdict" in html
+
+
+# ------------------------------------------------------------------ matches of the reference; known answers
+def _negation_rows(n: int) -> list[dict[str, str]]:
+    return [{"input": f"Box {i} is red.", "ideal": f"Box {i} is not red."} for i in range(n)]
+
+
+def _input_reading_judge(asked: list[str]) -> Any:
+    """A judge that reads the input as the reference (as Qwen2.5-Coder-1.5B did on negated sentences): it fails
+    every negated answer, the right ones included, and passes the rest."""
+    def judge(messages: list[dict[str, str]]) -> str:
+        text = messages[-1]["content"]
+        asked.append(text)
+        answer = text.split("<response>")[-1].split("</response>")[0]
+        return verdict(1, "contradicts the reference") if " not " in answer else verdict(5)
+    return judge
+
+
+def _reference_judge(messages: list[dict[str, str]]) -> str:
+    """A judge that passes exactly the answers that say what this case's reference says."""
+    text = messages[-1]["content"]
+    answer = text.split("<response>")[-1].split("</response>")[0].strip()
+    ref = text.split("<reference>")[-1].split("</reference>")[0].strip()
+    return verdict(5) if answer.lower().rstrip(".") == ref.lower().rstrip(".") else verdict(1, "wrong")
+
+
+def test_an_answer_that_says_what_the_reference_says_passes_unjudged(fakes: Any) -> None:
+    """Case, punctuation and articles aside, the reference's own words pass at the rubric's highest score with no
+    call and are counted; other answers go to the judge, as do all with `pass_matches: false`."""
+    asked: list[str] = []
+    fakes("fake/input-reader", _input_reading_judge(asked))
+    client = get_client(ModelSpec(id="fake/input-reader"))
+    scorer = JudgeScorer(client, RUBRIC)
+    case = Case(id="1", input="Box 1 is red.", ideal="Box 1 is not red.")
+    s = asyncio.run(scorer.score(case, "box 1 is NOT red"))
+    assert (s.value, s.passed, s.raw, s.category, s.calls) == (1.0, True, 5.0, None, 0) and asked == []
+    assert scorer.stats["matches"] == 1 and scorer.report()["matches"] == 1
+    assert asyncio.run(scorer.score(case, "Box 1 is not red, I think.")).passed is False and len(asked) == 1
+    judged = JudgeScorer(client, Rubric("r", "Grade it.", 1, 5, 4, pass_matches=False))
+    assert asyncio.run(judged.score(case, "Box 1 is not red.")).passed is False and len(asked) == 2
+    # the self-agreement redraws leave matches out: they have no verdict to redraw
+    sa = asyncio.run(self_agreement(scorer, [(case, "Box 1 is not red."), (case, "Box 1 is not red")]))
+    assert sa.n == 0 and len(asked) == 2
+
+
+def test_a_rubric_with_a_bad_pass_matches_value_is_refused_naming_the_file(tmp_path: Path) -> None:
+    from reflexopt.errors import RubricError
+
+    bad = tmp_path / "r.md"
+    bad.write_text("---\npass_matches: 1\n---\nGrade it from 1 to 5.\n")
+    with pytest.raises(RubricError) as e:
+        load_rubric(str(bad))
+    assert "r.md" in str(e.value) and "pass_matches must be true or false" in str(e.value)
+    assert "pass_matches: false" in str(e.value)
+
+
+def test_eval_measures_the_judge_on_known_answers_and_warns_when_it_gets_them_wrong(fakes: Any,
+                                                                                     tmp_path: Path) -> None:
+    """The model negates every sentence word for word as the reference does: those answers pass unjudged, so the
+    eval scores 1.0 whatever the judge. Asked about known answers (past that shortcut), the input-reading judge
+    fails every reference, and the eval says its scores may not track the reference; a judge that reads the
+    reference right gets all ten right and draws no warning."""
+    data = write_jsonl(tmp_path / "d.jsonl", _negation_rows(12))
+    (tmp_path / "p.md").write_text("Negate the sentence.\n")
+    fakes("fake/negator", lambda m: m[-1]["content"].split("\n")[-1].replace(" is ", " is not "))
+    asked: list[str] = []
+    fakes("fake/input-reader", _input_reading_judge(asked))
+    fakes("fake/reference-reader", _reference_judge)
+    args = ["eval", str(data), str(tmp_path / "p.md"), "-m", "fake/negator", "--judge-criteria", "correctness"]
+    result = runner.invoke(app, [*args, "--judge", "fake/input-reader", "--json"])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    assert s["score"] == 1.0 and s["judge"]["matches"] == 12 and s["judge"]["verdicts"] == 0
+    known = s["judge"]["known"]
+    assert (known["n"], known["references_passed"], known["foils_failed"]) == (5, 0, 5) and len(asked) == 10
+    assert "got 5 of 10 known answers wrong" in known["warning"]
+    out = runner.invoke(app, [*args, "--judge", "fake/input-reader"], terminal_width=300).output
+    table = " ".join(out.replace("│", " ").split())  # the table wraps long lines
+    assert "known answers: passed 0 of 5 references, failed 5 of 5 foils" in table
+    assert "12 matches of the reference passed unjudged" in table and "5 of 10 known answers wrong" in table
+    good = json.loads(runner.invoke(app, [*args, "--judge", "fake/reference-reader", "--json"]).stdout)
+    assert good["judge"]["known"]["references_passed"] == 5 and good["judge"]["known"]["foils_failed"] == 5
+    assert good["judge"]["known"]["warning"] is None
+
+
+def test_optimize_reports_the_judge_on_known_answers(fakes: Any, tmp_path: Path) -> None:
+    """optimize measures the judge on known answers after the baseline, prints the reading and its warning,
+    logs it as an event, and carries it in the judge's record and the report."""
+    from reflexopt.report import write_report
+
+    data = write_jsonl(tmp_path / "d.jsonl", _negation_rows(40))
+    (tmp_path / "p.md").write_text("Here is a sentence.\n")
+    fakes("fake/echo", lambda m: m[-1]["content"].split("\n")[-1])
+    fakes("fake/input-reader", _input_reading_judge([]))
+    result = runner.invoke(app, ["optimize", str(data), str(tmp_path / "p.md"), "-m", "fake/echo", "--judge",
+                                 "fake/input-reader", "--judge-criteria", "correctness", "--max-trials", "1",
+                                 "-o", str(tmp_path / "best.md")], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    assert "judge on known answers: passed 0 of 5 references, failed 5 of 5 foils" in result.output
+    assert "got 5 of 10 known answers wrong" in result.output
+    run = next((tmp_path / "home" / "runs").iterdir())
+    record = json.loads((run / "summary.json").read_text())["judge"]
+    assert record["known"]["references_passed"] == 0 and record["known"]["warning"]
+    assert any(json.loads(line)["event"] == "judge_known" for line in (run / "events.jsonl").read_text().splitlines())
+    html = write_report(run, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "passed 0 of 5 references, failed 5 of 5 foils" in html and "known answers wrong" in html

@@ -159,13 +159,14 @@ def test_a_steady_gain_under_the_judges_redraw_noise_is_accepted(dataset: Path, 
     """A judge whose verdicts at temperature 0 follow the answer but whose redraws (temperature 0.7) are noise:
     its redraw noise sets a bar the real gain is under, yet every case the better prompt changed went up, so the
     per-case differences tell the gain from noise (stats.paired_gain_bar) and it is taken."""
-    fakes("fake/task", label_task(accuracy_with_spec=40, accuracy_without=15))
+    task = label_task(accuracy_with_spec=40, accuracy_without=15)
+    fakes("fake/task", lambda m: "it is " + task(m))  # not the reference's words, which pass unjudged
     fakes("fake/reasoner", lambda m: "nothing")
     rng = random.Random(0)
 
     def judge(messages: list[dict[str, str]], params: dict[str, Any]) -> str:
         text = messages[-1]["content"]
-        good = "<response>\npositive" in text or "<response>\nnegative" in text
+        good = "<response>\nit is positive" in text or "<response>\nit is negative" in text
         score = rng.randint(1, 5) if params.get("temperature") else (4 if good else 2)
         return json.dumps({"reasoning": "r", "score": score, "failure_category": "none" if score >= 4 else "wrong"})
 

@@ -80,6 +80,8 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
     t.add_row("calls", f"{s['model_calls']} made · {s['cached_calls']} from cache")
     if s.get("judge"):
         t.add_row("judge", judge_text(s["judge"]))
+        if (s["judge"].get("known") or {}).get("warning"):
+            t.add_row("[yellow]warning[/]", f"[yellow]{s['judge']['known']['warning']}[/]")
     h = s.get("human_agreement")
     if h:
         rho = "–" if h["spearman"] is None else f"{h['spearman']:.3f}"
@@ -210,6 +212,10 @@ class LiveView:
             s["phase"] = data["phase"]
         elif kind == "judge_noise":
             self.console.print(f"[dim]{data.get('text') or ''}[/]", highlight=False)
+        elif kind == "judge_known":
+            self.console.print(f"[dim]{data['text']}[/]", highlight=False)
+            if data["warning"]:
+                self.console.print(f"[yellow]{data['warning']}[/]", highlight=False)
         elif kind == "baseline":
             s["baseline_val"] = s["best_val"] = data["val"]
             if data.get("noise"):
@@ -308,6 +314,8 @@ def optimize_summary(r: dict[str, Any]) -> Table:
     judge = r.get("judge")
     if judge:
         t.add_row("judge", "", judge_text(judge))
+        if (judge.get("known") or {}).get("warning"):
+            t.add_row("[yellow]warning[/]", "", f"[yellow]{judge['known']['warning']}[/]")
     unspent = r.get("unspent_calls")
     left = f" · {unspent} of the --max-calls budget unspent" if unspent else ""
     t.add_row("calls", "", f"{r['model_calls']} paid · {r['cached_calls']} cached{left}")
@@ -327,9 +335,16 @@ def judge_text(j: dict[str, Any]) -> str:
     parts = [f"self-agreement SD {sa['sd']:.3f} ({sa['n']} cases re-judged"
              + (f", pass/fail agrees {sa['pass_agree']:.0%})" if sa.get("pass_agree") is not None else ")")
              if sa.get("n", 0) >= 2 else "self-agreement not measured"]
+    known = j.get("known") or {}
+    if known.get("n"):
+        parts.append(("[yellow]" if known.get("warning") else "") + f"known answers: passed "
+                     f"{known['references_passed']} of {known['n']} references, failed {known['foils_failed']} of "
+                     f"{known['n']} foils" + ("[/]" if known.get("warning") else ""))
     parts.append(f"{j.get('contradictions', 0)} of {j.get('verdicts', 0)} verdicts contradict their score")
     if j.get("copies"):
         parts.append(f"{j['copies']} copies of the input failed unjudged")
+    if j.get("matches"):
+        parts.append(f"{j['matches']} matches of the reference passed unjudged")
     if j.get("parse_errors"):
         parts.append(f"{j['parse_errors']} unparseable")
     parts.append(f"asked as {j.get('structured', 'text')}")
@@ -591,8 +606,8 @@ def print_dry_run(console: Console, err: Console, est: dict[str, Any]) -> None:
                   f"{est['calls_search']}, final test {est['calls_final_test']}"
                   + (f" + {est['calls_verdict_reserve']} kept for the judge's retries and re-judging"
                      if est.get("calls_verdict_reserve") else "")
-                  + (f", judge self-agreement {est['calls_judge_self_agreement']}"
-                     if est.get("calls_judge_self_agreement") else "") + "); estimated cost: "
+                  + (f", judge self-agreement and known answers {est['calls_judge_checks']}"
+                     if est.get("calls_judge_checks") else "") + "); estimated cost: "
                   + ("$0 (local/fake model)" if cost == 0 else f"${cost:.4f}" if cost else "unknown price"))
     if est.get("warning"):
         err.print(f"[yellow]warning:[/] {est['warning']}")

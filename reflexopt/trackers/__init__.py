@@ -95,13 +95,15 @@ class _Open:
 
 
 def judge_metrics(judge: dict[str, Any] | None) -> dict[str, Any]:
-    """The judge's record as metrics: self-agreement, contradictions, parse errors (none for a metric)."""
+    """The judge's record as metrics: self-agreement, known answers judged right, contradictions, parse errors
+    (none for a metric)."""
     if not judge:
         return {}
-    sa = judge.get("self_agreement") or {}
+    sa, known = judge.get("self_agreement") or {}, judge.get("known") or {}
+    right = (known["references_passed"] + known["foils_failed"]) / (2 * known["n"]) if known.get("n") else None
     return {"judge_self_agreement_sd": sa.get("sd"), "judge_pass_agreement": sa.get("pass_agree"),
-            "judge_contradictions": judge.get("contradictions"), "judge_parse_errors": judge.get("parse_errors"),
-            "judge_verdicts": judge.get("verdicts")}
+            "judge_known_right": right, "judge_contradictions": judge.get("contradictions"),
+            "judge_parse_errors": judge.get("parse_errors"), "judge_verdicts": judge.get("verdicts")}
 
 class Tracker:
     """The event subscriber behind `--track NAME`: routes events to tracker runs. Events tagged `model`
