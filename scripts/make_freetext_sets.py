@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "scripts" / "data"
 ROWS = 60
-SETS = {"passive_voice": "active_to_passive", "negation": "negation", "num_to_verbal": "num_to_verbal"}
+SETS = {"passive_voice": "active_to_passive", "negation": "negation", "num_to_verbal": "num_to_verbal",
+        "taxonomy_animal": "taxonomy_animal"}
 
 
 def main() -> None:
