@@ -197,9 +197,11 @@ def test_judge_check_on_the_embedded_model_with_a_schema_grammar(tmp_path: Path)
     assert p.stderr.count("\n") <= 3, p.stderr  # no library warnings or progress bars leak
 
 
-def test_copies_of_the_input_fail_unjudged_beside_real_verdicts(tmp_path: Path) -> None:
+def test_copies_fail_and_matches_pass_unjudged_beside_real_verdicts(tmp_path: Path) -> None:
     """Recorded answers, two of them copies of their input where the reference changes it: those fail without a
-    call (the rubric's lowest score), the other two get the embedded judge's real verdicts."""
+    call (the rubric's lowest score); one says what its reference says: it passes without a call; the last gets
+    the embedded judge's real verdict. The judge is then asked about the known answers (each case's reference and
+    the next case's), 8 real calls; the self-agreement sample (the first case, a copy) has no verdict to redraw."""
     rows = [{"input": "The cat chased the dog.", "ideal": "The dog was chased by the cat.",
              "response": "The cat chased the dog."},
             {"input": "The boy kicked the ball.", "ideal": "The ball was kicked by the boy.",
@@ -210,15 +212,20 @@ def test_copies_of_the_input_fail_unjudged_beside_real_verdicts(tmp_path: Path) 
              "response": "A letter."}]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     cmd = [sys.executable, "-m", "reflexopt", "eval", str(data), "--responses", "response", "--judge",
-           "local/smollm2", "--judge-criteria", "correctness", "--self-agreement", "0", "-o",
+           "local/smollm2", "--judge-criteria", "correctness", "--self-agreement", "1", "-o",
            str(tmp_path / "cases.jsonl"), "--json"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=900)
     assert p.returncode == 0, p.stderr
     s = json.loads(p.stdout)
-    assert s["judge"]["copies"] == 2 and s["judge"]["verdicts"] == 2 and s["model_calls"] == 2
+    j = s["judge"]
+    assert (j["copies"], j["matches"], j["verdicts"]) == (2, 1, 1)
+    # 4 references and 4 foils asked; a pair counts when both verdicts parsed (SmolLM2 may miss one)
+    assert 1 <= j["known"]["n"] <= 4 and s["model_calls"] >= 1 + 8
     cases = [json.loads(line) for line in (tmp_path / "cases.jsonl").read_text().splitlines()]
     assert [c["score"] == 0.0 and c["category"] == "copy of the input" for c in cases[:2]] == [True, True]
-    assert all(c["category"] != "copy of the input" for c in cases[2:])
+    assert cases[2]["score"] == 1.0 and "passed without asking the judge" in cases[2]["reasoning"]
+    assert "without asking" not in cases[3]["reasoning"]
+    assert p.stderr.count("\n") <= 3, p.stderr
 
 
 def test_a_gguf_file_as_local_judge_beside_the_embedded_task_model(tmp_path: Path) -> None:
