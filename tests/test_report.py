@@ -162,3 +162,18 @@ def test_trajectory_draws_trials_in_order_and_cost_variants_last() -> None:
     svg = trajectory_svg(cands, ["baseline", "t2"])
     at = [svg.index(f">{i}<") for i in ("baseline", "t1", "t2", "t2.d1")]
     assert at == sorted(at)
+
+
+def test_labels_of_points_at_one_place_do_not_print_over_each_other() -> None:
+    """Two candidates at the same cost and score (a trial that kept the baseline's text, say) get their labels
+    stacked; a point elsewhere keeps its label by its circle."""
+    import re
+
+    from reflexopt.report import points_svg
+
+    svg = points_svg([("baseline", 100.0, 0.5, False), ("t4", 100.0, 0.5, True), ("t7", 10.0, 0.9, False)],
+                     "prompt tokens per request", "val score")
+    ys = {label: float(y) for y, label in re.findall(r"<text x=[\d.]+ y=([\d.]+) font-size=12>([^<]+)</text>", svg)}
+    assert abs(ys["baseline"] - ys["t4"]) >= 13
+    circle_t7 = float(re.findall(r"cy=([\d.]+)", svg)[2])
+    assert ys["t7"] == pytest.approx(circle_t7 - 8)
