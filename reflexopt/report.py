@@ -379,14 +379,14 @@ def points_svg(points: list[tuple[str, float, float, bool]], xlabel: str, ylabel
         yy = h - pad - t * (h - 2 * pad)
         parts.append(f"<line x1={pad} x2={w - pad} y1={yy:.1f} y2={yy:.1f} stroke='#eaecf0'/>"
                      f"<text x=8 y={yy + 4:.1f} font-size=11 fill='#667085'>{t:.1f}</text>")
-    placed: list[tuple[float, float]] = []
-    for label, xv, yv, marked in points:
+    placed: list[tuple[float, float, float]] = []  # each label's left edge, baseline and right edge
+    for label, xv, yv, marked in sorted(points, key=lambda p: p[3]):  # the marked drawn last, on top
         x = pad + xv / xmax * (w - 2 * pad)
         yy = h - pad - yv * (h - 2 * pad)
-        ly = yy - 8
-        while any(abs(px - x) < 7 * max(len(label), 4) and abs(py - ly) < 13 for px, py in placed):
+        ly, right = yy - 8, x + 8 + 7 * len(label)
+        while any(left < right and x + 8 < end and abs(py - ly) < 13 for left, py, end in placed):
             ly += 14  # points at (nearly) one place: their labels stack instead of printing over each other
-        placed.append((x, ly))
+        placed.append((x + 8, ly, right))
         parts.append(f"<g><title>{escape(label)}: {yv:.3f}</title><circle cx={x:.1f} cy={yy:.1f} r=6 "
                      f"fill='{'#f79009' if marked else '#2e90fa'}'/><text x={x + 8:.1f} y={ly:.1f} "
                      f"font-size=12>{escape(label)}</text></g>")
