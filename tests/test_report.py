@@ -175,5 +175,5 @@ def test_labels_of_points_at_one_place_do_not_print_over_each_other() -> None:
                      "prompt tokens per request", "val score")
     ys = {label: float(y) for y, label in re.findall(r"<text x=[\d.]+ y=([\d.]+) font-size=12>([^<]+)</text>", svg)}
     assert abs(ys["baseline"] - ys["t4"]) >= 13
-    circle_t7 = float(re.findall(r"cy=([\d.]+)", svg)[2])
+    circle_t7 = float(re.findall(r"<title>t7: [\d.]+</title><circle cx=[\d.]+ cy=([\d.]+)", svg)[0])
     assert ys["t7"] == pytest.approx(circle_t7 - 8)
