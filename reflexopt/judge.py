@@ -246,6 +246,10 @@ def parse_verdict(text: str, rubric: Rubric) -> tuple[float, str, str] | None:
     return value, reasoning.strip(), category.strip().lower()
 
 
+# the reference block's heading says what it is: as "# Reference answer", Qwen2.5-Coder-1.5B passed 17 of 20
+# references (negation, passive_voice) given as answers, reading the input as the reference; so, 19 of 20
+# (scripts/results/probe_judge_layout.md)
+REFERENCE_HEADING = "# Reference answer (a right response: grade the response against this, not against the input)"
 COPY_REASON = "repeats the input unchanged where the reference changes it (failed without asking the judge)"
 MATCH_REASON = "says exactly what the reference says (passed without asking the judge)"
 
@@ -278,7 +282,7 @@ class JudgeScorer:
     def messages(self, case: Case, output: str, *, variant: str = "judge") -> list[dict[str, str]]:
         """The judge's request; `variant="judge_alt"` is the same request paraphrased, its sections reordered
         (self-agreement asks both)."""
-        ref = f"\n# Reference answer\n\n<reference>\n{_fenced(case.ideal)}\n</reference>\n" if case.ideal else ""
+        ref = f"\n{REFERENCE_HEADING}\n\n<reference>\n{_fenced(case.ideal)}\n</reference>\n" if case.ideal else ""
         user = meta_prompt(variant, rubric=self.rubric.text, input=_fenced(case.input_text), output=_fenced(output),
                            reference_block=ref, low=self.rubric.low, high=self.rubric.high)
         return [{"role": "system", "content": meta_prompt("judge_system").strip()}, {"role": "user", "content": user}]
