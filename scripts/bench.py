@@ -218,6 +218,11 @@ class Runner:
                 # the operators of the accepted steps that led to the returned prompt, in order
                 "accepted": [ops.get(i, "?") for i in summary.get("accepted_path") or [] if i != "baseline"],
                 "wall_s": round(wall, 1), "best_prompt": best.read_text(encoding="utf-8")}
+        judge = summary.get("judge")
+        if judge:  # how far the run's judge can be trusted, beside its scores
+            row["judge"] = {**{k: judge.get(k) for k in ("known", "verdicts", "copies", "matches", "contradictions",
+                                                           "parse_errors")},
+                            "self_agreement_sd": (judge.get("self_agreement") or {}).get("sd")}
         if s.get("holdout"):
             row["holdout"] = self.holdout(s, best, home)
         if self.spec.get("check"):
@@ -386,6 +391,16 @@ def _check_pair(r: dict[str, Any], m: str) -> str:
     return f"{c['start']:.3f} → {c['best']:.3f}" if c.get("start") is not None and c.get("best") is not None else "-"
 
 
+def _judged(r: dict[str, Any]) -> str:
+    """A row's judge: its verdicts on the known answers right (a warning marked) and its self-agreement SD."""
+    j = r.get("judge") or {}
+    k = j.get("known") or {}
+    known = (f"{k['references_passed'] + k['foils_failed']} of {2 * k['n']}" + (" (warned)" if k.get("warning")
+                                                                                  else "")) if k.get("n") else "-"
+    sd = f"{j['self_agreement_sd']:.3f}" if j.get("self_agreement_sd") is not None else "-"
+    return f"{known} · {sd}"
+
+
 def _metric(spec: dict[str, Any]) -> str:
     """The metric the spec's common arguments name (`--metric NAME`), else contains."""
     args = list(spec.get("args", []))
@@ -482,6 +497,10 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
             "| set | budget | arm | seed | test | val | start (test) | p | calls | stop | accepted steps | commit |"
             + "".join(f" test by {m}: start → returned |" for m in checks),
             "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(checks)]
+    judged = any(r.get("judge") for r in rows)
+    if judged:
+        out[-2] += " judge: known answers right · self-agreement SD |"
+        out[-1] += "---|"
     for r in rows:
         hand = ", ".join(f"{k} {v['val']:.3f}/{v['test']:.3f}" for k, v in (r.get("handwritten") or {}).items())
         extra = f" (val/test: {hand})" if hand else ""
@@ -495,7 +514,7 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                                            if hit else "")
         out.append(f"| {r['set']} | {r['budget']} | {r['arm']}{extra} | {r['seed']} | {test} | {val} | "
                    f"{start} | {pv} | {calls} | {r.get('stop') or '-'} | {steps} | {r['commit']} |"
-                   + "".join(f" {_check_pair(r, m)} |" for m in checks))
+                   + "".join(f" {_check_pair(r, m)} |" for m in checks) + (f" {_judged(r)} |" if judged else ""))
     held = [r for r in rows if r.get("holdout")]
     if held:
         out += ["", "## Held-out rows of the development set", "",

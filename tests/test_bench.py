@@ -305,6 +305,20 @@ def test_a_judge_table_shows_the_check_metric_beside_the_judges_score(tmp_path: 
     assert "test by exact" not in bench.render(_spec_for(tmp_path), rows, ROOT / "x.toml")  # only when asked
 
 
+def test_a_judged_row_shows_its_judge_on_known_answers_and_its_self_agreement(tmp_path: Path) -> None:
+    """Each row of a judged table says how far its judge could be trusted in that run: the known answers it got
+    right (and whether the run warned) and the SD of one verdict; a table without a judge has no such column."""
+    spec = _spec_for(tmp_path)
+    known = {"n": 5, "references_passed": 3, "foils_failed": 5, "warning": None}
+    rows = [_row("reflex", 1, 0.5, judge={"known": known, "self_agreement_sd": 0.21}),
+            _row("reflex", 2, 0.5, judge={"known": {**known, "references_passed": 1, "warning": "w"},
+                                          "self_agreement_sd": None})]
+    table = bench.render(spec, rows, ROOT / "x.toml")
+    assert "judge: known answers right · self-agreement SD |" in table
+    assert table.count("| 8 of 10 · 0.210 |") == 1 and table.count("| 6 of 10 (warned) · - |") == 1
+    assert "known answers right" not in bench.render(spec, [_row("reflex", 1, 0.5)], ROOT / "x.toml")
+
+
 def test_the_check_rescores_each_prompts_recorded_test_outputs_by_the_check_metric(tmp_path: Path) -> None:
     """The check reads the run's own record (the store's evals, by the starting and returned prompts' keys) and
     scores each prompt's test outputs, not the other's, and not its val outputs."""
