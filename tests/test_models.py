@@ -307,6 +307,8 @@ def test_two_local_models_never_compute_at_once() -> None:
     spans: list[tuple[str, float, float]] = []
 
     class Server:
+        crashes, proc = 0, None
+
         def running(self) -> bool:
             return True
 
@@ -333,3 +335,74 @@ def test_two_local_models_never_compute_at_once() -> None:
     spans.sort(key=lambda s: s[1])
     assert len(spans) == 8 and {s[0] for s in spans} == {"task", "judge"}
     assert all(later[1] >= earlier[2] for earlier, later in zip(spans, spans[1:]))  # no two overlap
+
+
+def test_a_local_server_that_crashes_under_every_request_stops_the_command(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A llama.cpp build that does not run on the CPU crashes under each request: the command stops with the
+    crash, the log and the rebuild (it was restarted under every call, each call recorded as a failed case)."""
+    import os
+
+    from conftest import require
+
+    from reflexopt.models import local
+
+    require("llama_cpp", "local/PATH.gguf needs llama-cpp-python installed", load=False)
+    starts = tmp_path / "starts"
+    monkeypatch.setenv("CRASHING_SERVER_STARTS", str(starts))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent / "servers"),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(local, "SERVER_MODULE", "crashing_llama_server")
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    c = get_client(ModelSpec(id=f"local/{gguf}", max_retries=5), cache=False)
+    c.base_delay_s = 0.01
+
+    async def two_calls() -> list[object]:  # the second waits behind the first, for the server that dies
+        return await asyncio.gather(c.complete(MSG), c.complete([{"role": "user", "content": "ho"}]),
+                                    return_exceptions=True)
+
+    try:
+        errors = asyncio.run(two_calls())
+    finally:
+        local.stop_all()
+    assert all(isinstance(x, ModelError) for x in errors), errors
+    e = errors[0]
+    assert "m.gguf crashed (signal SIGSEGV) while answering, 2 times in a row" in str(e)
+    assert "llama-server.log" in (e.fix or "")
+    assert "pip install --force-reinstall --no-cache-dir --no-deps llama-cpp-python" in (e.fix or "")
+    # restarted once, not for each of 5 retries of each call; a death seen by both requests is one crash
+    assert starts.read_text().splitlines() == ["start", "start"]
+    assert c.meter.failed_calls == 2
+
+
+def test_a_llama_build_with_amx_loads_models_without_its_extra_buffer_types() -> None:
+    """The AMX kernels of a llama.cpp build compiled on an AMX CPU crashed at the first request; the server's
+    process turns them off there (and only there)."""
+    import ctypes
+
+    from reflexopt.models.llama_child import avoid_amx
+
+    class Params(ctypes.Structure):
+        _fields_ = [("n_gpu_layers", ctypes.c_int32), ("use_extra_bufts", ctypes.c_bool)]
+
+    class Lib:
+        def __init__(self, info: bytes, params: type[ctypes.Structure] = Params) -> None:
+            self.info, self.llama_model_params = info, params
+
+        def llama_print_system_info(self) -> bytes:
+            return self.info
+
+        def llama_model_default_params(self) -> ctypes.Structure:
+            return self.llama_model_params(n_gpu_layers=0, use_extra_bufts=True)
+
+    amx = Lib(b"CPU : SSE3 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |")
+    assert avoid_amx(amx) and amx.llama_model_default_params().use_extra_bufts is False
+    plain = Lib(b"CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | REPACK = 1 |")
+    assert not avoid_amx(plain) and plain.llama_model_default_params().use_extra_bufts is True
+
+    class Older(ctypes.Structure):
+        _fields_ = [("n_gpu_layers", ctypes.c_int32)]
+
+    older = Lib(b"CPU : AMX_INT8 = 1 |", Older)
+    assert not avoid_amx(older)

@@ -86,9 +86,10 @@ class Backend(Protocol):
     """A transport: one request in, one reply out, exceptions for failures.
 
     Contract: `call` returns the reply or raises; it never retries (the client does). `retry_after` says whether
-    an exception is worth retrying. A backend may also define `fatal(exc) -> str | None`: a one-line reason
-    when an error means no call can succeed (bad credentials, unknown model); the client then stops the command
-    instead of recording the same failure for every case."""
+    an exception is worth retrying. A backend may also define `fatal(exc) -> str | ModelError | None`: a one-line
+    reason (or the error itself, with its own fix) when an error means no call can succeed (bad credentials,
+    unknown model, a local server that crashes under every request); the client then stops the command instead
+    of recording the same failure for every case."""
 
     name: str
 

