@@ -49,6 +49,22 @@ class CaseResult(CallCost):
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+def task_failed(r: CaseResult) -> bool:
+    """The task produced no output (its call or the user's program failed), as opposed to a scorer failure or a
+    call the budget refused."""
+    return (r.score is None and not r.output and not r.budget_exhausted
+            and (r.error or "").startswith(("model call failed", "the task failed")))
+
+
+def case_score(r: CaseResult) -> float | None:
+    """How a case counts in a prompt's score, on val as on test: its score; 0 where the task failed (a prompt
+    whose program or call fails on the hard cases must not score as if they were not there); None where it was
+    not scored (the judge failed, or the budget refused the call)."""
+    if r.score is not None:
+        return r.score
+    return 0.0 if task_failed(r) else None
+
+
 def money(results: Sequence[CaseResult], price: tuple[float, float] | None, *,
           per_request: float | None = None) -> dict[str, Any] | None:
     """What the task's answers cost at a price per token (or at a flat `per_request` cost, such as a GPU-hour

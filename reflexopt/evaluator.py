@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .budget import Limits, RunBudget
 from .errors import ConfigError
-from .evaluate import CaseResult, check_specs, run_case, take_outcome, usage_of
+from .evaluate import CaseResult, case_score, check_specs, run_case, take_outcome, usage_of
 from .events import Event, ignore
 from .models import ModelClient, get_client, spec_price
 from .paths import check_writable
@@ -218,8 +218,9 @@ class Evaluator:
                 state["taken"] += 1
                 if r is not None:
                     results.append(r)
-                    if trial is not None and r.score is not None:
-                        trial.report(r.score, self.index[r.case_id], r.output)
+                    score = case_score(r)
+                    if trial is not None and score is not None:
+                        trial.report(score, self.index[r.case_id], r.output)
                         if trial.should_prune():
                             state["stopped"] = True
                             return

@@ -18,7 +18,7 @@ from .errors import ConfigError, ReflexoptError
 from .estimate import run_estimate
 from .evaluator import Evaluator
 from .events import Event, TrackedBus, attach, plugin_subscribers
-from .pool import Candidate, State, from_study, select
+from .pool import Candidate, State, case_scores, from_study, select
 from .search import GRACE_S, Search, StudyState, worker_id
 from .store import RunStore, write_text_atomic
 from .strategies import SearchContext, get_strategy
@@ -131,7 +131,7 @@ class Optimizer:
             # stopped once clearly worse than the pick: a variant that is costs 15 calls, not a val scoring
             hook = search.against({r.index[k]: x for k, x in pick.val.items()})
             res, pruned = await r.evaluate(v, r.val, "val", hook)
-            val = {x.case_id: x.score for x in res if x.score is not None}
+            val = case_scores(res)
             if pruned or len(val) == len(r.val):
                 v = v.scored(val, State.PRUNED if pruned else State.COMPLETE)
                 store.save_candidate(v.record(), v.prompts.to_markdown())
@@ -249,7 +249,7 @@ class Optimizer:
         self._emit("phase", {"phase": "baseline"})
         baseline = Candidate("baseline", r.baseline_prompts)
         res, _ = await r.evaluate(baseline, r.val, "val")
-        baseline = baseline.scored({x.case_id: x.score for x in res if x.score is not None}, State.COMPLETE)
+        baseline = baseline.scored(case_scores(res), State.COMPLETE)
         refused = len(r.val) - sum(1 for x in res if not x.budget_exhausted)  # cases the budget did not allow
         if not baseline.val and refused:
             raise ConfigError(f"the budget ran out before the starting prompt was scored on val ({len(r.val)} cases, "

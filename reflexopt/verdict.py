@@ -24,7 +24,7 @@ from typing import Any
 
 from .agreement import echo_figures
 from .data import Case
-from .evaluate import CaseResult, constant_answer, corpus_figures, money
+from .evaluate import CaseResult, constant_answer, corpus_figures, money, task_failed
 from .pool import Candidate
 from .stats import PairedComparison, noninferiority_p, paired_compare
 
@@ -76,11 +76,6 @@ class OptimizeResult:
         d["delta_ci95"] = list(self.delta_ci95)
         d["accepted_path"] = list(self.accepted_path)
         return d
-
-
-def task_failed(r: CaseResult) -> bool:
-    """The task produced no output (its call or the user's program failed), as opposed to a scorer failure."""
-    return r.score is None and not r.output and (r.error or "").startswith(("model call failed", "the task failed"))
 
 
 def paired_on_test(base: Sequence[CaseResult], best: Sequence[CaseResult], test_ids: Sequence[str], *,

@@ -220,6 +220,55 @@ def test_the_reflex_strategy_tunes_a_two_prompt_candidate_unchanged(tmp_path: Pa
     assert PromptSet.parse(best.prompts.to_markdown()).key == best.prompts.key  # stored and read back as a set
 
 
+def test_a_case_whose_task_failed_counts_0_on_val_as_on_test(tmp_path: Path) -> None:
+    """A prompt that makes the task fail (its call, or the user's program) on the cases it would get wrong must
+    not score as if those cases were not there; a prompt that fails on every case is FAILED, not 0."""
+    from reflexopt.evaluator import Evaluator
+    from reflexopt.pool import Candidate, State
+    from reflexopt.search import Search
+    from reflexopt.strategies import SearchContext
+
+    def model(messages: list[dict[str, str]]) -> str:
+        text = " ".join(m["content"] for m in messages)
+        if "STRICT" in text and ("bad" in messages[-1]["content"] or "EVERY" in text):
+            raise ValueError("the program could not parse the answer")
+        return "positive"  # right on the good items only
+
+    register_fake("fake/strict", FunctionModel(model))
+    try:
+        data = write_jsonl(tmp_path / "d.jsonl", label_rows(40))
+        (tmp_path / "p.md").write_text("Say positive or negative: {input}\n")
+        cfg = optimize_config(data, tmp_path / "p.md", model="fake/strict", metric="contains", seed=1,
+                              budget=Budget(max_trials=5))
+        start = PromptSet.of(Prompt("Say positive or negative: {input}"))
+        ev = Evaluator(cfg, start)
+        ev.connect()
+
+        async def run() -> tuple[Candidate, Candidate, Candidate]:
+            with Search(f"sqlite:///{tmp_path / 's.db'}", "strict", seed=1) as search:
+                base = Candidate("baseline", start)
+                res, _ = await ev.evaluate(base, ev.val, "val")
+                from reflexopt.pool import case_scores
+
+                base = base.scored(case_scores(res), State.COMPLETE)
+                search.add_baseline(base.val_mean, {ev.index[k]: v for k, v in base.val.items()}, base.attrs())
+                ctx = SearchContext(ev, search, base, 0.0)
+                strict = await ctx.record(Prompt("STRICT. Say positive or negative: {input}"), operator="fix",
+                                          reasoning="")
+                broken = await ctx.record(Prompt("STRICT EVERY. Say positive or negative: {input}"),
+                                          operator="fix", reasoning="")
+                return base, strict, broken
+
+        base, strict, broken = asyncio.run(run())
+    finally:
+        unregister_fake("fake/strict")
+    good = sum(1 for c in ev.val if c.ideal == "positive")
+    assert 0 < good < len(ev.val) and base.val_mean == good / len(ev.val)
+    assert len(strict.val) == len(ev.val) and strict.val_mean == base.val_mean  # not 1.0 on the good items alone
+    assert strict.state == State.COMPLETE
+    assert broken.state == State.FAILED and not broken.val
+
+
 def test_a_task_contract_holds_for_the_default_and_a_pipeline_task(tmp_path: Path) -> None:
     from reflexopt.evaluate import evaluate
     from reflexopt.models import get_client

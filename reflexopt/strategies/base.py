@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..events import Event, ignore
-from ..pool import Candidate, Selection, State, from_study, select
+from ..pool import Candidate, Selection, State, case_scores, from_study, select
 from ..promptset import PromptSet
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class SearchContext:
         order = list(self.val)
         random.Random(self.config.seed * 100_003 + trial.number).shuffle(order)
         results, _ = await self.evaluate(cand, order, "val")
-        val = {x.case_id: x.score for x in results if x.score is not None}
+        val = case_scores(results)
         for cid, v in val.items():
             trial.report(v, self.index[cid])
         cand = cand.scored(val, State.COMPLETE if len(val) == len(self.val) else

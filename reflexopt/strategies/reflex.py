@@ -25,6 +25,7 @@ from ..pool import (
     Candidate,
     Selection,
     State,
+    case_scores,
     collapsed,
     counts_as_trial,
     from_study,
@@ -280,7 +281,7 @@ class ReflexStrategy:
         order = list(ctx.val)
         random.Random(ctx.config.seed * 100_003 + trial.number).shuffle(order)
         results, pruned = await ctx.evaluate(cand, order, "val", trial)
-        val = {r.case_id: r.score for r in results if r.score is not None}
+        val = case_scores(results)
         if not val:
             state = State.FAILED
         elif pruned:
