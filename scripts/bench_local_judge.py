@@ -28,7 +28,9 @@ PORT = 8767
 
 def serve(gguf: Path) -> subprocess.Popen[bytes]:
     """The judge apart, as the judge specs ran it: one thread for generation and prompts."""
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+    # through reflexopt's server process: it dies with this script and avoids the AMX kernels that crash some builds
+    proc = subprocess.Popen([sys.executable, "-m", "reflexopt.models.llama_child", str(os.getpid()), "llama_cpp.server",
+                             "--model", str(gguf), "--host", "127.0.0.1",
                              "--port", str(PORT), "--n_ctx", "8192", "--model_alias", "judge", "--n_threads", "1",
                              "--n_threads_batch", "1", "--verbose", "False"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
