@@ -307,7 +307,7 @@ def test_two_local_models_never_compute_at_once() -> None:
     spans: list[tuple[str, float, float]] = []
 
     class Server:
-        crashes, proc = 0, None
+        crashes, proc, broken = 0, None, False
 
         def running(self) -> bool:
             return True

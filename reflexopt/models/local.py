@@ -102,8 +102,7 @@ class LocalServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = home_dir() / "logs" / "llama-server.log"
         self.crashes = 0  # times in a row the server died under a request (a request answered resets it)
-        self.exit_code: int | None = None  # how the last of them ended: -11 is SIGSEGV
-        self._crashed: subprocess.Popen[bytes] | None = None  # the last process counted
+        self._crashed: subprocess.Popen[bytes] | None = None  # the last process counted (its returncode: how)
 
     def died_under_request(self, proc: subprocess.Popen[bytes] | None, wait_s: float = 2.0) -> bool:
         """After a request to `proc` broke off: whether that process exited (it may take a moment to be reaped),
@@ -111,17 +110,21 @@ class LocalServer:
         if proc is None or proc is not self.proc:
             return False
         try:
-            code = proc.wait(timeout=wait_s)
+            proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             return False
         if proc is not self._crashed:  # requests queued behind the one it died under see the same death
             self._crashed = proc
             self.crashes += 1
-            self.exit_code = code
         return True
 
+    @property
+    def broken(self) -> bool:
+        """It died under CRASH_LIMIT requests in a row, answering none between: not to be started again."""
+        return self.crashes >= CRASH_LIMIT
+
     def crash_error(self) -> ModelError:
-        code = self.exit_code
+        code = self._crashed.returncode if self._crashed is not None else None  # -11 is SIGSEGV
         how = (f"signal {signal.Signals(-code).name}" if code is not None and code < 0 and -code in
                signal.valid_signals() else f"exit code {code}")
         return ModelError(
@@ -247,7 +250,7 @@ class LocalBackend:
             return self._inner
 
     async def call(self, messages: list[dict[str, str]], params: dict[str, Any], timeout_s: float) -> Any:
-        if self._server is not None and self._server.crashes >= CRASH_LIMIT:
+        if self._server is not None and self._server.broken:
             raise self._server.crash_error()  # not started again
         ready = self._inner is not None and self._server is not None and self._server.running()
         inner = self._inner if ready else await asyncio.to_thread(self._backend)
@@ -270,7 +273,7 @@ class LocalBackend:
         """A server that died under its requests CRASH_LIMIT times in a row, answering none between, will not
         answer the next one either: stop the command with the fix rather than restart it for every call."""
         server = self._server
-        return server.crash_error() if server is not None and server.crashes >= CRASH_LIMIT else None
+        return server.crash_error() if server is not None and server.broken else None
 
     def response_formats(self, standard: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]:
         """llama-cpp-python's server turns a `json_object` format with a `schema` into a grammar."""
