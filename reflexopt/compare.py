@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CompareConfig, ModelSpec, public, run_config
-from .evaluate import CaseResult, check_specs, constant_text, constant_with, load_test, score_with
+from .evaluate import CaseResult, case_scores, check_specs, constant_text, constant_with, load_test, score_with
 from .events import Event, TrackedBus
 from .parallel import map_threads
 from .prompt import Prompt, load_prompt, parse_prompt
@@ -173,7 +173,7 @@ class Comparison:
                     matrix[src.model][dst.model] = src.tuned
                 else:
                     res = asyncio.run(self._score(specs[dst.model], parse_prompt(src.tuned_prompt, src.model)))
-                    vals = [r.score for r in res if r.score is not None]
+                    vals = list(case_scores(res).values())
                     matrix[src.model][dst.model] = round(sum(vals) / len(vals), 4) if vals else None
         return matrix
 

@@ -65,6 +65,15 @@ def case_score(r: CaseResult) -> float | None:
     return 0.0 if task_failed(r) else None
 
 
+def case_scores(results: Sequence[CaseResult]) -> dict[str, float]:
+    """A prompt's case scores by case id (`case_score`), the one rule behind every score over cases (a candidate's
+    val, `eval`'s mean, a compared model's row and transfer cell); none at all when no case produced an output: a
+    task that failed on every case is an outage or a broken candidate, not a prompt that scores 0."""
+    if not any(r.score is not None for r in results):
+        return {}
+    return {r.case_id: s for r in results if (s := case_score(r)) is not None}
+
+
 def money(results: Sequence[CaseResult], price: tuple[float, float] | None, *,
           per_request: float | None = None) -> dict[str, Any] | None:
     """What the task's answers cost at a price per token (or at a flat `per_request` cost, such as a GPU-hour
@@ -158,7 +167,9 @@ class EvalReport:
 
     @property
     def scored(self) -> list[float]:
-        return [r.score for r in self.results if r.score is not None]
+        """The scores the mean is taken over (`case_scores`: a task failure counts 0; a case the judge could not
+        score is left out)."""
+        return list(case_scores(self.results).values())
 
     @property
     def mean(self) -> float:
@@ -168,7 +179,7 @@ class EvalReport:
     def summary(self) -> dict[str, Any]:
         s = self.scored
         lo, hi = mean_ci(s)
-        passed = [r.passed for r in self.results if r.passed is not None]
+        passed = [bool(r.passed) for r in self.results if r.passed is not None or (s and task_failed(r))]
         cats = Counter(r.category for r in self.results if r.category)
         lat = [r.latency_s for r in self.results if not r.cached and not r.budget_exhausted]
         out = {
@@ -176,6 +187,7 @@ class EvalReport:
             "ci95": [round(lo, 4), round(hi, 4)] if s else None,
             "n_cases": len(self.results),
             "n_scored": len(s),
+            "task_failures": sum(1 for r in self.results if task_failed(r)) if s else 0,
             "pass_rate": round(sum(passed) / len(passed), 4) if passed else None,
             "errors": sum(1 for r in self.results if r.error),
             "failure_categories": dict(cats.most_common()),

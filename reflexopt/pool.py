@@ -10,19 +10,11 @@ from functools import cached_property
 from typing import Any
 
 from .data import Case
-from .evaluate import CaseResult, case_score
+from .evaluate import case_scores as case_scores  # a candidate's val: the rule is evaluate's, used here
 from .operators import LLM_OPERATORS, Outcome
 from .prompt import Prompt
 from .promptset import PromptSet
 from .search import StudyState, TrialRecord
-
-
-def case_scores(results: Sequence[CaseResult]) -> dict[str, float]:
-    """A prompt's case scores by case id (`case_score`); none at all when no case produced an output: a task
-    that failed on every case is an outage or a broken candidate (FAILED), not a prompt that scores 0."""
-    if not any(r.score is not None for r in results):
-        return {}
-    return {r.case_id: s for r in results if (s := case_score(r)) is not None}
 
 
 class State(str, Enum):

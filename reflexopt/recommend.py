@@ -10,7 +10,7 @@ from typing import Any
 
 from .agreement import echo_figures, echo_text
 from .config import ModelSpec
-from .evaluate import CaseResult, money
+from .evaluate import CaseResult, case_scores, money
 from .models import spec_price
 from .stats import equivalence_p, holm, mean_ci, paired_compare, percentile
 
@@ -58,8 +58,7 @@ def gpu_hour_cost(model: ModelSpec, tuned: Sequence[CaseResult],
 
 def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequence[CaseResult],
                      run_id: str | None, prompt_md: str | None, *, throughput_rps: float | None = None) -> ModelRow:
-    b = {r.case_id: r.score for r in base if r.score is not None}
-    t = {r.case_id: r.score for r in tuned if r.score is not None}
+    b, t = case_scores(base), case_scores(tuned)  # a task failure counts 0, as in the run's verdict
     common = [c for c in b if c in t]
     cmp = paired_compare([b[c] for c in common], [t[c] for c in common]) if common else None
     tuned_mean = sum(t.values()) / len(t) if t else None

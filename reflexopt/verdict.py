@@ -24,7 +24,7 @@ from typing import Any
 
 from .agreement import echo_figures
 from .data import Case
-from .evaluate import CaseResult, constant_answer, corpus_figures, money, task_failed
+from .evaluate import CaseResult, case_score, constant_answer, corpus_figures, money, task_failed
 from .pool import Candidate
 from .stats import PairedComparison, noninferiority_p, paired_compare
 
@@ -89,17 +89,14 @@ def paired_on_test(base: Sequence[CaseResult], best: Sequence[CaseResult], test_
         scores: list[float | None] = []
         for side, got in sides.items():
             r = got.get(cid)
-            if r is None:
+            s = None if r is None else case_score(r)
+            scores.append(s)
+            if r is None or (s is None and r.budget_exhausted):  # never asked, or asked and refused
                 counts["refused_for_budget"][side] += 1
-                scores.append(None)
-            elif r.score is not None:
-                scores.append(r.score)
             elif task_failed(r):
                 counts["task_failed_scored_0"][side] += 1
-                scores.append(0.0)
-            else:
+            elif s is None:
                 counts["not_scored"][side] += 1
-                scores.append(None)
         if scores[0] is not None and scores[1] is not None:
             pairs.append((scores[0], scores[1]))
     cmp = paired_compare([a for a, _ in pairs], [b for _, b in pairs], seed=seed)

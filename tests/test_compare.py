@@ -306,3 +306,30 @@ def test_compare_says_when_a_models_score_is_the_judge_passing_copies_of_the_inp
     assert "fake/rewriter: repeats" not in caption
     html = compare_report(runs_root() / res.compare_id)
     assert f"fake/copier: repeats the input unchanged on {n} of {n}" in html
+
+
+def test_a_model_that_fails_on_hard_cases_scores_them_0_not_as_if_absent(setup: Any) -> None:
+    """A compared model whose call fails (an error, no answer) where it would be wrong must not lead: its failures
+    count 0 in its row and in the transfer matrix, as in an optimize run's verdict."""
+    data, prompt = setup
+
+    def dodgy(messages: list[dict[str, str]]) -> str | Exception:
+        item = messages[-1]["content"]
+        if int(hashlib.md5(item.encode()).hexdigest(), 16) % 100 >= 50:
+            return ValueError("content filter")  # non-retryable: the case fails
+        return "positive" if "good" in item else "negative"
+
+    register_fake("fake/dodgy", FunctionModel(dodgy))
+    try:
+        cfg = CompareConfig(data=DataSpec(path=str(data)), prompt_path=str(prompt), tune=False, transfer=True,
+                            models=(ModelSpec(id="fake/strong"), ModelSpec(id="fake/dodgy")))
+        res = compare(cfg)
+    finally:
+        unregister_fake("fake/dodgy")
+    rows = {r.model: r for r in res.rows}
+    dodgy_row = rows["fake/dodgy"]
+    assert dodgy_row.tuned is not None and 0.3 < dodgy_row.tuned < 0.7, dodgy_row.tuned
+    assert len(dodgy_row.scores) == res.n_test  # every test case counts, the failed ones as 0
+    assert rows["fake/strong"].tuned > dodgy_row.tuned  # type: ignore[operator]
+    assert res.recommendation == "fake/strong", res.reason
+    assert res.transfer is not None and res.transfer["fake/strong"]["fake/dodgy"] == dodgy_row.tuned

@@ -24,9 +24,10 @@ def test_evaluate_scores_in_dataset_order_and_counts_failures() -> None:
         rep = evaluate(CASES, Prompt("Answer yes or no."), task, MetricScorer("exact", CASES), concurrency=4)
         assert [r.case_id for r in rep.results] == [c.id for c in CASES]
         s = rep.summary()
-        assert s["n_cases"] == 10 and s["errors"] == 1 and s["n_scored"] == 9
-        # cases 0,1,2,4,5,7,9 right; 6 and 8 wrong; 3 failed (excluded from the mean, counted as an error)
-        assert s["score"] == round(7 / 9, 4)
+        assert s["n_cases"] == 10 and s["errors"] == 1 and s["n_scored"] == 10 and s["task_failures"] == 1
+        # cases 0,1,2,4,5,7,9 right; 6 and 8 wrong; 3 failed (counted as 0, as in an optimize run: a prompt whose
+        # call fails on a case must not score as if the case were not there; and counted as an error)
+        assert s["score"] == 0.7 and s["pass_rate"] == 0.7
         assert s["model_calls"] == 10 and s["failure_categories"] == {"wrong answer": 2}
         assert "model call failed" in (rep.results[3].error or "")
     finally:
@@ -48,3 +49,24 @@ def test_judge_errors_are_counted_not_scored() -> None:
     finally:
         unregister_fake("fake/task")
         unregister_fake("fake/j")
+
+
+def test_the_verdicts_coverage_names_why_each_case_left_the_pair() -> None:
+    """On test: a task failure counts 0 and stays in the pair; a judge failure and a call the budget refused
+    (whether it left a result or none) leave it, each counted under its own reason."""
+    from reflexopt.evaluate import CaseResult
+    from reflexopt.verdict import paired_on_test
+
+    def res(cid: str, score: float | None, *, output: str = "x", error: str | None = None,
+            refused: bool = False) -> CaseResult:
+        return CaseResult(cid, "in", output, "ideal", score, None if score is None else score >= 0.5, error=error,
+                          budget_exhausted=refused)
+
+    base = [res("a", 1.0), res("b", 0.0), res("c", 1.0), res("d", 1.0), res("e", 0.0)]
+    best = [res("a", 1.0), res("b", None, output="", error="model call failed: boom"),
+            res("c", None, error="judge error: unparseable"), res("d", None, output="", refused=True)]
+    cmp, cov = paired_on_test(base, best, ["a", "b", "c", "d", "e"], seed=0)
+    assert cov["paired"] == 2 and cmp.n == 2  # a, and b with the failure as 0
+    assert cov["task_failed_scored_0"] == {"baseline": 0, "best": 1}
+    assert cov["not_scored"] == {"baseline": 0, "best": 1}
+    assert cov["refused_for_budget"] == {"baseline": 0, "best": 2}  # d refused, e never asked

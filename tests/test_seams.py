@@ -248,7 +248,7 @@ def test_a_case_whose_task_failed_counts_0_on_val_as_on_test(tmp_path: Path) -> 
             with Search(f"sqlite:///{tmp_path / 's.db'}", "strict", seed=1) as search:
                 base = Candidate("baseline", start)
                 res, _ = await ev.evaluate(base, ev.val, "val")
-                from reflexopt.pool import case_scores
+                from reflexopt.evaluate import case_scores
 
                 base = base.scored(case_scores(res), State.COMPLETE)
                 search.add_baseline(base.val_mean, {ev.index[k]: v for k, v in base.val.items()}, base.attrs())

@@ -64,7 +64,10 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
         t.add_row("macro-F1", labels_text(s["labels"]))
     if s.get("echo"):
         t.add_row("copies of the input", echo_line(s["echo"]))
-    t.add_row("cases", f"{s['n_scored']} scored of {s['n_cases']}" + (f", {s['errors']} errors" if s["errors"] else ""))
+    failed = s.get("task_failures") or 0
+    t.add_row("cases", f"{s['n_scored']} of {s['n_cases']} in the score"
+              + (f" ({failed} task failure{'s' if failed > 1 else ''} counted as 0)" if failed else "")
+              + (f", {s['errors']} errors" if s["errors"] else ""))
     cats = s.get("failure_categories") or {}
     if cats:
         t.add_row("failure categories", ", ".join(f"{k} ({v})" for k, v in list(cats.items())[:6]))
