@@ -330,6 +330,15 @@ def test_a_model_that_fails_on_hard_cases_scores_them_0_not_as_if_absent(setup: 
     dodgy_row = rows["fake/dodgy"]
     assert dodgy_row.tuned is not None and 0.3 < dodgy_row.tuned < 0.7, dodgy_row.tuned
     assert len(dodgy_row.scores) == res.n_test  # every test case counts, the failed ones as 0
+    assert dodgy_row.task_failures == sum(1 for v in dodgy_row.scores.values() if v == 0) > 0
+    assert dodgy_row.pass_rate == dodgy_row.tuned and rows["fake/strong"].task_failures == 0
+    from rich.console import Console
+
+    from reflexopt.cli.render import compare_table
+
+    con = Console(width=400, record=True)
+    con.print(compare_table(res.to_json()))
+    assert f"fake/dodgy: {dodgy_row.task_failures} of {res.n_test} test calls failed, counted as 0" in con.export_text()
     assert rows["fake/strong"].tuned > dodgy_row.tuned  # type: ignore[operator]
     assert res.recommendation == "fake/strong", res.reason
     assert res.transfer is not None and res.transfer["fake/strong"]["fake/dodgy"] == dodgy_row.tuned
