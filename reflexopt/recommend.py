@@ -85,6 +85,13 @@ def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequen
         price_source=price_source, echo=echo_figures(tuned), task_failures=failed)
 
 
+def failure_notes(rows: Sequence[dict[str, Any]], n_test: int) -> list[str]:
+    """One line per compared model (a row as stored) whose tuned prompt's test calls failed on some cases: they
+    count 0 in its score, which the reader should know."""
+    return [f"{r['model']}: {r['task_failures']} of {n_test} test calls failed, counted as 0" for r in rows
+            if not r.get("error") and r.get("task_failures")]
+
+
 def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(x, nd)
 

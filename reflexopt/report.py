@@ -15,6 +15,7 @@ from .evaluate import CaseResult, constant_text
 from .metrics import collapsed_text
 from .paths import write_text_atomic
 from .promptset import diff_lines
+from .recommend import failure_notes
 from .store import RunStore, read_json, read_jsonl
 from .textsafe import printable
 from .verdict import coverage_text
@@ -494,7 +495,8 @@ def compare_report(path: Path, *, refresh_s: int | None = None, nav: str = "") -
         rows.append(f"<tr><td>{escape(r['model'])}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
     const = data.get("constant")
     bar = f" · constant answer: {escape(constant_text(const))}" if const else ""
-    bar += "".join(f"<div class=bad>{escape(w)}</div>" for w in echo_warnings(data["rows"]))
+    bar += "".join(f"<div class=bad>{escape(w)}</div>" for w in [*echo_warnings(data["rows"]),
+                                                                  *failure_notes(data["rows"], data["n_test"])])
     body = [f"<h1>{escape(title)}</h1><div class=muted>{data['n_test']} test cases · * significant gain{bar}</div>",
             f"<div class=card><b>Recommendation:</b> {escape(data['reason'])}" + _curse_html(data.get("selection"))
             + "</div>",

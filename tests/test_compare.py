@@ -338,7 +338,12 @@ def test_a_model_that_fails_on_hard_cases_scores_them_0_not_as_if_absent(setup: 
 
     con = Console(width=400, record=True)
     con.print(compare_table(res.to_json()))
-    assert f"fake/dodgy: {dodgy_row.task_failures} of {res.n_test} test calls failed, counted as 0" in con.export_text()
+    note = f"fake/dodgy: {dodgy_row.task_failures} of {res.n_test} test calls failed, counted as 0"
+    assert note in con.export_text()
+    from reflexopt.report import compare_report
+    from reflexopt.store import runs_root
+
+    assert note in compare_report(runs_root() / res.compare_id)  # the HTML report says it too
     assert rows["fake/strong"].tuned > dodgy_row.tuned  # type: ignore[operator]
     assert res.recommendation == "fake/strong", res.reason
     assert res.transfer is not None and res.transfer["fake/strong"]["fake/dodgy"] == dodgy_row.tuned

@@ -398,10 +398,10 @@ def compare_table(d: dict[str, Any]) -> Table:
 
         curse += f"; constant answer: {constant_text(const)}"
     from ..agreement import echo_warnings
+    from ..recommend import failure_notes
 
     copies = "".join(f"; [yellow]{w}[/]" for w in echo_warnings(d["rows"]))
-    copies += "".join(f"; [yellow]{r['model']}: {r['task_failures']} of {d['n_test']} test calls failed, counted "
-                      "as 0[/]" for r in d["rows"] if not r["error"] and r.get("task_failures"))
+    copies += "".join(f"; [yellow]{w}[/]" for w in failure_notes(d["rows"], d["n_test"]))
     t.caption = "* significant gain from tuning (paired test on the test split)" + (
         "; † price given by you: " + "; ".join(own) if own else "") + curse + copies
     return t
