@@ -9,7 +9,8 @@ A spec (TOML, next to the table it makes) names the sets, the arms, the budgets 
     seeds = [100, 101, 102]
     budgets = [500, 1500]
     reference = "reflex"               # the arm every other arm is compared with, seed by seed
-    llm_steps = true                   # optional: a column counting the accepted steps made by LLM rewrites
+    llm_steps = true                   # optional: a column counting the steps to each returned prompt (its
+                                       # lineage) that LLM rewrites made
     check = ["exact"]                  # optional: reference metrics that score each run's recorded test outputs
                                        # (starting and returned prompt; no calls): a check on a judge's verdicts
 
@@ -215,8 +216,9 @@ class Runner:
                 "trials": res.get("trials"), "stop": res.get("stop_reason"), "operators": res.get("operators"),
                 "best_candidate": res.get("best_candidate"), "prompt_tokens": chosen.get("prompt_tokens"),
                 "chosen_by": res.get("chosen_by"), "test_labels": res.get("test_labels"),
-                # the operators of the accepted steps that led to the returned prompt, in order
+                # the operators of the accepted steps (the successive bests), in order
                 "accepted": [ops.get(i, "?") for i in summary.get("accepted_path") or [] if i != "baseline"],
+                "lineage": lineage(Path(res["run_dir"]), res.get("best_candidate"), summary.get("accepted_path")),
                 "wall_s": round(wall, 1), "best_prompt": best.read_text(encoding="utf-8")}
         judge = summary.get("judge")
         if judge:  # how far the run's judge can be trusted, beside its scores
@@ -327,12 +329,53 @@ def collapsed(rs: list[dict[str, Any]]) -> int | None:
     return sum(fell(r) is not None for r in rs)
 
 
+def lineage(run_dir: Path, best: str | None, accepted: list[str] | None) -> list[dict[str, Any]]:
+    """The steps from the starting prompt to the returned one: the returned candidate and its ancestors (parent
+    links in candidates.jsonl), oldest first, each with its operator and whether the search accepted it as a new
+    best. Not the accepted path: a candidate that was not a new best may still be on the way (a later one built on
+    it, as a parent from the Pareto front, was), and an accepted one may be off it."""
+    path = run_dir / "candidates.jsonl"
+    cands = {c["id"]: c for c in (json.loads(x) for x in (
+        path.read_text(encoding="utf-8").splitlines() if path.exists() else []) if x.strip())}
+    steps: list[dict[str, Any]] = []
+    node = cands.get(best or "")
+    while node is not None and node["id"] != "baseline" and len(steps) <= len(cands):
+        steps.append({"id": node["id"], "op": node.get("operator"), "accepted": node["id"] in (accepted or [])})
+        node = cands.get(node.get("parent") or "")
+    return steps[::-1]
+
+
+def add_lineage(spec: dict[str, Any], rows: list[dict[str, Any]], work: Path) -> int:
+    """Give rows recorded before the lineage was (and whose runs are still in `work`) their lineage, from the run
+    folder whose summary returned the row's candidate with the row's test score. How many rows got one."""
+    homes = {a["name"]: a.get("home") or a["name"] for a in spec["arms"]}
+    n = 0
+    for r in rows:
+        if "lineage" in r or r["arm"] not in homes or "best_candidate" not in r:
+            continue
+        home = work / (r["commit"] + ("-dirty" if r.get("dirty") else "")) / \
+            f"home-{r['set']}-{homes[r['arm']]}-{r['budget']}-{r['seed']}"
+        for summary in sorted(home.glob("runs/*/summary.json"), reverse=True):
+            got = json.loads(summary.read_text(encoding="utf-8"))
+            if got.get("best_candidate") == r["best_candidate"] and abs(got["best_test"] - r["best_test"]) < 1e-4:
+                r["lineage"] = lineage(summary.parent, got["best_candidate"], got.get("accepted_path"))
+                n += 1
+                break
+    return n
+
+
+def steps_of(r: dict[str, Any]) -> list[str]:
+    """The operators of a row's steps to its returned prompt: its lineage, or (rows made before it was recorded)
+    its accepted steps."""
+    return [st["op"] for st in r["lineage"]] if "lineage" in r else list(r.get("accepted") or [])
+
+
 def llm_steps(rs: list[dict[str, Any]]) -> str:
-    """How many of the accepted steps of these rows' returned prompts came from LLM rewrites ("-" when a row's
-    steps are not reflex operators: a DSPy strategy's one step is its whole compile)."""
+    """How many of the steps to these rows' returned prompts (their lineage) came from LLM rewrites ("-" when a
+    row's steps are not reflex operators: a DSPy strategy's one step is its whole compile)."""
     from reflexopt.operators import LLM_OPERATORS, NAMES
 
-    steps = [op for r in rs for op in r.get("accepted") or []]
+    steps = [op for r in rs for op in steps_of(r)]
     if any(op not in NAMES for op in steps):
         return "-"
     return f"{sum(op in LLM_OPERATORS for op in steps)} of {len(steps)}"
@@ -438,7 +481,7 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                 "starting and the returned prompt's.", ""]
     out += [f"| set | budget | arm | test (mean ± SD) | test macro-F1 | val | calls | prompt tokens | beats {ref} on "
             f"seeds | fewer prompt tokens than {ref} on seeds | above constant on seeds | collapsed on test on seeds |"
-            + (" accepted steps by LLM rewrites |" if spec.get("llm_steps") else "")
+            + (" steps to the returned prompt by LLM rewrites |" if spec.get("llm_steps") else "")
             + "".join(f" test by {m} (mean ± SD) |" for m in checks),
             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if spec.get("llm_steps") else "")
             + "---|" * len(checks)]
@@ -489,12 +532,14 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                            + (f" {llm_steps(rs)} |" if spec.get("llm_steps") else "")
                            + "".join(f" {_checked(rs, m)} |" for m in checks))
     out += ["", "## Every row", "", "p: the paired test of the tuned prompt against the starting prompt on test. "
-            "Accepted steps: the operators of the accepted candidates the returned prompt descends from. Calls: "
+            "Steps: the operators of the candidates from the starting prompt to the returned one (its lineage; * "
+            "the search accepted it as a new best: a step it did not accept may still be on the way, when a later "
+            "candidate built on it was; rows recorded before the lineage list the accepted steps). Calls: "
             "the paid calls; \"+N reused\": N more answers came from the run's cache, paid for by an attempt stopped "
             "earlier, an arm sharing the cache, or (development runs) an earlier commit's run whose cache was copied "
             "in; they count against `--max-calls` as the calls they replace.",
             "",
-            "| set | budget | arm | seed | test | val | start (test) | p | calls | stop | accepted steps | commit |"
+            "| set | budget | arm | seed | test | val | start (test) | p | calls | stop | steps (* accepted) | commit |"
             + "".join(f" test by {m}: start → returned |" for m in checks),
             "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(checks)]
     judged = any(r.get("judge") for r in rows)
@@ -507,7 +552,8 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
         start = f"{r['baseline_test']:.3f}" if r.get("baseline_test") is not None else "-"
         val = f"{r['best_val']:.3f}" if r.get("best_val") is not None else "-"
         pv = f"{r['p_value']:.3f}" if r.get("p_value") is not None else "-"
-        steps = ", ".join(r["accepted"]) if r.get("accepted") else "-"
+        steps = (" → ".join(f"{st['op']}{'*' if st['accepted'] else ''}" for st in r["lineage"]) if "lineage" in r
+                 else ", ".join(r.get("accepted") or [])) or "-"
         calls = f"{r['calls']}" + (f" (+{r['reused_calls']} reused)" if r.get("reused_calls") else "")
         hit = fell(r)
         test = f"{r['best_test']:.3f}" + (f" (collapsed: {hit['label']}, {hit['answers']} of {hit['of']})"
@@ -579,6 +625,8 @@ def main() -> None:
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "reflexopt-bench"))
     ap.add_argument("--allow-dirty", action="store_true", help="run on uncommitted changes (rows marked dirty)")
     ap.add_argument("--render", action="store_true", help="only rewrite the markdown from the jsonl")
+    ap.add_argument("--add-lineage", action="store_true",
+                    help="give rows recorded without their lineage one, from their runs still in --work, and exit")
     ap.add_argument("--compact", type=int, metavar="BUDGET",
                     help="print that budget's table for the README (a row per set, a column per arm) and exit")
     args = ap.parse_args()
@@ -590,6 +638,14 @@ def main() -> None:
         if jsonl.exists() else []
     if args.compact:
         print(compact(spec, rows, args.compact))
+        return
+    if args.add_lineage:
+        n = add_lineage(spec, rows, Path(args.work))
+        tmp = jsonl.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        tmp.replace(jsonl)
+        out.write_text(render(spec, rows, spec_path), encoding="utf-8")
+        print(f"{n} rows given their lineage", file=sys.stderr)
         return
     if not args.render:
         runner = Runner(spec, args)

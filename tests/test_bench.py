@@ -212,6 +212,9 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
     assert rows[0]["machine"]["cpu"] and "llama_cpp_python" in rows[0]["machine"]
     assert rows[0]["command"].startswith("reflexopt optimize ") and "--seed 1 --max-calls 40" in rows[0]["command"]
     assert 0 < rows[0]["calls"] <= 40 and rows[0]["reused_calls"] == 0  # a fresh cache per run
+    # the steps from the starting prompt to the returned one, read from the run's candidates
+    lin = rows[0]["lineage"]
+    assert (lin == []) if rows[0]["best_candidate"] == "baseline" else (lin[-1]["id"] == rows[0]["best_candidate"])
     # the starting prompt never names a label (the fake answers "bad"); the returned prompt is scored on its own
     held = rows[0]["holdout"]
     assert held["start"] == 0.0 and held["n_start"] == held["n_best"] == 10
@@ -260,20 +263,39 @@ def test_the_tables_say_on_which_seeds_a_prompt_collapsed_onto_one_label(tmp_pat
     assert bench.collapsed(plain) is None and ", collapsed" not in bench.compact(spec, plain, 100)
 
 
-def test_a_judge_table_counts_the_accepted_steps_that_llm_rewrites_made(tmp_path: Path) -> None:
-    """The judge-path table says how much of each returned prompt the reasoning model wrote: accepted steps whose
-    operator is an LLM rewrite, over all accepted steps, summed over seeds; a DSPy strategy's step is not counted."""
+def test_a_judge_table_counts_the_steps_to_each_returned_prompt_that_llm_rewrites_made(tmp_path: Path) -> None:
+    """The judge-path table says how much of each returned prompt the reasoning model wrote: the steps of its
+    lineage (the returned candidate and its ancestors) whose operator is an LLM rewrite, over all of them, summed
+    over seeds; a DSPy strategy's step is not counted. Not the accepted path: on a judged run an induced instruction
+    that was not a new best was the parent of the accepted step that the run returned, so counting accepted steps
+    said 0 LLM steps for a prompt the reasoning model had written."""
+    run = tmp_path / "work" / "abc1234" / "home-s-reflex-100-1" / "runs" / "r1"
+    run.mkdir(parents=True)
+    cands = [("baseline", "baseline", None), ("t1", "demos", "baseline"), ("t2", "format", "t1"),
+             ("t3", "cue", "t2"), ("t4", "induce", "t2"), ("t5", "format", "t4")]
+    (run / "candidates.jsonl").write_text("".join(json.dumps({"id": i, "operator": op, "parent": p}) + "\n"
+                                                  for i, op, p in cands), encoding="utf-8")
+    (run / "summary.json").write_text(json.dumps({"best_candidate": "t5", "best_test": 0.5,
+                                                  "accepted_path": ["baseline", "t2", "t5"]}), encoding="utf-8")
+    steps = bench.lineage(run, "t5", ["baseline", "t2", "t5"])
+    assert [(st["op"], st["accepted"]) for st in steps] == [("demos", False), ("format", True), ("induce", False),
+                                                           ("format", True)]
     spec = _spec_for(tmp_path, llm_steps=True)
-    rows = [_row("reflex", 1, 0.5, accepted=["instruct", "induce"]), _row("reflex", 2, 0.5, accepted=["fix"]),
-            _row("reflex", 3, 0.5, accepted=[]), _row("mipro", 1, 0.6, accepted=["mipro"])]
+    rows = [_row("reflex", 1, 0.5, accepted=["format", "format"], best_candidate="t5"),
+            _row("reflex", 2, 0.5, accepted=["fix"]), _row("reflex", 3, 0.5, accepted=[], lineage=[]),
+            _row("mipro", 1, 0.6, accepted=["mipro"])]
+    assert bench.add_lineage(spec, rows, tmp_path / "work") == 1  # seed 1's run is in the work folder
+    assert rows[0]["lineage"] == steps and "lineage" not in rows[1]
     table = bench.render(spec, rows, ROOT / "x.toml")
     head = next(x for x in table.splitlines() if x.startswith("| set | budget | arm |"))
-    assert head.endswith("| accepted steps by LLM rewrites |")
+    assert head.endswith("| steps to the returned prompt by LLM rewrites |")
     summary: dict[str, str] = {}
     for x in table.splitlines():
         if x.startswith("| s | 100 |"):
             summary.setdefault(x.split("|")[3].strip(), x)
-    assert summary["reflex"].endswith("| 2 of 3 |") and summary["mipro"].endswith("| - |")
+    # seed 1: induce, 1 of 4 steps; seed 2 (recorded before the lineage): its accepted fix; seed 3: none
+    assert summary["reflex"].endswith("| 2 of 5 |") and summary["mipro"].endswith("| - |")
+    assert "| demos → format* → induce → format* |" in table
     assert "LLM rewrites" not in bench.render(_spec_for(tmp_path), rows, ROOT / "x.toml")  # only when asked
 
 
