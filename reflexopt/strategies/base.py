@@ -17,9 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..evaluate import case_scores
 from ..events import Event, ignore
-from ..pool import Candidate, Selection, State, from_study, select
+from ..pool import Candidate, Selection, State, case_scores, from_study, select
 from ..promptset import PromptSet
 
 if TYPE_CHECKING:

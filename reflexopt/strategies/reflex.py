@@ -20,12 +20,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..diagnose import Diagnosis, diagnose
-from ..evaluate import case_scores
 from ..operators import LLM_OPERATORS, Outcome, available, choose, get, reasoner_ok, untried
 from ..pool import (
     Candidate,
     Selection,
     State,
+    case_scores,
     collapsed,
     counts_as_trial,
     from_study,
