@@ -18,7 +18,7 @@ from .errors import ConfigError, ReflexoptError
 from .estimate import run_estimate
 from .evaluator import Evaluator
 from .events import Event, TrackedBus, attach, plugin_subscribers
-from .pool import Candidate, State, case_scores, from_study, select
+from .pool import Candidate, State, case_scores, from_study, select, steps_to
 from .search import GRACE_S, Search, StudyState, worker_id
 from .store import RunStore, write_text_atomic
 from .strategies import SearchContext, get_strategy
@@ -333,6 +333,7 @@ class Optimizer:
             stop_reason=stop, judge_noise=round(noise, 4), elapsed_s=round(time.monotonic() - start, 1),
             baseline_prompt=base_md, best_prompt=best_md, usage=usage,
             test_wins=cmp.wins, test_losses=cmp.losses, accepted_path=sel.accepted, study=search.name,
+            lineage=steps_to(pool, best.id, sel.accepted),
             unspent_calls=r.budget.unspent(),
             operators=dict(Counter(c.operator for c in pool if c.id != "baseline")), test_cases=coverage,
             objective=cfg.objective, chosen_by=chosen_by, frontier=[p.to_json() for p in frontier],

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from .data import Case
 from .evaluate import case_scores as case_scores  # a candidate's val: the rule is evaluate's, used here
-from .operators import LLM_OPERATORS, Outcome
+from .operators import LLM_OPERATORS, NAMES, Outcome
 from .prompt import Prompt
 from .promptset import PromptSet
 from .search import StudyState, TrialRecord
@@ -238,6 +238,35 @@ def gates(parent: Candidate, n_val: int) -> bool:
     many of them carry its label, not whether the child does the task: a child that tells them apart goes on to
     the test against the best."""
     return len(parent.val) == n_val and not collapsed(parent)
+
+
+T = TypeVar("T")
+
+
+def lineage(by_id: Mapping[str, T], best: str, parent: Callable[[T], str | None]) -> list[T]:
+    """The steps that made `best`: it and its ancestors by parent link, oldest first, from the starting prompt. Not
+    the accepted path (the successive new bests): a candidate that was never a new best may be on the way, when a
+    later one built on it (a parent from the Pareto front) was. For Candidates and for stored candidate records."""
+    chain: list[T] = []
+    cur: str | None = best
+    seen: set[str] = set()
+    while cur and cur in by_id and cur not in seen:
+        seen.add(cur)
+        chain.append(by_id[cur])
+        cur = parent(by_id[cur])
+    return chain[::-1]
+
+
+def steps_to(pool: Sequence[Candidate], best: str, accepted: Sequence[str]) -> list[dict[str, Any]]:
+    """The lineage of `best` without the starting prompt, as the result records it: each step's candidate,
+    operator, whether the search accepted it as a new best, its val score, and whether the reasoning model wrote
+    it (an LLM rewrite that ran, not one that fell back to a no-LLM operator)."""
+    chain = lineage({c.id: c for c in pool}, best, lambda c: c.parent)
+    return [{"id": c.id, "operator": c.operator, "accepted": c.id in accepted,
+             "val": round(c.val_mean, 4) if c.val else None,
+             # None where the step is not one of reflex's operators (a DSPy strategy's compile)
+             "by_reasoning_model": c.operator in LLM_OPERATORS if c.operator in NAMES else None}
+            for c in chain if c.id != "baseline"]
 
 
 def pareto_parent(pool: Sequence[Candidate], rng: random.Random) -> Candidate:

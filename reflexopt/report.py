@@ -14,6 +14,7 @@ from .agreement import echo_text, echo_warnings
 from .evaluate import CaseResult, constant_text
 from .metrics import collapsed_text
 from .paths import write_text_atomic
+from .pool import lineage
 from .promptset import diff_lines
 from .recommend import failure_notes
 from .store import RunStore, read_json, read_jsonl
@@ -138,18 +139,12 @@ def _case_block(kind: str, base: CaseResult, best: CaseResult, expand: bool = Fa
 
 
 def _lineage(cands: dict[str, dict[str, Any]], best: str) -> str:
-    chain: list[dict[str, Any]] = []
-    cur: str | None = best
-    seen: set[str] = set()
-    while cur and cur in cands and cur not in seen:
-        seen.add(cur)
-        chain.append(cands[cur])
-        cur = cands[cur].get("parent")
+    chain = lineage(cands, best, lambda c: c.get("parent"))
     named = any((c.get("params") or {}).get("target") for c in chain)  # several prompts: which one each changed
     rows = "".join(f"<tr><td>{escape(c['id'])}</td><td>{escape(str(c.get('operator')))}</td>"
                    + (f"<td>{escape(str((c.get('params') or {}).get('target') or ''))}</td>" if named else "")
                    + f"<td class=num>{_f(c.get('val_mean'))}</td><td>{escape(str(c.get('reasoning') or '')[:600])}"
-                   "</td></tr>" for c in reversed(chain))
+                   "</td></tr>" for c in chain)
     head = "<th>step</th><th>operator</th>" + ("<th>prompt changed</th>" if named else "") + "<th>val</th><th>why</th>"
     return f"<table><tr>{head}</tr>{rows}</table>"
 

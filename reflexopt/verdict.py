@@ -55,7 +55,8 @@ class OptimizeResult:
     usage: dict[str, Any]
     test_wins: int = 0
     test_losses: int = 0
-    accepted_path: tuple[str, ...] = ()
+    accepted_path: tuple[str, ...] = ()  # the successive new bests
+    lineage: list[dict[str, Any]] | None = None  # the steps that made the returned prompt (pool.steps_to)
     study: str = ""
     unspent_calls: int | None = None  # of --max-calls, when set
     operators: dict[str, int] | None = None  # trials per operator that actually ran

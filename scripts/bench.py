@@ -218,7 +218,8 @@ class Runner:
                 "chosen_by": res.get("chosen_by"), "test_labels": res.get("test_labels"),
                 # the operators of the accepted steps (the successive bests), in order
                 "accepted": [ops.get(i, "?") for i in summary.get("accepted_path") or [] if i != "baseline"],
-                "lineage": lineage(Path(res["run_dir"]), res.get("best_candidate"), summary.get("accepted_path")),
+                "lineage": summary["lineage"] if "lineage" in summary else lineage(
+                    Path(res["run_dir"]), res.get("best_candidate"), summary.get("accepted_path")),
                 "wall_s": round(wall, 1), "best_prompt": best.read_text(encoding="utf-8")}
         judge = summary.get("judge")
         if judge:  # how far the run's judge can be trusted, beside its scores
@@ -330,19 +331,18 @@ def collapsed(rs: list[dict[str, Any]]) -> int | None:
 
 
 def lineage(run_dir: Path, best: str | None, accepted: list[str] | None) -> list[dict[str, Any]]:
-    """The steps from the starting prompt to the returned one: the returned candidate and its ancestors (parent
-    links in candidates.jsonl), oldest first, each with its operator and whether the search accepted it as a new
-    best. Not the accepted path: a candidate that was not a new best may still be on the way (a later one built on
-    it, as a parent from the Pareto front, was), and an accepted one may be off it."""
+    """The steps that made a run's returned prompt as reflexopt's summary records them (`lineage`), rebuilt from the
+    run's candidates.jsonl for runs of commits that did not record it."""
+    from reflexopt.operators import LLM_OPERATORS, NAMES
+    from reflexopt.pool import lineage as chain_of
+
     path = run_dir / "candidates.jsonl"
     cands = {c["id"]: c for c in (json.loads(x) for x in (
         path.read_text(encoding="utf-8").splitlines() if path.exists() else []) if x.strip())}
-    steps: list[dict[str, Any]] = []
-    node = cands.get(best or "")
-    while node is not None and node["id"] != "baseline" and len(steps) <= len(cands):
-        steps.append({"id": node["id"], "op": node.get("operator"), "accepted": node["id"] in (accepted or [])})
-        node = cands.get(node.get("parent") or "")
-    return steps[::-1]
+    return [{"id": c["id"], "operator": c.get("operator"), "accepted": c["id"] in (accepted or []),
+             "val": c.get("val_mean"),
+             "by_reasoning_model": c.get("operator") in LLM_OPERATORS if c.get("operator") in NAMES else None}
+            for c in chain_of(cands, best or "", lambda c: c.get("parent")) if c["id"] != "baseline"]
 
 
 def add_lineage(spec: dict[str, Any], rows: list[dict[str, Any]], work: Path) -> int:
@@ -367,7 +367,7 @@ def add_lineage(spec: dict[str, Any], rows: list[dict[str, Any]], work: Path) ->
 def steps_of(r: dict[str, Any]) -> list[str]:
     """The operators of a row's steps to its returned prompt: its lineage, or (rows made before it was recorded)
     its accepted steps."""
-    return [st["op"] for st in r["lineage"]] if "lineage" in r else list(r.get("accepted") or [])
+    return [st["operator"] for st in r["lineage"]] if "lineage" in r else list(r.get("accepted") or [])
 
 
 def llm_steps(rs: list[dict[str, Any]]) -> str:
@@ -552,7 +552,7 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
         start = f"{r['baseline_test']:.3f}" if r.get("baseline_test") is not None else "-"
         val = f"{r['best_val']:.3f}" if r.get("best_val") is not None else "-"
         pv = f"{r['p_value']:.3f}" if r.get("p_value") is not None else "-"
-        steps = (" → ".join(f"{st['op']}{'*' if st['accepted'] else ''}" for st in r["lineage"]) if "lineage" in r
+        steps = (" → ".join(f"{st['operator']}{'*' if st['accepted'] else ''}" for st in r["lineage"]) if "lineage" in r
                  else ", ".join(r.get("accepted") or [])) or "-"
         calls = f"{r['calls']}" + (f" (+{r['reused_calls']} reused)" if r.get("reused_calls") else "")
         hit = fell(r)

@@ -278,8 +278,8 @@ def test_a_judge_table_counts_the_steps_to_each_returned_prompt_that_llm_rewrite
     (run / "summary.json").write_text(json.dumps({"best_candidate": "t5", "best_test": 0.5,
                                                   "accepted_path": ["baseline", "t2", "t5"]}), encoding="utf-8")
     steps = bench.lineage(run, "t5", ["baseline", "t2", "t5"])
-    assert [(st["op"], st["accepted"]) for st in steps] == [("demos", False), ("format", True), ("induce", False),
-                                                           ("format", True)]
+    assert [(st["operator"], st["accepted"], st["by_reasoning_model"]) for st in steps] == [
+        ("demos", False, False), ("format", True, False), ("induce", False, True), ("format", True, False)]
     spec = _spec_for(tmp_path, llm_steps=True)
     rows = [_row("reflex", 1, 0.5, accepted=["format", "format"], best_candidate="t5"),
             _row("reflex", 2, 0.5, accepted=["fix"]), _row("reflex", 3, 0.5, accepted=[], lineage=[]),

@@ -76,6 +76,11 @@ def test_garbage_reasoner_still_improves_significantly(dataset: Path, prompt_fil
     assert all((run / "candidates" / f"{c['id']}.md").exists() for c in cands)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_candidate"] == r.best_candidate and (run / "best.md").read_text() == r.best_prompt
+    # the steps that made the returned prompt: a parent chain from the starting prompt to it
+    steps, parent = summary["lineage"], {c["id"]: c["parent"] for c in cands}
+    assert steps and steps[-1]["id"] == r.best_candidate and parent[steps[0]["id"]] == "baseline"
+    assert all(parent[b["id"]] == a["id"] for a, b in zip(steps, steps[1:], strict=False))
+    assert all(s["by_reasoning_model"] is False for s in steps)  # the junk rewrites fell back; none is on the way
 
 
 def test_never_returns_a_regression(dataset: Path, prompt_file: Path, fakes: Any) -> None:
@@ -214,6 +219,29 @@ def test_pareto_parent_prefers_candidates_best_on_some_case() -> None:
     d = Candidate("d", Prompt("D"), state="pruned", val={"1": 1, "2": 1})
     picks = {pareto_parent([a, b, c, d], rng).id for _ in range(50)}
     assert picks == {"a", "b"}
+
+
+def test_the_steps_to_the_best_include_an_unaccepted_rewrite_it_was_built_on() -> None:
+    """The returned prompt's lineage follows parent links, not the accepted path: an induced instruction that was
+    never a new best, on which the accepted best was built, is a step by the reasoning model."""
+    from reflexopt.cli.render import steps_text
+    from reflexopt.pool import steps_to
+
+    def cand(cid: str, op: str, parent: str | None, v: float) -> Candidate:
+        return Candidate(cid, Prompt(cid), op, parent, state="complete", val={"1": v})
+
+    pool = [cand("baseline", "baseline", None, 0.2), cand("t1", "demos", "baseline", 0.4),
+            cand("t2", "format", "t1", 0.5), cand("t3", "cue", "t2", 0.1), cand("t4", "induce", "t2", 0.6),
+            cand("t5", "format", "t4", 0.7)]
+    steps = steps_to(pool, "t5", ["baseline", "t2", "t5"])
+    assert [(s["id"], s["operator"], s["accepted"], s["by_reasoning_model"]) for s in steps] == [
+        ("t1", "demos", False, False), ("t2", "format", True, False), ("t4", "induce", False, True),
+        ("t5", "format", True, False)]
+    assert steps_text(steps) == ("demos → format ✓ → induce (reasoning model) → format ✓ · 1 of 4 by the "
+                                 "reasoning model")
+    mipro = steps_to([pool[0], cand("t0", "mipro", "baseline", 0.5)], "t0", ["baseline", "t0"])
+    assert steps_text(mipro) == "mipro ✓"  # a DSPy compile is one step: no count of rewrites
+    assert steps_to(pool, "baseline", ["baseline"]) == []
 
 
 def test_diagnosis_parsing_is_defensive() -> None:
