@@ -269,6 +269,16 @@ def steps_to(pool: Sequence[Candidate], best: str, accepted: Sequence[str]) -> l
             for c in chain if c.id != "baseline"]
 
 
+def steps_text(steps: Sequence[Mapping[str, Any]]) -> str:
+    """`demos → format ✓ → induce (reasoning model) → format ✓ · 1 of 4 by the reasoning model`: the returned
+    prompt's lineage, ✓ where the search accepted a step as a new best."""
+    chain = " → ".join(f"{s['operator']}" + (" (reasoning model)" if s.get("by_reasoning_model") else "")
+                       + (" ✓" if s.get("accepted") else "") for s in steps)
+    if any(s.get("by_reasoning_model") is None for s in steps):  # a DSPy strategy's compile: no such count
+        return chain
+    return f"{chain} · {sum(1 for s in steps if s['by_reasoning_model'])} of {len(steps)} by the reasoning model"
+
+
 def pareto_parent(pool: Sequence[Candidate], rng: random.Random) -> Candidate:
     """Sample a parent from the per-case Pareto front on val, weighted by the cases each is best on."""
     import numpy as np

@@ -224,8 +224,7 @@ def test_pareto_parent_prefers_candidates_best_on_some_case() -> None:
 def test_the_steps_to_the_best_include_an_unaccepted_rewrite_it_was_built_on() -> None:
     """The returned prompt's lineage follows parent links, not the accepted path: an induced instruction that was
     never a new best, on which the accepted best was built, is a step by the reasoning model."""
-    from reflexopt.cli.render import steps_text
-    from reflexopt.pool import steps_to
+    from reflexopt.pool import steps_text, steps_to
 
     def cand(cid: str, op: str, parent: str | None, v: float) -> Candidate:
         return Candidate(cid, Prompt(cid), op, parent, state="complete", val={"1": v})

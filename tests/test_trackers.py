@@ -85,6 +85,10 @@ def test_mlflow_logs_params_trial_metrics_verdict_artifacts_and_resumes_the_same
     assert run.data.metrics["test_gain_ci95_low"] == first["delta_ci95"][0]
     assert run.data.tags["reflexopt.verdict"] == ("significant gain" if first["significant"]
                                                   else "no significant gain")
+    from reflexopt.pool import steps_text
+
+    # the steps that made the returned prompt, as the terminal summary says them (the fake's run finds one)
+    assert first["lineage"] and run.data.tags["reflexopt.steps_to_best"] == steps_text(first["lineage"])
     names = {a.path for a in c.list_artifacts(run.info.run_id)}
     assert {"best.md", "report.html", "evals.jsonl", "summary.json"} <= names
     best = Path(c.download_artifacts(run.info.run_id, "best.md", str(tmp_path / "dl"))).read_text()

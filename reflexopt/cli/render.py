@@ -256,16 +256,6 @@ class LiveView:
         return f", about ${c:.2f}" if c else ""
 
 
-def steps_text(steps: list[dict[str, Any]]) -> str:
-    """`demos → format ✓ → induce (reasoning model) → format ✓ · 1 of 4 by the reasoning model`: the returned
-    prompt's lineage, ✓ where the search accepted a step as a new best."""
-    chain = " → ".join(f"{s['operator']}" + (" (reasoning model)" if s.get("by_reasoning_model") else "")
-                       + (" ✓" if s.get("accepted") else "") for s in steps)
-    if any(s.get("by_reasoning_model") is None for s in steps):  # a DSPy strategy's compile: no such count
-        return chain
-    return f"{chain} · {sum(1 for s in steps if s['by_reasoning_model'])} of {len(steps)} by the reasoning model"
-
-
 def optimize_summary(r: dict[str, Any]) -> Table:
     t = Table(title=f"run {r['run_id']}", title_justify="left")
     t.add_column("")
@@ -280,6 +270,8 @@ def optimize_summary(r: dict[str, Any]) -> Table:
     t.add_row("paired test", "", f"p = {r['p_value']:.4f} · {verdict}")
     t.add_row("cases fixed / broken", "", f"{r['test_wins']} / {r['test_losses']}")
     if r.get("lineage"):
+        from ..pool import steps_text
+
         t.add_row("steps to the best", "", steps_text(r["lineage"]))
     cov = r.get("test_cases")
     if cov:

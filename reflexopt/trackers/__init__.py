@@ -225,6 +225,7 @@ class Tracker:
     def _verdict(self, o: _Open, result: dict[str, Any]) -> None:
         assert o.where is not None
         # trials run by other processes (workers) reach the coordinator only through the study: log them now
+        from ..pool import steps_text
         from ..store import RunStore
 
         for c in RunStore(o.where).candidates():
@@ -245,7 +246,9 @@ class Tracker:
                           **judge_metrics(result.get("judge"))}, max([0, *o.steps]))
         self.backend.tags(o.run, {"reflexopt.verdict": "significant gain" if result.get("significant") else
                                   "no significant gain", "reflexopt.best_candidate": str(result.get("best_candidate")),
-                                  "reflexopt.stop_reason": redact(str(result.get("stop_reason")))[:500]})
+                                  "reflexopt.stop_reason": redact(str(result.get("stop_reason")))[:500],
+                                  **({"reflexopt.steps_to_best": steps_text(result["lineage"])[:500]}
+                                     if result.get("lineage") else {})})
         self.backend.note(o.run, redact(verdict_line(result)))
         self._artifacts(o, ["best.md", "summary.json", "evals.jsonl"], report=True)
         if self.register and result.get("best_prompt"):
