@@ -14,7 +14,7 @@ from .agreement import echo_text, echo_warnings
 from .evaluate import CaseResult, constant_text
 from .metrics import collapsed_text
 from .paths import write_text_atomic
-from .pool import lineage
+from .pool import lineage, steps_text
 from .promptset import diff_lines
 from .recommend import failure_notes
 from .store import RunStore, read_json, read_jsonl
@@ -250,7 +250,9 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
                     f"</th><th>best</th></tr>{rows or '<tr><td colspan=3>none</td></tr>'}</table></div>")
     so_far = "" if summary else f" (best so far: {escape(best_id)})"
     body.append(f"<h2>Prompt diff{so_far}</h2><div class=card>" + diff_html(base_md, best_md) + "</div>")
-    body.append("<h2>Lineage of the best prompt</h2><div class=card>" + _lineage(by_id, best_id) + "</div>")
+    steps = (summary or {}).get("lineage")
+    said = f"<p>{escape(steps_text(steps))}</p>" if steps else ""  # with ✓ where a step was a new best
+    body.append("<h2>Lineage of the best prompt</h2><div class=card>" + said + _lineage(by_id, best_id) + "</div>")
     usage: dict[str, Any] = (summary or {}).get("usage") or next(
         (e["usage"] for e in reversed(events) if e.get("usage")), {})
     roles = usage.get("by_role", {}) if usage else {}

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,9 @@ def test_report_escapes_data(run_files: tuple[Path, Path]) -> None:
         assert section in html
     assert r.test_labels is not None and f"{r.test_labels['best']['macro_f1']:.3f}" in html  # macro-F1 KPI
     assert "macro-F1 (test)" in html
+    from reflexopt.pool import steps_text
+
+    assert r.lineage and escape(steps_text(r.lineage)) in html  # the steps to the best, as the summary says them
 
 
 def test_report_opens_offline_in_chromium(run_files: tuple[Path, Path], tmp_path: Path) -> None:
