@@ -74,6 +74,18 @@ def case_scores(results: Sequence[CaseResult]) -> dict[str, float]:
     return {r.case_id: s for r in results if (s := case_score(r)) is not None}
 
 
+def counted_failures(results: Sequence[CaseResult]) -> int:
+    """The task failures `case_scores` counts as 0 (none when no case produced an output: then nothing is counted)."""
+    return sum(1 for r in results if task_failed(r)) if any(r.score is not None for r in results) else 0
+
+
+def pass_flags(results: Sequence[CaseResult]) -> list[bool]:
+    """Pass or fail per case, as `case_scores` counts the cases: a task failure fails; a case not scored is left
+    out."""
+    counted = any(r.score is not None for r in results)
+    return [bool(r.passed) for r in results if r.passed is not None or (counted and task_failed(r))]
+
+
 def money(results: Sequence[CaseResult], price: tuple[float, float] | None, *,
           per_request: float | None = None) -> dict[str, Any] | None:
     """What the task's answers cost at a price per token (or at a flat `per_request` cost, such as a GPU-hour
@@ -179,7 +191,7 @@ class EvalReport:
     def summary(self) -> dict[str, Any]:
         s = self.scored
         lo, hi = mean_ci(s)
-        passed = [bool(r.passed) for r in self.results if r.passed is not None or (s and task_failed(r))]
+        passed = pass_flags(self.results)
         cats = Counter(r.category for r in self.results if r.category)
         lat = [r.latency_s for r in self.results if not r.cached and not r.budget_exhausted]
         out = {
@@ -187,7 +199,7 @@ class EvalReport:
             "ci95": [round(lo, 4), round(hi, 4)] if s else None,
             "n_cases": len(self.results),
             "n_scored": len(s),
-            "task_failures": sum(1 for r in self.results if task_failed(r)) if s else 0,
+            "task_failures": counted_failures(self.results),
             "pass_rate": round(sum(passed) / len(passed), 4) if passed else None,
             "errors": sum(1 for r in self.results if r.error),
             "failure_categories": dict(cats.most_common()),

@@ -262,11 +262,15 @@ def steps_to(pool: Sequence[Candidate], best: str, accepted: Sequence[str]) -> l
     operator, whether the search accepted it as a new best, its val score, and whether the reasoning model wrote
     it (an LLM rewrite that ran, not one that fell back to a no-LLM operator)."""
     chain = lineage({c.id: c for c in pool}, best, lambda c: c.parent)
-    return [{"id": c.id, "operator": c.operator, "accepted": c.id in accepted,
-             "val": round(c.val_mean, 4) if c.val else None,
-             # None where the step is not one of reflex's operators (a DSPy strategy's compile)
-             "by_reasoning_model": c.operator in LLM_OPERATORS if c.operator in NAMES else None}
+    return [step(c.id, c.operator, c.id in accepted, round(c.val_mean, 4) if c.val else None)
             for c in chain if c.id != "baseline"]
+
+
+def step(cid: str, operator: str | None, accepted: bool, val: float | None) -> dict[str, Any]:
+    """One step of a lineage as it is recorded (the result's `lineage`, a benchmark row's)."""
+    # by_reasoning_model: None where the step is not one of reflex's operators (a DSPy strategy's compile)
+    return {"id": cid, "operator": operator, "accepted": accepted, "val": val,
+            "by_reasoning_model": operator in LLM_OPERATORS if operator in NAMES else None}
 
 
 def steps_text(steps: Sequence[Mapping[str, Any]]) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .agreement import echo_figures, echo_text
 from .config import ModelSpec
-from .evaluate import CaseResult, case_scores, money, task_failed
+from .evaluate import CaseResult, case_scores, counted_failures, money, pass_flags
 from .models import spec_price
 from .stats import equivalence_p, holm, mean_ci, paired_compare, percentile
 
@@ -63,8 +63,7 @@ def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequen
     common = [c for c in b if c in t]
     cmp = paired_compare([b[c] for c in common], [t[c] for c in common]) if common else None
     tuned_mean = sum(t.values()) / len(t) if t else None
-    failed = sum(1 for r in tuned if task_failed(r)) if t else 0
-    passes = [bool(r.passed) for r in tuned if r.passed is not None or (t and task_failed(r))]
+    passes = pass_flags(tuned)
     toks = [(r.prompt_tokens, r.completion_tokens) for r in tuned if r.error is None]
     per_req_tokens = sum(a + c for a, c in toks) / len(toks) if toks else None
     price, price_source = spec_price(model)
@@ -82,7 +81,7 @@ def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequen
         tokens_per_request=_r(per_req_tokens, 1), cost_per_1k=_r(cost_1k, 6), cost_per_success=_r(per_success, 8),
         latency_p50_s=_r(percentile(lat, 50), 3), latency_p95_s=_r(percentile(lat, 95), 3),
         significant_gain=bool(cmp and cmp.significant), run_id=run_id, tuned_prompt=prompt_md, scores=t,
-        price_source=price_source, echo=echo_figures(tuned), task_failures=failed)
+        price_source=price_source, echo=echo_figures(tuned), task_failures=counted_failures(tuned))
 
 
 def failure_notes(rows: Sequence[dict[str, Any]], n_test: int) -> list[str]:

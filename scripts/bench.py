@@ -333,15 +333,13 @@ def collapsed(rs: list[dict[str, Any]]) -> int | None:
 def lineage(run_dir: Path, best: str | None, accepted: list[str] | None) -> list[dict[str, Any]]:
     """The steps that made a run's returned prompt as reflexopt's summary records them (`lineage`), rebuilt from the
     run's candidates.jsonl for runs of commits that did not record it."""
-    from reflexopt.operators import LLM_OPERATORS, NAMES
     from reflexopt.pool import lineage as chain_of
+    from reflexopt.pool import step
 
     path = run_dir / "candidates.jsonl"
     cands = {c["id"]: c for c in (json.loads(x) for x in (
         path.read_text(encoding="utf-8").splitlines() if path.exists() else []) if x.strip())}
-    return [{"id": c["id"], "operator": c.get("operator"), "accepted": c["id"] in (accepted or []),
-             "val": c.get("val_mean"),
-             "by_reasoning_model": c.get("operator") in LLM_OPERATORS if c.get("operator") in NAMES else None}
+    return [step(c["id"], c.get("operator"), c["id"] in (accepted or []), c.get("val_mean"))
             for c in chain_of(cands, best or "", lambda c: c.get("parent")) if c["id"] != "baseline"]
 
 
