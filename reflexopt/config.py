@@ -174,7 +174,7 @@ class OptimizeConfig(_Frozen):
     noise_sample: int = Field(10, ge=0, description="val cases re-judged to measure judge noise")
     storage: str | None = None
     output: str | None = None
-    strategy: str = Field("reflex", description="search strategy: reflex (default), mipro or gepa")
+    strategy: str = Field("reflex", description="search strategy: reflex (default), mipro, gepa or simba")
     pipeline: PipelineSpec | None = None
     track: TrackSpec = TrackSpec()
     objective: Literal["score", "cost"] = Field("score", description="score: the best val score; cost: the "

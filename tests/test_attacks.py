@@ -492,7 +492,7 @@ def test_compare_stops_within_seconds_and_keeps_its_work(openai_server: FakeOpen
     assert evals and any(e.read_text() for e in evals), "the work done before the signal was not kept"
 
 
-@pytest.mark.parametrize("strategy", ["mipro", "gepa"])
+@pytest.mark.parametrize("strategy", ["mipro", "gepa", "simba"])
 def test_a_dspy_strategy_stops_on_sigterm(openai_server: FakeOpenAI, tmp_path: Path, strategy: str) -> None:
     """DSPy runs in worker threads while the main thread runs the event loop that makes their calls. SIGTERM was
     raised as a BaseException there; asyncio keeps such an exception in the call's task (only KeyboardInterrupt

@@ -122,7 +122,7 @@ def test_report_of_a_real_run_opens_offline_in_chromium(tmp_path: Path) -> None:
     assert seen["nested"] == 0 and seen["points"] >= 1
 
 
-@pytest.mark.parametrize("strategy", ["mipro", "gepa"])
+@pytest.mark.parametrize("strategy", ["mipro", "gepa", "simba"])
 def test_dspy_strategy_on_the_embedded_model(strategy: str, tmp_path: Path) -> None:
     """DSPy's optimizers through reflexopt's model layer on the real embedded model: replies parse (stock DSPy
     scores 0 with SmolLM2), the budget holds, the run is in the history and the report, a re-run pays nothing."""

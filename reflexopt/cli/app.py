@@ -76,7 +76,7 @@ TrackExpOpt = Annotated[str | None, typer.Option("--track-experiment", help="MLf
 RegisterOpt = Annotated[str | None, typer.Option("--register-prompt", help="Register the best prompt as a new "
                                                  "version of this name in MLflow's prompt registry.")]
 StrategyOpt = Annotated[str, typer.Option("--strategy", help="Search strategy: reflex (reflexopt's own), mipro "
-                                          "(DSPy MIPROv2) or gepa (DSPy GEPA).")]
+                                          "(DSPy MIPROv2), gepa (DSPy GEPA) or simba (DSPy SIMBA).")]
 
 
 def _version(value: bool) -> None:

@@ -384,7 +384,7 @@ def batch_cmd(
     report: Annotated[Path | None, typer.Option("--report", help="Write one HTML report per job into this "
                                                 "directory.")] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="Search strategy for every job (overrides "
-                                                 "the jobs file): reflex, mipro or gepa.")] = None,
+                                                 "the jobs file): reflex, mipro, gepa or simba.")] = None,
     track: TrackOpt = None,
     track_experiment: TrackExpOpt = None,
     as_json: JsonOpt = False,

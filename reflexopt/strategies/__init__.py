@@ -35,4 +35,10 @@ def gepa() -> Strategy:
     return DspyStrategy("gepa")
 
 
+def simba() -> Strategy:
+    from .dspy_opt import DspyStrategy
+
+    return DspyStrategy("simba")
+
+
 __all__ = ["SearchContext", "Strategy", "get_strategy", "strategy_names"]

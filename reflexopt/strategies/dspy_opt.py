@@ -1,5 +1,5 @@
-"""DSPy's MIPROv2 and GEPA as reflexopt strategies. The only module that imports dspy (lazily: it is loaded
-only when `--strategy mipro|gepa` is chosen).
+"""DSPy's MIPROv2, GEPA and SIMBA as reflexopt strategies. The only module that imports dspy (lazily: it is
+loaded only when `--strategy mipro|gepa|simba` is chosen).
 
 - `ReflexLM` (a `dspy.BaseLM`) sends every DSPy call through reflexopt's ModelClient on the run's event loop:
   the response cache (a re-run pays nothing), the hard budget (a call past `--max-calls` is refused, never
@@ -9,8 +9,11 @@ only when `--strategy mipro|gepa` is chosen).
   to parse, so a small model such as SmolLM2-135M gets a real score instead of AdapterParseError. DSPy's own
   signatures (MIPRO's proposer, GEPA's reflection) are rendered as plain "field: value" text, and the raw
   completion fills their output field.
-- The scorer is the DSPy metric; for GEPA the feedback is the judge's reasoning and failure category, or for a
-  metric what was expected against what came back.
+- The scorer is the DSPy metric; for GEPA and SIMBA the feedback is the judge's reasoning and failure category,
+  or for a metric what was expected against what came back.
+- GEPA's instruction proposal and SIMBA's rule are reflexopt meta-prompts (prompts/gepa_reflect.md,
+  prompts/simba_rule.md) with the answer read from a tagged block: DSPy's own ask for JSON, or put the program's
+  source code in the request, which weak reasoning models cannot answer and small ones cannot fit.
 - The optimized program maps back to a normal prompt file: its instruction becomes the text and its demos the
   front-matter demos, with the starting prompt's structure.
 """
@@ -80,8 +83,12 @@ class ReflexLM(dspy.BaseLM):  # type: ignore[misc]  # dspy ships no type informa
                 **kwargs: Any) -> Any:
         msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in (messages or [])] or \
             [{"role": "user", "content": str(prompt or "")}]
-        temperature = kwargs.get("temperature")
-        rollout = kwargs.get("rollout_id")
+        # a copy made for sampling (`lm.copy(rollout_id=r, temperature=1.0)`: SIMBA's trajectories, bootstrapping
+        # rounds) keeps those settings in its kwargs, which DSPy does not pass to forward(): without them every
+        # sample was the cached greedy answer
+        own = self.kwargs if self.kwargs.get("rollout_id") is not None else {}
+        temperature = kwargs.get("temperature", own.get("temperature"))
+        rollout = kwargs.get("rollout_id", own.get("rollout_id"))
         sample = rollout if isinstance(rollout, int) else (abs(hash(str(rollout))) % 10_000 if rollout else 0)
         cap = self.client.spec.max_tokens or self.cap or kwargs.get("max_tokens")
         halt_if(self.stopped)
@@ -171,6 +178,78 @@ class ReflexProposer:
         return out
 
 
+class ReflexRule:
+    """SIMBA's "append a rule" step through a reflexopt meta-prompt (prompts/simba_rule.md). SIMBA samples the
+    task model several times per case and keeps the cases whose answers scored furthest apart; for one such
+    case this asks the reasoning model for advice that makes the model answer like its better answer, and
+    appends it to the instruction (as DSPy's own step does). The advice is the last <rule>...</rule> block of
+    the reply; an unusable reply adds nothing. The same skips as DSPy's: none when the better answer is at or
+    below the batch's 10th percentile or the worse at or above its 90th, and none when the two scored alike
+    (nothing to contrast)."""
+
+    __name__ = "append_a_rule"  # SIMBA logs its strategies by name
+
+    def __init__(self, lm: ReflexLM) -> None:
+        self.lm = lm
+
+    def __call__(self, bucket: list[dict[str, Any]], system: Any, **kw: Any) -> bool:
+        from ..prompts import inert, meta_prompt
+
+        good, bad = bucket[0], bucket[-1]
+        if good["score"] <= kw["batch_10p_score"] or bad["score"] >= kw["batch_90p_score"] or \
+                good["score"] <= bad["score"]:
+            return False
+
+        def safe(text: object, limit: int) -> str:
+            return inert(str(text)[:limit], "prompt", "rule")
+
+        def said(entry: dict[str, Any]) -> str:
+            answer = str(getattr(entry.get("prediction"), "answer", "") or "")
+            feedback = str((entry.get("output_metadata") or {}).get("feedback", ""))
+            return safe(answer, 600) + (f"\nFeedback: {safe(feedback, 400)}" if feedback else "")
+
+        example = good["example"]
+        changed = False
+        for _, predictor in system.named_predictors():
+            instruction = str(predictor.signature.instructions)
+            text = meta_prompt("simba_rule", instruction=safe(instruction, 4000),
+                               input=safe(example.get("input", ""), 1500),
+                               expected=safe(example.get("answer", "") or "(none given)", 600),
+                               better_score=f"{float(good['score']):.2f}", better=said(good),
+                               worse_score=f"{float(bad['score']):.2f}", worse=said(bad))
+            try:
+                reply = str(self.lm(text)[0])
+            except BudgetExceeded:
+                raise
+            except Exception:  # noqa: BLE001 - a failed request adds no rule
+                reply = ""
+            found = re.findall(r"<rule>\s*(.*?)\s*</rule>", reply, re.S | re.I)
+            rule = found[-1].strip() if found else ""
+            if 8 <= len(rule) <= 1000 and rule not in instruction:
+                predictor.signature = predictor.signature.with_instructions(f"{instruction.rstrip()}\n\n{rule}")
+                changed = True
+        return changed
+
+
+SIMBA_SHAPES = ((6, 32), (6, 16), (4, 16), (4, 12), (4, 8), (3, 8), (2, 6), (2, 4))  # (candidates, batch size)
+SIMBA_MAX_STEPS = 30
+
+
+def simba_size(cases: float, n_train: int) -> tuple[int, int, int]:
+    """SIMBA's (candidates per step, mini-batch size, steps) for a budget of about `cases` scored cases. A step
+    samples `n` trajectories of the batch, then scores up to n + 1 new candidates on it (and asks the reasoning
+    model about once per candidate); at the end up to n + 1 winners are scored on all of train. DSPy's defaults
+    (6 candidates, batches of 32) where the budget pays for at least 3 steps; smaller batches, then fewer
+    candidates, where it does not; at least one step. The batch never exceeds the train split."""
+    for n, size in SIMBA_SHAPES:
+        batch = max(1, min(size, n_train))
+        per_step = batch * (2 * n + 1) + n
+        steps = int((cases - (n + 1) * n_train) // per_step)
+        if steps >= 3 or (n, size) == SIMBA_SHAPES[-1]:
+            return n, batch, max(1, min(SIMBA_MAX_STEPS, steps))
+    raise AssertionError("unreachable")
+
+
 def in_daemon_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> asyncio.Future[Any]:
     """`fn()` in a daemon thread, awaited as a future of `loop`. Not `asyncio.to_thread`: on Ctrl-C or SIGTERM
     `asyncio.run` joins the default executor's threads before it returns, and DSPy's thread, whose calls run on
@@ -194,13 +273,13 @@ def in_daemon_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> 
 
 
 class DspyStrategy:
-    """`mipro` (MIPROv2) or `gepa` (GEPA), sized to the run's remaining call budget."""
+    """`mipro` (MIPROv2), `gepa` (GEPA) or `simba` (SIMBA), sized to the run's remaining call budget."""
 
     distributed = False  # DSPy runs its own loop in one process
     any_task = False  # it drives the task model itself, so it tunes a prompt file, not a pipeline
 
     def __init__(self, kind: str) -> None:
-        if kind not in ("mipro", "gepa"):
+        if kind not in ("mipro", "gepa", "simba"):
             raise ValueError(kind)
         self.name = kind
 
@@ -223,7 +302,7 @@ class DspyStrategy:
         val = [examples[c.id] for c in ctx.val]
         by_text = {c.input_text: c for c in (*ctx.train, *ctx.val)}
         scorer = ctx.scorer
-        gepa = self.name == "gepa"
+        kind = self.name
 
         def metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
             case = by_text.get(str(gold.input)) or Case(id="dspy", input=str(gold.input), ideal=gold.answer or None)
@@ -231,7 +310,7 @@ class DspyStrategy:
             halt_if(stopped)
             s = asyncio.run_coroutine_threadsafe(scorer.score(case, output), loop).result()
             value = float(s.value or 0.0)
-            if not gepa:
+            if kind == "mipro":
                 return value
             if s.reasoning or s.category:
                 feedback = f"{s.category or 'verdict'}: {s.reasoning}".strip()
@@ -249,7 +328,16 @@ class DspyStrategy:
             # stdout belongs to the command's result (`--json`): both are kept off the terminal
             with contextlib.redirect_stdout(io.StringIO()), _no_progress_bars(), \
                     dspy.context(lm=task_lm, adapter=adapter):
-                if gepa:
+                if kind == "simba":
+                    # SIMBA has no val set of its own: it ascends on train mini-batches and picks its result on
+                    # train; reflexopt scores that result on val like any candidate
+                    n, batch, steps = simba_size(0.8 * budget / per_case, len(train))
+                    opt = dspy.SIMBA(metric=metric, bsize=batch, num_candidates=n, max_steps=steps, max_demos=4,
+                                     prompt_model=reasoner_lm, num_threads=max(1, ctx.task_client.concurrency))
+                    opt.strategies = [ReflexRule(reasoner_lm) if getattr(f, "__name__", "") == "append_a_rule"
+                                      else f for f in opt.strategies]
+                    return opt.compile(program, trainset=train, seed=seed)
+                if kind == "gepa":
                     calls = max(len(val) + 10, int(0.8 * budget / per_case))
                     opt = dspy.GEPA(metric=metric, max_metric_calls=calls, reflection_lm=reasoner_lm,
                                     instruction_proposer=ReflexProposer(reasoner_lm),
