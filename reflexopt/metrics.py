@@ -332,17 +332,55 @@ class MetricScorer:
         assert self._custom is not None
         try:
             raw = self._custom(output, case)
-            value = float(raw)
         except Exception as e:  # noqa: BLE001 - a failing user metric is a scoring error for that case
             return Score(None, None, error=f"custom metric {self.name} failed: {type(e).__name__}: {e}"[:300])
-        if value != value or not 0.0 <= value <= 1.0:
-            return Score(None, None, error=f"custom metric {self.name} returned {raw!r}; return a bool or 0..1")
+        got = custom_result(raw)
+        if got is None:
+            return Score(None, None, error=f"custom metric {self.name} returned {raw!r}"[:200] + "; return a bool, a "
+                         "number in 0..1, (score, feedback) or {'score': ..., 'feedback': ...}")
+        value, feedback, category = got
         passed = value >= self.defn.threshold
-        return Score(value, passed, category=None if passed else f"fails {self.name}", raw=value)
+        return Score(value, passed, reasoning=feedback,
+                     category=None if passed else (category or f"fails {self.name}"), raw=value)
+
+
+FEEDBACK_CHARS = 2000  # a custom metric's feedback kept per case (the meta-prompts show less)
+
+
+def custom_result(raw: Any) -> tuple[float, str, str | None] | None:
+    """(score, feedback, failure category) from what a custom metric returned, or None when it is none of the
+    accepted forms: a bool or a number in 0..1; a pair (score, feedback); a mapping with `score` and optionally
+    `feedback` and `category`; an object with `score` and `feedback` attributes (a dspy.Prediction, GEPA's
+    score with feedback). The feedback is text about this one answer; it reaches the diagnosis and the
+    rewrites as a judge's reasoning does."""
+    value: Any
+    feedback: Any = ""
+    category: Any = None
+    if isinstance(raw, Mapping):
+        value, feedback, category = raw.get("score"), raw.get("feedback", ""), raw.get("category")
+    elif isinstance(raw, (tuple, list)):
+        if len(raw) != 2:
+            return None
+        value, feedback = raw
+    elif hasattr(raw, "score") and hasattr(raw, "feedback"):
+        value, feedback = raw.score, raw.feedback
+    else:
+        value = raw
+    if isinstance(value, (str, bytes)):
+        return None
+    try:
+        number = float(value)  # numpy's numbers and bools too
+    except (TypeError, ValueError):
+        return None
+    if number != number or not 0.0 <= number <= 1.0:
+        return None
+    text = "" if feedback is None else str(feedback).strip()[:FEEDBACK_CHARS]
+    return number, text, (str(category).strip()[:80] or None) if category is not None else None
 
 
 def load_custom_metric(spec: str) -> Callable[[str, Case], Any]:
-    """`path/to/file.py:function`, a function `(output: str, case) -> bool | float in 0..1` (DSPy-style)."""
+    """`path/to/file.py:function`, a function `(output: str, case)` returning a bool or a number in 0..1
+    (DSPy-style), or that and feedback text (GEPA-style; `custom_result` has the forms)."""
     import importlib.util
 
     file, _, func = spec.partition(":")

@@ -575,6 +575,35 @@ def test_custom_python_metric(tmp_path: Path) -> None:
         MetricScorer(f"{tmp_path / 'broken.py'}:f")
 
 
+def test_a_custom_metric_returns_feedback_in_any_of_the_usual_forms(tmp_path: Path) -> None:
+    """(score, feedback), {'score', 'feedback', 'category'} and an object with score and feedback (a
+    dspy.Prediction) give the case's reasoning; anything else is a scoring error that says what to return."""
+    from reflexopt.data import Case
+    from reflexopt.metrics import MetricScorer
+
+    m = tmp_path / "fb.py"
+    m.write_text("import types\nimport numpy as np\n"
+                 "def pair(output, case):\n    return 0.25, 'too long'\n"
+                 "def mapping(output, case):\n    return {'score': 0, 'feedback': 'no label', 'category': 'no label'}\n"
+                 "def obj(output, case):\n    return types.SimpleNamespace(score=1, feedback='fine')\n"
+                 "def npbool(output, case):\n    return np.bool_(True)\n"
+                 "def triple(output, case):\n    return 1, 'a', 'b'\n"
+                 "def text(output, case):\n    return '0.5'\n"
+                 "def nothing(output, case):\n    return {'feedback': 'x'}\n"
+                 "def big(output, case):\n    return (2, 'x')\n")
+    case = Case(id="1", input="q", ideal="Yes")
+    s = MetricScorer(f"{m}:pair").score_sync(case, "x")
+    assert (s.value, s.passed, s.reasoning, s.category) == (0.25, False, "too long", f"fails {m}:pair")
+    s = MetricScorer(f"{m}:mapping").score_sync(case, "x")
+    assert (s.value, s.reasoning, s.category) == (0.0, "no label", "no label")
+    s = MetricScorer(f"{m}:obj").score_sync(case, "x")
+    assert (s.value, s.passed, s.reasoning, s.category) == (1.0, True, "fine", None)
+    assert MetricScorer(f"{m}:npbool").score_sync(case, "x").value == 1.0
+    for bad in ("triple", "text", "nothing", "big"):
+        s = MetricScorer(f"{m}:{bad}").score_sync(case, "x")
+        assert s.value is None and s.error and "(score, feedback)" in s.error, bad
+
+
 def test_custom_metric_from_the_command_line(openai_server: FakeOpenAI, tmp_path: Path) -> None:
     openai_server.responder = lambda req: "YES"
     m = tmp_path / "my_metrics.py"

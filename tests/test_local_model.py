@@ -61,6 +61,29 @@ def test_eval_on_embedded_model_then_cached(tmp_path: Path) -> None:
     assert second["model_calls"] == 0 and second["cached_calls"] == 6 and second["score"] == s["score"]
 
 
+def test_a_custom_metrics_feedback_on_the_embedded_models_answers(tmp_path: Path) -> None:
+    """A custom metric that returns (score, feedback) scores the real model's answers; the feedback is kept with
+    each case as its reasoning (what the diagnosis and rewrites read) and the run goes on as with a bare score."""
+    rows = [json.loads(x) for x in (EXAMPLES / "reviews" / "data.jsonl").read_text().splitlines()[:20]]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    metric = tmp_path / "fb.py"
+    metric.write_text("def score(output, case):\n"
+                      "    ok = case.ideal.lower() in output.lower()\n"
+                      "    said = output.strip()[:40]\n"
+                      "    return (1.0, '') if ok else (0.0, f'FB: wanted {case.ideal!r}, said {said!r}')\n")
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Is this review positive or negative?\n")
+    r = subprocess.run([sys.executable, "-m", "reflexopt", "optimize", str(data), str(prompt), "--metric",
+                        f"{metric}:score", "--max-tokens", "8", "--max-trials", "1", "--json", "--run-dir",
+                        str(tmp_path / "run")], capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "error" not in json.loads(r.stdout)
+    evals = [json.loads(x) for x in (tmp_path / "run" / "evals.jsonl").read_text().splitlines()]
+    failed = [e for e in evals if e.get("passed") is False]
+    assert failed and all(e["reasoning"].startswith("FB: wanted ") for e in failed)
+    assert all(not e.get("reasoning") for e in evals if e.get("passed"))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_server_stops_when_the_run_is_interrupted_or_killed(tmp_path: Path, sig: signal.Signals) -> None:
     prompt = tmp_path / "p.md"

@@ -606,3 +606,23 @@ def test_with_a_call_budget_the_draws_after_patience_go_on_until_the_budget_is_s
     draws = [c for c in cands if c["params"].get("redraw")]
     assert len(draws) > 4 and all(c["parent"] == "baseline" for c in draws)
     assert r.model_calls + r.cached_calls <= 600
+
+
+def test_a_custom_metrics_feedback_reaches_the_diagnosis(dataset: Path, prompt_file: Path, fakes: Any,
+                                                         tmp_path: Path) -> None:
+    """A custom metric may return feedback with its score (GEPA's evaluators do): it reaches the reasoning
+    model's diagnosis of failing cases as a judge's reasoning does. Before, a pair was refused as a score."""
+    metric = tmp_path / "my_metric.py"
+    metric.write_text("def score(output, case):\n"
+                      "    if output.strip() == case.ideal:\n        return 1.0, ''\n"
+                      "    return 0.0, f'METRIC-NOTE: {case.ideal!r} was wanted, a bare label'\n")
+    fakes("fake/task", lambda m: "?")
+    asked: list[str] = []
+    fakes("fake/reasoner", lambda m: asked.append(m[-1]["content"]) or "<prompt>Look at this again.</prompt>")
+    r = optimize(config(dataset, prompt_file, scorer=ScorerSpec(metric=f"{metric}:score"),
+                        budget=Budget(max_trials=12, patience=12)))
+    assert r.baseline_val == 0.0
+    diagnoses = [t for t in asked if "METRIC-NOTE" in t]
+    assert diagnoses, "no reasoning-model request showed the metric's feedback"
+    assert "Grader: METRIC-NOTE: 'positive' was wanted" in diagnoses[0] or \
+        "Grader: METRIC-NOTE: 'negative' was wanted" in diagnoses[0]
