@@ -146,6 +146,19 @@ def to_prompt(base: Prompt, instruction: str, demos: list[Any]) -> Prompt:
     return base.with_(text=text, demos=shots, source="<dspy>")
 
 
+def ask_tagged(lm: ReflexLM, text: str, tag: str) -> str:
+    """The reasoning model's answer to a meta-prompt: the last <tag>...</tag> block of its reply, stripped; ""
+    when the call failed or the reply has none. A spent budget is not a failure: it ends the search."""
+    try:
+        reply = str(lm(text)[0])
+    except BudgetExceeded:
+        raise
+    except Exception:  # noqa: BLE001 - a failed request is an unusable reply
+        return ""
+    found = re.findall(rf"<{tag}>\s*(.*?)\s*</{tag}>", reply, re.S | re.I)
+    return found[-1].strip() if found else ""
+
+
 class ReflexProposer:
     """GEPA's instruction proposal through a reflexopt meta-prompt: DSPy's built-in proposer parses the
     reflection model's reply with a JSON adapter, which weak reasoning models fail every time. The new
@@ -166,14 +179,7 @@ class ReflexProposer:
                 f"Output: {str(r.get('Generated Outputs', ''))[:400]}\nFeedback: {str(r.get('Feedback', ''))[:400]}"
                 for i, r in enumerate(rows, 1)), "prompt")
             text = meta_prompt("gepa_reflect", instruction=candidate.get(name, ""), examples=examples)
-            try:
-                reply = str(self.lm(text)[0])
-            except BudgetExceeded:
-                raise
-            except Exception:  # noqa: BLE001 - a failed reflection keeps the instruction
-                reply = ""
-            found = re.findall(r"<prompt>\s*(.*?)\s*</prompt>", reply, re.S | re.I)
-            new = found[-1].strip() if found else ""
+            new = ask_tagged(self.lm, text, "prompt")  # a failed reflection keeps the instruction
             out[name] = new if 8 <= len(new) <= 8000 else candidate.get(name, "")
         return out
 
@@ -217,14 +223,7 @@ class ReflexRule:
                                expected=safe(example.get("answer", "") or "(none given)", 600),
                                better_score=f"{float(good['score']):.2f}", better=said(good),
                                worse_score=f"{float(bad['score']):.2f}", worse=said(bad))
-            try:
-                reply = str(self.lm(text)[0])
-            except BudgetExceeded:
-                raise
-            except Exception:  # noqa: BLE001 - a failed request adds no rule
-                reply = ""
-            found = re.findall(r"<rule>\s*(.*?)\s*</rule>", reply, re.S | re.I)
-            rule = found[-1].strip() if found else ""
+            rule = ask_tagged(self.lm, text, "rule")
             if 8 <= len(rule) <= 1000 and rule not in instruction:
                 predictor.signature = predictor.signature.with_instructions(f"{instruction.rstrip()}\n\n{rule}")
                 changed = True
