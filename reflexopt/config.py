@@ -4,6 +4,7 @@ of the library only reads the records."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
@@ -342,8 +343,15 @@ def with_prices(cfg: _C, path: str | Path | None) -> _C:
     return cfg.model_copy(update=update)
 
 
-def scorer_spec(*, metric: str | None = None, judge: str | None = None, rubric: str | None = None,
+MetricArg = str | Callable[..., Any] | None  # a metric spec, or (Python API) a function (output, case) -> score
+
+
+def scorer_spec(*, metric: MetricArg = None, judge: str | None = None, rubric: str | None = None,
                 api_base: str | None = None) -> ScorerSpec:
+    if metric is not None and not isinstance(metric, str):
+        from .metrics import python_metric
+
+        metric = python_metric(metric)
     return ScorerSpec(metric=metric, judge=model_spec(judge, api_base=api_base), rubric=rubric)
 
 
@@ -401,7 +409,7 @@ def parse_split(text: str | None) -> tuple[float, float, float] | None:
 def optimize_config(dataset: str | Path, prompt: str | Path, *, model: str | None = None,
                     api_base: str | None = None, max_tokens: int | None = None, cache_tag: str | None = None,
                     reasoning_model: str | None = None, judge: str | None = None, rubric: str | None = None,
-                    metric: str | None = None, input_field: str | None = None, ideal_field: str | None = None,
+                    metric: MetricArg = None, input_field: str | None = None, ideal_field: str | None = None,
                     output: str | Path | None = None, prices: str | Path | None = None,
                     **settings: Any) -> OptimizeConfig:
     """The one way an OptimizeConfig is built from user-level values (CLI options, a jobs-file entry, the
@@ -451,7 +459,7 @@ def pipeline_spec(target: str | None, prompts: list[str] | tuple[str, ...] = (),
 
 def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | None = None,
                 api_base: str | None = None, max_tokens: int | None = None, judge: str | None = None,
-                rubric: str | None = None, metric: str | None = None, input_field: str | None = None,
+                rubric: str | None = None, metric: MetricArg = None, input_field: str | None = None,
                 ideal_field: str | None = None, concurrency: int | None = None, responses: str | None = None,
                 human: str | None = None, self_agreement: int = 10, prices: str | Path | None = None) -> EvalConfig:
     """The one way an EvalConfig is built from user-level values (the CLI and the Python API)."""
@@ -471,7 +479,7 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
 
 def compare_config(dataset: str | Path, prompt: str | Path, models: list[str] | tuple[str, ...], *,
                    api_base: str | None = None, max_tokens: int | None = None, reasoning_model: str | None = None,
-                   judge: str | None = None, rubric: str | None = None, metric: str | None = None,
+                   judge: str | None = None, rubric: str | None = None, metric: MetricArg = None,
                    prices: str | Path | None = None, **settings: Any) -> CompareConfig:
     """The one way a CompareConfig is built from user-level values (`prices`: a prices file)."""
     labels = [m.label for m in (model_spec(x, api_base=api_base, max_tokens=max_tokens) for x in models)]

@@ -226,8 +226,8 @@ class MetricScorer:
 
     def __init__(self, spec: str, cases: Sequence[Case] = ()) -> None:
         self._custom: Callable[[str, Case], Any] | None = None
-        if spec.partition(":")[0].strip().endswith(".py"):
-            self._custom = load_custom_metric(spec)
+        if spec.startswith(PYTHON) or spec.partition(":")[0].strip().endswith(".py"):
+            self._custom = python_function(spec) if spec.startswith(PYTHON) else load_custom_metric(spec)
             self.defn = MetricDef(spec, lambda o, i, **k: 0.0, False, 0.5, f"custom metric {spec}")
             self.name = spec
             self.label_set = []
@@ -376,6 +376,32 @@ def custom_result(raw: Any) -> tuple[float, str, str | None] | None:
         return None
     text = "" if feedback is None else str(feedback).strip()[:FEEDBACK_CHARS]
     return number, text, (str(category).strip()[:80] or None) if category is not None else None
+
+
+PYTHON = "python:"  # the spec of a metric given as a Python function (the Python API's `metric=fn`)
+_FUNCTIONS: dict[str, Callable[[str, Case], Any]] = {}
+
+
+def python_metric(fn: Callable[[str, Case], Any]) -> str:
+    """A Python function as a metric of this process (`ro.optimize(..., metric=fn)`): called as a metric file's
+    function is, `fn(output, case)`, with the same return forms. Returns its spec, `python:module.name`, which
+    the run's config records. Only this process knows the function: a worker, or a resume in another process,
+    must be given it again (or a file, `--metric file.py:fn`). A function registered again under its name (a
+    notebook cell run twice) replaces the earlier one."""
+    if not callable(fn):
+        raise MetricError(f"metric {fn!r} is not callable", fix="pass a function (output, case) -> score")
+    name = f"{PYTHON}{getattr(fn, '__module__', None) or 'function'}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+    _FUNCTIONS[name] = fn
+    return name
+
+
+def python_function(spec: str) -> Callable[[str, Case], Any]:
+    fn = _FUNCTIONS.get(spec)
+    if fn is None:
+        raise MetricError(f"metric {spec!r} is a Python function, and this process was not given it",
+                          fix="pass the function again (ro.optimize(..., metric=fn)), or write it in a file and "
+                              "use --metric file.py:function")
+    return fn
 
 
 def load_custom_metric(spec: str) -> Callable[[str, Case], Any]:

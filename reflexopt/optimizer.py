@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .config import Budget, OptimizeConfig
+from .config import Budget, MetricArg, OptimizeConfig
 from .errors import ConfigError, ReflexoptError
 from .estimate import run_estimate
 from .evaluator import Evaluator
@@ -349,7 +349,7 @@ class Optimizer:
 
 def optimize(config: OptimizeConfig | str | Path, prompt: str | Path | None = None, *,
              model: str | None = None, judge: str | None = None, rubric: str | None = None,
-             metric: str | None = None, reasoning_model: str | None = None, max_calls: int | None = None,
+             metric: MetricArg = None, reasoning_model: str | None = None, max_calls: int | None = None,
              max_cost: float | None = None, max_trials: int | None = None, strategy: str = "reflex",
              seed: int = 0, output: str | Path | None = None, on_event: Event | None = None,
              resume: str | None = None, run_dir: Path | None = None) -> OptimizeResult:
@@ -358,7 +358,8 @@ def optimize(config: OptimizeConfig | str | Path, prompt: str | Path | None = No
         ro.optimize("data.jsonl", "prompt.md", model="openai/gpt-4o-mini", judge="openai/gpt-4o", max_calls=2000)
         ro.optimize(ro.OptimizeConfig(...))          # or a full config
 
-    Models take the command line's `ID@key=value` form; with no model the embedded local model is used."""
+    Models take the command line's `ID@key=value` form; with no model the embedded local model is used. `metric`
+    is a `--metric` spec or a Python function `(output, case)` returning what a metric file's function may."""
     if not isinstance(config, OptimizeConfig):
         if prompt is None:
             raise ConfigError("optimize(data, prompt, ...) needs both a dataset and a prompt file",

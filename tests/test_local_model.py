@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import EXAMPLES, browse_offline, ctrl_c_reaches, require, write_jsonl
@@ -82,6 +83,28 @@ def test_a_custom_metrics_feedback_on_the_embedded_models_answers(tmp_path: Path
     failed = [e for e in evals if e.get("passed") is False]
     assert failed and all(e["reasoning"].startswith("FB: wanted ") for e in failed)
     assert all(not e.get("reasoning") for e in evals if e.get("passed"))
+
+
+def test_a_python_function_as_metric_on_the_embedded_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python API with `metric=fn` on the real embedded model: the function sees its real answers and the
+    run finishes with a verdict."""
+    import reflexopt as ro
+
+    monkeypatch.setenv("REFLEXOPT_HOME", str(tmp_path / "h"))
+    rows = [json.loads(x) for x in (EXAMPLES / "reviews" / "data.jsonl").read_text().splitlines()[:20]]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Is this review positive or negative?\n")
+    answers: list[str] = []
+
+    def names_it(output: str, case: Any) -> tuple[float, str]:
+        answers.append(output)
+        ok = case.ideal.lower() in output.lower()
+        return (1.0, "") if ok else (0.0, f"wanted {case.ideal!r}")
+
+    r = ro.optimize(str(data), str(prompt), metric=names_it, max_trials=1, run_dir=tmp_path / "run")
+    assert answers and any(a.strip() for a in answers) and r.model_calls > 0
+    assert 0.0 <= r.best_test <= 1.0 and r.stop_reason
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])

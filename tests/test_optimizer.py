@@ -626,3 +626,31 @@ def test_a_custom_metrics_feedback_reaches_the_diagnosis(dataset: Path, prompt_f
     assert diagnoses, "no reasoning-model request showed the metric's feedback"
     assert "Grader: METRIC-NOTE: 'positive' was wanted" in diagnoses[0] or \
         "Grader: METRIC-NOTE: 'negative' was wanted" in diagnoses[0]
+
+
+def test_a_python_function_is_a_metric_of_the_python_api(dataset: Path, prompt_file: Path, fakes: Any,
+                                                         tmp_path: Path) -> None:
+    """`ro.optimize(..., metric=fn)`: the function scores each answer as a metric file's function would (with
+    feedback), the run's config names it, and a process that was not given it says how to give it."""
+    import reflexopt as ro
+    from reflexopt.errors import MetricError
+    from reflexopt.metrics import MetricScorer
+
+    seen: list[str] = []
+
+    def agrees(output: str, case: Any) -> tuple[float, str]:
+        seen.append(output)
+        right = output.strip() == case.ideal
+        return float(right), "" if right else f"wanted {case.ideal}"
+
+    fakes("fake/task", label_task())
+    fakes("fake/reasoner", lambda m: "<prompt>Say positive or negative.</prompt>")
+    r = ro.optimize(str(dataset), str(prompt_file), model="fake/task", reasoning_model="fake/reasoner",
+                    metric=agrees, max_trials=4, run_dir=tmp_path / "run")
+    assert seen and r.best_val > r.baseline_val
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["scorer"]["metric"]
+    assert recorded == f"python:{__name__}.test_a_python_function_is_a_metric_of_the_python_api.<locals>.agrees"
+    with pytest.raises(MetricError, match="pass the function again"):
+        MetricScorer("python:elsewhere.metric")
+    with pytest.raises(MetricError, match="not callable"):
+        ro.optimize(str(dataset), str(prompt_file), model="fake/task", metric=42)  # type: ignore[arg-type]
