@@ -150,8 +150,11 @@ def _lineage(cands: dict[str, dict[str, Any]], best: str) -> str:
 
 
 def _phases(events: list[dict[str, Any]]) -> dict[str, float]:
+    """Minutes by phase from the run's events: the search starts when the baseline is scored (`baseline`; older
+    runs: at their first proposal, diagnosis or trial, which a DSPy strategy emits only at its end)."""
     t = {e["event"]: e["t"] for e in reversed(events)}
-    first_search = next((e["t"] for e in events if e["event"] in ("proposal", "diagnosis", "trial")), None)
+    first_search = t.get("baseline") or next((e["t"] for e in events if e["event"] in ("proposal", "diagnosis",
+                                                                                      "trial")), None)
     stop = next((e["t"] for e in reversed(events) if e["event"] == "stop"), None)
     done = next((e["t"] for e in reversed(events) if e["event"] == "done"), None)
     out: dict[str, float] = {}

@@ -181,3 +181,15 @@ def test_labels_of_points_at_one_place_do_not_print_over_each_other() -> None:
     assert abs(ys["baseline"] - ys["t4"]) >= 13
     circle_t7 = float(re.findall(r"<title>t7: [\d.]+</title><circle cx=[\d.]+ cy=([\d.]+)", svg)[0])
     assert ys["t7"] == pytest.approx(circle_t7 - 8)
+
+
+def test_a_dspy_runs_search_time_is_not_counted_as_its_baseline() -> None:
+    """A DSPy strategy emits its one trial when it ends: the search began when the baseline was scored. The
+    report gave such a run's whole search to the baseline (2.7 min) and 0.0 min to the search."""
+    from reflexopt.report import _phases
+
+    events = [{"event": "start", "t": 0.0}, {"event": "baseline", "t": 60.0}, {"event": "trial", "t": 600.0},
+              {"event": "stop", "t": 601.0}, {"event": "done", "t": 661.0}]
+    assert _phases(events) == {"baseline": 60.0, "search": 541.0, "final test": 60.0}
+    older = [e for e in events if e["event"] != "baseline"]  # runs recorded before the baseline event
+    assert _phases(older)["search"] == 1.0
