@@ -349,7 +349,7 @@ MetricArg = str | Callable[..., Any] | None  # a metric spec, or (Python API) a 
 def scorer_spec(*, metric: MetricArg = None, judge: str | None = None, rubric: str | None = None,
                 api_base: str | None = None) -> ScorerSpec:
     if metric is not None and not isinstance(metric, str):
-        from .metrics import python_metric
+        from .custom_metric import python_metric
 
         metric = python_metric(metric)
     return ScorerSpec(metric=metric, judge=model_spec(judge, api_base=api_base), rubric=rubric)
