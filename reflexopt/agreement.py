@@ -183,6 +183,22 @@ def human_label(value: Any, column: str, case: Case) -> float | bool | None:
                         line=case.line, fix="write a score, or pass/fail (true/false, yes/no, 1/0)") from None
 
 
+def label_kind(labelled: Sequence[tuple[Case, float | bool]], column: str,
+               rubric: Rubric | None) -> tuple[bool, bool]:
+    """What a column's human labels are: (pass/fail, scores on the rubric's scale). Pass/fail: every label is
+    one, or every label is 0 or 1 off the rubric's scale (a human pass is then 1); on the scale, a human pass is
+    the rubric's pass mark or more; neither: scores whose pass mark is unknown. Mixed kinds are an error."""
+    values = [lab for _, lab in labelled]
+    on_scale = rubric is not None and all(not isinstance(v, bool) and rubric.low <= v <= rubric.high
+                                          for v in values)
+    bools = all(isinstance(v, bool) for v in values) or (all(v in (0.0, 1.0) for v in values) and not on_scale)
+    if not bools and any(isinstance(v, bool) for v in values):
+        first = next(c for c, v in labelled if isinstance(v, bool))
+        raise DataError(first.source, f"human labels in {column!r} mix pass/fail and scores", line=first.line,
+                        fix="use one kind in the column: scores, or pass/fail")
+    return bools, on_scale
+
+
 def human_agreement(column: str, cases: Sequence[Case], scored: dict[str, tuple[float, str]],
                     rubric: Rubric | None, outputs: dict[str, str] | None = None) -> HumanAgreement:
     """The judge's scores (`scored`: case id -> (raw score, reasoning)) against the human labels in `column`.
@@ -194,14 +210,7 @@ def human_agreement(column: str, cases: Sequence[Case], scored: dict[str, tuple[
     if not labelled:
         raise DataError(cases[0].source if cases else "dataset", f"no row has a human label in column {column!r}",
                         fix=f"add a {column!r} field (a score or pass/fail) to the rows a person graded")
-    values = [lab for _, lab in labelled]
-    on_scale = rubric is not None and all(not isinstance(v, bool) and rubric.low <= v <= rubric.high
-                                          for v in values)
-    bools = all(isinstance(v, bool) for v in values) or (all(v in (0.0, 1.0) for v in values) and not on_scale)
-    if not bools and any(isinstance(v, bool) for v in values):
-        first = next(c for c, v in labelled if isinstance(v, bool))
-        raise DataError(first.source, f"human labels in {column!r} mix pass/fail and scores", line=first.line,
-                        fix="use one kind in the column: scores, or pass/fail")
+    bools, on_scale = label_kind(labelled, column, rubric)
     both = [(c, float(lab), scored[c.id]) for c, lab in labelled if c.id in scored]
     judge_raw = [s[0] for _, _, s in both]
     human = [h for _, h, _ in both]

@@ -158,6 +158,15 @@ class Budget(_Frozen):
         return 24 if self.max_calls is None and self.max_cost is None and self.max_time_s is None else 10_000
 
 
+class AlignSpec(_Frozen):
+    """`reflexopt align` (align.py): tune the rubric `rubric` (a file or a shipped name) so that the task model,
+    as its judge, agrees with the people's verdicts in column `human` on the responses in column `responses`."""
+
+    rubric: str
+    responses: str
+    human: str
+
+
 class OptimizeConfig(_Frozen):
     data: DataSpec
     prompt_path: str
@@ -177,6 +186,7 @@ class OptimizeConfig(_Frozen):
     output: str | None = None
     strategy: str = Field("reflex", description="search strategy: reflex (default), mipro, gepa or simba")
     pipeline: PipelineSpec | None = None
+    align: AlignSpec | None = None
     track: TrackSpec = TrackSpec()
     objective: Literal["score", "cost"] = Field("score", description="score: the best val score; cost: the "
                                                 "cheapest prompt not worse than it on val")
@@ -193,6 +203,8 @@ class OptimizeConfig(_Frozen):
             return self.reasoning, "--reasoning-model"
         if self.scorer.judge is not None:
             return self.scorer.judge.model_copy(update={"max_tokens": None}), "the judge"
+        if self.align is not None:  # the task model is the judge being aligned
+            return self.model.model_copy(update={"max_tokens": None}), "the judge"
         return self.model.model_copy(update={"max_tokens": None}), "the task model"
 
     def public(self) -> dict[str, Any]:
@@ -421,6 +433,21 @@ def optimize_config(dataset: str | Path, prompt: str | Path, *, model: str | Non
         model=model_spec(model or LOCAL_MODEL, api_base=api_base, max_tokens=max_tokens, cache_tag=cache_tag),
         reasoning=model_spec(reasoning_model, api_base=api_base),
         scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
+        output=str(output) if output else None, **settings), prices)
+
+
+def align_config(dataset: str | Path, *, judge: str | None, rubric: str, responses: str, human: str,
+                 reasoning_model: str | None = None, api_base: str | None = None, input_field: str | None = None,
+                 ideal_field: str | None = None, output: str | Path | None = None, prices: str | Path | None = None,
+                 **settings: Any) -> OptimizeConfig:
+    """The OptimizeConfig of `reflexopt align` (align.py): the judge model is the task, the rubric the prompt,
+    and agreement with the people's verdicts (`contains` on "pass"/"fail") the score."""
+    if not judge:
+        raise ConfigError("align tunes a judge, and no --judge is given", fix="add --judge MODEL")
+    return with_prices(OptimizeConfig(
+        data=DataSpec(path=str(dataset), input_field=input_field, ideal_field=ideal_field), prompt_path=rubric,
+        model=model_spec(judge, api_base=api_base), reasoning=model_spec(reasoning_model, api_base=api_base),
+        scorer=ScorerSpec(metric="contains"), align=AlignSpec(rubric=rubric, responses=responses, human=human),
         output=str(output) if output else None, **settings), prices)
 
 

@@ -22,7 +22,7 @@ from .models import ModelClient, get_client, spec_price
 from .paths import check_writable
 from .promptset import PromptSet
 from .scoring import Scorer, make_scorer, scorer_clients
-from .task import Task, make_task, task_spec
+from .task import Task, make_task, starting_point, task_spec
 from .workload import Workload
 
 if TYPE_CHECKING:
@@ -56,13 +56,15 @@ class Evaluator:
         """`baseline`: the starting prompts, their stored text (a resumed run, a worker) or None to read the
         config's prompt file."""
         self.config = cfg = config
+        start = starting_point(cfg)  # the task decides where the run starts and what its cases are
         if baseline is None:
-            baseline = (PromptSet.load_named(cfg.pipeline.prompts) if cfg.pipeline else PromptSet.load(cfg.prompt_path))
+            baseline = start.prompts()
         elif isinstance(baseline, str):
             baseline = PromptSet.parse(baseline, "baseline")
         self.emit: Event = on_event or ignore
         self.work = work = Workload.load(cfg.data, baseline.primary, fractions=cfg.split, seed=cfg.seed,
-                                         check_fields=cfg.pipeline is None)
+                                         check_fields=start.check_fields, aside=start.aside,
+                                         transform=start.transform)
         self.baseline_prompts = baseline
         self.cases, self.splits, self.index, self.facts = list(work.cases), work.splits, work.index, work.facts
         self.val = work.val
@@ -92,7 +94,7 @@ class Evaluator:
         # only train and val references shape the run (the output cap, the label set, the default metric); test
         # rows are checked for what the scorer needs, never read for anything else before the verdict
         seen = self.splits.train + self.splits.val
-        spec, cap_note = task_spec(cfg.model, seen, cfg.concurrency, cap=cfg.pipeline is None)
+        spec, cap_note = task_spec(cfg.model, seen, cfg.concurrency, cap=cfg.pipeline is None and cfg.align is None)
         self.task: Task = make_task(cfg, get_client(spec, role="task"))
         self.scorer: Scorer
         self.scorer, note = make_scorer(cfg.scorer, seen)

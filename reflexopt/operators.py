@@ -96,12 +96,16 @@ def reasoner_ok(history: Iterable[Outcome]) -> bool:
 
 
 def available(*, categorical: bool, has_references: bool, has_train: bool, reasoner: bool,
-              reasoner_healthy: bool, renders: bool = True, form: str = "") -> tuple[str, ...]:
+              reasoner_healthy: bool, renders: bool = True, form: str = "",
+              allowed: Sequence[str] | None = None) -> tuple[str, ...]:
     """Operators that can do something for this task now. `renders` False (a pipeline builds its own messages):
     no `structure` (instruction role, demo turns), which would change nothing its program sends. `form`: on free
-    text, what the references do with their input (TaskFacts.form); a task instruction needs one."""
+    text, what the references do with their input (TaskFacts.form); a task instruction needs one. `allowed`: the
+    task's own list, when it has one (a rubric being aligned takes demos and rewrites only)."""
     out = []
     for op in REGISTRY:
+        if allowed is not None and op.name not in allowed:
+            continue
         if op.name == "structure" and not renders:
             continue
         if op.needs_llm and not (reasoner and reasoner_healthy):

@@ -144,7 +144,11 @@ class Optimizer:
 
     def _models(self) -> dict[str, str]:
         """Who does what in this run, for the header: task, reasoning (and why that model), scoring."""
-        r = self.evaluator
+        r, align = self.evaluator, self.config.align
+        if align is not None:  # the judge is the task; the score is its agreement with people
+            return {"task": f"{self.config.model.id} as the judge, rubric {align.rubric}",
+                    "reasoning": f"{r.reasoner.spec.id} ({r.reasoner_why})",
+                    "scorer": f"agreement with the people's verdicts in {align.human!r} (pass or fail)"}
         return {"task": self.config.model.id, "reasoning": f"{r.reasoner.spec.id} ({r.reasoner_why})",
                 "scorer": r.scorer.describe()}
 
@@ -182,7 +186,10 @@ class Optimizer:
         if not cfg.output:
             return
         try:
-            if cfg.pipeline is not None:
+            own = getattr(self.evaluator.task, "output_file", None)  # a task's own file (alignment's rubric)
+            if own is not None:
+                write_text_atomic(Path(cfg.output), own(best.prompts))
+            elif cfg.pipeline is not None:
                 for name in best.prompts.names:
                     write_text_atomic(Path(cfg.output) / f"{name}.md", best.prompts[name].to_markdown())
             else:

@@ -7,7 +7,8 @@ the strategies."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .config import ModelSpec, OptimizeConfig
@@ -39,14 +40,10 @@ class Task(Protocol):
     async def run(self, prompts: PromptSet, case: Case) -> ChatResult: ...
 
 
-class PromptTask:
-    """The default task: render the one prompt for the case and call the task model once."""
+class OneModelTask:
+    """A task whose calls all go to one model client (the default task's, alignment's judge)."""
 
-    renders = True  # reflexopt builds the messages: structure operators (roles, demo turns) apply
-
-    def __init__(self, client: ModelClient, names: tuple[str, ...] = ("prompt",)) -> None:
-        self.client = client
-        self.names = names
+    client: ModelClient
 
     @property
     def clients(self) -> Sequence[ModelClient]:
@@ -55,6 +52,16 @@ class PromptTask:
     @property
     def concurrency(self) -> int:
         return self.client.concurrency
+
+
+class PromptTask(OneModelTask):
+    """The default task: render the one prompt for the case and call the task model once."""
+
+    renders = True  # reflexopt builds the messages: structure operators (roles, demo turns) apply
+
+    def __init__(self, client: ModelClient, names: tuple[str, ...] = ("prompt",)) -> None:
+        self.client = client
+        self.names = names
 
     async def run(self, prompts: PromptSet, case: Case) -> ChatResult:
         return await self.client.complete(prompts.primary.render(case))
@@ -82,6 +89,30 @@ class RecordedTask:
         return ChatResult(text if isinstance(text, str) else str(text), "recorded", cached=True, paid_calls=0)
 
 
+@dataclass(frozen=True)
+class StartingPoint:
+    """Where a run starts, as its task sees it: the starting prompts (read when asked: a resumed run has them
+    stored), the dataset columns kept beside each row (`aside`), the rows as this task's cases (`transform`),
+    and whether the prompts' placeholders are checked against the rows (not for a pipeline, whose program fills
+    them, nor for a rubric)."""
+
+    prompts: Callable[[], PromptSet]
+    check_fields: bool = True
+    aside: tuple[str, ...] = ()
+    transform: Callable[[list[Case]], list[Case]] | None = None
+
+
+def starting_point(config: OptimizeConfig) -> StartingPoint:
+    if config.pipeline is not None:
+        pipe = config.pipeline
+        return StartingPoint(lambda: PromptSet.load_named(pipe.prompts), check_fields=False)
+    if config.align is not None:
+        from .align import starting_point as align_start
+
+        return align_start(config.align, config.prompt_path)
+    return StartingPoint(lambda: PromptSet.load(config.prompt_path))
+
+
 def make_task(config: OptimizeConfig, client: ModelClient | None) -> Any:
     """The run's Task: the user's pipeline when the config names one, else the prompt file rendered and sent.
     With `client` None, an unstarted task for preflight checks (`check()`)."""
@@ -89,6 +120,11 @@ def make_task(config: OptimizeConfig, client: ModelClient | None) -> Any:
         from .pipeline import PipelineTask
 
         return PipelineTask(config.pipeline, client, concurrency=config.concurrency)
+    if config.align is not None and client is not None:
+        from .align import JudgeTask
+        from .judge import load_rubric
+
+        return JudgeTask(client, load_rubric(config.align.rubric))
     if client is None:
         raise ValueError("the default task needs the task model's client")
     return PromptTask(client)

@@ -4,7 +4,7 @@ by the optimizer, the strategies and compare (each used to load, check and split
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from statistics import median
@@ -122,9 +122,13 @@ class Workload:
 
     @classmethod
     def load(cls, data: DataSpec, prompt: Prompt, *, fractions: tuple[float, float, float] | None = None,
-             seed: int = 0, check_fields: bool = True) -> Workload:
-        """Read and validate the dataset, check the prompt's placeholders against it, split it (seeded)."""
-        cases = load_dataset(data.path, input_field=data.input_field, ideal_field=data.ideal_field)
+             seed: int = 0, check_fields: bool = True, aside: Sequence[str] = (),
+             transform: Callable[[list[Case]], list[Case]] | None = None) -> Workload:
+        """Read and validate the dataset (`aside`: columns kept with each row; `transform`: the rows as another
+        task's cases, such as alignment's), check the prompt's placeholders against it, split it (seeded)."""
+        cases = load_dataset(data.path, input_field=data.input_field, ideal_field=data.ideal_field, aside=aside)
+        if transform is not None:
+            cases = transform(cases)
         if check_fields:  # a pipeline's prompts are filled by its own code
             prompt.check_fields(cases)
         splits = split(cases, fractions, seed=seed)

@@ -107,6 +107,25 @@ def test_a_python_function_as_metric_on_the_embedded_model(tmp_path: Path, monke
     assert 0.0 <= r.best_test <= 1.0 and r.stop_reason
 
 
+def test_align_on_the_embedded_model_as_judge(tmp_path: Path) -> None:
+    """`reflexopt align` through the real model layer: the embedded model judges the example's graded responses
+    under the starting and a candidate rubric, the verdict compares their agreement with people on test, and the
+    tuned rubric file is one `--judge-criteria` reads."""
+    from reflexopt.judge import load_rubric
+
+    out = tmp_path / "aligned.md"
+    r = subprocess.run([sys.executable, "-m", "reflexopt", "align", str(EXAMPLES / "judge-check" / "graded.jsonl"),
+                        "--responses", "response", "--human", "human", "--judge", "local/smollm2",
+                        "--judge-criteria", "summary", "--max-trials", "1", "-o", str(out), "--json"],
+                       capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=1500)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["model_calls"] > 0 and 0.0 <= res["baseline_test"] <= 1.0 and res["trials"] == 1
+    tuned, start = load_rubric(str(out)), load_rubric("summary")
+    assert (tuned.low, tuned.high, tuned.pass_score) == (start.low, start.high, start.pass_score)
+    assert "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_server_stops_when_the_run_is_interrupted_or_killed(tmp_path: Path, sig: signal.Signals) -> None:
     prompt = tmp_path / "p.md"

@@ -4,11 +4,13 @@ with rich (render.py). No logic here.
     app.py       the typer app, consoles, shared options, errors and interrupts
     commands.py  eval, optimize, worker, compare, batch
     history.py   runs list|show|diff, report
+    align.py     align (a judge's rubric tuned to people's verdicts)
     config.py    reflexopt.yaml / --config defaults
 """
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 
@@ -17,6 +19,8 @@ import typer.main
 
 from . import commands, history  # noqa: F401  (registers the commands on `app`)
 from .app import app, fail, on_sigterm, optional_resume
+
+importlib.import_module(f"{__name__}.align")  # registered after the core commands: `--help` lists them first
 
 __all__ = ["app", "main"]
 

@@ -125,6 +125,12 @@ class SearchContext:
         return bool(getattr(self.evaluator.task, "renders", True))
 
     @property
+    def allowed(self) -> tuple[str, ...] | None:
+        """The only operators that mean something for this task (alignment's rubric: demos and rewrites), or
+        None for all."""
+        return getattr(self.evaluator.task, "operators", None)
+
+    @property
     def calls_per_case(self) -> int:
         return self.evaluator.calls_per_case
 

@@ -117,7 +117,7 @@ class ReflexStrategy:
         train = ctx.train
         ops = available(categorical=ctx.facts.categorical, has_references=any(c.ideal for c in train),
                         has_train=bool(train), reasoner=ctx.config.rewrites, reasoner_healthy=reasoner_ok(history),
-                        renders=ctx.renders, form=ctx.facts.form)
+                        renders=ctx.renders, form=ctx.facts.form, allowed=ctx.allowed)
         return ops, history
 
     def _note_reasoner(self, ctx: SearchContext, history: Sequence[Outcome]) -> None:
