@@ -68,7 +68,7 @@ def align_cases(cases: Sequence[Case], rubric: Rubric, *, responses: str, human:
 def starting_point(spec: AlignSpec, source: str) -> StartingPoint:
     """The run's start: the rubric's text as the one prompt, the graded rows as alignment cases."""
     rubric = load_rubric(spec.rubric)
-    return StartingPoint(lambda: PromptSet.of(Prompt(rubric.text + "\n", source=source)), check_fields=False,
+    return StartingPoint(lambda: PromptSet.of(Prompt(rubric.text + "\n", source=source)),
                          aside=(spec.responses, spec.human),
                          transform=partial(align_cases, rubric=rubric, responses=spec.responses, human=spec.human))
 

@@ -56,7 +56,7 @@ class Evaluator:
         """`baseline`: the starting prompts, their stored text (a resumed run, a worker) or None to read the
         config's prompt file."""
         self.config = cfg = config
-        start = starting_point(cfg)  # the task decides where the run starts and what its cases are
+        self.start = start = starting_point(cfg)  # the task decides where the run starts and what its cases are
         if baseline is None:
             baseline = start.prompts()
         elif isinstance(baseline, str):
@@ -94,7 +94,7 @@ class Evaluator:
         # only train and val references shape the run (the output cap, the label set, the default metric); test
         # rows are checked for what the scorer needs, never read for anything else before the verdict
         seen = self.splits.train + self.splits.val
-        spec, cap_note = task_spec(cfg.model, seen, cfg.concurrency, cap=cfg.pipeline is None and cfg.align is None)
+        spec, cap_note = task_spec(cfg.model, seen, cfg.concurrency, cap=self.start.default_task)
         self.task: Task = make_task(cfg, get_client(spec, role="task"))
         self.scorer: Scorer
         self.scorer, note = make_scorer(cfg.scorer, seen)

@@ -63,9 +63,10 @@ class Optimizer:
                                    on_event=self.bus)
         self.strategy = get_strategy(self.config.strategy)
 
-        if self.config.pipeline is not None and not getattr(self.strategy, "any_task", True):
-            raise ConfigError(f"strategy {self.config.strategy!r} drives the model itself and cannot run a pipeline",
-                              fix="use --strategy reflex with --pipeline")
+        if not self.evaluator.start.default_task and not getattr(self.strategy, "any_task", True):
+            what = "a pipeline" if self.config.pipeline is not None else "a judge's alignment"
+            raise ConfigError(f"strategy {self.config.strategy!r} drives the model itself and cannot run {what}",
+                              fix="use --strategy reflex")
         self.evaluator.preflight()
 
     @property

@@ -93,24 +93,29 @@ class RecordedTask:
 class StartingPoint:
     """Where a run starts, as its task sees it: the starting prompts (read when asked: a resumed run has them
     stored), the dataset columns kept beside each row (`aside`), the rows as this task's cases (`transform`),
-    and whether the prompts' placeholders are checked against the rows (not for a pipeline, whose program fills
-    them, nor for a rubric)."""
+    and whether the task is the default one. Only the default task's prompts have their placeholders checked
+    against the rows (a pipeline's program fills its own; a rubric has none)."""
 
     prompts: Callable[[], PromptSet]
-    check_fields: bool = True
     aside: tuple[str, ...] = ()
     transform: Callable[[list[Case]], list[Case]] | None = None
+    default_task: bool = False  # the prompt file sent to the task model (PromptTask): its output cap comes from
+    # the references, and a strategy that drives the model itself (DSPy's) can run it
+
+    @property
+    def check_fields(self) -> bool:
+        return self.default_task
 
 
 def starting_point(config: OptimizeConfig) -> StartingPoint:
     if config.pipeline is not None:
         pipe = config.pipeline
-        return StartingPoint(lambda: PromptSet.load_named(pipe.prompts), check_fields=False)
+        return StartingPoint(lambda: PromptSet.load_named(pipe.prompts))
     if config.align is not None:
         from .align import starting_point as align_start
 
         return align_start(config.align, config.prompt_path)
-    return StartingPoint(lambda: PromptSet.load(config.prompt_path))
+    return StartingPoint(lambda: PromptSet.load(config.prompt_path), default_task=True)
 
 
 def make_task(config: OptimizeConfig, client: ModelClient | None) -> Any:

@@ -114,3 +114,11 @@ def test_align_from_the_command_line(graded: tuple[Path, Path], openai_server: F
                              env={**os.environ, "REFLEXOPT_HOME": str(tmp_path / "h"),
                                   "OPENAI_API_KEY": "sk-test-00000000000000"})
     assert missing.returncode == 2 and "'nope'" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_strategy_that_drives_the_model_itself_cannot_align(graded: tuple[Path, Path]) -> None:
+    data, rubric = graded
+    cfg = align_config(data, judge="fake/judge", rubric=str(rubric), responses="response", human="human",
+                       strategy="mipro")
+    with pytest.raises(ConfigError, match="cannot run a judge's alignment"):
+        Optimizer(cfg)
