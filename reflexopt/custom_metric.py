@@ -63,6 +63,16 @@ def python_metric(fn: Callable[[str, Case], Any]) -> str:
     return name
 
 
+def is_user_metric(spec: str) -> bool:
+    """Whether `--metric SPEC` names a user's own metric: a Python file, or a function given in code."""
+    return spec.startswith(PYTHON) or spec.partition(":")[0].strip().endswith(".py")
+
+
+def user_metric(spec: str) -> Callable[[str, Case], Any]:
+    """The function a user-metric spec names (`is_user_metric`)."""
+    return python_function(spec) if spec.startswith(PYTHON) else load_custom_metric(spec)
+
+
 def python_function(spec: str) -> Callable[[str, Case], Any]:
     fn = _FUNCTIONS.get(spec)
     if fn is None:

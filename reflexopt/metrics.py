@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .custom_metric import PYTHON, custom_result, load_custom_metric, python_function
+from .custom_metric import custom_result, is_user_metric, user_metric
 from .data import Case, is_categorical, labels
 from .errors import ConfigError, DataError, MetricError
 
@@ -227,8 +227,8 @@ class MetricScorer:
 
     def __init__(self, spec: str, cases: Sequence[Case] = ()) -> None:
         self._custom: Callable[[str, Case], Any] | None = None
-        if spec.startswith(PYTHON) or spec.partition(":")[0].strip().endswith(".py"):
-            self._custom = python_function(spec) if spec.startswith(PYTHON) else load_custom_metric(spec)
+        if is_user_metric(spec):
+            self._custom = user_metric(spec)
             self.defn = MetricDef(spec, lambda o, i, **k: 0.0, False, 0.5, f"custom metric {spec}")
             self.name = spec
             self.label_set = []

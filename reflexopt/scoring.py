@@ -55,13 +55,15 @@ def make_scorer(spec: ScorerSpec, cases: Sequence[Case]) -> tuple[Scorer, str | 
 
 
 def metric_scorer(spec: str, cases: Sequence[Case]) -> Scorer:
-    """`--metric SPEC`: a custom metric file (`path.py:fn`), or a metric registered under the entry-point group
-    `reflexopt.scorers` (the built-ins register there too), called as `factory(spec, cases)`."""
+    """`--metric SPEC`: a user's own metric (a file `path.py:fn`, or a function given in code), or a metric
+    registered under the entry-point group `reflexopt.scorers` (the built-ins register there too), called as
+    `factory(spec, cases)`."""
+    from .custom_metric import is_user_metric
     from .metrics import MetricScorer, canonical_name
     from .plugins import available, load
 
     name = spec.partition(":")[0].strip()
-    if name.endswith(".py") or canonical_name(name) not in available("reflexopt.scorers"):
+    if is_user_metric(spec) or canonical_name(name) not in available("reflexopt.scorers"):
         return MetricScorer(spec, cases)  # custom files, and unknown names: MetricScorer names the fix
     factory = load("reflexopt.scorers", canonical_name(name), what="metric", fix="use one of {names}")
     scorer: Scorer = factory(spec, cases)

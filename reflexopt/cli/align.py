@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..paths import check_writable
-from .app import ApiBase, DataArg, JsonOpt, ReportOpt, VerboseOpt, app, err, guard, out, print_json
+from .app import ApiBase, DataArg, JsonOpt, ReportOpt, VerboseOpt, app, err, guard
 
 
 @app.command("align")
@@ -37,7 +37,8 @@ def align_cmd(
     """Align a judge with people: tune its rubric so its pass/fail verdicts agree with theirs on held-out rows."""
     from ..config import Budget, align_config
     from ..optimizer import Optimizer
-    from .render import LiveView, print_optimize
+    from .commands import show_result
+    from .render import LiveView
 
     if report is not None:
         check_writable(report, "--report", reads={"the dataset": dataset, "the -o file": output})
@@ -48,16 +49,6 @@ def align_cmd(
     with LiveView(err, quiet=as_json, verbose=verbose) as view:
         opt.on_event = view.on_event
         result = opt.run()
-    if report is not None:
-        from ..report import write_report
-
-        err.print(f"report: {write_report(Path(result.run_dir), report)}")
-    if as_json:
-        data = result.to_json()
-        for k in ("baseline_prompt", "best_prompt", "usage"):
-            data.pop(k, None)
-        print_json(data)
-        return
-    print_optimize(out, result)
+    show_result(result, report, as_json)
     if output is not None:
         err.print(f"tuned rubric: {output} (use it with --judge-criteria {output})")

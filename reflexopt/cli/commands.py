@@ -202,7 +202,7 @@ def optimize_cmd(
     """Optimize a prompt: diagnose failures, propose rewrites, search with Optuna, verify on held-out test."""
     from ..config import Budget, optimize_config, parse_duration, parse_split, pipeline_spec, track_spec
     from ..optimizer import Optimizer
-    from .render import LiveView, print_dry_run, print_optimize
+    from .render import LiveView, print_dry_run
 
     pipe = pipeline_spec(pipeline, prompt_opts or (), timeout_s=pipeline_timeout)
     if objective not in ("score", "cost"):
@@ -255,12 +255,19 @@ def optimize_cmd(
         result = opt.run()
     if replacing:
         err.print(f"[yellow]note:[/] {output} existed and now holds the new best prompt")
-    data = result.to_json()
+    show_result(result, report, as_json)
+
+
+def show_result(result: Any, report: Path | None, as_json: bool) -> None:
+    """An optimize run's end (`optimize`, `align`): its report, then one JSON object or the summary table."""
+    from .render import print_optimize
+
     if report is not None:
         from ..report import write_report
 
         err.print(f"report: {write_report(Path(result.run_dir), report)}")
     if as_json:
+        data = result.to_json()
         for k in ("baseline_prompt", "best_prompt", "usage"):
             data.pop(k, None)
         print_json(data)
