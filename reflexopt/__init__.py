@@ -18,7 +18,7 @@ _EXPORTS = {
     "optimize": "reflexopt.optimizer",
     "Optimizer": "reflexopt.optimizer",
     "OptimizeResult": "reflexopt.optimizer",
-    "eval_prompt": "reflexopt.evaluate",
+    "eval_prompt": "reflexopt.eval_run",
     "evaluate": "reflexopt.evaluate",
     "OptimizeConfig": "reflexopt.config",
     "EvalConfig": "reflexopt.config",

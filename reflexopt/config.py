@@ -113,6 +113,8 @@ class EvalConfig(_Frozen):
     responses: str | None = Field(None, description="grade this column's recorded responses; no task model call")
     human: str | None = Field(None, description="column of human scores or pass/fail labels to check the judge")
     self_agreement: int = Field(10, ge=0, description="cases re-judged twice to measure the judge's self-agreement")
+    against: str | None = Field(None, description="the prompt this one replaces: both on the same cases, paired")
+    fail_under: float | None = Field(None, ge=0, le=1, description="a mean score below this fails the gate")
 
 
 class PipelineSpec(_Frozen):
@@ -488,11 +490,17 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
                 api_base: str | None = None, max_tokens: int | None = None, judge: str | None = None,
                 rubric: str | None = None, metric: MetricArg = None, input_field: str | None = None,
                 ideal_field: str | None = None, concurrency: int | None = None, responses: str | None = None,
-                human: str | None = None, self_agreement: int = 10, prices: str | Path | None = None) -> EvalConfig:
+                human: str | None = None, self_agreement: int = 10, prices: str | Path | None = None,
+                against: str | Path | None = None, fail_under: float | None = None) -> EvalConfig:
     """The one way an EvalConfig is built from user-level values (the CLI and the Python API)."""
     if prompt is None and responses is None:
         raise ConfigError("no prompt to evaluate", fix="pass a PROMPT file, or --responses FIELD to grade the "
                           "responses recorded in the dataset")
+    if against is not None and prompt is None:
+        raise ConfigError("--against compares two prompts on the same cases, and --responses grades answers "
+                          "already recorded", fix="pass PROMPT and --against OLD_PROMPT, or drop --against")
+    if fail_under is not None and not 0 <= fail_under <= 1:
+        raise ConfigError(f"--fail-under {fail_under:g} is off the score scale", fix="give a score in 0..1")
     if human and judge is None:
         raise ConfigError("--human checks a judge against people, and no --judge is given",
                           fix="add --judge MODEL (and --judge-criteria RUBRIC)")
@@ -501,7 +509,8 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
         prompt_path=None if prompt is None else str(prompt),
         model=model_spec(model or LOCAL_MODEL, api_base=api_base, max_tokens=max_tokens),
         scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
-        concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement), prices)
+        concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement,
+        against=None if against is None else str(against), fail_under=fail_under), prices)
 
 
 def compare_config(dataset: str | Path, prompt: str | Path, models: list[str] | tuple[str, ...], *,

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .agreement import echo_figures, judge_checks
-from .config import EvalConfig, ModelSpec, ScorerSpec
+from .agreement import echo_figures
+from .config import ModelSpec, ScorerSpec
 from .data import Case
 from .models import ModelClient
 from .models.base import CallCost
@@ -20,7 +20,7 @@ from .prompt import Prompt
 from .promptset import PromptSet
 from .scoring import Scorer, make_scorer, scorer_clients
 from .stats import mean_ci, percentile
-from .task import PromptTask, RecordedTask, Task, task_spec
+from .task import PromptTask, Task, task_spec
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,8 @@ class EvalReport:
     money: dict[str, Any] | None = None  # the task's cost per 1,000 requests and per success, and the price's source
     labels: dict[str, Any] | None = None  # a label metric's figures over the set: macro-F1, F1 by label
     echo: dict[str, Any] | None = None  # answers that repeat their input where the reference changes it
+    against: dict[str, Any] | None = None  # the prompt this one replaces, compared case by case (regression.py)
+    gate: list[str] | None = None  # with --against or --fail-under: why the prompt fails the gate (empty: passes)
 
     @property
     def scored(self) -> list[float]:
@@ -194,7 +196,7 @@ class EvalReport:
         passed = pass_flags(self.results)
         cats = Counter(r.category for r in self.results if r.category)
         lat = [r.latency_s for r in self.results if not r.cached and not r.budget_exhausted]
-        out = {
+        out: dict[str, Any] = {
             "score": round(self.mean, 4) if s else None,
             "ci95": [round(lo, 4), round(hi, 4)] if s else None,
             "n_cases": len(self.results),
@@ -218,6 +220,10 @@ class EvalReport:
             out["judge"] = self.judge
         if self.human is not None:
             out["human_agreement"] = self.human
+        if self.against is not None:
+            out["against"] = self.against
+        if self.gate is not None:
+            out["gate"] = {"passed": not self.gate, "reasons": self.gate}
         return out
 
     def write_jsonl(self, path: str | Path) -> None:
@@ -326,59 +332,6 @@ def check_specs(models: Sequence[ModelSpec | None], scorer: ScorerSpec, cases: S
     for spec in models:
         if spec is not None:
             resolve_backend(spec)
-
-
-def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None = None,
-                on_note: Callable[[str], None] | None = None,
-                on_total: Callable[[int], None] | None = None) -> EvalReport:
-    """Load data and prompt from a config, evaluate, and return the report. With a judge, the report also
-    carries its self-agreement on `config.self_agreement` cases, its contradictions and parse errors, and with
-    `config.human`, its agreement with the human labels in that column."""
-    return asyncio.run(_eval_prompt(config, on_result=on_result, on_note=on_note or (lambda _: None),
-                                    on_total=on_total))
-
-
-async def _eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None,
-                       on_note: Callable[[str], None], on_total: Callable[[int], None] | None) -> EvalReport:
-    from dataclasses import replace
-
-    from .data import load_dataset
-    from .models import get_client, spec_price
-    from .prompt import load_prompt
-
-    aside = [f for f in (config.responses, config.human) if f]
-    cases = load_dataset(config.data.path, input_field=config.data.input_field, ideal_field=config.data.ideal_field,
-                         aside=aside)
-    notes: list[str | None] = []
-    task: Task
-    if config.responses:
-        prompt: Prompt | PromptSet = Prompt("{input}", source="recorded responses")
-        task = RecordedTask(config.responses)
-    else:
-        assert config.prompt_path is not None
-        prompt = load_prompt(config.prompt_path)
-        prompt.check_fields(cases)
-        spec, cap_note = task_spec(config.model, cases, config.concurrency)
-        task = PromptTask(get_client(spec, role="task"))
-        notes += [cap_note, *prompt.brace_warnings(), config.scorer.self_grading_warning(config.model)]
-    scorer, note = make_scorer(config.scorer, cases)
-    for n in (note, *notes):
-        if n:
-            on_note(n)
-    if on_total:
-        on_total(len(cases))
-    report = await evaluate_async(cases, prompt, task, scorer, concurrency=config.concurrency, on_result=on_result)
-    if not config.responses:
-        price, source = spec_price(config.model)
-        cost = money(report.results, price)
-        report = replace(report, money={**(cost or {}), "price_source": source})
-    if getattr(scorer, "kind", "") != "judge":
-        return report
-    grades_own = not config.responses and config.scorer.self_grading_warning(config.model) is not None
-    judge, human = await judge_checks(scorer, cases, report.results, sample=config.self_agreement,
-                                      human=config.human, grades_own=grades_own)
-    clients = [*task.clients, *scorer_clients(scorer)]
-    return replace(report, judge=judge, human=human, usage=usage_of(*clients) if clients else report.usage)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from .promptset import diff_lines
 from .recommend import failure_notes
 from .store import RunStore, read_json, read_jsonl
 from .textsafe import printable
-from .verdict import coverage_text
+from .verdict import coverage_text, p_text
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -47,10 +47,6 @@ def page(title: str, body: str, *, refresh_s: int | None = None, nav: str = "") 
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>{refresh}"
             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head>"
             f"<body><main>{nav}{body}</main></body></html>")
-
-
-def _p(p: float) -> str:
-    return "p < 0.0001" if p < 0.0001 else f"p = {p:.4f}"
 
 
 def _f(x: float | None, nd: int = 3) -> str:
@@ -206,7 +202,7 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
             f"<div class=kpi>baseline test<b>{_f(summary['baseline_test'])}</b></div>"
             f"<div class=kpi>best test<b>{_f(summary['best_test'])}</b></div>"
             f"<div class=kpi>gain<b>{d:+.3f}</b><span class=muted>95% CI {lo:+.3f} … {hi:+.3f}</span></div>"
-            f"<div class=kpi>paired test<b>{_p(summary['p_value'])}</b>{sig}</div>"
+            f"<div class=kpi>paired test<b>{p_text(summary['p_value'])}</b>{sig}</div>"
             + _money_kpi(summary.get("money")) + _labels_kpi(summary.get("test_labels"), summary.get("best_test"))
             + _echo_kpi(summary.get("test_echo")) +
             f"<div class=kpi>trials<b>{summary['trials']}</b><span class=muted>{summary['pruned_trials']} pruned · "

@@ -128,6 +128,11 @@ def test_money(base: Sequence[CaseResult], best: Sequence[CaseResult], price: tu
     return {"baseline": money(base, price), "best": money(best, price), "price_source": source}
 
 
+def p_text(p: float) -> str:
+    """A p-value as every view shows it: `p = 0.0123`, or `p < 0.0001` (never `p = 0`)."""
+    return "p < 0.0001" if p < 0.0001 else f"p = {p:.4f}"
+
+
 def coverage_text(cov: dict[str, Any]) -> str:
     """`38 of 40 (2 not scored by the judge; 1 task failure counted as 0)`."""
     notes = []

@@ -198,3 +198,44 @@ def test_no_rewrites_never_asks_the_reasoning_model(files: dict[str, Path], open
     assert openai_server.requests and not [req for _, req in openai_server.requests if req.get("model") == "reasoner"]
     ops = json.loads(r.stdout)["operators"]
     assert ops and not set(ops) & {"fix", "restructure", "constraints", "compress", "merge"}
+
+
+def test_eval_against_the_prompt_it_replaces_is_a_ci_gate(files: dict[str, Path], openai_server: FakeOpenAI,
+                                                          tmp_path: Path) -> None:
+    """The model answers right only under a prompt that names the labels: the change that drops them is worse,
+    exit code 1, with the cases it broke; the change that adds them is better, exit code 0."""
+    def responder(req: dict) -> str:  # type: ignore[type-arg]
+        text = " ".join(m["content"] for m in req["messages"])
+        if "positive or negative" not in text:
+            return "maybe"
+        return "positive" if int(req["messages"][-1]["content"][-1]) % 2 else "negative"
+
+    openai_server.responder = responder
+    rows = [{"input": f"text {i}", "ideal": "positive" if i % 2 else "negative"} for i in range(16)]
+    data = write_jsonl(tmp_path / "d16.jsonl", rows)
+    good, vague = tmp_path / "good.md", tmp_path / "vague.md"
+    good.write_text("Answer positive or negative: {input}\n")
+    vague.write_text("Here is a text: {input}\n")
+    base = ["eval", str(data), "-m", "openai/test", "--api-base", openai_server.url]
+    worse = cli(*base, str(vague), "--against", str(good), home=tmp_path / "h")
+    assert worse.returncode == 1, worse.stderr
+    assert "verdict" in worse.stdout and "worse" in worse.stdout and "1.000 -> 0.000" in worse.stdout
+    assert "16 worse" in worse.stdout and "was 'negative'" in worse.stdout and "now 'maybe'" in worse.stdout
+    assert "error: significantly worse than" in worse.stderr and str(good.name) in worse.stderr
+    assert len(openai_server.requests) == 32  # both prompts on every case
+    better = cli(*base, str(good), "--against", str(vague), "--json", home=tmp_path / "h")
+    assert better.returncode == 0, better.stderr
+    s = json.loads(better.stdout)
+    assert s["against"]["verdict"] == "better" and s["against"]["delta"] == 1.0 and s["gate"] == {
+        "passed": True, "reasons": []}
+    assert s["model_calls"] == 0 and s["cached_calls"] == 32  # the same answers, from the cache
+    under = cli(*base, str(good), "--fail-under", "1", "--json", home=tmp_path / "h")
+    assert under.returncode == 0 and json.loads(under.stdout)["gate"]["passed"]
+    low = cli(*base, str(vague), "--fail-under", "0.5", home=tmp_path / "h")
+    assert low.returncode == 1 and "score 0.000 is below --fail-under 0.5" in low.stderr
+    missing = cli(*base, str(good), "--against", str(tmp_path / "nope.md"), home=tmp_path / "h")
+    assert missing.returncode == 2 and "nope.md" in missing.stderr
+    graded = write_jsonl(tmp_path / "g.jsonl", [{**r, "response": "positive"} for r in rows])
+    recorded = cli("eval", str(graded), "--responses", "response", "--metric", "contains", "--against", str(good),
+                   home=tmp_path / "h")
+    assert recorded.returncode == 2 and "--against compares two prompts" in recorded.stderr

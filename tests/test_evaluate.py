@@ -70,3 +70,32 @@ def test_the_verdicts_coverage_names_why_each_case_left_the_pair() -> None:
     assert cov["task_failed_scored_0"] == {"baseline": 0, "best": 1}
     assert cov["not_scored"] == {"baseline": 0, "best": 1}
     assert cov["refused_for_budget"] == {"baseline": 0, "best": 2}  # d refused, e never asked
+
+
+def _results(scores: list[float | None], outputs: list[str] | None = None) -> list:  # type: ignore[type-arg]
+    from reflexopt.evaluate import CaseResult
+
+    return [CaseResult(case_id=str(i), input=f"item {i}", output=(outputs or [""] * len(scores))[i] or f"out {i}",
+                       ideal="yes", score=s, passed=None if s is None else s >= 1.0) for i, s in enumerate(scores)]
+
+
+def test_a_prompt_change_is_worse_only_when_the_drop_is_significant() -> None:
+    from reflexopt.regression import compare_change, gate_reasons
+
+    old = _results([1.0] * 20)
+    dropped = compare_change(old, _results([0.0] * 12 + [1.0] * 8), old_prompt="old.md")
+    assert dropped["verdict"] == "worse" and dropped["worse_cases"] == 12 and dropped["better_cases"] == 0
+    assert dropped["old_score"] == 1.0 and dropped["new_score"] == 0.4 and dropped["ci95"][1] < 0
+    assert len(dropped["worst"]) == 5 and dropped["worst"][0]["old_output"] == "out 0"
+    (reason,) = gate_reasons(0.4, dropped, None)
+    assert reason.startswith("significantly worse than old.md: 1.000 -> 0.400") and "12 cases worse" in reason
+    # one case lower is a lower mean, not a regression a gate may fail on
+    noise = compare_change(old, _results([0.0] + [1.0] * 19), old_prompt="old.md")
+    assert noise["verdict"] == "no significant difference" and noise["delta"] == -0.05
+    assert gate_reasons(0.95, noise, None) == []
+    assert compare_change(_results([0.0] * 12 + [1.0] * 8), old, old_prompt="o")["verdict"] == "better"
+    # a case unscored on one side is left out of the pair; the worst list is ordered by the drop
+    mixed = compare_change(_results([1.0, 1.0, 0.5, None]), _results([0.5, 0.0, 0.5, 1.0]), old_prompt="o")
+    assert mixed["paired"] == 3 and mixed["n"] == 4 and [w["case_id"] for w in mixed["worst"]] == ["1", "0"]
+    assert gate_reasons(0.7, None, 0.8) == ["score 0.700 is below --fail-under 0.8"]
+    assert gate_reasons(0.8, None, 0.8) == [] and gate_reasons(None, None, 0.1) != []

@@ -18,7 +18,7 @@ from reflexopt.agreement import human_agreement, self_agreement
 from reflexopt.cli import app
 from reflexopt.config import Budget, DataSpec, ModelSpec, OptimizeConfig, ScorerSpec, eval_config
 from reflexopt.data import Case, load_dataset
-from reflexopt.evaluate import eval_prompt
+from reflexopt.eval_run import eval_prompt
 from reflexopt.judge import JudgeScorer, Rubric, contradiction, load_rubric
 from reflexopt.models import ResponseCache, get_client
 from reflexopt.optimizer import optimize

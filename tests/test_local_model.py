@@ -62,6 +62,33 @@ def test_eval_on_embedded_model_then_cached(tmp_path: Path) -> None:
     assert second["model_calls"] == 0 and second["cached_calls"] == 6 and second["score"] == s["score"]
 
 
+def test_eval_against_the_prompt_it_replaces_on_the_embedded_model(tmp_path: Path) -> None:
+    """Both prompts answer the same 16 reviews; swapped, the verdict swaps, from the cache, and the exit code is 1
+    exactly when the prompt evaluated is significantly worse."""
+    rows = [json.loads(x) for x in (EXAMPLES / "reviews" / "data.jsonl").read_text().splitlines()[:16]]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    named = tmp_path / "named.md"
+    named.write_text("Is this review positive or negative? Answer with one word.\n\nReview: {input}\nAnswer:")
+    vague = EXAMPLES / "reviews" / "prompt.md"
+    runs = {}
+    for new, old in ((named, vague), (vague, named)):
+        cmd = [sys.executable, "-m", "reflexopt", "eval", str(data), str(new), "--against", str(old), "--json",
+               "--max-tokens", "8"]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=600)
+        s = json.loads(r.stdout)
+        a = s["against"]
+        assert a["paired"] == 16 and a["prompt"] == str(old) and s["gate"]["passed"] == (a["verdict"] != "worse")
+        assert r.returncode == (1 if a["verdict"] == "worse" else 0), r.stderr
+        assert len(a["worst"]) == min(5, a["worse_cases"]) and a["prompt_tokens_per_request"]["new"] > 0
+        runs[new.name] = s
+    first, second = runs["named.md"], runs["prompt.md"]
+    assert first["model_calls"] == 32 and second["model_calls"] == 0  # the second run's answers are cached
+    a, b = first["against"], second["against"]
+    assert (a["old_score"], a["new_score"], a["delta"]) == (b["new_score"], b["old_score"], -b["delta"])
+    assert (a["better_cases"], a["worse_cases"]) == (b["worse_cases"], b["better_cases"])
+    assert {a["verdict"], b["verdict"]} in ({"better", "worse"}, {"no significant difference"})
+
+
 def test_a_custom_metrics_feedback_on_the_embedded_models_answers(tmp_path: Path) -> None:
     """A custom metric that returns (score, feedback) scores the real model's answers; the feedback is kept with
     each case as its reasoning (what the diagnosis and rewrites read) and the run goes on as with a bare score."""

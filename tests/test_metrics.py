@@ -127,7 +127,7 @@ def test_eval_and_optimize_report_macro_f1_for_a_label_metric(tmp_path: Path, fa
 
     from reflexopt import optimize
     from reflexopt.config import eval_config
-    from reflexopt.evaluate import eval_prompt
+    from reflexopt.eval_run import eval_prompt
 
     data = write_jsonl(tmp_path / "d.jsonl", label_rows(40))
     prompt = tmp_path / "p.md"
@@ -153,7 +153,7 @@ def test_a_tuned_prompt_that_answers_one_label_is_flagged_in_the_figures_and_the
     from reflexopt import optimize
     from reflexopt.cli.render import optimize_summary
     from reflexopt.config import eval_config
-    from reflexopt.evaluate import eval_prompt
+    from reflexopt.eval_run import eval_prompt
     from reflexopt.metrics import label_report
 
     flat = label_report(["positive"] * 18 + ["negative"] * 2, ["positive", "negative"] * 10, ["positive", "negative"])

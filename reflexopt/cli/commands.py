@@ -64,21 +64,28 @@ def eval_cmd(
     self_agreement: Annotated[int, typer.Option(
         "--self-agreement", min=0, help="Cases the judge grades twice more (resampled, and paraphrased) to measure "
                                         "its self-agreement; 0 skips it.")] = 10,
+    against: Annotated[Path | None, typer.Option(
+        "--against", help="The prompt this one replaces: both answer the same cases, compared pair by pair; exit "
+                          "code 1 when PROMPT is significantly worse.")] = None,
+    fail_under: Annotated[float | None, typer.Option(
+        "--fail-under", min=0.0, max=1.0, help="Exit code 1 when the mean score is below this (0..1).")] = None,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score one prompt on one dataset with one model (or grade recorded responses, and check the judge)."""
+    """Score one prompt on one dataset with one model (or grade recorded responses, and check the judge); with
+    --against, check it against the prompt it replaces (a CI gate)."""
     from ..config import eval_config
-    from ..evaluate import eval_prompt
-    from .render import case_line, disagreement_table, eval_table, progress
+    from ..eval_run import eval_prompt
+    from .render import against_table, case_line, disagreement_table, eval_table, progress
 
     if output:
-        check_writable(output, "-o", reads={"the dataset": dataset, **({"the prompt": prompt} if prompt else {})})
+        check_writable(output, "-o", reads={"the dataset": dataset, **({"the prompt": prompt} if prompt else {}),
+                                            **({"the --against prompt": against} if against else {})})
 
     config = eval_config(dataset, prompt, model=model, api_base=api_base, max_tokens=max_tokens, judge=judge,
                          rubric=judge_criteria, metric=metric, input_field=input_field, ideal_field=ideal_field,
                          concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement,
-                         prices=prices)
+                         prices=prices, against=against, fail_under=fail_under)
     with progress(err, "evaluating", quiet=as_json) as bar:
         def on_result(r: Any) -> None:
             bar.advance(r)
@@ -101,12 +108,16 @@ def eval_cmd(
         out.print(eval_table(summary, title=what))
         if (summary.get("human_agreement") or {}).get("disagreements"):
             out.print(disagreement_table(summary["human_agreement"]))
+        if report.against is not None:
+            out.print(against_table(report.against, new=prompt.name if prompt else ""))
         if output:
             err.print(f"per-case results: {output}")
     if report.results and not report.scored:  # nothing was scored: not a result a script may take as one
         first = next((r.error for r in report.results if r.error), None) or "no output"
         fail(f"every case failed, so there is no score (the first: {first.strip().splitlines()[-1][:300]})"
              + (f"; per-case results in {output}" if output else ""), code=1)
+    if report.gate:
+        fail("; ".join(report.gate), code=1)
 
 
 # the option that sets each stored setting; a resume refuses a value that differs from the run's

@@ -140,6 +140,31 @@ def disagreement_table(h: dict[str, Any]) -> Table:
     return t
 
 
+def against_table(a: dict[str, Any], new: str = "") -> Table:
+    """`eval --against`: the prompt evaluated against the one it replaces, and the cases that got worse."""
+    from ..verdict import p_text
+
+    colour = {"worse": "red", "better": "green"}.get(a["verdict"], "yellow")
+    t = Table(title=f"{new or 'this prompt'} against {a['prompt']}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    if a["ci95"] is None:
+        t.add_row("change", "– (no case scored for both prompts)")
+        return t
+    t.add_row("verdict", f"[{colour}]{a['verdict']}[/]")
+    t.add_row("score", f"{a['old_score']:.3f} -> {a['new_score']:.3f}, change {a['delta']:+.3f} (95% CI "
+              f"{a['ci95'][0]:+.3f} to {a['ci95'][1]:+.3f}, {p_text(a['p_value'])}, {a['test']})")
+    t.add_row("cases", f"{a['better_cases']} better · {a['worse_cases']} worse · {a['paired']} of {a['n']} compared")
+    tok = a["prompt_tokens_per_request"]
+    if tok["old"] is not None and tok["new"] is not None:
+        t.add_row("prompt tokens", f"{tok['old']:g} -> {tok['new']:g} per request")
+    for i, w in enumerate(a["worst"], 1):
+        t.add_row(f"worse {i}", printable(f"case {w['case_id']}: {_fmt(w['old_score'], 2)} -> {_fmt(w['new_score'], 2)}"
+                                          f" · input {str(w['input'])[:80]!r} · was {str(w['old_output'])[:80]!r}"
+                                          f" · now {str(w['new_output'])[:80]!r}"))
+    return t
+
+
 class LiveView:
     """Renders optimizer events on stderr: phase, trial, best val, calls, tokens, cost, elapsed, time left."""
 
@@ -257,6 +282,8 @@ class LiveView:
 
 
 def optimize_summary(r: dict[str, Any]) -> Table:
+    from ..verdict import p_text
+
     t = Table(title=f"run {r['run_id']}", title_justify="left")
     t.add_column("")
     t.add_column("baseline", justify="right")
@@ -267,7 +294,7 @@ def optimize_summary(r: dict[str, Any]) -> Table:
     delta = r["best_test"] - r["baseline_test"]
     verdict = "[bold green]significant[/]" if r["significant"] else "[yellow]not significant[/]"
     t.add_row("test gain", "", f"{delta:+.3f} (95% CI {lo:+.3f}…{hi:+.3f})")
-    t.add_row("paired test", "", f"p = {r['p_value']:.4f} · {verdict}")
+    t.add_row("paired test", "", f"{p_text(r['p_value'])} · {verdict}")
     t.add_row("cases fixed / broken", "", f"{r['test_wins']} / {r['test_losses']}")
     if r.get("lineage"):
         from ..pool import steps_text

@@ -1,0 +1,87 @@
+"""One `eval` run, the library side of the command: load the data and the prompt, answer and score every case
+(evaluate.py), price the answers, check a judge (agreement.py), and with `--against`, the prompt it replaces on
+the same cases (regression.py) and the gate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+
+from .agreement import judge_checks
+from .config import EvalConfig
+from .evaluate import CaseResult, EvalReport, evaluate_async, money, usage_of
+from .prompt import Prompt
+from .promptset import PromptSet
+from .scoring import make_scorer, scorer_clients
+from .task import PromptTask, RecordedTask, Task, task_spec
+
+
+def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None = None,
+                on_note: Callable[[str], None] | None = None,
+                on_total: Callable[[int], None] | None = None) -> EvalReport:
+    """Load data and prompt from a config, evaluate, and return the report. With a judge, the report also
+    carries its self-agreement on `config.self_agreement` cases, its contradictions and parse errors, and with
+    `config.human`, its agreement with the human labels in that column. With `config.against`, the prompt it
+    replaces answers the same cases too, and the report compares the two (regression.py); with it or
+    `config.fail_under`, `gate` says why the prompt fails (empty: it passes)."""
+    return asyncio.run(_eval_prompt(config, on_result=on_result, on_note=on_note or (lambda _: None),
+                                    on_total=on_total))
+
+
+async def _eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None,
+                       on_note: Callable[[str], None], on_total: Callable[[int], None] | None) -> EvalReport:
+
+    from .data import load_dataset
+    from .models import get_client, spec_price
+    from .prompt import load_prompt
+
+    aside = [f for f in (config.responses, config.human) if f]
+    cases = load_dataset(config.data.path, input_field=config.data.input_field, ideal_field=config.data.ideal_field,
+                         aside=aside)
+    notes: list[str | None] = []
+    task: Task
+    old: Prompt | None = None  # with --against, the prompt this one replaces
+    if config.responses:
+        prompt: Prompt | PromptSet = Prompt("{input}", source="recorded responses")
+        task = RecordedTask(config.responses)
+    else:
+        assert config.prompt_path is not None
+        prompt = load_prompt(config.prompt_path)
+        prompt.check_fields(cases)
+        old = None if config.against is None else load_prompt(config.against)
+        if old is not None:
+            old.check_fields(cases)
+        spec, cap_note = task_spec(config.model, cases, config.concurrency)
+        task = PromptTask(get_client(spec, role="task"))
+        notes += [cap_note, *prompt.brace_warnings(), config.scorer.self_grading_warning(config.model)]
+    scorer, note = make_scorer(config.scorer, cases)
+    for n in (note, *notes):
+        if n:
+            on_note(n)
+    if on_total:
+        on_total(len(cases) * (1 if config.against is None else 2))
+    report = await evaluate_async(cases, prompt, task, scorer, concurrency=config.concurrency, on_result=on_result)
+    if not config.responses:
+        price, source = spec_price(config.model)
+        cost = money(report.results, price)
+        report = replace(report, money={**(cost or {}), "price_source": source})
+    if old is not None:
+        from .regression import compare_change
+
+        assert config.against is not None
+        before = await evaluate_async(cases, old, task, scorer, concurrency=config.concurrency, on_result=on_result)
+        report = replace(report, against=compare_change(before.results, report.results, old_prompt=config.against),
+                         usage=before.usage)  # the meters' totals after both prompts
+    if config.against is not None or config.fail_under is not None:
+        from .regression import gate_reasons
+
+        s = report.scored
+        report = replace(report, gate=gate_reasons(report.mean if s else None, report.against, config.fail_under))
+    if getattr(scorer, "kind", "") != "judge":
+        return report
+    grades_own = not config.responses and config.scorer.self_grading_warning(config.model) is not None
+    judge, human = await judge_checks(scorer, cases, report.results, sample=config.self_agreement,
+                                      human=config.human, grades_own=grades_own)
+    clients = [*task.clients, *scorer_clients(scorer)]
+    return replace(report, judge=judge, human=human, usage=usage_of(*clients) if clients else report.usage)

@@ -1,0 +1,82 @@
+"""A prompt change checked against the prompt it replaces (`eval PROMPT --against OLD`), for a CI gate.
+
+Both prompts answer the same cases with the same model and scorer. Their scores are compared pair by pair as an
+optimize run compares its starting and returned prompts on test (verdict.paired_on_test: a paired bootstrap CI
+of the mean difference and a Wilcoxon signed-rank test; a failed task call counts 0, an unscored case is left
+out of the pair). The change is **worse** only when the drop is significant (p < 0.05 and the CI below 0),
+**better** only when the gain is, and otherwise "no significant difference": a CI gate that fails on every
+lower mean would fail on noise, most of all with a judge. The cases whose score fell are listed worst first,
+with both answers, so a reviewer sees what the change broke.
+
+The gate (`gate_reasons`): the change is significantly worse, or the score is below `--fail-under`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .evaluate import CaseResult, case_score
+from .verdict import p_text, paired_on_test
+
+SHOWN = 5  # cases that got worse, listed with both answers
+
+
+def compare_change(old: Sequence[CaseResult], new: Sequence[CaseResult], *, old_prompt: str,
+                   seed: int = 0) -> dict[str, Any]:
+    """`new` (the prompt evaluated) against `old` (the prompt it replaces), on the cases both answered, in the
+    order of `new`."""
+    cmp, cover = paired_on_test(old, new, [r.case_id for r in new], seed=seed)
+    if cmp.p_value < 0.05 and cmp.ci95[1] < 0:
+        verdict = "worse"
+    elif cmp.significant:
+        verdict = "better"
+    else:
+        verdict = "no significant difference"
+    before = {r.case_id: r for r in old}
+    moved = []
+    for r in new:
+        o = before.get(r.case_id)
+        a, b = (None, None) if o is None else (case_score(o), case_score(r))
+        if o is not None and a is not None and b is not None and a != b:
+            moved.append((b - a, o, r))
+    moved.sort(key=lambda m: m[0])
+    worse = [m for m in moved if m[0] < 0]
+    return {
+        "prompt": old_prompt,
+        "verdict": verdict,
+        "old_score": round(cmp.mean_a, 4) if cmp.n else None,
+        "new_score": round(cmp.mean_b, 4) if cmp.n else None,
+        "delta": round(cmp.delta, 4),
+        "ci95": [round(cmp.ci95[0], 4), round(cmp.ci95[1], 4)] if cmp.n else None,
+        "p_value": cmp.p_value,
+        "test": cmp.test,
+        "n": cover["n"],
+        "paired": cover["paired"],
+        "better_cases": sum(1 for m in moved if m[0] > 0),
+        "worse_cases": len(worse),
+        "prompt_tokens_per_request": {"old": _tokens(old), "new": _tokens(new)},
+        "worst": [{"case_id": r.case_id, "input": r.input, "ideal": r.ideal, "old_output": o.output,
+                   "old_score": o.score, "new_output": r.output or r.error, "new_score": r.score,
+                   "reasoning": r.reasoning} for _, o, r in worse[:SHOWN]],
+    }
+
+
+def _tokens(results: Sequence[CaseResult]) -> float | None:
+    """Mean prompt tokens per request over the answered cases (what the prompt costs to send)."""
+    paid = [r.prompt_tokens for r in results if r.error is None]
+    return round(sum(paid) / len(paid), 1) if paid else None
+
+
+def gate_reasons(score: float | None, against: dict[str, Any] | None, fail_under: float | None) -> list[str]:
+    """Why the evaluated prompt fails the gate (empty: it passes): significantly worse than the prompt it
+    replaces, or a mean score below `fail_under`."""
+    out = []
+    if against is not None and against["verdict"] == "worse":
+        lo, hi = against["ci95"]
+        out.append(f"significantly worse than {against['prompt']}: {against['old_score']:.3f} -> "
+                   f"{against['new_score']:.3f} (95% CI of the change {lo:+.3f} to {hi:+.3f}, "
+                   f"{p_text(against['p_value'])}; {against['worse_cases']} cases worse, {against['better_cases']} "
+                   "better)")
+    if fail_under is not None and (score is None or score < fail_under):
+        out.append(f"score {'none' if score is None else f'{score:.3f}'} is below --fail-under {fail_under:g}")
+    return out
