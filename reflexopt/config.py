@@ -104,6 +104,14 @@ class ScorerSpec(_Frozen):
                 "their own; pass a different, stronger --judge for scores you can trust")
 
 
+class TrackSpec(_Frozen):
+    """Experiment trackers a run logs to (`--track`), and where."""
+
+    trackers: tuple[str, ...] = ()
+    experiment: str | None = Field(None, description="MLflow experiment / W&B project (else the tool's default)")
+    prompt_name: str | None = Field(None, description="register the best prompt under this name (MLflow)")
+
+
 class EvalConfig(_Frozen):
     data: DataSpec
     prompt_path: str | None = None  # None: grade the recorded `responses`
@@ -115,6 +123,7 @@ class EvalConfig(_Frozen):
     self_agreement: int = Field(10, ge=0, description="cases re-judged twice to measure the judge's self-agreement")
     against: str | None = Field(None, description="the prompt this one replaces: both on the same cases, paired")
     fail_under: float | None = Field(None, ge=0, le=1, description="a mean score below this fails the gate")
+    track: TrackSpec = TrackSpec()
 
 
 class PipelineSpec(_Frozen):
@@ -134,14 +143,6 @@ class PipelineSpec(_Frozen):
         if len(set(names)) != len(names):
             raise ValueError(f"prompt names repeat: {names}")
         return v
-
-
-class TrackSpec(_Frozen):
-    """Experiment trackers a run logs to (`--track`), and where."""
-
-    trackers: tuple[str, ...] = ()
-    experiment: str | None = Field(None, description="MLflow experiment / W&B project (else the tool's default)")
-    prompt_name: str | None = Field(None, description="register the best prompt under this name (MLflow)")
 
 
 class Budget(_Frozen):
@@ -491,7 +492,8 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
                 rubric: str | None = None, metric: MetricArg = None, input_field: str | None = None,
                 ideal_field: str | None = None, concurrency: int | None = None, responses: str | None = None,
                 human: str | None = None, self_agreement: int = 10, prices: str | Path | None = None,
-                against: str | Path | None = None, fail_under: float | None = None) -> EvalConfig:
+                against: str | Path | None = None, fail_under: float | None = None,
+                track: TrackSpec | None = None) -> EvalConfig:
     """The one way an EvalConfig is built from user-level values (the CLI and the Python API)."""
     if prompt is None and responses is None:
         raise ConfigError("no prompt to evaluate", fix="pass a PROMPT file, or --responses FIELD to grade the "
@@ -510,7 +512,8 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
         model=model_spec(model or LOCAL_MODEL, api_base=api_base, max_tokens=max_tokens),
         scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
         concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement,
-        against=None if against is None else str(against), fail_under=fail_under), prices)
+        against=None if against is None else str(against), fail_under=fail_under, track=track or TrackSpec()),
+        prices)
 
 
 def compare_config(dataset: str | Path, prompt: str | Path, models: list[str] | tuple[str, ...], *,

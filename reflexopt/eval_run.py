@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from .agreement import judge_checks
 from .config import EvalConfig
 from .evaluate import CaseResult, EvalReport, evaluate_async, money, usage_of
 from .prompt import Prompt
-from .promptset import PromptSet
 from .scoring import make_scorer, scorer_clients
 from .task import PromptTask, RecordedTask, Task, task_spec
 
@@ -31,7 +31,37 @@ def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] |
 
 async def _eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None,
                        on_note: Callable[[str], None], on_total: Callable[[int], None] | None) -> EvalReport:
+    """The run, and with `--track`, its record in each tracker (checked before any model call; a tracker that
+    fails is detached with a note, and the report is the same)."""
+    if not config.track.trackers:
+        return await _evaluate(config, on_result=on_result, on_note=on_note, on_total=on_total)
+    from .events import TrackedBus
 
+    bus = TrackedBus([lambda kind, data: on_note(data["message"]) if kind == "note" else None], config.track)
+    ok = False
+    try:
+        report = await _evaluate(config, on_result=on_result, on_note=on_note, on_total=on_total)
+        bus("eval_done", _record(config, report))
+        ok = True
+        return report
+    finally:
+        bus.finish(ok)
+
+
+def _record(config: EvalConfig, report: EvalReport) -> dict[str, Any]:
+    """What a tracker logs of an eval run: its name, settings, summary, scored cases and the prompts' text."""
+    from pathlib import Path
+
+    files = {"prompt.md": config.prompt_path, "against.md": config.against}
+    prompts = {k: Path(v).read_text(encoding="utf-8") for k, v in files.items() if v is not None}
+    what = Path(config.prompt_path).name if config.prompt_path else f"{config.responses!r} responses"
+    return {"name": f"eval {what} on {Path(config.data.path).name}", "summary": report.summary(),
+            "config": config.model_dump(mode="json"), "cases": [r.to_json() for r in report.results],
+            "prompts": prompts}
+
+
+async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None,
+                    on_note: Callable[[str], None], on_total: Callable[[int], None] | None) -> EvalReport:
     from .data import load_dataset
     from .models import get_client, spec_price
     from .prompt import load_prompt
@@ -43,7 +73,7 @@ async def _eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], 
     task: Task
     old: Prompt | None = None  # with --against, the prompt this one replaces
     if config.responses:
-        prompt: Prompt | PromptSet = Prompt("{input}", source="recorded responses")
+        prompt = Prompt("{input}", source="recorded responses")
         task = RecordedTask(config.responses)
     else:
         assert config.prompt_path is not None

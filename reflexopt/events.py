@@ -53,6 +53,8 @@ SHAPES: dict[str, frozenset[str]] = {k: frozenset(v.split()) for k, v in {
     "batch_done": "round complete failed regressions",
     # worker
     "study": "study",
+    # eval (to its trackers)
+    "eval_done": "name config summary cases prompts",
 }.items()}
 
 

@@ -166,6 +166,48 @@ def _wandb_records(path: Path) -> list[Any]:
     return out
 
 
+def test_eval_logs_its_score_the_change_against_the_old_prompt_and_the_gate(task: list[str],
+                                                                            tmp_path: Path) -> None:
+    """`eval --against --track mlflow`: one MLflow run with the settings, the score, the change and its paired
+    test, the gate's outcome, and the scored cases and both prompts as artifacts; in W&B offline, the same
+    figures in the run's summary."""
+    data, vague = task[0], task[1]
+    named = tmp_path / "named.md"
+    named.write_text("Answer positive or negative: {input}\n")
+    r = _run(tmp_path, "eval", data, vague, *task[2:], "-m", "openai/t", "--against", str(named), "--track", "mlflow",
+             "--track-experiment", "ci", "--json")
+    assert r.returncode == 1, r.stderr  # the vague prompt is worse than the one it would replace
+    s = json.loads(r.stdout)
+    assert "mlflow" not in r.stderr.replace(str(tmp_path), "").lower(), r.stderr
+    (run,) = _runs(tmp_path, "ci")
+    assert run.info.status == "FINISHED" and run.info.run_name == "eval p.md on d.jsonl"
+    assert run.data.params["model.id"] == "openai/t" and run.data.params["against"] == str(named)
+    m = run.data.metrics
+    assert m["score"] == s["score"] == 0 and m["against_score"] == s["against"]["old_score"] == 1
+    assert m["change"] == -1 and m["change_p_value"] == s["against"]["p_value"] and m["cases_worse"] == 30
+    assert m["model_calls"] == 60 and m["macro_f1"] == s["labels"]["macro_f1"]
+    assert run.data.tags["reflexopt.kind"] == "eval" and run.data.tags["reflexopt.change"] == "worse"
+    assert run.data.tags["reflexopt.gate"].startswith("failed: significantly worse than")
+    assert run.data.tags["mlflow.note.content"].startswith("score 0.000 on 30 of 30 cases; against ")
+    c = _client(tmp_path)
+    assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"cases.jsonl", "summary.json", "prompt.md",
+                                                                   "against.md"}
+    got = Path(c.download_artifacts(run.info.run_id, "cases.jsonl", str(tmp_path / "dl"))).read_text()
+    assert [json.loads(x)["case_id"] for x in got.splitlines()] == [str(i) for i in range(30)]
+    _no_canary(tmp_path / "mlruns")
+    assert CANARY.encode() not in (tmp_path / "mlflow.db").read_bytes()
+
+    w = _run(tmp_path, "eval", data, str(named), *task[2:], "-m", "openai/t", "--track", "wandb",
+             "--fail-under", "0.9", WANDB_MODE="offline", WANDB_DIR=str(tmp_path / "wb"))
+    assert w.returncode == 0 and "wandb" not in w.stderr.replace(str(tmp_path), "").lower(), w.stderr
+    (runfile,) = (tmp_path / "wb").rglob("run-*.wandb")
+    recs = _wandb_records(runfile)
+    summary = {str(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for x in recs
+               if x.WhichOneof("record_type") == "summary" for i in x.summary.update}
+    assert summary["score"] == 1 and summary["reflexopt.gate"] == "passed" and summary["reflexopt.kind"] == "eval"
+    _no_canary(tmp_path / "wb")
+
+
 def test_wandb_offline_run_has_config_trial_history_verdict_and_artifact(task: list[str], tmp_path: Path) -> None:
     r = _run(tmp_path, "optimize", *task, "-m", "openai/t", "--max-trials", "2", "--track", "wandb", "--json",
              WANDB_MODE="offline", WANDB_DIR=str(tmp_path / "wb"))

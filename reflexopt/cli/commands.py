@@ -69,12 +69,14 @@ def eval_cmd(
                           "code 1 when PROMPT is significantly worse.")] = None,
     fail_under: Annotated[float | None, typer.Option(
         "--fail-under", min=0.0, max=1.0, help="Exit code 1 when the mean score is below this (0..1).")] = None,
+    track: TrackOpt = None,
+    track_experiment: TrackExpOpt = None,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Score one prompt on one dataset with one model (or grade recorded responses, and check the judge); with
     --against, check it against the prompt it replaces (a CI gate)."""
-    from ..config import eval_config
+    from ..config import eval_config, track_spec
     from ..eval_run import eval_prompt
     from .render import against_table, case_line, disagreement_table, eval_table, progress
 
@@ -85,7 +87,8 @@ def eval_cmd(
     config = eval_config(dataset, prompt, model=model, api_base=api_base, max_tokens=max_tokens, judge=judge,
                          rubric=judge_criteria, metric=metric, input_field=input_field, ideal_field=ideal_field,
                          concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement,
-                         prices=prices, against=against, fail_under=fail_under)
+                         prices=prices, against=against, fail_under=fail_under,
+                         track=track_spec(track, experiment=track_experiment))
     with progress(err, "evaluating", quiet=as_json) as bar:
         def on_result(r: Any) -> None:
             bar.advance(r)

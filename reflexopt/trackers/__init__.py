@@ -85,6 +85,23 @@ def verdict_line(r: dict[str, Any]) -> str:
         return "reflexopt run finished"
 
 
+def eval_line(s: dict[str, Any]) -> str:
+    """One line a person reads in the tracker about an `eval` run: the score and, with `--against`, the change."""
+    from ..verdict import p_text
+
+    if s.get("score") is None:
+        return "reflexopt eval: nothing was scored"
+    line = f"score {s['score']:.3f} on {s['n_scored']} of {s['n_cases']} cases"
+    a = s.get("against") or {}
+    if a.get("ci95"):
+        line += (f"; against {a['prompt']}: {a['old_score']:.3f} -> {a['new_score']:.3f} ({a['delta']:+.3f}, 95% CI "
+                 f"{a['ci95'][0]:+.3f} to {a['ci95'][1]:+.3f}, {p_text(a['p_value'])}): {a['verdict']}")
+    gate = s.get("gate")
+    if gate is not None:
+        line += "; gate " + ("passed" if gate["passed"] else "failed: " + "; ".join(gate["reasons"]))
+    return line
+
+
 class _Open:
     """A tracker run that is open, with what it has logged."""
 
@@ -210,6 +227,8 @@ class Tracker:
             self._artifacts(p, ["compare.json"], report=True)
             self._close(p, True)
             self._parent = None
+        elif kind == "eval_done":
+            self._eval(data)
         elif kind == "batch_done" and self._parent is not None:
             self.backend.tags(self._parent.run, {"reflexopt.complete": str(data.get("complete")),
                                                  "reflexopt.regressions": json.dumps(data.get("regressions") or [])})
@@ -259,25 +278,58 @@ class Tracker:
             if version:
                 self.backend.tags(o.run, {"reflexopt.registered_prompt": version})
 
+    def _eval(self, data: dict[str, Any]) -> None:
+        """An `eval` run is one tracker run: its settings, score and costs, the judge's record, with `--against`
+        the change and its paired test, the gate, and as artifacts the scored cases, the summary and the
+        prompts."""
+        s = data["summary"]
+        a, gate = s.get("against"), s.get("gate")
+        tags = {"reflexopt.kind": "eval"}
+        if a:
+            tags.update({"reflexopt.against": str(a["prompt"]), "reflexopt.change": str(a["verdict"])})
+        if gate is not None:
+            tags["reflexopt.gate"] = "passed" if gate["passed"] else "failed: " + "; ".join(gate["reasons"])
+        o = self._open(None, "eval", name=data["name"], params=flatten(data["config"]), tags=tags, parent=None)
+        lo, hi = s.get("ci95") or (None, None)
+        money, labels = s.get("money") or {}, s.get("labels") or {}
+        values = {**{k: s.get(k) for k in ("score", "pass_rate", "n_cases", "n_scored", "task_failures", "errors",
+                                           "model_calls", "cached_calls", "cost_usd", "latency_p50_s",
+                                           "latency_p95_s")},
+                  "score_ci95_low": lo, "score_ci95_high": hi, "macro_f1": labels.get("macro_f1"),
+                  "cost_per_1k": money.get("cost_per_1k"), "cost_per_success": money.get("cost_per_success"),
+                  **judge_metrics(s.get("judge"))}
+        if a and a.get("ci95"):
+            values.update({"against_score": a["old_score"], "change": a["delta"], "change_ci95_low": a["ci95"][0],
+                           "change_ci95_high": a["ci95"][1], "change_p_value": a["p_value"],
+                           "cases_better": a["better_cases"], "cases_worse": a["worse_cases"]})
+        self._metrics(o, values, 0)
+        self.backend.note(o.run, redact(eval_line(s)))
+        self._files(o, {"cases.jsonl": "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in data["cases"]),
+                        "summary.json": json.dumps(s, indent=2, ensure_ascii=False), **data["prompts"]})
+        self._close(o, True)
+
     def _artifacts(self, o: _Open, names: Iterable[str], *, report: bool) -> None:
         """Redacted copies of the run's files (and its HTML report), logged as artifacts."""
         assert o.where is not None
-        with tempfile.TemporaryDirectory(prefix="reflexopt-track-") as tmp:
-            out: list[Path] = []
-            for n in names:
-                src = o.where / n
-                if src.is_file():
-                    (Path(tmp) / n).write_text(redact(src.read_text(encoding="utf-8", errors="replace")),
-                                               encoding="utf-8")
-                    out.append(Path(tmp) / n)
-            if report:
-                from ..report import compare_report, run_report
+        texts = {n: (o.where / n).read_text(encoding="utf-8", errors="replace") for n in names
+                 if (o.where / n).is_file()}
+        if report:
+            from ..report import compare_report, run_report
 
-                html = compare_report(o.where) if (o.where / "compare.json").exists() else run_report(o.where)
-                (Path(tmp) / "report.html").write_text(redact(html), encoding="utf-8")
-                out.append(Path(tmp) / "report.html")
-            if out:
-                self.backend.files(o.run, out)
+            texts["report.html"] = compare_report(o.where) if (o.where / "compare.json").exists() \
+                else run_report(o.where)
+        self._files(o, texts)
+
+    def _files(self, o: _Open, texts: dict[str, str]) -> None:
+        """Texts logged as artifacts (name -> text), each redacted first."""
+        if not texts:
+            return
+        with tempfile.TemporaryDirectory(prefix="reflexopt-track-") as tmp:
+            out = []
+            for n, text in texts.items():
+                (Path(tmp) / n).write_text(redact(text), encoding="utf-8")
+                out.append(Path(tmp) / n)
+            self.backend.files(o.run, out)
 
 
 def finish_all(trackers: Iterable[Tracker], ok: bool) -> None:
