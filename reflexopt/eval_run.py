@@ -102,7 +102,7 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
         assert config.against is not None
         before = await evaluate_async(cases, old, task, scorer, concurrency=config.concurrency, on_result=on_result)
         report = replace(report, against=compare_change(before.results, report.results, old_prompt=config.against),
-                         usage=before.usage)  # the meters' totals after both prompts
+                         usage=before.usage, against_results=before.results)  # usage: both prompts' totals
     if config.against is not None or config.fail_under is not None:
         from .regression import gate_reasons
 

@@ -178,6 +178,7 @@ class EvalReport:
     echo: dict[str, Any] | None = None  # answers that repeat their input where the reference changes it
     against: dict[str, Any] | None = None  # the prompt this one replaces, compared case by case (regression.py)
     gate: list[str] | None = None  # with --against or --fail-under: why the prompt fails the gate (empty: passes)
+    against_results: tuple[CaseResult, ...] = ()  # with --against, the old prompt's cases (for the report)
 
     @property
     def scored(self) -> list[float]:

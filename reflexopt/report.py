@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .agreement import echo_text, echo_warnings
-from .evaluate import CaseResult, constant_text
+from .evaluate import CaseResult, EvalReport, constant_text
 from .metrics import collapsed_text
 from .paths import write_text_atomic
 from .pool import lineage, steps_text
@@ -35,7 +35,8 @@ pre{white-space:pre-wrap;word-break:break-word;background:#f8f9fb;border:1px sol
 padding:8px;margin:4px 0;font-size:12px;max-height:260px;overflow:auto}
 .add{background:#dcfae6}.del{background:#fee4e2}.tag{display:inline-block;border-radius:10px;padding:0 8px;
 font-size:12px;background:#eef2ff}.case{border-left:3px solid #d0d5dd;padding-left:10px;margin:12px 0}
-.case.fixed{border-color:#17b26a}.case.broken{border-color:#f04438}summary{cursor:pointer;padding:2px 0}
+.case.fixed,.case.better{border-color:#17b26a}.case.broken,.case.worse{border-color:#f04438}
+summary{cursor:pointer;padding:2px 0}
 """
 
 
@@ -122,16 +123,18 @@ def diff_html(a: str, b: str) -> str:
     return f"<pre>{''.join(rows) or 'no change: the baseline stayed best'}</pre>"
 
 
-def _case_block(kind: str, base: CaseResult, best: CaseResult, expand: bool = False) -> str:
+def _case_block(kind: str, base: CaseResult, best: CaseResult, expand: bool = False,
+                sides: tuple[str, str] = ("baseline", "best")) -> str:
     ref = f"<div><b>reference</b><pre>{escape(base.ideal or '')}</pre></div>" if base.ideal is not None else ""
-    why = "".join(f"<div class=muted>{escape(lbl)} judge: {escape(r.reasoning)}</div>"
-                  for lbl, r in (("baseline", base), ("best", best)) if r.reasoning)
+    why = "".join(f"<div class=muted>{escape(lbl)}: {escape(r.reasoning)}</div>"
+                  for lbl, r in zip(sides, (base, best)) if r.reasoning)
     head = (f"<span class=tag>{escape(kind)}</span> case {escape(base.case_id)} · score {_f(base.score)} → "
             f"{_f(best.score)} · <span class=muted>{escape(base.input[:90])}</span>")
     return (f"<details class='case {kind}'{' open' if expand else ''}><summary>{head}</summary>"
             f"<div><b>input</b><pre>{escape(base.input)}</pre></div>"
-            f"<div><b>baseline output</b><pre>{escape(base.output)}</pre></div>"
-            f"<div><b>best output</b><pre>{escape(best.output)}</pre></div>{ref}{why}</details>")
+            f"<div><b>{escape(sides[0])} output</b><pre>{escape(base.output or base.error or '')}</pre></div>"
+            f"<div><b>{escape(sides[1])} output</b><pre>{escape(best.output or best.error or '')}</pre></div>"
+            f"{ref}{why}</details>")
 
 
 def _lineage(cands: dict[str, dict[str, Any]], best: str) -> str:
@@ -267,6 +270,76 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
                 f"{rows}</table><table style='margin-top:10px;width:auto'><tr><th>phase</th><th>time</th></tr>"
                 f"{phases}</table></div>")
     return page(title, "".join(body), refresh_s=refresh_s, nav=nav)
+
+
+def eval_report(report: EvalReport, *, title: str, prompt: str, old_prompt: str | None = None) -> str:
+    """An `eval` run's page: the score and what it cost, the judge's record, and with `--against` the change, the
+    gate, the cases that got worse and better side by side (both answers, the reference, the scorer's reasons)
+    and the prompt diff; without it, the lowest-scoring cases."""
+    s = report.summary()
+    lo, hi = s["ci95"] or (None, None)
+    money = s.get("money") or {}
+    kpis = [f"<div class=kpi>score<b>{_f(s['score'])}</b><span class=muted>95% CI {_f(lo)} … {_f(hi)}</span></div>",
+            f"<div class=kpi>pass rate<b>{_f(s['pass_rate'])}</b><span class=muted>{s['n_scored']} of "
+            f"{s['n_cases']} cases scored</span></div>"]
+    if s.get("labels"):
+        col = s["labels"].get("collapsed")
+        kpis.append(f"<div class=kpi>macro-F1<b>{s['labels']['macro_f1']:.3f}</b>"
+                    + (f"<span class=bad>{escape(collapsed_text(col))}</span>" if col else "") + "</div>")
+    if money.get("cost_per_success"):
+        kpis.append(f"<div class=kpi>cost per success<b>${money['cost_per_success']:.6f}</b><span class=muted>"
+                    f"${money['cost_per_1k']:.4f} per 1,000 requests</span></div>")
+    if s.get("latency_p95_s") is not None:
+        kpis.append(f"<div class=kpi>latency p95<b>{s['latency_p95_s']:.2f} s</b><span class=muted>p50 "
+                    f"{_f(s['latency_p50_s'], 2)} s</span></div>")
+    a, gate = report.against, s.get("gate")
+    if a and a.get("ci95"):
+        cls = {"worse": "bad", "better": "good"}.get(a["verdict"], "muted")
+        kpis.append(f"<div class=kpi>change against the old prompt<b>{a['delta']:+.3f}</b><span class=muted>"
+                    f"{a['old_score']:.3f} → {a['new_score']:.3f} · 95% CI {a['ci95'][0]:+.3f} … {a['ci95'][1]:+.3f}"
+                    f" · {p_text(a['p_value'])}</span><span class={cls} style='display:block'>"
+                    f"{escape(a['verdict'])}</span></div>")
+    if gate is not None:
+        kpis.append(f"<div class=kpi>gate<b class={'good' if gate['passed'] else 'bad'}>"
+                    f"{'passed' if gate['passed'] else 'failed'}</b><span class=muted>"
+                    f"{escape('; '.join(gate['reasons']))}</span></div>")
+    body = [f"<h1>{escape(title)}</h1><div class=muted>{escape(s['scorer'])}</div>",
+            "<div class='card kpis'>" + "".join(kpis) + "</div>"]
+    if s.get("judge"):
+        body.append("<h2>The judge</h2><div class=card>" + judge_html(s["judge"], None) + "</div>")
+    if a is not None and old_prompt is not None:
+        old = {r.case_id: r for r in report.against_results}
+        pairs = [(old[r.case_id], r) for r in report.results if r.case_id in old]
+        worse = sorted((p for p in pairs if (p[1].score or 0) < (p[0].score or 0)),
+                       key=lambda p: (p[1].score or 0) - (p[0].score or 0))
+        better = sorted((p for p in pairs if (p[1].score or 0) > (p[0].score or 0)),
+                        key=lambda p: (p[0].score or 0) - (p[1].score or 0))
+        sides = ("old prompt", "this prompt")
+        blocks = [_case_block("worse", o, n, i < 2, sides) for i, (o, n) in enumerate(worse[:50])] + \
+            [_case_block("better", o, n, False, sides) for o, n in better[:50]]
+        body.append(f"<h2>Against {escape(str(a['prompt']))}: {len(worse)} cases worse, {len(better)} better</h2>"
+                    "<div class=card>" + ("".join(blocks) or "<p class=muted>No case changed.</p>") + "</div>")
+        body.append("<h2>Prompt diff (old → this)</h2><div class=card>" + diff_html(old_prompt, prompt) + "</div>")
+    else:
+        low = sorted((r for r in report.results if (r.score or 0) < 1), key=lambda r: r.score or 0)  # stable
+        blocks = [f"<details class='case broken'{' open' if i < 2 else ''}><summary>case {escape(r.case_id)} · "
+                  f"score {_f(r.score)} · <span class=muted>{escape(r.input[:90])}</span></summary>"
+                  f"<div><b>input</b><pre>{escape(r.input)}</pre></div><div><b>output</b><pre>"
+                  f"{escape(r.output or r.error or '')}</pre></div>"
+                  + (f"<div><b>reference</b><pre>{escape(r.ideal)}</pre></div>" if r.ideal is not None else "")
+                  + (f"<div class=muted>{escape(r.reasoning)}</div>" if r.reasoning else "") + "</details>"
+                  for i, r in enumerate(low[:50])]
+        body.append(f"<h2>Lowest-scoring cases: {len(low)} below full marks</h2><div class=card>"
+                    + ("".join(blocks) or "<p class=muted>Every case scored full marks.</p>") + "</div>")
+        body.append(f"<h2>The prompt</h2><div class=card><pre>{escape(prompt)}</pre></div>")
+    cats = s.get("failure_categories") or {}
+    rows = "".join(f"<tr><td>{escape(str(k))}</td><td class=num>{v}</td></tr>" for k, v in cats.items())
+    body.append("<h2>Failure categories</h2><div class=card><table><tr><th>category</th><th>cases</th></tr>"
+                f"{rows or '<tr><td colspan=2>none</td></tr>'}</table></div>")
+    body.append(f"<h2>Calls and tokens</h2><div class=card>{s['model_calls']} paid calls · {s['cached_calls']} "
+                f"from cache · {s['prompt_tokens']:,} prompt and {s['completion_tokens']:,} completion tokens · "
+                f"${s['cost_usd']:.4f}</div>")
+    return page(title, "".join(body))
 
 
 def _money_kpi(m: dict[str, Any] | None) -> str:

@@ -217,8 +217,13 @@ def test_eval_against_the_prompt_it_replaces_is_a_ci_gate(files: dict[str, Path]
     good.write_text("Answer positive or negative: {input}\n")
     vague.write_text("Here is a text: {input}\n")
     base = ["eval", str(data), "-m", "openai/test", "--api-base", openai_server.url]
-    worse = cli(*base, str(vague), "--against", str(good), home=tmp_path / "h")
+    page = tmp_path / "r.html"
+    worse = cli(*base, str(vague), "--against", str(good), "--report", str(page), home=tmp_path / "h")
     assert worse.returncode == 1, worse.stderr
+    html = page.read_text()
+    assert f"Against {good}: 16 cases worse, 0 better" in html and "old prompt output" in html
+    assert "<b class=bad>failed</b>" in html and "Prompt diff (old → this)" in html
+    assert "<div class='add'>+Here is a text: {input}</div>" in html
     assert "verdict" in worse.stdout and "worse" in worse.stdout and "1.000 -> 0.000" in worse.stdout
     assert "16 worse" in worse.stdout and "was 'negative'" in worse.stdout and "now 'maybe'" in worse.stdout
     assert "error: significantly worse than" in worse.stderr and str(good.name) in worse.stderr
@@ -231,8 +236,10 @@ def test_eval_against_the_prompt_it_replaces_is_a_ci_gate(files: dict[str, Path]
     assert s["model_calls"] == 0 and s["cached_calls"] == 32  # the same answers, from the cache
     under = cli(*base, str(good), "--fail-under", "1", "--json", home=tmp_path / "h")
     assert under.returncode == 0 and json.loads(under.stdout)["gate"]["passed"]
-    low = cli(*base, str(vague), "--fail-under", "0.5", home=tmp_path / "h")
+    low = cli(*base, str(vague), "--fail-under", "0.5", "--report", str(page), home=tmp_path / "h")
     assert low.returncode == 1 and "score 0.000 is below --fail-under 0.5" in low.stderr
+    html = page.read_text()
+    assert "Lowest-scoring cases: 16 below full marks" in html and html.index("case 2 ") < html.index("case 10 ")
     missing = cli(*base, str(good), "--against", str(tmp_path / "nope.md"), home=tmp_path / "h")
     assert missing.returncode == 2 and "nope.md" in missing.stderr
     graded = write_jsonl(tmp_path / "g.jsonl", [{**r, "response": "positive"} for r in rows])

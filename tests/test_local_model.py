@@ -73,7 +73,7 @@ def test_eval_against_the_prompt_it_replaces_on_the_embedded_model(tmp_path: Pat
     runs = {}
     for new, old in ((named, vague), (vague, named)):
         cmd = [sys.executable, "-m", "reflexopt", "eval", str(data), str(new), "--against", str(old), "--json",
-               "--max-tokens", "8"]
+               "--max-tokens", "8", "--report", str(tmp_path / f"{new.stem}.html")]
         r = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=600)
         s = json.loads(r.stdout)
         a = s["against"]
@@ -87,6 +87,9 @@ def test_eval_against_the_prompt_it_replaces_on_the_embedded_model(tmp_path: Pat
     assert (a["old_score"], a["new_score"], a["delta"]) == (b["new_score"], b["old_score"], -b["delta"])
     assert (a["better_cases"], a["worse_cases"]) == (b["worse_cases"], b["better_cases"])
     assert {a["verdict"], b["verdict"]} in ({"better", "worse"}, {"no significant difference"})
+    seen = browse_offline(tmp_path / "named.html")  # the report opens offline and shows the comparison
+    assert seen["requests"] == [(tmp_path / "named.html").as_uri()] and seen["problems"] == []
+    assert f"{a['worse_cases']} cases worse, {a['better_cases']} better" in seen["text"]
 
 
 def test_a_custom_metrics_feedback_on_the_embedded_models_answers(tmp_path: Path) -> None:

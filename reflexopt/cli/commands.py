@@ -71,6 +71,7 @@ def eval_cmd(
         "--fail-under", min=0.0, max=1.0, help="Exit code 1 when the mean score is below this (0..1).")] = None,
     track: TrackOpt = None,
     track_experiment: TrackExpOpt = None,
+    report_path: ReportOpt = None,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -80,9 +81,12 @@ def eval_cmd(
     from ..eval_run import eval_prompt
     from .render import against_table, case_line, disagreement_table, eval_table, progress
 
+    reads: dict[str, str | Path | None] = {"the dataset": dataset, **({"the prompt": prompt} if prompt else {}),
+             **({"the --against prompt": against} if against else {})}
     if output:
-        check_writable(output, "-o", reads={"the dataset": dataset, **({"the prompt": prompt} if prompt else {}),
-                                            **({"the --against prompt": against} if against else {})})
+        check_writable(output, "-o", reads=reads)
+    if report_path is not None:
+        check_writable(report_path, "--report", reads={**reads, **({"the -o file": output} if output else {})})
 
     config = eval_config(dataset, prompt, model=model, api_base=api_base, max_tokens=max_tokens, judge=judge,
                          rubric=judge_criteria, metric=metric, input_field=input_field, ideal_field=ideal_field,
@@ -99,6 +103,7 @@ def eval_cmd(
         report = eval_prompt(config, on_result=on_result, on_note=lambda n: err.print(f"[dim]{n}[/]"),
                              on_total=bar.set_total)
     summary = report.summary()
+    what = f"{prompt.name} on {dataset.name} with {model}" if prompt else f"{responses!r} responses in {dataset.name}"
     if output:
         report.write_jsonl(output)
         summary["cases_path"] = str(output)
@@ -106,8 +111,6 @@ def eval_cmd(
         summary.pop("by_role", None)
         print_json(summary)
     else:
-        what = (f"{prompt.name} on {dataset.name} with {model}" if prompt
-                else f"{responses!r} responses in {dataset.name}")
         out.print(eval_table(summary, title=what))
         if (summary.get("human_agreement") or {}).get("disagreements"):
             out.print(disagreement_table(summary["human_agreement"]))
@@ -115,6 +118,14 @@ def eval_cmd(
             out.print(against_table(report.against, new=prompt.name if prompt else ""))
         if output:
             err.print(f"per-case results: {output}")
+    if report_path is not None:
+        from ..paths import write_text_atomic
+        from ..report import eval_report
+
+        write_text_atomic(report_path, eval_report(
+            report, title=f"reflexopt eval: {what}", prompt=prompt.read_text(encoding="utf-8") if prompt else "",
+            old_prompt=against.read_text(encoding="utf-8") if against else None))
+        err.print(f"report: {report_path}")
     if report.results and not report.scored:  # nothing was scored: not a result a script may take as one
         first = next((r.error for r in report.results if r.error), None) or "no output"
         fail(f"every case failed, so there is no score (the first: {first.strip().splitlines()[-1][:300]})"
