@@ -4,7 +4,7 @@ of the library only reads the records."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
@@ -112,20 +112,6 @@ class TrackSpec(_Frozen):
     prompt_name: str | None = Field(None, description="register the best prompt under this name (MLflow)")
 
 
-class EvalConfig(_Frozen):
-    data: DataSpec
-    prompt_path: str | None = None  # None: grade the recorded `responses`
-    model: ModelSpec = ModelSpec()
-    scorer: ScorerSpec = ScorerSpec()
-    concurrency: int | None = Field(None, gt=0)
-    responses: str | None = Field(None, description="grade this column's recorded responses; no task model call")
-    human: str | None = Field(None, description="column of human scores or pass/fail labels to check the judge")
-    self_agreement: int = Field(10, ge=0, description="cases re-judged twice to measure the judge's self-agreement")
-    against: str | None = Field(None, description="the prompt this one replaces: both on the same cases, paired")
-    fail_under: float | None = Field(None, ge=0, le=1, description="a mean score below this fails the gate")
-    track: TrackSpec = TrackSpec()
-
-
 class PipelineSpec(_Frozen):
     """The user's own program as the task: `target` is `path/to/app.py:function`, called as
     `function(input, prompts)`; `prompts` names the prompt files it reads (name -> path), tuned together."""
@@ -143,6 +129,22 @@ class PipelineSpec(_Frozen):
         if len(set(names)) != len(names):
             raise ValueError(f"prompt names repeat: {names}")
         return v
+
+
+class EvalConfig(_Frozen):
+    data: DataSpec
+    prompt_path: str | None = None  # None: grade the recorded `responses`, or the `pipeline`'s prompts
+    model: ModelSpec = ModelSpec()
+    scorer: ScorerSpec = ScorerSpec()
+    concurrency: int | None = Field(None, gt=0)
+    responses: str | None = Field(None, description="grade this column's recorded responses; no task model call")
+    human: str | None = Field(None, description="column of human scores or pass/fail labels to check the judge")
+    self_agreement: int = Field(10, ge=0, description="cases re-judged twice to measure the judge's self-agreement")
+    pipeline: PipelineSpec | None = None  # the user's program as the task, with the prompts it reads
+    against: tuple[tuple[str, str], ...] = Field((), description="the prompts these replace (name, file; `prompt` "
+                                                 "for a prompt file): both versions on the same cases, paired")
+    fail_under: float | None = Field(None, ge=0, le=1, description="a mean score below this fails the gate")
+    track: TrackSpec = TrackSpec()
 
 
 class Budget(_Frozen):
@@ -492,13 +494,17 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
                 rubric: str | None = None, metric: MetricArg = None, input_field: str | None = None,
                 ideal_field: str | None = None, concurrency: int | None = None, responses: str | None = None,
                 human: str | None = None, self_agreement: int = 10, prices: str | Path | None = None,
-                against: str | Path | None = None, fail_under: float | None = None,
-                track: TrackSpec | None = None) -> EvalConfig:
-    """The one way an EvalConfig is built from user-level values (the CLI and the Python API)."""
-    if prompt is None and responses is None:
-        raise ConfigError("no prompt to evaluate", fix="pass a PROMPT file, or --responses FIELD to grade the "
-                          "responses recorded in the dataset")
-    if against is not None and prompt is None:
+                against: str | Path | Sequence[str] | None = None, fail_under: float | None = None,
+                track: TrackSpec | None = None, pipeline: PipelineSpec | None = None) -> EvalConfig:
+    """The one way an EvalConfig is built from user-level values (the CLI and the Python API). `against`: the
+    prompt file this one replaces, or for a pipeline, `NAME=FILE` items for the prompts whose old version differs."""
+    if prompt is None and responses is None and pipeline is None:
+        raise ConfigError("no prompt to evaluate", fix="pass a PROMPT file, --pipeline FILE.py:FUNCTION --prompt "
+                          "NAME=FILE, or --responses FIELD to grade the responses recorded in the dataset")
+    if pipeline is not None and (prompt is not None or responses is not None):
+        raise ConfigError("with --pipeline the prompts are given as --prompt NAME=FILE",
+                          fix="drop the PROMPT argument and --responses")
+    if against and prompt is None and pipeline is None:
         raise ConfigError("--against compares two prompts on the same cases, and --responses grades answers "
                           "already recorded", fix="pass PROMPT and --against OLD_PROMPT, or drop --against")
     if fail_under is not None and not 0 <= fail_under <= 1:
@@ -512,8 +518,28 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
         model=model_spec(model or LOCAL_MODEL, api_base=api_base, max_tokens=max_tokens),
         scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
         concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement,
-        against=None if against is None else str(against), fail_under=fail_under, track=track or TrackSpec()),
+        pipeline=pipeline, against=_against(against, pipeline), fail_under=fail_under, track=track or TrackSpec()),
         prices)
+
+
+def _against(against: str | Path | Sequence[str] | None, pipeline: PipelineSpec | None) -> tuple[tuple[str, str], ...]:
+    """`--against` as (prompt name, file) pairs: a prompt file's one prompt is `prompt`; a pipeline's are named."""
+    items = [] if not against else [against] if isinstance(against, (str, Path)) else list(against)
+    if pipeline is None:
+        if len(items) > 1:
+            raise ConfigError("--against is given more than once", fix="give the one prompt file PROMPT replaces")
+        return tuple(("prompt", str(x)) for x in items)
+    names = [n for n, _ in pipeline.prompts]
+    pairs: dict[str, str] = {}
+    for item in map(str, items):
+        name, eq, path = item.partition("=")
+        if not eq or name.strip() not in names or not path.strip():
+            raise ConfigError(f"--against {item!r} is not NAME=FILE for a prompt the pipeline is given",
+                              fix=f"write --against NAME=OLD_FILE with NAME one of {', '.join(names)}")
+        if name.strip() in pairs:
+            raise ConfigError(f"--against names prompt {name.strip()!r} twice", fix="give each old prompt once")
+        pairs[name.strip()] = str(Path(path.strip()).resolve())
+    return tuple(pairs.items())
 
 
 def compare_config(dataset: str | Path, prompt: str | Path, models: list[str] | tuple[str, ...], *,

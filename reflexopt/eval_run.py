@@ -12,9 +12,9 @@ from typing import Any
 from .agreement import judge_checks
 from .config import EvalConfig
 from .evaluate import CaseResult, EvalReport, evaluate_async, money, usage_of
-from .prompt import Prompt
+from .promptset import PromptSet
 from .scoring import make_scorer, scorer_clients
-from .task import PromptTask, RecordedTask, Task, task_spec
+from .task import RecordedTask, make_task, task_spec
 
 
 def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None = None,
@@ -52,8 +52,8 @@ def _record(config: EvalConfig, report: EvalReport) -> dict[str, Any]:
     """What a tracker logs of an eval run: its name, settings, summary, scored cases and the prompts' text."""
     from pathlib import Path
 
-    files = {"prompt.md": config.prompt_path, "against.md": config.against}
-    prompts = {k: Path(v).read_text(encoding="utf-8") for k, v in files.items() if v is not None}
+    prompts = {"prompt.md": report.prompt_text, **({"against.md": report.against_text}
+                                                   if report.against_text is not None else {})}
     what = Path(config.prompt_path).name if config.prompt_path else f"{config.responses!r} responses"
     return {"name": f"eval {what} on {Path(config.data.path).name}", "summary": report.summary(),
             "config": config.model_dump(mode="json"), "cases": [r.to_json() for r in report.results],
@@ -64,46 +64,63 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
                     on_note: Callable[[str], None], on_total: Callable[[int], None] | None) -> EvalReport:
     from .data import load_dataset
     from .models import get_client, spec_price
-    from .prompt import load_prompt
 
     aside = [f for f in (config.responses, config.human) if f]
     cases = load_dataset(config.data.path, input_field=config.data.input_field, ideal_field=config.data.ideal_field,
                          aside=aside)
     notes: list[str | None] = []
-    task: Task
-    old: Prompt | None = None  # with --against, the prompt this one replaces
+    task: Any
+    old: PromptSet | None = None  # with --against, the prompts these replace
     if config.responses:
-        prompt = Prompt("{input}", source="recorded responses")
+        prompts = PromptSet.parse("{input}", "recorded responses")
         task = RecordedTask(config.responses)
     else:
-        assert config.prompt_path is not None
-        prompt = load_prompt(config.prompt_path)
-        prompt.check_fields(cases)
-        old = None if config.against is None else load_prompt(config.against)
-        if old is not None:
-            old.check_fields(cases)
-        spec, cap_note = task_spec(config.model, cases, config.concurrency)
-        task = PromptTask(get_client(spec, role="task"))
-        notes += [cap_note, *prompt.brace_warnings(), config.scorer.self_grading_warning(config.model)]
+        if config.pipeline is not None:
+            prompts = PromptSet.load_named(config.pipeline.prompts)
+        else:
+            assert config.prompt_path is not None
+            prompts = PromptSet.load(config.prompt_path)
+            prompts.primary.check_fields(cases)
+            notes += prompts.primary.brace_warnings()
+        old = _replaced(prompts, config.against, cases, check=config.pipeline is None)
+        spec, cap_note = task_spec(config.model, cases, config.concurrency, cap=config.pipeline is None)
+        task = make_task(config, get_client(spec, role="task"))
+        if config.pipeline is not None:
+            task.check()  # the user's module imports and its function takes (input, prompts), before any call
+        notes += [cap_note, config.scorer.self_grading_warning(config.model)]
     scorer, note = make_scorer(config.scorer, cases)
     for n in (note, *notes):
         if n:
             on_note(n)
     if on_total:
-        on_total(len(cases) * (1 if config.against is None else 2))
-    report = await evaluate_async(cases, prompt, task, scorer, concurrency=config.concurrency, on_result=on_result)
+        on_total(len(cases) * (1 if old is None else 2))
+    try:
+        report = await evaluate_async(cases, prompts, task, scorer, concurrency=config.concurrency,
+                                      on_result=on_result)
+        before = None if old is None else await evaluate_async(cases, old, task, scorer,
+                                                               concurrency=config.concurrency, on_result=on_result)
+    finally:
+        if hasattr(task, "aclose"):  # a pipeline's endpoint and worker processes
+            await task.aclose()
+    read = getattr(task, "read", None)  # a pipeline: the prompt names its function read
+    unread = [n for n in prompts.names if read is not None and task.cases_run and n not in read]
+    if unread:
+        on_note(f"the pipeline never read prompt {', '.join(map(repr, unread))} on {task.cases_run} cases: read it "
+                "as prompts[NAME] in your function, or drop that --prompt")
+    if not config.responses:
+        report = replace(report, prompt_text=prompts.to_markdown())
     if not config.responses:
         price, source = spec_price(config.model)
         cost = money(report.results, price)
         report = replace(report, money={**(cost or {}), "price_source": source})
-    if old is not None:
+    if before is not None and old is not None:
         from .regression import compare_change
 
-        assert config.against is not None
-        before = await evaluate_async(cases, old, task, scorer, concurrency=config.concurrency, on_result=on_result)
-        report = replace(report, against=compare_change(before.results, report.results, old_prompt=config.against),
-                         usage=before.usage, against_results=before.results)  # usage: both prompts' totals
-    if config.against is not None or config.fail_under is not None:
+        label = ", ".join(p if n == "prompt" else f"{n}={p}" for n, p in config.against)
+        report = replace(report, against=compare_change(before.results, report.results, old_prompt=label),
+                         usage=before.usage, against_results=before.results,  # usage: both prompts' totals
+                         against_text=old.to_markdown())
+    if config.against or config.fail_under is not None:
         from .regression import gate_reasons
 
         s = report.scored
@@ -115,3 +132,17 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
                                       human=config.human, grades_own=grades_own)
     clients = [*task.clients, *scorer_clients(scorer)]
     return replace(report, judge=judge, human=human, usage=usage_of(*clients) if clients else report.usage)
+
+
+def _replaced(prompts: PromptSet, against: tuple[tuple[str, str], ...], cases: Any, *, check: bool) -> PromptSet | None:
+    """The prompts with `against`'s old versions in their place (None without --against)."""
+    if not against:
+        return None
+    old = prompts
+    for name, path in against:
+        was = PromptSet.load(path).primary
+        if check:
+            was.check_fields(cases)
+        old = old.replace(name, was)
+    return old
+

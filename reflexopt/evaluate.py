@@ -179,6 +179,8 @@ class EvalReport:
     against: dict[str, Any] | None = None  # the prompt this one replaces, compared case by case (regression.py)
     gate: list[str] | None = None  # with --against or --fail-under: why the prompt fails the gate (empty: passes)
     against_results: tuple[CaseResult, ...] = ()  # with --against, the old prompt's cases (for the report)
+    prompt_text: str = ""  # the prompts evaluated (PromptSet.to_markdown: a pipeline's as name -> markdown)
+    against_text: str | None = None  # with --against, the prompts they replace, the same way
 
     @property
     def scored(self) -> list[float]:

@@ -103,13 +103,13 @@ class PromptSet(Mapping[str, Prompt]):
         return cls.of(parse_prompt(text, source))
 
 
-def diff_lines(before: str, after: str) -> list[str]:
+def diff_lines(before: str, after: str, sides: tuple[str, str] = ("baseline", "best")) -> list[str]:
     """A unified diff of two stored candidates (prompt files, or sets of named prompts: one diff per name)."""
     import difflib
 
     a, b = PromptSet.parse(before), PromptSet.parse(after)
     if len(a) > 1 and a.names == b.names:
         return [line for n in a.names for line in difflib.unified_diff(
-            a[n].to_markdown().splitlines(), b[n].to_markdown().splitlines(), f"baseline {n}", f"best {n}",
+            a[n].to_markdown().splitlines(), b[n].to_markdown().splitlines(), f"{sides[0]} {n}", f"{sides[1]} {n}",
             lineterm="")]
-    return list(difflib.unified_diff(before.splitlines(), after.splitlines(), "baseline", "best", lineterm=""))
+    return list(difflib.unified_diff(before.splitlines(), after.splitlines(), *sides, lineterm=""))

@@ -54,7 +54,7 @@ def compare_change(old: Sequence[CaseResult], new: Sequence[CaseResult], *, old_
         "paired": cover["paired"],
         "better_cases": sum(1 for m in moved if m[0] > 0),
         "worse_cases": len(worse),
-        "prompt_tokens_per_request": {"old": _tokens(old), "new": _tokens(new)},
+        "prompt_tokens_per_case": {"old": _tokens(old), "new": _tokens(new)},
         "worst": [{"case_id": r.case_id, "input": r.input, "ideal": r.ideal, "old_output": o.output,
                    "old_score": o.score, "new_output": r.output or r.error, "new_score": r.score,
                    "reasoning": r.reasoning} for _, o, r in worse[:SHOWN]],
@@ -62,7 +62,8 @@ def compare_change(old: Sequence[CaseResult], new: Sequence[CaseResult], *, old_
 
 
 def _tokens(results: Sequence[CaseResult]) -> float | None:
-    """Mean prompt tokens per request over the answered cases (what the prompt costs to send)."""
+    """Mean prompt tokens per case over the answered cases (what the prompts cost to send; a pipeline sums its
+    steps)."""
     paid = [r.prompt_tokens for r in results if r.error is None]
     return round(sum(paid) / len(paid), 1) if paid else None
 

@@ -114,9 +114,9 @@ def _svg(markup: str) -> str:
     return markup.replace("/>", " />")
 
 
-def diff_html(a: str, b: str) -> str:
+def diff_html(a: str, b: str, sides: tuple[str, str] = ("baseline", "best")) -> str:
     rows = []
-    for line in diff_lines(a, b):
+    for line in diff_lines(a, b, sides):
         cls = "add" if line.startswith("+") and not line.startswith("+++") else \
             "del" if line.startswith("-") and not line.startswith("---") else ""
         rows.append(f"<div class='{cls}'>{escape(line) or '&nbsp;'}</div>")
@@ -272,7 +272,7 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
     return page(title, "".join(body), refresh_s=refresh_s, nav=nav)
 
 
-def eval_report(report: EvalReport, *, title: str, prompt: str, old_prompt: str | None = None) -> str:
+def eval_report(report: EvalReport, *, title: str) -> str:
     """An `eval` run's page: the score and what it cost, the judge's record, and with `--against` the change, the
     gate, the cases that got worse and better side by side (both answers, the reference, the scorer's reasons)
     and the prompt diff; without it, the lowest-scoring cases."""
@@ -307,6 +307,7 @@ def eval_report(report: EvalReport, *, title: str, prompt: str, old_prompt: str 
             "<div class='card kpis'>" + "".join(kpis) + "</div>"]
     if s.get("judge"):
         body.append("<h2>The judge</h2><div class=card>" + judge_html(s["judge"], None) + "</div>")
+    prompt, old_prompt = report.prompt_text, report.against_text
     if a is not None and old_prompt is not None:
         old = {r.case_id: r for r in report.against_results}
         pairs = [(old[r.case_id], r) for r in report.results if r.case_id in old]
@@ -319,7 +320,8 @@ def eval_report(report: EvalReport, *, title: str, prompt: str, old_prompt: str 
             [_case_block("better", o, n, False, sides) for o, n in better[:50]]
         body.append(f"<h2>Against {escape(str(a['prompt']))}: {len(worse)} cases worse, {len(better)} better</h2>"
                     "<div class=card>" + ("".join(blocks) or "<p class=muted>No case changed.</p>") + "</div>")
-        body.append("<h2>Prompt diff (old → this)</h2><div class=card>" + diff_html(old_prompt, prompt) + "</div>")
+        body.append("<h2>Prompt diff (old → this)</h2><div class=card>" + diff_html(old_prompt, prompt, ("old", "this"))
+                    + "</div>")
     else:
         low = sorted((r for r in report.results if (r.score or 0) < 1), key=lambda r: r.score or 0)  # stable
         blocks = [f"<details class='case broken'{' open' if i < 2 else ''}><summary>case {escape(r.case_id)} · "
@@ -331,7 +333,8 @@ def eval_report(report: EvalReport, *, title: str, prompt: str, old_prompt: str 
                   for i, r in enumerate(low[:50])]
         body.append(f"<h2>Lowest-scoring cases: {len(low)} below full marks</h2><div class=card>"
                     + ("".join(blocks) or "<p class=muted>Every case scored full marks.</p>") + "</div>")
-        body.append(f"<h2>The prompt</h2><div class=card><pre>{escape(prompt)}</pre></div>")
+        if prompt:
+            body.append(f"<h2>The prompt</h2><div class=card><pre>{escape(prompt)}</pre></div>")
     cats = s.get("failure_categories") or {}
     rows = "".join(f"<tr><td>{escape(str(k))}</td><td class=num>{v}</td></tr>" for k, v in cats.items())
     body.append("<h2>Failure categories</h2><div class=card><table><tr><th>category</th><th>cases</th></tr>"

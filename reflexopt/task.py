@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .config import ModelSpec, OptimizeConfig
+from .config import EvalConfig, ModelSpec, OptimizeConfig
 from .data import Case
 from .models import ChatResult, ModelClient
 from .promptset import PromptSet
@@ -118,14 +118,14 @@ def starting_point(config: OptimizeConfig) -> StartingPoint:
     return StartingPoint(lambda: PromptSet.load(config.prompt_path), default_task=True)
 
 
-def make_task(config: OptimizeConfig, client: ModelClient | None) -> Any:
+def make_task(config: OptimizeConfig | EvalConfig, client: ModelClient | None) -> Any:
     """The run's Task: the user's pipeline when the config names one, else the prompt file rendered and sent.
     With `client` None, an unstarted task for preflight checks (`check()`)."""
     if config.pipeline is not None:
         from .pipeline import PipelineTask
 
         return PipelineTask(config.pipeline, client, concurrency=config.concurrency)
-    if config.align is not None and client is not None:
+    if isinstance(config, OptimizeConfig) and config.align is not None and client is not None:
         from .align import JudgeTask
         from .judge import load_rubric
 

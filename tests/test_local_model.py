@@ -79,7 +79,7 @@ def test_eval_against_the_prompt_it_replaces_on_the_embedded_model(tmp_path: Pat
         a = s["against"]
         assert a["paired"] == 16 and a["prompt"] == str(old) and s["gate"]["passed"] == (a["verdict"] != "worse")
         assert r.returncode == (1 if a["verdict"] == "worse" else 0), r.stderr
-        assert len(a["worst"]) == min(5, a["worse_cases"]) and a["prompt_tokens_per_request"]["new"] > 0
+        assert len(a["worst"]) == min(5, a["worse_cases"]) and a["prompt_tokens_per_case"]["new"] > 0
         runs[new.name] = s
     first, second = runs["named.md"], runs["prompt.md"]
     assert first["model_calls"] == 32 and second["model_calls"] == 0  # the second run's answers are cached
@@ -267,6 +267,27 @@ def test_the_pipeline_example_on_the_embedded_model(tmp_path: Path) -> None:
     rerun = json.loads(again.stdout)
     assert rerun["model_calls"] == 0 and (rerun["best_candidate"], rerun["best_test"]) == (r["best_candidate"],
                                                                                            r["best_test"])
+
+
+def test_eval_of_the_pipeline_example_against_an_old_answer_prompt_on_the_embedded_model(tmp_path: Path) -> None:
+    """`eval --pipeline` runs the example app on the embedded model for both versions of its answer prompt, and
+    the check prompt is the same on both sides: its calls are the same requests, answered from the cache."""
+    ex = EXAMPLES / "pipeline"
+    rows = [json.loads(x) for x in (ex / "data.jsonl").read_text().splitlines()[:12]]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    named = tmp_path / "answer.md"
+    named.write_text("Is this review positive or negative? Answer with one word.")
+    cmd = [sys.executable, "-m", "reflexopt", "eval", str(data), "--pipeline", f"{ex / 'app.py'}:run",
+           "--prompt", f"answer={named}", "--prompt", f"check={ex / 'prompts' / 'check.md'}", "--metric", "contains",
+           "--against", f"answer={ex / 'prompts' / 'answer.md'}", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=900)
+    s = json.loads(r.stdout)
+    a = s["against"]
+    assert r.returncode == (1 if a["verdict"] == "worse" else 0), r.stderr
+    assert s["n_cases"] == 12 and a["paired"] == 12 and s["errors"] == 0
+    # each version makes two calls a case; how many of the second step's repeat depends on the first's answers
+    assert 24 < s["model_calls"] + s["cached_calls"] <= 48 and s["model_calls"] <= 48
+    assert a["prompt"] == f"answer={ex / 'prompts' / 'answer.md'}"
 
 
 def test_judge_check_on_the_embedded_model_with_a_schema_grammar(tmp_path: Path) -> None:

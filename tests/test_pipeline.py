@@ -286,3 +286,44 @@ def test_the_pipeline_task_meets_the_task_contract(app: Any) -> None:
 
 def task_names(spec: Any) -> tuple[str, ...]:
     return tuple(n for n, _ in spec.prompts)
+
+
+def test_eval_runs_the_pipeline_and_checks_a_prompt_change_against_the_old_version(app: Any) -> None:
+    from reflexopt.config import eval_config
+    from reflexopt.eval_run import eval_prompt
+
+    tmp, model = app
+    data = write_jsonl(tmp / "d.jsonl", label_rows(20))
+    (tmp / "extract2.md").write_text("Say if it is positive or negative.\n")
+    (tmp / "answer2.md").write_text("Answer positive or negative.\n")
+    new = [f"extract={tmp / 'extract2.md'}", f"answer={tmp / 'answer2.md'}"]
+    spec = pipeline_spec(f"{tmp / 'app.py'}:run", new)
+    old = [f"extract={tmp / 'extract.md'}", f"answer={tmp / 'answer.md'}"]
+    rep = eval_prompt(eval_config(data, None, model="fake/pipe", metric="contains", pipeline=spec, against=old))
+    s = rep.summary()
+    assert s["score"] == 1.0 and s["n_cases"] == 20 and all(len(r.trace) == 2 for r in rep.results)
+    a = s["against"]
+    assert (a["old_score"], a["verdict"], a["better_cases"]) == (0.0, "better", 20) and s["gate"]["passed"]
+    assert a["prompt"] == f"extract={tmp / 'extract.md'}, answer={tmp / 'answer.md'}"
+    assert json.loads(rep.prompt_text)["extract"].startswith("Say if it is")
+    assert json.loads(rep.against_text or "{}")["answer"].startswith("Look.")
+    assert s["model_calls"] == len(model.calls) == 80  # two steps per case, both versions
+    # only the answer prompt's old version: the extract prompt is the new one on both sides
+    one = eval_prompt(eval_config(data, None, model="fake/pipe", metric="contains", pipeline=spec,
+                                  against=[f"answer={tmp / 'answer.md'}"])).summary()["against"]
+    assert one["old_score"] == 0.0 and one["worse_cases"] == 0 and len(model.calls) == 80  # each step was cached
+    # the old version scored as the new one: significantly worse, the gate fails
+    back = eval_prompt(eval_config(data, None, model="fake/pipe", metric="contains",
+                                   pipeline=pipeline_spec(f"{tmp / 'app.py'}:run", old),
+                                   against=new)).summary()
+    assert back["against"]["verdict"] == "worse" and not back["gate"]["passed"]
+    notes: list[str] = []
+    eval_prompt(eval_config(data, None, model="fake/pipe", metric="contains", pipeline=pipeline_spec(
+        f"{tmp / 'app.py'}:run", [*new, f"unused={tmp / 'answer.md'}"])), on_note=notes.append)
+    assert any("the pipeline never read prompt 'unused' on 20 cases" in n for n in notes)
+    for bad, says in ((["nope=x.md"], "not NAME=FILE for a prompt the pipeline is given"),
+                      ([f"answer={tmp / 'a.md'}", f"answer={tmp / 'b.md'}"], "names prompt 'answer' twice")):
+        with pytest.raises(ConfigError, match=says):
+            eval_config(data, None, model="fake/pipe", pipeline=spec, against=bad)
+    with pytest.raises(ConfigError, match="with --pipeline the prompts are given as --prompt"):
+        eval_config(data, tmp / "answer.md", pipeline=spec)

@@ -181,7 +181,8 @@ def test_eval_logs_its_score_the_change_against_the_old_prompt_and_the_gate(task
     assert "mlflow" not in r.stderr.replace(str(tmp_path), "").lower(), r.stderr
     (run,) = _runs(tmp_path, "ci")
     assert run.info.status == "FINISHED" and run.info.run_name == "eval p.md on d.jsonl"
-    assert run.data.params["model.id"] == "openai/t" and run.data.params["against"] == str(named)
+    assert run.data.params["model.id"] == "openai/t"
+    assert json.loads(run.data.params["against"]) == [["prompt", str(named)]]
     m = run.data.metrics
     assert m["score"] == s["score"] == 0 and m["against_score"] == s["against"]["old_score"] == 1
     assert m["change"] == -1 and m["change_p_value"] == s["against"]["p_value"] and m["cases_worse"] == 30

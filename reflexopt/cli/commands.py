@@ -64,9 +64,16 @@ def eval_cmd(
     self_agreement: Annotated[int, typer.Option(
         "--self-agreement", min=0, help="Cases the judge grades twice more (resampled, and paraphrased) to measure "
                                         "its self-agreement; 0 skips it.")] = 10,
-    against: Annotated[Path | None, typer.Option(
-        "--against", help="The prompt this one replaces: both answer the same cases, compared pair by pair; exit "
-                          "code 1 when PROMPT is significantly worse.")] = None,
+    against: Annotated[list[str] | None, typer.Option(
+        "--against", help="The prompt this one replaces (with --pipeline: NAME=FILE, repeated, for the prompts "
+                          "whose old version differs): both answer the same cases, compared pair by pair; exit "
+                          "code 1 when the new version is significantly worse.")] = None,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Your own program as the task: FILE.py:FUNCTION, "
+                                                 "called as FUNCTION(input, prompts).")] = None,
+    prompt_opts: Annotated[list[str] | None, typer.Option("--prompt", help="A prompt your pipeline reads, as "
+                                                          "NAME=FILE (repeat for each).")] = None,
+    pipeline_timeout: Annotated[float | None, typer.Option("--pipeline-timeout", min=1, help="Seconds a pipeline "
+                                                           "case may run (default 300).")] = None,
     fail_under: Annotated[float | None, typer.Option(
         "--fail-under", min=0.0, max=1.0, help="Exit code 1 when the mean score is below this (0..1).")] = None,
     track: TrackOpt = None,
@@ -77,12 +84,12 @@ def eval_cmd(
 ) -> None:
     """Score one prompt on one dataset with one model (or grade recorded responses, and check the judge); with
     --against, check it against the prompt it replaces (a CI gate)."""
-    from ..config import eval_config, track_spec
+    from ..config import eval_config, pipeline_spec, track_spec
     from ..eval_run import eval_prompt
     from .render import against_table, case_line, disagreement_table, eval_table, progress
 
     reads: dict[str, str | Path | None] = {"the dataset": dataset, **({"the prompt": prompt} if prompt else {}),
-             **({"the --against prompt": against} if against else {})}
+                                           **{f"the --against prompt {a}": a.rpartition("=")[2] for a in against or ()}}
     if output:
         check_writable(output, "-o", reads=reads)
     if report_path is not None:
@@ -92,7 +99,8 @@ def eval_cmd(
                          rubric=judge_criteria, metric=metric, input_field=input_field, ideal_field=ideal_field,
                          concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement,
                          prices=prices, against=against, fail_under=fail_under,
-                         track=track_spec(track, experiment=track_experiment))
+                         track=track_spec(track, experiment=track_experiment),
+                         pipeline=pipeline_spec(pipeline, prompt_opts or (), timeout_s=pipeline_timeout))
     with progress(err, "evaluating", quiet=as_json) as bar:
         def on_result(r: Any) -> None:
             bar.advance(r)
@@ -103,7 +111,8 @@ def eval_cmd(
         report = eval_prompt(config, on_result=on_result, on_note=lambda n: err.print(f"[dim]{n}[/]"),
                              on_total=bar.set_total)
     summary = report.summary()
-    what = f"{prompt.name} on {dataset.name} with {model}" if prompt else f"{responses!r} responses in {dataset.name}"
+    what = (f"{prompt.name if prompt else pipeline} on {dataset.name} with {model}" if prompt or pipeline
+            else f"{responses!r} responses in {dataset.name}")
     if output:
         report.write_jsonl(output)
         summary["cases_path"] = str(output)
@@ -115,16 +124,14 @@ def eval_cmd(
         if (summary.get("human_agreement") or {}).get("disagreements"):
             out.print(disagreement_table(summary["human_agreement"]))
         if report.against is not None:
-            out.print(against_table(report.against, new=prompt.name if prompt else ""))
+            out.print(against_table(report.against, new=prompt.name if prompt else str(pipeline or "")))
         if output:
             err.print(f"per-case results: {output}")
     if report_path is not None:
         from ..paths import write_text_atomic
         from ..report import eval_report
 
-        write_text_atomic(report_path, eval_report(
-            report, title=f"reflexopt eval: {what}", prompt=prompt.read_text(encoding="utf-8") if prompt else "",
-            old_prompt=against.read_text(encoding="utf-8") if against else None))
+        write_text_atomic(report_path, eval_report(report, title=f"reflexopt eval: {what}"))
         err.print(f"report: {report_path}")
     if report.results and not report.scored:  # nothing was scored: not a result a script may take as one
         first = next((r.error for r in report.results if r.error), None) or "no output"

@@ -155,9 +155,9 @@ def against_table(a: dict[str, Any], new: str = "") -> Table:
     t.add_row("score", f"{a['old_score']:.3f} -> {a['new_score']:.3f}, change {a['delta']:+.3f} (95% CI "
               f"{a['ci95'][0]:+.3f} to {a['ci95'][1]:+.3f}, {p_text(a['p_value'])}, {a['test']})")
     t.add_row("cases", f"{a['better_cases']} better · {a['worse_cases']} worse · {a['paired']} of {a['n']} compared")
-    tok = a["prompt_tokens_per_request"]
+    tok = a["prompt_tokens_per_case"]
     if tok["old"] is not None and tok["new"] is not None:
-        t.add_row("prompt tokens", f"{tok['old']:g} -> {tok['new']:g} per request")
+        t.add_row("prompt tokens", f"{tok['old']:g} -> {tok['new']:g} per case")
     for i, w in enumerate(a["worst"], 1):
         t.add_row(f"worse {i}", printable(f"case {w['case_id']}: {_fmt(w['old_score'], 2)} -> {_fmt(w['new_score'], 2)}"
                                           f" · input {str(w['input'])[:80]!r} · was {str(w['old_output'])[:80]!r}"
