@@ -69,6 +69,12 @@ MaxTok = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Complet
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show each case's output and score as it comes.")]
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")]
+PipelineOpt = Annotated[str | None, typer.Option("--pipeline", help="Your own program as the task: FILE.py:FUNCTION, "
+                                                "called as FUNCTION(input, prompts).")]
+PromptsOpt = Annotated[list[str] | None, typer.Option("--prompt", help="A prompt your pipeline reads, as NAME=FILE "
+                                                      "(repeat for each).")]
+PipelineTimeoutOpt = Annotated[float | None, typer.Option("--pipeline-timeout", min=1, help="Seconds a pipeline may "
+                                                          "take on one case (default 300).")]
 TrackOpt = Annotated[list[str] | None, typer.Option("--track", help="Log the run to an experiment tracker: mlflow or "
                                                    "wandb (repeat for both; extras reflexopt[mlflow], [wandb]).")]
 TrackExpOpt = Annotated[str | None, typer.Option("--track-experiment", help="MLflow experiment / W&B project "

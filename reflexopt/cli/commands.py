@@ -21,7 +21,10 @@ from .app import (
     MaxTok,
     MetricOpt,
     ModelOpt,
+    PipelineOpt,
+    PipelineTimeoutOpt,
     PricesOpt,
+    PromptsOpt,
     RegisterOpt,
     ReportOpt,
     RubricOpt,
@@ -68,12 +71,9 @@ def eval_cmd(
         "--against", help="The prompt this one replaces (with --pipeline: NAME=FILE, repeated, for the prompts "
                           "whose old version differs): both answer the same cases, compared pair by pair; exit "
                           "code 1 when the new version is significantly worse.")] = None,
-    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Your own program as the task: FILE.py:FUNCTION, "
-                                                 "called as FUNCTION(input, prompts).")] = None,
-    prompt_opts: Annotated[list[str] | None, typer.Option("--prompt", help="A prompt your pipeline reads, as "
-                                                          "NAME=FILE (repeat for each).")] = None,
-    pipeline_timeout: Annotated[float | None, typer.Option("--pipeline-timeout", min=1, help="Seconds a pipeline "
-                                                           "case may run (default 300).")] = None,
+    pipeline: PipelineOpt = None,
+    prompt_opts: PromptsOpt = None,
+    pipeline_timeout: PipelineTimeoutOpt = None,
     fail_under: Annotated[float | None, typer.Option(
         "--fail-under", min=0.0, max=1.0, help="Exit code 1 when the mean score is below this (0..1).")] = None,
     track: TrackOpt = None,
@@ -210,12 +210,9 @@ def optimize_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the estimated calls and cost, and stop.")] = False,
     report: ReportOpt = None,
     strategy: StrategyOpt = "reflex",
-    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Your own program as the task: FILE.py:FUNCTION, "
-                                                 "called as FUNCTION(input, prompts).")] = None,
-    prompt_opts: Annotated[list[str] | None, typer.Option("--prompt", help="A prompt your pipeline reads, as "
-                                                          "NAME=FILE (repeat for each).")] = None,
-    pipeline_timeout: Annotated[float | None, typer.Option("--pipeline-timeout", min=1, help="Seconds a pipeline "
-                                                           "may take on one case (default 300).")] = None,
+    pipeline: PipelineOpt = None,
+    prompt_opts: PromptsOpt = None,
+    pipeline_timeout: PipelineTimeoutOpt = None,
     track: TrackOpt = None,
     track_experiment: TrackExpOpt = None,
     register_prompt: RegisterOpt = None,
@@ -367,8 +364,7 @@ def compare_cmd(
     strategy: StrategyOpt = "reflex",
     pipeline: Annotated[str | None, typer.Option("--pipeline", help="Your own program as the task, run on each "
                                                  "model: FILE.py:FUNCTION.")] = None,
-    prompt_opts: Annotated[list[str] | None, typer.Option("--prompt", help="A prompt your pipeline reads, as "
-                                                          "NAME=FILE (repeat for each).")] = None,
+    prompt_opts: PromptsOpt = None,
     track: TrackOpt = None,
     track_experiment: TrackExpOpt = None,
     as_json: JsonOpt = False,
