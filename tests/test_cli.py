@@ -234,6 +234,10 @@ def test_eval_against_the_prompt_it_replaces_is_a_ci_gate(files: dict[str, Path]
     assert s["against"]["verdict"] == "better" and s["against"]["delta"] == 1.0 and s["gate"] == {
         "passed": True, "reasons": []}
     assert s["model_calls"] == 0 and s["cached_calls"] == 32  # the same answers, from the cache
+    # the same from a config file, the repeatable --against given once as a plain value
+    (tmp_path / "c.yaml").write_text(f"eval:\n  against: {vague}\n  fail-under: 0.5\n")
+    conf = cli(*base, str(good), "--config", str(tmp_path / "c.yaml"), "--json", home=tmp_path / "h")
+    assert conf.returncode == 0 and json.loads(conf.stdout)["against"]["verdict"] == "better", conf.stderr
     under = cli(*base, str(good), "--fail-under", "1", "--json", home=tmp_path / "h")
     assert under.returncode == 0 and json.loads(under.stdout)["gate"]["passed"]
     low = cli(*base, str(vague), "--fail-under", "0.5", "--report", str(page), home=tmp_path / "h")

@@ -63,6 +63,9 @@ def default_map(path: Path, group: Any) -> dict[str, Any]:
                 line = next((i for i, ln in enumerate(text, 1) if ln.strip().startswith(f"{key}:")), None)
                 raise InputFileError(path, f"unknown setting {key!r}", line=line,
                                      fix="use the long option names of `reflexopt optimize --help`")
+            many = any(p.name == name and getattr(p, "multiple", False) for p in commands[cmd].params)
+            if many and not isinstance(value, list):  # a repeatable option given once (`track: mlflow`)
+                value = [value]
             out.setdefault(cmd, {})[name] = [str(v) for v in value] if isinstance(value, list) else (
                 value if isinstance(value, bool) else str(value))
     return out
