@@ -54,7 +54,9 @@ def _record(config: EvalConfig, report: EvalReport) -> dict[str, Any]:
 
     prompts = {"prompt.md": report.prompt_text, **({"against.md": report.against_text}
                                                    if report.against_text is not None else {})}
-    what = Path(config.prompt_path).name if config.prompt_path else f"{config.responses!r} responses"
+    what = (Path(config.prompt_path).name if config.prompt_path
+            else Path(config.pipeline.target).name if config.pipeline  # app.py:run
+            else f"{config.responses!r} responses")
     return {"name": f"eval {what} on {Path(config.data.path).name}", "summary": report.summary(),
             "config": config.model_dump(mode="json"), "cases": [r.to_json() for r in report.results],
             "prompts": prompts}
@@ -108,11 +110,9 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
         on_note(f"the pipeline never read prompt {', '.join(map(repr, unread))} on {task.cases_run} cases: read it "
                 "as prompts[NAME] in your function, or drop that --prompt")
     if not config.responses:
-        report = replace(report, prompt_text=prompts.to_markdown())
-    if not config.responses:
         price, source = spec_price(config.model)
         cost = money(report.results, price)
-        report = replace(report, money={**(cost or {}), "price_source": source})
+        report = replace(report, money={**(cost or {}), "price_source": source}, prompt_text=prompts.to_markdown())
     if before is not None and old is not None:
         from .regression import compare_change
 
