@@ -116,6 +116,36 @@ def test_align_from_the_command_line(graded: tuple[Path, Path], openai_server: F
     assert missing.returncode == 2 and "'nope'" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_an_alignment_resumes_with_the_same_command(graded: tuple[Path, Path], openai_server: FakeOpenAI,
+                                                    tmp_path: Path) -> None:
+    data, rubric = graded
+    openai_server.responder = lambda req: (
+        "<prompt>Score 5 only when the response is good, else 1.</prompt>" if "improving" in
+        req["messages"][-1]["content"] else verdict(req["messages"][-1]["content"])
+        if "<response>" in req["messages"][-1]["content"] else "pass")  # the plain optimize run's task model
+    env = {**os.environ, "REFLEXOPT_HOME": str(tmp_path / "h"), "OPENAI_API_KEY": "sk-test-00000000000000"}
+    cmd = [sys.executable, "-m", "reflexopt", "align", str(data), "--responses", "response", "--human", "human",
+           "--judge", "openai/judge", "--judge-criteria", str(rubric), "--api-base", openai_server.url, "--json"]
+    first = subprocess.run([*cmd, "--max-trials", "1"], capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    one = json.loads(first.stdout)
+    served = len(openai_server.requests)
+    more = subprocess.run([*cmd, "--max-trials", "3", "--resume"], capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert more.returncode == 0, more.stderr[-2000:]
+    again = json.loads(more.stdout)
+    assert again["run_id"] == one["run_id"] and (one["trials"], again["trials"]) == (1, 3)
+    assert len(openai_server.requests) - served < served  # the baseline and the first trial were not asked again
+    (tmp_path / "p.md").write_text("Say it: {input}\n")
+    other = subprocess.run([sys.executable, "-m", "reflexopt", "optimize", str(data), str(tmp_path / "p.md"),
+                            "-m", "openai/t", "--api-base", openai_server.url, "--metric", "contains",
+                            "--ideal-field", "human", "--max-trials", "1", "--json"],
+                           capture_output=True, text=True, timeout=600, env=env)
+    run_id = json.loads(other.stdout)["run_id"]
+    wrong = subprocess.run([*cmd, "--resume", run_id], capture_output=True, text=True, timeout=600, env=env)
+    assert wrong.returncode == 2 and f"run {run_id} is not an alignment" in wrong.stderr, wrong.stderr
+
+
 def test_a_strategy_that_drives_the_model_itself_cannot_align(graded: tuple[Path, Path]) -> None:
     data, rubric = graded
     cfg = align_config(data, judge="fake/judge", rubric=str(rubric), responses="response", human="human",

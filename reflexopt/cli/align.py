@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..paths import check_writable
-from .app import ApiBase, DataArg, JsonOpt, ReportOpt, VerboseOpt, app, err, guard
+from .app import ApiBase, DataArg, JsonOpt, ReportOpt, VerboseOpt, app, err, fail, guard
 
 
 @app.command("align")
@@ -30,6 +30,9 @@ def align_cmd(
                                                    "or no limit with --max-calls).")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Same seed: same split and run.")] = 0,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Directory for this run.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue an alignment run: its id, or none for "
+                                               "the latest (it keeps its settings; --max-calls and --max-trials "
+                                               "may change).")] = None,
     report: ReportOpt = None,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
@@ -45,7 +48,11 @@ def align_cmd(
     config = align_config(dataset, judge=judge, rubric=judge_criteria, responses=responses, human=human,
                           reasoning_model=reasoning_model, api_base=api_base, output=output,
                           budget=Budget(max_calls=max_calls, max_trials=max_trials), seed=seed)
-    opt = Optimizer(config, run_dir=run_dir)
+    budget = {k: v for k, v in (("max_calls", max_calls), ("max_trials", max_trials)) if v is not None}
+    opt = Optimizer(config, run_dir=run_dir, resume=resume, changes={"budget": budget} if budget else None)
+    if opt.resumed and opt.config.align is None:
+        fail(f"run {opt.store.run_id if opt.store else resume} is not an alignment (fix: continue it with "
+             "reflexopt optimize --resume)")
     with LiveView(err, quiet=as_json, verbose=verbose) as view:
         opt.on_event = view.on_event
         result = opt.run()
