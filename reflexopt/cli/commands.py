@@ -101,7 +101,7 @@ def eval_cmd(
                          prices=prices, against=against, fail_under=fail_under,
                          track=track_spec(track, experiment=track_experiment),
                          pipeline=pipeline_spec(pipeline, prompt_opts or (), timeout_s=pipeline_timeout))
-    with progress(err, "evaluating", quiet=as_json) as bar:
+    with progress(err, "evaluating both versions" if against else "evaluating", quiet=as_json) as bar:
         def on_result(r: Any) -> None:
             bar.advance(r)
             if verbose and not as_json:

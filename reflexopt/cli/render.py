@@ -17,6 +17,7 @@ class _Bar:
     def __init__(self, progress: Progress | None, label: str) -> None:
         self.progress = progress
         self.task = progress.add_task(label, total=None) if progress else None
+        self.label = label
         self.scores: list[float] = []
 
     def set_total(self, n: int) -> None:
@@ -28,7 +29,7 @@ class _Bar:
             self.scores.append(result.score)
         if self.progress is not None and self.task is not None:
             mean = sum(self.scores) / len(self.scores) if self.scores else 0.0
-            self.progress.update(self.task, advance=1, description=f"evaluating · mean {mean:.3f}")
+            self.progress.update(self.task, advance=1, description=f"{self.label} · mean {mean:.3f}")
 
 
 @contextmanager
