@@ -22,7 +22,16 @@ from .pool import Candidate, State, case_scores, from_study, select, steps_to
 from .search import GRACE_S, Search, StudyState, worker_id
 from .store import RunStore, write_text_atomic
 from .strategies import SearchContext, get_strategy
-from .verdict import OptimizeResult, cheaper_variants, choose, paired_on_test, test_echo, test_labels, test_money
+from .verdict import (
+    OptimizeResult,
+    cheaper_variants,
+    choose,
+    paired_on_test,
+    test_echo,
+    test_labels,
+    test_money,
+    test_reference,
+)
 
 
 class Optimizer:
@@ -347,6 +356,8 @@ class Optimizer:
             objective=cfg.objective, chosen_by=chosen_by, frontier=[p.to_json() for p in frontier],
             money=test_money(base_test, best_test, *r.task_price()),
             test_labels=labels, test_echo=test_echo(base_test, best_test),
+            test_reference=test_reference(getattr(r.scorer, "kind", ""), base_test, best_test, r.test, cmp.delta,
+                                          seed=cfg.seed),
             distinct_candidates=len({c.key for c in pool} - {baseline.key}),
             duplicate_trials=sum(c.state == State.DUPLICATE for c in pool), reasoner=self._models()["reasoning"],
             judge=self._judge_record())

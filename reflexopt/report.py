@@ -19,7 +19,7 @@ from .promptset import diff_lines
 from .recommend import failure_notes
 from .store import RunStore, read_json, read_jsonl
 from .textsafe import printable
-from .verdict import coverage_text, p_text
+from .verdict import coverage_text, p_text, reference_text
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -207,7 +207,7 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
             f"<div class=kpi>gain<b>{d:+.3f}</b><span class=muted>95% CI {lo:+.3f} … {hi:+.3f}</span></div>"
             f"<div class=kpi>paired test<b>{p_text(summary['p_value'])}</b>{sig}</div>"
             + _money_kpi(summary.get("money")) + _labels_kpi(summary.get("test_labels"), summary.get("best_test"))
-            + _echo_kpi(summary.get("test_echo")) +
+            + _echo_kpi(summary.get("test_echo")) + _reference_kpi(summary) +
             f"<div class=kpi>trials<b>{summary['trials']}</b><span class=muted>{summary['pruned_trials']} pruned · "
             f"{escape(summary['stop_reason'])}</span></div>"
             + (f"<div class=kpi>test cases compared<b>{summary['test_cases']['paired']} of "
@@ -370,6 +370,18 @@ def _labels_kpi(lab: dict[str, Any] | None, best_test: float | None = None) -> s
                  + (" — the tuned prompt is not above it" if below else "") + "</span>")
     return (f"<div class=kpi>macro-F1 (test)<b>{lab['best']['macro_f1']:.3f}</b><span class=muted>baseline "
             f"{lab['baseline']['macro_f1']:.3f} · F1 {by}</span>{warn}</div>")
+
+
+def _reference_kpi(summary: dict[str, Any]) -> str:
+    """A judged run's test answers by a reference metric (verdict.test_reference), in red where the references
+    move the other way from the judge."""
+    ref = summary.get("test_reference")
+    if not ref:
+        return ""
+    said = reference_text(ref, (summary["baseline_test"], summary["best_test"]))
+    warn = f"<span class=bad style='display:block'>{escape(said)}</span>" if ref["disagrees"] else ""
+    return (f"<div class=kpi>test by {escape(ref['metric'])}<b>{ref['best']:.3f}</b><span class=muted>baseline "
+            f"{ref['baseline']:.3f} · against the references, no judge</span>{warn}</div>")
 
 
 def _echo_kpi(echo: dict[str, Any] | None) -> str:

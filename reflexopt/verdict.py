@@ -67,6 +67,7 @@ class OptimizeResult:
     money: dict[str, Any] | None = None  # on test, baseline and best: cost per 1,000 requests and per success
     test_labels: dict[str, Any] | None = None  # a label metric on test, baseline and best: macro-F1, F1 by label
     test_echo: dict[str, Any] | None = None  # on test, baseline and best: answers that repeat their input
+    test_reference: dict[str, Any] | None = None  # a judged run: the same test answers by a reference metric
     distinct_candidates: int | None = None  # new prompts scored (duplicate trials reuse a known prompt's scores)
     duplicate_trials: int = 0
     reasoner: str = ""  # the model that diagnosed and rewrote, and why that one
@@ -119,6 +120,51 @@ def test_echo(base: Sequence[CaseResult], best: Sequence[CaseResult]) -> dict[st
     (agreement.echo_figures), or None when neither prompt's do."""
     b, t = echo_figures(base), echo_figures(best)
     return {"baseline": b, "best": t} if b or t else None
+
+
+REFERENCE_DISAGREES = 0.05  # a reference metric's change of at least this, against the judge's direction
+
+
+def test_reference(scorer_kind: str, base: Sequence[CaseResult], best: Sequence[CaseResult],
+                   test: Sequence[Case], judge_delta: float, *, seed: int) -> dict[str, Any] | None:
+    """With a judge, the same test answers of both prompts scored against their references by the metric
+    reflexopt would pick for them (metrics.default_metric: token F1 for short references, ROUGE-L for long,
+    `contains` for labels; no calls), with its paired comparison. `disagrees`: the references move at least
+    REFERENCE_DISAGREES the other way from the judge's score, a sign that the judge is not grading the task
+    (seen: a small judge that faulted the order of a list the task leaves free). None without a judge, or when
+    a test case has no reference."""
+    if scorer_kind != "judge" or not test or any(c.ideal is None for c in test):
+        return None
+    from .metrics import MetricScorer, default_metric
+
+    name = default_metric(test)
+    metric, cases = MetricScorer(name, test), {c.id: c for c in test}
+
+    def scores(results: Sequence[CaseResult]) -> dict[str, float]:
+        out = {}
+        for r in results:
+            if r.case_id in cases and (task_failed(r) or (r.error is None and r.output is not None)):
+                out[r.case_id] = 0.0 if task_failed(r) else float(metric.score_sync(cases[r.case_id], r.output).value
+                                                                 or 0.0)
+        return out
+
+    a, b = scores(base), scores(best)
+    ids = [c.id for c in test if c.id in a and c.id in b]
+    cmp = paired_compare([a[i] for i in ids], [b[i] for i in ids], seed=seed)
+    return {"metric": name, "n": len(ids), "baseline": round(cmp.mean_a, 4), "best": round(cmp.mean_b, 4),
+            "delta": round(cmp.delta, 4), "ci95": [round(cmp.ci95[0], 4), round(cmp.ci95[1], 4)],
+            "p_value": cmp.p_value, "disagrees": bool(ids) and cmp.delta * judge_delta <= 0
+            and abs(cmp.delta) >= REFERENCE_DISAGREES and (judge_delta != 0 or cmp.significant)}
+
+
+def reference_text(ref: dict[str, Any], judge: tuple[float, float]) -> str:
+    """How the views say what the references say of the judged test answers."""
+    line = (f"by {ref['metric']} against the references: {ref['baseline']:.3f} -> {ref['best']:.3f} "
+            f"({ref['delta']:+.3f}, {p_text(ref['p_value'])})")
+    if ref["disagrees"]:
+        line += (f"; the judge's score went {judge[0]:.3f} -> {judge[1]:.3f}: the judge and the references "
+                 "disagree, so read the judge's reasons before trusting either")
+    return line
 
 
 def test_money(base: Sequence[CaseResult], best: Sequence[CaseResult], price: tuple[float, float] | None,

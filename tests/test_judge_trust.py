@@ -545,6 +545,58 @@ def test_optimize_accepts_no_prompt_whose_gain_is_copies_of_the_input(fakes: Any
     assert "copies of the input failed without a verdict" in html
 
 
+def test_optimize_warns_when_the_references_move_against_the_judge(fakes: Any, tmp_path: Path) -> None:
+    """The starting prompt's answers are nearly the references; under any rewrite the model says something
+    unrelated, which this judge prefers. The judge's gain is real to the search, so the rewrite is returned; the
+    same test answers scored against the references (token F1, no calls) fall, and the summary and the report
+    say that the judge and the references disagree."""
+    from reflexopt.cli.render import optimize_summary
+    from reflexopt.report import write_report
+
+    data = write_jsonl(tmp_path / "d.jsonl", _negation_rows(40))
+    (tmp_path / "p.md").write_text("Here is a sentence.\n")
+
+    def task(messages: list[dict[str, str]]) -> str:
+        if messages[0]["content"].strip() == "Here is a sentence.":
+            return messages[-1]["content"].replace(" is ", " is not ").replace(".", " at all.")
+        return "I like turtles."
+
+    fakes("fake/near-then-off", task)
+    fakes("fake/turtle-judge", lambda m: verdict(5) if "turtles" in m[-1]["content"].split("<response>")[-1]
+          else verdict(1, "not about turtles", "off topic"))
+    r = optimize(OptimizeConfig(data=DataSpec(path=str(data)), prompt_path=str(tmp_path / "p.md"),
+                                model=ModelSpec(id="fake/near-then-off"),
+                                scorer=ScorerSpec(judge=ModelSpec(id="fake/turtle-judge"), rubric="correctness"),
+                                budget=Budget(max_trials=3, patience=3)))
+    assert r.best_candidate != "baseline" and (r.baseline_test, r.best_test) == (0.0, 1.0)
+    ref = r.test_reference
+    assert ref is not None and ref["metric"] == "f1" and ref["baseline"] > 0.8 and ref["best"] == 0.0
+    assert ref["disagrees"] and ref["n"] == (r.test_cases or {}).get("n")
+    shown = " ".join(str(c) for row in optimize_summary(r.to_json()).columns for c in row._cells)
+    assert "the judge and the references disagree" in shown and "test by f1" in shown
+    html = write_report(Path(r.run_dir), tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "test by f1<b>0.000</b>" in html and "the judge and the references disagree" in html
+
+
+def test_the_reference_check_agrees_or_stays_out() -> None:
+    from reflexopt.evaluate import CaseResult
+    from reflexopt.verdict import test_reference
+
+    cases = [Case(id=str(i), input=f"list {i}", ideal=f"cat dog {i}", line=i + 1) for i in range(10)]
+
+    def res(out: str) -> list[CaseResult]:
+        return [CaseResult(case_id=c.id, input=c.input, output=out.format(i=c.id), ideal=c.ideal, score=1.0,
+                           passed=True) for c in cases]
+
+    up = test_reference("judge", res("nothing"), res("cat dog {i}"), cases, 0.4, seed=0)
+    assert up is not None and (up["baseline"], up["best"], up["disagrees"]) == (0.0, 1.0, False)
+    assert test_reference("judge", res("nothing"), res("cat dog {i}"), cases, -0.1, seed=0)["disagrees"]
+    assert not test_reference("judge", res("cat dog {i}"), res("cat dog {i}"), cases, 0.0, seed=0)["disagrees"]
+    assert test_reference("metric", res("a"), res("b"), cases, 0.4, seed=0) is None
+    no_ref = [Case(id="0", input="x", ideal=None, line=1)]
+    assert test_reference("judge", res("a")[:1], res("b")[:1], no_ref, 0.4, seed=0) is None
+
+
 # ------------------------------------------------------------------ matches of the reference; known answers
 def _negation_rows(n: int) -> list[dict[str, str]]:
     return [{"input": f"Box {i} is red.", "ideal": f"Box {i} is not red."} for i in range(n)]

@@ -340,6 +340,14 @@ def optimize_summary(r: dict[str, Any]) -> Table:
         if echo["best"] and echo["best"]["passed"] and r["best_candidate"] != "baseline":
             t.add_row("[yellow]warning[/]", "", echo_line(echo["best"]) + " [yellow]Its gain may be the scorer's, "
                       "not the task's.[/]")
+    ref = r.get("test_reference")
+    if ref:
+        from ..verdict import reference_text
+
+        t.add_row(f"test by {ref['metric']}", _fmt(ref["baseline"]), _fmt(ref["best"]))
+        if ref["disagrees"]:
+            t.add_row("[yellow]warning[/]", "", "[yellow]" + reference_text(ref, (r["baseline_test"], r["best_test"]))
+                      + "[/]")
     distinct = r.get("distinct_candidates")
     dups = f" · {distinct} distinct prompts scored, {r.get('duplicate_trials', 0)} duplicates" \
         if distinct is not None else ""
