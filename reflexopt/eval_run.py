@@ -117,9 +117,10 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
         from .regression import compare_change
 
         label = ", ".join(p if n == "prompt" else f"{n}={p}" for n, p in config.against)
-        report = replace(report, against=compare_change(before.results, report.results, old_prompt=label),
-                         usage=before.usage, against_results=before.results,  # usage: both prompts' totals
-                         against_text=old.to_markdown())
+        change = compare_change(before.results, report.results, old_prompt=label, cases=cases,
+                                scorer_kind=getattr(scorer, "kind", ""))
+        report = replace(report, against=change, usage=before.usage, against_results=before.results,
+                         against_text=old.to_markdown())  # usage: both prompts' totals
     if config.against or config.fail_under is not None:
         from .regression import gate_reasons
 

@@ -15,16 +15,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .data import Case
 from .evaluate import CaseResult, case_score
-from .verdict import p_text, paired_on_test
+from .verdict import p_text, paired_on_test, test_reference
 
 SHOWN = 5  # cases that got worse, listed with both answers
 
 
 def compare_change(old: Sequence[CaseResult], new: Sequence[CaseResult], *, old_prompt: str,
-                   seed: int = 0) -> dict[str, Any]:
+                   cases: Sequence[Case] = (), scorer_kind: str = "", seed: int = 0) -> dict[str, Any]:
     """`new` (the prompt evaluated) against `old` (the prompt it replaces), on the cases both answered, in the
-    order of `new`."""
+    order of `new`. With a judge (`scorer_kind`) and references on every case, `reference` holds the same
+    answers scored against them (verdict.test_reference), and says when they disagree with the judge."""
     cmp, cover = paired_on_test(old, new, [r.case_id for r in new], seed=seed)
     if cmp.p_value < 0.05 and cmp.ci95[1] < 0:
         verdict = "worse"
@@ -55,6 +57,7 @@ def compare_change(old: Sequence[CaseResult], new: Sequence[CaseResult], *, old_
         "better_cases": sum(1 for m in moved if m[0] > 0),
         "worse_cases": len(worse),
         "prompt_tokens_per_case": {"old": _tokens(old), "new": _tokens(new)},
+        "reference": test_reference(scorer_kind, old, new, cases, cmp.delta, seed=seed),
         "worst": [{"case_id": r.case_id, "input": r.input, "ideal": r.ideal, "old_output": o.output,
                    "old_score": o.score, "new_output": r.output or r.error, "new_score": r.score,
                    "reasoning": r.reasoning} for _, o, r in worse[:SHOWN]],

@@ -578,6 +578,21 @@ def test_optimize_warns_when_the_references_move_against_the_judge(fakes: Any, t
     assert "test by f1<b>0.000</b>" in html and "the judge and the references disagree" in html
 
 
+def test_eval_against_says_when_the_references_disagree_with_the_judge(fakes: Any, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", _negation_rows(12))
+    (tmp_path / "old.md").write_text("Negate the sentence.\n")
+    (tmp_path / "new.md").write_text("Say anything.\n")
+    fakes("fake/told", lambda m: "I like turtles." if "anything" in m[0]["content"]
+          else m[-1]["content"].replace(" is ", " is not ").replace(".", " at all."))
+    fakes("fake/turtle-judge2", lambda m: verdict(5) if "turtles" in m[-1]["content"].split("<response>")[-1]
+          else verdict(1, "not about turtles", "off topic"))
+    s = eval_prompt(eval_config(data, tmp_path / "new.md", model="fake/told", judge="fake/turtle-judge2",
+                                rubric="correctness", against=tmp_path / "old.md", self_agreement=0)).summary()
+    a = s["against"]
+    assert a["verdict"] == "better" and a["reference"]["metric"] == "f1" and a["reference"]["disagrees"]
+    assert a["reference"]["best"] == 0.0 and a["reference"]["baseline"] > 0.8
+
+
 def test_the_reference_check_agrees_or_stays_out() -> None:
     from reflexopt.evaluate import CaseResult
     from reflexopt.verdict import test_reference

@@ -159,6 +159,12 @@ def against_table(a: dict[str, Any], new: str = "") -> Table:
     tok = a["prompt_tokens_per_case"]
     if tok["old"] is not None and tok["new"] is not None:
         t.add_row("prompt tokens", f"{tok['old']:g} -> {tok['new']:g} per case")
+    ref = a.get("reference")
+    if ref:
+        from ..verdict import reference_text
+
+        said = reference_text(ref, (a["old_score"], a["new_score"]))
+        t.add_row("references", f"[yellow]{said}[/]" if ref["disagrees"] else said)
     for i, w in enumerate(a["worst"], 1):
         t.add_row(f"worse {i}", printable(f"case {w['case_id']}: {_fmt(w['old_score'], 2)} -> {_fmt(w['new_score'], 2)}"
                                           f" · input {str(w['input'])[:80]!r} · was {str(w['old_output'])[:80]!r}"
