@@ -142,10 +142,11 @@ def test_reference(scorer_kind: str, base: Sequence[CaseResult], best: Sequence[
 
     def scores(results: Sequence[CaseResult]) -> dict[str, float]:
         out = {}
-        for r in results:
-            if r.case_id in cases and (task_failed(r) or (r.error is None and r.output is not None)):
-                out[r.case_id] = 0.0 if task_failed(r) else float(metric.score_sync(cases[r.case_id], r.output).value
-                                                                 or 0.0)
+        for r in results:  # an answer the judge could not grade is still an answer the references can
+            if r.case_id not in cases or not (r.output or task_failed(r) or r.error is None):
+                continue  # never answered (the budget refused the task call)
+            out[r.case_id] = 0.0 if task_failed(r) else float(metric.score_sync(cases[r.case_id], r.output).value
+                                                             or 0.0)
         return out
 
     a, b = scores(base), scores(best)

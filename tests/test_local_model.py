@@ -92,6 +92,23 @@ def test_eval_against_the_prompt_it_replaces_on_the_embedded_model(tmp_path: Pat
     assert f"{a['worse_cases']} cases worse, {a['better_cases']} better" in seen["text"]
 
 
+def test_eval_against_with_the_embedded_model_as_judge_shows_the_references_too(tmp_path: Path) -> None:
+    """Real verdicts: the change by the judge and by the references (contains, for labels) on the same answers."""
+    rows = [json.loads(x) for x in (EXAMPLES / "reviews" / "data.jsonl").read_text().splitlines()[:6]]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    named = tmp_path / "named.md"
+    named.write_text("Is this review positive or negative? Answer with one word.\n\nReview: {input}\nAnswer:")
+    cmd = [sys.executable, "-m", "reflexopt", "eval", str(data), str(named), "--against",
+           str(EXAMPLES / "reviews" / "prompt.md"), "--judge", "local/smollm2", "--judge-criteria", "classification",
+           "--self-agreement", "0", "--max-tokens", "8", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "h"), timeout=900)
+    s = json.loads(r.stdout)
+    ref = s["against"]["reference"]
+    assert ref["metric"] == "contains" and ref["n"] == 6 and 0 <= ref["baseline"] <= 1 and 0 <= ref["best"] <= 1
+    assert ref["disagrees"] == (ref["delta"] * s["against"]["delta"] <= 0 and abs(ref["delta"]) >= 0.05
+                                and (s["against"]["delta"] != 0 or ref["p_value"] < 0.05))
+
+
 def test_a_custom_metrics_feedback_on_the_embedded_models_answers(tmp_path: Path) -> None:
     """A custom metric that returns (score, feedback) scores the real model's answers; the feedback is kept with
     each case as its reasoning (what the diagnosis and rewrites read) and the run goes on as with a bare score."""
