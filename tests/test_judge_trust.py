@@ -610,7 +610,8 @@ def test_the_reference_check_agrees_or_stays_out() -> None:
     assert test_reference("metric", res("a"), res("b"), cases, 0.4, seed=0) is None
     from dataclasses import replace
 
-    unjudged = [replace(r, score=None, passed=None, error="the judge's verdict did not parse") for r in res("cat dog {i}")]
+    unjudged = [replace(r, score=None, passed=None, error="the judge's verdict did not parse")
+                for r in res("cat dog {i}")]
     assert test_reference("judge", res("nothing"), unjudged, cases, 0.4, seed=0)["n"] == 10  # still answers
     no_ref = [Case(id="0", input="x", ideal=None, line=1)]
     assert test_reference("judge", res("a")[:1], res("b")[:1], no_ref, 0.4, seed=0) is None
