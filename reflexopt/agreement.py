@@ -11,6 +11,11 @@ sampled case's own reference (right: it should pass) and another case's referenc
 (wrong for this case: it should fail). Self-agreement says how much a verdict moves; this says whether it points
 the right way. A judge that fails references or passes foils grades something other than what the reference
 says (Qwen2.5-Coder-1.5B read negated sentences' inputs as their references), and the search would follow it.
+Both are easy to get right, so two probes follow where a reference allows (`probes`): a list reference with its
+items in another order (a judge that fails it grades the order, which many list tasks leave free: Qwen faulted
+the animals' order on a taxonomy task while it passed every plain known answer), and a near miss, the reference
+with its last item or sentence swapped for another case's, which should score below the reference (a judge that
+scores it as high does not check what the answer says).
 
 Agreement with people: the judge's scores against labels the user collected for the same outputs (a column of
 the dataset): Spearman's rho on the scores, Cohen's kappa on pass/fail, and the cases they disagree on most.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -77,7 +83,7 @@ async def self_agreement(scorer: JudgeScorer, items: Sequence[tuple[Case, str]])
                          sum(a.raw == b.raw for a, b in pairs) / len(pairs))
 
 
-KNOWN_CASES = 5  # cases asked about twice (their reference, a foil): 10 judge calls
+KNOWN_CASES = 5  # cases asked about: their reference and a foil, and where the reference allows, two probes
 KNOWN_SAMPLE = 3  # the sample index of those requests in the response cache (the run's verdicts are 0)
 
 
@@ -86,42 +92,133 @@ class KnownAnswers:
     n: int  # cases whose reference and foil both got a verdict
     references_passed: int
     foils_failed: int
+    # probes, where a reference allows them (its verdict asked too): a list reference with its items in another
+    # order (right if the task leaves the order free), and a near miss: the reference with its last item or
+    # sentence swapped for another case's (it says less of what the reference says, so it should score lower)
+    reordered: int = 0
+    reordered_passed: int = 0
+    near_misses: int = 0
+    near_misses_lower: int = 0
     method: str = ("each case's own reference graded as its answer (should pass), and another case's reference "
-                   "(should fail)")
+                   "(should fail); a list reference reordered (should pass if the order is free), and the reference "
+                   "with its last item or sentence swapped for another case's (should score lower)")
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "warning": self.warning()}
+        return {**asdict(self), "warning": self.warning(), "summary": known_summary(asdict(self))}
 
     def text(self) -> str:
         if not self.n:
             return "judge on known answers: not measured (no two cases with different references got verdicts)"
-        return (f"judge on known answers: passed {self.references_passed} of {self.n} references, failed "
-                f"{self.foils_failed} of {self.n} foils (another case's reference)")
+        return f"judge on known answers: {known_summary(asdict(self))}"
 
     def warning(self) -> str | None:
-        """Set when more than a quarter of the known answers were judged the wrong way."""
+        """Set when more than a quarter of the known answers were judged the wrong way, when the judge failed most
+        reordered lists, or when it scored most near misses as high as their reference (at least 2 of each)."""
+        out = []
         wrong = 2 * self.n - self.references_passed - self.foils_failed
-        if not self.n or wrong * 4 <= 2 * self.n:
-            return None
-        return (f"the judge got {wrong} of {2 * self.n} known answers wrong (failed {self.n - self.references_passed}"
-                f" references, passed {self.n - self.foils_failed} other cases' references): its scores may not "
-                "track the reference on this task, and a search follows them; try a stronger judge, a sharper "
-                "rubric, or a metric")
+        if self.n and wrong * 4 > 2 * self.n:
+            out.append(f"the judge got {wrong} of {2 * self.n} known answers wrong (failed "
+                       f"{self.n - self.references_passed} references, passed {self.n - self.foils_failed} other "
+                       "cases' references): its scores may not track the reference on this task, and a search "
+                       "follows them; try a stronger judge, a sharper rubric, or a metric")
+        if self.reordered >= 2 and self.reordered_passed * 2 < self.reordered:
+            out.append(f"the judge failed {self.reordered - self.reordered_passed} of {self.reordered} references "
+                       "with their items in another order: if the order is free in this task, it grades the order "
+                       "and a search follows it; say in the rubric that the order does not matter, or use a metric")
+        if self.near_misses >= 2 and self.near_misses_lower * 2 < self.near_misses:
+            out.append(f"the judge scored {self.near_misses - self.near_misses_lower} of {self.near_misses} "
+                       "references with one item or sentence swapped for another case's as high as the reference: "
+                       "it may not check what the answer says; try a stronger judge, a sharper rubric, or a metric")
+        return "; ".join(out) or None
+
+
+def known_summary(known: dict[str, Any]) -> str:
+    """A judge's record on known answers in one line (a run's stored `known`, older runs' too)."""
+    n = known.get("n") or 0
+    if not n:
+        return "not measured"
+    out = f"passed {known['references_passed']} of {n} references, failed {known['foils_failed']} of {n} foils"
+    if known.get("reordered"):
+        out += f", passed {known['reordered_passed']} of {known['reordered']} reordered lists"
+    if known.get("near_misses"):
+        out += f", scored {known['near_misses_lower']} of {known['near_misses']} near misses below the reference"
+    return out
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=\S)")
+
+
+def _items(text: str) -> tuple[list[str], str] | None:
+    """A reference's list items and their separator: 3 or more short parts (4 words or fewer, no sentence
+    inside) separated by new lines, semicolons or commas."""
+    text = text.strip().rstrip(".")
+    if re.search(r"[.!?]\s", text):
+        return None
+    for sep, joiner in (("\n", "\n"), (";", "; "), (",", ", ")):
+        parts = [re.sub(r"^(and|or)\s+", "", p.strip(), flags=re.I) for p in text.split(sep)]
+        parts = [p for p in parts if p]
+        bullet = re.match(r"[-*\u2022]\s+", parts[0]) if parts else None
+        if bullet and all(p.startswith(bullet.group()) for p in parts):  # a bulleted list: the bullets kept
+            parts = [p[bullet.end():] for p in parts]
+            joiner = "\n" + bullet.group()
+        if len(parts) >= 3 and all(len(p.split()) <= 4 for p in parts):
+            return parts, joiner
+    return None
+
+
+def probes(reference: str, other: str) -> tuple[str | None, str | None]:
+    """(the reference reordered, a near miss) for a reference and another case's (None where it does not
+    allow one). A list is rotated by one item, and its last item swapped for one of the other's that it lacks;
+    prose of two or more sentences gets its last sentence swapped for the other's first."""
+    items = _items(reference)
+    if items is not None:
+        parts, joiner = items
+        lead = joiner[1:] if joiner.startswith("\n") else ""
+        turned = parts[1:] + parts[:1]
+        reordered = lead + joiner.join(turned) if [normalize(p) for p in turned] != [normalize(p) for p in parts] \
+            else None
+        theirs = [re.sub(r"^([-*\u2022]|and|or)\s+", "", p.strip()) for p in re.split(r"[,;\n]", other.rstrip("."))]
+        have = {normalize(p) for p in parts}
+        swap = next((p for p in theirs if normalize(p) and normalize(p) not in have and len(p.split()) <= 4), None)
+        return reordered, (lead + joiner.join([*parts[:-1], swap]) if swap else None)
+    sentences = _SENTENCE.split(reference.strip())
+    theirs_s = _SENTENCE.split(other.strip())
+    if len(sentences) >= 2 and normalize(theirs_s[0]) not in {normalize(s) for s in sentences}:
+        return None, " ".join([*sentences[:-1], theirs_s[0]])
+    return None, None
+
+
+def known_plan(cases: Sequence[Case], limit: int = KNOWN_CASES) -> list[tuple[Case, list[str | None]]]:
+    """The answers `known_answers` asks about, per case: the first `limit` cases with a reference, each with
+    [that reference, the next case's reference that says something else, the reordered probe, the near miss]
+    (a probe None where the reference does not allow it; see `probes`)."""
+    pool = [(c, c.ideal) for c in cases if c.ideal and normalize(c.ideal)]
+    plan: list[tuple[Case, list[str | None]]] = []
+    for i, (case, ref) in enumerate(pool):
+        foil = next((o for _, o in pool[i + 1:] + pool[:i] if normalize(o) != normalize(ref)), None)
+        if foil is not None and len(plan) < limit:
+            plan.append((case, [ref, foil, *probes(ref, foil)]))
+    return plan
+
+
+def known_calls(cases: Sequence[Case], limit: int = KNOWN_CASES) -> int:
+    """The judge calls `known_answers` makes on these cases (no calls to count them)."""
+    return sum(sum(a is not None for a in answers) for _, answers in known_plan(cases, limit))
 
 
 async def known_answers(scorer: JudgeScorer, cases: Sequence[Case], limit: int = KNOWN_CASES) -> KnownAnswers:
-    """Ask the judge about the first `limit` cases with a reference: that reference as the answer, and the next
-    case's reference that says something else (see the module's note). Two calls per case, at temperature 0."""
-    pool = [(c, c.ideal) for c in cases if c.ideal and normalize(c.ideal)]
-    pairs: list[tuple[Case, str, str]] = []
-    for i, (case, ref) in enumerate(pool):
-        foil = next((o for _, o in pool[i + 1:] + pool[:i] if normalize(o) != normalize(ref)), None)
-        if foil is not None and len(pairs) < limit:
-            pairs.append((case, ref, foil))
-    outs = await asyncio.gather(*(asyncio.gather(scorer.ask(c, ref, sample=KNOWN_SAMPLE),
-                                                 scorer.ask(c, foil, sample=KNOWN_SAMPLE)) for c, ref, foil in pairs))
-    both = [(r, f) for r, f in outs if r.passed is not None and f.passed is not None]
-    return KnownAnswers(len(both), sum(bool(r.passed) for r, _ in both), sum(not f.passed for _, f in both))
+    """Ask the judge, at temperature 0, about the answers `known_plan` lists (see the module's note)."""
+    async def asked(case: Case, answer: str | None) -> Any:
+        return None if answer is None else await scorer.ask(case, answer, sample=KNOWN_SAMPLE)
+
+    outs = await asyncio.gather(*(asyncio.gather(*(asked(c, a) for a in answers))
+                                  for c, answers in known_plan(cases, limit)))
+    both = [o for o in outs if o[0].passed is not None and o[1].passed is not None]
+    turned = [t for _, _, t, _ in outs if t is not None and t.passed is not None]
+    near = [(r, m) for r, _, _, m in outs if m is not None and m.raw is not None and r.raw is not None]
+    return KnownAnswers(len(both), sum(bool(o[0].passed) for o in both), sum(not o[1].passed for o in both),
+                        reordered=len(turned), reordered_passed=sum(bool(t.passed) for t in turned),
+                        near_misses=len(near), near_misses_lower=sum(m.raw < r.raw for r, m in near))
 
 
 _PASS = {"pass": True, "passed": True, "yes": True, "true": True, "good": True, "correct": True, "1": True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .agreement import KNOWN_CASES
+from .agreement import known_calls
 from .models import spec_price
 from .operators import LLM_OPERATORS, NAMES
 
@@ -35,7 +35,7 @@ def run_estimate(cfg: OptimizeConfig, r: Evaluator) -> dict[str, Any]:
     est = estimate(len(r.val), len(r.test), min(cfg.diagnose_sample, len(r.splits.train)),
                    min(cfg.budget.trial_limit, 60), cfg.scorer.judge is not None,
                    judge_checks=2 * min(cfg.noise_sample, len(r.val))
-                   + (2 * min(KNOWN_CASES, len(r.val)) if cfg.noise_sample else 0))
+                   + (known_calls(r.known_cases()) if cfg.noise_sample else 0))
     if cfg.budget.max_calls:
         fixed = est["calls_baseline"] + r.test_reserve
         if cfg.budget.max_calls < fixed:

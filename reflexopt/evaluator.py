@@ -291,8 +291,12 @@ class Evaluator:
         by_id = {c.id: c for c in self.cases}
         return await measure([(by_id[cid], res.output) for cid, res in first])
 
+    def known_cases(self) -> list[Case]:
+        """The val cases, in dataset order: the judge's known answers are asked about the first ones."""
+        return sorted(self.val, key=lambda c: self.index.get(c.id, 0))
+
     async def judge_known(self) -> Any:
         """The judge's verdicts on known answers (agreement.KnownAnswers) for the first val cases; None for
         metrics."""
         measure = getattr(self.scorer, "known_answers", None)
-        return None if measure is None else await measure(sorted(self.val, key=lambda c: self.index.get(c.id, 0)))
+        return None if measure is None else await measure(self.known_cases())

@@ -10,7 +10,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .agreement import echo_text, echo_warnings
+from .agreement import echo_text, echo_warnings, known_summary
 from .evaluate import CaseResult, EvalReport, constant_text
 from .metrics import collapsed_text
 from .paths import write_text_atomic
@@ -407,8 +407,7 @@ def judge_html(j: dict[str, Any], reasoner: str | None) -> str:
     own = "<p class=bad>The judge is the task model: it graded its own answers.</p>" \
         if j.get("grades_own_answers") else ""
     known = j.get("known") or {}
-    known_line = (f"passed {known['references_passed']} of {known['n']} references, failed {known['foils_failed']} "
-                  f"of {known['n']} foils ({escape(str(known.get('method', '')))})"
+    known_line = (f"{escape(known_summary(known))} ({escape(str(known.get('method', '')))})"
                   + (f"<span class=bad style='display:block'>{escape(known['warning'])}</span>"
                      if known.get("warning") else "")) if known.get("n") else "not measured"
     flagged = "".join(f"<tr><td>{escape(str(f['case_id']))}</td><td class=num>{f['score']:g}</td><td>"

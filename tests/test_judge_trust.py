@@ -710,3 +710,81 @@ def test_optimize_reports_the_judge_on_known_answers(fakes: Any, tmp_path: Path)
     assert any(json.loads(line)["event"] == "judge_known" for line in (run / "events.jsonl").read_text().splitlines())
     html = write_report(run, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "passed 0 of 5 references, failed 5 of 5 foils" in html and "known answers wrong" in html
+
+
+def test_probes_reorder_a_list_reference_and_swap_one_part_for_another_cases() -> None:
+    """A list reference is rotated by one item (bullets kept) and gets a near miss with its last item swapped for
+    one the other reference has and it lacks; prose of two sentences or more gets its last sentence swapped; a
+    label, a single sentence, or a sentence with commas allows neither."""
+    from reflexopt.agreement import probes
+
+    assert probes("bear, bird, cow.", "cat, dog, fish") == ("bird, cow, bear", "bear, bird, cat")
+    assert probes("bear, bird, cow", "bird, dog") == ("bird, cow, bear", "bear, bird, dog")
+    assert probes("- bear\n- bird\n- cow", "- cat\n- dog") == ("- bird\n- cow\n- bear", "- bear\n- bird\n- cat")
+    assert probes("A breach happened. Data was lost.", "Phishing hit HR. Passwords were reset.") == (
+        None, "A breach happened. Phishing hit HR.")
+    assert probes("positive", "negative") == (None, None)
+    assert probes("Box 1 is not red.", "Box 2 is not red.") == (None, None)
+    assert probes("The cat sat on the mat, quietly, again.", "A dog.") == (None, None)
+
+
+def _animal_rows(n: int) -> list[dict[str, str]]:
+    kinds = ["bear", "bird", "cow", "goat", "lion", "seal", "wolf", "frog", "mole", "hare", "duck", "crab"]
+    return [{"input": f"Name the animals in list {i}.", "ideal": ", ".join(kinds[(3 * i + j) % 12] for j in range(3))}
+            for i in range(n)]
+
+
+def _items_judge(rule: str) -> Any:
+    """A judge of list answers: 'order' passes only the reference's items in its order (and scores a partial
+    answer by the items it has in place); 'any' passes an answer that shares any item with the reference."""
+    def judge(messages: list[dict[str, str]]) -> str:
+        text = messages[-1]["content"]
+        answer = text.split("<response>")[-1].split("</response>")[0].strip().split(", ")
+        ref = text.split("<reference>")[-1].split("</reference>")[0].strip().split(", ")
+        if rule == "order":
+            in_place = sum(a == r for a, r in zip(answer, ref, strict=False))
+            return verdict(5) if answer == ref else verdict(1 + in_place, "wrong order or items")
+        return verdict(5) if set(answer) & set(ref) else verdict(1, "wrong")
+    return judge
+
+
+def test_known_answers_flag_a_judge_that_grades_the_order_or_misses_a_wrong_item(fakes: Any, tmp_path: Path) -> None:
+    """On a list task, a judge that fails the reference's items in another order draws the order warning (and
+    scores near misses below the reference: no warning for them); one that passes any answer sharing an item
+    scores the near misses as high as the references and draws that warning instead."""
+    data = write_jsonl(tmp_path / "d.jsonl", _animal_rows(12))
+    (tmp_path / "p.md").write_text("List the animals.\n")
+    fakes("fake/lister", lambda m: "bear")
+    fakes("fake/order-judge", _items_judge("order"))
+    fakes("fake/any-judge", _items_judge("any"))
+    args = ["eval", str(data), str(tmp_path / "p.md"), "-m", "fake/lister", "--judge-criteria", "correctness",
+            "--json"]
+    s = json.loads(runner.invoke(app, [*args, "--judge", "fake/order-judge"]).stdout)
+    known = s["judge"]["known"]
+    assert (known["n"], known["references_passed"], known["foils_failed"]) == (5, 5, 5)
+    assert (known["reordered"], known["reordered_passed"]) == (5, 0)
+    assert (known["near_misses"], known["near_misses_lower"]) == (5, 5)
+    assert "failed 5 of 5 references with their items in another order" in known["warning"]
+    assert "as high as the reference" not in known["warning"]
+    assert "passed 0 of 5 reordered lists, scored 5 of 5 near misses below the reference" in known["summary"]
+    from reflexopt.trackers import judge_metrics
+
+    metrics = judge_metrics(s["judge"])
+    assert metrics["judge_reordered_passed"] == 0.0 and metrics["judge_near_misses_lower"] == 1.0
+    s = json.loads(runner.invoke(app, [*args, "--judge", "fake/any-judge"]).stdout)
+    known = s["judge"]["known"]
+    assert (known["reordered_passed"], known["near_misses_lower"]) == (5, 0)
+    assert "scored 5 of 5 references with one item or sentence swapped" in known["warning"]
+    assert "another order" not in known["warning"]
+
+
+def test_the_estimate_counts_the_known_answers_calls_each_reference_allows() -> None:
+    """Two calls for a label (its reference and a foil), four for a list (and its two probes), three for prose
+    (one probe): what the run's estimate adds, counted without a call."""
+    from reflexopt.agreement import known_calls
+
+    labels = [Case(id=str(i), input="x", ideal=lab) for i, lab in enumerate(["yes", "no", "yes"])]
+    lists = [Case(id=str(i), input="x", ideal=r["ideal"]) for i, r in enumerate(_animal_rows(3))]
+    prose = [Case(id=str(i), input="x", ideal=f"Event {i} happened. It was bad.") for i in range(2)]
+    assert known_calls(labels) == 6 and known_calls(lists) == 12 and known_calls(prose) == 6
+    assert known_calls(lists, limit=1) == 4

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..agreement import known_summary
 from ..textsafe import printable, printable_data
 
 
@@ -386,9 +387,8 @@ def judge_text(j: dict[str, Any]) -> str:
              if sa.get("n", 0) >= 2 else "self-agreement not measured"]
     known = j.get("known") or {}
     if known.get("n"):
-        parts.append(("[yellow]" if known.get("warning") else "") + f"known answers: passed "
-                     f"{known['references_passed']} of {known['n']} references, failed {known['foils_failed']} of "
-                     f"{known['n']} foils" + ("[/]" if known.get("warning") else ""))
+        parts.append(("[yellow]" if known.get("warning") else "") + f"known answers: {known_summary(known)}"
+                     + ("[/]" if known.get("warning") else ""))
     parts.append(f"{j.get('contradictions', 0)} of {j.get('verdicts', 0)} verdicts contradict their score")
     if j.get("copies"):
         parts.append(f"{j['copies']} copies of the input failed unjudged")
