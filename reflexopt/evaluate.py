@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,18 +86,27 @@ def pass_flags(results: Sequence[CaseResult]) -> list[bool]:
     return [bool(r.passed) for r in results if r.passed is not None or (counted and task_failed(r))]
 
 
+def mean_tokens(results: Iterable[CaseResult]) -> tuple[float, float] | None:
+    """Mean prompt and completion tokens per case over the answered cases (a pipeline's case sums its steps);
+    None when no case was answered."""
+    rows = [(r.prompt_tokens, r.completion_tokens) for r in results if r.error is None]
+    if not rows:
+        return None
+    return sum(p for p, _ in rows) / len(rows), sum(c for _, c in rows) / len(rows)
+
+
 def money(results: Sequence[CaseResult], price: tuple[float, float] | None, *,
           per_request: float | None = None) -> dict[str, Any] | None:
     """What the task's answers cost at a price per token (or at a flat `per_request` cost, such as a GPU-hour
     rate through a measured throughput): USD per 1,000 requests, and per successful task (per passing case: the
     cost of every request, failures included, over the ones that passed). From the tokens each answer used, so an
     answer served from the cache counts at what it cost when paid. None: price unknown."""
-    rows = [r for r in results if r.error is None]
-    if not rows or (price is None and per_request is None):
+    tokens = mean_tokens(results)
+    if tokens is None or (price is None and per_request is None):
         return None
     if per_request is None:
         assert price is not None
-        per_request = sum(r.prompt_tokens * price[0] + r.completion_tokens * price[1] for r in rows) / len(rows)
+        per_request = tokens[0] * price[0] + tokens[1] * price[1]
     passing = sum(1 for r in results if r.passed)
     return {"cost_per_1k": round(1000 * per_request, 6), "passing": passing, "requests": len(results),
             "cost_per_success": round(per_request * len(results) / passing, 8) if passing else None}

@@ -10,7 +10,7 @@ from typing import Any
 
 from .agreement import echo_figures, echo_text
 from .config import ModelSpec
-from .evaluate import CaseResult, case_scores, counted_failures, money, pass_flags
+from .evaluate import CaseResult, case_scores, counted_failures, mean_tokens, money, pass_flags
 from .models import spec_price
 from .stats import equivalence_p, holm, mean_ci, paired_compare, percentile
 
@@ -64,8 +64,8 @@ def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequen
     cmp = paired_compare([b[c] for c in common], [t[c] for c in common]) if common else None
     tuned_mean = sum(t.values()) / len(t) if t else None
     passes = pass_flags(tuned)
-    toks = [(r.prompt_tokens, r.completion_tokens) for r in tuned if r.error is None]
-    per_req_tokens = sum(a + c for a, c in toks) / len(toks) if toks else None
+    toks = mean_tokens(tuned)
+    per_req_tokens = None if toks is None else sum(toks)
     price, price_source = spec_price(model)
     flat = None
     if price is None and model.gpu_hour is not None and toks:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .data import Case
-from .evaluate import CaseResult, case_score
+from .evaluate import CaseResult, case_score, mean_tokens
 from .verdict import p_text, paired_on_test, test_reference
 
 SHOWN = 5  # cases that got worse, listed with both answers
@@ -67,8 +67,8 @@ def compare_change(old: Sequence[CaseResult], new: Sequence[CaseResult], *, old_
 def _tokens(results: Sequence[CaseResult]) -> float | None:
     """Mean prompt tokens per case over the answered cases (what the prompts cost to send; a pipeline sums its
     steps)."""
-    paid = [r.prompt_tokens for r in results if r.error is None]
-    return round(sum(paid) / len(paid), 1) if paid else None
+    tokens = mean_tokens(results)
+    return None if tokens is None else round(tokens[0], 1)
 
 
 def gate_reasons(score: float | None, against: dict[str, Any] | None, fail_under: float | None) -> list[str]:

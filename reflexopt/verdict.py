@@ -24,7 +24,7 @@ from typing import Any
 
 from .agreement import echo_figures
 from .data import Case
-from .evaluate import CaseResult, case_score, constant_answer, corpus_figures, money, task_failed
+from .evaluate import CaseResult, case_score, constant_answer, corpus_figures, mean_tokens, money, task_failed
 from .pool import Candidate
 from .stats import PairedComparison, noninferiority_p, paired_compare
 
@@ -221,11 +221,10 @@ class Point:
 def point(c: Candidate, results: Mapping[str, CaseResult], price: tuple[float, float] | None,
           max_prompt_tokens: int | None) -> Point | None:
     """A candidate's point, from its recorded val results (None when it has none with token counts)."""
-    rows = [r for cid, r in results.items() if cid in c.val and r.error is None]
-    if not rows:
+    tokens = mean_tokens(r for cid, r in results.items() if cid in c.val)
+    if tokens is None:
         return None
-    pt = sum(r.prompt_tokens for r in rows) / len(rows)
-    ct = sum(r.completion_tokens for r in rows) / len(rows)
+    pt, ct = tokens
     cost = None if price is None else 1000 * (pt * price[0] + ct * price[1])
     return Point(c.id, c.val_mean, pt, ct, cost, max_prompt_tokens is None or pt <= max_prompt_tokens)
 
