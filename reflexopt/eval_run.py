@@ -1,6 +1,6 @@
 """One `eval` run, the library side of the command: load the data and the prompt, answer and score every case
 (evaluate.py), price the answers, check a judge (agreement.py), and with `--against`, the prompt it replaces on
-the same cases (regression.py) and the gate."""
+the same cases (regression.py) and the gate. Where the run is kept (its folder, the trackers): eval_history.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from .agreement import judge_checks
 from .config import EvalConfig
+from .eval_history import recorded
 from .evaluate import CaseResult, EvalReport, evaluate_async, money, usage_of
 from .promptset import PromptSet
 from .scoring import make_scorer, scorer_clients
@@ -24,42 +25,11 @@ def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] |
     carries its self-agreement on `config.self_agreement` cases, its contradictions and parse errors, and with
     `config.human`, its agreement with the human labels in that column. With `config.against`, the prompt it
     replaces answers the same cases too, and the report compares the two (regression.py); with it or
-    `config.fail_under`, `gate` says why the prompt fails (empty: it passes)."""
-    return asyncio.run(_eval_prompt(config, on_result=on_result, on_note=on_note or (lambda _: None),
-                                    on_total=on_total))
-
-
-async def _eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None,
-                       on_note: Callable[[str], None], on_total: Callable[[int], None] | None) -> EvalReport:
-    """The run, and with `--track`, its record in each tracker (checked before any model call; a tracker that
-    fails is detached with a note, and the report is the same)."""
-    if not config.track.trackers:
-        return await _evaluate(config, on_result=on_result, on_note=on_note, on_total=on_total)
-    from .events import TrackedBus
-
-    bus = TrackedBus([lambda kind, data: on_note(data["message"]) if kind == "note" else None], config.track)
-    ok = False
-    try:
-        report = await _evaluate(config, on_result=on_result, on_note=on_note, on_total=on_total)
-        bus("eval_done", _record(config, report))
-        ok = True
-        return report
-    finally:
-        bus.finish(ok)
-
-
-def _record(config: EvalConfig, report: EvalReport) -> dict[str, Any]:
-    """What a tracker logs of an eval run: its name, settings, summary, scored cases and the prompts' text."""
-    from pathlib import Path
-
-    prompts = {"prompt.md": report.prompt_text, **({"against.md": report.against_text}
-                                                   if report.against_text is not None else {})}
-    what = (Path(config.prompt_path).name if config.prompt_path
-            else Path(config.pipeline.target).name if config.pipeline  # app.py:run
-            else f"{config.responses!r} responses")
-    return {"name": f"eval {what} on {Path(config.data.path).name}", "summary": report.summary(),
-            "config": config.model_dump(mode="json"), "cases": [r.to_json() for r in report.results],
-            "prompts": prompts}
+    `config.fail_under`, `gate` says why the prompt fails (empty: it passes). The eval is kept in the run history
+    and logged to the trackers (eval_history.py)."""
+    note = on_note or (lambda _: None)
+    return asyncio.run(recorded(config, lambda: _evaluate(config, on_result=on_result, on_note=note,
+                                                         on_total=on_total), on_note=note))
 
 
 async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None,

@@ -190,6 +190,7 @@ class EvalReport:
     against_results: tuple[CaseResult, ...] = ()  # with --against, the old prompt's cases (for the report)
     prompt_text: str = ""  # the prompts evaluated (PromptSet.to_markdown: a pipeline's as name -> markdown)
     against_text: str | None = None  # with --against, the prompts they replace, the same way
+    run_dir: str | None = None  # the eval's folder in the run history
 
     @property
     def scored(self) -> list[float]:
@@ -236,6 +237,8 @@ class EvalReport:
             out["against"] = self.against
         if self.gate is not None:
             out["gate"] = {"passed": not self.gate, "reasons": self.gate}
+        if self.run_dir is not None:
+            out["run_dir"] = self.run_dir
         return out
 
     def write_jsonl(self, path: str | Path) -> None:

@@ -272,7 +272,7 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
     return page(title, "".join(body), refresh_s=refresh_s, nav=nav)
 
 
-def eval_report(report: EvalReport, *, title: str) -> str:
+def eval_report(report: EvalReport, *, title: str, nav: str = "") -> str:
     """An `eval` run's page: the score and what it cost, the judge's record, and with `--against` the change, the
     gate, the cases that got worse and better side by side (both answers, the reference, the scorer's reasons)
     and the prompt diff; without it, the lowest-scoring cases."""
@@ -342,7 +342,7 @@ def eval_report(report: EvalReport, *, title: str) -> str:
     body.append(f"<h2>Calls and tokens</h2><div class=card>{s['model_calls']} paid calls · {s['cached_calls']} "
                 f"from cache · {s['prompt_tokens']:,} prompt and {s['completion_tokens']:,} completion tokens · "
                 f"${s['cost_usd']:.4f}</div>")
-    return page(title, "".join(body))
+    return page(title, "".join(body), nav=nav)
 
 
 def _money_kpi(m: dict[str, Any] | None) -> str:

@@ -1,4 +1,4 @@
-"""Run history: find runs (optimize, compare, batch; finished or interrupted), show one, diff two."""
+"""Run history: find runs (optimize, compare, eval, batch; finished or interrupted), show one, diff two."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, ReflexoptError
-from .paths import home_dir, lock_held
+from .eval_history import eval_page, is_eval, load_eval
+from .paths import home_dir, lock_held, write_text_atomic
 from .store import RunStore, read_json, runs_root
 
 
@@ -18,13 +19,13 @@ from .store import RunStore, read_json, runs_root
 class RunInfo:
     id: str
     path: Path
-    kind: str  # optimize | compare
+    kind: str  # optimize | compare | eval
     started: float
     dataset: str
     model: str
-    baseline: float | None
-    best: float | None
-    significant: bool | None
+    baseline: float | None  # an eval's: the score of the prompt it was checked against
+    best: float | None  # an eval's: its score
+    significant: bool | None  # an eval's: the change against the old prompt (p < 0.05)
     calls: int | None
     cost: float | None
     status: str  # done | running | failed (stopped on an error) | interrupted | unreadable (damaged files)
@@ -87,6 +88,8 @@ def _info(path: Path) -> RunInfo:
         return RunInfo(path.name, path, "compare", started, _data_name(cfg["data"]["path"]),
                        ", ".join(m["id"] for m in cfg["models"]), None, best, None, None, None,
                        "done" if res else "running" if _running(path) else "interrupted")
+    if is_eval(path):
+        return _eval_info(path, cfg, started)
     summary = RunStore(path).summary()
     status = ("done" if summary else "failed" if RunStore(path).failure() else
               "running" if _running(path) else "interrupted")
@@ -98,6 +101,21 @@ def _info(path: Path) -> RunInfo:
     return RunInfo(path.name, path, "optimize", started, _data_name(cfg["data"]["path"]), cfg["model"]["id"],
                    progress.get("baseline_val"), progress.get("best_val"), None, progress.get("calls"),
                    progress.get("cost_usd"), status)
+
+
+def _eval_info(path: Path, cfg: dict[str, Any], started: float) -> RunInfo:
+    pipe = cfg.get("pipeline")
+    model = (f"{cfg['responses']!r} responses" if cfg.get("responses") else
+             f"{cfg['model']['id']} · pipeline {Path(pipe['target']).name}" if pipe else cfg["model"]["id"])
+    if not (path / "eval.json").exists():
+        status = "failed" if RunStore(path).failure() else "running" if _running(path) else "interrupted"
+        return RunInfo(path.name, path, "eval", started, _data_name(cfg["data"]["path"]), model, None, None, None,
+                       None, None, status)
+    s = load_eval(path)[0].summary()
+    a = s.get("against") or {}
+    return RunInfo(path.name, path, "eval", started, _data_name(cfg["data"]["path"]), model, a.get("old_score"),
+                   s["score"], None if a.get("p_value") is None else a["p_value"] < 0.05, s["model_calls"],
+                   s["cost_usd"], "done")
 
 
 def _data_name(path: str) -> str:
@@ -137,6 +155,12 @@ def show(ref: str) -> dict[str, Any]:
     if (path / "compare.json").exists():
         out["compare"] = read_json(path / "compare.json")
         return out
+    if is_eval(path):
+        if (path / "eval.json").exists():
+            report, name = load_eval(path)
+            out["eval"] = {"name": name, "summary": report.summary()}
+            out["best_prompt"] = report.prompt_text or None
+        return out
     out["trajectory"] = trajectory(path)
     out["summary"] = store.summary()
     best = path / "best.md"
@@ -144,21 +168,27 @@ def show(ref: str) -> dict[str, Any]:
     return out
 
 
-def _test_scores(path: Path) -> dict[str, Any]:
+def _compared(path: Path) -> tuple[str, str, dict[str, Any]]:
+    """What `diff` compares of a run: (its name, its prompt, its scored cases by id): an optimize run's best
+    prompt and test cases, an eval's prompt and cases."""
+    if is_eval(path):
+        if not (path / "eval.json").exists():
+            return "prompt", "", {}
+        report = load_eval(path)[0]
+        return "prompt", report.prompt_text, {r.case_id: r for r in report.results}
     store = RunStore(path)
     summary = store.summary()
-    if not summary:
-        return {}
-    return store.results(summary["best_prompt"], "test")
+    best = (path / "best.md").read_text() if (path / "best.md").exists() else ""
+    return "best.md", best, store.results(summary["best_prompt"], "test") if summary else {}
 
 
 def diff(a: str, b: str) -> dict[str, Any]:
+    """Two runs' prompts (an optimize run's best, an eval's) and the cases both scored whose score differs (an
+    optimize run's test cases, an eval's cases)."""
     pa, pb = find(a), find(b)
-    ba = (pa / "best.md").read_text() if (pa / "best.md").exists() else ""
-    bb = (pb / "best.md").read_text() if (pb / "best.md").exists() else ""
-    prompt_diff = "".join(difflib.unified_diff(ba.splitlines(True), bb.splitlines(True), f"{pa.name}/best.md",
-                                               f"{pb.name}/best.md"))
-    ta, tb = _test_scores(pa), _test_scores(pb)
+    (na, ba, ta), (nb, bb, tb) = _compared(pa), _compared(pb)
+    prompt_diff = "".join(difflib.unified_diff(ba.splitlines(True), bb.splitlines(True), f"{pa.name}/{na}",
+                                               f"{pb.name}/{nb}"))
     changes = []
     for cid in sorted(set(ta) & set(tb), key=lambda x: (len(x), x)):
         ra, rb = ta[cid], tb[cid]
@@ -168,6 +198,18 @@ def diff(a: str, b: str) -> dict[str, Any]:
     better = sum(1 for c in changes if (c["score_b"] or 0) > (c["score_a"] or 0))
     return {"a": pa.name, "b": pb.name, "prompt_diff": prompt_diff, "common_test_cases": len(set(ta) & set(tb)),
             "changed_cases": changes, "better_in_b": better, "worse_in_b": len(changes) - better}
+
+
+def write_run_report(path: Path, out: Path | None = None) -> Path:
+    """A run's HTML report (an optimize run's, a comparison's or an eval's), to `out` or `report.html` in its
+    folder."""
+    if not is_eval(path):
+        from .report import write_report
+
+        return write_report(path, out)
+    target = out or path / "report.html"
+    write_text_atomic(target, eval_page(path))
+    return target
 
 
 def age(t: float) -> str:

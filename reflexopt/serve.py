@@ -21,6 +21,7 @@ from html import escape
 from aiohttp import web
 
 from .errors import ConfigError
+from .eval_history import eval_page
 from .paths import home_dir
 from .report import compare_report, page, run_report
 from .runs import RunInfo, age, list_runs
@@ -75,6 +76,11 @@ def _run_page(r: RunInfo, refresh_s: int) -> str:
     if r.status == "unreadable":
         return page(r.id, f"<h1>{escape(r.id)}</h1><p class=bad>This run's files are damaged; "
                     f"<code>reflexopt runs show {escape(r.id)}</code> says which.</p>", nav=nav)
+    if r.kind == "eval":
+        if r.status == "done":
+            return eval_page(r.path, nav=nav)
+        return page(r.id, f"<h1>{escape(r.id)}</h1><p class=muted>This eval is {escape(r.status)}: its page is "
+                    "written when it ends.</p>", nav=nav, refresh_s=live)
     return run_report(r.path, refresh_s=live, nav=nav, running=r.status == "running")
 
 

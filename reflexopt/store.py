@@ -154,7 +154,8 @@ class RunStore:
         elif ref:
             root = (run_dir.parent if run_dir else runs_root()) / ref
         else:
-            runs = sorted((p for p in runs_root().glob("*") if (p / "config.json").exists()),
+            runs = sorted((p for p in runs_root().glob("*") if (p / "config.json").exists()
+                           and not p.name.startswith(("compare-", "eval-"))),  # not optimize runs
                           key=lambda p: p.stat().st_mtime)
             if not runs:
                 raise ConfigError("no run to resume", fix="start one with reflexopt optimize")

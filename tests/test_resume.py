@@ -97,3 +97,16 @@ def test_sigkill_then_resume_pays_for_no_completed_call(task: tuple[Path, Path],
                            env=_env(tmp_path / "home2"), capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stderr
     assert set(json.loads(fresh.stdout)) == set(result)
+
+
+def test_resume_without_an_id_takes_the_latest_optimize_run_not_an_eval_or_comparison(tmp_path: Path) -> None:
+    """`--resume` with no id continues the latest optimize run: an eval or a comparison made after it is no run
+    to resume."""
+    from reflexopt.store import RunStore, runs_root
+
+    for i, name in enumerate(["20260101-000000-aaaa", "eval-20260101-000001-bbbb", "compare-20260101-000002-cccc"]):
+        (runs_root() / name).mkdir(parents=True)
+        (runs_root() / name / "config.json").write_text("{}")
+        os.utime(runs_root() / name / "config.json", (1000 + i, 1000 + i))
+        os.utime(runs_root() / name, (1000 + i, 1000 + i))
+    assert RunStore.open().root.name == "20260101-000000-aaaa"

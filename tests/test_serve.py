@@ -187,3 +187,51 @@ def test_optuna_dashboard_opens_a_runs_study(openai_server: FakeOpenAI, tmp_path
         assert status == 200 and len(trials) == result["trials"] + 1  # the baseline is trial 0
     finally:
         _stop(dash)
+
+
+def test_an_eval_is_kept_in_the_history_and_shown_in_the_view(view: tuple[int, Path, subprocess.Popen[str]],
+                                                              openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    """An eval leaves its folder in the run history: `runs list` shows it (its score, and with --against the old
+    prompt's score and whether the change is significant), `runs show` its summary and prompt, `runs diff` the
+    cases two evals scored differently, `report` and the view its page. Bad input leaves no folder."""
+    port, home, _ = view
+    openai_server.responder = lambda req: label_model(req["messages"])  # type: ignore[arg-type]
+    data = write_jsonl(tmp_path / "d.jsonl", label_rows(20))
+    (tmp_path / "old.md").write_text("Look at this: {input}\n")
+    (tmp_path / "new.md").write_text("Say positive or negative: {input}\n")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "reflexopt", *args], env=_env(home), capture_output=True,
+                              text=True, timeout=240)
+
+    base = ["-m", "openai/t", "--api-base", openai_server.url, "--metric", "contains", "--json"]
+    p = cli("eval", str(data), str(tmp_path / "new.md"), "--against", str(tmp_path / "old.md"), *base)
+    assert p.returncode == 0, p.stderr
+    first = Path(json.loads(p.stdout)["run_dir"])
+    assert first.parent == home / "runs" and first.name.startswith("eval-")
+    p = cli("eval", str(data), str(tmp_path / "old.md"), *base)
+    second = Path(json.loads(p.stdout)["run_dir"])
+    runs = {r["id"]: r for r in json.loads(cli("runs", "list", "--json").stdout)}
+    r = runs[first.name]
+    assert (r["kind"], r["status"], r["model"]) == ("eval", "done", "openai/t")
+    assert r["dataset"] == f"{tmp_path.name}/d.jsonl"
+    assert (r["baseline"], r["best"], r["significant"]) == (0.0, 1.0, True)
+    assert (runs[second.name]["best"], runs[second.name]["baseline"]) == (0.0, None)
+    shown = json.loads(cli("runs", "show", first.name, "--json").stdout)
+    assert shown["eval"]["summary"]["score"] == 1.0 and "Say positive or negative" in shown["best_prompt"]
+    table = cli("runs", "show", first.name).stdout
+    assert "new.md on d.jsonl" in table and "Say positive or negative" in table
+    d = json.loads(cli("runs", "diff", first.name, second.name, "--json").stdout)
+    assert (d["common_test_cases"], d["worse_in_b"], d["better_in_b"]) == (20, 20, 0)
+    assert "-Say positive or negative" in d["prompt_diff"] and "+Look at this" in d["prompt_diff"]
+    assert cli("report", first.name, "-o", str(tmp_path / "e.html")).returncode == 0
+    html = (tmp_path / "e.html").read_text(encoding="utf-8")
+    assert "reflexopt eval: new.md on d.jsonl" in html and "0 cases worse, 20 better" in html
+    status, index, _ = _get(port, "/")
+    assert status == 200 and f"/run/runs/{first.name}" in index and ">eval<" in index
+    status, page, _ = _get(port, f"/run/runs/{first.name}")
+    assert status == 200 and "0 cases worse, 20 better" in page and "all runs" in page
+    (tmp_path / "bad.md").write_text("Say it: {nowhere}\n")
+    before = set((home / "runs").iterdir())
+    p = cli("eval", str(data), str(tmp_path / "bad.md"), *base)
+    assert p.returncode != 0 and "nowhere" in p.stderr and set((home / "runs").iterdir()) == before

@@ -10,7 +10,7 @@ import typer
 from .app import JsonOpt, app, err, guard, out, print_json
 from .app import show as show_result
 
-runs_app = typer.Typer(help="Run history: list, show and diff runs (optimize, compare, batch).",
+runs_app = typer.Typer(help="Run history: list, show and diff runs (optimize, compare, eval, batch).",
                        no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
@@ -58,13 +58,11 @@ def report_cmd(run: Annotated[str, typer.Argument(help="Run id (or prefix), comp
                ) -> None:
     """Write a self-contained HTML report (opens offline; plots inline)."""
     from ..paths import check_writable
-    from ..report import write_report
-    from ..runs import find
+    from ..runs import find, write_run_report
 
     if output is not None:
         check_writable(output, "-o")
-    path = write_report(find(run), output)
-    out.print(f"report: {path}")
+    out.print(f"report: {write_run_report(find(run), output)}")
 
 
 @app.command("serve")

@@ -95,6 +95,9 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
                  if h.get("human_pass_rate") is not None and h.get("judge_pass_rate") is not None else "")
         t.add_row("agreement with people", f"Spearman's rho {rho} · Cohen's kappa {kappa} (pass/fail) · "
                   f"{h['n']} cases labelled in {h['column']!r}{rates}" + (f" · {h['note']}" if h.get("note") else ""))
+    if s.get("run_dir"):
+        name = s["run_dir"].replace("\\", "/").rsplit("/", 1)[-1]
+        t.add_row("run", f"{name} (reflexopt runs show {name} · reflexopt report {name})")
     return t
 
 
@@ -611,6 +614,13 @@ def print_run(console: Console, data: dict[str, Any]) -> None:
     info = data["run"]
     console.print(f"[bold]{info['id']}[/] · {info['kind']} · {info['status']} · {info['path']}")
     cfg = data["config"]
+    if info["kind"] == "eval":
+        if data.get("eval"):
+            console.print(eval_table(data["eval"]["summary"], title=data["eval"]["name"]))
+        if data.get("best_prompt"):
+            console.print("[bold]prompt[/]")
+            console.print(data["best_prompt"], markup=False, highlight=False)
+        return
     pipe = cfg.get("pipeline")
     what = (f"pipeline {pipe['target']} · prompts {', '.join(n for n, _ in pipe['prompts'])}" if pipe
             else f"prompt {cfg['prompt_path']}")

@@ -1,0 +1,122 @@
+"""Where an `eval` run is kept: its folder in the run history (`runs/eval-ID/`), which `runs list`, `runs show`,
+`report` and `serve` read, and with `--track`, its run in each tracker.
+
+The folder gets the settings (`config.json`, with `kind: eval`) when the eval starts and is held while it runs,
+so `runs list` tells a running eval from an interrupted one; an eval stopped by an error records it
+(`failed.json`), except for bad input (a dataset, prompt or option error, found before any call), which leaves
+no folder. When it ends: the scored cases of each prompt (`cases.jsonl`, with `--against` also
+`against_cases.jsonl`) and the rest of the report (`eval.json`, written last: a folder that has it holds a finished
+eval). An eval pays nothing to run again (its answers are in the response cache), so there is no resume.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from .config import EvalConfig, public
+from .errors import ConfigError, InputFileError, ReflexoptError
+from .evaluate import CaseResult, EvalReport
+from .store import RunStore, hold_folder, new_run_id, read_json, read_jsonl, runs_root, write_text_atomic
+
+EVAL_FILE = "eval.json"
+PREFIX = "eval-"  # an eval's folder name: PREFIX + a run id
+
+
+def eval_name(config: EvalConfig) -> str:
+    """What an eval ran on, in a few words: `prompt.md on data.jsonl`."""
+    what = (Path(config.prompt_path).name if config.prompt_path
+            else Path(config.pipeline.target).name if config.pipeline  # app.py:run
+            else f"{config.responses!r} responses")
+    return f"{what} on {Path(config.data.path).name}"
+
+
+async def recorded(config: EvalConfig, run: Callable[[], Awaitable[EvalReport]], *,
+                   on_note: Callable[[str], None]) -> EvalReport:
+    """`run()` in the eval's folder (see the module's note), and with `--track`, logged to each tracker (checked
+    before any model call; a tracker that fails is detached with a note, and the report is the same). The
+    report carries its folder (`run_dir`)."""
+    folder = runs_root() / (PREFIX + new_run_id())
+    folder.mkdir(parents=True)
+    lock = hold_folder(folder, f"eval {folder.name}")
+    try:
+        write_text_atomic(folder / "config.json", json.dumps({"kind": "eval", **public(config.model_dump(
+            mode="json"))}, indent=2, sort_keys=True))
+        try:
+            report = await _tracked(config, run, on_note)
+        except (InputFileError, ConfigError):  # bad input, found before any call: nothing to keep
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        except ReflexoptError as e:
+            RunStore(folder).mark_failed(str(e))
+            raise
+        report = replace(report, run_dir=str(folder))
+        save_eval(folder, report, eval_name(config))
+        return report
+    finally:
+        lock.release()
+
+
+async def _tracked(config: EvalConfig, run: Callable[[], Awaitable[EvalReport]],
+                   on_note: Callable[[str], None]) -> EvalReport:
+    if not config.track.trackers:
+        return await run()
+    from .events import TrackedBus
+
+    bus = TrackedBus([lambda kind, data: on_note(data["message"]) if kind == "note" else None], config.track)
+    ok = False
+    try:
+        report = await run()
+        bus("eval_done", _tracker_record(config, report))
+        ok = True
+        return report
+    finally:
+        bus.finish(ok)
+
+
+def _tracker_record(config: EvalConfig, report: EvalReport) -> dict[str, Any]:
+    """What a tracker logs of an eval run: its name, settings, summary, scored cases and the prompts' text."""
+    prompts = {"prompt.md": report.prompt_text, **({"against.md": report.against_text}
+                                                   if report.against_text is not None else {})}
+    return {"name": f"eval {eval_name(config)}", "summary": report.summary(),
+            "config": config.model_dump(mode="json"), "cases": [r.to_json() for r in report.results],
+            "prompts": prompts}
+
+
+def save_eval(folder: Path, report: EvalReport, name: str) -> None:
+    """An eval's report in its folder (see the module's note)."""
+    for file, results in (("cases.jsonl", report.results), ("against_cases.jsonl", report.against_results)):
+        if results:
+            write_text_atomic(folder / file, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n"
+                                                     for r in results))
+    record = {f.name: getattr(report, f.name) for f in fields(report) if f.name not in ("results", "against_results")}
+    write_text_atomic(folder / EVAL_FILE, json.dumps({"name": name, "report": record}, indent=2, ensure_ascii=False))
+
+
+def is_eval(folder: Path) -> bool:
+    return folder.name.startswith(PREFIX) or (folder / EVAL_FILE).exists()
+
+
+def load_eval(folder: Path) -> tuple[EvalReport, str]:
+    """An eval's report and name, as `save_eval` wrote them. A damaged file is an InputFileError naming it."""
+    data = read_json(folder / EVAL_FILE)
+    try:
+        cases = {file: tuple(CaseResult.from_json(row) for row in read_jsonl(folder / file, ("case_id", "score")))
+                 for file in ("cases.jsonl", "against_cases.jsonl")}
+        return (EvalReport(results=cases["cases.jsonl"], against_results=cases["against_cases.jsonl"],
+                           **data["report"]), str(data["name"]))
+    except (KeyError, TypeError) as e:
+        raise InputFileError(folder / EVAL_FILE, f"is not an eval's report ({type(e).__name__}: {e})",
+                             fix=f"restore it, or delete its folder {folder}") from e
+
+
+def eval_page(folder: Path, *, nav: str = "") -> str:
+    """The HTML page of an eval in the run history."""
+    from .report import eval_report
+
+    report, name = load_eval(folder)
+    return eval_report(report, title=f"reflexopt eval: {name}", nav=nav)
