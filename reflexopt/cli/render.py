@@ -97,7 +97,7 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
                   f"{h['n']} cases labelled in {h['column']!r}{rates}" + (f" · {h['note']}" if h.get("note") else ""))
     if s.get("run_dir"):
         name = s["run_dir"].replace("\\", "/").rsplit("/", 1)[-1]
-        t.add_row("run", f"{name} (reflexopt runs show {name} · reflexopt report {name})")
+        t.add_row("run", f"{name} (in reflexopt runs list, serve and report)")
     return t
 
 
