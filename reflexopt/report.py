@@ -318,7 +318,8 @@ def eval_report(report: EvalReport, *, title: str, nav: str = "") -> str:
         sides = ("old prompt", "this prompt")
         blocks = [_case_block("worse", o, n, i < 2, sides) for i, (o, n) in enumerate(worse[:50])] + \
             [_case_block("better", o, n, False, sides) for o, n in better[:50]]
-        body.append(f"<h2>Against {escape(str(a['prompt']))}: {len(worse)} case{'' if len(worse) == 1 else 's'} worse, {len(better)} better</h2>"
+        cases = f"{len(worse)} case{'' if len(worse) == 1 else 's'} worse, {len(better)} better"
+        body.append(f"<h2>Against {escape(str(a['prompt']))}: {cases}</h2>"
                     "<div class=card>" + ("".join(blocks) or "<p class=muted>No case changed.</p>") + "</div>")
         body.append("<h2>Prompt diff (old → this)</h2><div class=card>" + diff_html(old_prompt, prompt, ("old", "this"))
                     + "</div>")
