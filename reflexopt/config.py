@@ -144,6 +144,8 @@ class EvalConfig(_Frozen):
     against: tuple[tuple[str, str], ...] = Field((), description="the prompts these replace (name, file; `prompt` "
                                                  "for a prompt file): both versions on the same cases, paired")
     fail_under: float | None = Field(None, ge=0, le=1, description="a mean score below this fails the gate")
+    variants: tuple[str, ...] = Field((), description="more prompt files scored on the same cases, each compared "
+                                      "with the first (paired, Holm-adjusted over the comparisons)")
     track: TrackSpec = TrackSpec()
 
 
@@ -495,9 +497,11 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
                 ideal_field: str | None = None, concurrency: int | None = None, responses: str | None = None,
                 human: str | None = None, self_agreement: int = 10, prices: str | Path | None = None,
                 against: str | Path | Sequence[str] | None = None, fail_under: float | None = None,
-                track: TrackSpec | None = None, pipeline: PipelineSpec | None = None) -> EvalConfig:
+                track: TrackSpec | None = None, pipeline: PipelineSpec | None = None,
+                variants: Sequence[str | Path] = ()) -> EvalConfig:
     """The one way an EvalConfig is built from user-level values (the CLI and the Python API). `against`: the
-    prompt file this one replaces, or for a pipeline, `NAME=FILE` items for the prompts whose old version differs."""
+    prompt file this one replaces, or for a pipeline, `NAME=FILE` items for the prompts whose old version differs.
+    `variants`: more prompt files, each compared with `prompt` on the same cases."""
     if prompt is None and responses is None and pipeline is None:
         raise ConfigError("no prompt to evaluate", fix="pass a PROMPT file, --pipeline FILE.py:FUNCTION --prompt "
                           "NAME=FILE, or --responses FIELD to grade the responses recorded in the dataset")
@@ -507,6 +511,10 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
     if against and prompt is None and pipeline is None:
         raise ConfigError("--against compares two prompts on the same cases, and --responses grades answers "
                           "already recorded", fix="pass PROMPT and --against OLD_PROMPT, or drop --against")
+    if variants and (prompt is None or pipeline is not None or responses is not None or against):
+        raise ConfigError("several prompts are compared as prompt files on the same cases",
+                          fix="give the PROMPT files alone: drop --pipeline, --responses and --against (the "
+                              "first PROMPT is what the others are compared with)")
     if fail_under is not None and not 0 <= fail_under <= 1:
         raise ConfigError(f"--fail-under {fail_under:g} is off the score scale", fix="give a score in 0..1")
     if human and judge is None:
@@ -518,7 +526,8 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
         model=model_spec(model or LOCAL_MODEL, api_base=api_base, max_tokens=max_tokens),
         scorer=scorer_spec(metric=metric, judge=judge, rubric=rubric, api_base=api_base),
         concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement,
-        pipeline=pipeline, against=_against(against, pipeline), fail_under=fail_under, track=track or TrackSpec()),
+        pipeline=pipeline, against=_against(against, pipeline), fail_under=fail_under, track=track or TrackSpec(),
+        variants=tuple(str(v) for v in variants)),
         prices)
 
 

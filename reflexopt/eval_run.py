@@ -43,6 +43,7 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
     notes: list[str | None] = []
     task: Any
     old: PromptSet | None = None  # with --against, the prompts these replace
+    others: list[PromptSet] = []  # more prompt files, compared with the first
     if config.responses:
         prompts = PromptSet.parse("{input}", "recorded responses")
         task = RecordedTask(config.responses)
@@ -55,6 +56,10 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
             prompts.primary.check_fields(cases)
             notes += prompts.primary.brace_warnings()
         old = _replaced(prompts, config.against, cases, check=config.pipeline is None)
+        others = [PromptSet.load(path) for path in config.variants]
+        for other in others:
+            other.primary.check_fields(cases)
+            notes += other.primary.brace_warnings()
         spec, cap_note = task_spec(config.model, cases, config.concurrency, cap=config.pipeline is None)
         task = make_task(config, get_client(spec, role="task"))
         if config.pipeline is not None:
@@ -65,12 +70,14 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
         if n:
             on_note(n)
     if on_total:
-        on_total(len(cases) * (1 if old is None else 2))
+        on_total(len(cases) * (1 + (old is not None) + len(others)))
     try:
         report = await evaluate_async(cases, prompts, task, scorer, concurrency=config.concurrency,
                                       on_result=on_result)
         before = None if old is None else await evaluate_async(cases, old, task, scorer,
                                                                concurrency=config.concurrency, on_result=on_result)
+        variants = [await evaluate_async(cases, other, task, scorer, concurrency=config.concurrency,
+                                         on_result=on_result) for other in others]
     finally:
         if hasattr(task, "aclose"):  # a pipeline's endpoint and worker processes
             await task.aclose()
@@ -81,8 +88,16 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
                 "as prompts[NAME] in your function, or drop that --prompt")
     if not config.responses:
         price, source = spec_price(config.model)
-        cost = money(report.results, price)
-        report = replace(report, money={**(cost or {}), "price_source": source}, prompt_text=prompts.to_markdown())
+        report = replace(report, money={**(money(report.results, price) or {}), "price_source": source},
+                         prompt_text=prompts.to_markdown())
+        variants = [replace(v, money={**(money(v.results, price) or {}), "price_source": source}) for v in variants]
+    if variants:
+        from .regression import compare_variants
+
+        assert config.prompt_path is not None
+        rows = compare_variants(report, config.prompt_path, list(zip(config.variants, variants, strict=True)),
+                                cases=cases, scorer_kind=getattr(scorer, "kind", ""))
+        report = replace(report, variants=rows, usage=usage_of(*task.clients, *scorer_clients(scorer)))
     if before is not None and old is not None:
         from .regression import compare_change
 

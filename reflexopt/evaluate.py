@@ -191,6 +191,7 @@ class EvalReport:
     prompt_text: str = ""  # the prompts evaluated (PromptSet.to_markdown: a pipeline's as name -> markdown)
     against_text: str | None = None  # with --against, the prompts they replace, the same way
     run_dir: str | None = None  # the eval's folder in the run history
+    variants: list[dict[str, Any]] | None = None  # with more prompt files: every prompt's row (regression.py)
 
     @property
     def scored(self) -> list[float]:
@@ -237,6 +238,8 @@ class EvalReport:
             out["against"] = self.against
         if self.gate is not None:
             out["gate"] = {"passed": not self.gate, "reasons": self.gate}
+        if self.variants is not None:
+            out["variants"] = self.variants
         if self.run_dir is not None:
             out["run_dir"] = self.run_dir
         return out

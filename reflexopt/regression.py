@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .data import Case
-from .evaluate import CaseResult, case_score, mean_tokens
+from .evaluate import CaseResult, EvalReport, case_score, mean_tokens
+from .stats import holm
 from .verdict import p_text, paired_on_test, test_reference
 
 SHOWN = 5  # cases that got worse, listed with both answers
@@ -28,12 +29,7 @@ def compare_change(old: Sequence[CaseResult], new: Sequence[CaseResult], *, old_
     order of `new`. With a judge (`scorer_kind`) and references on every case, `reference` holds the same
     answers scored against them (verdict.test_reference), and says when they disagree with the judge."""
     cmp, cover = paired_on_test(old, new, [r.case_id for r in new], seed=seed)
-    if cmp.p_value < 0.05 and cmp.ci95[1] < 0:
-        verdict = "worse"
-    elif cmp.significant:
-        verdict = "better"
-    else:
-        verdict = "no significant difference"
+    verdict = change_verdict(cmp.p_value, cmp.ci95)
     before = {r.case_id: r for r in old}
     moved = []
     for r in new:
@@ -62,6 +58,40 @@ def compare_change(old: Sequence[CaseResult], new: Sequence[CaseResult], *, old_
                    "old_score": o.score, "new_output": r.output or r.error, "new_score": r.score,
                    "reasoning": r.reasoning} for _, o, r in worse[:SHOWN]],
     }
+
+
+def change_verdict(p_value: float, ci95: Sequence[float]) -> str:
+    """"worse" when the drop is significant (p < 0.05, the CI below 0), "better" when the gain is, else "no
+    significant difference"."""
+    if p_value < 0.05 and ci95[1] < 0:
+        return "worse"
+    if p_value < 0.05 and ci95[0] > 0:
+        return "better"
+    return "no significant difference"
+
+
+def compare_variants(first: EvalReport, first_name: str, variants: Sequence[tuple[str, EvalReport]], *,
+                     cases: Sequence[Case] = (), scorer_kind: str = "") -> list[dict[str, Any]]:
+    """Several prompts on the same cases (`eval A.md B.md C.md`): one row per prompt, the first included, each
+    with its score, CI, pass rate, prompt tokens, cost per success and p95 latency, and every prompt after the
+    first compared with it pair by pair (`compare_change`). Their p-values are Holm-adjusted over those
+    comparisons (`p_value`; unadjusted: `p_value_raw`) and the verdicts read the adjusted ones: with three
+    prompts tried against one, a single p < 0.05 is no longer a finding."""
+    changes = [compare_change(first.results, rep.results, old_prompt=first_name, cases=cases,
+                              scorer_kind=scorer_kind) for _, rep in variants]
+    for change, adjusted in zip(changes, holm([c["p_value"] for c in changes]), strict=True):
+        change.update(p_value_raw=change["p_value"], p_value=adjusted, correction=f"Holm over {len(changes)}",
+                      verdict=change_verdict(adjusted, change["ci95"] or (0.0, 0.0)))
+
+    def row(name: str, rep: EvalReport, change: dict[str, Any] | None) -> dict[str, Any]:
+        s = rep.summary()
+        money = s.get("money") or {}
+        return {"prompt": name, "score": s["score"], "ci95": s["ci95"], "pass_rate": s["pass_rate"],
+                "n_scored": s["n_scored"], "prompt_tokens_per_case": _tokens(rep.results),
+                "cost_per_success": money.get("cost_per_success"), "latency_p95_s": s["latency_p95_s"],
+                "change": change}
+
+    return [row(first_name, first, None), *(row(n, rep, c) for (n, rep), c in zip(variants, changes, strict=True))]
 
 
 def _tokens(results: Sequence[CaseResult]) -> float | None:

@@ -272,6 +272,31 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
     return page(title, "".join(body), refresh_s=refresh_s, nav=nav)
 
 
+def _variants_html(rows: list[dict[str, Any]]) -> str:
+    """Several prompts on the same cases: each one's score and costs, and each after the first against it."""
+    out = []
+    for r in rows:
+        c, ci = r["change"], r["ci95"]
+        if c is None or c["ci95"] is None:
+            change = "the first" if c is None else "no case scored for both"
+            verdict = ""
+        else:
+            change = f"{c['delta']:+.3f} ({c['ci95'][0]:+.3f} … {c['ci95'][1]:+.3f}), {p_text(c['p_value'])}"
+            verdict = (f"<span class={ {'worse': 'bad', 'better': 'good'}.get(c['verdict'], 'muted') }>"
+                       f"{escape(c['verdict'])}</span>")
+        cost = "–" if r["cost_per_success"] is None else f"${r['cost_per_success']:.6f}"
+        out.append(f"<tr><td>{escape(str(r['prompt']))}</td><td class=num>{_f(r['score'])}"
+                   + (f" <span class=muted>({ci[0]:.3f} … {ci[1]:.3f})</span>" if ci else "")
+                   + f"</td><td class=num>{_f(r['pass_rate'])}</td><td class=num>{escape(change)}</td><td>{verdict}"
+                   f"</td><td class=num>{_f(r['prompt_tokens_per_case'], 1)}</td><td class=num>{cost}</td>"
+                   f"<td class=num>{_f(r['latency_p95_s'], 2)}</td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("prompt", "score (95% CI)", "pass rate", "change against the first",
+                                             "verdict", "prompt tokens", "cost per success", "p95 s"))
+    return (f"<h2>{len(rows)} prompts on the same cases</h2><div class=card><p class=muted>Each prompt after the "
+            "first is compared with it case by case; the p-values are Holm-adjusted over those comparisons.</p>"
+            f"<table><tr>{head}</tr>{''.join(out)}</table></div>")
+
+
 def eval_report(report: EvalReport, *, title: str, nav: str = "") -> str:
     """An `eval` run's page: the score and what it cost, the judge's record, and with `--against` the change, the
     gate, the cases that got worse and better side by side (both answers, the reference, the scorer's reasons)
@@ -305,6 +330,8 @@ def eval_report(report: EvalReport, *, title: str, nav: str = "") -> str:
                     f"{escape('; '.join(gate['reasons']))}</span></div>")
     body = [f"<h1>{escape(title)}</h1><div class=muted>{escape(s['scorer'])}</div>",
             "<div class='card kpis'>" + "".join(kpis) + "</div>"]
+    if report.variants:
+        body.append(_variants_html(report.variants))
     if s.get("judge"):
         body.append("<h2>The judge</h2><div class=card>" + judge_html(s["judge"], None) + "</div>")
     prompt, old_prompt = report.prompt_text, report.against_text

@@ -250,3 +250,49 @@ def test_eval_against_the_prompt_it_replaces_is_a_ci_gate(files: dict[str, Path]
     recorded = cli("eval", str(graded), "--responses", "response", "--metric", "contains", "--against", str(good),
                    home=tmp_path / "h")
     assert recorded.returncode == 2 and "--against compares two prompts" in recorded.stderr
+
+
+def test_eval_compares_several_prompts_on_the_same_cases(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    """`eval DATA A.md B.md C.md`: every prompt answers every case; each after the first is compared with it pair
+    by pair, the p-values Holm-adjusted over the two comparisons; the table, --json, the report and the run
+    history carry every prompt's row. A config file's `prompts:` list works as the arguments do; several prompts
+    with --against is an error before any call."""
+    def responder(req: dict) -> str:  # type: ignore[type-arg]
+        text = " ".join(m["content"] for m in req["messages"])
+        if "positive or negative" not in text:
+            return "maybe"
+        return "positive" if int(req["messages"][-1]["content"].split()[-1]) % 2 else "negative"
+
+    openai_server.responder = responder
+    data = write_jsonl(tmp_path / "d.jsonl",
+                       [{"input": f"text {i}", "ideal": "positive" if i % 2 else "negative"} for i in range(16)])
+    a, b, c = tmp_path / "a.md", tmp_path / "b.md", tmp_path / "c.md"
+    a.write_text("Here is a text: {input}\n")
+    b.write_text("Answer positive or negative: {input}\n")
+    c.write_text("Read this text: {input}\n")
+    base = ["eval", str(data), "-m", "openai/test", "--api-base", openai_server.url]
+    r = cli(*base, str(a), str(b), str(c), "--json", "--report", str(tmp_path / "r.html"), home=tmp_path / "h")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert len(openai_server.requests) == 48  # three prompts on every case
+    first, good, same = s["variants"]
+    assert (first["prompt"], first["score"], first["change"]) == (str(a), 0.0, None) and s["score"] == 0.0
+    assert good["score"] == 1.0 and good["change"]["verdict"] == "better" and good["change"]["delta"] == 1.0
+    assert good["change"]["p_value"] == min(1.0, 2 * good["change"]["p_value_raw"])  # the smaller of two, x2
+    assert same["change"]["verdict"] == "no significant difference" and same["change"]["p_value"] == 1.0
+    assert good["prompt_tokens_per_case"] is not None and good["change"]["correction"] == "Holm over 2"
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "3 prompts on the same cases" in html and "Holm-adjusted" in html and str(b) in html
+    saved = json.loads((Path(s["run_dir"]) / "eval.json").read_text())
+    assert [v["prompt"] for v in saved["report"]["variants"]] == [str(a), str(b), str(c)]
+    table = cli(*base, str(a), str(b), home=tmp_path / "h")
+    flat = " ".join(table.stdout.replace("│", " ").split())
+    assert "2 prompts on the same cases" in flat and "better" in flat and "(the first)" in flat
+    (tmp_path / "conf.yaml").write_text(f"prompts: [{a}, {b}]\nmodel: openai/test\n"
+                                        f"api-base: {openai_server.url}\n")
+    conf = cli("eval", str(data), "--json", "--config", str(tmp_path / "conf.yaml"), home=tmp_path / "h")
+    assert conf.returncode == 0, conf.stderr
+    assert [v["prompt"] for v in json.loads(conf.stdout)["variants"]] == [str(a), str(b)]
+    asked = len(openai_server.requests)
+    bad = cli(*base, str(a), str(b), "--against", str(c), home=tmp_path / "h")
+    assert bad.returncode == 2 and "several prompts" in bad.stderr and len(openai_server.requests) == asked

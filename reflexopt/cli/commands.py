@@ -46,8 +46,9 @@ from .app import (
 @guard
 def eval_cmd(
     dataset: DataArg,
-    prompt: Annotated[Path | None, typer.Argument(metavar="[PROMPT]", help="Prompt file (markdown); not needed "
-                                                  "with --responses.")] = None,
+    prompts: Annotated[list[Path] | None, typer.Argument(
+        metavar="[PROMPT]...", help="Prompt file (markdown); not needed with --responses. Several: each scored on "
+                                    "the same cases and compared with the first.")] = None,
     model: ModelOpt = "local/smollm2",
     api_base: ApiBase = None,
     prices: PricesOpt = None,
@@ -82,13 +83,15 @@ def eval_cmd(
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score one prompt on one dataset with one model (or grade recorded responses, and check the judge); with
-    --against, check it against the prompt it replaces (a CI gate)."""
+    """Score a prompt on one dataset with one model (or grade recorded responses, and check the judge); with
+    --against, check it against the prompt it replaces (a CI gate); with several prompts, compare them."""
     from ..config import eval_config, pipeline_spec, track_spec
     from ..eval_run import eval_prompt
-    from .render import against_table, case_line, disagreement_table, eval_table, progress
+    from .render import against_table, case_line, disagreement_table, eval_table, progress, variants_table
 
-    reads: dict[str, str | Path | None] = {"the dataset": dataset, **({"the prompt": prompt} if prompt else {}),
+    prompt, variants = (prompts[0], prompts[1:]) if prompts else (None, [])
+
+    reads: dict[str, str | Path | None] = {"the dataset": dataset, **{f"the prompt {p}": p for p in prompts or ()},
                                            **{f"the --against prompt {a}": a.rpartition("=")[2] for a in against or ()}}
     if output:
         check_writable(output, "-o", reads=reads)
@@ -100,8 +103,11 @@ def eval_cmd(
                          concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement,
                          prices=prices, against=against, fail_under=fail_under,
                          track=track_spec(track, experiment=track_experiment),
-                         pipeline=pipeline_spec(pipeline, prompt_opts or (), timeout_s=pipeline_timeout))
-    with progress(err, "evaluating both versions" if against else "evaluating", quiet=as_json) as bar:
+                         pipeline=pipeline_spec(pipeline, prompt_opts or (), timeout_s=pipeline_timeout),
+                         variants=variants)
+    doing = ("evaluating both versions" if against else f"evaluating {len(prompts or ())} prompts" if variants
+             else "evaluating")
+    with progress(err, doing, quiet=as_json) as bar:
         def on_result(r: Any) -> None:
             bar.advance(r)
             if verbose and not as_json:
@@ -125,6 +131,8 @@ def eval_cmd(
             out.print(disagreement_table(summary["human_agreement"]))
         if report.against is not None:
             out.print(against_table(report.against, new=prompt.name if prompt else str(pipeline or "")))
+        if report.variants:
+            out.print(variants_table(report.variants))
         if output:
             err.print(f"per-case results: {output}")
     if report_path is not None:

@@ -43,29 +43,38 @@ def default_map(path: Path, group: Any) -> dict[str, Any]:
                              fix="write lines such as `model: openai/gpt-4o-mini`")
     text = raw.splitlines()
     commands = group.commands
-    optimize_only = {o.lstrip("-").replace("-", "_") for p in commands["optimize"].params for o in p.opts}
+    names = {cmd: _names(commands[cmd]) for cmd in ("eval", "optimize")}
     out: dict[str, Any] = {}
-    for cmd in ("eval", "optimize"):
-        names = {"data": "dataset"}
-        for p in commands[cmd].params:
-            names.update({o.lstrip("-").replace("-", "_"): p.name for o in p.opts if o.startswith("--")})
-        for p in commands[cmd].params:  # an argument's own name wins (`prompt:` is the prompt file, not --prompt)
-            if p.param_type_name == "argument" or p.name not in names:
-                names[str(p.name)] = str(p.name)
+    for cmd, other in (("eval", "optimize"), ("optimize", "eval")):
         section = {k: v for k, v in data.items() if k not in ("eval", "optimize")}
         section.update(data.get(cmd) or {})
         for key, value in section.items():
             norm = str(key).replace("-", "_")
-            name = names.get(norm)
+            name = names[cmd].get(norm)
             if name is None:
-                if cmd == "eval" and norm in optimize_only:
-                    continue  # an optimize-only setting at the top level
+                if key not in (data.get(cmd) or {}) and norm in names[other]:
+                    continue  # the other command's setting at the top level
                 line = next((i for i, ln in enumerate(text, 1) if ln.strip().startswith(f"{key}:")), None)
                 raise InputFileError(path, f"unknown setting {key!r}", line=line,
-                                     fix="use the long option names of `reflexopt optimize --help`")
-            many = any(p.name == name and getattr(p, "multiple", False) for p in commands[cmd].params)
+                                     fix=f"use the long option names of `reflexopt {cmd} --help`")
+            many = any(p.name == name and (getattr(p, "multiple", False) or getattr(p, "nargs", 1) == -1)
+                       for p in commands[cmd].params)
             if many and not isinstance(value, list):  # a repeatable option given once (`track: mlflow`)
                 value = [value]
             out.setdefault(cmd, {})[name] = [str(v) for v in value] if isinstance(value, list) else (
                 value if isinstance(value, bool) else str(value))
     return out
+
+
+def _names(command: Any) -> dict[str, str]:
+    """A command's settings by the names a config file may use (long option names with `_`, argument names, and
+    `data`) -> its parameter names."""
+    names = {"data": "dataset"}
+    for p in command.params:
+        names.update({o.lstrip("-").replace("-", "_"): p.name for o in p.opts if o.startswith("--")})
+    for p in command.params:  # an argument's own name wins (`prompt:` is the prompt file, not --prompt)
+        if p.param_type_name == "argument" or p.name not in names:
+            names[str(p.name)] = str(p.name)
+    if "prompts" in names:  # eval's PROMPT... argument: `prompt:` (one file) or `prompts:` (several)
+        names["prompt"] = names["prompts"]
+    return names

@@ -145,6 +145,32 @@ def disagreement_table(h: dict[str, Any]) -> Table:
     return t
 
 
+def variants_table(rows: list[dict[str, Any]]) -> Table:
+    """Several prompts on the same cases: each one's score and costs, and each after the first against it."""
+    from ..verdict import p_text
+
+    t = Table(title=f"{len(rows)} prompts on the same cases, each against the first (p Holm-adjusted)",
+              title_justify="left")
+    for col in ("prompt", "score (95% CI)", "pass rate", "change against the first", "verdict", "prompt tokens",
+                "cost per success", "p95"):
+        t.add_column(col, justify="left" if col in ("prompt", "verdict") else "right")
+    for r in rows:
+        ci = r["ci95"]
+        c = r["change"]
+        if c is None:
+            change, verdict = "(the first)", ""
+        elif c["ci95"] is None:
+            change, verdict = "– (no case scored for both)", ""
+        else:
+            change = f"{c['delta']:+.3f} ({c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f}), {p_text(c['p_value'])}"
+            verdict = f"[{ {'worse': 'red', 'better': 'green'}.get(c['verdict'], 'yellow') }]{c['verdict']}[/]"
+        t.add_row(printable(str(r["prompt"])), _fmt(r["score"]) + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else ""),
+                  _fmt(r["pass_rate"]), change, verdict, _fmt(r["prompt_tokens_per_case"], 1),
+                  "–" if r["cost_per_success"] is None else f"${r['cost_per_success']:.6f}",
+                  "–" if r["latency_p95_s"] is None else f"{r['latency_p95_s']:.2f} s")
+    return t
+
+
 def against_table(a: dict[str, Any], new: str = "") -> Table:
     """`eval --against`: the prompt evaluated against the one it replaces, and the cases that got worse."""
     from ..verdict import p_text
