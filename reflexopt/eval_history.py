@@ -29,7 +29,8 @@ PREFIX = "eval-"  # an eval's folder name: PREFIX + a run id
 
 def eval_name(config: EvalConfig) -> str:
     """What an eval ran on, in a few words: `prompt.md on data.jsonl` (`a.md and 2 more prompts on ...`)."""
-    more = f" and {len(config.variants)} more prompt{'s' if len(config.variants) > 1 else ''}" if config.variants else ""
+    n = len(config.variants)
+    more = f" and {n} more prompt{'s' if n > 1 else ''}" if n else ""
     what = (Path(config.prompt_path).name + more if config.prompt_path
             else Path(config.pipeline.target).name if config.pipeline  # app.py:run
             else f"{config.responses!r} responses")
