@@ -117,7 +117,7 @@ def eval_cmd(
         report = eval_prompt(config, on_result=on_result, on_note=lambda n: err.print(f"[dim]{n}[/]"),
                              on_total=bar.set_total)
     summary = report.summary()
-    first = f"{prompt.name} and {len(variants)} more" if variants else prompt.name if prompt else pipeline
+    first = (prompt.name + (f" and {len(variants)} more" if variants else "")) if prompt else pipeline
     what = (f"{first} on {dataset.name} with {model}" if prompt or pipeline
             else f"{responses!r} responses in {dataset.name}")
     if output:
