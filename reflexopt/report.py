@@ -123,18 +123,22 @@ def diff_html(a: str, b: str, sides: tuple[str, str] = ("baseline", "best")) -> 
     return f"<pre>{''.join(rows) or 'no change: the baseline stayed best'}</pre>"
 
 
-def _case_block(kind: str, base: CaseResult, best: CaseResult, expand: bool = False,
-                sides: tuple[str, str] = ("baseline", "best")) -> str:
+def _case_block(kind: str, base: CaseResult, best: CaseResult | None = None, expand: bool = False,
+                sides: tuple[str, ...] = ("baseline", "best")) -> str:
+    """One case, folded: its input, each side's output and the reference; `best` None shows one result (its
+    output unlabelled, no tag)."""
+    shown = [("", base)] if best is None else list(zip(sides, (base, best), strict=False))
     ref = f"<div><b>reference</b><pre>{escape(base.ideal or '')}</pre></div>" if base.ideal is not None else ""
-    why = "".join(f"<div class=muted>{escape(lbl)}: {escape(r.reasoning)}</div>"
-                  for lbl, r in zip(sides, (base, best)) if r.reasoning)
-    head = (f"<span class=tag>{escape(kind)}</span> case {escape(base.case_id)} · score {_f(base.score)} → "
-            f"{_f(best.score)} · <span class=muted>{escape(base.input[:90])}</span>")
+    why = "".join(f"<div class=muted>{escape(lbl) + ': ' if lbl else ''}{escape(r.reasoning)}</div>"
+                  for lbl, r in shown if r.reasoning)
+    scores = " → ".join(_f(r.score) for _, r in shown)
+    tag = f"<span class=tag>{escape(kind)}</span> " if best is not None else ""
+    head = (f"{tag}case {escape(base.case_id)} · score {scores} · <span class=muted>{escape(base.input[:90])}"
+            "</span>")
+    outputs = "".join(f"<div><b>{escape(lbl + ' output' if lbl else 'output')}</b><pre>"
+                      f"{escape(r.output or r.error or '')}</pre></div>" for lbl, r in shown)
     return (f"<details class='case {kind}'{' open' if expand else ''}><summary>{head}</summary>"
-            f"<div><b>input</b><pre>{escape(base.input)}</pre></div>"
-            f"<div><b>{escape(sides[0])} output</b><pre>{escape(base.output or base.error or '')}</pre></div>"
-            f"<div><b>{escape(sides[1])} output</b><pre>{escape(best.output or best.error or '')}</pre></div>"
-            f"{ref}{why}</details>")
+            f"<div><b>input</b><pre>{escape(base.input)}</pre></div>{outputs}{ref}{why}</details>")
 
 
 def _lineage(cands: dict[str, dict[str, Any]], best: str) -> str:
@@ -352,13 +356,7 @@ def eval_report(report: EvalReport, *, title: str, nav: str = "") -> str:
                     + "</div>")
     else:
         low = sorted((r for r in report.results if (r.score or 0) < 1), key=lambda r: r.score or 0)  # stable
-        blocks = [f"<details class='case broken'{' open' if i < 2 else ''}><summary>case {escape(r.case_id)} · "
-                  f"score {_f(r.score)} · <span class=muted>{escape(r.input[:90])}</span></summary>"
-                  f"<div><b>input</b><pre>{escape(r.input)}</pre></div><div><b>output</b><pre>"
-                  f"{escape(r.output or r.error or '')}</pre></div>"
-                  + (f"<div><b>reference</b><pre>{escape(r.ideal)}</pre></div>" if r.ideal is not None else "")
-                  + (f"<div class=muted>{escape(r.reasoning)}</div>" if r.reasoning else "") + "</details>"
-                  for i, r in enumerate(low[:50])]
+        blocks = [_case_block("broken", r, None, i < 2) for i, r in enumerate(low[:50])]
         body.append(f"<h2>Lowest-scoring cases: {len(low)} below full marks</h2><div class=card>"
                     + ("".join(blocks) or "<p class=muted>Every case scored full marks.</p>") + "</div>")
         if prompt:

@@ -23,9 +23,9 @@ class RunInfo:
     started: float
     dataset: str
     model: str
-    baseline: float | None  # an eval's: the score of the prompt it was checked against
-    best: float | None  # an eval's: its score
-    significant: bool | None  # an eval's: the change against the old prompt (p < 0.05)
+    baseline: float | None  # an eval's: the score of the prompt it was checked against (several: the first's)
+    best: float | None  # an eval's: its score (several prompts: the best of the others)
+    significant: bool | None  # an eval's: the change against the old (or first) prompt, p < 0.05
     calls: int | None
     cost: float | None
     status: str  # done | running | failed (stopped on an error) | interrupted | unreadable (damaged files)
@@ -113,9 +113,13 @@ def _eval_info(path: Path, cfg: dict[str, Any], started: float) -> RunInfo:
                        None, None, status)
     s = load_eval(path)[0].summary()
     a = s.get("against") or {}
-    return RunInfo(path.name, path, "eval", started, _data_name(cfg["data"]["path"]), model, a.get("old_score"),
-                   s["score"], None if a.get("p_value") is None else a["p_value"] < 0.05, s["model_calls"],
-                   s["cost_usd"], "done")
+    baseline, best = a.get("old_score"), s["score"]
+    if s.get("variants"):  # several prompts: the first, and the best-scoring of the rest against it
+        top = max(s["variants"][1:], key=lambda r: -1.0 if r["score"] is None else r["score"])
+        a, baseline, best = top["change"] or {}, s["score"], top["score"]
+    return RunInfo(path.name, path, "eval", started, _data_name(cfg["data"]["path"]), model, baseline, best,
+                   None if a.get("p_value") is None else a["p_value"] < 0.05, s["model_calls"], s["cost_usd"],
+                   "done")
 
 
 def _data_name(path: str) -> str:

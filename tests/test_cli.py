@@ -285,6 +285,9 @@ def test_eval_compares_several_prompts_on_the_same_cases(openai_server: FakeOpen
     assert "3 prompts on the same cases" in html and "Holm-adjusted" in html and str(b) in html
     saved = json.loads((Path(s["run_dir"]) / "eval.json").read_text())
     assert [v["prompt"] for v in saved["report"]["variants"]] == [str(a), str(b), str(c)]
+    listed = next(r for r in json.loads(cli("runs", "list", "--json", home=tmp_path / "h").stdout)
+                  if r["id"] == Path(s["run_dir"]).name)  # the first prompt, and the best of the others
+    assert (listed["baseline"], listed["best"], listed["significant"]) == (0.0, 1.0, True)
     table = cli(*base, str(a), str(b), home=tmp_path / "h")
     flat = " ".join(table.stdout.replace("│", " ").split())
     assert "2 prompts on the same cases" in flat and "better" in flat and "(the first)" in flat
