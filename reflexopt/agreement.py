@@ -14,8 +14,9 @@ says (Qwen2.5-Coder-1.5B read negated sentences' inputs as their references), an
 Both are easy to get right, so two probes follow where a reference allows (`probes`): a list reference with its
 items in another order (a judge that fails it grades the order, which many list tasks leave free: Qwen faulted
 the animals' order on a taxonomy task while it passed every plain known answer), and a near miss, the reference
-with its last item or sentence swapped for another case's, which should score below the reference (a judge that
-scores it as high does not check what the answer says).
+with its last item or sentence swapped for another case's, or with one added, each of which should score below the
+reference (a judge that scores the first as high does not check what the answer says; the second, as Qwen passed
+'bear, bird, cow, boots', lets wrong additions through).
 
 Agreement with people: the judge's scores against labels the user collected for the same outputs (a column of
 the dataset): Spearman's rho on the scores, Cohen's kappa on pass/fail, and the cases they disagree on most.
@@ -99,9 +100,12 @@ class KnownAnswers:
     reordered_passed: int = 0
     near_misses: int = 0
     near_misses_lower: int = 0
+    padded: int = 0  # the reference with another case's item or sentence added (it says something wrong too)
+    padded_lower: int = 0
     method: str = ("each case's own reference graded as its answer (should pass), and another case's reference "
                    "(should fail); a list reference reordered (should pass if the order is free), and the reference "
-                   "with its last item or sentence swapped for another case's (should score lower)")
+                   "with its last item or sentence swapped for another case's, or with one added (both should score "
+                   "lower)")
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "warning": self.warning(), "summary": known_summary(asdict(self))}
@@ -113,7 +117,8 @@ class KnownAnswers:
 
     def warning(self) -> str | None:
         """Set when more than a quarter of the known answers were judged the wrong way, when the judge failed most
-        reordered lists, or when it scored most near misses as high as their reference (at least 2 of each)."""
+        reordered lists, or when it scored most near misses, or most padded references, as high as their reference
+        (at least 2 of each)."""
         out = []
         wrong = 2 * self.n - self.references_passed - self.foils_failed
         if self.n and wrong * 4 > 2 * self.n:
@@ -129,6 +134,11 @@ class KnownAnswers:
             out.append(f"the judge scored {self.near_misses - self.near_misses_lower} of {self.near_misses} "
                        "references with one item or sentence swapped for another case's as high as the reference: "
                        "it may not check what the answer says; try a stronger judge, a sharper rubric, or a metric")
+        if self.padded >= 2 and self.padded_lower * 2 < self.padded:
+            out.append(f"the judge scored {self.padded - self.padded_lower} of {self.padded} references with "
+                       "another case's item or sentence added as high as the reference: it may pass answers that "
+                       "add wrong content to a right one; say in the rubric that wrong additions count, or use a "
+                       "metric")
         return "; ".join(out) or None
 
 
@@ -142,6 +152,8 @@ def known_summary(known: dict[str, Any]) -> str:
         out += f", passed {known['reordered_passed']} of {known['reordered']} reordered lists"
     if known.get("near_misses"):
         out += f", scored {known['near_misses_lower']} of {known['near_misses']} near misses below the reference"
+    if known.get("padded"):
+        out += f" and {known['padded_lower']} of {known['padded']} with a wrong part added"
     return out
 
 
@@ -166,10 +178,11 @@ def _items(text: str) -> tuple[list[str], str] | None:
     return None
 
 
-def probes(reference: str, other: str) -> tuple[str | None, str | None]:
-    """(the reference reordered, a near miss) for a reference and another case's (None where it does not
-    allow one). A list is rotated by one item, and its last item swapped for one of the other's that it lacks;
-    prose of two or more sentences gets its last sentence swapped for the other's first."""
+def probes(reference: str, other: str) -> tuple[str | None, str | None, str | None]:
+    """(the reference reordered, a near miss, the reference padded) for a reference and another case's (None
+    where it does not allow one). A list is rotated by one item; its near miss has its last item swapped for one
+    of the other's that it lacks, and its padded form that item added at the end. Prose of two or more sentences
+    gets the other's first sentence in place of its last (near miss), or after it (padded)."""
     items = _items(reference)
     if items is not None:
         parts, joiner = items
@@ -180,18 +193,20 @@ def probes(reference: str, other: str) -> tuple[str | None, str | None]:
         theirs = [re.sub(r"^([-*\u2022]|and|or)\s+", "", p.strip()) for p in re.split(r"[,;\n]", other.rstrip("."))]
         have = {normalize(p) for p in parts}
         swap = next((p for p in theirs if normalize(p) and normalize(p) not in have and len(p.split()) <= 4), None)
-        return reordered, (lead + joiner.join([*parts[:-1], swap]) if swap else None)
+        if swap is None:
+            return reordered, None, None
+        return reordered, lead + joiner.join([*parts[:-1], swap]), lead + joiner.join([*parts, swap])
     sentences = _SENTENCE.split(reference.strip())
     theirs_s = _SENTENCE.split(other.strip())
     if len(sentences) >= 2 and normalize(theirs_s[0]) not in {normalize(s) for s in sentences}:
-        return None, " ".join([*sentences[:-1], theirs_s[0]])
-    return None, None
+        return None, " ".join([*sentences[:-1], theirs_s[0]]), " ".join([*sentences, theirs_s[0]])
+    return None, None, None
 
 
 def known_plan(cases: Sequence[Case], limit: int = KNOWN_CASES) -> list[tuple[Case, list[str | None]]]:
     """The answers `known_answers` asks about, per case: the first `limit` cases with a reference, each with
-    [that reference, the next case's reference that says something else, the reordered probe, the near miss]
-    (a probe None where the reference does not allow it; see `probes`)."""
+    [that reference, the next case's reference that says something else, the reordered probe, the near miss, the
+    padded reference] (a probe None where the reference does not allow it; see `probes`)."""
     pool = [(c, c.ideal) for c in cases if c.ideal and normalize(c.ideal)]
     plan: list[tuple[Case, list[str | None]]] = []
     for i, (case, ref) in enumerate(pool):
@@ -214,11 +229,16 @@ async def known_answers(scorer: JudgeScorer, cases: Sequence[Case], limit: int =
     outs = await asyncio.gather(*(asyncio.gather(*(asked(c, a) for a in answers))
                                   for c, answers in known_plan(cases, limit)))
     both = [o for o in outs if o[0].passed is not None and o[1].passed is not None]
-    turned = [t for _, _, t, _ in outs if t is not None and t.passed is not None]
-    near = [(r, m) for r, _, _, m in outs if m is not None and m.raw is not None and r.raw is not None]
+    turned = [o[2] for o in outs if o[2] is not None and o[2].passed is not None]
+
+    def below(k: int) -> list[bool]:  # the probe in place k scored below its reference (both with a verdict)
+        return [o[k].raw < o[0].raw for o in outs if o[k] is not None and o[k].raw is not None and o[0].raw is not None]
+
+    near, padded = below(3), below(4)
     return KnownAnswers(len(both), sum(bool(o[0].passed) for o in both), sum(not o[1].passed for o in both),
                         reordered=len(turned), reordered_passed=sum(bool(t.passed) for t in turned),
-                        near_misses=len(near), near_misses_lower=sum(m.raw < r.raw for r, m in near))
+                        near_misses=len(near), near_misses_lower=sum(near), padded=len(padded),
+                        padded_lower=sum(padded))
 
 
 _PASS = {"pass": True, "passed": True, "yes": True, "true": True, "good": True, "correct": True, "1": True,

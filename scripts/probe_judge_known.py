@@ -2,13 +2,14 @@
 the judge of the LLM-judge table (Qwen2.5-Coder-1.5B) on two sets:
 
 - `security_incidents` (the dev free-text set, its own rubric): 3-sentence briefs, so each reference gets a near
-  miss (its last sentence swapped for another case's first) besides itself and a foil (another case's reference);
+  miss (its last sentence swapped for another case's first) and a padded form (that sentence added) besides
+  itself and a foil (another case's reference);
 - `taxonomy_animal` (a published judge-table set, the `correctness` rubric): list references, so each also gets
   its items in another order. The probes were built from what that table showed on this set, so this row only
   shows that the check reports what was seen there; it is no independent evidence.
 
 The recorded "responses" are the references themselves: they pass without a verdict (matches), so the only judge
-calls are the known answers (`agreement.known_plan`: up to 4 per case, 5 cases).
+calls are the known answers (`agreement.known_plan`: up to 5 per case, 5 cases).
 
     REFLEXOPT_LOCAL_THREADS=1 taskset -c 1 python scripts/probe_judge_known.py [--out FILE.jsonl]
 
@@ -23,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,17 +58,19 @@ def probe(name: str, data: Path, rubric: str, work: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "scripts/results/probe_judge_known.jsonl"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/reflexopt-probe-known"),
+                    help="the rows asked and the response cache (a re-run asks only what is new)")
     a = ap.parse_args()
     out = Path(a.out)
     done = {json.loads(line)["set"] for line in out.read_text().splitlines()} if out.exists() else set()
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (data, rubric) in SETS.items():
-            if name in done:
-                continue
-            row = probe(name, data, rubric, Path(tmp))
-            with out.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            print(name, row["known"]["summary"], "|", row["known"]["warning"], flush=True)
+    a.work.mkdir(parents=True, exist_ok=True)
+    for name, (data, rubric) in SETS.items():
+        if name in done:
+            continue
+        row = probe(name, data, rubric, a.work)
+        with out.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        print(name, row["known"]["summary"], "|", row["known"]["warning"], flush=True)
 
 
 if __name__ == "__main__":

@@ -712,20 +712,23 @@ def test_optimize_reports_the_judge_on_known_answers(fakes: Any, tmp_path: Path)
     assert "passed 0 of 5 references, failed 5 of 5 foils" in html and "known answers wrong" in html
 
 
-def test_probes_reorder_a_list_reference_and_swap_one_part_for_another_cases() -> None:
-    """A list reference is rotated by one item (bullets kept) and gets a near miss with its last item swapped for
-    one the other reference has and it lacks; prose of two sentences or more gets its last sentence swapped; a
-    label, a single sentence, or a sentence with commas allows neither."""
+def test_probes_reorder_a_list_reference_and_swap_or_add_a_part_of_another_cases() -> None:
+    """A list reference is rotated by one item (bullets kept), gets a near miss with its last item swapped for one
+    the other reference has and it lacks, and a padded form with that item added; prose of two sentences or more
+    gets the other's first sentence in place of its last, or after it; a label, a single sentence, or a sentence
+    with commas allows none."""
     from reflexopt.agreement import probes
 
-    assert probes("bear, bird, cow.", "cat, dog, fish") == ("bird, cow, bear", "bear, bird, cat")
-    assert probes("bear, bird, cow", "bird, dog") == ("bird, cow, bear", "bear, bird, dog")
-    assert probes("- bear\n- bird\n- cow", "- cat\n- dog") == ("- bird\n- cow\n- bear", "- bear\n- bird\n- cat")
+    assert probes("bear, bird, cow.", "cat, dog, fish") == ("bird, cow, bear", "bear, bird, cat",
+                                                          "bear, bird, cow, cat")
+    assert probes("bear, bird, cow", "bird, dog") == ("bird, cow, bear", "bear, bird, dog", "bear, bird, cow, dog")
+    assert probes("- bear\n- bird\n- cow", "- cat\n- dog") == ("- bird\n- cow\n- bear", "- bear\n- bird\n- cat",
+                                                            "- bear\n- bird\n- cow\n- cat")
     assert probes("A breach happened. Data was lost.", "Phishing hit HR. Passwords were reset.") == (
-        None, "A breach happened. Phishing hit HR.")
-    assert probes("positive", "negative") == (None, None)
-    assert probes("Box 1 is not red.", "Box 2 is not red.") == (None, None)
-    assert probes("The cat sat on the mat, quietly, again.", "A dog.") == (None, None)
+        None, "A breach happened. Phishing hit HR.", "A breach happened. Data was lost. Phishing hit HR.")
+    assert probes("positive", "negative") == (None, None, None)
+    assert probes("Box 1 is not red.", "Box 2 is not red.") == (None, None, None)
+    assert probes("The cat sat on the mat, quietly, again.", "A dog.") == (None, None, None)
 
 
 def _animal_rows(n: int) -> list[dict[str, str]]:
@@ -763,28 +766,31 @@ def test_known_answers_flag_a_judge_that_grades_the_order_or_misses_a_wrong_item
     known = s["judge"]["known"]
     assert (known["n"], known["references_passed"], known["foils_failed"]) == (5, 5, 5)
     assert (known["reordered"], known["reordered_passed"]) == (5, 0)
-    assert (known["near_misses"], known["near_misses_lower"]) == (5, 5)
+    assert (known["near_misses"], known["near_misses_lower"], known["padded"], known["padded_lower"]) == (5, 5, 5, 5)
     assert "failed 5 of 5 references with their items in another order" in known["warning"]
     assert "as high as the reference" not in known["warning"]
-    assert "passed 0 of 5 reordered lists, scored 5 of 5 near misses below the reference" in known["summary"]
+    assert ("passed 0 of 5 reordered lists, scored 5 of 5 near misses below the reference and 5 of 5 with a wrong "
+            "part added") in known["summary"]
     from reflexopt.trackers import judge_metrics
 
     metrics = judge_metrics(s["judge"])
     assert metrics["judge_reordered_passed"] == 0.0 and metrics["judge_near_misses_lower"] == 1.0
+    assert metrics["judge_padded_lower"] == 1.0
     s = json.loads(runner.invoke(app, [*args, "--judge", "fake/any-judge"]).stdout)
     known = s["judge"]["known"]
-    assert (known["reordered_passed"], known["near_misses_lower"]) == (5, 0)
+    assert (known["reordered_passed"], known["near_misses_lower"], known["padded_lower"]) == (5, 0, 0)
     assert "scored 5 of 5 references with one item or sentence swapped" in known["warning"]
+    assert "scored 5 of 5 references with another case's item or sentence added" in known["warning"]
     assert "another order" not in known["warning"]
 
 
 def test_the_estimate_counts_the_known_answers_calls_each_reference_allows() -> None:
-    """Two calls for a label (its reference and a foil), four for a list (and its two probes), three for prose
-    (one probe): what the run's estimate adds, counted without a call."""
+    """Two calls for a label (its reference and a foil), five for a list (and its three probes), four for prose
+    (two probes): what the run's estimate adds, counted without a call."""
     from reflexopt.agreement import known_calls
 
     labels = [Case(id=str(i), input="x", ideal=lab) for i, lab in enumerate(["yes", "no", "yes"])]
     lists = [Case(id=str(i), input="x", ideal=r["ideal"]) for i, r in enumerate(_animal_rows(3))]
     prose = [Case(id=str(i), input="x", ideal=f"Event {i} happened. It was bad.") for i in range(2)]
-    assert known_calls(labels) == 6 and known_calls(lists) == 12 and known_calls(prose) == 6
-    assert known_calls(lists, limit=1) == 4
+    assert known_calls(labels) == 6 and known_calls(lists) == 15 and known_calls(prose) == 8
+    assert known_calls(lists, limit=1) == 5

@@ -363,8 +363,8 @@ def test_copies_fail_and_matches_pass_unjudged_beside_real_verdicts(tmp_path: Pa
 
 def test_known_answers_probe_list_references_with_the_embedded_judge(tmp_path: Path) -> None:
     """List references: besides each reference and a foil, the embedded judge is asked about the reference
-    reordered and a near miss (its last item swapped for another case's), 4 real calls per case, recorded in the
-    judge's record whatever SmolLM2 made of them."""
+    reordered, a near miss (its last item swapped for another case's) and the reference padded with that item, 5
+    real calls per case, recorded in the judge's record whatever SmolLM2 made of them."""
     lists = ["bear, bird, cow", "goat, lion, seal", "wolf, frog, mole"]
     rows = [{"input": f"Name the animals in: {ref}, table, chair.", "ideal": ref, "response": "bear"}
             for ref in lists]
@@ -375,9 +375,9 @@ def test_known_answers_probe_list_references_with_the_embedded_judge(tmp_path: P
     assert p.returncode == 0, p.stderr
     known = json.loads(p.stdout)["judge"]["known"]
     # a probe counts when its verdict parsed (and, for a near miss, its reference's too)
-    assert 1 <= known["reordered"] <= 3 and 1 <= known["near_misses"] <= 3, known
+    assert 1 <= known["reordered"] <= 3 and 1 <= known["near_misses"] <= 3 and known["padded"] <= 3, known
     assert "reordered lists" in known["summary"] and "near misses" in known["summary"]
-    assert json.loads(p.stdout)["model_calls"] >= 3 + 12
+    assert json.loads(p.stdout)["model_calls"] >= 3 + 15
 
 
 def test_a_gguf_file_as_local_judge_beside_the_embedded_task_model(tmp_path: Path) -> None:

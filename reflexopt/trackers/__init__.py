@@ -120,8 +120,10 @@ def judge_metrics(judge: dict[str, Any] | None) -> dict[str, Any]:
     right = (known["references_passed"] + known["foils_failed"]) / (2 * known["n"]) if known.get("n") else None
     turned = known["reordered_passed"] / known["reordered"] if known.get("reordered") else None
     near = known["near_misses_lower"] / known["near_misses"] if known.get("near_misses") else None
+    padded = known["padded_lower"] / known["padded"] if known.get("padded") else None
     return {"judge_self_agreement_sd": sa.get("sd"), "judge_pass_agreement": sa.get("pass_agree"),
             "judge_known_right": right, "judge_reordered_passed": turned, "judge_near_misses_lower": near,
+            "judge_padded_lower": padded,
             "judge_contradictions": judge.get("contradictions"),
             "judge_parse_errors": judge.get("parse_errors"), "judge_verdicts": judge.get("verdicts")}
 
