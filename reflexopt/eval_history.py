@@ -100,7 +100,13 @@ def save_eval(folder: Path, report: EvalReport, name: str) -> None:
 
 
 def is_eval(folder: Path) -> bool:
-    return folder.name.startswith(PREFIX) or (folder / EVAL_FILE).exists()
+    """The run folder holds an eval (finished, or with only its settings: running, interrupted or failed)."""
+    if (folder / EVAL_FILE).exists():
+        return True
+    try:
+        return bool(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("kind") == "eval")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_eval(folder: Path) -> tuple[EvalReport, str]:

@@ -110,3 +110,15 @@ def test_resume_without_an_id_takes_the_latest_optimize_run_not_an_eval_or_compa
         os.utime(runs_root() / name / "config.json", (1000 + i, 1000 + i))
         os.utime(runs_root() / name, (1000 + i, 1000 + i))
     assert RunStore.open().root.name == "20260101-000000-aaaa"
+
+
+def test_a_run_folder_is_an_eval_by_its_settings_not_its_name(tmp_path: Path) -> None:
+    """`--run-dir eval-mine` holds an optimize run: the history reads the folder's settings, not its name."""
+    from reflexopt.eval_history import is_eval
+
+    folder = tmp_path / "eval-mine"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model": {"id": "m"}}')
+    assert not is_eval(folder)
+    (folder / "config.json").write_text('{"kind": "eval"}')
+    assert is_eval(folder)
