@@ -96,17 +96,35 @@ def save_eval(folder: Path, report: EvalReport, name: str) -> None:
             write_text_atomic(folder / file, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n"
                                                      for r in results))
     record = {f.name: getattr(report, f.name) for f in fields(report) if f.name not in ("results", "against_results")}
-    write_text_atomic(folder / EVAL_FILE, json.dumps({"name": name, "report": record}, indent=2, ensure_ascii=False))
+    # the summary too: the run list reads it on every request of the view, without the cases
+    write_text_atomic(folder / EVAL_FILE, json.dumps({"name": name, "summary": report.summary(), "report": record},
+                                                     indent=2, ensure_ascii=False))
 
 
-def is_eval(folder: Path) -> bool:
-    """The run folder holds an eval (finished, or with only its settings: running, interrupted or failed)."""
-    if (folder / EVAL_FILE).exists():
+def finished(folder: Path) -> bool:
+    """The eval in this folder ended and wrote its report."""
+    return (folder / EVAL_FILE).exists()
+
+
+def is_eval(folder: Path, config: dict[str, Any] | None = None) -> bool:
+    """The run folder holds an eval (finished, or with only its settings: running, interrupted or failed), by its
+    settings (`config`, when the caller has read them)."""
+    if finished(folder):
         return True
-    try:
-        return bool(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("kind") == "eval")
-    except (OSError, ValueError, AttributeError):
-        return False
+    if config is None:
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+    return isinstance(config, dict) and config.get("kind") == "eval"
+
+
+def eval_summary(folder: Path) -> dict[str, Any]:
+    """A finished eval's summary (`EvalReport.summary`), read without its cases."""
+    summary = read_json(folder / EVAL_FILE).get("summary")
+    if not isinstance(summary, dict):
+        raise InputFileError(folder / EVAL_FILE, "has no summary", fix=f"restore it, or delete its folder {folder}")
+    return summary
 
 
 def load_eval(folder: Path) -> tuple[EvalReport, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, ReflexoptError
-from .eval_history import eval_page, is_eval, load_eval
+from .eval_history import eval_page, eval_summary, finished, is_eval, load_eval
 from .paths import home_dir, lock_held, write_text_atomic
 from .store import RunStore, read_json, runs_root
 
@@ -88,7 +88,7 @@ def _info(path: Path) -> RunInfo:
         return RunInfo(path.name, path, "compare", started, _data_name(cfg["data"]["path"]),
                        ", ".join(m["id"] for m in cfg["models"]), None, best, None, None, None,
                        "done" if res else "running" if _running(path) else "interrupted")
-    if is_eval(path):
+    if is_eval(path, cfg):
         return _eval_info(path, cfg, started)
     summary = RunStore(path).summary()
     status = ("done" if summary else "failed" if RunStore(path).failure() else
@@ -107,11 +107,11 @@ def _eval_info(path: Path, cfg: dict[str, Any], started: float) -> RunInfo:
     pipe = cfg.get("pipeline")
     model = (f"{cfg['responses']!r} responses" if cfg.get("responses") else
              f"{cfg['model']['id']} · pipeline {Path(pipe['target']).name}" if pipe else cfg["model"]["id"])
-    if not (path / "eval.json").exists():
+    if not finished(path):
         status = "failed" if RunStore(path).failure() else "running" if _running(path) else "interrupted"
         return RunInfo(path.name, path, "eval", started, _data_name(cfg["data"]["path"]), model, None, None, None,
                        None, None, status)
-    s = load_eval(path)[0].summary()
+    s = eval_summary(path)
     a = s.get("against") or {}
     baseline, best = a.get("old_score"), s["score"]
     if s.get("variants"):  # several prompts: the first, and the best-scoring of the rest against it
@@ -159,8 +159,8 @@ def show(ref: str) -> dict[str, Any]:
     if (path / "compare.json").exists():
         out["compare"] = read_json(path / "compare.json")
         return out
-    if is_eval(path):
-        if (path / "eval.json").exists():
+    if is_eval(path, out["config"]):
+        if finished(path):
             report, name = load_eval(path)
             out["eval"] = {"name": name, "summary": report.summary()}
             out["best_prompt"] = report.prompt_text or None
@@ -176,7 +176,7 @@ def _compared(path: Path) -> tuple[str, str, dict[str, Any]]:
     """What `diff` compares of a run: (its name, its prompt, its scored cases by id): an optimize run's best
     prompt and test cases, an eval's prompt and cases."""
     if is_eval(path):
-        if not (path / "eval.json").exists():
+        if not finished(path):
             return "prompt", "", {}
         report = load_eval(path)[0]
         return "prompt", report.prompt_text, {r.case_id: r for r in report.results}
