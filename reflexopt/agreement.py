@@ -11,12 +11,12 @@ sampled case's own reference (right: it should pass) and another case's referenc
 (wrong for this case: it should fail). Self-agreement says how much a verdict moves; this says whether it points
 the right way. A judge that fails references or passes foils grades something other than what the reference
 says (Qwen2.5-Coder-1.5B read negated sentences' inputs as their references), and the search would follow it.
-Both are easy to get right, so two probes follow where a reference allows (`probes`): a list reference with its
+Both are easy to get right, so three probes follow where a reference allows (`probes`): a list reference with its
 items in another order (a judge that fails it grades the order, which many list tasks leave free: Qwen faulted
-the animals' order on a taxonomy task while it passed every plain known answer), and a near miss, the reference
-with its last item or sentence swapped for another case's, or with one added, each of which should score below the
-reference (a judge that scores the first as high does not check what the answer says; the second, as Qwen passed
-'bear, bird, cow, boots', lets wrong additions through).
+the animals' order on a taxonomy task while it passed every plain known answer); a near miss, the reference with
+its last item or sentence swapped for another case's; and the reference padded with that item or sentence. The
+last two should score below the reference: a judge that scores a near miss as high does not check what the answer
+says, and one that scores a padded reference as high lets wrong additions through.
 
 Agreement with people: the judge's scores against labels the user collected for the same outputs (a column of
 the dataset): Spearman's rho on the scores, Cohen's kappa on pass/fail, and the cases they disagree on most.
@@ -84,7 +84,7 @@ async def self_agreement(scorer: JudgeScorer, items: Sequence[tuple[Case, str]])
                          sum(a.raw == b.raw for a, b in pairs) / len(pairs))
 
 
-KNOWN_CASES = 5  # cases asked about: their reference and a foil, and where the reference allows, two probes
+KNOWN_CASES = 5  # cases asked about: their reference and a foil, and where the reference allows, three probes
 KNOWN_SAMPLE = 3  # the sample index of those requests in the response cache (the run's verdicts are 0)
 
 
@@ -93,13 +93,11 @@ class KnownAnswers:
     n: int  # cases whose reference and foil both got a verdict
     references_passed: int
     foils_failed: int
-    # probes, where a reference allows them (its verdict asked too): a list reference with its items in another
-    # order (right if the task leaves the order free), and a near miss: the reference with its last item or
-    # sentence swapped for another case's (it says less of what the reference says, so it should score lower)
-    reordered: int = 0
+    # the probes, where a reference allows them (`probes`), each counted when it got a verdict:
+    reordered: int = 0  # a list reference with its items in another order (right if the order is free)
     reordered_passed: int = 0
-    near_misses: int = 0
-    near_misses_lower: int = 0
+    near_misses: int = 0  # the reference with its last item or sentence swapped for another case's
+    near_misses_lower: int = 0  # ... scored below the reference
     padded: int = 0  # the reference with another case's item or sentence added (it says something wrong too)
     padded_lower: int = 0
     method: str = ("each case's own reference graded as its answer (should pass), and another case's reference "

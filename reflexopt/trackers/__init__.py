@@ -117,13 +117,15 @@ def judge_metrics(judge: dict[str, Any] | None) -> dict[str, Any]:
     if not judge:
         return {}
     sa, known = judge.get("self_agreement") or {}, judge.get("known") or {}
-    right = (known["references_passed"] + known["foils_failed"]) / (2 * known["n"]) if known.get("n") else None
-    turned = known["reordered_passed"] / known["reordered"] if known.get("reordered") else None
-    near = known["near_misses_lower"] / known["near_misses"] if known.get("near_misses") else None
-    padded = known["padded_lower"] / known["padded"] if known.get("padded") else None
+
+    def share(right: int, of: str, per: int = 1) -> float | None:  # of the probes of one kind, the share right
+        return right / (per * known[of]) if known.get(of) else None
+
     return {"judge_self_agreement_sd": sa.get("sd"), "judge_pass_agreement": sa.get("pass_agree"),
-            "judge_known_right": right, "judge_reordered_passed": turned, "judge_near_misses_lower": near,
-            "judge_padded_lower": padded,
+            "judge_known_right": share(known.get("references_passed", 0) + known.get("foils_failed", 0), "n", 2),
+            "judge_reordered_passed": share(known.get("reordered_passed", 0), "reordered"),
+            "judge_near_misses_lower": share(known.get("near_misses_lower", 0), "near_misses"),
+            "judge_padded_lower": share(known.get("padded_lower", 0), "padded"),
             "judge_contradictions": judge.get("contradictions"),
             "judge_parse_errors": judge.get("parse_errors"), "judge_verdicts": judge.get("verdicts")}
 
