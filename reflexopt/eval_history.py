@@ -5,7 +5,8 @@ The folder gets the settings (`config.json`, with `kind: eval`) when the eval st
 so `runs list` tells a running eval from an interrupted one; an eval stopped by an error records it
 (`failed.json`), except for bad input (a dataset, prompt or option error, found before any call), which leaves
 no folder. When it ends: the scored cases of each prompt (`cases.jsonl`, with `--against` also
-`against_cases.jsonl`) and the rest of the report (`eval.json`, written last: a folder that has it holds a finished
+`against_cases.jsonl`, with several prompts also `variant_cases.jsonl`: every prompt's, each line naming its
+prompt) and the rest of the report (`eval.json`, written last: a folder that has it holds a finished
 eval). An eval pays nothing to run again (its answers are in the response cache), so there is no resume.
 """
 
@@ -24,6 +25,7 @@ from .evaluate import CaseResult, EvalReport
 from .store import RunStore, hold_folder, new_run_id, read_json, read_jsonl, runs_root, write_text_atomic
 
 EVAL_FILE = "eval.json"
+VARIANT_FILE = "variant_cases.jsonl"  # with several prompts: every prompt's cases, each line naming its prompt
 PREFIX = "eval-"  # an eval's folder name: PREFIX + a run id
 
 
@@ -95,7 +97,13 @@ def save_eval(folder: Path, report: EvalReport, name: str) -> None:
         if results:
             write_text_atomic(folder / file, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n"
                                                      for r in results))
-    record = {f.name: getattr(report, f.name) for f in fields(report) if f.name not in ("results", "against_results")}
+    if report.variant_results:
+        write_text_atomic(folder / VARIANT_FILE, "".join(json.dumps({"prompt": name, **r.to_json()},
+                                                                    ensure_ascii=False) + "\n"
+                                                         for name, results in report.variant_results
+                                                         for r in results))
+    record = {f.name: getattr(report, f.name) for f in fields(report)
+              if f.name not in ("results", "against_results", "variant_results")}
     # the summary too: the run list reads it on every request of the view, without the cases
     write_text_atomic(folder / EVAL_FILE, json.dumps({"name": name, "summary": report.summary(), "report": record},
                                                      indent=2, ensure_ascii=False))
@@ -133,7 +141,11 @@ def load_eval(folder: Path) -> tuple[EvalReport, str]:
     try:
         cases = {file: tuple(CaseResult.from_json(row) for row in read_jsonl(folder / file, ("case_id", "score")))
                  for file in ("cases.jsonl", "against_cases.jsonl")}
+        by_prompt: dict[str, list[CaseResult]] = {}
+        for row in read_jsonl(folder / VARIANT_FILE, ("prompt", "case_id", "score")):
+            by_prompt.setdefault(str(row.pop("prompt")), []).append(CaseResult.from_json(row))
         return (EvalReport(results=cases["cases.jsonl"], against_results=cases["against_cases.jsonl"],
+                           variant_results=tuple((k, tuple(v)) for k, v in by_prompt.items()),
                            **data["report"]), str(data["name"]))
     except (KeyError, TypeError) as e:
         raise InputFileError(folder / EVAL_FILE, f"is not an eval's report ({type(e).__name__}: {e})",

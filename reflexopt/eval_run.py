@@ -97,7 +97,10 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
         assert config.prompt_path is not None
         rows = compare_variants(report, config.prompt_path, list(zip(config.variants, variants, strict=True)),
                                 cases=cases, scorer_kind=getattr(scorer, "kind", ""))
-        report = replace(report, variants=rows, usage=usage_of(*task.clients, *scorer_clients(scorer)))
+        report = replace(report, variants=rows, usage=usage_of(*task.clients, *scorer_clients(scorer)),
+                         variant_results=((config.prompt_path, report.results),
+                                          *((name, v.results) for name, v in zip(config.variants, variants,
+                                                                                 strict=True))))
     if before is not None and old is not None:
         from .regression import compare_change
 

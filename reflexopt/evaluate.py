@@ -192,6 +192,7 @@ class EvalReport:
     against_text: str | None = None  # with --against, the prompts they replace, the same way
     run_dir: str | None = None  # the eval's folder in the run history
     variants: list[dict[str, Any]] | None = None  # with more prompt files: every prompt's row (regression.py)
+    variant_results: tuple[tuple[str, tuple[CaseResult, ...]], ...] = ()  # and every prompt's cases, by name
 
     @property
     def scored(self) -> list[float]:
@@ -245,10 +246,13 @@ class EvalReport:
         return out
 
     def write_jsonl(self, path: str | Path) -> None:
+        """The scored cases, one JSON line each; with several prompts, every prompt's, each line naming its
+        prompt (`prompt`) first."""
         from .paths import write_text_atomic
 
-        write_text_atomic(Path(path), "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n"
-                                              for r in self.results))
+        rows = ([{"prompt": name, **r.to_json()} for name, results in self.variant_results for r in results]
+                if self.variant_results else [r.to_json() for r in self.results])
+        write_text_atomic(Path(path), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def _r(x: float | None) -> float | None:

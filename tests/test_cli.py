@@ -271,10 +271,15 @@ def test_eval_compares_several_prompts_on_the_same_cases(openai_server: FakeOpen
     b.write_text("Answer positive or negative: {input}\n")
     c.write_text("Read this text: {input}\n")
     base = ["eval", str(data), "-m", "openai/test", "--api-base", openai_server.url]
-    r = cli(*base, str(a), str(b), str(c), "--json", "--report", str(tmp_path / "r.html"), home=tmp_path / "h")
+    r = cli(*base, str(a), str(b), str(c), "--json", "--report", str(tmp_path / "r.html"), "-o",
+            str(tmp_path / "cases.jsonl"), home=tmp_path / "h")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert len(openai_server.requests) == 48  # three prompts on every case
+    written = [json.loads(x) for x in (tmp_path / "cases.jsonl").read_text().splitlines()]  # -o: every prompt's
+    assert [(w["prompt"], w["score"]) for w in written if w["case_id"] == "1"] == [(str(a), 0.0), (str(b), 1.0),
+                                                                                   (str(c), 0.0)]
+    assert len(written) == 48
     first, good, same = s["variants"]
     assert (first["prompt"], first["score"], first["change"]) == (str(a), 0.0, None) and s["score"] == 0.0
     assert good["score"] == 1.0 and good["change"]["verdict"] == "better" and good["change"]["delta"] == 1.0
@@ -285,6 +290,11 @@ def test_eval_compares_several_prompts_on_the_same_cases(openai_server: FakeOpen
     assert "3 prompts on the same cases" in html and "Holm-adjusted" in html and str(b) in html
     saved = json.loads((Path(s["run_dir"]) / "eval.json").read_text())
     assert [v["prompt"] for v in saved["report"]["variants"]] == [str(a), str(b), str(c)]
+    from reflexopt.eval_history import load_eval  # the history keeps every prompt's cases, not only the first's
+
+    kept = load_eval(Path(s["run_dir"]))[0].variant_results
+    assert [(name, sum(r.score or 0 for r in rs), len(rs)) for name, rs in kept] == [(str(a), 0, 16), (str(b), 16, 16),
+                                                                                     (str(c), 0, 16)]
     listed = next(r for r in json.loads(cli("runs", "list", "--json", home=tmp_path / "h").stdout)
                   if r["id"] == Path(s["run_dir"]).name)  # the first prompt, and the best of the others
     assert (listed["baseline"], listed["best"], listed["significant"]) == (0.0, 1.0, True)
