@@ -155,8 +155,7 @@ class ReflexStrategy:
             last = next(i for i, c in enumerate(pool) if c.id == sel.accepted[-1])
             if not budget.sized() and sum(1 for c in pool[last + 1:] if c.params.get("redraw")) >= patience:
                 return f"no accepted gain in {patience} trials, then in {patience} demo draws on the best"
-            if not budget.sized():
-                self.redraw = sel.best
+            self.redraw = sel.best
         tail = [c.state for c in pool if c.id != "baseline"][-2 * patience:]
         if len(tail) == 2 * patience and all(s == State.DUPLICATE for s in tail):
             return "search space exhausted (only known prompts came back)"
