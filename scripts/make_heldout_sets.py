@@ -1,6 +1,7 @@
 """Make the held-out label sets: public data the search was never developed on (see docs/benchmarks/README.md).
 
-Source: TweetEval (Barbieri et al., 2020), github.com/cardiffnlp/tweeteval, `datasets/<task>/test_text.txt` and
+Source (first group, read by the label table at c5ff4ae): TweetEval (Barbieri et al., 2020),
+github.com/cardiffnlp/tweeteval, `datasets/<task>/test_text.txt` and
 `test_labels.txt`. TweetEval is released without restrictions of its own; each task keeps its original terms
 (emotion: SemEval-2018 Task 1; sentiment: SemEval-2017 Task 4; irony: SemEval-2018 Task 3) and Twitter's.
 From each task's test split, 200 rows are drawn with a fixed seed (no other filtering: the label mix is the
@@ -10,6 +11,14 @@ each holds its 200-row set.
 
     python scripts/make_heldout_sets.py /path/to/tweeteval              # writes scripts/data/tweet_*.jsonl
     python scripts/make_heldout_sets.py /path/to/tweeteval --rows 750   # tweet_emotion_750, tweet_irony_750
+
+The second group (named on 2026-12-06, before any run on them, for the next label table): TweetEval's hate
+(SemEval-2019 Task 5, HatEval) and offensive (SemEval-2019 Task 6, OLID) test splits, drawn as above, and the
+Snips intents (Coucke et al., 2018; sonos/nlu-benchmark, CC0 1.0): the seven `validate_<Intent>.json` files of
+`2017-06-custom-intent-engines` (100 queries each), pooled and drawn the same way, the intent name as the label.
+
+    python scripts/make_heldout_sets.py /path/to/tweeteval --second     # tweet_hate, tweet_offensive
+    python scripts/make_heldout_sets.py /path/to/nlu-benchmark --snips  # snips_intents
 """
 
 from __future__ import annotations
@@ -28,15 +37,47 @@ SETS = {
     "tweet_sentiment": ("sentiment", ["negative", "neutral", "positive"]),
     "tweet_irony": ("irony", ["not ironic", "ironic"]),
 }
+SECOND = {
+    "tweet_hate": ("hate", ["not hate", "hate"]),
+    "tweet_offensive": ("offensive", ["not offensive", "offensive"]),
+}
+INTENTS = ("AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook", "SearchCreativeWork",
+           "SearchScreeningEvent")
+
+
+def write(name: str, rows: list[dict[str, str]], n: int, out: Path) -> None:
+    """`n` rows of `rows` after a shuffle seeded by the set's name, as JSON lines."""
+    random.Random(f"heldout-{name}").shuffle(rows)
+    if len(rows) < n:
+        raise SystemExit(f"{name}: {len(rows)} rows, fewer than {n}")
+    with out.open("w", encoding="utf-8") as f:
+        for r in rows[:n]:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def snips(src: Path) -> None:
+    rows = []
+    for intent in INTENTS:
+        data = json.loads((src / "2017-06-custom-intent-engines" / intent / f"validate_{intent}.json")
+                          .read_text(encoding="utf-8"))
+        for q in data[intent]:
+            text = "".join(part["text"] for part in q["data"]).strip()
+            if text:
+                rows.append({"input": text, "ideal": intent})
+    write("snips_intents", rows, ROWS, OUT / "snips_intents.jsonl")
 
 
 def main() -> None:
     args = sys.argv[1:]
-    if len(args) not in (1, 3) or (len(args) == 3 and args[1] != "--rows"):
-        raise SystemExit("usage: python scripts/make_heldout_sets.py /path/to/tweeteval [--rows N]")
+    if args[1:] == ["--snips"]:
+        return snips(Path(args[0]))
+    second = args[1:] == ["--second"]
+    if not second and (len(args) not in (1, 3) or (len(args) == 3 and args[1] != "--rows")):
+        raise SystemExit("usage: python scripts/make_heldout_sets.py /path/to/tweeteval [--rows N | --second]\n"
+                         "       python scripts/make_heldout_sets.py /path/to/nlu-benchmark --snips")
     n = int(args[2]) if len(args) == 3 else ROWS
     src = Path(args[0]) / "datasets"
-    for name, (task, words) in SETS.items():
+    for name, (task, words) in (SECOND if second else SETS).items():
         if n != ROWS and name not in LARGE:
             continue
         texts = (src / task / "test_text.txt").read_text(encoding="utf-8").splitlines()
@@ -44,13 +85,7 @@ def main() -> None:
         if len(texts) != len(labels):
             raise SystemExit(f"{task}: {len(texts)} texts but {len(labels)} labels")
         rows = [{"input": t.strip(), "ideal": words[int(y)]} for t, y in zip(texts, labels) if t.strip()]
-        random.Random(f"heldout-{name}").shuffle(rows)
-        if len(rows) < n:
-            raise SystemExit(f"{task}: {len(rows)} rows, fewer than {n}")
-        out = OUT / (f"{name}.jsonl" if n == ROWS else f"{name}_{n}.jsonl")
-        with out.open("w", encoding="utf-8") as f:
-            for r in rows[:n]:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        write(name, rows, n, OUT / (f"{name}.jsonl" if n == ROWS else f"{name}_{n}.jsonl"))
 
 
 if __name__ == "__main__":
