@@ -215,8 +215,6 @@ def _gains(c: Candidate, best: Candidate, n_val: int, min_gain: float) -> bool:
     from .stats import paired_gain_bar
 
     margin = paired_gain_bar(c.val, best.val) if min_gain > 0 else 0.0
-    if c.params.get("redraw"):
-        margin = max(margin, 1 / n_val + 1e-9)
     return c.val_mean > best.val_mean + margin
 
 
