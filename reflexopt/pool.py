@@ -187,9 +187,9 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
     current best by more than noise explains. With exact scores (`min_gain` 0) any gain counts. With a noisy judge
     (`min_gain` > 0: twice the standard error its redraw noise gives over val) the gain must clear twice the
     standard error of the per-case differences from the best (stats.paired_gain_bar), which counts only the cases
-    whose verdict moved. A demo draw made after patience ran out (`redraw`) is accepted as any other step is: a
-    one-case margin on draws was measured to hold back steps that paid on held-back rows (the accepted steps after
-    a run's first, weakly supported ones included, paid there on average: scripts/results/path_holdout.md). A
+    whose verdict moved. A demo draw made after patience ran out (`redraw`) is accepted as any other step is: the
+    one-case margin draws had held back a step that paid on held-back dev rows, and the accepted steps after a
+    run's first, weakly supported ones included, paid there on average (scripts/results/path_holdout.md). A
     candidate that varies its answers takes the place of a best that answers one label at the same val score or
     above (varies_past). The baseline is the first best: never a regression."""
     base = next(c for c in pool if c.id == "baseline")
