@@ -97,11 +97,8 @@ def save_eval(folder: Path, report: EvalReport, name: str) -> None:
         if results:
             write_text_atomic(folder / file, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n"
                                                      for r in results))
-    if report.variant_results:
-        write_text_atomic(folder / VARIANT_FILE, "".join(json.dumps({"prompt": name, **r.to_json()},
-                                                                    ensure_ascii=False) + "\n"
-                                                         for name, results in report.variant_results
-                                                         for r in results))
+    if report.variant_results:  # what `eval -o` writes with several prompts: each line names its prompt
+        report.write_jsonl(folder / VARIANT_FILE)
     record = {f.name: getattr(report, f.name) for f in fields(report)
               if f.name not in ("results", "against_results", "variant_results")}
     # the summary too: the run list reads it on every request of the view, without the cases
