@@ -83,12 +83,14 @@ async def _tracked(config: EvalConfig, run: Callable[[], Awaitable[EvalReport]],
 
 
 def _tracker_record(config: EvalConfig, report: EvalReport) -> dict[str, Any]:
-    """What a tracker logs of an eval run: its name, settings, summary, scored cases and the prompts' text."""
-    prompts = {"prompt.md": report.prompt_text, **({"against.md": report.against_text}
-                                                   if report.against_text is not None else {})}
+    """What a tracker logs of an eval run: its name, settings, summary, scored cases (with several prompts, every
+    prompt's, each naming its prompt) and the prompts' text (the first as prompt.md, the next as prompt-2.md, ...,
+    in the order of the summary's `variants`)."""
+    prompts = {"prompt.md": report.prompt_text,
+               **{f"prompt-{i}.md": text for i, (_, text) in enumerate(report.variant_texts[1:], start=2)},
+               **({"against.md": report.against_text} if report.against_text is not None else {})}
     return {"name": f"eval {eval_name(config)}", "summary": report.summary(),
-            "config": config.model_dump(mode="json"), "cases": [r.to_json() for r in report.results],
-            "prompts": prompts}
+            "config": config.model_dump(mode="json"), "cases": report.case_rows(), "prompts": prompts}
 
 
 def save_eval(folder: Path, report: EvalReport, name: str) -> None:
@@ -141,10 +143,12 @@ def load_eval(folder: Path) -> tuple[EvalReport, str]:
         by_prompt: dict[str, list[CaseResult]] = {}
         for row in read_jsonl(folder / VARIANT_FILE, ("prompt", "case_id", "score")):
             by_prompt.setdefault(str(row.pop("prompt")), []).append(CaseResult.from_json(row))
+        record = dict(data["report"])
+        texts = tuple((str(name), str(text)) for name, text in record.pop("variant_texts", ()))  # a list in JSON
         return (EvalReport(results=cases["cases.jsonl"], against_results=cases["against_cases.jsonl"],
-                           variant_results=tuple((k, tuple(v)) for k, v in by_prompt.items()),
-                           **data["report"]), str(data["name"]))
-    except (KeyError, TypeError) as e:
+                           variant_results=tuple((k, tuple(v)) for k, v in by_prompt.items()), variant_texts=texts,
+                           **record), str(data["name"]))
+    except (KeyError, TypeError, ValueError) as e:
         raise InputFileError(folder / EVAL_FILE, f"is not an eval's report ({type(e).__name__}: {e})",
                              fix=f"restore it, or delete its folder {folder}") from e
 

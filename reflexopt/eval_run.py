@@ -100,7 +100,10 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
         report = replace(report, variants=rows, usage=usage_of(*task.clients, *scorer_clients(scorer)),
                          variant_results=((config.prompt_path, report.results),
                                           *((name, v.results) for name, v in zip(config.variants, variants,
-                                                                                 strict=True))))
+                                                                                 strict=True))),
+                         variant_texts=((config.prompt_path, prompts.to_markdown()),
+                                        *((name, o.to_markdown()) for name, o in zip(config.variants, others,
+                                                                                     strict=True))))
     if before is not None and old is not None:
         from .regression import compare_change
 

@@ -193,6 +193,7 @@ class EvalReport:
     run_dir: str | None = None  # the eval's folder in the run history
     variants: list[dict[str, Any]] | None = None  # with more prompt files: every prompt's row (regression.py)
     variant_results: tuple[tuple[str, tuple[CaseResult, ...]], ...] = ()  # and every prompt's cases, by name
+    variant_texts: tuple[tuple[str, str], ...] = ()  # and every prompt's text, by name (the first's: prompt_text)
 
     @property
     def scored(self) -> list[float]:
@@ -250,9 +251,13 @@ class EvalReport:
         prompt (`prompt`) first."""
         from .paths import write_text_atomic
 
-        rows = ([{"prompt": name, **r.to_json()} for name, results in self.variant_results for r in results]
-                if self.variant_results else [r.to_json() for r in self.results])
+        rows = self.case_rows()
         write_text_atomic(Path(path), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+    def case_rows(self) -> list[dict[str, Any]]:
+        """The scored cases as JSON rows (what `write_jsonl` writes)."""
+        return ([{"prompt": name, **r.to_json()} for name, results in self.variant_results for r in results]
+                if self.variant_results else [r.to_json() for r in self.results])
 
 
 def _r(x: float | None) -> float | None:

@@ -172,25 +172,37 @@ def show(ref: str) -> dict[str, Any]:
     return out
 
 
-def _compared(path: Path) -> tuple[str, str, dict[str, Any]]:
+def _compared(path: Path, prompt: str | None = None) -> tuple[str, str, dict[str, Any]]:
     """What `diff` compares of a run: (its name, its prompt, its scored cases by id): an optimize run's best
-    prompt and test cases, an eval's prompt and cases."""
+    prompt and test cases, an eval's prompt and cases; of an eval of several prompts, the one named `prompt` (its
+    path as given to `eval`, or its file name), by default the first."""
     if is_eval(path):
         if not finished(path):
             return "prompt", "", {}
         report = load_eval(path)[0]
-        return "prompt", report.prompt_text, {r.case_id: r for r in report.results}
+        if prompt is None or not report.variant_results:
+            return "prompt", report.prompt_text, {r.case_id: r for r in report.results}
+        names = [name for name, _ in report.variant_results]
+        name = next((n for n in names if n == prompt), None) or next(
+            (n for n in names if Path(n).name == Path(prompt).name), None)
+        if name is None:
+            raise ConfigError(f"run {path.name} scored no prompt {prompt!r}: its prompts are {', '.join(names)}",
+                              fix="pass one of them to --prompt")
+        texts = dict(report.variant_texts)  # evals recorded before the texts were kept have the first's only
+        text = texts.get(name, report.prompt_text if name == names[0] else "")
+        return name, text, {r.case_id: r for r in dict(report.variant_results)[name]}
     store = RunStore(path)
     summary = store.summary()
     best = (path / "best.md").read_text() if (path / "best.md").exists() else ""
     return "best.md", best, store.results(summary["best_prompt"], "test") if summary else {}
 
 
-def diff(a: str, b: str) -> dict[str, Any]:
+def diff(a: str, b: str, prompt: str | None = None) -> dict[str, Any]:
     """Two runs' prompts (an optimize run's best, an eval's) and the cases both scored whose score differs (an
-    optimize run's test cases, an eval's cases)."""
+    optimize run's test cases, an eval's cases). Of an eval of several prompts, the one named `prompt` (default:
+    its first); `prompt` names nothing in an optimize run."""
     pa, pb = find(a), find(b)
-    (na, ba, ta), (nb, bb, tb) = _compared(pa), _compared(pb)
+    (na, ba, ta), (nb, bb, tb) = _compared(pa, prompt), _compared(pb, prompt)
     prompt_diff = "".join(difflib.unified_diff(ba.splitlines(True), bb.splitlines(True), f"{pa.name}/{na}",
                                                f"{pb.name}/{nb}"))
     changes = []
@@ -200,8 +212,9 @@ def diff(a: str, b: str) -> dict[str, Any]:
             changes.append({"case_id": cid, "input": ra.input, "ideal": ra.ideal, "score_a": ra.score,
                             "score_b": rb.score, "output_a": ra.output, "output_b": rb.output})
     better = sum(1 for c in changes if (c["score_b"] or 0) > (c["score_a"] or 0))
-    return {"a": pa.name, "b": pb.name, "prompt_diff": prompt_diff, "common_test_cases": len(set(ta) & set(tb)),
-            "changed_cases": changes, "better_in_b": better, "worse_in_b": len(changes) - better}
+    return {"a": pa.name, "b": pb.name, "prompt_a": na, "prompt_b": nb, "prompt_diff": prompt_diff,
+            "common_test_cases": len(set(ta) & set(tb)), "changed_cases": changes, "better_in_b": better,
+            "worse_in_b": len(changes) - better}
 
 
 def write_run_report(path: Path, out: Path | None = None) -> Path:

@@ -298,6 +298,13 @@ def test_eval_compares_several_prompts_on_the_same_cases(openai_server: FakeOpen
     listed = next(r for r in json.loads(cli("runs", "list", "--json", home=tmp_path / "h").stdout)
                   if r["id"] == Path(s["run_dir"]).name)  # the first prompt, and the best of the others
     assert (listed["baseline"], listed["best"], listed["significant"]) == (0.0, 1.0, True)
+    alone = json.loads(cli(*base, str(a), "--json", home=tmp_path / "h").stdout)["run_dir"]
+    d = json.loads(cli("runs", "diff", Path(s["run_dir"]).name, Path(alone).name, "--prompt", "b.md", "--json",
+                       home=tmp_path / "h").stdout)  # b.md of the three against the eval of a.md alone
+    assert (d["prompt_a"], d["prompt_b"], d["worse_in_b"], d["common_test_cases"]) == (str(b), "prompt", 16, 16)
+    assert "-Answer positive or negative" in d["prompt_diff"] and "+Here is a text" in d["prompt_diff"]
+    missing = cli("runs", "diff", Path(s["run_dir"]).name, Path(alone).name, "--prompt", "z.md", home=tmp_path / "h")
+    assert missing.returncode != 0 and "scored no prompt 'z.md'" in missing.stderr and "b.md" in missing.stderr
     table = cli(*base, str(a), str(b), home=tmp_path / "h")
     flat = " ".join(table.stdout.replace("│", " ").split())
     assert "2 prompts on the same cases" in flat and "better" in flat and "(the first)" in flat

@@ -197,6 +197,16 @@ def test_eval_logs_its_score_the_change_against_the_old_prompt_and_the_gate(task
     assert [json.loads(x)["case_id"] for x in got.splitlines()] == [str(i) for i in range(30)]
     _no_canary(tmp_path / "mlruns")
     assert CANARY.encode() not in (tmp_path / "mlflow.db").read_bytes()
+    r = _run(tmp_path, "eval", data, vague, str(named), *task[2:], "-m", "openai/t", "--track", "mlflow",
+             "--track-experiment", "several")  # two prompts: both prompts' text, and every prompt's cases
+    assert r.returncode == 0, r.stderr
+    (run,) = _runs(tmp_path, "several")
+    assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"cases.jsonl", "summary.json", "prompt.md",
+                                                                   "prompt-2.md"}
+    got = Path(c.download_artifacts(run.info.run_id, "prompt-2.md", str(tmp_path / "dl2"))).read_text()
+    assert got.strip() == named.read_text().strip()
+    got = Path(c.download_artifacts(run.info.run_id, "cases.jsonl", str(tmp_path / "dl2"))).read_text()
+    assert [json.loads(x)["prompt"] for x in got.splitlines()] == [vague] * 30 + [str(named)] * 30
 
     w = _run(tmp_path, "eval", data, str(named), *task[2:], "-m", "openai/t", "--track", "wandb",
              "--fail-under", "0.9", WANDB_MODE="offline", WANDB_DIR=str(tmp_path / "wb"))

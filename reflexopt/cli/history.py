@@ -43,12 +43,16 @@ def runs_show(run: Annotated[str, typer.Argument(help="Run id (or prefix) or dir
 @runs_app.command("diff")
 @guard
 def runs_diff(a: Annotated[str, typer.Argument(help="First run.")],
-              b: Annotated[str, typer.Argument(help="Second run.")], as_json: JsonOpt = False) -> None:
-    """Prompt diff of two runs' best prompts, and the test cases whose score changed."""
+              b: Annotated[str, typer.Argument(help="Second run.")],
+              prompt: Annotated[str | None, typer.Option(
+                  "--prompt", help="Of an eval of several prompts, the one to compare (its path or file name; "
+                                   "default: the first).")] = None,
+              as_json: JsonOpt = False) -> None:
+    """Prompt diff of two runs' best prompts (an eval's prompt), and the test cases whose score changed."""
     from ..runs import diff
     from .render import print_diff
 
-    show_result(diff(a, b), print_diff, as_json=as_json)
+    show_result(diff(a, b, prompt), print_diff, as_json=as_json)
 
 
 @app.command("report")

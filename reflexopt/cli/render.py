@@ -680,6 +680,10 @@ def print_diff(console: Console, d: dict[str, Any]) -> None:
     from rich.syntax import Syntax
 
     d = printable_data(d)
+    named = [f"{d[run]}: {d[side]}" for run, side in (("a", "prompt_a"), ("b", "prompt_b"))
+             if d.get(side) not in (None, "prompt", "best.md")]  # an eval of several prompts: which one
+    if named:
+        console.print("compared: " + " · ".join(named), markup=False, highlight=False)
     console.print(Syntax(d["prompt_diff"] or "(same best prompt)\n", "diff", word_wrap=True))
     console.print(f"{d['common_test_cases']} common test cases · {len(d['changed_cases'])} changed: "
                   f"{d['better_in_b']} better in {d['b']}, {d['worse_in_b']} worse")
