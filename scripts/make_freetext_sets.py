@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "scripts" / "data"
 ROWS = 60
 SETS = {"passive_voice": "active_to_passive", "negation": "negation", "num_to_verbal": "num_to_verbal",
-        "taxonomy_animal": "taxonomy_animal"}
+        "taxonomy_animal": "taxonomy_animal",
+        # the next judge table's held-out pair (docs/benchmarks/judge_next.toml), named on 2026-12-06
+        "antonyms": "antonyms", "translation_en_fr": "translation_en-fr"}
 
 
 def main() -> None:
