@@ -24,6 +24,10 @@ SETS = {"passive_voice": "active_to_passive", "negation": "negation", "num_to_ve
         # the next judge table's held-out pair (docs/benchmarks/judge_next.toml), named on 2026-12-06
         "antonyms": "antonyms", "translation_en_fr": "translation_en-fr"}
 
+# dev sets (their judge-table runs read) whose other rows are held back for development (`holdout` in
+# scripts/results/dev_judge.toml); a held-out set never gets one
+REST = ("num_to_verbal", "taxonomy_animal")
+
 
 def main() -> None:
     if len(sys.argv) != 2:
@@ -38,6 +42,11 @@ def main() -> None:
             for row in rows[:ROWS]:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         print(f"{name}: {min(ROWS, len(rows))} rows from {task}")
+        if name in REST:  # a dev set's held-back rows: the rest of the same draw, in no seed's split
+            with (OUT / f"{name}_rest.jsonl").open("w", encoding="utf-8") as f:
+                for row in rows[ROWS:]:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            print(f"{name}_rest: {len(rows[ROWS:])} rows")
 
 
 if __name__ == "__main__":
