@@ -6,7 +6,9 @@ A development check of the acceptance rule for noisy judges (scripts/results/dev
 run's candidates.jsonl and evals.jsonl, and walks the fully evaluated candidates in trial order under the rule
 before (a gain above `min_gain`, twice the standard error the judge's redraw noise gives over val) and the rule
 now (pool.select: above twice the standard error of the per-case differences from the best). The replay is not
-the run a rule would have made: the search adapts to what it accepted, so later candidates would differ."""
+the run a rule would have made: the search adapts to what it accepted, so later candidates would differ. It also
+prints what two looser bars would accept (a paired t above 1, and any gain), for scripts/path_holdout.py to score
+on held-back rows."""
 
 from __future__ import annotations
 
@@ -51,6 +53,13 @@ def replay(run: Path) -> None:
             best, before = c, [*before, c.id]
     print(f"\naccepted before (a gain above min_gain): {' > '.join(before)}")
     print(f"\naccepted now (pool.select): {' > '.join(select(pool, n, min_gain).accepted)}")
+    for k in (1.0, 0.0):  # looser bars: a paired t above 1, and any gain (what exact scores get)
+        best, path = base, ["baseline"]
+        for c in pool:
+            if (c.state == State.COMPLETE and len(c.val) == n and c.val_mean > best.val_mean
+                    and c.val_mean > best.val_mean + paired_gain_bar(c.val, best.val, k=k)):
+                best, path = c, [*path, c.id]
+        print(f"\naccepted with a paired t above {k:g}: {' > '.join(path)}")
 
 
 if __name__ == "__main__":
