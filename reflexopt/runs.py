@@ -1,10 +1,13 @@
-"""Run history: find runs (optimize, compare, eval, batch; finished or interrupted), show one, diff two."""
+"""Run history: find runs (optimize, compare, eval, batch; finished or interrupted), show one, diff two, remove
+some (`remove`, `prune`)."""
 
 from __future__ import annotations
 
 import difflib
 import os
+import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,6 +230,62 @@ def write_run_report(path: Path, out: Path | None = None) -> Path:
     target = out or path / "report.html"
     write_text_atomic(target, eval_page(path))
     return target
+
+
+def _removable(path: Path) -> str | None:
+    """Why the run in `path` cannot be removed (None: it can): a run of a batch belongs to the batch's folder and
+    its resume state, and a running one to its process."""
+    where = path.resolve()
+    if where.parent != runs_root().resolve():
+        batch = home_dir().resolve() / "batch"
+        if batch in where.parents:
+            return f"run {path.name} is part of the batch in {where.parent.parent}: remove that folder to drop it"
+        return f"{path} is not in the run history ({runs_root()})"
+    if _running(path):
+        return f"run {path.name} is running: stop it first (Ctrl-C), or wait for it"
+    return None
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def remove(refs: Sequence[str], *, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Remove runs from the history (`runs rm`): every ref is found and checked first, so a bad one removes
+    nothing. The response cache is kept (answers already paid for stay reusable)."""
+    paths = list(dict.fromkeys(find(ref) for ref in refs))
+    for path in paths:
+        why = _removable(path)
+        if why:
+            raise ConfigError(why, fix="leave it out of the list")
+    return _delete(paths, dry_run=dry_run)
+
+
+def prune(*, older_than_days: float | None = None, statuses: Sequence[str] = (), keep: int = 0,
+          dry_run: bool = False) -> list[dict[str, Any]]:
+    """Remove the runs (`runs prune`) started more than `older_than_days` ago and with one of `statuses`
+    (done, failed, interrupted, unreadable), past the `keep` newest; runs of a batch and running ones are never
+    touched. At least one filter is needed: pruning everything is `rm -r` of the runs folder, not a default."""
+    if older_than_days is None and not statuses and not keep:
+        raise ConfigError("runs prune needs --older-than, --status or --keep",
+                          fix="e.g. `reflexopt runs prune --older-than 30` or `--status failed interrupted`")
+    bad = sorted(set(statuses) - {"done", "failed", "interrupted", "unreadable"})
+    if bad:
+        raise ConfigError(f"no run status {', '.join(bad)}", fix="use done, failed, interrupted or unreadable")
+    cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
+    own = [r for r in list_runs() if _removable(r.path) is None]  # newest first
+    picked = [r.path for r in own[keep:] if (cutoff is None or r.started < cutoff)
+              and (not statuses or r.status in statuses)]
+    return _delete(picked, dry_run=dry_run)
+
+
+def _delete(paths: Sequence[Path], *, dry_run: bool) -> list[dict[str, Any]]:
+    out = []
+    for path in paths:
+        out.append({"id": path.name, "path": str(path), "bytes": _size(path), "removed": not dry_run})
+        if not dry_run:
+            shutil.rmtree(path)
+    return out
 
 
 def age(t: float) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,49 @@ def test_eval_compares_several_prompts_on_the_same_cases(openai_server: FakeOpen
     asked = len(openai_server.requests)
     bad = cli(*base, str(a), str(b), "--against", str(c), home=tmp_path / "h")
     assert bad.returncode == 2 and "several prompts" in bad.stderr and len(openai_server.requests) == asked
+
+
+def test_runs_rm_and_prune_remove_runs_but_never_a_running_one_a_batch_run_or_the_cache(
+        openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    """`runs prune --older-than 30` removes the runs started before (with --dry-run, nothing), never one whose
+    process still holds its lock or one of a batch, and keeps the response cache; `runs rm` with a ref it must
+    refuse removes none of the others named with it; `runs prune` with no filter is an error."""
+    from reflexopt.paths import hold_lock
+
+    home = tmp_path / "h"
+    openai_server.responder = lambda req: "positive"  # type: ignore[assignment,return-value]
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"text {i}", "ideal": "positive"} for i in range(4)])
+    (tmp_path / "p.md").write_text("Say it: {input}\n")
+    ids = [Path(json.loads(cli("eval", str(data), str(tmp_path / "p.md"), "-m", "openai/t", "--api-base",
+                               openai_server.url, "--json", home=home).stdout)["run_dir"]).name for _ in range(3)]
+    old = time.time() - 40 * 86400
+    for name in ids[:2]:  # two runs of 40 days ago
+        os.utime(home / "runs" / name / "config.json", (old, old))
+    busy = home / "runs" / "20200101-000000-busy"  # an old run still running: its process holds the lock
+    busy.mkdir()
+    (busy / "config.json").write_text('{"model": {"id": "m"}, "data": {"path": "d.jsonl"}}')
+    os.utime(busy / "config.json", (old, old))
+    lock = hold_lock(busy / "lock", "busy", fix="-")
+    job = home / "batch" / "b1" / "round-1" / "job-a"  # a batch's run: the batch's folder owns it
+    job.mkdir(parents=True)
+    (job / "config.json").write_text('{"model": {"id": "m"}, "data": {"path": "d.jsonl"}}')
+    os.utime(job / "config.json", (old, old))
+    try:
+        none = cli("runs", "prune", home=home)
+        assert none.returncode == 2 and "needs --older-than" in none.stderr
+        dry = cli("runs", "prune", "--older-than", "30", "--dry-run", "--json", home=home)
+        assert sorted(r["id"] for r in json.loads(dry.stdout)) == sorted(ids[:2])
+        assert all((home / "runs" / i).is_dir() for i in ids)
+        done = cli("runs", "prune", "--older-than", "30", home=home)
+        assert done.returncode == 0 and "removed 2 runs" in done.stdout, done.stderr
+        assert [i for i in ids if (home / "runs" / i).is_dir()] == [ids[2]]
+        assert busy.is_dir() and job.is_dir() and (home / "cache.sqlite").is_file()
+        refused = cli("runs", "rm", ids[2], "job-a", home=home)
+        assert refused.returncode != 0 and "part of the batch" in refused.stderr
+        assert (home / "runs" / ids[2]).is_dir()
+        assert "is running" in cli("runs", "rm", busy.name, home=home).stderr and busy.is_dir()
+    finally:
+        lock.release()
+    assert cli("runs", "rm", ids[2], busy.name, home=home).returncode == 0
+    assert not (home / "runs" / ids[2]).exists() and not busy.exists()
+    assert [r["id"] for r in json.loads(cli("runs", "list", "--json", home=home).stdout)] == ["job-a"]

@@ -1,4 +1,4 @@
-"""Run history: `runs list|show|diff` and `report`."""
+"""Run history: `runs list|show|diff|rm|prune` and `report`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from .app import JsonOpt, app, err, guard, out, print_json
 from .app import show as show_result
 
-runs_app = typer.Typer(help="Run history: list, show and diff runs (optimize, compare, eval, batch).",
+runs_app = typer.Typer(help="Run history: list, show, diff and remove runs (optimize, compare, eval, batch).",
                        no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
@@ -53,6 +53,49 @@ def runs_diff(a: Annotated[str, typer.Argument(help="First run.")],
     from .render import print_diff
 
     show_result(diff(a, b, prompt), print_diff, as_json=as_json)
+
+
+@runs_app.command("rm")
+@guard
+def runs_rm(refs: Annotated[list[str], typer.Argument(help="Run ids (or prefixes) or directories.")],
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
+            as_json: JsonOpt = False) -> None:
+    """Remove runs from the history (the response cache is kept). A run of a batch, or one still running, is
+    refused, and then nothing is removed."""
+    from ..runs import remove
+
+    _removed(remove(refs, dry_run=dry_run), dry_run, as_json)
+
+
+@runs_app.command("prune")
+@guard
+def runs_prune(older_than: Annotated[float | None, typer.Option(
+                   "--older-than", min=0, help="Only runs started more than this many days ago.")] = None,
+               status: Annotated[list[str] | None, typer.Option(
+                   "--status", help="Only runs with this status: done, failed, interrupted, unreadable (repeat).")]
+               = None,
+               keep: Annotated[int, typer.Option("--keep", min=0, help="Keep the newest N runs whatever else.")] = 0,
+               dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")]
+               = False,
+               as_json: JsonOpt = False) -> None:
+    """Remove old or failed runs from the history (batch runs and running ones are never touched; the response
+    cache is kept)."""
+    from ..runs import prune
+
+    _removed(prune(older_than_days=older_than, statuses=status or (), keep=keep, dry_run=dry_run), dry_run,
+             as_json)
+
+
+def _removed(rows: list[dict[str, object]], dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        print_json(rows)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for r in rows:
+        out.print(f"{verb} {r['id']}", markup=False, highlight=False)
+    size = sum(int(str(r["bytes"])) for r in rows)
+    out.print(f"{verb} {len(rows)} run{'' if len(rows) == 1 else 's'} ({size / 1e6:.1f} MB); the response cache "
+              "is kept", highlight=False)
 
 
 @app.command("report")
