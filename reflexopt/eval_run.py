@@ -5,17 +5,51 @@ the same cases (regression.py) and the gate. Where the run is kept (its folder, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from .agreement import judge_checks
 from .config import EvalConfig
+from .errors import ConfigError
 from .eval_history import recorded
 from .evaluate import CaseResult, EvalReport, evaluate_async, money, usage_of
 from .promptset import PromptSet
 from .scoring import make_scorer, scorer_clients
 from .task import RecordedTask, make_task, task_spec
+
+
+def eval_models(configs: Sequence[EvalConfig], *, on_result: Callable[[CaseResult], None] | None = None,
+                on_note: Callable[[str], None] | None = None,
+                on_total: Callable[[int], None] | None = None) -> tuple[list[EvalReport], list[dict[str, Any]]]:
+    """The same prompt files on several models (`eval A.md B.md -m M1 -m M2`; one config per model, alike but
+    for it): each model's eval in turn, kept in the run history as one eval each, and the matrix of every prompt
+    on every model (regression.model_matrix). Settings that judge one prompt against a bar or another version
+    (--against, --fail-under), recorded responses and pipelines are refused before any call: they are one
+    model's questions."""
+    from .regression import model_matrix
+
+    first = configs[0]
+    if first.against or first.fail_under is not None or first.responses or first.pipeline or first.human:
+        raise ConfigError("several models (-m A -m B) score prompt files side by side",
+                          fix="drop --against, --fail-under, --responses, --human and --pipeline, or run one model")
+    ids = [c.model.label for c in configs]
+    if len(set(ids)) < len(ids):
+        raise ConfigError(f"a model is given twice: {', '.join(ids)}", fix="give each -m once")
+    done = [0]
+    reports: list[EvalReport] = []
+
+    def total(n: int) -> None:  # the bar counts every model's cases
+        if on_total:
+            on_total(done[0] + n * (len(configs) - len(reports)))
+
+    for config in configs:
+        report = eval_prompt(config, on_result=on_result, on_note=on_note, on_total=total)
+        done[0] += len(report.results) * (1 + len(config.variants))
+        reports.append(report)
+    assert first.prompt_path is not None
+    return reports, model_matrix([(c.model.label, first.prompt_path, r)
+                                  for c, r in zip(configs, reports, strict=True)])
 
 
 def eval_prompt(config: EvalConfig, *, on_result: Callable[[CaseResult], None] | None = None,

@@ -94,6 +94,20 @@ def compare_variants(first: EvalReport, first_name: str, variants: Sequence[tupl
     return [row(first_name, first, None), *(row(n, rep, c) for (n, rep), c in zip(variants, changes, strict=True))]
 
 
+def model_matrix(reports: Sequence[tuple[str, str, EvalReport]]) -> list[dict[str, Any]]:
+    """Every prompt on every model (`eval A.md B.md -m M1 -m M2`; `reports`: (model id, first prompt, its eval)):
+    one row per prompt and model, with its score, CI, pass rate, prompt tokens, cost per success and p95 latency,
+    and whether it is the best-scoring prompt on that model (`best_on_model`; ties: each). The prompts are not
+    compared across models here: the cases are the same, the answers come from different models."""
+    rows = []
+    for model, first, rep in reports:
+        per = rep.variants or compare_variants(rep, first, ())  # one prompt: its row alone
+        top = max((r["score"] for r in per if r["score"] is not None), default=None)
+        rows += [{"model": model, **{k: v for k, v in r.items() if k != "change"},
+                  "best_on_model": top is not None and r["score"] == top} for r in per]
+    return rows
+
+
 def _tokens(results: Sequence[CaseResult]) -> float | None:
     """Mean prompt tokens per case over the answered cases (what the prompts cost to send; a pipeline sums its
     steps)."""

@@ -363,3 +363,51 @@ def test_runs_rm_and_prune_remove_runs_but_never_a_running_one_a_batch_run_or_th
     assert cli("runs", "rm", ids[2], busy.name, home=home).returncode == 0
     assert not (home / "runs" / ids[2]).exists() and not busy.exists()
     assert [r["id"] for r in json.loads(cli("runs", "list", "--json", home=home).stdout)] == ["job-a"]
+
+
+def test_eval_scores_every_prompt_on_every_model(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    """`eval DATA A.md B.md -m M1 -m M2`: each prompt answers every case on each model; the table and --json hold
+    the prompts by models (score, pass rate, cost per success, p95; the best prompt on each model marked), -o
+    every model's cases naming it, and the history one eval per model. Options that judge one model's prompt
+    (--against, --fail-under, --report) are refused before any call."""
+    def responder(req: dict) -> str:  # type: ignore[type-arg]
+        told = "positive or negative" in " ".join(m["content"] for m in req["messages"])
+        if req.get("model") == "weak":  # gets it right only when told the labels, and then half the time
+            return "positive" if told and int(req["messages"][-1]["content"].split()[-1]) % 4 == 1 else "no idea"
+        return ("positive" if int(req["messages"][-1]["content"].split()[-1]) % 2 else "negative") if told \
+            else "maybe"
+
+    openai_server.responder = responder
+    data = write_jsonl(tmp_path / "d.jsonl",
+                       [{"input": f"text {i}", "ideal": "positive" if i % 2 else "negative"} for i in range(16)])
+    a, b = tmp_path / "a.md", tmp_path / "b.md"
+    a.write_text("Here is a text: {input}\n")
+    b.write_text("Answer positive or negative: {input}\n")
+    base = ["eval", str(data), str(a), str(b), "-m", "openai/strong", "-m", "openai/weak", "--api-base",
+            openai_server.url, "--metric", "contains"]
+    r = cli(*base, "--json", "-o", str(tmp_path / "cases.jsonl"), home=tmp_path / "h")
+    assert r.returncode == 0, r.stderr
+    assert len(openai_server.requests) == 64  # two prompts, two models, 16 cases
+    s = json.loads(r.stdout)
+    cells = {(m["model"], Path(m["prompt"]).name): (m["score"], m["best_on_model"]) for m in s["matrix"]}
+    assert cells == {("openai/strong", "a.md"): (0.0, False), ("openai/strong", "b.md"): (1.0, True),
+                     ("openai/weak", "a.md"): (0.0, False), ("openai/weak", "b.md"): (0.25, True)}
+    assert [m["model"] for m in s["models"]] == ["openai/strong", "openai/weak"]
+    assert all(m["latency_p95_s"] is not None and "cost_per_success" in m for m in s["matrix"])
+    written = [json.loads(x) for x in (tmp_path / "cases.jsonl").read_text().splitlines()]
+    assert len(written) == 64 and {(w["model"], Path(w["prompt"]).name) for w in written} == set(cells)
+    runs = json.loads(cli("runs", "list", "--json", home=tmp_path / "h").stdout)
+    assert sorted(x["model"] for x in runs) == ["openai/strong", "openai/weak"]
+    table = cli(*base, home=tmp_path / "h")
+    flat = " ".join(table.stdout.replace("│", " ").split())
+    assert table.returncode == 0 and "2 prompts on d.jsonl, by model" in flat, table.stdout + table.stderr
+    assert "openai/strong" in flat and "openai/weak" in flat and "0.250" in flat
+    asked = len(openai_server.requests)
+    one = ["eval", str(data), str(b), "-m", "openai/strong", "-m", "openai/weak", "--api-base", openai_server.url]
+    for extra in (["--against", str(a)], ["--fail-under", "0.5"], ["--report", str(tmp_path / "r.html")]):
+        bad = cli(*one, *extra, home=tmp_path / "h")
+        assert bad.returncode == 2 and ("several models" in bad.stderr or "one eval" in bad.stderr), bad.stderr
+    assert len(openai_server.requests) == asked
+    twice = cli("eval", str(data), str(a), "-m", "openai/weak", "-m", "openai/weak", "--api-base",
+                openai_server.url, home=tmp_path / "h")
+    assert twice.returncode == 2 and "given twice" in twice.stderr

@@ -4,11 +4,13 @@ builder, calls the library, and renders with render.py. Heavy imports happen ins
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ..errors import ConfigError
 from ..paths import check_writable
 from .app import (
     ApiBase,
@@ -49,7 +51,11 @@ def eval_cmd(
     prompts: Annotated[list[Path] | None, typer.Argument(
         metavar="[PROMPT]...", help="Prompt file (markdown); not needed with --responses. Several: each scored on "
                                     "the same cases and compared with the first.")] = None,
-    model: ModelOpt = "local/smollm2",
+    models: Annotated[list[str] | None, typer.Option(
+        "-m", "--model", metavar="MODEL",
+        help="Task model: a litellm id, or local/smollm2 (offline, the default); settings after @, e.g. "
+             "local/smollm2@temperature=0.7,max_tokens=64. Repeat (-m A -m B) to score every prompt on each "
+             "model: a table of prompts by models.")] = None,
     api_base: ApiBase = None,
     prices: PricesOpt = None,
     judge: JudgeOpt = None,
@@ -84,12 +90,15 @@ def eval_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Score a prompt on one dataset with one model (or grade recorded responses, and check the judge); with
-    --against, check it against the prompt it replaces (a CI gate); with several prompts, compare them."""
+    --against, check it against the prompt it replaces (a CI gate); with several prompts, compare them; with
+    several models, score every prompt on each."""
     from ..config import eval_config, pipeline_spec, track_spec
     from ..eval_run import eval_prompt
     from .render import against_table, case_line, disagreement_table, eval_table, progress, variants_table
 
     prompt, variants = (prompts[0], prompts[1:]) if prompts else (None, [])
+    model_ids = models or ["local/smollm2"]
+    model = model_ids[0]
 
     reads: dict[str, str | Path | None] = {"the dataset": dataset, **{f"the prompt {p}": p for p in prompts or ()},
                                            **{f"the --against prompt {a}": a.rpartition("=")[2] for a in against or ()}}
@@ -98,13 +107,22 @@ def eval_cmd(
     if report_path is not None:
         check_writable(report_path, "--report", reads={**reads, **({"the -o file": output} if output else {})})
 
-    config = eval_config(dataset, prompt, model=model, api_base=api_base, max_tokens=max_tokens, judge=judge,
-                         rubric=judge_criteria, metric=metric, input_field=input_field, ideal_field=ideal_field,
-                         concurrency=concurrency, responses=responses, human=human, self_agreement=self_agreement,
-                         prices=prices, against=against, fail_under=fail_under,
-                         track=track_spec(track, experiment=track_experiment),
-                         pipeline=pipeline_spec(pipeline, prompt_opts or (), timeout_s=pipeline_timeout),
-                         variants=variants)
+    def config_for(model: str) -> Any:
+        return eval_config(dataset, prompt, model=model, api_base=api_base, max_tokens=max_tokens, judge=judge,
+                           rubric=judge_criteria, metric=metric, input_field=input_field, ideal_field=ideal_field,
+                           concurrency=concurrency, responses=responses, human=human,
+                           self_agreement=self_agreement, prices=prices, against=against, fail_under=fail_under,
+                           track=track_spec(track, experiment=track_experiment),
+                           pipeline=pipeline_spec(pipeline, prompt_opts or (), timeout_s=pipeline_timeout),
+                           variants=variants)
+
+    if len(model_ids) > 1:
+        if report_path is not None:
+            raise ConfigError("--report writes one eval's page, and several models make one eval each",
+                              fix="drop --report: `reflexopt report RUN` writes each model's from the run history")
+        _eval_models([config_for(m) for m in model_ids], dataset, output, verbose=verbose, as_json=as_json)
+        return
+    config = config_for(model)
     doing = ("evaluating both versions" if against else f"evaluating {len(prompts or ())} prompts" if variants
              else "evaluating")
     with progress(err, doing, quiet=as_json) as bar:
@@ -148,6 +166,48 @@ def eval_cmd(
              + (f"; per-case results in {output}" if output else ""), code=1)
     if report.gate:
         fail("; ".join(report.gate), code=1)
+
+
+def _eval_models(configs: list[Any], dataset: Path, output: Path | None, *, verbose: bool, as_json: bool) -> None:
+    """`eval ... -m A -m B`: every prompt on each model (eval_run.eval_models), the table of prompts by models,
+    and with -o every model's cases, each line naming its `model`."""
+    from ..eval_run import eval_models
+    from ..paths import write_text_atomic
+    from .render import case_line, matrix_table, progress
+
+    with progress(err, f"evaluating on {len(configs)} models", quiet=as_json) as bar:
+        def on_result(r: Any) -> None:
+            bar.advance(r)
+            if verbose and not as_json:
+                err.print(case_line({"case_id": r.case_id, "score": r.score, "output": r.output or r.error}),
+                          highlight=False, markup=False)
+
+        said: set[str] = set()  # each model's eval says its notes; a note they share is shown once
+
+        def on_note(n: str) -> None:
+            if n not in said:
+                said.add(n)
+                err.print(f"[dim]{n}[/]")
+
+        reports, rows = eval_models(configs, on_result=on_result, on_note=on_note, on_total=bar.set_total)
+    if output:
+        write_text_atomic(output, "".join(json.dumps({"model": c.model.label, **row}, ensure_ascii=False) + "\n"
+                                          for c, r in zip(configs, reports, strict=True) for row in r.case_rows()))
+    summaries = [{"model": c.model.label, **r.summary()} for c, r in zip(configs, reports, strict=True)]
+    if as_json:
+        for s in summaries:
+            s.pop("by_role", None)
+        print_json({"models": summaries, "matrix": rows, **({"cases_path": str(output)} if output else {})})
+    else:
+        n = len(rows) // len(configs)
+        out.print(matrix_table(rows, title=f"{n} prompt{'s' if n > 1 else ''} on {dataset.name}, by model"))
+        for s in summaries:
+            err.print(f"{s['model']}: run {s.get('run_dir')}", highlight=False, markup=False)
+        if output:
+            err.print(f"per-case results: {output}")
+    failed = [s["model"] for s in summaries if s["n_cases"] and not s["n_scored"]]
+    if failed:
+        fail(f"every case failed on {', '.join(failed)}, so there is no score there (see its run's cases)", code=1)
 
 
 # the option that sets each stored setting; a resume refuses a value that differs from the run's

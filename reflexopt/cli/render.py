@@ -145,6 +145,32 @@ def disagreement_table(h: dict[str, Any]) -> Table:
     return t
 
 
+def matrix_table(rows: list[dict[str, Any]], title: str = "") -> Table:
+    """`eval ... -m A -m B`: a row per prompt, a column per model; each cell the score (bold: the best prompt on
+    that model), pass rate, cost per success and p95 latency."""
+    from rich.markup import escape
+
+    models = list(dict.fromkeys(str(r["model"]) for r in rows))
+    prompts = list(dict.fromkeys(str(r["prompt"]) for r in rows))
+    at = {(str(r["model"]), str(r["prompt"])): r for r in rows}
+    t = Table(title=title or None, title_justify="left")
+    t.add_column("prompt")
+    for m in models:
+        t.add_column(escape(printable(m)) + "\nscore · pass · $/success · p95", justify="right")
+
+    def cell(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "–"
+        score = _fmt(r["score"])
+        return (f"{'[bold]' + score + '[/]' if r['best_on_model'] else score} · {_fmt(r['pass_rate'])} · "
+                + ("–" if r["cost_per_success"] is None else f"${r['cost_per_success']:.6f}") + " · "
+                + ("–" if r["latency_p95_s"] is None else f"{r['latency_p95_s']:.2f} s"))
+
+    for p in prompts:
+        t.add_row(escape(printable(p)), *(cell(at.get((m, p))) for m in models))
+    return t
+
+
 def variants_table(rows: list[dict[str, Any]]) -> Table:
     """Several prompts on the same cases: each one's score and costs, and each after the first against it."""
     from ..verdict import p_text
