@@ -19,6 +19,7 @@ _EXPORTS = {
     "Optimizer": "reflexopt.optimizer",
     "OptimizeResult": "reflexopt.optimizer",
     "eval_prompt": "reflexopt.eval_run",
+    "eval_models": "reflexopt.eval_run",
     "evaluate": "reflexopt.evaluate",
     "OptimizeConfig": "reflexopt.config",
     "EvalConfig": "reflexopt.config",
