@@ -531,6 +531,19 @@ def eval_config(dataset: str | Path, prompt: str | Path | None, *, model: str | 
         prices)
 
 
+def check_models(configs: Sequence[EvalConfig]) -> None:
+    """Evals of the same prompt files on several models (`eval ... -m A -m B`, eval_run.eval_models): the
+    settings that judge one prompt against a bar or another version, recorded responses and pipelines are one
+    model's questions; each model once."""
+    first = configs[0]
+    if first.against or first.fail_under is not None or first.responses or first.pipeline or first.human:
+        raise ConfigError("several models (-m A -m B) score prompt files side by side",
+                          fix="drop --against, --fail-under, --responses, --human and --pipeline, or run one model")
+    ids = [c.model.label for c in configs]
+    if len(set(ids)) < len(ids):
+        raise ConfigError(f"a model is given twice: {', '.join(ids)}", fix="give each -m once")
+
+
 def _against(against: str | Path | Sequence[str] | None, pipeline: PipelineSpec | None) -> tuple[tuple[str, str], ...]:
     """`--against` as (prompt name, file) pairs: a prompt file's one prompt is `prompt`; a pipeline's are named."""
     items = [] if not against else [against] if isinstance(against, (str, Path)) else list(against)

@@ -10,8 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from .agreement import judge_checks
-from .config import EvalConfig
-from .errors import ConfigError
+from .config import EvalConfig, check_models
 from .eval_history import recorded
 from .evaluate import CaseResult, EvalReport, evaluate_async, money, usage_of
 from .promptset import PromptSet
@@ -29,13 +28,8 @@ def eval_models(configs: Sequence[EvalConfig], *, on_result: Callable[[CaseResul
     model's questions."""
     from .regression import model_matrix
 
+    check_models(configs)
     first = configs[0]
-    if first.against or first.fail_under is not None or first.responses or first.pipeline or first.human:
-        raise ConfigError("several models (-m A -m B) score prompt files side by side",
-                          fix="drop --against, --fail-under, --responses, --human and --pipeline, or run one model")
-    ids = [c.model.label for c in configs]
-    if len(set(ids)) < len(ids):
-        raise ConfigError(f"a model is given twice: {', '.join(ids)}", fix="give each -m once")
     done = [0]
     reports: list[EvalReport] = []
 
