@@ -22,7 +22,8 @@ from reflexopt.stats import paired_gain_bar
 from reflexopt.store import RunStore
 
 
-def replay(run: Path) -> None:
+def _pool(run: Path) -> tuple[list[Candidate], dict[str, float]]:
+    """The run's candidates with their val scores (trial order), and its baseline event (the judge's noise)."""
     store = RunStore(run)
     cands = [c for c in store.candidates() if c["state"] != "running"]  # the latest record of each, in trial order
     val: dict[str, dict[str, float]] = {}
@@ -30,9 +31,34 @@ def replay(run: Path) -> None:
         if split == "val" and res.score is not None:
             val.setdefault(key, {})[case] = res.score
     start = next(e for e in store.events() if e["event"] == "baseline")
+    return ([Candidate(c["id"], Prompt(text=c["id"]), c["operator"], c["parent"], params=c["params"])
+             .scored(val.get(c["key"], {}), State(c["state"])) for c in cands], start)
+
+
+def paths(run: Path) -> dict[str, list[str]]:
+    """The accepted path (candidate ids, from the baseline) each rule gives on the run's val scores: `before` (a
+    gain above min_gain), `now` (pool.select), `t>1` and `any gain`."""
+    pool, start = _pool(run)
+    base = next(c for c in pool if c.id == "baseline")
+    n = len(base.val)
+    out = {"before": ["baseline"], "now": list(select(pool, n, start["min_gain"]).accepted)}
+    best = base
+    for c in pool:
+        if c.state == State.COMPLETE and len(c.val) == n and c.val_mean > best.val_mean + start["min_gain"]:
+            best, out["before"] = c, [*out["before"], c.id]
+    for name, k in (("t>1", 1.0), ("any gain", 0.0)):  # looser bars: a paired t above 1, and any gain
+        best, path = base, ["baseline"]
+        for c in pool:
+            if (c.state == State.COMPLETE and len(c.val) == n and c.val_mean > best.val_mean
+                    and c.val_mean > best.val_mean + paired_gain_bar(c.val, best.val, k=k)):
+                best, path = c, [*path, c.id]
+        out[name] = path
+    return out
+
+
+def replay(run: Path) -> None:
+    pool, start = _pool(run)
     noise, min_gain = start["noise"], start["min_gain"]
-    pool = [Candidate(c["id"], Prompt(text=c["id"]), c["operator"], c["parent"], params=c["params"])
-            .scored(val.get(c["key"], {}), State(c["state"])) for c in cands]
     base = next(c for c in pool if c.id == "baseline")
     n = len(base.val)
     print(f"\n{run}: {n} val cases, judge redraw noise SD {noise:.3f}, min_gain {min_gain:.3f}, "
@@ -47,19 +73,11 @@ def replay(run: Path) -> None:
         print(f"| {c.id} | {c.operator} | {c.state.value} | {c.val_mean:.3f} | {statistics.mean(d):+.3f} "
               f"| {sum(x != 0 for x in d)} of {len(d)} | {statistics.stdev(d):.3f} "
               f"| {paired_gain_bar(c.val, base.val):.3f} |")
-    best, before = base, ["baseline"]  # the rule before: a gain above min_gain
-    for c in pool:
-        if c.state == State.COMPLETE and len(c.val) == n and c.val_mean > best.val_mean + min_gain:
-            best, before = c, [*before, c.id]
-    print(f"\naccepted before (a gain above min_gain): {' > '.join(before)}")
-    print(f"\naccepted now (pool.select): {' > '.join(select(pool, n, min_gain).accepted)}")
-    for k in (1.0, 0.0):  # looser bars: a paired t above 1, and any gain (what exact scores get)
-        best, path = base, ["baseline"]
-        for c in pool:
-            if (c.state == State.COMPLETE and len(c.val) == n and c.val_mean > best.val_mean
-                    and c.val_mean > best.val_mean + paired_gain_bar(c.val, best.val, k=k)):
-                best, path = c, [*path, c.id]
-        print(f"\naccepted with a paired t above {k:g}: {' > '.join(path)}")
+    p = paths(run)
+    print(f"\naccepted before (a gain above min_gain): {' > '.join(p['before'])}")
+    print(f"\naccepted now (pool.select): {' > '.join(p['now'])}")
+    for name, label in (("t>1", "1"), ("any gain", "0")):
+        print(f"\naccepted with a paired t above {label}: {' > '.join(p[name])}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ prompts' val scores exceed their test scores by 0.088 at 1,500 calls). Nothing h
 A judged spec (scripts/results/dev_judge.toml) scores with its judge and rubric (`--self-agreement 0`: the
 redraws are the run's business, not the probe's), and prints each candidate's paired t over the start on val:
 the number the acceptance bar under a noisy judge reads. `--top -1` scores every fully scored candidate, `--arms
-reflex "reflex, no rewrites"` the ablation's runs too (they share reflex's home; told apart by their settings).
+reflex "reflex, no rewrites"` the ablation's runs too (they share reflex's home; told apart by their settings),
+`--rules` only the candidates one of gate_replay.py's acceptance rules accepts (what each rule would return).
 
 Rows already in --out are skipped, so it resumes. Prints one table per run.
 """
@@ -121,6 +122,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--top", type=int, default=3, help="other candidates by val to score (-1: every one)")
     ap.add_argument("--arms", nargs="+", default=["reflex"], help="reflex, and with rewrites off its ablation arm")
+    ap.add_argument("--rules", action="store_true",
+                    help="score only the candidates some acceptance rule of scripts/gate_replay.py accepts (a judged "
+                         "spec: the bar before, now, a paired t above 1, any gain) instead of --top")
     ap.add_argument("--sets", nargs="+")
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "reflexopt-bench"))
@@ -129,6 +133,7 @@ def main() -> None:
     sets = {s["name"]: s for s in spec["sets"]}
     sys.path.insert(0, str(ROOT / "scripts"))
     from bench import cli_options, eval_args
+    from gate_replay import paths
 
     args = eval_args(spec.get("args", []), cli_options(ROOT))  # a judge spec's --judge and rubric, not its reasoner
     if "--judge" in args:
@@ -156,7 +161,11 @@ def main() -> None:
             print("| candidate | operator | redraw | parent | on path: predecessor, tried since, val wins-losses, p "
                   "| val | t over start | held-back |")
             print("|---|---|---|---|---|---|---|---|")
-            for c in picked(cands, summary, a.top):
+            rules = paths(run) if a.rules else {}
+            if rules:
+                print("rules: " + "; ".join(f"{k}: {' > '.join(v)}" for k, v in rules.items()))
+            ruled = {i for v in rules.values() for i in v}
+            for c in ([c for c in cands if c["id"] in ruled] if a.rules else picked(cands, summary, a.top)):
                 key = (row["set"], row["seed"], row["commit"], row["arm"], c["id"])
                 if key not in done:
                     h = score(ROOT / s["holdout"], run / "candidates" / f"{c['id']}.md", home, spec["model"], args)
