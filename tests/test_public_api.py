@@ -6,7 +6,7 @@ import reflexopt
 
 EXPECTED = {
     "Budget", "DataSpec", "EvalConfig", "ModelSpec", "OptimizeConfig", "OptimizeResult", "Optimizer", "Prompt",
-    "ReflexoptError", "ScorerSpec", "eval_prompt", "evaluate", "load_dataset", "load_prompt",
+    "ReflexoptError", "ScorerSpec", "eval_prompt", "eval_models", "evaluate", "load_dataset", "load_prompt",
     "optimize", "strategy_names", "PromptSet", "Task", "EventBus", "current_prompt", "Score",
 }
 
