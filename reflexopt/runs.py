@@ -268,7 +268,7 @@ def prune(*, older_than_days: float | None = None, statuses: Sequence[str] = (),
     touched. At least one filter is needed: pruning everything is `rm -r` of the runs folder, not a default."""
     if older_than_days is None and not statuses and not keep:
         raise ConfigError("runs prune needs --older-than, --status or --keep",
-                          fix="e.g. `reflexopt runs prune --older-than 30` or `--status failed interrupted`")
+                          fix="e.g. `reflexopt runs prune --older-than 30` or `--status failed --status interrupted`")
     bad = sorted(set(statuses) - {"done", "failed", "interrupted", "unreadable"})
     if bad:
         raise ConfigError(f"no run status {', '.join(bad)}", fix="use done, failed, interrupted or unreadable")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -86,14 +86,14 @@ def runs_prune(older_than: Annotated[float | None, typer.Option(
              as_json)
 
 
-def _removed(rows: list[dict[str, object]], dry_run: bool, as_json: bool) -> None:
+def _removed(rows: list[dict[str, Any]], dry_run: bool, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
     verb = "would remove" if dry_run else "removed"
     for r in rows:
         out.print(f"{verb} {r['id']}", markup=False, highlight=False)
-    size = sum(int(str(r["bytes"])) for r in rows)
+    size = sum(r["bytes"] for r in rows)
     out.print(f"{verb} {len(rows)} run{'' if len(rows) == 1 else 's'} ({size / 1e6:.1f} MB); the response cache "
               "is kept", highlight=False)
 
