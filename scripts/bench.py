@@ -47,6 +47,11 @@ arm; its header lists every commit in the jsonl, so a table that mixes commits s
     python scripts/bench.py docs/benchmarks/heldout_labels.toml --render   # only rewrite the .md
     python scripts/bench.py SPEC --sets tweet_irony --arms reflex --budgets 500 --seeds 100   # a subset
     python scripts/bench.py SPEC --code /path/to/checkout --jsonl /tmp/before.jsonl   # another version
+    python scripts/bench.py SPEC --keep-runs docs/benchmarks/runs/SPEC_NAME   # archive each row's run there
+
+The work folder (--work, under the temporary directory) holds each run's home: its response cache and run folder.
+It does not outlive the machine; `--keep-runs DIR` archives each run's candidates, per-case scores and events
+(no cache, a few tens of KB each) so that a later probe can replay or rescore them (path_holdout.py --kept DIR).
 """
 
 from __future__ import annotations
@@ -343,16 +348,77 @@ def lineage(run_dir: Path, best: str | None, accepted: list[str] | None) -> list
             for c in chain_of(cands, best or "", lambda c: c.get("parent")) if c["id"] != "baseline"]
 
 
+# what a later analysis of a run reads (its candidates, their per-case scores, its events), without the response
+# cache or Optuna's study, which the candidates and their settings make up for
+KEPT = ("config.json", "summary.json", "candidates.jsonl", "evals.jsonl", "events.jsonl", "candidates")
+
+
+def home_of(spec: dict[str, Any], r: dict[str, Any], work: Path) -> Path:
+    """The bench home (REFLEXOPT_HOME) a row's run had: arms with `home` share one."""
+    arm = next((a for a in spec["arms"] if a["name"] == r["arm"]), {})
+    return work / (r["commit"] + ("-dirty" if r.get("dirty") else "")) / \
+        f"home-{r['set']}-{arm.get('home') or r['arm']}-{r['budget']}-{r['seed']}"
+
+
+def keep_run(home: Path, dest: Path) -> Path | None:
+    """Archive the runs of a bench home into `dest` (`<home name>.tar.gz`, the same bytes for the same files, so a
+    committed archive changes only when its runs do): the files of KEPT from each run folder. The work folder is
+    temporary; an archive committed beside a table lets a later probe (scripts/path_holdout.py, gate_replay.py)
+    replay or rescore a run's candidates on another machine. None when the home holds no finished run."""
+    import gzip
+    import io
+    import tarfile
+
+    runs = sorted(p.parent for p in home.glob("runs/*/summary.json"))
+    if not runs:
+        return None
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for run in runs:
+            files = sorted(f for name in KEPT for f in ([run / name] if (run / name).is_file()
+                                                        else sorted((run / name).glob("*")))
+                           if f.is_file())
+            for f in files:
+                info = tarfile.TarInfo(str(Path(home.name) / f.relative_to(home)))
+                data = f.read_bytes()
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                tar.addfile(info, io.BytesIO(data))
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / f"{home.name}.tar.gz"
+    packed = gzip.compress(buf.getvalue(), compresslevel=9, mtime=0)
+    if not out.exists() or out.read_bytes() != packed:
+        out.write_bytes(packed)
+    return out
+
+
+def restore_run(home: Path, kept: Path) -> bool:
+    """Unpack a home's archive (keep_run) from `kept` into `home`'s folder when the home is not there (another
+    machine, or a cleared work folder): its runs come back without their response cache. Whether it is there now."""
+    import tarfile
+
+    archive = kept / f"{home.name}.tar.gz"
+    if not home.exists() and archive.exists():
+        with tarfile.open(archive) as tar:
+            tar.extractall(home.parent, filter="data")
+    return home.exists()
+
+
+def keep_runs(spec: dict[str, Any], rows: list[dict[str, Any]], work: Path, dest: Path) -> int:
+    """Archive (keep_run) the run of every row whose home is still in `work`; how many archives were written or
+    found current."""
+    homes = {home_of(spec, r, work) for r in rows if r.get("calls")}  # a hand-written row makes no run
+    return sum(keep_run(h, dest) is not None for h in sorted(homes) if h.is_dir())
+
+
 def add_lineage(spec: dict[str, Any], rows: list[dict[str, Any]], work: Path) -> int:
     """Give rows recorded before the lineage was (and whose runs are still in `work`) their lineage, from the run
     folder whose summary returned the row's candidate with the row's test score. How many rows got one."""
-    homes = {a["name"]: a.get("home") or a["name"] for a in spec["arms"]}
+    arms = {a["name"] for a in spec["arms"]}
     n = 0
     for r in rows:
-        if "lineage" in r or r["arm"] not in homes or "best_candidate" not in r:
+        if "lineage" in r or r["arm"] not in arms or "best_candidate" not in r:
             continue
-        home = work / (r["commit"] + ("-dirty" if r.get("dirty") else "")) / \
-            f"home-{r['set']}-{homes[r['arm']]}-{r['budget']}-{r['seed']}"
+        home = home_of(spec, r, work)
         for summary in sorted(home.glob("runs/*/summary.json"), reverse=True):
             got = json.loads(summary.read_text(encoding="utf-8"))
             if got.get("best_candidate") == r["best_candidate"] and abs(got["best_test"] - r["best_test"]) < 1e-4:
@@ -625,6 +691,10 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="only rewrite the markdown from the jsonl")
     ap.add_argument("--add-lineage", action="store_true",
                     help="give rows recorded without their lineage one, from their runs still in --work, and exit")
+    ap.add_argument("--keep-runs", type=Path, metavar="DIR",
+                    help="archive each row's run (candidates, per-case scores, events; no cache) into DIR as it "
+                         "finishes, and the runs of rows already in the jsonl still in --work; with --render, only "
+                         "the latter")
     ap.add_argument("--compact", type=int, metavar="BUDGET",
                     help="print that budget's table for the README (a row per set, a column per arm) and exit")
     args = ap.parse_args()
@@ -645,6 +715,9 @@ def main() -> None:
         out.write_text(render(spec, rows, spec_path), encoding="utf-8")
         print(f"{n} rows given their lineage", file=sys.stderr)
         return
+    if args.keep_runs:
+        print(f"{keep_runs(spec, rows, Path(args.work), args.keep_runs)} runs archived in {args.keep_runs}",
+              file=sys.stderr)
     if not args.render:
         runner = Runner(spec, args)
         runner.work.mkdir(parents=True, exist_ok=True)
@@ -670,6 +743,8 @@ def main() -> None:
                         done.add(key)
                         with jsonl.open("a", encoding="utf-8") as f:
                             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        if args.keep_runs and arm.get("kind") != "handwritten":
+                            keep_run(home_of(spec, row, runner.work), args.keep_runs)
                         print(f"{s['name']} {arm['name']} {budget} seed {seed}: test {row['best_test']:.3f} "
                               f"calls {row['calls']}", file=sys.stderr, flush=True)
                         out.write_text(render(spec, rows, spec_path), encoding="utf-8")

@@ -128,11 +128,13 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+")
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "reflexopt-bench"))
+    ap.add_argument("--kept", type=Path, help="the runs' archives (bench.py --keep-runs): a run not in --work is "
+                                              "unpacked there from its archive (without its response cache)")
     a = ap.parse_args()
     spec = tomllib.loads(a.spec.read_text(encoding="utf-8"))
     sets = {s["name"]: s for s in spec["sets"]}
     sys.path.insert(0, str(ROOT / "scripts"))
-    from bench import cli_options, eval_args
+    from bench import cli_options, eval_args, restore_run
     from gate_replay import paths
 
     args = eval_args(spec.get("args", []), cli_options(ROOT))  # a judge spec's --judge and rubric, not its reasoner
@@ -151,6 +153,8 @@ def main() -> None:
             folder = Path(a.work) / (row["commit"] + ("-dirty" if row.get("dirty") else ""))
             where, rewrites = homes[row["arm"]]
             home = folder / f"home-{row['set']}-{where}-{row['budget']}-{row['seed']}"
+            if a.kept:
+                restore_run(home, a.kept)
             run, cands, summary = candidates(home, rewrites)
             path = summary.get("accepted_path") or []
             val = val_scores(run)

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,7 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
     spec_path.write_text(_toml(spec), encoding="utf-8")
     jsonl, md = tmp_path / "t.jsonl", tmp_path / "t.md"
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), str(spec_path), "--jsonl", str(jsonl), "--out",
-           str(md), "--work", str(tmp_path / "work"), "--allow-dirty"]
+           str(md), "--work", str(tmp_path / "work"), "--allow-dirty", "--keep-runs", str(tmp_path / "kept")]
 
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -232,11 +233,24 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
     assert "| s | 40 | hand-written (val/test: 1.md 1.000/0.000, 2.md 0.000/1.000) | 1 | 0.000 |" in \
         md.read_text(encoding="utf-8")
 
+    # the run is archived beside the table (a later probe rescoring its candidates needs no work folder): what
+    # the analysis reads, not the response cache or the study; the hand-written row made no run
+    kept = sorted((tmp_path / "kept").iterdir())
+    assert [k.name for k in kept] == ["home-s-reflex-40-1.tar.gz"]
+    with tarfile.open(kept[0]) as tar:
+        names = tar.getnames()
+        cands = tar.extractfile(next(n for n in names if n.endswith("/candidates.jsonl")))
+        assert cands and rows[0]["best_candidate"] in cands.read().decode()
+    assert {Path(n).name for n in names} >= {"config.json", "summary.json", "candidates.jsonl", "evals.jsonl"}
+    assert not [n for n in names if "cache" in n or "study" in n]
+    packed = kept[0].read_bytes()
+
     sent = len(openai_server.requests)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(openai_server.requests) == sent, "a finished row was run again"
     assert jsonl.read_text(encoding="utf-8").count("\n") == 2
+    assert kept[0].read_bytes() == packed, "the same run archived again changed its archive"
 
 
 def test_the_tables_say_on_which_seeds_a_prompt_collapsed_onto_one_label(tmp_path: Path) -> None:
@@ -362,3 +376,29 @@ def test_the_check_rescores_each_prompts_recorded_test_outputs_by_the_check_metr
     assert got["exact"] == {"start": 0.0, "best": 0.5}
     assert 0 < got["F1"]["start"] < got["F1"]["best"] < 1  # the metric's own name as the spec gave it
 
+
+
+def test_an_archived_run_comes_back_in_another_work_folder_without_its_cache(tmp_path: Path) -> None:
+    """keep_run archives what a later probe reads; restore_run puts it back where bench.py looks for the home, and
+    leaves a home already there alone."""
+    home = tmp_path / "work" / "abc1234" / "home-s-reflex-100-1"
+    run = home / "runs" / "20261206-000000-abcd"
+    (run / "candidates").mkdir(parents=True)
+    for name, text in (("summary.json", "{}"), ("candidates.jsonl", '{"id": "t1"}\n'), ("evals.jsonl", "e\n"),
+                       ("study.db", "s"), ("candidates/t1.md", "Say it. {input}\n")):
+        (run / name).write_text(text, encoding="utf-8")
+    (home / "cache.sqlite").write_text("c", encoding="utf-8")
+    (home / "runs" / "unfinished").mkdir()  # no summary: not a run to keep
+    kept = tmp_path / "kept"
+    assert bench.keep_run(home, kept) == kept / "home-s-reflex-100-1.tar.gz"
+
+    other = tmp_path / "elsewhere" / "abc1234" / home.name
+    assert bench.restore_run(other, kept)
+    back = other / "runs" / run.name
+    assert sorted(p.relative_to(back).as_posix() for p in back.rglob("*") if p.is_file()) == \
+        ["candidates.jsonl", "candidates/t1.md", "evals.jsonl", "summary.json"]
+    assert (back / "candidates" / "t1.md").read_text(encoding="utf-8") == "Say it. {input}\n"
+    assert not (other / "cache.sqlite").exists() and not (other / "runs" / "unfinished").exists()
+    (back / "evals.jsonl").write_text("changed\n", encoding="utf-8")
+    assert bench.restore_run(other, kept) and (back / "evals.jsonl").read_text(encoding="utf-8") == "changed\n"
+    assert not bench.restore_run(tmp_path / "elsewhere" / "abc1234" / "home-s-reflex-100-2", kept)
