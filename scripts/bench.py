@@ -298,10 +298,16 @@ class Runner:
         if not scores:
             raise SystemExit(f"{s['handwritten']}: no hand-written prompts (1.md, 2.md, ...)")
         by_val = max(scores, key=lambda k: scores[k]["val"])  # chosen the way a user would: on val
+        held = None
+        if s.get("holdout"):  # a development spec: the chosen prompt on the rows no split contains, as a run's
+            argv = ["eval", str(ROOT / s["holdout"]), str(ROOT / s["handwritten"] / by_val), "-m",
+                    self.spec["model"], *eval_args(self.spec.get("args", []), self.options), "--json"]
+            res, _ = self.reflexopt(argv, self.work / "home-eval")
+            held = {"best": res["score"], "n_best": res.get("n_scored", res.get("n")), "commands": [self.shown(argv)]}
         return {"command": " ; ".join(commands), "handwritten": scores, "best_test": scores[by_val]["test"],
                 "best_val": scores[by_val]["val"], "best_candidate": by_val,
                 "max_test": max(v["test"] for v in scores.values()), "calls": 0,
-                "test_labels": {"best": f1[by_val]} if by_val in f1 else None}
+                "test_labels": {"best": f1[by_val]} if by_val in f1 else None, **({"holdout": held} if held else {})}
 
     def split_file(self, s: dict[str, Any], seed: int, part: str) -> Path:
         """The rows of one part of the split `optimize --seed S` makes (the default split), as a dataset file."""
@@ -482,6 +488,26 @@ def constant_answer(s: dict[str, Any], seeds: list[int],
     return out
 
 
+def holdout_constant(s: dict[str, Any], seed: int, metric: str = "contains") -> float | None:
+    """On a label set with `holdout` rows: the score there of the constant answer of `seed` (its train split's most
+    common label, as constant_answer). None on free text or without held-back rows."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT))
+    from reflexopt.config import ScorerSpec
+    from reflexopt.data import is_categorical, load_dataset, split
+    from reflexopt.evaluate import constant_with
+
+    if not s.get("holdout"):
+        return None
+    cases = load_dataset(ROOT / s["data"])
+    if not is_categorical(cases):
+        return None
+    c = asyncio.run(constant_with(ScorerSpec(metric=metric), cases, split(cases, None, seed=seed).train,
+                                  load_dataset(ROOT / s["holdout"])))
+    return None if c is None else float(c["score"])
+
+
 def _check(r: dict[str, Any], m: str) -> dict[str, Any]:
     """A row's scores by the check metric `m` ({} for a row made before the spec asked for it)."""
     return (r.get("check") or {}).get(m) or {}
@@ -627,14 +653,29 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                    + "".join(f" {_check_pair(r, m)} |" for m in checks) + (f" {_judged(r)} |" if judged else ""))
     held = [r for r in rows if r.get("holdout")]
     if held:
+        sets = {s["name"]: s for s in spec["sets"]}
+        const = {(r["set"], r["seed"]): holdout_constant(sets[r["set"]], r["seed"], _metric(spec))
+                 for r in held if r["set"] in sets}
         out += ["", "## Held-out rows of the development set", "",
                 "Each run's starting and returned prompts scored on rows of the set's file that no seed's split "
                 "contains (the spec's `holdout`): a check that a gain accepted on val carries over, for development "
-                "only.", "", "| set | budget | arm | seed | start | returned | gain | commit |",
-                "|---|---|---|---|---|---|---|---|"]
-        out += [f"| {r['set']} | {r['budget']} | {r['arm']} | {r['seed']} | {r['holdout']['start']:.3f} | "
-                f"{r['holdout']['best']:.3f} | {r['holdout']['best'] - r['holdout']['start']:+.3f} | {r['commit']} |"
-                for r in held]
+                "only. A hand-written row scores its prompt chosen on val. On a label set, \"constant\" is what "
+                "answering the seed's most common train label scores there.", "",
+                "| set | budget | arm | seed | start | returned | gain | constant | commit |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in held:
+            h, c = r["holdout"], const.get((r["set"], r["seed"]))
+            start, gain = ("-", "-") if h.get("start") is None else (f"{h['start']:.3f}",
+                                                                      f"{h['best'] - h['start']:+.3f}")
+            out.append(f"| {r['set']} | {r['budget']} | {r['arm']} | {r['seed']} | {start} | {h['best']:.3f} | "
+                       f"{gain} | {'-' if c is None else f'{c:.3f}'} | {r['commit']} |")
+        out += ["", "| set | budget | arm | returned on held-back rows (mean ± SD) | above constant on seeds |",
+                "|---|---|---|---|---|"]
+        for (name, budget, arm) in dict.fromkeys((r["set"], r["budget"], r["arm"]) for r in held):
+            rs = [r for r in held if (r["set"], r["budget"], r["arm"]) == (name, budget, arm)]
+            above = [r["holdout"]["best"] > c for r in rs if (c := const.get((r["set"], r["seed"]))) is not None]
+            out.append(f"| {name} | {budget} | {arm} | {_ms([r['holdout']['best'] for r in rs])} | "
+                       f"{f'{sum(above)} of {len(above)}' if above else '-'} |")
     out += ["", "The exact command of every row is in the jsonl next to this file (`command`), with the tuned "
             "prompt (`best_prompt`).", ""]
     return "\n".join(out)
