@@ -32,6 +32,7 @@ class RunInfo:
     calls: int | None
     cost: float | None
     status: str  # done | running | failed (stopped on an error) | interrupted | unreadable (damaged files)
+    cached_calls: int | None = None  # answers served from the response cache (not in `calls`, which are paid)
 
     def to_json(self) -> dict[str, Any]:
         d = self.__dict__.copy()
@@ -99,7 +100,7 @@ def _info(path: Path) -> RunInfo:
     if summary:
         return RunInfo(path.name, path, "optimize", started, _data_name(cfg["data"]["path"]), cfg["model"]["id"],
                        summary["baseline_test"], summary["best_test"], summary["significant"],
-                       summary["model_calls"], summary["cost_usd"], status)
+                       summary["model_calls"], summary["cost_usd"], status, summary.get("cached_calls"))
     progress = RunStore(path).progress()  # a few bytes written after each trial: no log is read
     return RunInfo(path.name, path, "optimize", started, _data_name(cfg["data"]["path"]), cfg["model"]["id"],
                    progress.get("baseline_val"), progress.get("best_val"), None, progress.get("calls"),
@@ -122,7 +123,7 @@ def _eval_info(path: Path, cfg: dict[str, Any], started: float) -> RunInfo:
         a, baseline, best = top["change"] or {}, s["score"], top["score"]
     return RunInfo(path.name, path, "eval", started, _data_name(cfg["data"]["path"]), model, baseline, best,
                    None if a.get("p_value") is None else a["p_value"] < 0.05, s["model_calls"], s["cost_usd"],
-                   "done")
+                   "done", s.get("cached_calls"))
 
 
 def _data_name(path: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -300,6 +301,18 @@ def test_eval_compares_several_prompts_on_the_same_cases(openai_server: FakeOpen
                   if r["id"] == Path(s["run_dir"]).name)  # the first prompt, and the best of the others
     assert (listed["baseline"], listed["best"], listed["significant"]) == (0.0, 1.0, True)
     alone = json.loads(cli(*base, str(a), "--json", home=tmp_path / "h").stdout)["run_dir"]
+    # a.md's answers were all in the cache: the history says so, not that the eval made no calls
+    again = next(r for r in json.loads(cli("runs", "list", "--json", home=tmp_path / "h").stdout)
+                 if r["id"] == Path(alone).name)
+    assert (again["calls"], again["cached_calls"]) == (0, 16)
+    from rich.console import Console
+
+    from reflexopt.cli.render import runs_table
+    from reflexopt.runs import info
+
+    shown = Console(width=200, record=True, file=io.StringIO())
+    shown.print(runs_table([info(Path(alone))], 200))
+    assert "0 (+16 cached)" in shown.export_text()
     d = json.loads(cli("runs", "diff", Path(s["run_dir"]).name, Path(alone).name, "--prompt", "b.md", "--json",
                        home=tmp_path / "h").stdout)  # b.md of the three against the eval of a.md alone
     assert (d["prompt_a"], d["prompt_b"], d["worse_in_b"], d["common_test_cases"]) == (str(b), "prompt", 16, 16)
