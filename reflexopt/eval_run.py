@@ -25,7 +25,8 @@ def eval_models(configs: Sequence[EvalConfig], *, on_result: Callable[[CaseResul
     for it): each model's eval in turn, kept in the run history as one eval each, and the matrix of every prompt
     on every model (regression.model_matrix). Settings that judge one prompt against a bar or another version
     (--against, --fail-under), recorded responses and pipelines are refused before any call: they are one
-    model's questions."""
+    model's questions. The evals' notes come after the last: one that every model's eval made once, and the others
+    each prefixed with its model's label."""
     from .regression import model_matrix
 
     check_models(configs)
@@ -37,10 +38,21 @@ def eval_models(configs: Sequence[EvalConfig], *, on_result: Callable[[CaseResul
         if on_total:
             on_total(done[0] + n * (len(configs) - len(reports)))
 
+    notes: list[list[str]] = []
     for config in configs:
-        report = eval_prompt(config, on_result=on_result, on_note=on_note, on_total=total)
+        said: list[str] = []
+        report = eval_prompt(config, on_result=on_result, on_note=said.append, on_total=total)
         done[0] += len(report.results) * (1 + len(config.variants))
         reports.append(report)
+        notes.append(said)
+    if on_note:  # once all are in: a note every model's eval made once, the others naming their model
+        shared = [n for n in dict.fromkeys(notes[0]) if all(n in other for other in notes[1:])]
+        for n in shared:
+            on_note(n)
+        for config, said in zip(configs, notes, strict=True):
+            for n in dict.fromkeys(said):
+                if n not in shared:
+                    on_note(f"{config.model.label}: {n}")
     assert first.prompt_path is not None
     return reports, model_matrix([(c.model.label, first.prompt_path, r)
                                   for c, r in zip(configs, reports, strict=True)])

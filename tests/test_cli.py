@@ -424,3 +424,18 @@ def test_eval_scores_every_prompt_on_every_model(openai_server: FakeOpenAI, tmp_
     twice = cli("eval", str(data), str(a), "-m", "openai/weak", "-m", "openai/weak", "--api-base",
                 openai_server.url, home=tmp_path / "h")
     assert twice.returncode == 2 and "given twice" in twice.stderr
+
+    def judged(req: dict) -> str:  # type: ignore[type-arg]
+        if "failure_category" in " ".join(m["content"] for m in req["messages"]):
+            return '{"reasoning": "ok", "score": 5, "failure_category": "none"}'
+        return responder(req)
+
+    openai_server.responder = judged
+    graded = cli(*one, "--judge", "openai/weak", "--self-agreement", "0", home=tmp_path / "h")
+    assert graded.returncode == 0, graded.stderr
+    # the notes come once all models are in: one every model's eval made, once, bare; the others naming their
+    # model (the judge grades the weak model's own answers only)
+    said = " ".join(graded.stderr.split())
+    assert said.count("capped at") == 1 and ": task outputs capped" not in said
+    assert "openai/weak: WARNING: the judge is the task model" in said and "openai/strong: WARNING" not in said
+    assert "openai/strong: run " in said and "openai/weak: run " in said

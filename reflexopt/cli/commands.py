@@ -182,12 +182,8 @@ def _eval_models(configs: list[Any], dataset: Path, output: Path | None, *, verb
                 err.print(case_line({"case_id": r.case_id, "score": r.score, "output": r.output or r.error}),
                           highlight=False, markup=False)
 
-        said: set[str] = set()  # each model's eval says its notes; a note they share is shown once
-
-        def on_note(n: str) -> None:
-            if n not in said:
-                said.add(n)
-                err.print(f"[dim]{n}[/]")
+        def on_note(n: str) -> None:  # eval_models names the model of a note that not every model's eval made
+            err.print(n, style="dim", highlight=False, markup=False)
 
         reports, rows = eval_models(configs, on_result=on_result, on_note=on_note, on_total=bar.set_total)
     if output:
