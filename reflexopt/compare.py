@@ -51,7 +51,7 @@ class Comparison:
         self.config = cfg = config
         self.on_event = TrackedBus([on_event], cfg.track, checked=False)  # trackers: a parent run, one per model
         self.prompt = load_prompt(cfg.prompt_path)
-        work = Workload.load(cfg.data, self.prompt, fractions=cfg.split, seed=cfg.seed,
+        work = Workload.load(cfg.data, self.prompt, fractions=cfg.split, seed=cfg.seed, balanced=cfg.balanced,
                              check_fields=cfg.pipeline is None)
         self.cases = list(work.cases)
         self.test = work.test

@@ -182,6 +182,8 @@ class OptimizeConfig(_Frozen):
     scorer: ScorerSpec = ScorerSpec()
     budget: Budget = Budget()
     split: tuple[float, float, float] | None = None
+    balanced: bool = Field(False, description="label tasks: val and test hold as many cases of each label (the "
+                           "rest go to train), so their mean score weighs every label alike")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="split and search seed (numpy takes 0 to 2**32 - 1)")
     concurrency: int | None = Field(None, gt=0)
     pruning: bool = True
@@ -247,6 +249,8 @@ class CompareConfig(_Frozen):
     transfer: bool = False
     target: float | None = Field(None, ge=0, le=1)
     split: tuple[float, float, float] | None = None
+    balanced: bool = Field(False, description="label tasks: val and test hold as many cases of each label (the "
+                           "rest go to train), so their mean score weighs every label alike")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="split and search seed (numpy takes 0 to 2**32 - 1)")
     concurrency: int | None = Field(None, gt=0)
     parallel: int = Field(2, ge=1, description="models tuned at the same time")
@@ -587,5 +591,6 @@ def run_config(compare: CompareConfig, model: ModelSpec) -> OptimizeConfig:
     """The optimize run that tunes one of a comparison's models."""
     return OptimizeConfig(data=compare.data, prompt_path=compare.prompt_path, model=model,
                           reasoning=compare.reasoning, scorer=compare.scorer, budget=compare.budget,
-                          split=compare.split, seed=compare.seed, concurrency=compare.concurrency,
+                          split=compare.split, balanced=compare.balanced, seed=compare.seed,
+                          concurrency=compare.concurrency,
                           strategy=compare.strategy, pipeline=compare.pipeline)

@@ -279,6 +279,27 @@ def labels(cases: Sequence[Case]) -> list[str]:
     return sorted({c.ideal for c in cases if c.ideal is not None})
 
 
+def _balance(parts: list[list[Case]], labels: list[str], cases: Sequence[Case]) -> None:
+    """Trim val and test (parts 1 and 2) to the same number of cases per label, moving the rest to train."""
+    if not is_categorical(cases):
+        raise DataError(cases[0].source, "--balanced needs label references (a few short labels); these are free "
+                        "text", fix="drop --balanced (it weighs every label alike on val and test)")
+    for i, name in ((1, "val"), (2, "test")):
+        by: dict[str, list[Case]] = {label: [] for label in labels}
+        for c in parts[i]:
+            by[c.ideal or ""].append(c)
+        rarest = min(by, key=lambda k: len(by[k]))
+        keep = len(by[rarest])
+        if keep == 0:
+            n = sum(c.ideal == rarest for c in cases)
+            raise DataError(cases[0].source, f"label {rarest!r} has {n} row(s): too few for a {name} split with "
+                            "every label in it (--balanced)",
+                            fix=f"add rows labelled {rarest!r}, give {name} a larger share with --split, or drop "
+                                "--balanced")
+        parts[i] = [c for label in labels for c in by[label][:keep]]
+        parts[0] += [c for label in labels for c in by[label][keep:]]
+
+
 @dataclass(frozen=True)
 class Splits:
     train: tuple[Case, ...]
@@ -294,8 +315,12 @@ def default_fractions(n: int) -> tuple[float, float, float]:
     return (0.3, 0.3, 0.4)
 
 
-def split(cases: Sequence[Case], fractions: tuple[float, float, float] | None = None, seed: int = 0) -> Splits:
-    """Seeded train/val/test split, stratified by label when references are categorical."""
+def split(cases: Sequence[Case], fractions: tuple[float, float, float] | None = None, seed: int = 0,
+          balanced: bool = False) -> Splits:
+    """Seeded train/val/test split, stratified by label when references are categorical. `balanced` (label
+    references only): val and test each keep as many cases of every label as their rarest label has there, and
+    the other cases go to train, so a mean score on them weighs every label alike (accuracy there is balanced
+    accuracy, and answering one label scores one over the number of labels)."""
     if len(cases) < 3:
         raise DataError(cases[0].source if cases else "dataset", f"{len(cases)} rows cannot be split three ways",
                         fix="use at least 3 rows (30+ for meaningful statistics)")
@@ -323,6 +348,8 @@ def split(cases: Sequence[Case], fractions: tuple[float, float, float] | None = 
         for i in range(3):
             parts[i].extend(g[start : start + counts[i]])
             start += counts[i]
+    if balanced:
+        _balance(parts, sorted(groups), cases)
     for p in parts:
         rng.shuffle(p)
     # never leave a split empty

@@ -44,6 +44,10 @@ def run_estimate(cfg: OptimizeConfig, r: Evaluator) -> dict[str, Any]:
         est["calls_estimate"] = min(est["calls_estimate"], cfg.budget.max_calls)
     est["calls_verdict_reserve"] = r.test_reserve - est["calls_final_test"]
     est.update(n_train=len(r.splits.train), n_val=len(r.val), n_test=len(r.test), max_trials=cfg.budget.trial_limit)
+    if cfg.balanced:  # data.split: val and test hold as many cases of each label
+        labels = len({c.ideal for c in r.val})
+        est["balanced"] = {"labels": labels, "val_per_label": len(r.val) // labels,
+                           "test_per_label": len(r.test) // labels}
     est["cost_estimate_usd"] = cost_estimate(cfg, r, est["calls_estimate"])
     return est
 

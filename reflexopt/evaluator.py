@@ -63,7 +63,7 @@ class Evaluator:
             baseline = PromptSet.parse(baseline, "baseline")
         self.emit: Event = on_event or ignore
         self.work = work = Workload.load(cfg.data, baseline.primary, fractions=cfg.split, seed=cfg.seed,
-                                         check_fields=start.check_fields, aside=start.aside,
+                                         balanced=cfg.balanced, check_fields=start.check_fields, aside=start.aside,
                                          transform=start.transform)
         self.baseline_prompts = baseline
         self.cases, self.splits, self.index, self.facts = list(work.cases), work.splits, work.index, work.facts

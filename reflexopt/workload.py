@@ -122,15 +122,16 @@ class Workload:
 
     @classmethod
     def load(cls, data: DataSpec, prompt: Prompt, *, fractions: tuple[float, float, float] | None = None,
-             seed: int = 0, check_fields: bool = True, aside: Sequence[str] = (),
+             seed: int = 0, balanced: bool = False, check_fields: bool = True, aside: Sequence[str] = (),
              transform: Callable[[list[Case]], list[Case]] | None = None) -> Workload:
         """Read and validate the dataset (`aside`: columns kept with each row; `transform`: the rows as another
-        task's cases, such as alignment's), check the prompt's placeholders against it, split it (seeded)."""
+        task's cases, such as alignment's), check the prompt's placeholders against it, split it (seeded;
+        `balanced`: data.split's, val and test with as many cases of each label)."""
         cases = load_dataset(data.path, input_field=data.input_field, ideal_field=data.ideal_field, aside=aside)
         if transform is not None:
             cases = transform(cases)
         if check_fields:  # a pipeline's prompts are filled by its own code
             prompt.check_fields(cases)
-        splits = split(cases, fractions, seed=seed)
+        splits = split(cases, fractions, seed=seed, balanced=balanced)
         return cls(tuple(cases), splits, {c.id: i for i, c in enumerate(splits.val)},
                    task_facts(splits.train, prompt.text), data.path)

@@ -149,6 +149,40 @@ def test_optimize_json_and_bad_options(files: dict[str, Path], openai_server: Fa
         OptimizeConfig(data=DataSpec(path=d), prompt_path=p, seed=-1)
 
 
+def test_optimize_balanced_weighs_every_label_alike_on_val_and_test(openai_server: FakeOpenAI,
+                                                                    tmp_path: Path) -> None:
+    """`--balanced` on a set three in four "negative": val and test hold as many cases of each label, so the
+    prompt that answers "negative" to everything scores 0.5 there (0.75 on the plain split), the constant answer's
+    bar says so, the run's header names the split, and a resume cannot change it."""
+    openai_server.responder = lambda req: "negative"
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"text {i}", "ideal": "positive" if i % 4 == 0 else
+                                               "negative"} for i in range(80)])
+    prompt = tmp_path / "p.md"
+    prompt.write_text("Is it positive or negative? {input}\n")
+    base = ["optimize", str(data), str(prompt), "-m", "openai/test", "--api-base", openai_server.url,
+            "--metric", "contains", "--max-trials", "1"]
+    home = tmp_path / "h"
+    plain = json.loads(cli(*base, "--json", home=home).stdout)
+    r = cli(*base, "--balanced", "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    even = json.loads(r.stdout)
+    assert plain["baseline_test"] == 0.75 and even["baseline_test"] == 0.5 and even["baseline_val"] == 0.5
+    assert even["test_labels"]["constant"]["score"] == 0.5
+    config = json.loads((home / "runs" / even["run_id"] / "config.json").read_text())
+    assert config["balanced"] is True
+    shown = cli(*base, "--balanced", "--seed", "1", home=home)
+    said = " ".join(shown.stderr.split())
+    assert shown.returncode == 0 and "val/test balanced: 7/7 per label" in said, said
+    refused = cli("optimize", "--resume", even["run_id"], "--json", home=home)
+    assert refused.returncode == 0, refused.stderr  # nothing given: as stored
+    assert json.loads(refused.stdout)["baseline_test"] == 0.5
+    refused = cli(*base[:1], "--resume", plain["run_id"], "--balanced", home=home)
+    assert refused.returncode == 2 and "--balanced" in refused.stderr, refused.stderr
+    (tmp_path / "c.yaml").write_text("balanced: true\n")  # the same from a config file
+    r = cli(*base, "--seed", "2", "--config", str(tmp_path / "c.yaml"), "--json", home=home)
+    assert r.returncode == 0 and json.loads(r.stdout)["baseline_test"] == 0.5, r.stderr
+
+
 def test_resume_may_extend_the_budget_and_refuses_other_changes(files: dict[str, Path], openai_server: FakeOpenAI,
                                                                 tmp_path: Path) -> None:
     """Options given with --resume were silently ignored: `--resume RUN --max-trials 4` (or --max-calls) ran

@@ -347,3 +347,15 @@ def test_a_model_that_fails_on_hard_cases_scores_them_0_not_as_if_absent(setup: 
     assert rows["fake/strong"].tuned > dodgy_row.tuned  # type: ignore[operator]
     assert res.recommendation == "fake/strong", res.reason
     assert res.transfer is not None and res.transfer["fake/strong"]["fake/dodgy"] == dodgy_row.tuned
+
+
+def test_a_balanced_comparison_tunes_every_model_on_the_balanced_split(tmp_path: Path) -> None:
+    """`compare --balanced`: each model's tuning run splits as the comparison does (its test split is the
+    comparison's), so they were tuned and compared on the same label-balanced cases."""
+    from reflexopt.config import compare_config, run_config
+
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"t{i}", "ideal": "a" if i % 4 else "b"} for i in range(40)])
+    (tmp_path / "p.md").write_text("Say a or b. {input}\n")
+    cfg = compare_config(data, tmp_path / "p.md", ["openai/x", "openai/y"], balanced=True)
+    assert cfg.balanced and all(run_config(cfg, m).balanced for m in cfg.models)
+    assert not run_config(compare_config(data, tmp_path / "p.md", ["openai/x"]), cfg.models[0]).balanced

@@ -114,6 +114,32 @@ def test_split_is_seeded_stratified_and_disjoint() -> None:
     assert split(cases, seed=4) != s1
 
 
+def test_a_balanced_split_gives_val_and_test_as_many_cases_of_each_label(tmp_path: Path) -> None:
+    """--balanced: on a set three in four of one label, val and test hold each label equally (the rest in train),
+    nothing is lost or shared, the seed decides it, and the default split is the one it was."""
+    rows = [{"input": f"text {i}", "ideal": "minor" if i % 4 == 0 else "major"} for i in range(200)]
+    cases = load_dataset(write_jsonl(tmp_path / "d.jsonl", rows))
+    plain, even = split(cases, seed=5), split(cases, seed=5, balanced=True)
+    assert split(cases, seed=5, balanced=False) == plain and split(cases, seed=5, balanced=True) == even
+    for part in (even.val, even.test):
+        assert Counter(c.ideal for c in part) == {"minor": len(part) // 2, "major": len(part) // 2}
+    # val and test keep every minor case the default split gave them; the major cases past that go to train
+    assert Counter(c.ideal for c in even.val)["minor"] == Counter(c.ideal for c in plain.val)["minor"]
+    assert {c.id for c in even.val} <= {c.id for c in plain.val}
+    ids = [c.id for part in (even.train, even.val, even.test) for c in part]
+    assert len(ids) == len(set(ids)) == 200
+    assert split(cases, seed=6, balanced=True) != even
+
+    free = load_dataset(SHARED / "security_incidents.jsonl")
+    with pytest.raises(DataError, match="--balanced needs label references") as e:
+        split(free, seed=0, balanced=True)
+    assert "security_incidents.jsonl" in str(e.value) and "drop --balanced" in str(e.value)
+    rare = load_dataset(write_jsonl(tmp_path / "r.jsonl", [*rows[:60], {"input": "odd one", "ideal": "rare"}]))
+    with pytest.raises(DataError, match="label 'rare' has 1 row") as e:
+        split(rare, seed=0, balanced=True)
+    assert "r.jsonl" in str(e.value) and "add rows labelled 'rare'" in str(e.value)
+
+
 def test_free_text_is_not_categorical() -> None:
     cases = load_dataset(SHARED / "security_incidents.jsonl")
     assert not is_categorical(cases)

@@ -64,6 +64,10 @@ InputField = Annotated[str | None, typer.Option("--input-field", help="Column ho
 IdealField = Annotated[str | None, typer.Option("--ideal-field", help="Column holding the reference answer.")]
 ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Cases in flight at once (default: 8 for "
                                              "an API model, 2 for the embedded model).")]
+BalancedOpt = Annotated[bool, typer.Option("--balanced", help="Label tasks: val and test hold as many cases of "
+                                           "each label (the rest go to train), so the score weighs every label "
+                                           "alike (accuracy becomes balanced accuracy) and answering one label "
+                                           "scores one over the number of labels.")]
 DataArg = Annotated[Path, typer.Argument(metavar="DATASET", help="JSONL, JSON array or CSV dataset.")]
 MaxTok = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Completion token limit for the task model.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]

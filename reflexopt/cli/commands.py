@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..paths import check_writable
 from .app import (
     ApiBase,
+    BalancedOpt,
     ConcOpt,
     DataArg,
     IdealField,
@@ -211,6 +212,7 @@ RESUME_FIELDS = {"dataset": "data", "input_field": "data", "ideal_field": "data"
                  "model": "model", "api_base": "model", "prices": "model", "max_tokens": "model",
                  "reasoning_model": "reasoning",
                  "judge": "scorer", "judge_criteria": "scorer", "metric": "scorer", "split_opt": "split",
+                 "balanced": "balanced",
                  "seed": "seed", "concurrency": "concurrency", "no_prune": "pruning", "strategy": "strategy",
                  "track": "track", "track_experiment": "track", "register_prompt": "track",
                  "objective": "objective", "max_prompt_tokens": "max_prompt_tokens",
@@ -260,6 +262,7 @@ def optimize_cmd(
                           "no limit when --max-calls, --max-cost or --max-time is set).")] = None,
     split_opt: Annotated[str | None, typer.Option("--split", help="TRAIN/VAL/TEST, e.g. 30/30/40 (default: 30/30/40 "
                                                   "from 100 rows, 30/35/35 below, thirds below 30).")] = None,
+    balanced: BalancedOpt = False,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
                                        help="Same seed, data and models: same split and run.")] = 0,
     concurrency: ConcOpt = None,
@@ -323,7 +326,8 @@ def optimize_cmd(
         input_field=input_field, ideal_field=ideal_field, output=output, prices=prices,
         budget=Budget(max_calls=max_calls, max_cost=max_cost, max_time_s=parse_duration(max_time),
                       max_trials=max_trials, patience=patience, target=target),
-        split=parse_split(split_opt), seed=seed, concurrency=concurrency, pruning=not no_prune, storage=storage,
+        split=parse_split(split_opt), balanced=balanced, seed=seed, concurrency=concurrency, pruning=not no_prune,
+        storage=storage,
         strategy=strategy, pipeline=pipe,
         track=track_spec(track, experiment=track_experiment, register=register_prompt), objective=objective,
         max_prompt_tokens=max_prompt_tokens, cost_margin=cost_margin, rewrites=not no_rewrites)
@@ -420,6 +424,7 @@ def compare_cmd(
     load_calls: Annotated[int, typer.Option("--load-calls", min=1, help="Calls per model and concurrency level "
                                             "of --load (its own budget).")] = 64,
     transfer: Annotated[bool, typer.Option("--transfer", help="Score every tuned prompt on every model.")] = False,
+    balanced: BalancedOpt = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, help="Models tuned at the same time.")] = 2,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
                                        help="Same seed, data and models: same split and run.")] = 0,
@@ -456,7 +461,8 @@ def compare_cmd(
         dataset, prompt, models, api_base=api_base, max_tokens=max_tokens, reasoning_model=reasoning_model,
         judge=judge, rubric=judge_criteria, metric=metric, prices=prices,
         budget=Budget(max_calls=max_calls_per_model, max_trials=max_trials, patience=max(1, max_trials)),
-        tune=not no_tune, transfer=transfer, target=target, seed=seed, concurrency=concurrency, parallel=parallel,
+        tune=not no_tune, transfer=transfer, target=target, balanced=balanced, seed=seed, concurrency=concurrency,
+        parallel=parallel,
         strategy=strategy, pipeline=pipe, track=track_spec(track, experiment=track_experiment), margin=margin,
         max_p95_s=parse_seconds(max_p95), max_cost_per_1k=max_cost_per_1k, min_score=min_score,
         load=parse_levels(load), load_calls=load_calls)

@@ -290,6 +290,8 @@ class LiveView:
             msg = "resuming" if data.get("resumed") else "run"
             self.console.print(f"[dim]{msg} {data['run_id']} in {data['run_dir']} · train/val/test "
                                f"{data['n_train']}/{data['n_val']}/{data['n_test']} · "
+                               + (f"val/test balanced: {b['val_per_label']}/{b['test_per_label']} per label · "
+                                  if (b := data.get("balanced")) else "") +
                                f"estimated about {data['calls_estimate']} calls{self._cost(data)}[/]")
             m = data.get("models")
             if m:
