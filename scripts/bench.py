@@ -310,15 +310,24 @@ class Runner:
                 "test_labels": {"best": f1[by_val]} if by_val in f1 else None, **({"holdout": held} if held else {})}
 
     def split_file(self, s: dict[str, Any], seed: int, part: str) -> Path:
-        """The rows of one part of the split `optimize --seed S` makes (the default split), as a dataset file."""
-        out = self.work / f"{s['name']}-{seed}-{part}.jsonl"
+        """The rows of one part of the split `optimize --seed S` makes (the default split, or the balanced one
+        when the spec's args say `--balanced`), as a dataset file."""
+        even = _balanced(self.spec)
+        out = self.work / f"{s['name']}-{seed}-{part}{'-balanced' if even else ''}.jsonl"
         code = ("import json,sys; from reflexopt.data import load_dataset, split; "
                 "d=sys.argv[1]; rows=[l for l in open(d, encoding='utf-8').read().splitlines() if l.strip()]; "
                 "cs=load_dataset(d); by={c.line: r for c, r in zip(cs, rows)}; "
-                "print(''.join(by[c.line] + chr(10) for c in getattr(split(cs, None, seed=int(sys.argv[2])), "
+                "kw={'balanced': True} if sys.argv[4] == '1' else {}; "
+                "print(''.join(by[c.line] + chr(10) for c in getattr(split(cs, None, seed=int(sys.argv[2]), **kw), "
                 "sys.argv[3])), end='')")
-        out.write_text(in_checkout(self.code, code, str(ROOT / s["data"]), str(seed), part), encoding="utf-8")
+        out.write_text(in_checkout(self.code, code, str(ROOT / s["data"]), str(seed), part, str(int(even))),
+                       encoding="utf-8")
         return out
+
+
+def _balanced(spec: dict[str, Any]) -> bool:
+    """Whether the spec's runs split with `--balanced` (val and test with as many cases of each label)."""
+    return "--balanced" in spec.get("args", [])
 
 
 def _used(r: dict[str, Any]) -> int:
@@ -459,8 +468,8 @@ def _ms(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
 
 
-def constant_answer(s: dict[str, Any], seeds: list[int],
-                    metric: str = "contains") -> dict[int, tuple[str, float, float]] | None:
+def constant_answer(s: dict[str, Any], seeds: list[int], metric: str = "contains",
+                    balanced: bool = False) -> dict[int, tuple[str, float, float]] | None:
     """On a label set, per seed: the train split's most common label, and the test score and macro-F1 of a
     prompt that answers it whatever the case (reflexopt.evaluate.constant_answer, the optimize summary's own bar,
     scored by `metric`). A model that cannot tell the cases apart gets this by collapsing onto that label, so a
@@ -479,7 +488,7 @@ def constant_answer(s: dict[str, Any], seeds: list[int],
     labels = sorted({c.ideal or "" for c in cases})
     out = {}
     for seed in seeds:
-        parts = split(cases, None, seed=seed)
+        parts = split(cases, None, seed=seed, balanced=balanced)
         c = asyncio.run(constant_with(ScorerSpec(metric=metric), cases, parts.train, parts.test))
         if c is None:
             return None
@@ -576,7 +585,7 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if spec.get("llm_steps") else "")
             + "---|" * len(checks)]
     for s in spec["sets"]:
-        const = constant_answer(s, spec["seeds"], _metric(spec))
+        const = constant_answer(s, spec["seeds"], _metric(spec), _balanced(spec))
         for budget in spec["budgets"]:
             at = [r for r in rows if r["set"] == s["name"] and r["budget"] == budget]
             if const and at:
@@ -693,7 +702,7 @@ def compact(spec: dict[str, Any], rows: list[dict[str, Any]], budget: int) -> st
         if not at:
             continue
         by = {a: {r["seed"]: r for r in at if r["arm"] == a} for a in arms}
-        const = constant_answer(s, spec["seeds"], _metric(spec))
+        const = constant_answer(s, spec["seeds"], _metric(spec), _balanced(spec))
         cells = [f"{statistics.mean(v[1] for v in const.values()):.3f}" if const else "-"]
         for a in arms:
             rs = list(by[a].values())

@@ -406,3 +406,13 @@ def test_an_archived_run_comes_back_in_another_work_folder_without_its_cache(tmp
     (back / "evals.jsonl").write_text("changed\n", encoding="utf-8")
     assert bench.restore_run(other, kept) and (back / "evals.jsonl").read_text(encoding="utf-8") == "changed\n"
     assert not bench.restore_run(tmp_path / "elsewhere" / "abc1234" / "home-s-reflex-100-2", kept)
+
+
+def test_a_balanced_spec_computes_the_constant_answer_on_the_balanced_split(tmp_path: Path) -> None:
+    """With `--balanced` in the spec's args the runs split val and test with as many cases of each label, so the
+    table's constant answer (and the hand-written rows' split files) must come from that split: about 0.75 on
+    this three-in-four set plainly, exactly 0.5 balanced."""
+    rows = [_row("reflex", 1, 0.5), _row("reflex", 2, 0.5)]
+    plain = _cells(bench.compact(_spec_for(tmp_path), rows, 100), "s")[1]
+    even = _spec_for(tmp_path, args=["--metric", "contains", "--balanced"])
+    assert float(plain) > 0.7 and _cells(bench.compact(even, rows, 100), "s")[1] == "0.500"
