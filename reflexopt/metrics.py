@@ -127,7 +127,9 @@ def collapsed_text(hit: Mapping[str, Any]) -> str:
 def label_report(outputs: Sequence[str], ideals: Sequence[str | None], labels: Sequence[str], *,
                  exact: bool = False) -> dict[str, Any] | None:
     """Macro-F1 over the labels of a label task, beside accuracy (a set where one label dominates can score a
-    high accuracy with a prompt that answers that label): each answer counts as the one label it names
+    high accuracy with a prompt that answers that label), and balanced accuracy (the mean over the references'
+    labels of the share of their cases answered right: one answer to everything gets one over the number of
+    labels, whatever their mix): each answer counts as the one label it names
     (`named_label`; with `exact`, only an answer that is the label), or as no label. The labels are `labels`
     and any reference outside them; a label with no reference and no answer is left out. None with fewer than
     two labels or no answers."""
@@ -151,7 +153,10 @@ def label_report(outputs: Sequence[str], ideals: Sequence[str | None], labels: S
             per[shown] = round(2 * tp / (2 * tp + wrong), 4)
     if not per:
         return None
+    recall = [sum(p == key and g == key for p, g in zip(pred, gold)) / refs for key in names
+              if (refs := sum(g == key for g in gold))]
     out: dict[str, Any] = {"macro_f1": round(sum(per.values()) / len(per), 4), "f1_by_label": per,
+                           "balanced_accuracy": round(sum(recall) / len(recall), 4) if recall else None,
                            "no_label": sum(p is None for p in pred), "n": len(pred)}
     hit = collapsed_label(outputs, ideals, list(names.values()))
     if hit is not None:  # one answer whatever the case: its accuracy is what that constant answer gets

@@ -313,7 +313,9 @@ def eval_report(report: EvalReport, *, title: str, nav: str = "") -> str:
             f"{s['n_cases']} cases scored</span></div>"]
     if s.get("labels"):
         col = s["labels"].get("collapsed")
+        ba = s["labels"].get("balanced_accuracy")
         kpis.append(f"<div class=kpi>macro-F1<b>{s['labels']['macro_f1']:.3f}</b>"
+                    + (f"<span class=muted>balanced accuracy {ba:.3f}</span>" if ba is not None else "")
                     + (f"<span class=bad>{escape(collapsed_text(col))}</span>" if col else "") + "</div>")
     if money.get("cost_per_success"):
         kpis.append(f"<div class=kpi>cost per success<b>${money['cost_per_success']:.6f}</b><span class=muted>"
@@ -394,8 +396,10 @@ def _labels_kpi(lab: dict[str, Any] | None, best_test: float | None = None) -> s
         below = best_test is not None and best_test <= const["score"]
         warn += (f"<span class={'bad' if below else 'muted'} style='display:block'>{escape(constant_text(const))}"
                  + (" — the tuned prompt is not above it" if below else "") + "</span>")
+    ba = lab["best"].get("balanced_accuracy")
     return (f"<div class=kpi>macro-F1 (test)<b>{lab['best']['macro_f1']:.3f}</b><span class=muted>baseline "
-            f"{lab['baseline']['macro_f1']:.3f} · F1 {by}</span>{warn}</div>")
+            f"{lab['baseline']['macro_f1']:.3f} · F1 {by}"
+            + (f" · balanced accuracy {ba:.3f}" if ba is not None else "") + f"</span>{warn}</div>")
 
 
 def _reference_kpi(summary: dict[str, Any]) -> str:

@@ -117,8 +117,13 @@ def test_macro_f1_beside_accuracy_computed_by_hand() -> None:
     assert r is not None
     assert r["f1_by_label"] == {"up": 0.8, "down": 0.4}
     assert r["macro_f1"] == 0.6 and r["no_label"] == 1 and r["n"] == 8
+    # balanced accuracy: up 4 of 5 right, down 1 of 3 -> (0.8 + 0.333) / 2, where accuracy is 5/8
+    assert r["balanced_accuracy"] == 0.5667
     exact = label_report(outs, gold, ["up", "down"], exact=True)  # "Label: down" is no answer under exact
     assert exact is not None and exact["no_label"] == 2 and exact["f1_by_label"]["down"] == 0.0
+    assert exact["balanced_accuracy"] == 0.4
+    # one answer to everything: one over the number of labels, whatever the mix (accuracy 5/8)
+    assert label_report(["up"] * 8, gold, ["up", "down"])["balanced_accuracy"] == 0.5  # type: ignore[index]
     assert label_report(["x"], ["up"], ["up"]) is None  # one label: nothing to average
 
 
@@ -135,6 +140,7 @@ def test_eval_and_optimize_report_macro_f1_for_a_label_metric(tmp_path: Path, fa
     fakes("fake/task", label_model)
     s = eval_prompt(eval_config(data, prompt, model="fake/task", metric="contains")).summary()
     assert s["labels"]["macro_f1"] == 1.0 and s["labels"]["f1_by_label"] == {"negative": 1.0, "positive": 1.0}
+    assert s["labels"]["balanced_accuracy"] == 1.0
     f1 = eval_prompt(eval_config(data, prompt, model="fake/task", metric="f1")).summary()
     assert "labels" not in f1  # not a label metric
     fakes("fake/reasoner", lambda m: "no")

@@ -102,9 +102,10 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
 
 
 def labels_text(lab: dict[str, Any]) -> str:
-    """`0.412 (F1 anger 0.61, joy 0.40, ...; 3 answers name no label)`."""
+    """`0.412 (F1 anger 0.61, joy 0.40, ...; balanced accuracy 0.45; 3 answers name no label)`."""
     by = ", ".join(f"{k} {v:.2f}" for k, v in list(lab["f1_by_label"].items())[:8])
-    none = f"; {lab['no_label']} answers name no label" if lab.get("no_label") else ""
+    none = f"; balanced accuracy {lab['balanced_accuracy']:.2f}" if lab.get("balanced_accuracy") is not None else ""
+    none += f"; {lab['no_label']} answers name no label" if lab.get("no_label") else ""
     if lab.get("collapsed"):
         from ..metrics import collapsed_text
 
