@@ -36,6 +36,7 @@ class JobSpec(BaseModel):
     tolerance: float = Field(0.02, ge=0, le=1)
     strategy: str = "reflex"
     seed: int = Field(0, ge=0, le=SEED_MAX)
+    balanced: bool = False  # optimize --balanced: val and test with as many cases of each label
     pipeline: str | None = None  # refused with its fix (check_job): batch rounds re-tune prompt files
 
     def model_ids(self) -> list[str]:
@@ -71,8 +72,8 @@ def job_config(j: JobSpec, model: str, *, prompt: Path | None = None, cache_tag:
     return optimize_config(j.dataset, prompt or j.prompt, model=model, api_base=j.api_base, max_tokens=j.max_tokens,
                            cache_tag=cache_tag, reasoning_model=j.reasoning_model, judge=j.judge,
                            rubric=j.judge_criteria, metric=j.metric, input_field=j.input_field,
-                           ideal_field=j.ideal_field, budget=j.budget, seed=j.seed, storage=storage,
-                           strategy=j.strategy)
+                           ideal_field=j.ideal_field, budget=j.budget, seed=j.seed, balanced=j.balanced,
+                           storage=storage, strategy=j.strategy)
 
 
 def check_job(j: JobSpec) -> list[str]:

@@ -142,3 +142,16 @@ def test_a_second_batch_on_the_same_jobs_file_is_refused(tmp_path: Path, monkeyp
         assert not (batch.root / "state.json").exists()
     finally:
         held.release()
+
+
+def test_a_job_may_ask_for_balanced_val_and_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`balanced: true` in a job (or its defaults) is `optimize --balanced` for each of its models."""
+    from reflexopt.jobs import job_config, load_jobs
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0000000000")
+    _make_files(tmp_path, 1)
+    f = _write(tmp_path / "b.yaml", "defaults:\n  model: openai/test\n  metric: contains\n  balanced: true\n"
+               "jobs:\n  - name: a\n    dataset: d0.jsonl\n    prompt: p0.md\n"
+               "  - name: b\n    dataset: d0.jsonl\n    prompt: p0.md\n    balanced: false\n")
+    a, b = load_jobs(f)
+    assert job_config(a, "openai/test").balanced and not job_config(b, "openai/test").balanced
