@@ -279,13 +279,13 @@ def labels(cases: Sequence[Case]) -> list[str]:
     return sorted({c.ideal for c in cases if c.ideal is not None})
 
 
-def _balance(parts: list[list[Case]], labels: list[str], cases: Sequence[Case]) -> None:
+def _balance(parts: list[list[Case]], names: list[str], cases: Sequence[Case]) -> None:
     """Trim val and test (parts 1 and 2) to the same number of cases per label, moving the rest to train."""
     if not is_categorical(cases):
         raise DataError(cases[0].source, "--balanced needs label references (a few short labels); these are free "
                         "text", fix="drop --balanced (it weighs every label alike on val and test)")
     for i, name in ((1, "val"), (2, "test")):
-        by: dict[str, list[Case]] = {label: [] for label in labels}
+        by: dict[str, list[Case]] = {label: [] for label in names}
         for c in parts[i]:
             by[c.ideal or ""].append(c)
         rarest = min(by, key=lambda k: len(by[k]))
@@ -296,8 +296,8 @@ def _balance(parts: list[list[Case]], labels: list[str], cases: Sequence[Case]) 
                             "every label in it (--balanced)",
                             fix=f"add rows labelled {rarest!r}, give {name} a larger share with --split, or drop "
                                 "--balanced")
-        parts[i] = [c for label in labels for c in by[label][:keep]]
-        parts[0] += [c for label in labels for c in by[label][keep:]]
+        parts[i] = [c for label in names for c in by[label][:keep]]
+        parts[0] += [c for label in names for c in by[label][keep:]]
 
 
 @dataclass(frozen=True)
