@@ -34,6 +34,12 @@ class RunInfo:
     status: str  # done | running | failed (stopped on an error) | interrupted | unreadable (damaged files)
     cached_calls: int | None = None  # answers served from the response cache (not in `calls`, which are paid)
 
+    def calls_text(self) -> str:
+        """`437`, or `0 (+437 cached)` for a run served (partly) from the cache: the history's calls column."""
+        if self.calls is None:
+            return ""
+        return f"{self.calls} (+{self.cached_calls} cached)" if self.cached_calls else str(self.calls)
+
     def to_json(self) -> dict[str, Any]:
         d = self.__dict__.copy()
         d["path"] = str(self.path)

@@ -56,7 +56,7 @@ def _index(runs: list[RunInfo], refresh_s: int) -> str:
         cls = "good" if r.status == "done" else "bad" if r.status in ("failed", "unreadable") else "muted"
         cells = [f"<a href='/run/{escape(run_key(r), quote=True)}'>{escape(r.id)}</a>", escape(age(r.started)),
                  escape(r.kind), escape(r.dataset), escape(r.model), escape(score), sig,
-                 "" if r.calls is None else str(r.calls), "" if r.cost is None else f"${r.cost:.4f}",
+                 r.calls_text(), "" if r.cost is None else f"${r.cost:.4f}",
                  f"<span class={cls}>{escape(r.status)}</span>"]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     running = sum(r.status == "running" for r in runs)

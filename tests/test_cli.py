@@ -347,6 +347,9 @@ def test_eval_compares_several_prompts_on_the_same_cases(openai_server: FakeOpen
     shown = Console(width=200, record=True, file=io.StringIO())
     shown.print(runs_table([info(Path(alone))], 200))
     assert "0 (+16 cached)" in shown.export_text()
+    from reflexopt.serve import _index  # the web view's list says the same
+
+    assert "<td>0 (+16 cached)</td>" in _index([info(Path(alone))], 5)
     d = json.loads(cli("runs", "diff", Path(s["run_dir"]).name, Path(alone).name, "--prompt", "b.md", "--json",
                        home=tmp_path / "h").stdout)  # b.md of the three against the eval of a.md alone
     assert (d["prompt_a"], d["prompt_b"], d["worse_in_b"], d["common_test_cases"]) == (str(b), "prompt", 16, 16)

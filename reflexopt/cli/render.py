@@ -570,9 +570,7 @@ def runs_table(runs: list[Any], width: int = 160) -> Table:
         if r.significant is not None and narrow:
             score += " *" if r.significant else ""
         sig = "" if r.significant is None else ("yes" if r.significant else "no")
-        calls = "" if r.calls is None else str(r.calls)
-        if r.cached_calls:  # a run served (partly) from the cache paid for fewer calls than it made
-            calls += f" (+{r.cached_calls} cached)"
+        calls = r.calls_text()
         cost = "" if r.cost is None else f"${r.cost:.4f}"
         status = r.status if r.status == "done" else f"[yellow]{r.status}[/]"
         when = age(r.started)
