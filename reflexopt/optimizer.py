@@ -370,15 +370,16 @@ def optimize(config: OptimizeConfig | str | Path, prompt: str | Path | None = No
              model: str | None = None, judge: str | None = None, rubric: str | None = None,
              metric: MetricArg = None, reasoning_model: str | None = None, max_calls: int | None = None,
              max_cost: float | None = None, max_trials: int | None = None, strategy: str = "reflex",
-             seed: int = 0, output: str | Path | None = None, on_event: Event | None = None,
-             resume: str | None = None, run_dir: Path | None = None) -> OptimizeResult:
+             seed: int = 0, balanced: bool = False, output: str | Path | None = None,
+             on_event: Event | None = None, resume: str | None = None, run_dir: Path | None = None) -> OptimizeResult:
     """Optimize a prompt (the Python API behind `reflexopt optimize`).
 
         ro.optimize("data.jsonl", "prompt.md", model="openai/gpt-4o-mini", judge="openai/gpt-4o", max_calls=2000)
         ro.optimize(ro.OptimizeConfig(...))          # or a full config
 
     Models take the command line's `ID@key=value` form; with no model the embedded local model is used. `metric`
-    is a `--metric` spec or a Python function `(output, case)` returning what a metric file's function may."""
+    is a `--metric` spec or a Python function `(output, case)` returning what a metric file's function may.
+    `balanced` is `--balanced` (val and test with as many cases of each label)."""
     if not isinstance(config, OptimizeConfig):
         if prompt is None:
             raise ConfigError("optimize(data, prompt, ...) needs both a dataset and a prompt file",
@@ -386,6 +387,7 @@ def optimize(config: OptimizeConfig | str | Path, prompt: str | Path | None = No
         from .config import Budget, optimize_config
 
         config = optimize_config(config, prompt, model=model, reasoning_model=reasoning_model, judge=judge,
-                                 rubric=rubric, metric=metric, output=output, seed=seed, strategy=strategy,
+                                 rubric=rubric, metric=metric, output=output, seed=seed, balanced=balanced,
+                                 strategy=strategy,
                                  budget=Budget(max_calls=max_calls, max_cost=max_cost, max_trials=max_trials))
     return Optimizer(config, on_event=on_event, resume=resume, run_dir=run_dir).run()

@@ -223,5 +223,12 @@ def test_the_verdict_shows_what_answering_the_most_common_label_scores(tmp_path:
     console.print(optimize_summary(r.to_json()))
     out = " ".join(console.export_text().split())
     assert "answering 'positive' to every case scores" in out and "is not above it" in out
+    assert "--balanced weighs every label alike" in out  # two in three are positive: the way out is named
+    even = optimize(str(data), str(prompt), model="fake/task", metric="contains", max_trials=3,
+                    reasoning_model="fake/reasoner", balanced=True)
+    assert even.test_labels is not None and even.test_labels["constant"]["score"] == 0.5
+    console = Console(record=True, width=250)
+    console.print(optimize_summary(even.to_json()))
+    assert "--balanced weighs" not in " ".join(console.export_text().split())  # balanced already
     html = write_report(Path(r.run_dir)).read_text(encoding="utf-8")
     assert "answering &#x27;positive&#x27; to every case scores" in html and "is not above it" in html

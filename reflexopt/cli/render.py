@@ -391,10 +391,15 @@ def optimize_summary(r: dict[str, Any]) -> Table:
             from ..evaluate import constant_text
 
             below = r["best_test"] <= const["score"] and r["best_candidate"] != "baseline"
+            # one label well above its even share: accuracy rewards answering it, and --balanced would not
+            skewed = const["score"] > 1 / max(2, len(lab["best"]["f1_by_label"])) + 0.05
             line = f"{constant_text(const)} on test" + (
                 f": [yellow]the tuned prompt ({r['best_test']:.3f}) is not above it; with every prompt this run "
                 "found, the task model does not tell these cases apart better than one answer does. A larger "
-                "model, or a starting prompt that states the task, may.[/]" if below else "")
+                "model, or a starting prompt that states the task, may." + (
+                    " On this imbalanced set, --balanced weighs every label alike, so the search looks for a "
+                    "prompt that tells them apart rather than one that answers the common label." if skewed else "")
+                + "[/]" if below else "")
             t.add_row("constant answer", "", line)
     echo = r.get("test_echo")
     if echo:
