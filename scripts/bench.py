@@ -232,7 +232,10 @@ class Runner:
                                                            "parse_errors")},
                             "self_agreement_sd": (judge.get("self_agreement") or {}).get("sd")}
         if s.get("holdout"):
-            row["holdout"] = self.holdout(s, best, home)
+            # the returned prompt in the run's home, the starting prompt in one home per set and version (the same
+            # for every seed and arm, so it is paid for once)
+            shared = home.parent / f"home-holdout-{s['name']}"
+            row["holdout"] = self.holdout(s, {"start": (ROOT / s["prompt"], shared), "best": (best, home)})
         if self.spec.get("check"):
             row["check"] = self.check(Path(res["run_dir"]))
         return row
@@ -265,13 +268,12 @@ class Runner:
             print(json.dumps(out))"""
         return json.loads(in_checkout(self.code, snippet, str(run_dir), *self.spec["check"]))
 
-    def holdout(self, s: dict[str, Any], best: Path, home: Path) -> dict[str, Any]:
-        """The returned prompt and the starting prompt scored on the set's `holdout` rows, which no split of the set
-        contains: the returned prompt in the run's home, the starting prompt in one home per set and version (the
-        same for every seed and arm, so it is paid for once)."""
+    def holdout(self, s: dict[str, Any], prompts: dict[str, tuple[Path, Path]]) -> dict[str, Any]:
+        """Prompts scored on the set's `holdout` rows, which no split of the set contains: {name: (prompt, home)}
+        gives each prompt and the home (response cache) it is scored in; {name: score, n_name: cases scored,
+        commands: [...]}."""
         out: dict[str, Any] = {"commands": []}
-        shared = home.parent / f"home-holdout-{s['name']}"
-        for name, prompt, where in (("start", ROOT / s["prompt"], shared), ("best", best, home)):
+        for name, (prompt, where) in prompts.items():
             argv = ["eval", str(ROOT / s["holdout"]), str(prompt), "-m", self.spec["model"],
                     *eval_args(self.spec.get("args", []), self.options), "--json"]
             res, _ = self.reflexopt(argv, where)
@@ -298,12 +300,9 @@ class Runner:
         if not scores:
             raise SystemExit(f"{s['handwritten']}: no hand-written prompts (1.md, 2.md, ...)")
         by_val = max(scores, key=lambda k: scores[k]["val"])  # chosen the way a user would: on val
-        held = None
-        if s.get("holdout"):  # a development spec: the chosen prompt on the rows no split contains, as a run's
-            argv = ["eval", str(ROOT / s["holdout"]), str(ROOT / s["handwritten"] / by_val), "-m",
-                    self.spec["model"], *eval_args(self.spec.get("args", []), self.options), "--json"]
-            res, _ = self.reflexopt(argv, self.work / "home-eval")
-            held = {"best": res["score"], "n_best": res.get("n_scored", res.get("n")), "commands": [self.shown(argv)]}
+        # a development spec: the chosen prompt on the rows no split contains, as a run's returned prompt
+        held = self.holdout(s, {"best": (ROOT / s["handwritten"] / by_val, self.work / "home-eval")}) \
+            if s.get("holdout") else None
         return {"command": " ; ".join(commands), "handwritten": scores, "best_test": scores[by_val]["test"],
                 "best_val": scores[by_val]["val"], "best_candidate": by_val,
                 "max_test": max(v["test"] for v in scores.values()), "calls": 0,
@@ -497,9 +496,10 @@ def constant_answer(s: dict[str, Any], seeds: list[int], metric: str = "contains
     return out
 
 
-def holdout_constant(s: dict[str, Any], seed: int, metric: str = "contains") -> float | None:
+def holdout_constant(s: dict[str, Any], seed: int, metric: str = "contains",
+                     balanced: bool = False) -> float | None:
     """On a label set with `holdout` rows: the score there of the constant answer of `seed` (its train split's most
-    common label, as constant_answer). None on free text or without held-back rows."""
+    common label, as constant_answer, from the split the runs make). None on free text or without held-back rows."""
     import asyncio
 
     sys.path.insert(0, str(ROOT))
@@ -512,8 +512,8 @@ def holdout_constant(s: dict[str, Any], seed: int, metric: str = "contains") -> 
     cases = load_dataset(ROOT / s["data"])
     if not is_categorical(cases):
         return None
-    c = asyncio.run(constant_with(ScorerSpec(metric=metric), cases, split(cases, None, seed=seed).train,
-                                  load_dataset(ROOT / s["holdout"])))
+    train = split(cases, None, seed=seed, balanced=balanced).train
+    c = asyncio.run(constant_with(ScorerSpec(metric=metric), cases, train, load_dataset(ROOT / s["holdout"])))
     return None if c is None else float(c["score"])
 
 
@@ -663,7 +663,7 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
     held = [r for r in rows if r.get("holdout")]
     if held:
         sets = {s["name"]: s for s in spec["sets"]}
-        const = {(r["set"], r["seed"]): holdout_constant(sets[r["set"]], r["seed"], _metric(spec))
+        const = {(r["set"], r["seed"]): holdout_constant(sets[r["set"]], r["seed"], _metric(spec), _balanced(spec))
                  for r in held if r["set"] in sets}
         out += ["", "## Held-out rows of the development set", "",
                 "Each run's starting and returned prompts scored on rows of the set's file that no seed's split "
