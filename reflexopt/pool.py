@@ -190,8 +190,8 @@ def select(pool: Sequence[Candidate], n_val: int, min_gain: float) -> Selection:
     whose verdict moved. A demo draw made after patience ran out (`redraw`) is accepted as any other step is: the
     one-case margin draws had held back a step that paid on held-back dev rows, and the accepted steps after a
     run's first, weakly supported ones included, paid there on average (scripts/results/path_holdout.md). A
-    candidate that varies its answers takes the place of a best that answers one label at the same val score or
-    above (varies_past). The baseline is the first best: never a regression."""
+    candidate that varies its answers takes the place of a best that answers one label when it scores above it on
+    val (varies_past). The baseline is the first best: never a regression."""
     base = next(c for c in pool if c.id == "baseline")
     best, since, trials, pruned, path = base, 0, 0, 0, ["baseline"]
     for c in pool:
@@ -225,10 +225,13 @@ def collapsed(c: Candidate) -> bool:
 
 
 def varies_past(c: Candidate, best: Candidate) -> bool:
-    """`c` tells the cases apart and the best does not, at the same val score or above: it takes the best's place
-    without select's margins (a constant answer scores its label's share of val, and every draw built on it
-    shows the model the same shape that made it answer one label; one that varies at that score is worth more)."""
-    return collapsed(best) and not collapsed(c) and c.val_mean >= best.val_mean
+    """`c` tells the cases apart and the best does not, and scores above it on val: it takes the best's place
+    without select's margins (with a noisy judge, a constant answer's score is no bar a varied prompt must clear
+    by more). At the same score the constant answer stays: its val score is its label's share, which test
+    repeats, while a varied prompt's is the highest of many noisy draws, which test does not (on imbalanced dev
+    sets the varied prompts tied at that share scored below it on held-back rows). The search still builds on
+    the best prompt that varies (ReflexStrategy.step)."""
+    return collapsed(best) and not collapsed(c) and c.val_mean > best.val_mean
 
 
 def gates(parent: Candidate, n_val: int) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,26 +156,30 @@ def answer_cue(name: str, facts: TaskFacts) -> str:
 
 def choose_demos(train: Sequence[Case], k: int, seed: int, facts: TaskFacts, *, pick: str = "balanced",
                  order: str = "cycle") -> tuple[Demo, ...]:
-    """k demos from train, seeded: `balanced` takes labels round-robin (categorical), `random` follows the
-    data's own label mix; `order` keeps the pick order (labels alternate), shuffles, or groups by label.
+    """k demos from train, seeded: `balanced` takes labels round-robin (categorical), `prior` round-robin too
+    but each label only as often as its share of train gives it (prior_quota), `random` follows the data's own
+    label mix by chance; `order` keeps the pick order (labels alternate), shuffles, or groups by label.
     The total length is bounded."""
     if k <= 0:
         return ()
     rng = random.Random(seed)
     pool = [c for c in train if c.ideal]
-    if facts.categorical and pick == "balanced":
+    if facts.categorical and pick in ("balanced", "prior"):
         by: dict[str, list[Case]] = defaultdict(list)
         for c in pool:
             by[c.ideal or ""].append(c)
         for v in by.values():
             rng.shuffle(v)
         labs = sorted(by)
+        quota = prior_quota({lab: len(v) for lab, v in by.items()}, k) if pick == "prior" else {}
         rng.shuffle(labs)
         picked: list[Case] = []
-        while len(picked) < k and any(by.values()):
+        taken: dict[str, int] = defaultdict(int)
+        while len(picked) < k and any(by[lab] and taken[lab] < quota.get(lab, k) for lab in labs):
             for lab in labs:
-                if by[lab] and len(picked) < k:
+                if by[lab] and len(picked) < k and taken[lab] < quota.get(lab, k):
                     picked.append(by[lab].pop())
+                    taken[lab] += 1
     else:
         picked = rng.sample(pool, min(k, len(pool)))
     if order == "shuffled":
@@ -191,6 +195,23 @@ def choose_demos(train: Sequence[Case], k: int, seed: int, facts: TaskFacts, *, 
         demos.append(Demo(c.input_text, c.ideal or ""))
         total += size
     return tuple(demos)
+
+
+def prior_quota(counts: Mapping[str, int], k: int) -> dict[str, int]:
+    """How many of k demos each label gets in proportion to its count (largest remainder; every label at least
+    once while k allows): a demo set that carries the labels' prior, which a model that cannot tell the cases
+    apart then follows (on an imbalanced set, towards the majority label a constant answer scores)."""
+    total = sum(counts.values())
+    labs = sorted(counts)
+    if not total or k <= 0:
+        return {lab: 0 for lab in labs}
+    share = {lab: k * counts[lab] / total for lab in labs}
+    q = {lab: max(1 if k >= len(labs) else 0, int(share[lab])) for lab in labs}
+    while sum(q.values()) < k:
+        q[max(labs, key=lambda lab: (share[lab] - q[lab], counts[lab], lab))] += 1
+    while sum(q.values()) > k:
+        q[max((lab for lab in labs if q[lab] > 1), key=lambda lab: (q[lab] - share[lab], lab))] -= 1
+    return q
 
 
 def extract_prompt(reply: str, parent: Prompt) -> str | None:

@@ -177,10 +177,10 @@ class Trial:
         self.collapsed: dict[str, Any] | None = None
 
     def suggest(self, operator: str, *, n_train: int, n_labels: int, first: bool = False,
-                around: dict[str, Any] | None = None) -> dict[str, Any]:
+                around: dict[str, Any] | None = None, prior: bool = False) -> dict[str, Any]:
         """The settings of one operator, sampled by TPE (space.suggest has the search space)."""
         self.params = suggest(self._t, self.number, operator, n_train=n_train, n_labels=n_labels, first=first,
-                              around=around)
+                              around=around, prior=prior)
         return self.params
 
     def report(self, value: float, step: int, output: str | None = None) -> None:

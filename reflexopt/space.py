@@ -12,7 +12,7 @@ DEMO_KNOBS = ("n_demos", "demo_pick", "demo_order", "demo_style")  # a demo set'
 
 
 def suggest(t: Any, number: int, operator: str, *, n_train: int, n_labels: int, first: bool = False,
-            around: dict[str, Any] | None = None) -> dict[str, Any]:
+            around: dict[str, Any] | None = None, prior: bool = False) -> dict[str, Any]:
     """The settings of one operator, sampled by TPE (conditional: each operator has its own knobs).
         The operator itself is chosen by the policy in operators.py and recorded as a user attribute.
 
@@ -21,14 +21,17 @@ def suggest(t: Any, number: int, operator: str, *, n_train: int, n_labels: int, 
           turns in a balanced cycle), so the strongest no-LLM operator is not judged on an unlucky draw;
         - `around` (the demo settings that built the parent's demos): the same settings with another seed, i.e.
           another set of examples in the same shape. Which examples are shown matters as much as how many and
-          in what form; MIPROv2 spends its search on exactly this."""
+          in what form; MIPROv2 spends its search on exactly this;
+        - `prior`: the first demos trial's setting with as many demos as the space allows and each label shown
+          as often as its share of train gives it (propose.prior_quota), asked once when the best is no higher
+          on val than a constant answer."""
     p: dict[str, Any] = {"operator": operator}
     if operator == "demos":
         top = max(1, min(MAX_DEMOS, n_train, max(8, 2 * n_labels)))
         low = max(1, min(n_labels, top))  # every label at least once when the task has labels
-        if first:
-            p.update(n_demos=min(top, max(4, 2 * n_labels)), demo_pick="balanced", demo_order="cycle",
-                     demo_style="turns", demo_seed=0)
+        if first or prior:  # the prior's shares need the most demos the space allows to show
+            p.update(n_demos=top if prior else min(top, max(4, 2 * n_labels)),
+                     demo_pick="prior" if prior else "balanced", demo_order="cycle", demo_style="turns", demo_seed=0)
             return p
         if around:
             p.update({k: around[k] for k in DEMO_KNOBS}, demo_seed=100 + number, around=True)

@@ -96,6 +96,24 @@ def test_demo_space_pick_order_balance() -> None:
     assert choose_demos(train, 6, 1, facts, pick="random") != choose_demos(train, 6, 2, facts, pick="random")
 
 
+def test_a_prior_demo_set_shows_each_label_as_often_as_its_share_of_train() -> None:
+    from collections import Counter
+
+    from reflexopt.propose import prior_quota
+
+    assert prior_quota({"a": 150, "b": 50}, 8) == {"a": 6, "b": 2}
+    assert prior_quota({"a": 116, "b": 84}, 8) == {"a": 5, "b": 3}  # largest remainder
+    assert prior_quota({"a": 98, "b": 1, "c": 1}, 4) == {"a": 2, "b": 1, "c": 1}  # every label at least once
+    assert prior_quota({"a": 5, "b": 3, "c": 2}, 2) == {"a": 1, "b": 1, "c": 0}  # fewer demos than labels
+    assert sum(prior_quota({"a": 7, "b": 6, "c": 6, "d": 1}, 11).values()) == 11
+    train = [Case(id=str(i), input=f"item {i}?", ideal="yes" if i % 4 else "no") for i in range(40)]
+    facts = task_facts(train)
+    prior = choose_demos(train, 8, 0, facts, pick="prior", order="cycle")
+    assert Counter(d.output for d in prior) == {"yes": 6, "no": 2}
+    assert Counter(d.output for d in choose_demos(train, 8, 0, facts, pick="balanced")) == {"yes": 4, "no": 4}
+    assert prior == choose_demos(train, 8, 0, facts, pick="prior", order="cycle")  # seeded
+
+
 def test_task_facts_name_the_input_kind() -> None:
     assert input_kind("Tell me about this review.", []) == "review"
     assert input_kind("Here is a chat.", []) == "chat"
@@ -317,10 +335,11 @@ def test_a_demo_draw_after_patience_is_accepted_on_any_gain_as_other_steps_are()
     assert select([base, cand("t1", 2, redraw=True)], 10, 0.25).best.id == "baseline"  # judge noise still counts
 
 
-def test_a_prompt_that_varies_its_answers_takes_the_place_of_a_constant_answer_at_the_same_val() -> None:
-    """A best that answers one label scores that label's share of val, and every draw after patience is built on
-    it. One that tells the cases apart at the same score or above replaces it, without a judge's noise bar; one
-    below it does not, nor does a second constant answer. Such a parent does not gate its children."""
+def test_a_prompt_that_varies_its_answers_takes_the_place_of_a_constant_answer_only_above_its_val() -> None:
+    """A best that answers one label scores that label's share of val. One that tells the cases apart and scores
+    above it replaces it, without a judge's noise bar; one at the same score does not (a tie at the label's share
+    is no sign of skill, and the constant answer's val score is the one test repeats), nor does one below it or a
+    second constant answer. Such a parent does not gate its children."""
     from reflexopt.pool import State, gates, select
 
     ids = [str(i) for i in range(10)]
@@ -332,8 +351,10 @@ def test_a_prompt_that_varies_its_answers_takes_the_place_of_a_constant_answer_a
             {i: float(n < right) for n, i in enumerate(ids)}, State.COMPLETE)
 
     const = cand("t1", 6, **flat)
-    assert select([base, const, cand("t2", 6)], 10, 0.0).best.id == "t2"
-    assert select([base, const, cand("t2", 6, redraw=True)], 10, 0.0).accepted == ("baseline", "t1", "t2")
+    assert select([base, const, cand("t2", 7)], 10, 0.0).best.id == "t2"
+    assert select([base, const, cand("t2", 7)], 10, 0.25).best.id == "t2"  # no judge noise bar against it
+    assert select([base, const, cand("t2", 7, redraw=True)], 10, 0.0).accepted == ("baseline", "t1", "t2")
+    assert select([base, const, cand("t2", 6)], 10, 0.0).best.id == "t1"
     assert select([base, const, cand("t2", 5)], 10, 0.0).best.id == "t1"
     assert select([base, const, cand("t2", 6, **flat)], 10, 0.0).best.id == "t1"
     assert select([base, cand("t1", 6), cand("t2", 6)], 10, 0.0).best.id == "t1"  # equal, both vary: no change

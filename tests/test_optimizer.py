@@ -556,6 +556,41 @@ def test_a_second_prompt_that_answers_one_label_whatever_the_case_is_stopped_at_
     assert len(lines) == len(collapsed)
 
 
+def test_below_a_constant_answer_the_search_tries_one_demo_set_with_the_labels_train_shares(
+        tmp_path: Path, prompt_file: Path, dataset: Path, fakes: Any) -> None:
+    """75% of the cases are positive, and the fake model cannot tell them apart: with demos it answers the label
+    most of them show (the minority at a tie), so the first demo set (every label alike) scores the minority's
+    share. The trial after it shows each label as often as train has it (6 of 8 positive), which scores the
+    constant answer's share and is returned: a varied prompt tied with it later does not take its place. On a set
+    where a candidate already beats the constant answer, no such trial is made."""
+    rows = [{"input": f"thing number {i}", "ideal": "negative" if i % 4 == 0 else "positive"} for i in range(100)]
+    skewed = write_jsonl(tmp_path / "skewed.jsonl", rows)
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        shown = [m["content"] for m in messages if m["role"] == "assistant"]
+        if shown:
+            return "positive" if shown.count("positive") > shown.count("negative") else "negative"
+        if names_labels(" ".join(m["content"] for m in messages)):
+            return "positive" if _h(messages[-1]["content"]) < 50 else "negative"  # varied, no skill
+        return "It is a product review."
+
+    fakes("fake/task", reply)
+    fakes("fake/reasoner", lambda m: "no")
+    r = optimize(config(skewed, prompt_file, budget=Budget(max_trials=12, patience=12)))
+    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+    cands = [c for c in cands if c["state"] != "running" and c["id"] != "baseline"]
+    demos = [c for c in cands if c["operator"] == "demos"]
+    prior = [c for c in demos if c["params"].get("demo_pick") == "prior" and not c["params"].get("around")]
+    assert demos[0]["params"]["demo_pick"] == "balanced" and demos[0]["val_mean"] < 0.3  # the minority's share
+    assert len(prior) == 1 and prior[0]["trial"] == demos[0]["trial"] + 1 and prior[0]["params"]["n_demos"] == 8
+    assert prior[0]["val_mean"] > 0.7 and r.best_candidate == prior[0]["id"]
+
+    fakes("fake/task", label_task())  # demos name both labels: 85% right, above the constant answer's 0.5
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_trials=12, patience=12)))
+    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+    assert r.best_val > 0.5 and not any(c["params"].get("demo_pick") == "prior" for c in cands)
+
+
 def test_cheaper_variants_keep_every_answer_shown_once() -> None:
     from reflexopt.prompt import Demo
     from reflexopt.verdict import cheaper_variants

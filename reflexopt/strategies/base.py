@@ -69,6 +69,7 @@ class SearchContext:
     worker: str = ""  # this process, as recorded on the candidates it makes
     keep_going: Callable[[], bool] = field(default=lambda: True)  # False once the run ended (a worker's study)
     _last: Selection | None = field(default=None, init=False, repr=False)  # the selection after the last trial
+    _constant: list[float | None] = field(default_factory=list, init=False, repr=False)  # constant_val, once
 
     # ------------------------------------------------------------ what a strategy may read
     @property
@@ -117,6 +118,18 @@ class SearchContext:
     @property
     def scorer(self) -> Scorer:
         return self.evaluator.scorer
+
+    async def constant_val(self) -> float | None:
+        """On a label task scored by a label metric, what answering the train split's most common label to every
+        val case scores (evaluate.constant_answer; no model call): a best at or below it shows no sign that the
+        task model tells the cases apart. None otherwise."""
+        if not self._constant:
+            from ..evaluate import constant_answer
+
+            hit = (await constant_answer(self.scorer, self.train, self.val)
+                   if self.facts.categorical and getattr(self.scorer, "corpus", None) else None)
+            self._constant.append(hit["score"] if hit else None)
+        return self._constant[0]
 
     @property
     def renders(self) -> bool:

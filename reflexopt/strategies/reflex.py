@@ -180,6 +180,22 @@ class ReflexStrategy:
         self.diagnoses[parent.key] = (diag, failing)
         return diag, failing
 
+    @staticmethod
+    async def below_constant(ctx: SearchContext, pool: Sequence[Candidate], history: Sequence[Outcome]) -> bool:
+        """Whether this trial is the run's one demo set with the labels' train shares (space.suggest's `prior`):
+        once the first demos trial is done, while no candidate scores above a constant answer on val. The first
+        demo set shows every label alike; where the task model cannot tell the cases apart, its answers then
+        follow the demos' mix and miss the majority's share, which a demo set carrying the prior keeps (on
+        imbalanced dev sets the returned prompts scored below the constant answer on held-back rows)."""
+        if not ctx.facts.categorical or not any(h.operator == "demos" for h in history):
+            return False
+        if any(c.params.get("demo_pick") == "prior" for c in pool):
+            return False
+        bar = await ctx.constant_val()
+        top = max((c.val_mean for c in pool if c.state == State.COMPLETE and len(c.val) == len(ctx.val)),
+                  default=0.0)
+        return bar is not None and top <= bar
+
     async def _heartbeat(self, trial: Trial) -> None:
         while True:
             with contextlib.suppress(Exception):
@@ -222,11 +238,14 @@ class ReflexStrategy:
         first = not any(h.operator == op for h in history)
         # half the later demos trials keep the shape of the parent's demos and draw other examples
         around = demo_shape(parent, pool) if op == "demos" and not first and rng.random() < 0.5 else None
+        prior = False
         if self.redraw is not None:  # after patience (stop_reason): other demos for the accepted best
             op, parent, first = "demos", self.redraw, False
             around = demo_shape(parent, pool)
+        elif await self.below_constant(ctx, pool, history):
+            op, parent, first, around, prior = "demos", best or parent, False, None, True
         params = trial.suggest(op, n_train=len(ctx.train), n_labels=len(ctx.facts.labels),
-                               first=first, around=around)
+                               first=first, around=around, prior=prior)
         if self.redraw is not None:
             params["redraw"] = True
         params.setdefault("phrasing", trial.number)  # for an LLM rewrite that falls back to `instruct`
