@@ -228,9 +228,9 @@ def varies_past(c: Candidate, best: Candidate) -> bool:
     """`c` tells the cases apart and the best does not, and scores above it on val: it takes the best's place
     without select's margins (with a noisy judge, a constant answer's score is no bar a varied prompt must clear
     by more). At the same score the constant answer stays: its val score is its label's share, which test
-    repeats, while a varied prompt's is the highest of many noisy draws, which test does not (on imbalanced dev
-    sets the varied prompts tied at that share scored below it on held-back rows). The search still builds on
-    the best prompt that varies (ReflexStrategy.step)."""
+    repeats, while a varied prompt tied with it is the luckiest of many noisy draws (on labels_next's
+    tweet_offensive, four varied prompts tied at the majority's share of val, and the one returned scored below
+    that share on test). The search still builds on the best prompt that varies (ReflexStrategy.step)."""
     return collapsed(best) and not collapsed(c) and c.val_mean > best.val_mean
 
 

@@ -185,8 +185,8 @@ class ReflexStrategy:
         """Whether this trial is the run's one demo set with the labels' train shares (space.suggest's `prior`):
         once the first demos trial is done, while no candidate scores above a constant answer on val. The first
         demo set shows every label alike; where the task model cannot tell the cases apart, its answers then
-        follow the demos' mix and miss the majority's share, which a demo set carrying the prior keeps (on
-        imbalanced dev sets the returned prompts scored below the constant answer on held-back rows)."""
+        follow the demos' mix and miss the majority's share, which a demo set carrying the prior keeps
+        (scripts/results/dev_imbalanced.md)."""
         if not ctx.facts.categorical or not any(h.operator == "demos" for h in history):
             return False
         if any(c.params.get("demo_pick") == "prior" for c in pool):
