@@ -19,10 +19,25 @@ Snips intents (Coucke et al., 2018; sonos/nlu-benchmark, CC0 1.0): the seven `va
 
     python scripts/make_heldout_sets.py /path/to/tweeteval --second     # tweet_hate, tweet_offensive
     python scripts/make_heldout_sets.py /path/to/nlu-benchmark --snips  # snips_intents
+
+The third group (named on 2026-12-07, before any run on them, for the label table at the commit carrying the
+imbalanced-label change): TweetEval's stance towards feminism (SemEval-2016 Task 6) test split, drawn as above
+(`none` / `against` / `favor`); BANKING77 (Casanueva et al., 2020; PolyAI-LDN/task-specific-datasets at 57ec275,
+CC BY 4.0), six of its 77 intents drawn with a fixed seed from `banking_data/categories.json`, their
+`banking_data/test.csv` queries pooled and drawn as above, the intent name as the label (without the `?` one
+of them ends with); and LIAR (Wang, 2017) as
+microsoft/LMOps prepared it for prompt optimization (`prompt_optimization/data/liar/test.jsonl` at 4f2a9de, MIT:
+the statements rated false or true, with speaker, party and context), drawn as above, its label 1 (rated false)
+as `false` and 0 as `true`.
+
+    python scripts/make_heldout_sets.py /path/to/tweeteval --stance                  # tweet_stance_feminist
+    python scripts/make_heldout_sets.py /path/to/task-specific-datasets --banking    # banking_intents
+    python scripts/make_heldout_sets.py /path/to/LMOps --liar                        # liar_statements
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import sys
@@ -67,14 +82,47 @@ def snips(src: Path) -> None:
     write("snips_intents", rows, ROWS, OUT / "snips_intents.jsonl")
 
 
+def stance(src: Path) -> None:
+    words = ["none", "against", "favor"]  # datasets/stance/mapping.txt
+    base = src / "datasets" / "stance" / "feminist"
+    texts = (base / "test_text.txt").read_text(encoding="utf-8").splitlines()
+    labels = (base / "test_labels.txt").read_text(encoding="utf-8").split()
+    if len(texts) != len(labels):
+        raise SystemExit(f"stance/feminist: {len(texts)} texts but {len(labels)} labels")
+    rows = [{"input": t.strip(), "ideal": words[int(y)]} for t, y in zip(texts, labels) if t.strip()]
+    write("tweet_stance_feminist", rows, ROWS, OUT / "tweet_stance_feminist.jsonl")
+
+
+def banking(src: Path) -> None:
+    cats = json.loads((src / "banking_data" / "categories.json").read_text(encoding="utf-8"))
+    chosen = sorted(random.Random("heldout-banking_intents-labels").sample(cats, 6))
+    with (src / "banking_data" / "test.csv").open(encoding="utf-8", newline="") as f:
+        rows = [{"input": r["text"].strip(), "ideal": r["category"].rstrip("?")} for r in csv.DictReader(f)
+                if r["category"] in chosen and r["text"].strip()]
+    write("banking_intents", rows, ROWS, OUT / "banking_intents.jsonl")
+
+
+def liar(src: Path) -> None:
+    path = src / "prompt_optimization" / "data" / "liar" / "test.jsonl"
+    rows = [{"input": r["text"].strip(), "ideal": "false" if int(r["label"]) == 1 else "true"}
+            for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r["text"].strip()]
+    write("liar_statements", rows, ROWS, OUT / "liar_statements.jsonl")
+
+
 def main() -> None:
     args = sys.argv[1:]
+    third = {"--stance": stance, "--banking": banking, "--liar": liar}
+    if len(args) == 2 and args[1] in third:
+        return third[args[1]](Path(args[0]))
     if args[1:] == ["--snips"]:
         return snips(Path(args[0]))
     second = args[1:] == ["--second"]
     if not second and (len(args) not in (1, 3) or (len(args) == 3 and args[1] != "--rows")):
         raise SystemExit("usage: python scripts/make_heldout_sets.py /path/to/tweeteval [--rows N | --second]\n"
-                         "       python scripts/make_heldout_sets.py /path/to/nlu-benchmark --snips")
+                         "       python scripts/make_heldout_sets.py /path/to/tweeteval --stance\n"
+                         "       python scripts/make_heldout_sets.py /path/to/nlu-benchmark --snips\n"
+                         "       python scripts/make_heldout_sets.py /path/to/task-specific-datasets --banking\n"
+                         "       python scripts/make_heldout_sets.py /path/to/LMOps --liar")
     n = int(args[2]) if len(args) == 3 else ROWS
     src = Path(args[0]) / "datasets"
     for name, (task, words) in (SECOND if second else SETS).items():
