@@ -63,6 +63,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -726,7 +727,14 @@ def compact(spec: dict[str, Any], rows: list[dict[str, Any]], budget: int) -> st
     return "\n".join(out)
 
 
+def _stopped(signum: int, frame: object) -> None:
+    """SIGTERM (`kill`) as an exception: subprocess.run then stops the run it is waiting on, which would
+    otherwise go on competing for the cores with the next benchmark."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stopped)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("spec", type=Path)
     ap.add_argument("--jsonl", type=Path, help="default: the spec's name with .jsonl")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -416,3 +419,49 @@ def test_a_balanced_spec_computes_the_constant_answer_on_the_balanced_split(tmp_
     plain = _cells(bench.compact(_spec_for(tmp_path), rows, 100), "s")[1]
     even = _spec_for(tmp_path, args=["--metric", "contains", "--balanced"])
     assert float(plain) > 0.7 and _cells(bench.compact(even, rows, 100), "s")[1] == "0.500"
+
+
+def _running(marker: str) -> list[int]:
+    """The processes whose command line names `marker`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_stopping_the_runner_stops_the_run_it_is_waiting_on(tmp_path: Path, openai_server: FakeOpenAI) -> None:
+    """`kill` on bench.py (SIGTERM) also ends the `reflexopt optimize` it started: a run left behind goes on
+    paying for calls and competing for the cores with the next benchmark."""
+    asked, release = threading.Event(), threading.Event()
+
+    def answer(req: dict[str, Any]) -> str:
+        asked.set()
+        release.wait(60)
+        return "positive"
+
+    openai_server.responder = answer
+    spec = _spec_for(tmp_path, seeds=[1], budgets=[40])
+    spec["args"] += ["--api-base", openai_server.url]
+    spec["arms"] = [{"name": "reflex", "args": []}]
+    spec_path = tmp_path / "t.toml"
+    spec_path.write_text(_toml(spec), encoding="utf-8")
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), str(spec_path), "--jsonl", str(tmp_path / "t.jsonl"),
+           "--out", str(tmp_path / "t.md"), "--work", str(tmp_path / "work"), "--allow-dirty"]
+    runner = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert asked.wait(120), "the run never called the model"
+        assert _running(str(tmp_path / "labels.jsonl"))  # the optimize run, waiting on its first answer
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(30) != 0
+        deadline = time.monotonic() + 15
+        while _running(str(tmp_path / "labels.jsonl")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _running(str(tmp_path / "labels.jsonl"))
+    finally:
+        release.set()
+        if runner.poll() is None:
+            runner.kill()
