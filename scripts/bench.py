@@ -681,10 +681,13 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                        f"{gain} | {'-' if c is None else f'{c:.3f}'} | {r['commit']} |")
         out += ["", "| set | budget | arm | returned on held-back rows (mean ± SD) | above constant on seeds |",
                 "|---|---|---|---|---|"]
-        for (name, budget, arm) in dict.fromkeys((r["set"], r["budget"], r["arm"]) for r in held):
-            rs = [r for r in held if (r["set"], r["budget"], r["arm"]) == (name, budget, arm)]
+        # once per commit, as the summary above: a mean over two versions of the search describes neither
+        for (name, budget, arm, commit) in dict.fromkeys((r["set"], r["budget"], r["arm"], r["commit"])
+                                                         for r in held):
+            rs = [r for r in held if (r["set"], r["budget"], r["arm"], r["commit"]) == (name, budget, arm, commit)]
             above = [r["holdout"]["best"] > c for r in rs if (c := const.get((r["set"], r["seed"]))) is not None]
-            out.append(f"| {name} | {budget} | {arm} | {_ms([r['holdout']['best'] for r in rs])} | "
+            label = arm + (f" @{commit}" if len(commits) > 1 else "")
+            out.append(f"| {name} | {budget} | {label} | {_ms([r['holdout']['best'] for r in rs])} | "
                        f"{f'{sum(above)} of {len(above)}' if above else '-'} |")
     out += ["", "The exact command of every row is in the jsonl next to this file (`command`), with the tuned "
             "prompt (`best_prompt`).", ""]
