@@ -23,8 +23,8 @@ def suggest(t: Any, number: int, operator: str, *, n_train: int, n_labels: int, 
           another set of examples in the same shape. Which examples are shown matters as much as how many and
           in what form; MIPROv2 spends its search on exactly this;
         - `prior`: the first demos trial's setting with as many demos as the space allows and each label shown
-          as often as its share of train gives it (propose.prior_quota), asked once when the best is no higher
-          on val than a constant answer."""
+          as often as its share of train gives it (propose.prior_quota), asked once while the best is below a
+          constant answer on val."""
     p: dict[str, Any] = {"operator": operator}
     if operator == "demos":
         top = max(1, min(MAX_DEMOS, n_train, max(8, 2 * n_labels)))

@@ -114,6 +114,38 @@ def test_a_prior_demo_set_shows_each_label_as_often_as_its_share_of_train() -> N
     assert prior == choose_demos(train, 8, 0, facts, pick="prior", order="cycle")  # seeded
 
 
+def test_the_prior_demo_set_is_asked_once_and_only_while_every_candidate_is_below_the_constant_answer() -> None:
+    from types import SimpleNamespace
+
+    from reflexopt.pool import State
+    from reflexopt.strategies.reflex import ReflexStrategy
+
+    ids = [str(i) for i in range(10)]
+
+    class Ctx:
+        facts = SimpleNamespace(categorical=True)
+        val = ids
+
+        async def constant_val(self) -> float:
+            return 0.6  # six of ten cases carry the train split's most common label
+
+    def cand(cid: str, right: int, **params: Any) -> Candidate:
+        return Candidate(cid, Prompt(text=cid), "demos", "baseline", params=params).scored(
+            {i: float(n < right) for n, i in enumerate(ids)}, State.COMPLETE)
+
+    demos = [Outcome("demos", "demos")]
+
+    def asks(pool: list[Candidate], history: list[Outcome]) -> bool:
+        return asyncio.run(ReflexStrategy.below_constant(Ctx(), pool, history))  # type: ignore[arg-type]
+
+    assert asks([cand("baseline", 0), cand("t1", 5)], demos)
+    assert not asks([cand("baseline", 0), cand("t1", 6)], demos)  # a tie already scores what it would
+    assert not asks([cand("baseline", 0), cand("t1", 5)], [Outcome("instruct", "instruct")])  # no demos yet
+    assert not asks([cand("baseline", 0), cand("t1", 5), cand("t2", 4, demo_pick="prior")], demos)  # once
+    Ctx.facts = SimpleNamespace(categorical=False)
+    assert not asks([cand("baseline", 0), cand("t1", 5)], demos)
+
+
 def test_task_facts_name_the_input_kind() -> None:
     assert input_kind("Tell me about this review.", []) == "review"
     assert input_kind("Here is a chat.", []) == "chat"

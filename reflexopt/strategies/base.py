@@ -124,11 +124,11 @@ class SearchContext:
         val case scores (evaluate.constant_answer; no model call): a best at or below it shows no sign that the
         task model tells the cases apart. None otherwise."""
         if not self._constant:
-            from ..evaluate import constant_answer
+            from ..evaluate import constant_scores
 
-            hit = (await constant_answer(self.scorer, self.train, self.val)
+            hit = (await constant_scores(self.scorer, self.train, self.val)
                    if self.facts.categorical and getattr(self.scorer, "corpus", None) else None)
-            self._constant.append(hit["score"] if hit else None)
+            self._constant.append(sum(hit[1]) / len(hit[1]) if hit else None)  # unrounded: ties are exact
         return self._constant[0]
 
     @property

@@ -183,7 +183,8 @@ class ReflexStrategy:
     @staticmethod
     async def below_constant(ctx: SearchContext, pool: Sequence[Candidate], history: Sequence[Outcome]) -> bool:
         """Whether this trial is the run's one demo set with the labels' train shares (space.suggest's `prior`):
-        once the first demos trial is done, while no candidate scores above a constant answer on val. The first
+        once the first demos trial is done, while every candidate scores below a constant answer on val (one
+        that ties it already has what such a demo set would give, the constant answer's score). The first
         demo set shows every label alike; where the task model cannot tell the cases apart, its answers then
         follow the demos' mix and miss the majority's share, which a demo set carrying the prior keeps
         (scripts/results/dev_imbalanced.md)."""
@@ -194,7 +195,7 @@ class ReflexStrategy:
         bar = await ctx.constant_val()
         top = max((c.val_mean for c in pool if c.state == State.COMPLETE and len(c.val) == len(ctx.val)),
                   default=0.0)
-        return bar is not None and top <= bar
+        return bar is not None and top < bar
 
     async def _heartbeat(self, trial: Trial) -> None:
         while True:
