@@ -82,14 +82,17 @@ def snips(src: Path) -> None:
     write("snips_intents", rows, ROWS, OUT / "snips_intents.jsonl")
 
 
-def stance(src: Path) -> None:
-    words = ["none", "against", "favor"]  # datasets/stance/mapping.txt
-    base = src / "datasets" / "stance" / "feminist"
-    texts = (base / "test_text.txt").read_text(encoding="utf-8").splitlines()
-    labels = (base / "test_labels.txt").read_text(encoding="utf-8").split()
+def tweeteval(src: Path, task: str, words: list[str]) -> list[dict[str, str]]:
+    """A TweetEval task's test split (`datasets/<task>/test_text.txt`, `test_labels.txt`), label ids as words."""
+    texts = (src / "datasets" / task / "test_text.txt").read_text(encoding="utf-8").splitlines()
+    labels = (src / "datasets" / task / "test_labels.txt").read_text(encoding="utf-8").split()
     if len(texts) != len(labels):
-        raise SystemExit(f"stance/feminist: {len(texts)} texts but {len(labels)} labels")
-    rows = [{"input": t.strip(), "ideal": words[int(y)]} for t, y in zip(texts, labels) if t.strip()]
+        raise SystemExit(f"{task}: {len(texts)} texts but {len(labels)} labels")
+    return [{"input": t.strip(), "ideal": words[int(y)]} for t, y in zip(texts, labels) if t.strip()]
+
+
+def stance(src: Path) -> None:
+    rows = tweeteval(src, "stance/feminist", ["none", "against", "favor"])  # datasets/stance/mapping.txt
     write("tweet_stance_feminist", rows, ROWS, OUT / "tweet_stance_feminist.jsonl")
 
 
@@ -124,16 +127,11 @@ def main() -> None:
                          "       python scripts/make_heldout_sets.py /path/to/task-specific-datasets --banking\n"
                          "       python scripts/make_heldout_sets.py /path/to/LMOps --liar")
     n = int(args[2]) if len(args) == 3 else ROWS
-    src = Path(args[0]) / "datasets"
     for name, (task, words) in (SECOND if second else SETS).items():
         if n != ROWS and name not in LARGE:
             continue
-        texts = (src / task / "test_text.txt").read_text(encoding="utf-8").splitlines()
-        labels = (src / task / "test_labels.txt").read_text(encoding="utf-8").split()
-        if len(texts) != len(labels):
-            raise SystemExit(f"{task}: {len(texts)} texts but {len(labels)} labels")
-        rows = [{"input": t.strip(), "ideal": words[int(y)]} for t, y in zip(texts, labels) if t.strip()]
-        write(name, rows, n, OUT / (f"{name}.jsonl" if n == ROWS else f"{name}_{n}.jsonl"))
+        write(name, tweeteval(Path(args[0]), task, words), n,
+              OUT / (f"{name}.jsonl" if n == ROWS else f"{name}_{n}.jsonl"))
 
 
 if __name__ == "__main__":
