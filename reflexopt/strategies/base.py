@@ -121,14 +121,14 @@ class SearchContext:
 
     async def constant_val(self) -> float | None:
         """On a label task scored by a label metric, what answering the train split's most common label to every
-        val case scores (evaluate.constant_answer; no model call): a best at or below it shows no sign that the
-        task model tells the cases apart. None otherwise."""
+        val case scores (evaluate.constant_scores, unrounded; no model call): a best at or below it shows no sign
+        that the task model tells the cases apart. None otherwise."""
         if not self._constant:
             from ..evaluate import constant_scores
 
             hit = (await constant_scores(self.scorer, self.train, self.val)
                    if self.facts.categorical and getattr(self.scorer, "corpus", None) else None)
-            self._constant.append(sum(hit[1]) / len(hit[1]) if hit else None)  # unrounded: ties are exact
+            self._constant.append(sum(hit[1]) / len(hit[1]) if hit else None)
         return self._constant[0]
 
     @property
