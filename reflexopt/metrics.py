@@ -71,19 +71,34 @@ def exact(output: str, ideal: str | None, **_: Any) -> float:
     return float(normalize(output) == normalize(ideal or ""))
 
 
+@lru_cache(maxsize=4096)
+def _label_pattern(label: str) -> re.Pattern[str] | None:
+    """A label as a pattern over normalised text: its words (split at spaces, punctuation and camel case:
+    `top_up_failed`, `AddToPlaylist`, `not hate`) in order, with or without spaces between them. So an answer
+    that writes a label's words ("top up failed", "add to playlist") names it, as one that copies it does (its
+    underscores are deleted with the punctuation: "topupfailed"). None for a label with no words."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", label)
+    words = normalize(re.sub(rf"[{re.escape(string.punctuation)}]", " ", spaced)).split()
+    if not words:
+        return None
+    return re.compile(r"(?<![a-z0-9])" + r"\s*".join(map(re.escape, words)) + r"(?![a-z0-9])")
+
+
 def _has(label: str, text: str) -> bool:
-    return re.search(rf"(?<![a-z0-9]){re.escape(label)}(?![a-z0-9])", text) is not None
+    """`label` (as written: a reference or a label of the set) is named in `text` (normalised)."""
+    pattern = _label_pattern(label)
+    return pattern is not None and pattern.search(text) is not None
 
 
 def contains(output: str, ideal: str | None, *, label_set: Sequence[str] = (), **_: Any) -> float:
     """1 when the reference label appears in the output and no other label does."""
     out = normalize(output)
     want = normalize(ideal or "")
-    if not want or not _has(want, out):
+    if not want or not _has(ideal or "", out):
         return 0.0
-    others = [normalize(x) for x in label_set if normalize(x) != want]
+    others = [x for x in label_set if normalize(x) != want]
     # a label that contains the wanted one as a word (e.g. "not positive") still counts as another label
-    return 0.0 if any(o and _has(o, out) and not _has(o, want) for o in others) else 1.0
+    return 0.0 if any(_has(o, out) and not _has(o, want) for o in others) else 1.0
 
 
 COLLAPSE_SHARE = 0.9  # at least this share of a candidate's answers name one label...
@@ -94,8 +109,8 @@ def named_label(output: str, labels: Sequence[str]) -> str | None:
     """The one label an answer names (a label inside a longer one, "positive" in "not positive", is the longer
     one); None when it names none or several."""
     out = normalize(output)
-    named = [x for x in labels if _has(normalize(x), out)]
-    named = [x for x in named if not any(o != x and _has(normalize(x), normalize(o)) for o in named)]
+    named = [x for x in labels if _has(x, out)]
+    named = [x for x in named if not any(o != x and _has(x, normalize(o)) for o in named)]
     return named[0] if len(named) == 1 else None
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from reflexopt.data import Case
 from reflexopt.errors import ConfigError, DataError, MetricError
-from reflexopt.metrics import MetricScorer, contains, default_metric, exact, json_valid, rouge_l, token_f1
+from reflexopt.metrics import MetricScorer, contains, default_metric, exact, json_valid, label_report, rouge_l, token_f1
 
 
 def cases(*ideals: str | None) -> list[Case]:
@@ -27,6 +27,24 @@ def test_contains_requires_only_the_right_label() -> None:
     assert contains("negative", "positive", label_set=labels) == 0.0
     assert contains("positively", "positive", label_set=labels) == 0.0
     assert contains("Human", "Human", label_set=["Human", "Entity"]) == 1.0
+
+
+def test_contains_reads_a_label_written_as_words() -> None:
+    """A label written in snake or camel case is named by an answer that writes its words: "top up failed" for
+    `top_up_failed` (the punctuation used to be deleted, so the label was "topupfailed" and the words never
+    matched), "add to playlist" for `AddToPlaylist`; a label inside a longer one is still not the longer one."""
+    intents = ["top_up_failed", "atm_support", "AddToPlaylist", "PlayMusic"]
+    assert contains("Top up failed.", "top_up_failed", label_set=intents) == 1.0
+    assert contains("top_up_failed", "top_up_failed", label_set=intents) == 1.0
+    assert contains("Intent: add to playlist", "AddToPlaylist", label_set=intents) == 1.0
+    assert contains("add to playlist, or play music", "AddToPlaylist", label_set=intents) == 0.0
+    assert contains("atm", "atm_support", label_set=intents) == 0.0
+    hate = ["hate", "not hate"]
+    assert contains("not hate", "hate", label_set=hate) == 0.0
+    assert contains("not_hate", "not hate", label_set=hate) == 1.0
+    report = label_report(["top up failed", "ATM support", "AddToPlaylist"], ["top_up_failed", "atm_support",
+                                                                             "AddToPlaylist"], intents)
+    assert report is not None and report["macro_f1"] == 1.0 and report["no_label"] == 0
 
 
 def test_token_f1_known_values() -> None:
