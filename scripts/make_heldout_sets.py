@@ -33,6 +33,25 @@ as `false` and 0 as `true`.
     python scripts/make_heldout_sets.py /path/to/tweeteval --stance                  # tweet_stance_feminist
     python scripts/make_heldout_sets.py /path/to/task-specific-datasets --banking    # banking_intents
     python scripts/make_heldout_sets.py /path/to/LMOps --liar                        # liar_statements
+
+The fourth group (named on 2026-12-07, before any run on them). The earlier groups took each split's own label
+mix, and on the imbalanced ones no arm beat the constant answer, so "beat the best hand-written prompt" asked the
+search to beat a prompt that answers the majority label. These three are balanced by construction (as many rows
+of each label, so a constant answer scores one over the number of labels), and their labels are words (a
+label's underscores become spaces), so a hand-written prompt can ask for them as written:
+CLINC150 (Larson et al., 2019; clinc/oos-eval at 828f809, CC BY 3.0), six of its 150 intents drawn with a fixed
+seed from `data/domains.json`, their `val` and `test` queries in `data/data_full.json` (50 each) pooled and drawn
+as above; HWU64 (Liu et al., 2019; xliuhw/NLU-Evaluation-Data at f6071b4, CC BY 4.0), the scenario of a request
+to a home assistant (the part of its intent before the first `_`), six of its 18 scenarios drawn with a fixed
+seed, from the queries of the ten `CrossValidation/.../KFold_*/testset/annotated/` folds pooled (each query is in
+one fold's test set), 34 or 33 of each scenario drawn with a fixed seed; and Word-in-Context as Instruction
+Induction prepared it (Pilehvar and Camacho-Collados, 2019; Honovich et al., 2022; keirp/automatic_prompt_engineer
+at eac521c, MIT: `experiments/data/instruction_induction/raw/{execute,induce}/word_in_context.json`): does a word
+mean the same in two sentences, `same` or `not the same`, 100 of each drawn with a fixed seed.
+
+    python scripts/make_heldout_sets.py /path/to/oos-eval --clinc                     # clinc_intents
+    python scripts/make_heldout_sets.py /path/to/NLU-Evaluation-Data --hwu            # hwu_scenarios
+    python scripts/make_heldout_sets.py /path/to/automatic_prompt_engineer --wic      # word_in_context
 """
 
 from __future__ import annotations
@@ -112,9 +131,63 @@ def liar(src: Path) -> None:
     write("liar_statements", rows, ROWS, OUT / "liar_statements.jsonl")
 
 
+def write_balanced(name: str, by_label: dict[str, list[dict[str, str]]], out: Path) -> None:
+    """ROWS rows with as many of each label as ROWS allows (the first labels in sorted order take one more when
+    it does not divide), each label's rows drawn with a seed of the set's name, then shuffled as `write` does."""
+    labels = sorted(by_label)
+    rows = []
+    for i, label in enumerate(labels):
+        want = ROWS // len(labels) + (i < ROWS % len(labels))
+        pool = by_label[label]
+        random.Random(f"heldout-{name}-{label}").shuffle(pool)
+        if len(pool) < want:
+            raise SystemExit(f"{name}: {len(pool)} rows of {label!r}, fewer than {want}")
+        rows += pool[:want]
+    write(name, rows, ROWS, out)
+
+
+def clinc(src: Path) -> None:
+    domains = json.loads((src / "data" / "domains.json").read_text(encoding="utf-8"))
+    intents = sorted(x for names in domains.values() for x in names)
+    chosen = sorted(random.Random("heldout-clinc_intents-labels").sample(intents, 6))
+    data = json.loads((src / "data" / "data_full.json").read_text(encoding="utf-8"))
+    by_label: dict[str, list[dict[str, str]]] = {}
+    for text, intent in data["val"] + data["test"]:
+        if intent in chosen and text.strip():
+            label = intent.replace("_", " ")
+            by_label.setdefault(label, []).append({"input": text.strip(), "ideal": label})
+    write_balanced("clinc_intents", by_label, OUT / "clinc_intents.jsonl")
+
+
+def hwu(src: Path) -> None:
+    files = sorted((src / "CrossValidation").glob("autoGeneFromRealAnno/*/CrossValidation/KFold_*/testset/"
+                                                  "annotated/*/*.json"))
+    pooled: dict[str, list[dict[str, str]]] = {}
+    seen = set()
+    for f in files:
+        for q in json.loads(f.read_text(encoding="utf-8"))["test_data_annotation"]:
+            text, scenario = q["text"].strip(), q["intent"].split("_")[0]
+            if text and (text, scenario) not in seen:
+                seen.add((text, scenario))
+                pooled.setdefault(scenario, []).append({"input": text, "ideal": scenario})
+    chosen = sorted(random.Random("heldout-hwu_scenarios-labels").sample(sorted(pooled), 6))
+    write_balanced("hwu_scenarios", {k: pooled[k] for k in chosen}, OUT / "hwu_scenarios.jsonl")
+
+
+def wic(src: Path) -> None:
+    root = src / "experiments" / "data" / "instruction_induction" / "raw"
+    by_label: dict[str, list[dict[str, str]]] = {}
+    for part in ("execute", "induce"):
+        data = json.loads((root / part / "word_in_context.json").read_text(encoding="utf-8"))
+        for ex in data["examples"].values():
+            if ex["input"].strip():
+                by_label.setdefault(ex["output"], []).append({"input": ex["input"].strip(), "ideal": ex["output"]})
+    write_balanced("word_in_context", by_label, OUT / "word_in_context.jsonl")
+
+
 def main() -> None:
     args = sys.argv[1:]
-    third = {"--stance": stance, "--banking": banking, "--liar": liar}
+    third = {"--stance": stance, "--banking": banking, "--liar": liar, "--clinc": clinc, "--hwu": hwu, "--wic": wic}
     if len(args) == 2 and args[1] in third:
         return third[args[1]](Path(args[0]))
     if args[1:] == ["--snips"]:
@@ -125,7 +198,10 @@ def main() -> None:
                          "       python scripts/make_heldout_sets.py /path/to/tweeteval --stance\n"
                          "       python scripts/make_heldout_sets.py /path/to/nlu-benchmark --snips\n"
                          "       python scripts/make_heldout_sets.py /path/to/task-specific-datasets --banking\n"
-                         "       python scripts/make_heldout_sets.py /path/to/LMOps --liar")
+                         "       python scripts/make_heldout_sets.py /path/to/LMOps --liar\n"
+                         "       python scripts/make_heldout_sets.py /path/to/oos-eval --clinc\n"
+                         "       python scripts/make_heldout_sets.py /path/to/NLU-Evaluation-Data --hwu\n"
+                         "       python scripts/make_heldout_sets.py /path/to/automatic_prompt_engineer --wic")
     n = int(args[2]) if len(args) == 3 else ROWS
     for name, (task, words) in (SECOND if second else SETS).items():
         if n != ROWS and name not in LARGE:
