@@ -42,6 +42,7 @@ SHAPES: dict[str, frozenset[str]] = {k: frozenset(v.split()) for k, v in {
     "diagnosis": "candidate source calls categories",
     "proposal": "trial operator used fallback calls",
     "reasoner_given_up": "reason",
+    "draws_stopped": "best reason",
     # compare (its runs' events are forwarded with `model` added)
     "model_start": "model",
     "model_done": "model row",

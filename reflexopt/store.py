@@ -189,7 +189,7 @@ class RunStore:
         self._append("events.jsonl", {"t": round(time.time(), 3), "event": kind, **data})
 
     LOGGED = frozenset({"start", "baseline", "judge_noise", "judge_known", "stale_trials_failed", "diagnosis",
-                        "proposal", "reasoner_given_up", "trial", "stop", "done"})
+                        "proposal", "reasoner_given_up", "draws_stopped", "trial", "stop", "done"})
 
     def on_event(self, kind: str, data: dict[str, Any]) -> None:
         """The run store as an event subscriber: the run's events as they were emitted (one vocabulary) go to

@@ -689,3 +689,31 @@ def test_a_python_function_is_a_metric_of_the_python_api(dataset: Path, prompt_f
         MetricScorer("python:elsewhere.metric")
     with pytest.raises(MetricError, match="not callable"):
         ro.optimize(str(dataset), str(prompt_file), model="fake/task", metric=42)  # type: ignore[arg-type]
+
+
+def test_draws_after_patience_that_keep_collapsing_give_way_to_the_other_operators(dataset: Path,
+                                                                                    prompt_file: Path,
+                                                                                    fakes: Any) -> None:
+    """A best prompt whose demos keep the model on one label: every demo draw on it after patience answers that
+    label to every case and is stopped at its first check. After `patience` such draws the search goes on with
+    its other operators instead of drawing until the budget is spent (issue: a constant-label best must never
+    stall the search). Before, every trial after patience was another draw on that best."""
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        return "positive" if len(messages) > 2 else "It is a product review."  # demos (chat turns): one label
+
+    fakes("fake/task", reply)
+    fakes("fake/reasoner", lambda m: "no")
+    r = optimize(config(dataset, prompt_file, budget=Budget(max_calls=900, patience=3)))
+    assert r.stop_reason == "budget"
+    cands = [json.loads(x) for x in (Path(r.run_dir) / "candidates.jsonl").read_text().splitlines()]
+    done = {c["id"]: c for c in cands if c["state"] != "running"}
+    order = list(done.values())
+    draws = [i for i, c in enumerate(order) if c["params"].get("redraw")]
+    assert len(draws) >= 3, "patience never ran out: the fake should make no gain after the collapsed best"
+    assert all(order[i]["pruned_by"] == "collapsed" for i in draws)
+    # three collapsed draws in a row, then the policy: no fourth draw, and trials go on after the third
+    assert len(draws) == 3 and draws[-1] < len(order) - 1
+    assert any(not c["params"].get("redraw") for c in order[draws[-1] + 1:])
+    events = (Path(r.run_dir) / "events.jsonl").read_text()
+    assert "the search goes on with its other operators instead" in events

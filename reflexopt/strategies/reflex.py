@@ -67,6 +67,7 @@ class ReflexStrategy:
         self.reasoner_given_up = False
         self.redraw: Candidate | None = None  # set by stop_reason: the next trial draws other demos for it
         self.asks: dict[tuple[str, str, str], int] = {}  # (LLM operator, parent, prompt name) -> times asked
+        self.draws_left: set[str] = set()  # bests whose draws after patience kept collapsing (noted once each)
 
     async def search(self, ctx: SearchContext) -> str:
         search = ctx.search
@@ -131,6 +132,23 @@ class ReflexStrategy:
         ctx.emit("reasoner_given_up", {"reason": why})
         ctx.emit("note", {"message": why})
 
+    def collapsing(self, draws: Sequence[Candidate], patience: int, ctx: SearchContext) -> bool:
+        """True when the last `patience` demo draws on the best (after patience) each answered a label the run
+        has already seen a prompt answer to every case, and so were stopped at their first check: the best's
+        demos keep the model on one label whatever examples they show, and more draws cannot pay. The search then
+        goes on with its own policy (said once per best); an accepted gain brings the draws back."""
+        tail = draws[-patience:]
+        if patience <= 0 or len(tail) < patience or any(c.pruned_by != "collapsed" for c in tail):
+            return False
+        best = tail[0].parent or ""
+        if best not in self.draws_left:
+            self.draws_left.add(best)
+            why = (f"{patience} demo draws on the best ({best}) answered one label to every case checked; the search "
+                   "goes on with its other operators instead")
+            ctx.emit("draws_stopped", {"best": best, "reason": why})
+            ctx.emit("note", {"message": why})
+        return True
+
     def stop_reason(self, ctx: SearchContext, records: Sequence[TrialRecord], sel: Selection,
                     pool: Sequence[Candidate] = ()) -> str:
         """Why the search should stop now ('' to go on): the limits every strategy obeys, then patience, an
@@ -149,13 +167,16 @@ class ReflexStrategy:
             # costs about 15 calls; demo sets are where small models gain most, and an accepted draw resumes the
             # whole search). How many: `patience` of them, or, when the run has a call, cost or time budget, as
             # many as it pays for (the budget check above ends them): calls the user gave are spent where they
-            # can still pay, not left unspent
+            # can still pay, not left unspent; but not while they keep answering one label to every case
+            # (collapsing): then the search goes on with its own policy
             if not pool or "demos" not in self.operators(ctx, pool)[0]:
                 return f"no accepted gain in {patience} trials"
             last = next(i for i, c in enumerate(pool) if c.id == sel.accepted[-1])
-            if not budget.sized() and sum(1 for c in pool[last + 1:] if c.params.get("redraw")) >= patience:
+            draws = [c for c in pool[last + 1:] if c.params.get("redraw")]
+            if not budget.sized() and len(draws) >= patience:
                 return f"no accepted gain in {patience} trials, then in {patience} demo draws on the best"
-            self.redraw = sel.best
+            if not self.collapsing(draws, patience, ctx):
+                self.redraw = sel.best
         tail = [c.state for c in pool if c.id != "baseline"][-2 * patience:]
         if len(tail) == 2 * patience and all(s == State.DUPLICATE for s in tail):
             return "search space exhausted (only known prompts came back)"
