@@ -187,9 +187,9 @@ def wic(src: Path) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
-    third = {"--stance": stance, "--banking": banking, "--liar": liar, "--clinc": clinc, "--hwu": hwu, "--wic": wic}
-    if len(args) == 2 and args[1] in third:
-        return third[args[1]](Path(args[0]))
+    one_set = {"--stance": stance, "--banking": banking, "--liar": liar, "--clinc": clinc, "--hwu": hwu, "--wic": wic}
+    if len(args) == 2 and args[1] in one_set:
+        return one_set[args[1]](Path(args[0]))
     if args[1:] == ["--snips"]:
         return snips(Path(args[0]))
     second = args[1:] == ["--second"]

@@ -67,7 +67,7 @@ class ReflexStrategy:
         self.reasoner_given_up = False
         self.redraw: Candidate | None = None  # set by stop_reason: the next trial draws other demos for it
         self.asks: dict[tuple[str, str, str], int] = {}  # (LLM operator, parent, prompt name) -> times asked
-        self.draws_left: set[str] = set()  # bests whose draws after patience kept collapsing (noted once each)
+        self.draws_stopped_on: set[str] = set()  # bests whose draws after patience kept collapsing (noted once)
 
     async def search(self, ctx: SearchContext) -> str:
         search = ctx.search
@@ -133,16 +133,16 @@ class ReflexStrategy:
         ctx.emit("note", {"message": why})
 
     def collapsing(self, draws: Sequence[Candidate], patience: int, ctx: SearchContext) -> bool:
-        """True when the last `patience` demo draws on the best (after patience) each answered a label the run
-        has already seen a prompt answer to every case, and so were stopped at their first check: the best's
-        demos keep the model on one label whatever examples they show, and more draws cannot pay. The search then
+        """True when the last `patience` demo draws on the best (after patience) were each stopped at their first
+        check as collapsed (one label, already known to the run as a constant answer, to every case checked): the
+        best's demos keep the model on one label whatever examples they show, and more draws cannot pay. The search then
         goes on with its own policy (said once per best); an accepted gain brings the draws back."""
         tail = draws[-patience:]
         if patience <= 0 or len(tail) < patience or any(c.pruned_by != "collapsed" for c in tail):
             return False
         best = tail[0].parent or ""
-        if best not in self.draws_left:
-            self.draws_left.add(best)
+        if best not in self.draws_stopped_on:
+            self.draws_stopped_on.add(best)
             why = (f"{patience} demo draws on the best ({best}) answered one label to every case checked; the search "
                    "goes on with its other operators instead")
             ctx.emit("draws_stopped", {"best": best, "reason": why})
