@@ -305,16 +305,23 @@ def corpus_figures(scorer: Scorer, results: Sequence[CaseResult]) -> dict[str, A
     return corpus([r.output or "" for r in results], [r.ideal for r in results]) if corpus else None
 
 
-async def constant_scores(scorer: Scorer, train: Sequence[Case],
-                          cases: Sequence[Case]) -> tuple[str, list[float]] | None:
-    """The train split's most common label and what answering it scores on each of `cases` (no model call);
-    None with fewer than two labels in train, or nothing scored."""
+async def constant_by_case(scorer: Scorer, train: Sequence[Case],
+                           cases: Sequence[Case]) -> tuple[str, dict[str, float]] | None:
+    """The train split's most common label and what answering it scores on each of `cases`, by case id (no
+    model call); None with fewer than two labels in train, or nothing scored."""
     counts = Counter(c.ideal for c in train if c.ideal)
     if len(counts) < 2 or not cases:
         return None
     label = min(counts, key=lambda k: (-counts[k], k))
-    values = [v for c in cases if (v := (await scorer.score(c, label)).value) is not None]
+    values = {c.id: v for c in cases if (v := (await scorer.score(c, label)).value) is not None}
     return (label, values) if values else None
+
+
+async def constant_scores(scorer: Scorer, train: Sequence[Case],
+                          cases: Sequence[Case]) -> tuple[str, list[float]] | None:
+    """constant_by_case's scores as a list, in the order of `cases`."""
+    hit = await constant_by_case(scorer, train, cases)
+    return (hit[0], list(hit[1].values())) if hit else None
 
 
 async def constant_answer(scorer: Scorer, train: Sequence[Case], test: Sequence[Case]) -> dict[str, Any] | None:
@@ -322,11 +329,15 @@ async def constant_answer(scorer: Scorer, train: Sequence[Case], test: Sequence[
     test, by the run's own scorer (no model call): the bar a tuned prompt must clear to show that the task model
     tells the cases apart at all. A model that cannot collapses onto one label, and on an imbalanced set the
     majority label alone can beat every prompt a search finds. None with fewer than two labels in train."""
-    hit = await constant_scores(scorer, train, test)
+    return constant_figures(await constant_by_case(scorer, train, test))
+
+
+def constant_figures(hit: tuple[str, Mapping[str, float]] | None) -> dict[str, Any] | None:
+    """constant_by_case's answer as the figures a view shows: the label, its mean score and the cases."""
     if hit is None:
         return None
     label, values = hit
-    return {"label": label, "score": round(sum(values) / len(values), 4), "n": len(values)}
+    return {"label": label, "score": round(sum(values.values()) / len(values), 4), "n": len(values)}
 
 
 def constant_text(constant: Mapping[str, Any]) -> str:

@@ -19,7 +19,7 @@ from .promptset import diff_lines
 from .recommend import failure_notes
 from .store import RunStore, read_json, read_jsonl
 from .textsafe import printable
-from .verdict import coverage_text, p_text, reference_text
+from .verdict import ALPHA, constant_gap_text, coverage_text, p_text, reference_text
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -394,8 +394,11 @@ def _labels_kpi(lab: dict[str, Any] | None, best_test: float | None = None) -> s
     const = lab.get("constant")
     if const:
         below = best_test is not None and best_test <= const["score"]
-        warn += (f"<span class={'bad' if below else 'muted'} style='display:block'>{escape(constant_text(const))}"
-                 + (" — the tuned prompt is not above it" if below else "") + "</span>")
+        gap = None if below else constant_gap_text(const)
+        weak = gap is not None and const["tuned_p"] >= ALPHA
+        warn += (f"<span class={'bad' if below or weak else 'muted'} style='display:block'>"
+                 f"{escape(constant_text(const))}" + (" — the tuned prompt is not above it" if below else "")
+                 + (f" — {escape(gap)}" if gap else "") + "</span>")
     ba = lab["best"].get("balanced_accuracy")
     return (f"<div class=kpi>macro-F1 (test)<b>{lab['best']['macro_f1']:.3f}</b><span class=muted>baseline "
             f"{lab['baseline']['macro_f1']:.3f} · F1 {by}"

@@ -250,3 +250,44 @@ def test_the_verdict_shows_what_answering_the_most_common_label_scores(tmp_path:
     assert "--balanced weighs" not in " ".join(console.export_text().split())  # balanced already
     html = write_report(Path(r.run_dir)).read_text(encoding="utf-8")
     assert "answering &#x27;positive&#x27; to every case scores" in html and "is not above it" in html
+
+
+def test_the_tuned_prompt_is_tested_against_the_constant_answer_and_a_small_lead_is_called_not_significant() -> None:
+    """A tuned prompt a little above the constant answer on test may be so by chance: the verdict compares them
+    case by case (paired), and the summary says when the lead is not significant, and not when it is."""
+    import asyncio
+
+    from rich.console import Console
+
+    from reflexopt.cli.render import constant_line
+    from reflexopt.config import ScorerSpec
+    from reflexopt.data import Case
+    from reflexopt.evaluate import CaseResult
+    from reflexopt.scoring import make_scorer
+    from reflexopt.verdict import constant_against
+
+    train = [Case(id=f"t{i}", input="x", ideal="positive" if i % 3 else "negative") for i in range(30)]
+    test = [Case(id=f"c{i}", input="x", ideal="positive" if i % 3 else "negative") for i in range(60)]
+    scorer, _ = make_scorer(ScorerSpec(metric="contains"), [*train, *test])
+
+    def run(right_negatives: int) -> dict[str, Any]:
+        # answers "positive" everywhere except on the first `right_negatives` negative cases
+        negs = [c.id for c in test if c.ideal == "negative"][:right_negatives]
+        best = [CaseResult(case_id=c.id, input="x", output="negative" if c.id in negs else "positive", ideal=c.ideal,
+                           score=1.0 if c.id in negs or c.ideal == "positive" else 0.0, passed=None) for c in test]
+        const = asyncio.run(constant_against(scorer, train, test, best))
+        assert const is not None
+        return const
+
+    def shown(const: dict[str, Any]) -> str:
+        console = Console(record=True, width=300)
+        console.print(constant_line(const, below=False, skewed=False))
+        return " ".join(console.export_text().split())
+
+    small = run(2)  # 2 of 60 cases better than "positive" everywhere
+    assert small["label"] == "positive" and small["tuned_n"] == 60
+    assert small["tuned_delta"] == pytest.approx(2 / 60, abs=1e-4) and small["tuned_p"] >= 0.05
+    assert "above it by +0.033 on the same 60 cases" in shown(small) and "not significant" in shown(small)
+    large = run(15)
+    assert large["tuned_p"] < 0.05 and "above it by +0.250" in shown(large) and "not significant" not in shown(large)
+    assert "above it" not in shown(run(0))  # level with it: nothing to test

@@ -347,6 +347,27 @@ class LiveView:
         return f", about ${c:.2f}" if c else ""
 
 
+
+def constant_line(const: dict[str, Any], *, below: bool, skewed: bool, best_test: float | None = None) -> str:
+    """The summary's "constant answer" row: what answering the most common label scores on test, and how the
+    tuned prompt stands against it: not above it (with the way out), or above it and whether significantly."""
+    from ..evaluate import constant_text
+    from ..verdict import ALPHA, constant_gap_text
+
+    line = f"{constant_text(const)} on test"
+    if below:
+        return line + (
+            f": [yellow]the tuned prompt ({best_test:.3f}) is not above it; with every prompt this run "
+            "found, the task model does not tell these cases apart better than one answer does. A larger "
+            "model, or a starting prompt that states the task, may." + (
+                " On this imbalanced set, --balanced weighs every label alike, so the search looks for a "
+                "prompt that tells them apart rather than one that answers the common label." if skewed else "")
+            + "[/]")
+    gap = constant_gap_text(const)
+    if not gap:
+        return line
+    return line + (f": {gap}" if const["tuned_p"] < ALPHA else f": [yellow]{gap}[/]")
+
 def optimize_summary(r: dict[str, Any]) -> Table:
     from ..verdict import p_text
 
@@ -388,18 +409,10 @@ def optimize_summary(r: dict[str, Any]) -> Table:
                       "find one that tells the cases apart.[/]")
         const = lab.get("constant")
         if const:
-            from ..evaluate import constant_text
-
             below = r["best_test"] <= const["score"] and r["best_candidate"] != "baseline"
             # one label well above its even share: accuracy rewards answering it, and --balanced would not
             skewed = const["score"] > 1 / max(2, len(lab["best"]["f1_by_label"])) + 0.05
-            line = f"{constant_text(const)} on test" + (
-                f": [yellow]the tuned prompt ({r['best_test']:.3f}) is not above it; with every prompt this run "
-                "found, the task model does not tell these cases apart better than one answer does. A larger "
-                "model, or a starting prompt that states the task, may." + (
-                    " On this imbalanced set, --balanced weighs every label alike, so the search looks for a "
-                    "prompt that tells them apart rather than one that answers the common label." if skewed else "")
-                + "[/]" if below else "")
+            line = constant_line(const, below=below, skewed=skewed, best_test=r["best_test"])
             t.add_row("constant answer", "", line)
     echo = r.get("test_echo")
     if echo:
