@@ -394,7 +394,7 @@ def _labels_kpi(lab: dict[str, Any] | None, best_test: float | None = None) -> s
     const = lab.get("constant")
     if const:
         below = best_test is not None and best_test <= const["score"]
-        gap = None if below else constant_gap_text(const)
+        gap = None if below else constant_gap_text(const, short=True)
         weak = gap is not None and const["tuned_p"] >= ALPHA
         warn += (f"<span class={'bad' if below or weak else 'muted'} style='display:block'>"
                  f"{escape(constant_text(const))}" + (" — the tuned prompt is not above it" if below else "")

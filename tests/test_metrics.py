@@ -291,3 +291,8 @@ def test_the_tuned_prompt_is_tested_against_the_constant_answer_and_a_small_lead
     large = run(15)
     assert large["tuned_p"] < 0.05 and "above it by +0.250" in shown(large) and "not significant" not in shown(large)
     assert "above it" not in shown(run(0))  # level with it: nothing to test
+    from reflexopt.report import _labels_kpi
+
+    figures = {"macro_f1": 0.5, "f1_by_label": {"positive": 0.8, "negative": 0.2}}
+    html = _labels_kpi({"baseline": figures, "best": figures, "constant": small}, 0.7)
+    assert "above it by +0.033 on the same 60 cases (p = " in html and "not significant" in html
