@@ -5,8 +5,9 @@ A case whose task call failed for a prompt counts as a failure (score 0) for tha
 the model fail must not gain by dropping its hard cases. A case the scorer could not score (a judge error after
 its retries) or that the budget refused is left out of the pair, and counted in `test_cases`.
 
-Which candidate the run returns (`--objective`, `--max-prompt-tokens`): the score alone (the default), or the
-cheapest prompt that is not worse than the best on val.
+Which candidate the run returns (`--objective`, `--max-prompt-tokens`): the score alone (the default; of
+candidates tied on the best val score, the cheapest), or the cheapest prompt that is not worse than the best on
+val.
 
 Every candidate scored on all of val is a point of the score/cost frontier: its val mean, its tokens per request
 (prompt and completion, measured on val) and, where the task model's price is known, its cost per 1,000
@@ -34,7 +35,7 @@ from .evaluate import (
     money,
     task_failed,
 )
-from .pool import Candidate
+from .pool import Candidate, collapsed
 from .stats import PairedComparison, noninferiority_p, paired_compare
 
 
@@ -353,6 +354,17 @@ def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_va
         fit_ids = {c.id for c in fits}
     else:
         fit_ids = set()
+        # candidates the search made with the same val score as the best: nothing on val tells them apart, and
+        # the one that costs less per request serves the same score for less (a one-label best never gives way
+        # to a tie that varies no more than it, nor a varied one to a one-label tie)
+        ties = [c for c in full if c.id != "baseline" and c.id in pts and allowed(c) and c.val_mean == top.val_mean
+                and collapsed(c) == collapsed(top)]
+        if top.id != "baseline" and top.id in pts and len(ties) > 1:
+            cheapest = min(ties, key=price_of)
+            if price_of(cheapest)[:2] < price_of(top)[:2]:
+                chosen = cheapest
+                unit = "cost per 1,000 requests" if by_cost else "tokens per request"
+                why += f"; of {len(ties)} candidates tied on it, the lowest {unit}"
     frontier = sorted((Point(**{**asdict(p), "not_worse": p.id in fit_ids, "chosen": p.id == chosen.id})
                        for p in pts.values()), key=price_of)
     return by_id.get(chosen.id, chosen), frontier, why

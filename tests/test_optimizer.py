@@ -628,6 +628,41 @@ def test_a_cheaper_prompt_that_scores_higher_on_val_is_not_worse_however_many_an
     assert chosen.id == "t2.d3" and {p.id: p.not_worse for p in frontier}["t2.d3"]
 
 
+def test_of_candidates_tied_on_val_the_cheaper_is_returned_but_never_a_one_label_one_for_a_varied_best() -> None:
+    """Under the default objective, a later candidate with the same val score as the best and fewer tokens per
+    request is returned in its place (nothing on val tells them apart; it serves the same score for less), and
+    the summary says so. A tie that answers one label does not replace a best that varies its answers, and the
+    starting prompt keeps its place when nothing beat it."""
+    from reflexopt.evaluate import CaseResult
+    from reflexopt.verdict import choose
+
+    ids = [f"c{i}" for i in range(40)]
+    val = {k: float(i % 4 != 0) for i, k in enumerate(ids)}  # 0.75
+    demos = tuple(Demo(f"d{i}", "x") for i in range(6))
+    base = Candidate("baseline", Prompt("Go."), val={k: 0.0 for k in ids}, state=State.COMPLETE)
+    top = Candidate("t1", Prompt("Go.", demos=demos), val=val, state=State.COMPLETE, trial=1)
+    tie = Candidate("t4", Prompt("Answer yes or no."), "instruct", "t1", val=dict(val), state=State.COMPLETE, trial=4)
+    one = Candidate("t5", Prompt("Yes."), "cue", "t1", val=dict(val), state=State.COMPLETE, trial=5,
+                    params={"collapsed": "yes"})
+
+    def results(c: Candidate) -> dict[str, CaseResult]:
+        n = 20 + 50 * len(c.prompt.demos)
+        return {k: CaseResult(case_id=k, input="", output="", ideal=None, score=v, passed=None, prompt_tokens=n,
+                              completion_tokens=1) for k, v in c.val.items()}
+
+    def pick(best: Candidate, pool: list[Candidate]) -> tuple[str, str]:
+        chosen, _, why = choose(best, base, pool, 40, objective="score", max_prompt_tokens=None, results=results,
+                                price=None)
+        return chosen.id, why
+
+    assert pick(top, [base, top, tie]) == ("t4", "the best val score; of 2 candidates tied on it, the lowest tokens "
+                                                 "per request")
+    assert pick(top, [base, top, one]) == ("t1", "the best val score")  # one label: not a tie for a varied best
+    assert pick(tie, [base, top, tie]) == ("t4", "the best val score")  # already the cheaper
+    level = Candidate("t2", Prompt("Hm."), "instruct", "baseline", val={k: 0.0 for k in ids}, state=State.COMPLETE)
+    assert pick(base, [base, level])[0] == "baseline"
+
+
 def test_with_a_call_budget_the_draws_after_patience_go_on_until_the_budget_is_spent(dataset: Path,
                                                                                      prompt_file: Path,
                                                                                      fakes: Any) -> None:

@@ -392,7 +392,7 @@ def optimize_summary(r: dict[str, Any]) -> Table:
         from ..verdict import coverage_text
 
         t.add_row("test cases compared", "", coverage_text(cov))
-    if r.get("objective") == "cost" or (r.get("chosen_by") or "").startswith("the best val score within"):
+    if r.get("objective") == "cost" or r.get("chosen_by", "the best val score") != "the best val score":
         t.add_row("chosen", "", f"{r['best_candidate']}: {r['chosen_by']}")
         chosen = next((p for p in r.get("frontier") or [] if p["chosen"]), None)
         if chosen:
