@@ -8,7 +8,7 @@ every candidate scored on all of val, with its val mean and tokens per request) 
 them answered one label), from run archives as `scripts/bench.py --keep-runs` writes them. Val only: nothing here
 reads a test split.
 
-    python scripts/replay_val_ties.py docs/benchmarks/runs/labels_third/*reflex*.tar.gz > scripts/results/dev_val_ties.md
+    python scripts/replay_val_ties.py docs/benchmarks/runs/labels_third/*reflex*.tar.gz
 """
 
 from __future__ import annotations
