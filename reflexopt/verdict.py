@@ -355,8 +355,8 @@ def choose(best: Candidate, baseline: Candidate, pool: Sequence[Candidate], n_va
     else:
         fit_ids = set()
         # candidates the search made with the same val score as the best: nothing on val tells them apart, and
-        # the one that costs less per request serves the same score for less (a one-label best never gives way
-        # to a tie that varies no more than it, nor a varied one to a one-label tie)
+        # the one that costs less per request serves the same score for less (compared only with candidates
+        # alike in whether they answer one label whatever the case: a varied best never gives way to a one-label one)
         ties = [c for c in full if c.id != "baseline" and c.id in pts and allowed(c) and c.val_mean == top.val_mean
                 and collapsed(c) == collapsed(top)]
         if top.id != "baseline" and top.id in pts and len(ties) > 1:

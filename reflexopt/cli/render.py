@@ -347,7 +347,6 @@ class LiveView:
         return f", about ${c:.2f}" if c else ""
 
 
-
 def constant_line(const: dict[str, Any], *, below: bool, skewed: bool, best_test: float | None = None) -> str:
     """The summary's "constant answer" row: what answering the most common label scores on test, and how the
     tuned prompt stands against it: not above it (with the way out), or above it and whether significantly."""
@@ -367,6 +366,7 @@ def constant_line(const: dict[str, Any], *, below: bool, skewed: bool, best_test
     if not gap:
         return line
     return line + (f": {gap}" if const["tuned_p"] < ALPHA else f": [yellow]{gap}[/]")
+
 
 def optimize_summary(r: dict[str, Any]) -> Table:
     from ..verdict import p_text
