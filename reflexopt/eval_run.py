@@ -157,6 +157,10 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
 
         s = report.scored
         report = replace(report, gate=gate_reasons(report.mean if s else None, report.against, config.fail_under))
+    if report.labels is not None:  # a label metric: the majority answer of these references, against the prompt
+        from .verdict import constant_against
+
+        report = replace(report, constant=await constant_against(scorer, cases, cases, report.results))
     if getattr(scorer, "kind", "") != "judge":
         return report
     grades_own = not config.responses and config.scorer.self_grading_warning(config.model) is not None

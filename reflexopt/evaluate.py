@@ -184,6 +184,7 @@ class EvalReport:
     human: dict[str, Any] | None = None  # the judge against human labels: rho, kappa, the cases most apart
     money: dict[str, Any] | None = None  # the task's cost per 1,000 requests and per success, and the price's source
     labels: dict[str, Any] | None = None  # a label metric's figures over the set: macro-F1, F1 by label
+    constant: dict[str, Any] | None = None  # a label metric: answering the most common label, against the prompt
     echo: dict[str, Any] | None = None  # answers that repeat their input where the reference changes it
     against: dict[str, Any] | None = None  # the prompt this one replaces, compared case by case (regression.py)
     gate: list[str] | None = None  # with --against or --fail-under: why the prompt fails the gate (empty: passes)
@@ -228,6 +229,8 @@ class EvalReport:
         out.update(self.usage)
         if self.labels is not None:
             out["labels"] = self.labels
+        if self.constant is not None:
+            out["constant"] = self.constant
         if self.echo is not None:
             out["echo"] = self.echo
         if self.money is not None:

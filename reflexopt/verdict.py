@@ -143,7 +143,8 @@ async def constant_against(scorer: Any, train: Sequence[Case], test: Sequence[Ca
     return {**const, "tuned_delta": round(cmp.delta, 4), "tuned_p": cmp.p_value, "tuned_n": len(ids)}
 
 
-def constant_gap_text(const: Mapping[str, Any], *, short: bool = False) -> str | None:
+def constant_gap_text(const: Mapping[str, Any], *, short: bool = False,
+                      subject: str = "the tuned prompt") -> str | None:
     """`the tuned prompt is above it by +0.038 on the same 80 cases (p = 0.41): not significant, so this test
     split does not show that it tells the cases apart better than one answer does`, for a tuned prompt above
     the constant answer (`short`: up to "not significant"); None when it is not above it, or the run predates
@@ -151,7 +152,7 @@ def constant_gap_text(const: Mapping[str, Any], *, short: bool = False) -> str |
     d, p = const.get("tuned_delta"), const.get("tuned_p")
     if d is None or p is None or d <= 0:
         return None
-    head = f"the tuned prompt is above it by {d:+.3f} on the same {const['tuned_n']} cases ({p_text(p)})"
+    head = f"{subject} is above it by {d:+.3f} on the same {const['tuned_n']} cases ({p_text(p)})"
     if p < ALPHA:
         return head
     if short:

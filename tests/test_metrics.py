@@ -161,6 +161,19 @@ def test_eval_and_optimize_report_macro_f1_for_a_label_metric(tmp_path: Path, fa
     assert s["labels"]["balanced_accuracy"] == 1.0
     f1 = eval_prompt(eval_config(data, prompt, model="fake/task", metric="f1")).summary()
     assert "labels" not in f1  # not a label metric
+    # a label metric also tests the prompt against answering the most common label of these references
+    const = s["constant"]
+    assert const["n"] == 40 and const["tuned_n"] == 40 and const["tuned_delta"] == pytest.approx(1 - const["score"])
+    assert const["tuned_p"] < 0.05 and "constant" not in f1
+    from rich.console import Console
+
+    from reflexopt.cli.render import eval_table
+
+    console = Console(record=True, width=250)
+    console.print(eval_table(s))
+    out = " ".join(console.export_text().split())
+    assert f"to every case scores {const['score']:.3f}: this prompt is above it by" in out
+    assert "not significant" not in out
     fakes("fake/reasoner", lambda m: "no")
     r = optimize(str(data), str(prompt), model="fake/task", metric="contains", max_trials=2,
                  reasoning_model="fake/reasoner")

@@ -64,6 +64,16 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
     t.add_row("pass rate", _fmt(s["pass_rate"]))
     if s.get("labels"):
         t.add_row("macro-F1", labels_text(s["labels"]))
+    const = s.get("constant")
+    if const:
+        from ..evaluate import constant_text
+        from ..verdict import ALPHA, constant_gap_text
+
+        gap = constant_gap_text(const, subject="this prompt")
+        line = constant_text(const) + (
+            ": [yellow]this prompt is not above it[/]" if s["score"] is not None and s["score"] <= const["score"]
+            else f": {gap}" if gap and const["tuned_p"] < ALPHA else f": [yellow]{gap}[/]" if gap else "")
+        t.add_row("constant answer", line)
     if s.get("echo"):
         t.add_row("copies of the input", echo_line(s["echo"]))
     failed = s.get("task_failures") or 0
