@@ -12,7 +12,7 @@ from typing import Any
 from .agreement import judge_checks
 from .config import EvalConfig, check_models
 from .eval_history import recorded
-from .evaluate import CaseResult, EvalReport, evaluate_async, money, usage_of
+from .evaluate import CaseResult, EvalReport, constant_against, evaluate_async, money, usage_of
 from .promptset import PromptSet
 from .scoring import make_scorer, scorer_clients
 from .task import RecordedTask, make_task, task_spec
@@ -158,8 +158,6 @@ async def _evaluate(config: EvalConfig, *, on_result: Callable[[CaseResult], Non
         s = report.scored
         report = replace(report, gate=gate_reasons(report.mean if s else None, report.against, config.fail_under))
     if report.labels is not None:  # a label metric: the majority answer of these references, against the prompt
-        from .verdict import constant_against
-
         report = replace(report, constant=await constant_against(scorer, cases, cases, report.results))
     if getattr(scorer, "kind", "") != "judge":
         return report

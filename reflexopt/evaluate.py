@@ -19,7 +19,7 @@ from .models.base import CallCost
 from .prompt import Prompt
 from .promptset import PromptSet
 from .scoring import Scorer, make_scorer, scorer_clients
-from .stats import mean_ci, percentile
+from .stats import mean_ci, paired_compare, percentile
 from .task import PromptTask, Task, task_spec
 
 
@@ -341,6 +341,24 @@ def constant_figures(hit: tuple[str, Mapping[str, float]] | None) -> dict[str, A
         return None
     label, values = hit
     return {"label": label, "score": round(sum(values.values()) / len(values), 4), "n": len(values)}
+
+
+async def constant_against(scorer: Any, train: Sequence[Case], test: Sequence[Case],
+                           best: Sequence[CaseResult]) -> dict[str, Any] | None:
+    """What constant_answer gives, with a prompt's answers (`best`: the tuned prompt's, or eval's) compared against
+    it on the same cases (a paired test, as the gain over the starting prompt is): on a small or imbalanced test
+    split a prompt can be a little above the constant answer by chance, which says no more than being below it
+    does."""
+    hit = await constant_by_case(scorer, train, test)
+    const = constant_figures(hit)
+    if const is None or hit is None:
+        return const
+    tuned = {r.case_id: s for r in best if (s := case_score(r)) is not None}
+    ids = [i for i in hit[1] if i in tuned]
+    if not ids:
+        return const
+    cmp = paired_compare([hit[1][i] for i in ids], [tuned[i] for i in ids])
+    return {**const, "tuned_delta": round(cmp.delta, 4), "tuned_p": cmp.p_value, "tuned_n": len(ids)}
 
 
 def constant_text(constant: Mapping[str, Any]) -> str:

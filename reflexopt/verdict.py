@@ -28,8 +28,7 @@ from .data import Case
 from .evaluate import (
     CaseResult,
     case_score,
-    constant_by_case,
-    constant_figures,
+    constant_against,
     corpus_figures,
     mean_tokens,
     money,
@@ -124,23 +123,6 @@ async def test_labels(scorer: Any, base: Sequence[CaseResult], best: Sequence[Ca
     if b is None or t is None:
         return None
     return {"baseline": b, "best": t, "constant": await constant_against(scorer, train, test, best)}
-
-
-async def constant_against(scorer: Any, train: Sequence[Case], test: Sequence[Case],
-                           best: Sequence[CaseResult]) -> dict[str, Any] | None:
-    """What evaluate.constant_answer gives, with the tuned prompt compared against it on the same test cases (a paired
-    test, as the gain over the starting prompt is): on a small or imbalanced test split a tuned prompt can be a
-    little above the constant answer by chance, which says no more than being below it does."""
-    hit = await constant_by_case(scorer, train, test)
-    const = constant_figures(hit)
-    if const is None or hit is None:
-        return const
-    tuned = {r.case_id: s for r in best if (s := case_score(r)) is not None}
-    ids = [i for i in hit[1] if i in tuned]
-    if not ids:
-        return const
-    cmp = paired_compare([hit[1][i] for i in ids], [tuned[i] for i in ids])
-    return {**const, "tuned_delta": round(cmp.delta, 4), "tuned_p": cmp.p_value, "tuned_n": len(ids)}
 
 
 def constant_gap_text(const: Mapping[str, Any], *, short: bool = False,

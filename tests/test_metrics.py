@@ -275,9 +275,8 @@ def test_the_tuned_prompt_is_tested_against_the_constant_answer_and_a_small_lead
     from reflexopt.cli.render import constant_line
     from reflexopt.config import ScorerSpec
     from reflexopt.data import Case
-    from reflexopt.evaluate import CaseResult
+    from reflexopt.evaluate import CaseResult, constant_against
     from reflexopt.scoring import make_scorer
-    from reflexopt.verdict import constant_against
 
     train = [Case(id=f"t{i}", input="x", ideal="positive" if i % 3 else "negative") for i in range(30)]
     test = [Case(id=f"c{i}", input="x", ideal="positive" if i % 3 else "negative") for i in range(60)]
