@@ -67,13 +67,10 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
     const = s.get("constant")
     if const:
         from ..evaluate import constant_text
-        from ..verdict import ALPHA, constant_gap_text
 
-        gap = constant_gap_text(const, subject="this prompt")
-        line = constant_text(const) + (
-            ": [yellow]this prompt is not above it[/]" if s["score"] is not None and s["score"] <= const["score"]
-            else f": {gap}" if gap and const["tuned_p"] < ALPHA else f": [yellow]{gap}[/]" if gap else "")
-        t.add_row("constant answer", line)
+        below = s["score"] is not None and s["score"] <= const["score"]
+        t.add_row("constant answer", constant_text(const) + (": [yellow]this prompt is not above it[/]" if below
+                                                             else _gap_markup(const, "this prompt")))
     if s.get("echo"):
         t.add_row("copies of the input", echo_line(s["echo"]))
     failed = s.get("task_failures") or 0
@@ -361,7 +358,6 @@ def constant_line(const: dict[str, Any], *, below: bool, skewed: bool, best_test
     """The summary's "constant answer" row: what answering the most common label scores on test, and how the
     tuned prompt stands against it: not above it (with the way out), or above it and whether significantly."""
     from ..evaluate import constant_text
-    from ..verdict import ALPHA, constant_gap_text
 
     line = f"{constant_text(const)} on test"
     if below:
@@ -372,10 +368,18 @@ def constant_line(const: dict[str, Any], *, below: bool, skewed: bool, best_test
                 " On this imbalanced set, --balanced weighs every label alike, so the search looks for a "
                 "prompt that tells them apart rather than one that answers the common label." if skewed else "")
             + "[/]")
-    gap = constant_gap_text(const)
+    return line + _gap_markup(const, "the tuned prompt")
+
+
+def _gap_markup(const: dict[str, Any], subject: str) -> str:
+    """`: <verdict.constant_gap_text>` for a prompt above the constant answer, in yellow when its lead is not
+    significant; '' when it is not above it."""
+    from ..verdict import ALPHA, constant_gap_text
+
+    gap = constant_gap_text(const, subject=subject)
     if not gap:
-        return line
-    return line + (f": {gap}" if const["tuned_p"] < ALPHA else f": [yellow]{gap}[/]")
+        return ""
+    return f": {gap}" if const["tuned_p"] < ALPHA else f": [yellow]{gap}[/]"
 
 
 def optimize_summary(r: dict[str, Any]) -> Table:
