@@ -311,12 +311,15 @@ def eval_report(report: EvalReport, *, title: str, nav: str = "") -> str:
     kpis = [f"<div class=kpi>score<b>{_f(s['score'])}</b><span class=muted>95% CI {_f(lo)} … {_f(hi)}</span></div>",
             f"<div class=kpi>pass rate<b>{_f(s['pass_rate'])}</b><span class=muted>{s['n_scored']} of "
             f"{s['n_cases']} cases scored</span></div>"]
+    const = _constant_html(s["constant"], s["score"], "this prompt") if s.get("constant") else ""
     if s.get("labels"):
         col = s["labels"].get("collapsed")
         ba = s["labels"].get("balanced_accuracy")
         kpis.append(f"<div class=kpi>macro-F1<b>{s['labels']['macro_f1']:.3f}</b>"
                     + (f"<span class=muted>balanced accuracy {ba:.3f}</span>" if ba is not None else "")
-                    + (f"<span class=bad>{escape(collapsed_text(col))}</span>" if col else "") + "</div>")
+                    + (f"<span class=bad>{escape(collapsed_text(col))}</span>" if col else "") + const + "</div>")
+    elif const:
+        kpis.append(f"<div class=kpi>constant answer<b>{s['constant']['score']:.3f}</b>{const}</div>")
     if money.get("cost_per_success"):
         kpis.append(f"<div class=kpi>cost per success<b>${money['cost_per_success']:.6f}</b><span class=muted>"
                     f"${money['cost_per_1k']:.4f} per 1,000 requests</span></div>")
@@ -391,18 +394,23 @@ def _labels_kpi(lab: dict[str, Any] | None, best_test: float | None = None) -> s
     by = " · ".join(f"{escape(str(k))} {v:.2f}" for k, v in list(lab["best"]["f1_by_label"].items())[:8])
     col = lab["best"].get("collapsed")
     warn = f"<span class=bad style='display:block'>{escape(collapsed_text(col))} on test</span>" if col else ""
-    const = lab.get("constant")
-    if const:
-        below = best_test is not None and best_test <= const["score"]
-        gap = None if below else constant_gap_text(const, short=True)
-        weak = gap is not None and const["tuned_p"] >= ALPHA
-        warn += (f"<span class={'bad' if below or weak else 'muted'} style='display:block'>"
-                 f"{escape(constant_text(const))}" + (" — the tuned prompt is not above it" if below else "")
-                 + (f" — {escape(gap)}" if gap else "") + "</span>")
+    if lab.get("constant"):
+        warn += _constant_html(lab["constant"], best_test, "the tuned prompt")
     ba = lab["best"].get("balanced_accuracy")
     return (f"<div class=kpi>macro-F1 (test)<b>{lab['best']['macro_f1']:.3f}</b><span class=muted>baseline "
             f"{lab['baseline']['macro_f1']:.3f} · F1 {by}"
             + (f" · balanced accuracy {ba:.3f}" if ba is not None else "") + f"</span>{warn}</div>")
+
+
+def _constant_html(const: dict[str, Any], score: float | None, subject: str) -> str:
+    """What answering the most common label to every case scores, and how a prompt (`subject`, scoring `score`)
+    stands against it: not above it, or above it and whether significantly (in red when not)."""
+    below = score is not None and score <= const["score"]
+    gap = None if below else constant_gap_text(const, short=True, subject=subject)
+    weak = gap is not None and const["tuned_p"] >= ALPHA
+    return (f"<span class={'bad' if below or weak else 'muted'} style='display:block'>"
+            f"{escape(constant_text(const))}" + (f" — {subject} is not above it" if below else "")
+            + (f" — {escape(gap)}" if gap else "") + "</span>")
 
 
 def _reference_kpi(summary: dict[str, Any]) -> str:

@@ -174,6 +174,10 @@ def test_eval_and_optimize_report_macro_f1_for_a_label_metric(tmp_path: Path, fa
     out = " ".join(console.export_text().split())
     assert f"to every case scores {const['score']:.3f}: this prompt is above it by" in out
     assert "not significant" not in out
+    from reflexopt.report import eval_report
+
+    html = eval_report(eval_prompt(eval_config(data, prompt, model="fake/task", metric="contains")), title="eval")
+    assert f"to every case scores {const['score']:.3f} — this prompt is above it by" in html  # the page says it too
     fakes("fake/reasoner", lambda m: "no")
     r = optimize(str(data), str(prompt), model="fake/task", metric="contains", max_trials=2,
                  reasoning_model="fake/reasoner")
