@@ -22,7 +22,9 @@ ROWS = 60
 SETS = {"passive_voice": "active_to_passive", "negation": "negation", "num_to_verbal": "num_to_verbal",
         "taxonomy_animal": "taxonomy_animal",
         # the next judge table's held-out pair (docs/benchmarks/judge_next.toml), named on 2026-12-06
-        "antonyms": "antonyms", "translation_en_fr": "translation_en-fr"}
+        "antonyms": "antonyms", "translation_en_fr": "translation_en-fr",
+        # the third judge table's held-out pair (docs/benchmarks/judge_third.toml), named on 2026-12-07
+        "singular_to_plural": "singular_to_plural", "letters_list": "letters_list"}
 
 # dev sets (their judge-table runs read) whose other rows are held back for development (`holdout` in
 # scripts/results/dev_judge.toml); a held-out set never gets one
