@@ -5,8 +5,7 @@ OpenAI's form, then llama.cpp's, then none); a server that refuses a form is ask
 A verdict that does not parse is retried with a reminder, then recorded as a judge error (value None) and
 counted, never turned into a middle score. A verdict whose reasoning restates a rubric level far from its score
 (or names no failure but fails, or says the response does not match and passes it) is flagged as a
-contradiction, counted and shown, never silently trusted: the judge is asked once more, the contradiction and the
-rubric's words for its score named (prompts/judge_reconcile.md), and that verdict stands when it parses.
+contradiction, counted and shown, never silently trusted.
 
 An answer that repeats its input unchanged where the reference changes it fails without a verdict (the rubric's
 lowest score, category "copy of the input"): it has not made the change the task asks for, and a judge that
@@ -193,21 +192,15 @@ _CONCEDES = re.compile(r"\b(?:but|however|although|though|except|while|yet|minor
 
 
 def contradiction(rubric: Rubric, raw: float, reasoning: str, category: str) -> str | None:
-    """Why a verdict contradicts its score, or None: its reasoning does (reasoning_contradiction), or it names no
-    failure ("none") yet scores below the pass mark."""
-    if category == "none" and raw < rubric.pass_score:
-        return f"names no failure, yet scores {raw:g} (below the pass mark {rubric.pass_score:g})"
-    return reasoning_contradiction(rubric, raw, reasoning)
-
-
-def reasoning_contradiction(rubric: Rubric, raw: float, reasoning: str) -> str | None:
     """Why a verdict's reasoning contradicts its score, or None: the reasoning restates (in one sentence, with
     the same negation) a clause of the rubric's description of a level at least two points (and 40% of the
-    scale) from the score, and of no level near it; or it passes while its first sentence says, conceding
-    nothing, that the response does not match or is not correct (Qwen2.5-Coder-1.5B's "The AI response does not
-    match the reference answer." with a 4 of 5: 14 of 63 distinct passes in judge_next's runs, all but one of
-    them wrong answers). Such a verdict is asked again (JudgeScorer._reconcile); one that only names no
-    failure is not (a category left "none" says less than a reasoning does)."""
+    scale) from the score, and of no level near it; or it names no failure ("none") yet scores below the pass
+    mark; or it passes while its first sentence says, conceding nothing, that the response does not match or is
+    not correct (Qwen2.5-Coder-1.5B's "The AI response does not match the reference answer." with a 4 of 5: 14 of
+    63 distinct passes in judge_next's runs, all but one of them wrong answers; asked again, it kept the score
+    every time: scripts/results/probe_reconcile.md)."""
+    if category == "none" and raw < rubric.pass_score:
+        return f"names no failure, yet scores {raw:g} (below the pass mark {rubric.pass_score:g})"
     first = re.split(r"(?<=[.!?;])\s+|\n", reasoning.strip(), maxsplit=1)[0]
     if raw >= rubric.pass_score and _DENIAL.search(first) and not _CONCEDES.search(first):
         return f"says the response is not a match ({first[:80]!r}) yet passes it with {raw:g}"
@@ -406,23 +399,13 @@ class JudgeScorer:
             verdict = parse_verdict(res.text, self.rubric)
             if verdict is not None:
                 raw, reasoning, category = verdict
-                flag = contradiction(self.rubric, raw, reasoning, category)
-                first = raw
-                if flag and reasoning_contradiction(self.rubric, raw, reasoning):
-                    # asked once more, the disagreement named; its verdict stands if it parses
-                    again, more = await self._reconcile(messages, res.text, raw, flag, sample, temperature, fmt)
-                    calls += more
-                    if again is not None:
-                        raw, reasoning, category = again
-                        still = contradiction(self.rubric, raw, reasoning, category)
-                        flag = f"{flag}; asked again, scored {raw:g}" + (f" ({still})" if still else "")
                 passed = raw >= self.rubric.pass_score
                 cat = None if passed else (category if category not in ("", "none") else "unspecified")
+                flag = contradiction(self.rubric, raw, reasoning, category)
                 if self._first(case, output, sample, variant):  # the run's verdicts, once each
                     self.stats["verdicts"] += 1
                     if flag:
                         self.stats["contradictions"] += 1
-                        self.stats["reconciled"] += raw != first
                         if len(self.flagged) < 20:
                             self.flagged.append({"case_id": case.id, "score": raw, "reasoning": reasoning[:300],
                                                  "why": flag})
@@ -437,21 +420,6 @@ class JudgeScorer:
         if self._first(case, output, sample, variant):
             self.stats["parse_errors"] += 1
         return Score(None, None, error=f"judge error: {last_error}", calls=calls)
-
-    async def _reconcile(self, messages: list[dict[str, str]], reply: str, raw: float, why: str, sample: int,
-                         temperature: float, fmt: dict[str, Any] | None) -> tuple[tuple[float, str, str] | None, int]:
-        """The judge asked once more about a verdict whose reasoning contradicts its score, with the contradiction
-        and the rubric's words for the score it gave: (its new verdict, or None when the reply does not parse or
-        the call fails; the paid calls spent). A judge whose score slipped from its own reasoning (a 4 of 5 for
-        "does not match the reference") corrects it; one whose reasoning was loose keeps its score."""
-        r = self.rubric
-        ask = meta_prompt("judge_reconcile", why=why, score=f"{raw:g}", level=r.levels.get(int(raw), "(not described)"),
-                          low=r.low, high=r.high)
-        res = await self.client.complete([*messages, {"role": "assistant", "content": reply},
-                                          {"role": "user", "content": ask}], sample=sample, temperature=temperature,
-                                         max_tokens=self.client.cap(512), response_format=fmt)
-        calls = 0 if res.cached or res.budget_exhausted else 1
-        return (parse_verdict(res.text, r) if res.ok else None), calls
 
     async def self_agreement(self, items: list[tuple[Case, str]]) -> Any:
         """How much this judge's verdicts move when asked again (agreement.SelfAgreement)."""
@@ -469,10 +437,10 @@ class JudgeScorer:
                grades_own_answers: bool = False) -> dict[str, Any]:
         """This judge's record in a run or an eval: its self-agreement and its verdicts on known answers (as
         measured), verdicts, copies of the input failed and matches of the reference passed without a verdict,
-        contradictions (with the first few) and how many of them changed their score when asked again, parse
-        errors, the form verdicts were asked in, and whether it graded its own answers."""
+        contradictions (with the first few), parse errors, the form verdicts were asked in, and whether it graded
+        its own answers."""
         return {"self_agreement": self_agreement, "known": known, "verdicts": self.stats["verdicts"],
                 "copies": self.stats["copies"], "matches": self.stats["matches"],
-                "contradictions": self.stats["contradictions"], "reconciled": self.stats["reconciled"],
-                "parse_errors": self.stats["parse_errors"], "structured": self.structured,
-                "flagged": list(self.flagged), "grades_own_answers": grades_own_answers}
+                "contradictions": self.stats["contradictions"], "parse_errors": self.stats["parse_errors"],
+                "structured": self.structured, "flagged": list(self.flagged),
+                "grades_own_answers": grades_own_answers}

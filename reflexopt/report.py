@@ -458,7 +458,7 @@ def judge_html(j: dict[str, Any], reasoner: str | None) -> str:
             f"<tr><th>self-agreement</th><td>{self_line}</td></tr>"
             f"<tr><th>known answers</th><td>{known_line}</td></tr>"
             f"<tr><th>verdicts</th><td>{j.get('verdicts', 0)} · {j.get('contradictions', 0)} contradict their "
-            f"score{_reconciled(j)} · {j.get('parse_errors', 0)} unparseable after retries"
+            f"score · {j.get('parse_errors', 0)} unparseable after retries"
             + (f" · {j['copies']} copies of the input failed without a verdict (the reference changes the input)"
                if j.get("copies") else "")
             + (f" · {j['matches']} answers that say exactly what the reference says passed without a verdict"
@@ -468,11 +468,6 @@ def judge_html(j: dict[str, Any], reasoner: str | None) -> str:
             + "</table>"
             + (f"<h3>Verdicts whose reasoning contradicts their score</h3><table><tr><th>case</th><th>score</th>"
                f"<th>why flagged</th><th>the judge's reasoning</th></tr>{flagged}</table>" if flagged else ""))
-
-
-def _reconciled(j: dict[str, Any]) -> str:
-    """` (asked again: 3 changed their score)` after a judge's contradictions, where there were any."""
-    return f" (asked again: {j.get('reconciled', 0)} changed their score)" if j.get("contradictions") else ""
 
 
 def frontier_html(summary: dict[str, Any]) -> str:

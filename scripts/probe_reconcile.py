@@ -15,6 +15,10 @@ verdict failed, except where a reader of the answer would pass it (listed in the
 
     python scripts/probe_reconcile.py --runs docs/benchmarks/runs/judge_next --out scripts/results/probe_reconcile.jsonl
 
+It ran at 6a78eca, the commit that has the re-ask (JudgeScorer._reconcile, judge.reasoning_contradiction); the
+re-ask was removed after it (no verdict moved: scripts/results/probe_reconcile.md), so rerun it in a checkout of
+that commit (`git worktree add /tmp/reconcile 6a78eca`).
+
 Rows already in --out are skipped, so it resumes. The judge is Qwen served by reflexopt (`local/PATH.gguf`).
 """
 

@@ -247,35 +247,6 @@ def test_a_pass_whose_reasoning_denies_a_match_is_a_contradiction(score: int, re
     assert (contradiction(CORRECTNESS, score, reasoning, "") is not None) == flagged
 
 
-def test_a_verdict_whose_reasoning_contradicts_its_score_is_asked_again(fakes: Any) -> None:
-    """Qwen2.5-Coder-1.5B passed wrong answers with a 4 of 5 whose reasoning said "does not match the reference".
-    Such a verdict is asked once more, the contradiction and the rubric's words for its score named, and the
-    second verdict stands; a verdict that does not contradict itself is asked once."""
-    asked: list[list[dict[str, str]]] = []
-
-    def judge(messages: list[dict[str, str]]) -> str:
-        asked.append(messages)
-        if "disagree" in messages[-1]["content"]:  # asked again
-            return verdict(2, "It does not match the reference: wrong word.", "wrong answer")
-        if "Paris" in messages[-1]["content"].split("<response>")[-1]:
-            return verdict(5, "Says the same as the reference.")
-        return verdict(4, "The AI response does not match the reference answer.")
-
-    fakes("fake/slippery", judge)
-    scorer = JudgeScorer(get_client(ModelSpec(id="fake/slippery"), role="judge", cache=False), CORRECTNESS)
-    case = Case(id="1", input="Capital of France?", ideal="Paris, the capital")
-    s = asyncio.run(scorer.score(case, "Lyon"))
-    assert (s.raw, s.passed, s.calls, len(asked)) == (2.0, False, 2, 2)
-    again = asked[1][-1]["content"]
-    assert "does not match the reference answer" in again and "Correct on the main point" in again  # level 4
-    assert asked[1][-2] == {"role": "assistant", "content": verdict(4, "The AI response does not match the "
-                                                                       "reference answer.")}
-    assert s.flag is not None and "asked again, scored 2" in s.flag
-    assert scorer.report()["contradictions"] == 1 and scorer.report()["reconciled"] == 1
-    fine = asyncio.run(scorer.score(case, "Paris, it is"))
-    assert (fine.raw, fine.flag, len(asked)) == (5.0, None, 3)  # no contradiction: asked once
-
-
 def test_contradictions_are_counted_and_listed_in_eval(fakes: Any, tmp_path: Path) -> None:
     fakes("fake/muddled", lambda m: verdict(3, "The response does not summarize the input.", "off-topic"))
     data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"chat {i}", "response": f"r{i}"} for i in range(5)])

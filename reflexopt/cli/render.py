@@ -479,8 +479,7 @@ def judge_text(j: dict[str, Any]) -> str:
     if known.get("n"):
         parts.append(("[yellow]" if known.get("warning") else "") + f"known answers: {known_summary(known)}"
                      + ("[/]" if known.get("warning") else ""))
-    parts.append(f"{j.get('contradictions', 0)} of {j.get('verdicts', 0)} verdicts contradict their score"
-                 + (f" ({j.get('reconciled', 0)} changed it when asked again)" if j.get("contradictions") else ""))
+    parts.append(f"{j.get('contradictions', 0)} of {j.get('verdicts', 0)} verdicts contradict their score")
     if j.get("copies"):
         parts.append(f"{j['copies']} copies of the input failed unjudged")
     if j.get("matches"):
