@@ -155,6 +155,15 @@ def known_summary(known: dict[str, Any]) -> str:
     return out
 
 
+def second_opinion_text(record: dict[str, Any]) -> str:
+    """` (5 given a second opinion, 3 of them turned between pass and fail)` after a judge record's
+    contradictions (JudgeScorer: a verdict whose reasoning contradicts its score), '' when none was given."""
+    n = record.get("second_opinions") or 0
+    if not n:
+        return ""
+    return f" ({n} given a second opinion, {record.get('overturned', 0)} of them turned between pass and fail)"
+
+
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=\S)")
 
 

@@ -5,7 +5,11 @@ OpenAI's form, then llama.cpp's, then none); a server that refuses a form is ask
 A verdict that does not parse is retried with a reminder, then recorded as a judge error (value None) and
 counted, never turned into a middle score. A verdict whose reasoning restates a rubric level far from its score
 (or names no failure but fails, or says the response does not match and passes it) is flagged as a
-contradiction, counted and shown, never silently trusted.
+contradiction, counted and shown, never silently trusted. Where the reasoning is what contradicts the score, the
+judge gives a second opinion on a paraphrase of the request (`judge_alt`, a request of its own) and the mean of
+the two scores stands: asked again in the same conversation, Qwen2.5-Coder-1.5B kept its score on all 19 such
+verdicts of a dev table; asked the paraphrase, it failed 11 of the 14 wrong-answer passes among them
+(scripts/results/probe_reconcile.md).
 
 An answer that repeats its input unchanged where the reference changes it fails without a verdict (the rubric's
 lowest score, category "copy of the input"): it has not made the change the task asks for, and a judge that
@@ -192,15 +196,21 @@ _CONCEDES = re.compile(r"\b(?:but|however|although|though|except|while|yet|minor
 
 
 def contradiction(rubric: Rubric, raw: float, reasoning: str, category: str) -> str | None:
-    """Why a verdict's reasoning contradicts its score, or None: the reasoning restates (in one sentence, with
-    the same negation) a clause of the rubric's description of a level at least two points (and 40% of the
-    scale) from the score, and of no level near it; or it names no failure ("none") yet scores below the pass
-    mark; or it passes while its first sentence says, conceding nothing, that the response does not match or is
-    not correct (Qwen2.5-Coder-1.5B's "The AI response does not match the reference answer." with a 4 of 5: 14 of
-    63 distinct passes in judge_next's runs, all but one of them wrong answers; asked again, it kept the score
-    every time: scripts/results/probe_reconcile.md)."""
+    """Why a verdict contradicts its score, or None: its reasoning does (reasoning_contradiction), or it names no
+    failure ("none") yet scores below the pass mark."""
     if category == "none" and raw < rubric.pass_score:
         return f"names no failure, yet scores {raw:g} (below the pass mark {rubric.pass_score:g})"
+    return reasoning_contradiction(rubric, raw, reasoning)
+
+
+def reasoning_contradiction(rubric: Rubric, raw: float, reasoning: str) -> str | None:
+    """Why a verdict's reasoning contradicts its score, or None: the reasoning restates (in one sentence, with
+    the same negation) a clause of the rubric's description of a level at least two points (and 40% of the
+    scale) from the score, and of no level near it; or it passes while its first sentence says, conceding
+    nothing, that the response does not match or is not correct (Qwen2.5-Coder-1.5B's "The AI response does not
+    match the reference answer." with a 4 of 5: 14 of 63 distinct passes in judge_next's runs, all but one of
+    them wrong answers). Such a verdict gets a second opinion (JudgeScorer._second_opinion); one that only names
+    no failure does not (a category left "none" says less than a reasoning does)."""
     first = re.split(r"(?<=[.!?;])\s+|\n", reasoning.strip(), maxsplit=1)[0]
     if raw >= rubric.pass_score and _DENIAL.search(first) and not _CONCEDES.search(first):
         return f"says the response is not a match ({first[:80]!r}) yet passes it with {raw:g}"
@@ -399,16 +409,28 @@ class JudgeScorer:
             verdict = parse_verdict(res.text, self.rubric)
             if verdict is not None:
                 raw, reasoning, category = verdict
+                flag = contradiction(self.rubric, raw, reasoning, category)
+                first, second = raw, None
+                if flag and variant == "judge" and reasoning_contradiction(self.rubric, raw, reasoning):
+                    second = await self._score(case, output, sample, temperature, "judge_alt")
+                    calls += second.calls
+                    if second.raw is None:
+                        second = None
+                    else:  # the mean of the two opinions stands
+                        raw = (raw + second.raw) / 2
+                        flag += f"; a second opinion (the request paraphrased) scored {second.raw:g}, so {raw:g}"
+                        reasoning += f" [second opinion, {second.raw:g}: {second.reasoning}]"
+                        category = category if category not in ("", "none") else (second.category or "")
                 passed = raw >= self.rubric.pass_score
                 cat = None if passed else (category if category not in ("", "none") else "unspecified")
-                flag = contradiction(self.rubric, raw, reasoning, category)
                 if self._first(case, output, sample, variant):  # the run's verdicts, once each
                     self.stats["verdicts"] += 1
                     if flag:
                         self.stats["contradictions"] += 1
-                        if len(self.flagged) < 20:
-                            self.flagged.append({"case_id": case.id, "score": raw, "reasoning": reasoning[:300],
-                                                 "why": flag})
+                        self._flag(case, raw, reasoning, flag)
+                    if second is not None:
+                        self.stats["second_opinions"] += 1
+                        self.stats["overturned"] += passed != (first >= self.rubric.pass_score)
                 return Score(self.rubric.normalise(raw), passed, reasoning, cat, raw=raw, calls=calls, flag=flag)
             last_error = f"unparseable verdict: {res.text[:200]!r}"
             if attempt < self.parse_retries:
@@ -420,6 +442,10 @@ class JudgeScorer:
         if self._first(case, output, sample, variant):
             self.stats["parse_errors"] += 1
         return Score(None, None, error=f"judge error: {last_error}", calls=calls)
+
+    def _flag(self, case: Case, raw: float, reasoning: str, why: str) -> None:
+        if len(self.flagged) < 20:
+            self.flagged.append({"case_id": case.id, "score": raw, "reasoning": reasoning[:300], "why": why})
 
     async def self_agreement(self, items: list[tuple[Case, str]]) -> Any:
         """How much this judge's verdicts move when asked again (agreement.SelfAgreement)."""
@@ -441,6 +467,6 @@ class JudgeScorer:
         its own answers."""
         return {"self_agreement": self_agreement, "known": known, "verdicts": self.stats["verdicts"],
                 "copies": self.stats["copies"], "matches": self.stats["matches"],
-                "contradictions": self.stats["contradictions"], "parse_errors": self.stats["parse_errors"],
-                "structured": self.structured, "flagged": list(self.flagged),
-                "grades_own_answers": grades_own_answers}
+                "contradictions": self.stats["contradictions"], "second_opinions": self.stats["second_opinions"],
+                "overturned": self.stats["overturned"], "parse_errors": self.stats["parse_errors"],
+                "structured": self.structured, "flagged": list(self.flagged), "grades_own_answers": grades_own_answers}

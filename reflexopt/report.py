@@ -10,7 +10,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .agreement import echo_text, echo_warnings, known_summary
+from .agreement import echo_text, echo_warnings, known_summary, second_opinion_text
 from .evaluate import CaseResult, EvalReport, constant_text
 from .metrics import collapsed_text
 from .paths import write_text_atomic
@@ -458,7 +458,7 @@ def judge_html(j: dict[str, Any], reasoner: str | None) -> str:
             f"<tr><th>self-agreement</th><td>{self_line}</td></tr>"
             f"<tr><th>known answers</th><td>{known_line}</td></tr>"
             f"<tr><th>verdicts</th><td>{j.get('verdicts', 0)} · {j.get('contradictions', 0)} contradict their "
-            f"score · {j.get('parse_errors', 0)} unparseable after retries"
+            f"score{escape(second_opinion_text(j))} · {j.get('parse_errors', 0)} unparseable after retries"
             + (f" · {j['copies']} copies of the input failed without a verdict (the reference changes the input)"
                if j.get("copies") else "")
             + (f" · {j['matches']} answers that say exactly what the reference says passed without a verdict"

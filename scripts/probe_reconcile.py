@@ -15,9 +15,11 @@ verdict failed, except where a reader of the answer would pass it (listed in the
 
     python scripts/probe_reconcile.py --runs docs/benchmarks/runs/judge_next --out scripts/results/probe_reconcile.jsonl
 
-It ran at 6a78eca, the commit that has the re-ask (JudgeScorer._reconcile, judge.reasoning_contradiction); the
-re-ask was removed after it (no verdict moved: scripts/results/probe_reconcile.md), so rerun it in a checkout of
-that commit (`git worktree add /tmp/reconcile 6a78eca`).
+It ran at 6a78eca, the commit that has the re-ask (JudgeScorer._reconcile); the re-ask was removed after it (no
+verdict moved: scripts/results/probe_reconcile.md), so rerun it in a checkout of that commit (`git worktree add
+/tmp/reconcile 6a78eca`). `--paraphrase` (any later commit) probes the second opinion instead: each of the same
+verdicts asked once on the paraphrased request (`judge_alt`, a request of its own, at temperature 0), into
+scripts/results/probe_second_opinion.jsonl by default.
 
 Rows already in --out are skipped, so it resumes. The judge is Qwen served by reflexopt (`local/PATH.gguf`).
 """
@@ -70,7 +72,12 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=ROOT / "docs/benchmarks/runs/judge_next")
     ap.add_argument("--out", type=Path, default=ROOT / "scripts/results/probe_reconcile.jsonl")
     ap.add_argument("--judge", default=JUDGE)
+    ap.add_argument("--paraphrase", action="store_true",
+                    help="ask each verdict's paraphrased request (the second opinion) instead of the re-ask")
     args = ap.parse_args()
+    if args.paraphrase:
+        second_opinions(args)
+        return
 
     from reflexopt.config import model_spec
     from reflexopt.data import Case
@@ -101,6 +108,38 @@ def main() -> None:
         print(f"{x['set']} {x['input']!r} -> {x['output'][:40]!r} (ref {x['ideal']!r}): archived "
               f"{x['archived_raw']:g}, final {s.raw} ({'asked again' if row['asked_again'] else 'not asked again'})",
               flush=True)
+
+
+def second_opinions(args: argparse.Namespace) -> None:
+    """Each contradicting archived verdict asked once on the paraphrased request, its score beside the first and
+    their mean (what JudgeScorer keeps)."""
+    from reflexopt.config import model_spec
+    from reflexopt.data import Case
+    from reflexopt.judge import JudgeScorer, load_rubric, reasoning_contradiction
+    from reflexopt.models import get_client
+
+    rubric = load_rubric("correctness")
+    out = args.out if args.out.name != "probe_reconcile.jsonl" else args.out.with_name("probe_second_opinion.jsonl")
+    done = {(r["set"], r["input"], r["output"]) for r in (
+        json.loads(x) for x in (out.read_text(encoding="utf-8").splitlines() if out.exists() else []) if x.strip())}
+    scorer = JudgeScorer(get_client(model_spec(args.judge), role="judge"), rubric)
+    for i, x in enumerate(archived(args.runs)):
+        if (x["set"], x["input"], x["output"]) in done or not reasoning_contradiction(
+                rubric, x["archived_raw"], x["archived_reasoning"]):
+            continue
+        s = asyncio.run(scorer.ask(Case(id=str(i), input=x["input"], ideal=x["ideal"]), x["output"],
+                                   variant="judge_alt"))
+        if s.raw is None:
+            continue
+        mean = (x["archived_raw"] + s.raw) / 2
+        row = {"set": x["set"], "input": x["input"], "output": x["output"], "ideal": x["ideal"],
+               "is_reference": plain(x["output"]) == plain(x["ideal"]), "first_raw": x["archived_raw"],
+               "first_reasoning": x["archived_reasoning"], "second_raw": s.raw,
+               "second_reasoning_head": s.reasoning[:160], "mean": mean,
+               "first_passed": x["archived_raw"] >= rubric.pass_score, "final_passed": mean >= rubric.pass_score}
+        with out.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        print(f"{x['set']} {x['input']!r}: first {x['archived_raw']:g}, second opinion {s.raw:g}", flush=True)
 
 
 if __name__ == "__main__":

@@ -247,6 +247,43 @@ def test_a_pass_whose_reasoning_denies_a_match_is_a_contradiction(score: int, re
     assert (contradiction(CORRECTNESS, score, reasoning, "") is not None) == flagged
 
 
+def test_a_verdict_whose_reasoning_contradicts_its_score_gets_a_second_opinion(fakes: Any, tmp_path: Path) -> None:
+    """Qwen2.5-Coder-1.5B passed wrong answers with a 4 of 5 whose reasoning said "does not match the reference".
+    Such a verdict gets a second opinion, on the request paraphrased (judge_alt), and the mean of the two scores
+    stands; a verdict that does not contradict itself, or only names no failure, is asked once."""
+    asked: list[str] = []
+
+    def judge(messages: list[dict[str, str]]) -> str:
+        text = messages[-1]["content"]
+        alt = text.startswith("# AI response under review")  # the paraphrased request
+        asked.append("alt" if alt else "judge")
+        answer = text.split("<response>")[1].split("</response>")[0]
+        if "Paris" in answer:
+            return verdict(5, "Says the same as the reference.")
+        if "Nice" in answer:
+            return verdict(2, "ok", "none")  # names no failure and fails: flagged, not asked again
+        if alt:
+            return verdict(2, "The response names the wrong city.", "wrong answer")
+        return verdict(4, "The AI response does not match the reference answer.")
+
+    fakes("fake/slippery", judge)
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": "Capital of France?", "ideal": "Paris, the capital",
+                                               "response": r} for r in ("Lyon", "Paris, it is", "Nice")])
+    cfg = eval_config(data, None, judge="fake/slippery", rubric="correctness", responses="response",
+                      self_agreement=0)
+    report = eval_prompt(cfg)
+    lyon, paris, nice = report.results
+    assert (lyon.score, lyon.passed) == (0.5, False)  # (4 + 2) / 2 = 3 of 5, below the pass mark 4
+    assert lyon.flag is not None and "a second opinion (the request paraphrased) scored 2, so 3" in lyon.flag
+    assert (paris.score, paris.flag) == (1.0, None) and nice.flag is not None and "second" not in nice.flag
+    assert sorted(asked) == ["alt", "judge", "judge", "judge"]  # one second opinion
+    j = report.summary()["judge"]
+    assert (j["contradictions"], j["second_opinions"], j["overturned"]) == (2, 1, 1)
+    from reflexopt.cli.render import judge_text
+
+    assert "2 of 3 verdicts contradict their score (1 given a second opinion, 1 of them turned" in judge_text(j)
+
+
 def test_contradictions_are_counted_and_listed_in_eval(fakes: Any, tmp_path: Path) -> None:
     fakes("fake/muddled", lambda m: verdict(3, "The response does not summarize the input.", "off-topic"))
     data = write_jsonl(tmp_path / "d.jsonl", [{"input": f"chat {i}", "response": f"r{i}"} for i in range(5)])

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..agreement import known_summary
+from ..agreement import known_summary, second_opinion_text
 from ..textsafe import printable, printable_data
 
 
@@ -479,7 +479,8 @@ def judge_text(j: dict[str, Any]) -> str:
     if known.get("n"):
         parts.append(("[yellow]" if known.get("warning") else "") + f"known answers: {known_summary(known)}"
                      + ("[/]" if known.get("warning") else ""))
-    parts.append(f"{j.get('contradictions', 0)} of {j.get('verdicts', 0)} verdicts contradict their score")
+    parts.append(f"{j.get('contradictions', 0)} of {j.get('verdicts', 0)} verdicts contradict their score"
+                 + second_opinion_text(j))
     if j.get("copies"):
         parts.append(f"{j['copies']} copies of the input failed unjudged")
     if j.get("matches"):
