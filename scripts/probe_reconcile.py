@@ -19,7 +19,8 @@ It ran at 6a78eca, the commit that has the re-ask (JudgeScorer._reconcile); the 
 verdict moved: scripts/results/probe_reconcile.md), so rerun it in a checkout of that commit (`git worktree add
 /tmp/reconcile 6a78eca`). `--paraphrase` (any later commit) probes the second opinion instead: each of the same
 verdicts asked once on the paraphrased request (`judge_alt`, a request of its own, at temperature 0), into
-scripts/results/probe_second_opinion.jsonl by default.
+scripts/results/probe_second_opinion.jsonl by default; `--paraphrase --disjoint` the same for the passes that
+share no word with a short reference (and do not contradict their score), into probe_second_opinion_disjoint.jsonl.
 
 Rows already in --out are skipped, so it resumes. The judge is Qwen served by reflexopt (`local/PATH.gguf`).
 """
@@ -44,6 +45,17 @@ def plain(text: str) -> str:
     """Lower case, accents and surrounding punctuation off: "Réflexion." and "reflexion" are one answer."""
     s = unicodedata.normalize("NFKD", text.strip().lower())
     return "".join(c for c in s if not unicodedata.combining(c)).strip(" .,'\"!\n")
+
+
+def disjoint_from_reference(ideal: str, output: str, short: int = 3) -> bool:
+    """The reference is short (up to `short` words) and the answer shares no word with it (words cut to 5
+    letters, accents off): a pass of such an answer may be right (a synonym, another translation), but is
+    suspect."""
+    def stems(text: str) -> set[str]:
+        return {w[:5] for w in re.findall(r"[a-z0-9]+", plain(text))}
+
+    ref = stems(ideal)
+    return 0 < len(ideal.split()) <= short and bool(ref) and not (ref & stems(output))
 
 
 def archived(runs: Path) -> list[dict[str, Any]]:
@@ -74,6 +86,9 @@ def main() -> None:
     ap.add_argument("--judge", default=JUDGE)
     ap.add_argument("--paraphrase", action="store_true",
                     help="ask each verdict's paraphrased request (the second opinion) instead of the re-ask")
+    ap.add_argument("--disjoint", action="store_true",
+                    help="with --paraphrase: the passes that share no word with a short reference "
+                         "(disjoint_from_reference) and do not contradict their score, instead")
     args = ap.parse_args()
     if args.paraphrase:
         second_opinions(args)
@@ -119,13 +134,21 @@ def second_opinions(args: argparse.Namespace) -> None:
     from reflexopt.models import get_client
 
     rubric = load_rubric("correctness")
-    out = args.out if args.out.name != "probe_reconcile.jsonl" else args.out.with_name("probe_second_opinion.jsonl")
+
+    def chosen(x: dict[str, Any]) -> bool:
+        contradicts = reasoning_contradiction(rubric, x["archived_raw"], x["archived_reasoning"]) is not None
+        if not args.disjoint:
+            return contradicts
+        return (not contradicts and x["archived_raw"] >= rubric.pass_score and not x["archived_reasoning"].startswith(
+            "says exactly") and disjoint_from_reference(x["ideal"], x["output"]))
+
+    name = "probe_second_opinion_disjoint.jsonl" if args.disjoint else "probe_second_opinion.jsonl"
+    out = args.out if args.out.name != "probe_reconcile.jsonl" else args.out.with_name(name)
     done = {(r["set"], r["input"], r["output"]) for r in (
         json.loads(x) for x in (out.read_text(encoding="utf-8").splitlines() if out.exists() else []) if x.strip())}
     scorer = JudgeScorer(get_client(model_spec(args.judge), role="judge"), rubric)
     for i, x in enumerate(archived(args.runs)):
-        if (x["set"], x["input"], x["output"]) in done or not reasoning_contradiction(
-                rubric, x["archived_raw"], x["archived_reasoning"]):
+        if (x["set"], x["input"], x["output"]) in done or not chosen(x):
             continue
         s = asyncio.run(scorer.ask(Case(id=str(i), input=x["input"], ideal=x["ideal"]), x["output"],
                                    variant="judge_alt"))
