@@ -16,7 +16,10 @@ items in another order (a judge that fails it grades the order, which many list 
 the animals' order on a taxonomy task while it passed every plain known answer); a near miss, the reference with
 its last item or sentence swapped for another case's; and the reference padded with that item or sentence. The
 last two should score below the reference: a judge that scores a near miss as high does not check what the answer
-says, and one that scores a padded reference as high lets wrong additions through.
+says, and one that scores a padded reference as high lets wrong additions through. Where the input is short and
+the reference changes it, the input given back in a sentence (`The answer is "immature".` for *mature*) should
+fail: Qwen2.5-Coder-1.5B passed all 8 such answers on two dev sets with a 5, "matches the reference exactly"
+(scripts/results/probe_restated.md), so an answer about the input scores without doing the task.
 
 Agreement with people: the judge's scores against labels the user collected for the same outputs (a column of
 the dataset): Spearman's rho on the scores, Cohen's kappa on pass/fail, and the cases they disagree on most.
@@ -100,10 +103,12 @@ class KnownAnswers:
     near_misses_lower: int = 0  # ... scored below the reference
     padded: int = 0  # the reference with another case's item or sentence added (it says something wrong too)
     padded_lower: int = 0
+    restated: int = 0  # the short input given back in a sentence, where the reference changes it (wrong)
+    restated_failed: int = 0
     method: str = ("each case's own reference graded as its answer (should pass), and another case's reference "
                    "(should fail); a list reference reordered (should pass if the order is free), and the reference "
                    "with its last item or sentence swapped for another case's, or with one added (both should score "
-                   "lower)")
+                   "lower); a short input given back in a sentence where the reference changes it (should fail)")
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "warning": self.warning(), "summary": known_summary(asdict(self))}
@@ -132,6 +137,11 @@ class KnownAnswers:
             out.append(f"the judge scored {self.near_misses - self.near_misses_lower} of {self.near_misses} "
                        "references with one item or sentence swapped for another case's as high as the reference: "
                        "it may not check what the answer says; try a stronger judge, a sharper rubric, or a metric")
+        if self.restated >= 2 and self.restated_failed * 2 < self.restated:
+            out.append(f"the judge passed {self.restated - self.restated_failed} of {self.restated} answers that only "
+                       "give the input back in a sentence ('The answer is \"<input>\".') where the reference changes "
+                       "it: it grades against the input, not the reference, so an answer about the input scores "
+                       "without doing the task; try a stronger judge, or a metric")
         if self.padded >= 2 and self.padded_lower * 2 < self.padded:
             out.append(f"the judge scored {self.padded - self.padded_lower} of {self.padded} references with "
                        "another case's item or sentence added as high as the reference: it may pass answers that "
@@ -152,6 +162,8 @@ def known_summary(known: dict[str, Any]) -> str:
         out += f", scored {known['near_misses_lower']} of {known['near_misses']} near misses below the reference"
     if known.get("padded"):
         out += f" and {known['padded_lower']} of {known['padded']} with a wrong part added"
+    if known.get("restated"):
+        out += f", failed {known['restated_failed']} of {known['restated']} answers that give the input back"
     return out
 
 
@@ -210,16 +222,30 @@ def probes(reference: str, other: str) -> tuple[str | None, str | None, str | No
     return None, None, None
 
 
+SHORT_INPUT = 12  # words: an input this short can be given back in a one-line answer
+
+
+def restated(case: Case) -> str | None:
+    """`The answer is "<input>".` for a case whose input is short and whose reference changes it (and is not in
+    that sentence): a wrong answer that only gives the input back. None otherwise."""
+    said = case.input_text.strip()
+    answer = f'The answer is "{said}".'
+    if not said or len(said.split()) > SHORT_INPUT or not changes_input(said, case.ideal):
+        return None
+    return None if f" {normalize(case.ideal or '')} " in f" {normalize(answer)} " else answer
+
+
 def known_plan(cases: Sequence[Case], limit: int = KNOWN_CASES) -> list[tuple[Case, list[str | None]]]:
     """The answers `known_answers` asks about, per case: the first `limit` cases with a reference, each with
     [that reference, the next case's reference that says something else, the reordered probe, the near miss, the
-    padded reference] (a probe None where the reference does not allow it; see `probes`)."""
+    padded reference, the input given back] (a probe None where the case does not allow it; see `probes` and
+    `restated`)."""
     pool = [(c, c.ideal) for c in cases if c.ideal and normalize(c.ideal)]
     plan: list[tuple[Case, list[str | None]]] = []
     for i, (case, ref) in enumerate(pool):
         foil = next((o for _, o in pool[i + 1:] + pool[:i] if normalize(o) != normalize(ref)), None)
         if foil is not None and len(plan) < limit:
-            plan.append((case, [ref, foil, *probes(ref, foil)]))
+            plan.append((case, [ref, foil, *probes(ref, foil), restated(case)]))
     return plan
 
 
@@ -242,10 +268,12 @@ async def known_answers(scorer: JudgeScorer, cases: Sequence[Case], limit: int =
         return [o[k].raw < o[0].raw for o in outs if o[k] is not None and o[k].raw is not None and o[0].raw is not None]
 
     near, padded = below(3), below(4)
+    given_back = [o[5] for o in outs if o[5] is not None and o[5].passed is not None]
     return KnownAnswers(len(both), sum(bool(o[0].passed) for o in both), sum(not o[1].passed for o in both),
                         reordered=len(turned), reordered_passed=sum(bool(t.passed) for t in turned),
                         near_misses=len(near), near_misses_lower=sum(near), padded=len(padded),
-                        padded_lower=sum(padded))
+                        padded_lower=sum(padded), restated=len(given_back),
+                        restated_failed=sum(not g.passed for g in given_back))
 
 
 _PASS = {"pass": True, "passed": True, "yes": True, "true": True, "good": True, "correct": True, "1": True,

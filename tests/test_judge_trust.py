@@ -420,7 +420,7 @@ def test_the_dry_run_states_the_reserve_for_the_verdict(fakes: Any, tmp_path: Pa
     n_test = est["n_test"]
     assert est["calls_final_test"] == 2 * n_test * 2  # task + verdict, both prompts
     assert est["calls_verdict_reserve"] == -(-n_test // 2)  # a quarter of the verdicts again
-    assert est["calls_judge_checks"] == 30
+    assert est["calls_judge_checks"] == 35  # 20 redraws, 5 references, 5 foils, 5 inputs given back
     result = runner.invoke(app, ["optimize", str(data), str(tmp_path / "p.md"), "-m", "fake/t", "--judge", "fake/j",
                                  "--dry-run"], terminal_width=300)
     assert result.exit_code == 0, result.output
@@ -503,7 +503,8 @@ def test_a_copy_of_the_input_fails_without_asking_the_judge(fakes: Any, tmp_path
     assert result.exit_code == 0, result.output
     s = json.loads(result.stdout)
     assert s["score"] == 0.0 and s["pass_rate"] == 0.0
-    assert len(asked) == 10 and not any("<response>\nThe doctor" in a for a in asked)  # 5 references, 5 foils
+    # 5 references, 5 foils and 5 inputs given back in a sentence, none a bare copy
+    assert len(asked) == 15 and not any("<response>\nThe doctor" in a for a in asked)
     assert s["echo"] == {"echoes": 12, "of": 12, "passed": 0}
     assert s["judge"]["copies"] == 12 and s["judge"]["verdicts"] == 0
     assert (s["judge"]["self_agreement"] or {}).get("n", 0) == 0
@@ -731,15 +732,18 @@ def test_eval_measures_the_judge_on_known_answers_and_warns_when_it_gets_them_wr
     s = json.loads(result.stdout)
     assert s["score"] == 1.0 and s["judge"]["matches"] == 12 and s["judge"]["verdicts"] == 0
     known = s["judge"]["known"]
-    assert (known["n"], known["references_passed"], known["foils_failed"]) == (5, 0, 5) and len(asked) == 10
+    assert (known["n"], known["references_passed"], known["foils_failed"]) == (5, 0, 5) and len(asked) == 15
     assert "got 5 of 10 known answers wrong" in known["warning"]
+    # it also passes the inputs given back ("The answer is \"The doctor is ...\"."), as Qwen did: said so
+    assert (known["restated"], known["restated_failed"]) == (5, 0)
+    assert "passed 5 of 5 answers that only give the input back" in known["warning"]
     out = runner.invoke(app, [*args, "--judge", "fake/input-reader"], terminal_width=300).output
     table = " ".join(out.replace("│", " ").split())  # the table wraps long lines
     assert "known answers: passed 0 of 5 references, failed 5 of 5 foils" in table
     assert "12 matches of the reference passed unjudged" in table and "5 of 10 known answers wrong" in table
     good = json.loads(runner.invoke(app, [*args, "--judge", "fake/reference-reader", "--json"]).stdout)
     assert good["judge"]["known"]["references_passed"] == 5 and good["judge"]["known"]["foils_failed"] == 5
-    assert good["judge"]["known"]["warning"] is None
+    assert good["judge"]["known"]["warning"] is None and good["judge"]["known"]["restated_failed"] == 5
 
 
 def test_optimize_reports_the_judge_on_known_answers(fakes: Any, tmp_path: Path) -> None:
@@ -839,11 +843,18 @@ def test_known_answers_flag_a_judge_that_grades_the_order_or_misses_a_wrong_item
 
 def test_the_estimate_counts_the_known_answers_calls_each_reference_allows() -> None:
     """Two calls for a label (its reference and a foil), five for a list (and its three probes), four for prose
-    (two probes): what the run's estimate adds, counted without a call."""
+    (two probes), and one more for each whose short input the reference changes (the input given back): what the
+    run's estimate adds, counted without a call."""
     from reflexopt.agreement import known_calls
 
     labels = [Case(id=str(i), input="x", ideal=lab) for i, lab in enumerate(["yes", "no", "yes"])]
     lists = [Case(id=str(i), input="x", ideal=r["ideal"]) for i, r in enumerate(_animal_rows(3))]
     prose = [Case(id=str(i), input="x", ideal=f"Event {i} happened. It was bad.") for i in range(2)]
-    assert known_calls(labels) == 6 and known_calls(lists) == 15 and known_calls(prose) == 8
-    assert known_calls(lists, limit=1) == 5
+    assert known_calls(labels) == 9 and known_calls(lists) == 18 and known_calls(prose) == 10
+    assert known_calls(lists, limit=1) == 6
+    same = [Case(id=str(i), input=lab, ideal=lab.upper()) for i, lab in enumerate(["yes", "no", "yes"])]
+    assert known_calls(same) == 6  # the reference does not change the input: nothing to give back
+    from reflexopt.agreement import restated
+
+    assert restated(Case(id="1", input="immature", ideal="mature")) == 'The answer is "immature".'
+    assert restated(Case(id="1", input="a long input " * 5, ideal="x")) is None  # not short

@@ -126,6 +126,7 @@ def judge_metrics(judge: dict[str, Any] | None) -> dict[str, Any]:
             "judge_reordered_passed": share(known.get("reordered_passed", 0), "reordered"),
             "judge_near_misses_lower": share(known.get("near_misses_lower", 0), "near_misses"),
             "judge_padded_lower": share(known.get("padded_lower", 0), "padded"),
+            "judge_restated_failed": share(known.get("restated_failed", 0), "restated"),
             "judge_contradictions": judge.get("contradictions"),
             "judge_parse_errors": judge.get("parse_errors"), "judge_verdicts": judge.get("verdicts")}
 
