@@ -43,7 +43,7 @@ from typing import Any
 from .data import Case
 from .errors import DataError
 from .judge import JudgeScorer, Rubric
-from .metrics import changes_input, normalize, repeats_input
+from .metrics import SHORT_INPUT, changes_input, normalize, repeats_input
 from .stats import cohen_kappa, spearman
 
 RESAMPLE_TEMPERATURE = 0.7
@@ -140,8 +140,9 @@ class KnownAnswers:
         if self.restated >= 2 and self.restated_failed * 2 < self.restated:
             out.append(f"the judge passed {self.restated - self.restated_failed} of {self.restated} answers that only "
                        "give the input back in a sentence ('The answer is \"<input>\".') where the reference changes "
-                       "it: it grades against the input, not the reference, so an answer about the input scores "
-                       "without doing the task; try a stronger judge, or a metric")
+                       "it: it grades against the input, not the reference (answers that hold the input and not "
+                       "the reference fail unjudged unless the rubric says `fail_restatements: false`, but answers "
+                       "about the input in other words still reach it); try a stronger judge, or a metric")
         if self.padded >= 2 and self.padded_lower * 2 < self.padded:
             out.append(f"the judge scored {self.padded - self.padded_lower} of {self.padded} references with "
                        "another case's item or sentence added as high as the reference: it may pass answers that "
@@ -220,9 +221,6 @@ def probes(reference: str, other: str) -> tuple[str | None, str | None, str | No
     if len(sentences) >= 2 and normalize(theirs_s[0]) not in {normalize(s) for s in sentences}:
         return None, " ".join([*sentences[:-1], theirs_s[0]]), " ".join([*sentences, theirs_s[0]])
     return None, None, None
-
-
-SHORT_INPUT = 12  # words: an input this short can be given back in a one-line answer
 
 
 def restated(case: Case) -> str | None:

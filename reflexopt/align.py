@@ -126,6 +126,6 @@ def rubric_file(rubric: Rubric, prompt: Prompt) -> str:
     """The tuned rubric as a file `--judge-criteria` reads: the starting rubric's front matter, the new text."""
     mark = int(rubric.pass_score) if rubric.pass_score.is_integer() else rubric.pass_score
     meta = {"scale": [rubric.low, rubric.high], "pass": mark, "fail_copies": rubric.fail_copies,
-            "pass_matches": rubric.pass_matches}
+            "fail_restatements": rubric.fail_restatements, "pass_matches": rubric.pass_matches}
     front = yaml.safe_dump(meta, sort_keys=False, default_flow_style=None).strip()
     return f"---\n{front}\n---\n{rubric_text(prompt)}\n"

@@ -15,6 +15,12 @@ An answer that repeats its input unchanged where the reference changes it fails 
 lowest score, category "copy of the input"): it has not made the change the task asks for, and a judge that
 grades the meaning passes it (Qwen2.5-Coder-1.5B passed most active sentences given back for their passive
 references). A rubric whose task may keep the input as it is says `fail_copies: false` in its front matter.
+Its wider form: an answer that holds a short input (a word, a phrase) but not the reference, where the reference
+changes the input, fails the same way (category "input given back"): `The word "legitimate" is a verb` for
+*illegitimate*. Qwen2.5-Coder-1.5B passed 26 such answers in a dev table's runs, none of them right, and passed
+every `The answer is "<input>".` it was shown (scripts/results/probe_restated.md). A task with several right
+answers that may name the input beside another right one ("the opposite of hot is chilly" for *cold*) says
+`fail_restatements: false`.
 
 Its twin: an answer that says exactly what the reference says (normalised the same way) passes without a verdict,
 at the rubric's highest score. A judge can only get it wrong: Qwen2.5-Coder-1.5B failed 3 of the 4 negated
@@ -40,7 +46,7 @@ import yaml
 
 from .data import Case
 from .errors import RubricError
-from .metrics import Score, matches_reference, repeats_input
+from .metrics import Score, gives_input_back, matches_reference, repeats_input
 from .models import ModelClient
 from .prompts import inert, meta_prompt
 from .yamlfile import load_yaml
@@ -58,6 +64,7 @@ class Rubric:
     high: int = 5
     pass_score: float = 4
     fail_copies: bool = True  # an answer that repeats its input where the reference changes it fails unjudged
+    fail_restatements: bool = True  # ... and one that gives a short input back without the reference
     pass_matches: bool = True  # an answer that says exactly what the reference says passes unjudged
 
     def normalise(self, raw: float) -> float:
@@ -137,6 +144,7 @@ def load_rubric(ref: str) -> Rubric:
     pass_score = float(raw_pass)
     flags: dict[str, bool] = {}
     for key, what in (("fail_copies", "answers that repeat the input"),
+                      ("fail_restatements", "answers that give the input back without the reference"),
                       ("pass_matches", "answers that say exactly what the reference says")):
         value = meta.get(key, True)
         if not isinstance(value, bool):
@@ -276,6 +284,8 @@ def parse_verdict(text: str, rubric: Rubric) -> tuple[float, str, str] | None:
 # (scripts/results/probe_judge_layout.md)
 REFERENCE_HEADING = "# Reference answer (a right response: grade the response against this, not against the input)"
 COPY_REASON = "repeats the input unchanged where the reference changes it (failed without asking the judge)"
+RESTATE_REASON = ("gives the input back without the reference, where the reference changes it (failed without "
+                  "asking the judge)")
 MATCH_REASON = "says exactly what the reference says (passed without asking the judge)"
 
 
@@ -361,6 +371,8 @@ class JudgeScorer:
         r = self.rubric
         if r.fail_copies and repeats_input(case.input_text, case.ideal, output):
             return Score(0.0, False, COPY_REASON, "copy of the input", raw=float(r.low))
+        if r.fail_restatements and gives_input_back(case.input_text, case.ideal, output):
+            return Score(0.0, False, RESTATE_REASON, "input given back", raw=float(r.low))
         if r.pass_matches and matches_reference(case.ideal, output):
             return Score(1.0, True, MATCH_REASON, None, raw=float(r.high))
         return None
@@ -372,7 +384,8 @@ class JudgeScorer:
         settled = self.unjudged(case, output)
         if settled is not None:
             if self._first(case, output, sample, variant):
-                self.stats["matches" if settled.passed else "copies"] += 1
+                self.stats["matches" if settled.passed else "copies" if settled.category == "copy of the input"
+                           else "restatements"] += 1
             return settled
         return await self.ask(case, output, sample=sample, temperature=temperature, variant=variant)
 
@@ -466,7 +479,8 @@ class JudgeScorer:
         contradictions (with the first few), parse errors, the form verdicts were asked in, and whether it graded
         its own answers."""
         return {"self_agreement": self_agreement, "known": known, "verdicts": self.stats["verdicts"],
-                "copies": self.stats["copies"], "matches": self.stats["matches"],
+                "copies": self.stats["copies"], "restatements": self.stats["restatements"],
+                "matches": self.stats["matches"],
                 "contradictions": self.stats["contradictions"], "second_opinions": self.stats["second_opinions"],
                 "overturned": self.stats["overturned"], "parse_errors": self.stats["parse_errors"],
                 "structured": self.structured, "flagged": list(self.flagged), "grades_own_answers": grades_own_answers}

@@ -56,6 +56,18 @@ def repeats_input(input_text: str, ideal: str | None, output: str) -> bool:
     return bool(said) and said == normalize(input_text) and changes_input(input_text, ideal)
 
 
+SHORT_INPUT = 12  # words: an input this short can be given back inside a one-line answer
+
+
+def gives_input_back(input_text: str, ideal: str | None, output: str) -> bool:
+    """The answer holds its short input (up to SHORT_INPUT words, normalised as above, as a phrase) and not the
+    reference, where the reference changes the input: it talks about the input without giving the answer
+    (`The word "legitimate" is a verb` for *illegitimate*). The copy's wider twin."""
+    said, given, ref = (f" {normalize(x)} " for x in (output or "", input_text, ideal or ""))
+    return (given.strip() != "" and len(given.split()) <= SHORT_INPUT and changes_input(input_text, ideal)
+            and given in said and ref not in said)
+
+
 def matches_reference(ideal: str | None, output: str) -> bool:
     """The answer says exactly what a (non-empty) reference says, normalised as above."""
     said = normalize(output or "")

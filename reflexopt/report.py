@@ -461,6 +461,8 @@ def judge_html(j: dict[str, Any], reasoner: str | None) -> str:
             f"score{escape(second_opinion_text(j))} · {j.get('parse_errors', 0)} unparseable after retries"
             + (f" · {j['copies']} copies of the input failed without a verdict (the reference changes the input)"
                if j.get("copies") else "")
+            + (f" · {j['restatements']} answers that give the input back without the reference failed without a "
+               "verdict" if j.get("restatements") else "")
             + (f" · {j['matches']} answers that say exactly what the reference says passed without a verdict"
                if j.get("matches") else "") + "</td></tr>"
             f"<tr><th>asked as</th><td>{escape(str(j.get('structured', 'text')))}</td></tr>"

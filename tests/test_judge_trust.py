@@ -514,6 +514,40 @@ def test_a_copy_of_the_input_fails_without_asking_the_judge(fakes: Any, tmp_path
     assert "scorer passes a copy" not in table.output
 
 
+def test_an_answer_that_gives_a_short_input_back_without_the_reference_fails_unjudged(fakes: Any,
+                                                                                       tmp_path: Path) -> None:
+    """`The word "legitimate" is a verb` for *illegitimate*: a short input given back, without the reference,
+    where the reference changes the input, fails unjudged (Qwen passed such answers) and is counted; an answer
+    that holds the reference, or that does not hold the input, goes to the judge, as do all with
+    `fail_restatements: false` and inputs too long to give back in a line."""
+    from reflexopt.metrics import gives_input_back
+
+    assert gives_input_back("legitimate", "illegitimate", 'The word "legitimate" is a verb.')
+    assert gives_input_back("cover", "couverture", 'The correct spelling of the word is "cover."')
+    assert not gives_input_back("hot", "cold", "The opposite of hot is cold.")  # the reference is there
+    assert not gives_input_back("aircraft", "aéronef", "avion")  # another right answer, without the input
+    assert not gives_input_back("jury", "jury", 'The answer is "jury".')  # the reference keeps the input
+    assert not gives_input_back("a b c d e f g h i j k l m", "x", "a b c d e f g h i j k l m, so x?")  # not short
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": w, "ideal": "un" + w} for w in
+                                               ("kind", "able", "done", "fair", "even", "real")])
+    (tmp_path / "p.md").write_text("Here is a word.\n")
+    fakes("fake/talker", lambda m: f'The word "{m[-1]["content"].split(chr(10))[-1]}" is an adjective.')
+    asked: list[str] = []
+    fakes("fake/easy-judge", lambda m: asked.append(m[-1]["content"]) or verdict(5))  # passes anything
+    args = ["eval", str(data), str(tmp_path / "p.md"), "-m", "fake/talker", "--judge", "fake/easy-judge",
+            "--judge-criteria", "correctness"]
+    s = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert s["score"] == 0.0 and s["judge"]["restatements"] == 6 and s["judge"]["verdicts"] == 0
+    assert not any("is an adjective" in a.split("<response>")[-1] for a in asked)  # only the known answers asked
+    assert "passed 5 of 5 answers that only give the input back" in s["judge"]["known"]["warning"]
+    table = " ".join(runner.invoke(app, args, terminal_width=300).output.replace("│", " ").split())
+    assert "6 answers giving the input back failed unjudged" in table
+    rubric = tmp_path / "loose.md"
+    rubric.write_text("---\nfail_restatements: false\n---\nJudge it against the reference.\n")
+    loose = json.loads(runner.invoke(app, [*args[:-1], str(rubric), "--json"]).stdout)
+    assert loose["score"] == 1.0 and loose["judge"]["restatements"] == 0
+
+
 def test_the_copy_check_asks_the_judge_where_the_reference_keeps_the_input(fakes: Any) -> None:
     """Only a copy where the reference changes the input fails unjudged: a reference equal to its input (case,
     punctuation and articles aside), no reference, an answer that changes the input, or a rubric with

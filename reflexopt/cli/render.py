@@ -483,6 +483,8 @@ def judge_text(j: dict[str, Any]) -> str:
                  + second_opinion_text(j))
     if j.get("copies"):
         parts.append(f"{j['copies']} copies of the input failed unjudged")
+    if j.get("restatements"):
+        parts.append(f"{j['restatements']} answers giving the input back failed unjudged")
     if j.get("matches"):
         parts.append(f"{j['matches']} matches of the reference passed unjudged")
     if j.get("parse_errors"):
