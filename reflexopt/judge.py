@@ -20,7 +20,7 @@ changes the input, fails the same way (category "input given back"): `The word "
 *illegitimate*. Qwen2.5-Coder-1.5B passed 26 such answers in a dev table's runs, none of them right, and passed
 every `The answer is "<input>".` it was shown (scripts/results/probe_restated.md). A task with several right
 answers that may name the input beside another right one ("the opposite of hot is chilly" for *cold*) says
-`fail_restatements: false`.
+`fail_restatements: false` (and one with `fail_copies: false`, whose task may keep the input, gets neither rule).
 
 Its twin: an answer that says exactly what the reference says (normalised the same way) passes without a verdict,
 at the rubric's highest score. A judge can only get it wrong: Qwen2.5-Coder-1.5B failed 3 of the 4 negated
@@ -64,7 +64,7 @@ class Rubric:
     high: int = 5
     pass_score: float = 4
     fail_copies: bool = True  # an answer that repeats its input where the reference changes it fails unjudged
-    fail_restatements: bool = True  # ... and one that gives a short input back without the reference
+    fail_restatements: bool = True  # ... and one that gives a short input back without the reference (both on)
     pass_matches: bool = True  # an answer that says exactly what the reference says passes unjudged
 
     def normalise(self, raw: float) -> float:
@@ -371,7 +371,7 @@ class JudgeScorer:
         r = self.rubric
         if r.fail_copies and repeats_input(case.input_text, case.ideal, output):
             return Score(0.0, False, COPY_REASON, "copy of the input", raw=float(r.low))
-        if r.fail_restatements and gives_input_back(case.input_text, case.ideal, output):
+        if r.fail_copies and r.fail_restatements and gives_input_back(case.input_text, case.ideal, output):
             return Score(0.0, False, RESTATE_REASON, "input given back", raw=float(r.low))
         if r.pass_matches and matches_reference(case.ideal, output):
             return Score(1.0, True, MATCH_REASON, None, raw=float(r.high))
