@@ -217,7 +217,7 @@ def reasoning_contradiction(rubric: Rubric, raw: float, reasoning: str) -> str |
     scale) from the score, and of no level near it; or it passes while its first sentence says, conceding
     nothing, that the response does not match or is not correct (Qwen2.5-Coder-1.5B's "The AI response does not
     match the reference answer." with a 4 of 5: 14 of 63 distinct passes in judge_next's runs, all but one of
-    them wrong answers). Such a verdict gets a second opinion (JudgeScorer._second_opinion); one that only names
+    them wrong answers). Such a verdict gets a second opinion (JudgeScorer._score); one that only names
     no failure does not (a category left "none" says less than a reasoning does)."""
     first = re.split(r"(?<=[.!?;])\s+|\n", reasoning.strip(), maxsplit=1)[0]
     if raw >= rubric.pass_score and _DENIAL.search(first) and not _CONCEDES.search(first):
