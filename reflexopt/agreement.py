@@ -43,7 +43,7 @@ from typing import Any
 from .data import Case
 from .errors import DataError
 from .judge import JudgeScorer, Rubric
-from .metrics import SHORT_INPUT, changes_input, normalize, repeats_input
+from .metrics import changes_input, gives_input_back, normalize, repeats_input
 from .stats import cohen_kappa, spearman
 
 RESAMPLE_TEMPERATURE = 0.7
@@ -224,13 +224,12 @@ def probes(reference: str, other: str) -> tuple[str | None, str | None, str | No
 
 
 def restated(case: Case) -> str | None:
-    """`The answer is "<input>".` for a case whose input is short and whose reference changes it (and is not in
-    that sentence): a wrong answer that only gives the input back. None otherwise."""
-    said = case.input_text.strip()
-    answer = f'The answer is "{said}".'
-    if not said or len(said.split()) > SHORT_INPUT or not changes_input(said, case.ideal):
-        return None
-    return None if f" {normalize(case.ideal or '')} " in f" {normalize(answer)} " else answer
+    """`The answer is "<input>".` where the scorer's restatement rule (`metrics.gives_input_back`) would call it
+    a wrong answer that only gives the input back: a short input whose reference changes it and is not in that
+    sentence. None otherwise. One definition for the rule and its known answer, so the warning speaks about the
+    answers the rule lets through to the judge when a rubric turns it off."""
+    answer = f'The answer is "{case.input_text.strip()}".'
+    return answer if gives_input_back(case.input_text, case.ideal, answer) else None
 
 
 def known_plan(cases: Sequence[Case], limit: int = KNOWN_CASES) -> list[tuple[Case, list[str | None]]]:

@@ -204,11 +204,16 @@ _CONCEDES = re.compile(r"\b(?:but|however|although|though|except|while|yet|minor
 
 
 def contradiction(rubric: Rubric, raw: float, reasoning: str, category: str) -> str | None:
-    """Why a verdict contradicts its score, or None: its reasoning does (reasoning_contradiction), or it names no
-    failure ("none") yet scores below the pass mark."""
+    """Why a verdict contradicts its score, or None: it names no failure ("none") yet scores below the pass mark
+    (category_contradiction), or its reasoning contradicts the score (reasoning_contradiction)."""
+    return category_contradiction(rubric, raw, category) or reasoning_contradiction(rubric, raw, reasoning)
+
+
+def category_contradiction(rubric: Rubric, raw: float, category: str) -> str | None:
+    """A verdict that names no failure ("none") yet scores below the pass mark: why, or None."""
     if category == "none" and raw < rubric.pass_score:
         return f"names no failure, yet scores {raw:g} (below the pass mark {rubric.pass_score:g})"
-    return reasoning_contradiction(rubric, raw, reasoning)
+    return None
 
 
 def reasoning_contradiction(rubric: Rubric, raw: float, reasoning: str) -> str | None:
@@ -422,16 +427,17 @@ class JudgeScorer:
             verdict = parse_verdict(res.text, self.rubric)
             if verdict is not None:
                 raw, reasoning, category = verdict
-                flag = contradiction(self.rubric, raw, reasoning, category)
+                said = reasoning_contradiction(self.rubric, raw, reasoning)  # asks for a second opinion
+                flag = category_contradiction(self.rubric, raw, category) or said  # as `contradiction`
                 first, second = raw, None
-                if flag and variant == "judge" and reasoning_contradiction(self.rubric, raw, reasoning):
+                if said and variant == "judge":
                     second = await self._score(case, output, sample, temperature, "judge_alt")
                     calls += second.calls
                     if second.raw is None:
                         second = None
                     else:  # the mean of the two opinions stands
                         raw = (raw + second.raw) / 2
-                        flag += f"; a second opinion (the request paraphrased) scored {second.raw:g}, so {raw:g}"
+                        flag = f"{flag}; a second opinion (the request paraphrased) scored {second.raw:g}, so {raw:g}"
                         reasoning += f" [second opinion, {second.raw:g}: {second.reasoning}]"
                         category = category if category not in ("", "none") else (second.category or "")
                 passed = raw >= self.rubric.pass_score

@@ -891,4 +891,8 @@ def test_the_estimate_counts_the_known_answers_calls_each_reference_allows() -> 
     from reflexopt.agreement import restated
 
     assert restated(Case(id="1", input="immature", ideal="mature")) == 'The answer is "immature".'
-    assert restated(Case(id="1", input="a long input " * 5, ideal="x")) is None  # not short
+    assert restated(Case(id="1", input="long input " * 7, ideal="x")) is None  # not short (14 words)
+    # words are counted as the restatement rule counts them, articles aside: 15 words, 10 of them counted
+    said = ("a long input " * 5).strip()
+    assert restated(Case(id="1", input=said, ideal="x")) == f'The answer is "{said}".'
+    assert restated(Case(id="1", input="the", ideal="x")) is None  # nothing left to give back
