@@ -37,7 +37,10 @@ A spec (TOML, next to the table it makes) names the sets, the arms, the budgets 
     name = "hand-written"
     kind = "handwritten"               # `reflexopt eval` of each hand-written prompt on the seed's val and test
 
-A row is one (set, arm, budget, seed). Rows already in the jsonl are skipped, so a table can span sessions.
+A row is one (set, arm, budget, seed). Rows already in the jsonl are skipped, so a table can span sessions, and
+several runners on one jsonl (one per core) share its rows: each takes the next row no runner holds (Claims), so
+    taskset -c 0 python scripts/bench.py SPEC & taskset -c 1 python scripts/bench.py SPEC
+runs a table on two cores, an arm that shares another's home (`home`) after that arm's row.
 Every row carries the commit it ran at (refused on a tree with uncommitted changes to reflexopt/, unless
 --allow-dirty, and then marked dirty) and the exact command. The markdown shows, per set and budget, each arm's
 test mean ± SD over seeds, its val mean, calls and prompt tokens, and the seeds on which it beats the reference
@@ -730,6 +733,81 @@ def compact(spec: dict[str, Any], rows: list[dict[str, Any]], budget: int) -> st
     return "\n".join(out)
 
 
+def read_rows(jsonl: Path) -> list[dict[str, Any]]:
+    """The rows in the jsonl; a last line another runner is still writing is left for the next read."""
+    if not jsonl.exists():
+        return []
+    rows = []
+    for line in jsonl.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line being written (blank lines too)
+    return rows
+
+
+class Claims:
+    """Which runner makes which row: several runners on one jsonl (one per core, say) share its rows. A runner
+    takes a row by creating a file named after it under the work folder (`claims/<jsonl>-<hash of its path>/`;
+    atomic: one runner wins), writing its host and pid into it, and removes it once the row is in the jsonl. A
+    claim whose process is gone (on this host) is taken over."""
+
+    def __init__(self, jsonl: Path, work: Path) -> None:
+        where = hashlib.sha256(str(jsonl.resolve()).encode()).hexdigest()[:10]
+        self.dir = work / "claims" / f"{jsonl.stem}-{where}"
+        self.me = f"{platform.node()} {os.getpid()}"
+
+    def path(self, key: tuple[str, str, int, int]) -> Path:
+        return self.dir / "~".join(str(k).replace("/", "_").replace(" ", "_") for k in key)
+
+    def held(self, key: tuple[str, str, int, int]) -> bool:
+        """Another live runner holds this row."""
+        try:
+            host, pid = self.path(key).read_text(encoding="utf-8").split()
+        except (OSError, ValueError):
+            return False
+        if f"{host} {pid}" == self.me:
+            return False
+        if host != platform.node():
+            return True  # another machine's runner: it cannot be checked, so it stands
+        try:
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, ValueError):
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def take(self, key: tuple[str, str, int, int]) -> bool:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        p = self.path(key)
+        for _ in range(2):
+            try:
+                fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self.held(key):
+                    return False
+                p.unlink(missing_ok=True)  # its runner is gone: take the row over
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.me)
+            return True
+        return False
+
+    def release(self, key: tuple[str, str, int, int]) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+
+def waits_for_home(w: tuple[dict[str, Any], dict[str, Any], int, int], left: set[tuple[str, str, int, int]],
+                   claims: Claims) -> bool:
+    """A row whose arm shares another arm's home (`home`) is made after that arm's row of the same set, budget and
+    seed, so it reuses that run's cache as the table says: it waits while that row is still to be made here or is
+    being made by another runner."""
+    s, arm, budget, seed = w
+    first = (s["name"], arm.get("home") or arm["name"], budget, seed)
+    return first != (s["name"], arm["name"], budget, seed) and (first in left or claims.held(first))
+
+
 def _stopped(signum: int, frame: object) -> None:
     """SIGTERM (`kill`) as an exception: subprocess.run then stops the run it is waiting on, which would
     otherwise go on competing for the cores with the next benchmark."""
@@ -782,33 +860,42 @@ def main() -> None:
     if not args.render:
         runner = Runner(spec, args)
         runner.work.mkdir(parents=True, exist_ok=True)
-        done = {(r["set"], r["arm"], r["budget"], r["seed"]) for r in rows}
-        for s in spec["sets"]:
-            if args.sets and s["name"] not in args.sets:
-                continue
-            for budget in args.budgets or spec["budgets"]:
-                for seed in args.seeds or spec["seeds"]:
-                    for arm in spec["arms"]:
-                        key = (s["name"], arm["name"], budget, seed)
-                        if (args.arms and arm["name"] not in args.arms) or key in done:
-                            continue
-                        if seed not in arm.get("seeds", [seed]) or s["name"] not in arm.get("sets", [s["name"]]):
-                            continue  # an arm run on some seeds or sets only
-                        if arm.get("kind") == "handwritten" and any(
-                                r["set"] == s["name"] and r["arm"] == arm["name"] and r["seed"] == seed for r in rows):
-                            row = {**next(r for r in rows if r["set"] == s["name"] and r["arm"] == arm["name"]
-                                          and r["seed"] == seed), "budget": budget}  # no budget: scored once
-                        else:
-                            row = runner.row(s, arm, budget, seed)
-                        rows.append(row)
-                        done.add(key)
-                        with jsonl.open("a", encoding="utf-8") as f:
-                            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                        if args.keep_runs and arm.get("kind") != "handwritten":
-                            keep_run(home_of(spec, row, runner.work), args.keep_runs)
-                        print(f"{s['name']} {arm['name']} {budget} seed {seed}: test {row['best_test']:.3f} "
-                              f"calls {row['calls']}", file=sys.stderr, flush=True)
-                        out.write_text(render(spec, rows, spec_path), encoding="utf-8")
+        wanted = [(s, arm, budget, seed) for s in spec["sets"] if not args.sets or s["name"] in args.sets
+                  for budget in args.budgets or spec["budgets"] for seed in args.seeds or spec["seeds"]
+                  for arm in spec["arms"] if not args.arms or arm["name"] in args.arms
+                  if seed in arm.get("seeds", [seed]) and s["name"] in arm.get("sets", [s["name"]])]
+        claims = Claims(jsonl, runner.work)
+        while True:
+            rows = read_rows(jsonl)  # with the rows other runners on this jsonl appended since
+            done = {(r["set"], r["arm"], r["budget"], r["seed"]) for r in rows}
+            left = [w for w in wanted if (w[0]["name"], w[1]["name"], w[2], w[3]) not in done]
+            keys = {(w[0]["name"], w[1]["name"], w[2], w[3]) for w in left}
+            pick = next((w for w in left if not waits_for_home(w, keys, claims)
+                         and claims.take((w[0]["name"], w[1]["name"], w[2], w[3]))), None)
+            if pick is None:
+                if left:
+                    print(f"{len(left)} rows left to the other runners on {jsonl.name}", file=sys.stderr)
+                break
+            s, arm, budget, seed = pick
+            key = (s["name"], arm["name"], budget, seed)
+            try:
+                if arm.get("kind") == "handwritten" and any(
+                        r["set"] == s["name"] and r["arm"] == arm["name"] and r["seed"] == seed for r in rows):
+                    row = {**next(r for r in rows if r["set"] == s["name"] and r["arm"] == arm["name"]
+                                  and r["seed"] == seed), "budget": budget}  # no budget: scored once
+                else:
+                    row = runner.row(s, arm, budget, seed)
+                rows.append(row)
+                with jsonl.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            finally:
+                claims.release(key)
+            if args.keep_runs and arm.get("kind") != "handwritten":
+                keep_run(home_of(spec, row, runner.work), args.keep_runs)
+            print(f"{s['name']} {arm['name']} {budget} seed {seed}: test {row['best_test']:.3f} "
+                  f"calls {row['calls']}", file=sys.stderr, flush=True)
+            out.write_text(render(spec, rows, spec_path), encoding="utf-8")
+        rows = read_rows(jsonl)
     out.write_text(render(spec, rows, spec_path), encoding="utf-8")
 
 

@@ -264,6 +264,48 @@ def test_a_table_runs_through_reflexopt_and_resumes_without_rerunning_a_row(
     assert jsonl.read_text(encoding="utf-8").count("\n") == 2
     assert kept[0].read_bytes() == packed, "the same run archived again changed its archive"
 
+    # a second runner on the same jsonl (another core) leaves a row that a live runner holds, and takes over one
+    # whose runner is gone
+    import platform
+
+    claim = bench.Claims(jsonl, tmp_path / "work").path(("s", "reflex", 40, 2))
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    claim.write_text(f"{platform.node()} 1", encoding="utf-8")  # pid 1 is alive
+    held = subprocess.run(cmd + ["--seeds", "2", "--arms", "reflex"], capture_output=True, text=True, timeout=600)
+    assert held.returncode == 0, held.stderr[-3000:]
+    assert len(openai_server.requests) == sent, "a row another runner holds was run"
+    assert "1 rows left to the other runners on t.jsonl" in held.stderr
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    claim.write_text(f"{platform.node()} {gone}", encoding="utf-8")
+    taken = subprocess.run(cmd + ["--seeds", "2", "--arms", "reflex"], capture_output=True, text=True, timeout=600)
+    assert taken.returncode == 0, taken.stderr[-3000:]
+    assert len(openai_server.requests) > sent
+    assert [(r["arm"], r["seed"]) for r in map(json.loads, jsonl.read_text(encoding="utf-8").splitlines())][-1] == \
+        ("reflex", 2)
+    assert not claim.exists(), "a finished row's claim was left behind"
+
+
+def test_runners_sharing_a_jsonl_read_each_others_rows_and_keep_a_shared_home_after_its_arm(tmp_path: Path) -> None:
+    """The rows another runner appended are read (its line being written is left for the next read), and an arm
+    that shares another arm's home waits for that arm's row, here or held by another runner."""
+    import platform
+
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('{"set": "s", "arm": "a", "budget": 1, "seed": 1}\n\n{"set": "s", "arm"', encoding="utf-8")
+    assert bench.read_rows(jsonl) == [{"set": "s", "arm": "a", "budget": 1, "seed": 1}]
+    claims = bench.Claims(jsonl, tmp_path / "work")
+    s, reflex, ablation = {"name": "s"}, {"name": "reflex"}, {"name": "no rewrites", "home": "reflex"}
+    assert bench.waits_for_home((s, ablation, 1, 1), {("s", "reflex", 1, 1)}, claims)
+    assert not bench.waits_for_home((s, ablation, 1, 1), set(), claims)
+    assert not bench.waits_for_home((s, reflex, 1, 1), {("s", "reflex", 1, 1)}, claims)
+    assert claims.take(("s", "reflex", 1, 1)) and not claims.held(("s", "reflex", 1, 1))  # its own
+    claims.path(("s", "reflex", 1, 1)).write_text(f"{platform.node()} 1", encoding="utf-8")  # another, alive
+    assert claims.held(("s", "reflex", 1, 1)) and not claims.take(("s", "reflex", 1, 1))
+    assert bench.waits_for_home((s, ablation, 1, 1), set(), claims)
+    claims.release(("s", "reflex", 1, 1))
+    assert not bench.waits_for_home((s, ablation, 1, 1), set(), claims)
+
 
 def test_the_tables_say_on_which_seeds_a_prompt_collapsed_onto_one_label(tmp_path: Path) -> None:
     """On an imbalanced set a prompt that answers the majority label to every case can score well; the tables
