@@ -49,6 +49,23 @@ class CaseResult(CallCost):
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+CACHED_LATENCY = "every answer came from the cache: latency as measured when each was paid for"
+
+
+def latency_sample(results: Sequence[CallCost], *, failed: bool = True) -> tuple[list[float], bool]:
+    """The latencies a p50 and p95 are read from, and whether they come from the cache: those of the calls this
+    command made (failed calls too, unless `failed` is False; never a call the budget refused), else, when the
+    cache answered every case, how long each of those answers took when it was paid for (a cache written before
+    it kept latencies has none). A second `eval` of the same prompt, or a `compare` run again with other
+    limits, still has a latency to show and to check."""
+    live = [r.latency_s for r in results if not r.cached and not r.budget_exhausted
+            and (failed or getattr(r, "error", None) is None)]
+    if live:
+        return live, False
+    first = [r.latency_s for r in results if r.cached and r.latency_s > 0]
+    return first, bool(first)
+
+
 def task_failed(r: CaseResult) -> bool:
     """The task produced no output (its call or the user's program failed), as opposed to a scorer failure or a
     call the budget refused."""
@@ -212,7 +229,7 @@ class EvalReport:
         lo, hi = mean_ci(s)
         passed = pass_flags(self.results)
         cats = Counter(r.category for r in self.results if r.category)
-        lat = [r.latency_s for r in self.results if not r.cached and not r.budget_exhausted]
+        lat, from_cache = latency_sample(self.results)
         out: dict[str, Any] = {
             "score": round(self.mean, 4) if s else None,
             "ci95": [round(lo, 4), round(hi, 4)] if s else None,
@@ -226,6 +243,8 @@ class EvalReport:
             "latency_p50_s": _r(percentile(lat, 50)),
             "latency_p95_s": _r(percentile(lat, 95)),
         }
+        if from_cache:
+            out["latency_from_cache"] = True
         out.update(self.usage)
         if self.labels is not None:
             out["labels"] = self.labels

@@ -10,7 +10,7 @@ from typing import Any
 
 from .agreement import echo_figures, echo_text
 from .config import ModelSpec
-from .evaluate import CaseResult, case_scores, counted_failures, mean_tokens, money, pass_flags
+from .evaluate import CaseResult, case_scores, counted_failures, latency_sample, mean_tokens, money, pass_flags
 from .models import spec_price
 from .stats import equivalence_p, holm, mean_ci, paired_compare, percentile
 
@@ -32,6 +32,7 @@ class ModelRow:
     cost_per_success: float | None = None
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
+    latency_from_cache: bool = False  # every answer came from the cache: as measured when each was paid for
     significant_gain: bool = False
     run_id: str | None = None
     tuned_prompt: str | None = None
@@ -73,13 +74,14 @@ def row_from_results(model: ModelSpec, base: Sequence[CaseResult], tuned: Sequen
     m = money(tuned, price, per_request=flat) or {}
     cost_1k, per_success = m.get("cost_per_1k"), m.get("cost_per_success")
     n_pass = sum(1 for p in passes if p)
-    lat = [r.latency_s for r in tuned if not r.cached and r.error is None]
+    lat, from_cache = latency_sample(tuned, failed=False)
     return ModelRow(
         model=model.label, baseline=_r(sum(b.values()) / len(b)) if b else None, tuned=_r(tuned_mean),
         tuned_ci95=tuple(round(x, 4) for x in mean_ci(list(t.values()))) if t else None,  # type: ignore[arg-type]
         gain=_r(cmp.delta) if cmp else None, pass_rate=_r(n_pass / len(passes)) if passes else None,
         tokens_per_request=_r(per_req_tokens, 1), cost_per_1k=_r(cost_1k, 6), cost_per_success=_r(per_success, 8),
         latency_p50_s=_r(percentile(lat, 50), 3), latency_p95_s=_r(percentile(lat, 95), 3),
+        latency_from_cache=from_cache,
         significant_gain=bool(cmp and cmp.significant), run_id=run_id, tuned_prompt=prompt_md, scores=t,
         price_source=price_source, echo=echo_figures(tuned), task_failures=counted_failures(tuned))
 
@@ -114,7 +116,8 @@ class Constraints:
                 return f"${r.cost_per_1k:.4f} per 1,000 requests > --max-cost-per-1k {self.max_cost_per_1k:g}"
         if self.max_p95_s is not None:
             if r.latency_p95_s is None:
-                return "no latency measured (every answer came from the cache), so --max-p95 cannot be checked"
+                return ("no latency measured (every answer came from a cache that kept none), so --max-p95 cannot "
+                        "be checked")
             if r.latency_p95_s > self.max_p95_s:
                 return f"latency p95 {r.latency_p95_s:.2f} s > --max-p95 {self.max_p95_s:g} s"
         return None

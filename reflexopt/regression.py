@@ -89,7 +89,7 @@ def compare_variants(first: EvalReport, first_name: str, variants: Sequence[tupl
         return {"prompt": name, "score": s["score"], "ci95": s["ci95"], "pass_rate": s["pass_rate"],
                 "n_scored": s["n_scored"], "prompt_tokens_per_case": _tokens(rep.results),
                 "cost_per_success": money.get("cost_per_success"), "latency_p95_s": s["latency_p95_s"],
-                "change": change}
+                "latency_from_cache": bool(s.get("latency_from_cache")), "change": change}
 
     return [row(first_name, first, None), *(row(n, rep, c) for (n, rep), c in zip(variants, changes, strict=True))]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .agreement import echo_text, echo_warnings, known_summary, second_opinion_text
-from .evaluate import CaseResult, EvalReport, constant_text
+from .evaluate import CACHED_LATENCY, CaseResult, EvalReport, constant_text
 from .metrics import collapsed_text
 from .paths import write_text_atomic
 from .pool import lineage, steps_text
@@ -39,6 +39,13 @@ font-size:12px;background:#eef2ff}.case{border-left:3px solid #d0d5dd;padding-le
 summary{cursor:pointer;padding:2px 0}
 """
 
+
+
+def _cached(r: dict[str, Any]) -> str:
+    """A ‡ (with its meaning on hover) after a latency read from the cache."""
+    if not r.get("latency_from_cache"):
+        return ""
+    return f"<span class=muted title='{escape(CACHED_LATENCY)}'>‡</span>"
 
 def page(title: str, body: str, *, refresh_s: int | None = None, nav: str = "") -> str:
     """The report's page. `refresh_s`: the browser reloads it (the live view of a running run; no script);
@@ -293,7 +300,7 @@ def _variants_html(rows: list[dict[str, Any]]) -> str:
                    + (f" <span class=muted>({ci[0]:.3f} … {ci[1]:.3f})</span>" if ci else "")
                    + f"</td><td class=num>{_f(r['pass_rate'])}</td><td class=num>{escape(change)}</td><td>{verdict}"
                    f"</td><td class=num>{_f(r['prompt_tokens_per_case'], 1)}</td><td class=num>{cost}</td>"
-                   f"<td class=num>{_f(r['latency_p95_s'], 2)}</td></tr>")
+                   f"<td class=num>{_f(r['latency_p95_s'], 2)}{_cached(r)}</td></tr>")
     head = "".join(f"<th>{h}</th>" for h in ("prompt", "score (95% CI)", "pass rate", "change against the first",
                                              "verdict", "prompt tokens", "cost per success", "p95 s"))
     return (f"<h2>{len(rows)} prompts on the same cases</h2><div class=card><p class=muted>Each prompt after the "
@@ -324,7 +331,7 @@ def eval_report(report: EvalReport, *, title: str, nav: str = "") -> str:
         kpis.append(f"<div class=kpi>cost per success<b>${money['cost_per_success']:.6f}</b><span class=muted>"
                     f"${money['cost_per_1k']:.4f} per 1,000 requests</span></div>")
     if s.get("latency_p95_s") is not None:
-        kpis.append(f"<div class=kpi>latency p95<b>{s['latency_p95_s']:.2f} s</b><span class=muted>p50 "
+        kpis.append(f"<div class=kpi>latency p95<b>{s['latency_p95_s']:.2f} s{_cached(s)}</b><span class=muted>p50 "
                     f"{_f(s['latency_p50_s'], 2)} s</span></div>")
     a, gate = report.against, s.get("gate")
     if a and a.get("ci95"):
@@ -617,7 +624,7 @@ def compare_report(path: Path, *, refresh_s: int | None = None, nav: str = "") -
         star = " *" if r["significant_gain"] else ""
         cells = [_f(r["baseline"]), _f(r["tuned"]), f"{_f(ci[0])} – {_f(ci[1])}", gain + star, _f(r["pass_rate"]),
                  _f(r["cost_per_1k"], 4), _f(r["tokens_per_request"], 0), _f(r["cost_per_success"], 6),
-                 f"{_f(r['latency_p50_s'], 2)} / {_f(r['latency_p95_s'], 2)} s"]
+                 f"{_f(r['latency_p50_s'], 2)} / {_f(r['latency_p95_s'], 2)} s{_cached(r)}"]
         rows.append(f"<tr><td>{escape(r['model'])}</td>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>")
     const = data.get("constant")
     bar = f" · constant answer: {escape(constant_text(const))}" if const else ""

@@ -47,6 +47,12 @@ def test_eval_json_then_fully_cached(files: dict[str, Path], openai_server: Fake
     second = json.loads(cli(*args, home=tmp_path / "h").stdout)
     assert second["model_calls"] == 0 and second["cached_calls"] == 8 and second["score"] == 0.5
     assert len(openai_server.requests) == 8
+    # every answer from the cache: the latency shown is the one those answers had when they were paid for
+    assert "latency_from_cache" not in s and second["latency_from_cache"] is True
+    assert (second["latency_p50_s"], second["latency_p95_s"]) == (s["latency_p50_s"], s["latency_p95_s"])
+    table = cli(*args[:-3], home=tmp_path / "h")
+    assert "every answer came from the cache: latency as measured when each was paid for" in \
+        " ".join(table.stdout.split())
 
 
 def test_eval_table(files: dict[str, Path], openai_server: FakeOpenAI, tmp_path: Path) -> None:

@@ -201,6 +201,42 @@ def test_cache_file_created_by_many_at_once(tmp_path: object) -> None:
     assert errors == []
 
 
+def test_the_cache_keeps_how_long_each_answer_took_and_opens_a_file_from_before_it_did(
+        openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    """A cached answer carries the latency its call had when it was paid for (marked cached: not this
+    command's); a cache file written before the cache kept latencies gains the column and serves its answers
+    with none."""
+    import sqlite3
+
+    from reflexopt.models import ResponseCache
+    from reflexopt.models.base import RawReply
+
+    def slow(req: dict[str, object]) -> str:
+        time.sleep(0.2)
+        return "hello"
+
+    openai_server.responder = slow
+    c = client(openai_server)
+    paid = run(c.complete(MSG))
+    again = run(client(openai_server).complete(MSG))  # a new client: from the file, not the queue
+    assert again.cached and paid.latency_s >= 0.2 and again.latency_s == pytest.approx(paid.latency_s)
+    assert c.meter.snapshot()["model_calls"] == 1
+
+    old = tmp_path / "old.sqlite"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, model TEXT, text TEXT, prompt_tokens INT, "
+               "completion_tokens INT, cost REAL, created REAL DEFAULT (unixepoch()))")
+    db.execute("INSERT INTO responses (key, model, text, prompt_tokens, completion_tokens, cost) VALUES "
+               "('k', 'm', 'old answer', 1, 1, 0.0)")
+    db.commit()
+    db.close()
+    cache = ResponseCache(old)
+    assert cache.get("k") == RawReply("old answer", 1, 1, 0.0, None)
+    cache.put("n", "m", RawReply("new answer", 1, 1, 0.0, 1.5))
+    cache.close()
+    assert ResponseCache(old).get("n") == RawReply("new answer", 1, 1, 0.0, 1.5)
+
+
 def test_cache_writes_are_queued_served_and_survive_exit(tmp_path: object) -> None:
     """put() returns without committing (the event loop never waits on SQLite); a queued answer is served at
     once; close() and a plain interpreter exit (no close) both leave every answer in the file."""

@@ -128,3 +128,23 @@ def test_optimize_reports_cost_per_success_on_test(tmp_path: Path, fakes: Any) -
     console = Console(width=200, record=True)
     console.print(optimize_summary(r.to_json()))
     assert "cost per success (test)" in console.export_text()
+
+
+def test_a_model_answered_wholly_from_the_cache_keeps_the_latency_its_answers_had_and_max_p95_checks_it() -> None:
+    """compare run again with other limits: every tuned answer comes from the cache, and the p95 its answers had
+    when they were paid for still decides --max-p95 (marked as read from the cache); answers from a cache that
+    kept no latency leave it unchecked, as before."""
+    from reflexopt.recommend import Constraints, row_from_results
+
+    spec = ModelSpec(id="openai/m")
+    base = [_case(i, passed=False, cached=True) for i in range(5)]
+    slow = [_case(i, passed=True, latency=3.0, cached=True) for i in range(5)]
+    row = row_from_results(spec, base, slow, None, None)
+    assert row.latency_p95_s == 3.0 and row.latency_from_cache
+    assert "latency p95 3.00 s > --max-p95 2 s" in (Constraints(max_p95_s=2.0).violation(row) or "")
+    live = row_from_results(spec, base, [*slow[:4], _case(9, passed=True, latency=0.5)], None, None)
+    assert live.latency_p95_s == 0.5 and not live.latency_from_cache  # a call made now: only what was measured now
+    unknown = row_from_results(spec, base, [_case(i, passed=True, latency=0.0, cached=True) for i in range(5)],
+                               None, None)
+    assert unknown.latency_p95_s is None
+    assert "cannot be checked" in (Constraints(max_p95_s=2.0).violation(unknown) or "")

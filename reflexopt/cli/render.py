@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..agreement import known_summary, second_opinion_text
+from ..evaluate import CACHED_LATENCY
 from ..textsafe import printable, printable_data
 
 
@@ -88,7 +89,8 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
         retries = sum(int(v.get("retries", 0)) for v in (s.get("by_role") or {}).values())
         t.add_row("cost per success", money_text(m) + (f" · {retries} retries" if retries else ""))
     if s.get("latency_p50_s") is not None:
-        t.add_row("latency", f"p50 {_fmt(s['latency_p50_s'], 2)} s · p95 {_fmt(s['latency_p95_s'], 2)} s")
+        t.add_row("latency", f"p50 {_fmt(s['latency_p50_s'], 2)} s · p95 {_fmt(s['latency_p95_s'], 2)} s"
+                  + (f" ({CACHED_LATENCY})" if s.get("latency_from_cache") else ""))
     t.add_row("calls", f"{s['model_calls']} made · {s['cached_calls']} from cache")
     if s.get("judge"):
         t.add_row("judge", judge_text(s["judge"]))
@@ -153,6 +155,17 @@ def disagreement_table(h: dict[str, Any]) -> Table:
     return t
 
 
+def p95_text(r: dict[str, Any]) -> str:
+    """A row's p95 latency, marked ‡ when it was read from the cache (CACHED_LATENCY)."""
+    if r.get("latency_p95_s") is None:
+        return "–"
+    return f"{r['latency_p95_s']:.2f} s" + ("‡" if r.get("latency_from_cache") else "")
+
+
+def cached_latency_note(rows: list[dict[str, Any]]) -> str:
+    return f"‡ {CACHED_LATENCY}" if any(r.get("latency_from_cache") for r in rows) else ""
+
+
 def matrix_table(rows: list[dict[str, Any]], title: str = "") -> Table:
     """`eval ... -m A -m B`: a row per prompt, a column per model; each cell the score (bold: the best prompt on
     that model), pass rate, cost per success and p95 latency."""
@@ -171,11 +184,11 @@ def matrix_table(rows: list[dict[str, Any]], title: str = "") -> Table:
             return "–"
         score = _fmt(r["score"])
         return (f"{'[bold]' + score + '[/]' if r['best_on_model'] else score} · {_fmt(r['pass_rate'])} · "
-                + ("–" if r["cost_per_success"] is None else f"${r['cost_per_success']:.6f}") + " · "
-                + ("–" if r["latency_p95_s"] is None else f"{r['latency_p95_s']:.2f} s"))
+                + ("–" if r["cost_per_success"] is None else f"${r['cost_per_success']:.6f}") + " · " + p95_text(r))
 
     for p in prompts:
         t.add_row(escape(printable(p)), *(cell(at.get((m, p))) for m in models))
+    t.caption = cached_latency_note(rows) or None
     return t
 
 
@@ -200,8 +213,8 @@ def variants_table(rows: list[dict[str, Any]]) -> Table:
             verdict = f"[{ {'worse': 'red', 'better': 'green'}.get(c['verdict'], 'yellow') }]{c['verdict']}[/]"
         t.add_row(printable(str(r["prompt"])), _fmt(r["score"]) + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else ""),
                   _fmt(r["pass_rate"]), change, verdict, _fmt(r["prompt_tokens_per_case"], 1),
-                  "–" if r["cost_per_success"] is None else f"${r['cost_per_success']:.6f}",
-                  "–" if r["latency_p95_s"] is None else f"{r['latency_p95_s']:.2f} s")
+                  "–" if r["cost_per_success"] is None else f"${r['cost_per_success']:.6f}", p95_text(r))
+    t.caption = cached_latency_note(rows) or None
     return t
 
 
@@ -524,7 +537,8 @@ def compare_table(d: dict[str, Any]) -> Table:
              f"{r['cost_per_1k']:.4f}" + ("†" if _own_price(r) else "")),
             "–" if r["tokens_per_request"] is None else f"{r['tokens_per_request']:.0f}",
             "–" if r["cost_per_success"] is None else f"{r['cost_per_success']:.6f}",
-            f"{_fmt(r['latency_p50_s'], 2)} / {_fmt(r['latency_p95_s'], 2)} s")
+            f"{_fmt(r['latency_p50_s'], 2)} / {_fmt(r['latency_p95_s'], 2)} s"
+            + ("‡" if r.get("latency_from_cache") else ""))
     own = [f"{r['model']}: {r['price_source']}" for r in d["rows"] if _own_price(r)]
     sel = d.get("selection")
     curse = (f"; the best, {sel['best']} ({sel['best_score']:.3f}), is picked on the same cases it is scored on: "
@@ -541,8 +555,9 @@ def compare_table(d: dict[str, Any]) -> Table:
 
     copies = "".join(f"; [yellow]{w}[/]" for w in echo_warnings(d["rows"]))
     copies += "".join(f"; [yellow]{w}[/]" for w in failure_notes(d["rows"], d["n_test"]))
+    cached = cached_latency_note([r for r in d["rows"] if not r["error"]])
     t.caption = "* significant gain from tuning (paired test on the test split)" + (
-        "; † price given by you: " + "; ".join(own) if own else "") + curse + copies
+        "; † price given by you: " + "; ".join(own) if own else "") + (f"; {cached}" if cached else "") + curse + copies
     return t
 
 

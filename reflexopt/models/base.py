@@ -50,6 +50,7 @@ class RawReply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    latency_s: float | None = None  # from the cache: how long the call took when it was paid for (None: unknown)
 
 
 def content_text(content: Any) -> str:

@@ -56,8 +56,11 @@ class ResponseCache:
                 time.sleep(0.1 * (attempt + 1))
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, text TEXT,"
-            " prompt_tokens INT, completion_tokens INT, cost REAL, created REAL DEFAULT (unixepoch()))"
+            " prompt_tokens INT, completion_tokens INT, cost REAL, created REAL DEFAULT (unixepoch()), latency REAL)"
         )
+        if "latency" not in {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}:
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                self._db.execute("ALTER TABLE responses ADD COLUMN latency REAL")  # a cache file from before it
         self._db.commit()
         self._failed: Exception | None = None  # the writer thread's error, raised by the next put()
         # reads get their own connection: in WAL mode they never wait for the writer thread's commit (they did
@@ -69,16 +72,17 @@ class ResponseCache:
         with self._plock:
             queued = self._pending.get(key) or self._writing.get(key)
         if queued is not None:
-            return RawReply(queued[2], queued[3], queued[4], queued[5])
+            return RawReply(queued[2], queued[3], queued[4], queued[5], queued[6])
         with self._rlock:
             with _damage_is_ours(self.path):
                 row = self._rdb.execute(
-                    "SELECT text, prompt_tokens, completion_tokens, cost FROM responses WHERE key=?", (key,)
+                    "SELECT text, prompt_tokens, completion_tokens, cost, latency FROM responses WHERE key=?", (key,)
                 ).fetchone()
-        return RawReply(row[0], row[1], row[2], row[3]) if row else None
+        return RawReply(row[0], row[1], row[2], row[3], row[4]) if row else None
 
     def put(self, key: str, model: str, reply: RawReply) -> None:
-        row = (key, model, reply.text, reply.prompt_tokens, reply.completion_tokens, reply.cost_usd)
+        """Queue an answer (with `reply.latency_s`, how long it took, when the caller measured it)."""
+        row = (key, model, reply.text, reply.prompt_tokens, reply.completion_tokens, reply.cost_usd, reply.latency_s)
         with self._plock:
             if self._failed is not None:  # the writer could not commit (a full disk): the caller stops on it
                 raise self._failed
@@ -113,8 +117,8 @@ class ResponseCache:
             try:
                 if batch:
                     self._db.executemany(
-                        "INSERT OR REPLACE INTO responses (key, model, text, prompt_tokens, completion_tokens, cost)"
-                        " VALUES (?,?,?,?,?,?)", list(batch.values()))
+                        "INSERT OR REPLACE INTO responses (key, model, text, prompt_tokens, completion_tokens, cost,"
+                        " latency) VALUES (?,?,?,?,?,?,?)", list(batch.values()))
                     self._db.commit()
             finally:
                 with self._plock:

@@ -7,6 +7,7 @@ nothing is raised for a failed call.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from typing import Any
@@ -107,7 +108,8 @@ class ModelClient:
                                         attempts=0)
                 else:
                     result = ChatResult(hit.text, self.spec.id, prompt_tokens=hit.prompt_tokens,
-                                        completion_tokens=hit.completion_tokens, cost_usd=0.0, cached=True)
+                                        completion_tokens=hit.completion_tokens, cost_usd=0.0, cached=True,
+                                        latency_s=hit.latency_s or 0.0)  # as measured when it was paid for
                 self.meter.record(result)
                 return result
         async with self._sem():
@@ -172,6 +174,6 @@ class ModelClient:
                             completion_tokens=reply.completion_tokens, cost_usd=reply.cost_usd,
                             latency_s=time.perf_counter() - start, attempts=attempts)
         if self.cache is not None and key is not None:
-            self.cache.put(key, self.spec.id, reply)
+            self.cache.put(key, self.spec.id, dataclasses.replace(reply, latency_s=result.latency_s))
         self.meter.record(result)
         return result
