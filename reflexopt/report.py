@@ -47,6 +47,12 @@ def _cached(r: dict[str, Any]) -> str:
         return ""
     return f"<span class=muted title='{escape(CACHED_LATENCY)}'>‡</span>"
 
+
+def _cached_note(rows: list[dict[str, Any]]) -> str:
+    """The ‡'s meaning under a table that has one."""
+    return (f"<p class=muted>‡ {escape(CACHED_LATENCY)}</p>"
+            if any(r.get("latency_from_cache") and not r.get("error") for r in rows) else "")
+
 def page(title: str, body: str, *, refresh_s: int | None = None, nav: str = "") -> str:
     """The report's page. `refresh_s`: the browser reloads it (the live view of a running run; no script);
     `nav`: trusted markup put above the body (the live view's link back to the run list)."""
@@ -305,7 +311,7 @@ def _variants_html(rows: list[dict[str, Any]]) -> str:
                                              "verdict", "prompt tokens", "cost per success", "p95 s"))
     return (f"<h2>{len(rows)} prompts on the same cases</h2><div class=card><p class=muted>Each prompt after the "
             "first is compared with it case by case; the p-values are Holm-adjusted over those comparisons.</p>"
-            f"<table><tr>{head}</tr>{''.join(out)}</table></div>")
+            f"<table><tr>{head}</tr>{''.join(out)}</table>{_cached_note(rows)}</div>")
 
 
 def eval_report(report: EvalReport, *, title: str, nav: str = "") -> str:
@@ -332,7 +338,8 @@ def eval_report(report: EvalReport, *, title: str, nav: str = "") -> str:
                     f"${money['cost_per_1k']:.4f} per 1,000 requests</span></div>")
     if s.get("latency_p95_s") is not None:
         kpis.append(f"<div class=kpi>latency p95<b>{s['latency_p95_s']:.2f} s{_cached(s)}</b><span class=muted>p50 "
-                    f"{_f(s['latency_p50_s'], 2)} s</span></div>")
+                    f"{_f(s['latency_p50_s'], 2)} s" + (f"<br>‡ {escape(CACHED_LATENCY)}" if s.get("latency_from_cache")
+                                                       else "") + "</span></div>")
     a, gate = report.against, s.get("gate")
     if a and a.get("ci95"):
         cls = {"worse": "bad", "better": "good"}.get(a["verdict"], "muted")
@@ -633,7 +640,7 @@ def compare_report(path: Path, *, refresh_s: int | None = None, nav: str = "") -
     body = [f"<h1>{escape(title)}</h1><div class=muted>{data['n_test']} test cases · * significant gain{bar}</div>",
             f"<div class=card><b>Recommendation:</b> {escape(data['reason'])}" + _curse_html(data.get("selection"))
             + "</div>",
-            f"<h2>Models</h2><div class=card><table>{head}{''.join(rows)}</table></div>",
+            f"<h2>Models</h2><div class=card><table>{head}{''.join(rows)}</table>{_cached_note(data['rows'])}</div>",
             "<h2>Score vs cost</h2><div class=card>" + scatter_svg(data["rows"]) + "</div>"]
     if any(r.get("load") for r in data["rows"]):
         body.append("<h2>Load test: p95 latency against concurrency</h2><div class=card>" + load_svg(data["rows"])

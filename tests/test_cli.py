@@ -50,9 +50,9 @@ def test_eval_json_then_fully_cached(files: dict[str, Path], openai_server: Fake
     # every answer from the cache: the latency shown is the one those answers had when they were paid for
     assert "latency_from_cache" not in s and second["latency_from_cache"] is True
     assert (second["latency_p50_s"], second["latency_p95_s"]) == (s["latency_p50_s"], s["latency_p95_s"])
-    table = cli(*args[:-3], home=tmp_path / "h")
-    assert "every answer came from the cache: latency as measured when each was paid for" in \
-        " ".join(table.stdout.split())
+    table = cli(*args[:-3], "--report", str(tmp_path / "r.html"), home=tmp_path / "h")
+    note = "every answer came from the cache: latency as measured when each was paid for"
+    assert note in " ".join(table.stdout.split()) and f"‡ {note}" in (tmp_path / "r.html").read_text()
 
 
 def test_eval_table(files: dict[str, Path], openai_server: FakeOpenAI, tmp_path: Path) -> None:
