@@ -53,6 +53,7 @@ def test_eval_json_then_fully_cached(files: dict[str, Path], openai_server: Fake
     table = cli(*args[:-3], "--report", str(tmp_path / "r.html"), home=tmp_path / "h")
     note = "every answer came from the cache: latency as measured when each was paid for"
     assert note in " ".join(table.stdout.split()) and f"‡ {note}" in (tmp_path / "r.html").read_text()
+    assert "0 prompt + 0 completion paid in this run" in table.stdout  # not the prompt's size
 
 
 def test_eval_table(files: dict[str, Path], openai_server: FakeOpenAI, tmp_path: Path) -> None:

@@ -82,7 +82,8 @@ def eval_table(s: dict[str, Any], title: str = "") -> Table:
     if cats:
         t.add_row("failure categories", ", ".join(f"{k} ({v})" for k, v in list(cats.items())[:6]))
     t.add_row("scored by", s["scorer"])
-    t.add_row("tokens", f"{s['prompt_tokens']:,} prompt + {s['completion_tokens']:,} completion")
+    t.add_row("tokens", f"{s['prompt_tokens']:,} prompt + {s['completion_tokens']:,} completion"
+              + (" paid in this run" if s.get("cached_calls") else ""))
     t.add_row("cost", f"${s['cost_usd']:.4f} paid in this run")
     m = s.get("money")
     if m:
