@@ -52,14 +52,14 @@ class CaseResult(CallCost):
 CACHED_LATENCY = "every answer came from the cache: latency as measured when each was paid for"
 
 
-def latency_sample(results: Sequence[CallCost], *, failed: bool = True) -> tuple[list[float], bool]:
+def latency_sample(results: Sequence[CaseResult], *, failed: bool = True) -> tuple[list[float], bool]:
     """The latencies a p50 and p95 are read from, and whether they come from the cache: those of the calls this
     command made (failed calls too, unless `failed` is False; never a call the budget refused), else, when the
     cache answered every case, how long each of those answers took when it was paid for (a cache written before
     it kept latencies has none). A second `eval` of the same prompt, or a `compare` run again with other
     limits, still has a latency to show and to check."""
     live = [r.latency_s for r in results if not r.cached and not r.budget_exhausted
-            and (failed or getattr(r, "error", None) is None)]
+            and (failed or r.error is None)]
     if live:
         return live, False
     first = [r.latency_s for r in results if r.cached and r.latency_s > 0]

@@ -40,7 +40,6 @@ summary{cursor:pointer;padding:2px 0}
 """
 
 
-
 def _cached(r: dict[str, Any]) -> str:
     """A ‡ (with its meaning on hover) after a latency read from the cache."""
     if not r.get("latency_from_cache"):
@@ -52,6 +51,7 @@ def _cached_note(rows: list[dict[str, Any]]) -> str:
     """The ‡'s meaning under a table that has one."""
     return (f"<p class=muted>‡ {escape(CACHED_LATENCY)}</p>"
             if any(r.get("latency_from_cache") and not r.get("error") for r in rows) else "")
+
 
 def page(title: str, body: str, *, refresh_s: int | None = None, nav: str = "") -> str:
     """The report's page. `refresh_s`: the browser reloads it (the live view of a running run; no script);

@@ -72,6 +72,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -798,14 +799,19 @@ class Claims:
         self.path(key).unlink(missing_ok=True)
 
 
-def waits_for_home(w: tuple[dict[str, Any], dict[str, Any], int, int], left: set[tuple[str, str, int, int]],
-                   claims: Claims) -> bool:
+def wanted_key(w: tuple[dict[str, Any], dict[str, Any], int, int]) -> tuple[str, str, int, int]:
+    """A (set, arm, budget, seed) to make as its row's key: (set name, arm name, budget, seed)."""
+    return w[0]["name"], w[1]["name"], w[2], w[3]
+
+
+def waits_for_home(w: tuple[dict[str, Any], dict[str, Any], int, int],
+                   left: Collection[tuple[str, str, int, int]], claims: Claims) -> bool:
     """A row whose arm shares another arm's home (`home`) is made after that arm's row of the same set, budget and
     seed, so it reuses that run's cache as the table says: it waits while that row is still to be made here or is
     being made by another runner."""
     s, arm, budget, seed = w
     first = (s["name"], arm.get("home") or arm["name"], budget, seed)
-    return first != (s["name"], arm["name"], budget, seed) and (first in left or claims.held(first))
+    return first != wanted_key(w) and (first in left or claims.held(first))
 
 
 def _stopped(signum: int, frame: object) -> None:
@@ -841,8 +847,7 @@ def main() -> None:
     spec = load_spec(spec_path)
     jsonl = args.jsonl or spec_path.with_suffix(".jsonl")
     out = args.out or spec_path.with_suffix(".md")
-    rows = [json.loads(x) for x in jsonl.read_text(encoding="utf-8").splitlines() if x.strip()] \
-        if jsonl.exists() else []
+    rows = read_rows(jsonl)
     if args.compact:
         print(compact(spec, rows, args.compact))
         return
@@ -868,16 +873,14 @@ def main() -> None:
         while True:
             rows = read_rows(jsonl)  # with the rows other runners on this jsonl appended since
             done = {(r["set"], r["arm"], r["budget"], r["seed"]) for r in rows}
-            left = [w for w in wanted if (w[0]["name"], w[1]["name"], w[2], w[3]) not in done]
-            keys = {(w[0]["name"], w[1]["name"], w[2], w[3]) for w in left}
-            pick = next((w for w in left if not waits_for_home(w, keys, claims)
-                         and claims.take((w[0]["name"], w[1]["name"], w[2], w[3]))), None)
-            if pick is None:
+            left = {wanted_key(w): w for w in wanted if wanted_key(w) not in done}
+            key = next((k for k, w in left.items() if not waits_for_home(w, left.keys(), claims) and claims.take(k)),
+                       None)
+            if key is None:
                 if left:
                     print(f"{len(left)} rows left to the other runners on {jsonl.name}", file=sys.stderr)
                 break
-            s, arm, budget, seed = pick
-            key = (s["name"], arm["name"], budget, seed)
+            s, arm, budget, seed = left[key]
             try:
                 if arm.get("kind") == "handwritten" and any(
                         r["set"] == s["name"] and r["arm"] == arm["name"] and r["seed"] == seed for r in rows):

@@ -156,11 +156,14 @@ def disagreement_table(h: dict[str, Any]) -> Table:
     return t
 
 
+def cache_mark(r: dict[str, Any]) -> str:
+    """‡ after a latency read from the cache (CACHED_LATENCY)."""
+    return "‡" if r.get("latency_from_cache") else ""
+
+
 def p95_text(r: dict[str, Any]) -> str:
-    """A row's p95 latency, marked ‡ when it was read from the cache (CACHED_LATENCY)."""
-    if r.get("latency_p95_s") is None:
-        return "–"
-    return f"{r['latency_p95_s']:.2f} s" + ("‡" if r.get("latency_from_cache") else "")
+    """A row's p95 latency, marked as cache_mark says."""
+    return "–" if r.get("latency_p95_s") is None else f"{r['latency_p95_s']:.2f} s{cache_mark(r)}"
 
 
 def cached_latency_note(rows: list[dict[str, Any]]) -> str:
@@ -538,8 +541,7 @@ def compare_table(d: dict[str, Any]) -> Table:
              f"{r['cost_per_1k']:.4f}" + ("†" if _own_price(r) else "")),
             "–" if r["tokens_per_request"] is None else f"{r['tokens_per_request']:.0f}",
             "–" if r["cost_per_success"] is None else f"{r['cost_per_success']:.6f}",
-            f"{_fmt(r['latency_p50_s'], 2)} / {_fmt(r['latency_p95_s'], 2)} s"
-            + ("‡" if r.get("latency_from_cache") else ""))
+            f"{_fmt(r['latency_p50_s'], 2)} / {_fmt(r['latency_p95_s'], 2)} s{cache_mark(r)}")
     own = [f"{r['model']}: {r['price_source']}" for r in d["rows"] if _own_price(r)]
     sel = d.get("selection")
     curse = (f"; the best, {sel['best']} ({sel['best_score']:.3f}), is picked on the same cases it is scored on: "
