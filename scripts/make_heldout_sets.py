@@ -52,6 +52,21 @@ mean the same in two sentences, `same` or `not the same`, 100 of each drawn with
     python scripts/make_heldout_sets.py /path/to/oos-eval --clinc                     # clinc_intents
     python scripts/make_heldout_sets.py /path/to/NLU-Evaluation-Data --hwu            # hwu_scenarios
     python scripts/make_heldout_sets.py /path/to/automatic_prompt_engineer --wic      # word_in_context
+
+The fifth group (named on 2026-12-07, before any run on them; balanced by construction as the fourth, and screened
+as docs/benchmarks/labels_fifth.toml says): the Schema-Guided Dialogue dataset (Rastogi et al., 2020;
+google-research-datasets/dstc8-schema-guided-dialogue at e852981, CC BY-SA 4.0), the service domain of a dialogue
+(`Restaurants_1` -> `restaurants`, `RentalCars_2` -> `rental cars`) with the user's first turn as input, from the
+single-service dialogues of the test files in `SGD_FILES` (the ones the snapshot used here holds), six of the
+domains with at least 34 such dialogues drawn with a fixed seed, 34 or 33 of each; StackOverflow titles (Xu et
+al., 2015; jacoxu/StackOverflow at 7c207f5, titles from Kaggle's Stack Overflow data, CC BY-SA), the tag of a
+question title, six of its 20 tags drawn with a fixed seed, 34 or 33 titles of each; and the SMS Spam Collection
+(Almeida et al., 2011; UCI, CC BY 4.0; the copy in hamzaaacodes/sms-spam-collection at f3e73e1, `SMSSpamCollection`,
+which adds a header line), `spam` or `not spam`, 100 of each.
+
+    python scripts/make_heldout_sets.py /path/to/dstc8-schema-guided-dialogue --sgd  # sgd_domains
+    python scripts/make_heldout_sets.py /path/to/StackOverflow --stackoverflow        # stackoverflow_tags
+    python scripts/make_heldout_sets.py /path/to/sms-spam-collection --sms            # sms_spam
 """
 
 from __future__ import annotations
@@ -185,9 +200,61 @@ def wic(src: Path) -> None:
     write_balanced("word_in_context", by_label, OUT / "word_in_context.jsonl")
 
 
+SGD_FILES = tuple(f"test/dialogues_{i:03d}.json"
+                  for i in (*range(1, 12), 13, 14, 15, 17, 18, 20, 21, 24, 25, 30, 32, 33, 34))
+
+
+def sgd(src: Path) -> None:
+    pooled: dict[str, list[dict[str, str]]] = {}
+    seen = set()
+    for name in SGD_FILES:
+        for dialogue in json.loads((src / name).read_text(encoding="utf-8")):
+            if len(dialogue["services"]) != 1:
+                continue
+            service = dialogue["services"][0].split("_")[0]  # RentalCars_2 -> rental cars
+            label = "".join(" " + c.lower() if c.isupper() else c for c in service).strip()
+            text = dialogue["turns"][0]["utterance"].strip()
+            if text and text not in seen:
+                seen.add(text)
+                pooled.setdefault(label, []).append({"input": text, "ideal": label})
+    big = sorted(k for k, v in pooled.items() if len(v) >= 34)
+    chosen = sorted(random.Random("heldout-sgd_domains-labels").sample(big, 6))
+    write_balanced("sgd_domains", {k: pooled[k] for k in chosen}, OUT / "sgd_domains.jsonl")
+
+
+STACKOVERFLOW_TAGS = ("wordpress", "oracle", "svn", "apache", "excel", "matlab", "visual-studio", "cocoa", "osx",
+                      "bash", "spring", "hibernate", "scala", "sharepoint", "ajax", "qt", "drupal", "linq", "haskell",
+                      "magento")  # label ids 1..20, as the source's README lists them
+
+
+def stackoverflow(src: Path) -> None:
+    titles = (src / "rawText" / "title_StackOverflow.txt").read_text(encoding="utf-8").splitlines()
+    ids = (src / "rawText" / "label_StackOverflow.txt").read_text(encoding="utf-8").split()
+    if len(titles) != len(ids):
+        raise SystemExit(f"StackOverflow: {len(titles)} titles but {len(ids)} labels")
+    chosen = sorted(random.Random("heldout-stackoverflow_tags-labels").sample(STACKOVERFLOW_TAGS, 6))
+    by_label: dict[str, list[dict[str, str]]] = {}
+    for title, i in zip(titles, ids):
+        tag = STACKOVERFLOW_TAGS[int(i) - 1]
+        if tag in chosen and title.strip():
+            by_label.setdefault(tag, []).append({"input": title.strip(), "ideal": tag})
+    write_balanced("stackoverflow_tags", by_label, OUT / "stackoverflow_tags.jsonl")
+
+
+def sms(src: Path) -> None:
+    by_label: dict[str, list[dict[str, str]]] = {}
+    for line in (src / "SMSSpamCollection").read_text(encoding="utf-8").splitlines():
+        kind, _, text = line.partition("\t")
+        if kind in ("ham", "spam") and text.strip():
+            label = "spam" if kind == "spam" else "not spam"
+            by_label.setdefault(label, []).append({"input": text.strip(), "ideal": label})
+    write_balanced("sms_spam", by_label, OUT / "sms_spam.jsonl")
+
+
 def main() -> None:
     args = sys.argv[1:]
-    one_set = {"--stance": stance, "--banking": banking, "--liar": liar, "--clinc": clinc, "--hwu": hwu, "--wic": wic}
+    one_set = {"--stance": stance, "--banking": banking, "--liar": liar, "--clinc": clinc, "--hwu": hwu, "--wic": wic,
+               "--sgd": sgd, "--stackoverflow": stackoverflow, "--sms": sms}
     if len(args) == 2 and args[1] in one_set:
         return one_set[args[1]](Path(args[0]))
     if args[1:] == ["--snips"]:
@@ -201,7 +268,10 @@ def main() -> None:
                          "       python scripts/make_heldout_sets.py /path/to/LMOps --liar\n"
                          "       python scripts/make_heldout_sets.py /path/to/oos-eval --clinc\n"
                          "       python scripts/make_heldout_sets.py /path/to/NLU-Evaluation-Data --hwu\n"
-                         "       python scripts/make_heldout_sets.py /path/to/automatic_prompt_engineer --wic")
+                         "       python scripts/make_heldout_sets.py /path/to/automatic_prompt_engineer --wic\n"
+                         "       python scripts/make_heldout_sets.py /path/to/dstc8-schema-guided-dialogue --sgd\n"
+                         "       python scripts/make_heldout_sets.py /path/to/StackOverflow --stackoverflow\n"
+                         "       python scripts/make_heldout_sets.py /path/to/sms-spam-collection --sms")
     n = int(args[2]) if len(args) == 3 else ROWS
     for name, (task, words) in (SECOND if second else SETS).items():
         if n != ROWS and name not in LARGE:
