@@ -13,6 +13,8 @@ A spec (TOML, next to the table it makes) names the sets, the arms, the budgets 
                                        # lineage) that LLM rewrites made
     check = ["exact"]                  # optional: reference metrics that score each run's recorded test outputs
                                        # (starting and returned prompt; no calls): a check on a judge's verdicts
+    screen = true                      # optional, label sets: a set counts for the bar only where, on every
+                                       # seed, the best hand-written prompt beats every constant answer on val
 
     [[sets]]
     name = "tweet_emotion"
@@ -163,6 +165,8 @@ def load_spec(path: Path) -> dict[str, Any]:
         if arm.get("home") and arm["home"] not in names[: names.index(arm["name"])]:
             raise SystemExit(f"{path}: arm {arm['name']!r} shares the home of {arm['home']!r}, which must be an "
                              "arm listed before it")
+    if spec.get("screen") and not any(a.get("kind") == "handwritten" for a in spec["arms"]):
+        raise SystemExit(f"{path}: `screen` reads the hand-written arm's rows; add an arm with kind = \"handwritten\"")
     spec.setdefault("reference", names[0])
     return dict(spec)
 
@@ -522,6 +526,48 @@ def holdout_constant(s: dict[str, Any], seed: int, metric: str = "contains",
     return None if c is None else float(c["score"])
 
 
+def val_constant(s: dict[str, Any], seed: int, balanced: bool = False) -> float | None:
+    """On a label set: the share of `seed`'s val split held by its most common label, the most any constant answer
+    can score on val (the screen's bar). None on free text."""
+    sys.path.insert(0, str(ROOT))
+    from reflexopt.data import is_categorical, load_dataset, split
+
+    cases = load_dataset(ROOT / s["data"])
+    if not is_categorical(cases):
+        return None
+    val = [c.ideal or "" for c in split(cases, None, seed=seed, balanced=balanced).val]
+    return max(val.count(x) for x in set(val)) / len(val) if val else None
+
+
+def screen(spec: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """The spec's screen (`screen = true`), fixed before its runs: a set counts for the bar only if, on every seed,
+    the best hand-written prompt scores above every constant answer on val, i.e. a plain prompt puts the task
+    within the task model's reach. It reads the hand-written rows only."""
+    hand = next((a["name"] for a in spec["arms"] if a.get("kind") == "handwritten"), None)
+    if not spec.get("screen") or hand is None:
+        return []
+    out = ["", "## Screen", "", "Fixed before any run: a set counts for the bar only if, on every seed, the best "
+           "hand-written prompt's val score is above the val share of the val split's most common label (the most a "
+           "constant answer can score there).", "",
+           "| set | seed | best hand-written prompt on val | constant answer on val (at most) | above |",
+           "|---|---|---|---|---|"]
+    for s in spec["sets"]:
+        verdicts = []
+        for seed in spec["seeds"]:
+            r = next((r for r in rows if r["set"] == s["name"] and r["arm"] == hand and r["seed"] == seed), None)
+            bar = val_constant(s, seed, _balanced(spec))
+            if r is None or bar is None or r.get("best_val") is None:
+                verdicts.append(None)
+                continue
+            above = r["best_val"] > bar
+            verdicts.append(above)
+            out.append(f"| {s['name']} | {seed} | {r['best_val']:.3f} | {bar:.3f} | {'yes' if above else 'no'} |")
+        verdict = ("not yet screened" if None in verdicts else
+                   "**counts** for the bar" if all(verdicts) else "does **not** count for the bar")
+        out.append(f"| {s['name']} | all | | | {verdict} |")
+    return out
+
+
 def _check(r: dict[str, Any], m: str) -> dict[str, Any]:
     """A row's scores by the check metric `m` ({} for a row made before the spec asked for it)."""
     return (r.get("check") or {}).get(m) or {}
@@ -635,6 +681,7 @@ def render(spec: dict[str, Any], rows: list[dict[str, Any]], spec_path: Path) ->
                            f"{f'{n_fell} of {len(rs)}' if n_fell is not None else ''} |"
                            + (f" {llm_steps(rs)} |" if spec.get("llm_steps") else "")
                            + "".join(f" {_checked(rs, m)} |" for m in checks))
+    out += screen(spec, rows)
     out += ["", "## Every row", "", "p: the paired test of the tuned prompt against the starting prompt on test. "
             "Steps: the operators of the candidates from the starting prompt to the returned one (its lineage; * "
             "the search accepted it as a new best: a step it did not accept may still be on the way, when a later "

@@ -512,3 +512,30 @@ def test_stopping_the_runner_stops_the_run_it_is_waiting_on(tmp_path: Path, open
         release.set()
         if runner.poll() is None:
             runner.kill()
+
+
+def test_the_screen_counts_a_set_only_where_the_hand_written_prompt_beats_every_constant_answer_on_val(
+        tmp_path: Path) -> None:
+    """`screen = true`: a set counts for the bar only if on every seed the best hand-written prompt's val score is
+    above the val share of the val split's most common label (about 0.75 on this three-in-four set); one seed at
+    or below it, or a seed not yet run, and the set does not count."""
+    spec = _spec_for(tmp_path, screen=True, arms=[{"name": "reflex", "args": []},
+                                                  {"name": "hand-written", "kind": "handwritten"}])
+    share = {seed: bench.val_constant(spec["sets"][0], seed) for seed in (1, 2, 3)}
+    assert all(0.6 < v < 0.9 for v in share.values() if v is not None)
+
+    def verdict(vals: dict[int, float]) -> str:
+        rows = [_row("reflex", seed, 0.9) for seed in (1, 2, 3)] + [_row("hand-written", seed, v)
+                                                                    for seed, v in vals.items()]
+        table = bench.render(spec, rows, ROOT / "x.toml")
+        return _cells(table.split("## Screen")[1], "s | all")[-1]
+
+    assert verdict({seed: share[seed] + 0.01 for seed in (1, 2, 3)}) == "**counts** for the bar"
+    assert verdict({1: share[1] + 0.01, 2: share[2], 3: share[3] + 0.01}) == "does **not** count for the bar"
+    assert verdict({1: share[1] + 0.01, 2: share[2] + 0.01}) == "not yet screened"
+    assert "## Screen" not in bench.render(_spec_for(tmp_path), [_row("reflex", 1, 0.5)], ROOT / "x.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('title = "T"\nmodel = "m"\nseeds = [1]\nbudgets = [1]\nscreen = true\n'
+                   '[[sets]]\nname = "s"\n[[arms]]\nname = "reflex"\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match="hand-written"):
+        bench.load_spec(bad)
