@@ -294,30 +294,9 @@ ECHO = re.compile(r"input-output|these examples|the examples (?:above|below|give
 
 
 def induced(reply: str) -> str:
-    """The instruction in an induce reply (its last <instruction> block, in plain words: `uncoded`); '' when the
-    reply has none."""
+    """The instruction in an induce reply (its last <instruction> block); '' when the reply has none."""
     found = re.findall(r"<instruction>\s*(.*?)\s*</instruction>", reply, re.S | re.I)
-    return uncoded(found[-1].strip()) if found else ""
-
-
-# "Write a function that takes a string as input and returns the plural form of the word.": a code model's
-# way of naming a task, whose request (a function) is not what the task model should answer
-CODE_TASK = re.compile(r"^(?:write|create|implement|define|develop|build)\s+(?:a|an)\s+(?:[\w-]+\s+)?"
-                       r"(?:function|program|script|method|routine)\b[^.]*?\b(?:returns?|outputs?|produces?)\s+"
-                       r"(?P<what>[^.]+)\.?\s*", re.I)
-CODE_TALK = re.compile(r"\b(?:the|this|your)\s+(?:function|program|script|method|code)\b|\bpython\b", re.I)
-
-
-def uncoded(text: str) -> str:
-    """An instruction that asks for code to do the task, asked as the task itself: "Write a function that takes
-    a string as input and returns the plural form of the word. The function should handle ..." becomes "Reply
-    with the plural form of the word." (the sentences about the code dropped). Any other text unchanged."""
-    m = CODE_TASK.match(text)
-    if not m:
-        return text
-    rest = [x for x in re.split(r"(?<=[.!?])\s+", text[m.end():].strip()) if x and not CODE_TALK.search(x)]
-    what = re.sub(r"^its\b", "the input's", m["what"].strip())  # "returns its English name" names the input
-    return " ".join([f"Reply with {what}."] + rest)
+    return found[-1].strip() if found else ""
 
 
 async def llm_rewrite(op: str, reasoner: ModelClient, parent: Prompt, facts: TaskFacts, diagnosis: Diagnosis,

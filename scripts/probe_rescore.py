@@ -10,11 +10,11 @@ on sets whose table is complete and read (dev sets); nothing is kept or dropped 
     python scripts/probe_rescore.py docs/benchmarks/judge_third.toml docs/benchmarks/runs/judge_third \
         --set singular_to_plural --metric exact --out scripts/results/probe_third_rewrites.jsonl
 
-`--uncoded` also scores each induced instruction (whatever became of it) with its text as `propose.uncoded` now
-writes it ("Write a function that ... returns the plural" asked as "Reply with the plural"), beside the text the
-run had: the check on that change. Archived runs (`--keep-runs`) are read from their tarballs; reflex's run, not
-the `--no-rewrites` arm's that shares its home. Rows already in --out are skipped, so it resumes; `--home` keeps
-the response cache between invocations. Prints one line per candidate.
+`--uncoded` also scores each induced instruction (whatever became of it) as `uncoded` writes it
+(scripts/probe_uncoded.py; tried in induce and reverted): "Write a function that ... returns the plural" asked as
+"Reply with the plural", beside the text the run had. Archived runs (`--keep-runs`) are read from their
+tarballs; reflex's run, not the `--no-rewrites` arm's that shares its home. Rows already in --out are skipped,
+so it resumes; `--home` keeps the response cache between invocations. Prints one line per candidate.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 def main() -> None:
     from path_holdout import candidates
+    from probe_uncoded import uncoded
 
     from reflexopt.data import load_dataset, split
     from reflexopt.prompt import parse_prompt
-    from reflexopt.propose import uncoded
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("spec", type=Path)

@@ -683,32 +683,3 @@ def test_induce_works_out_the_instruction_from_train_inputs_and_their_references
         unregister_fake("fake/inducer")
     assert "passive voice" in r.best_prompt and r.best_test == 1.0 and r.significant
     assert (r.operators or {}).get("induce") == 1
-
-
-def test_an_induced_instruction_that_asks_for_code_asks_for_the_answer_instead() -> None:
-    """Qwen2.5-Coder-1.5B, shown nouns and their plurals, induces "Write a function that takes a string as input
-    and returns the plural form of the word." A task model told that writes code or talks about it; the task it
-    names is the answer wanted, so induce asks for that (the sentences about the code dropped) and leaves every
-    other instruction as written."""
-    from reflexopt.models import get_client
-    from reflexopt.propose import uncoded
-
-    assert uncoded("Write a function that takes a string as input and returns the plural form of the word. If "
-                   "the input is already plural, return it unchanged. The function should handle any noun.") == (
-        "Reply with the plural form of the word. If the input is already plural, return it unchanged.")
-    assert uncoded("Write a Python function that takes an integer and returns its English name in words.") == (
-        "Reply with the input's English name in words.")
-    for plain in ("Rewrite the sentence in the passive voice.", "Write a sentence that describes the word.",
-                  "Transform the given input into a word that is opposite in meaning to it."):
-        assert uncoded(plain) == plain
-    rows = [Case(id=str(i), input=f"cat{i}", ideal=f"cat{i}s") for i in range(12)]
-    register_fake("fake/coder", FunctionModel(lambda m: "<instruction>Write a function that takes a string as "
-                                              "input and returns the plural form of the word.</instruction>"))
-    try:
-        cand, _ = asyncio.run(propose({"operator": "induce", "phrasing": 0}, Prompt("Here is a word.\n"),
-                                      train=rows, facts=task_facts(rows, "Here is a word."),
-                                      reasoner=get_client(ModelSpec(id="fake/coder")), diagnosis=Diagnosis(),
-                                      failing=[], other=None))
-    finally:
-        unregister_fake("fake/coder")
-    assert cand.text == "Reply with the plural form of the word.\n"
