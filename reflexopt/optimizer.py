@@ -18,7 +18,7 @@ from .errors import ConfigError, ReflexoptError
 from .estimate import run_estimate
 from .evaluator import Evaluator
 from .events import Event, TrackedBus, attach, plugin_subscribers
-from .pool import Candidate, State, case_scores, from_study, select, steps_to
+from .pool import Candidate, State, case_scores, from_study, held_back, select, steps_to
 from .search import GRACE_S, Search, StudyState, worker_id
 from .store import RunStore, write_text_atomic
 from .strategies import SearchContext, get_strategy
@@ -310,6 +310,7 @@ class Optimizer:
             search.set("status", "done")
             pool = from_study(search.records(), r.val)
             sel = select(pool, len(r.val), min_gain)
+            kept_out = held_back(pool, sel.best, len(r.val), min_gain)
             self._export(pool)
             pool += trims
             evals = store.evals()
@@ -360,7 +361,7 @@ class Optimizer:
                                           seed=cfg.seed),
             distinct_candidates=len({c.key for c in pool} - {baseline.key}),
             duplicate_trials=sum(c.state == State.DUPLICATE for c in pool), reasoner=self._models()["reasoning"],
-            judge=self._judge_record())
+            judge=self._judge_record(), held_back=kept_out)
         store.write_summary(result.to_json())
         self._write_output(best, best_path)
         self._emit("done", result.to_json())

@@ -219,6 +219,24 @@ def _gains(c: Candidate, best: Candidate, min_gain: float) -> bool:
     return c.val_mean > best.val_mean + margin
 
 
+def held_back(pool: Sequence[Candidate], best: Candidate, n_val: int, min_gain: float,
+              limit: int = 5) -> list[dict[str, Any]]:
+    """The candidates scored on all of val whose val mean is above the returned best's but that a noisy judge's
+    gain bar kept out (select: a gain must clear twice the standard error of the per-case differences), highest
+    first, each with the score it needed against the best: gains of a case or two on a small val split that more
+    cases could confirm or undo (scripts/results/probe_third_rewrites.md). Empty with exact scores, where any gain
+    counts, and for a candidate that answers one label."""
+    if min_gain <= 0:
+        return []
+    from .stats import paired_gain_bar
+
+    above = sorted((c for c in pool if c.id not in ("baseline", best.id) and c.state == State.COMPLETE
+                    and len(c.val) == n_val and not collapsed(c) and c.val_mean > best.val_mean),
+                   key=lambda c: -c.val_mean)
+    return [{"id": c.id, "operator": c.operator, "val": round(c.val_mean, 4),
+             "needed": round(best.val_mean + paired_gain_bar(c.val, best.val), 4)} for c in above[:limit]]
+
+
 def collapsed(c: Candidate) -> bool:
     """It answered one label whatever the case (pruning.collapse; marked on a label task only)."""
     return bool(c.params.get("collapsed"))

@@ -81,6 +81,7 @@ class OptimizeResult:
     duplicate_trials: int = 0
     reasoner: str = ""  # the model that diagnosed and rewrote, and why that one
     judge: dict[str, Any] | None = None  # self-agreement, verdicts, contradictions, parse errors, structured form
+    held_back: list[dict[str, Any]] | None = None  # above the best on val, kept out by a noisy judge's gain bar
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
