@@ -303,6 +303,14 @@ def steps_text(steps: Sequence[Mapping[str, Any]]) -> str:
     return f"{chain} · {sum(1 for s in steps if s['by_reasoning_model'])} of {len(steps)} by the reasoning model"
 
 
+def held_back_text(kept: list[dict[str, Any]], best_val: float) -> str:
+    """The summary's and the report's "held back" line: candidates above the best on val that the judge's gain bar
+    kept out (held_back)."""
+    each = "; ".join(f"{k['id']} ({k['operator']}) {k['val']:.3f}, needed {k['needed']:.3f}" for k in kept)
+    return (f"{each}: above the best's {best_val:.3f} on val by less than the judge's noise explains; a larger "
+            "val split (or eval of their prompts in the run folder's candidates/) can tell")
+
+
 def pareto_parent(pool: Sequence[Candidate], rng: random.Random) -> Candidate:
     """Sample a parent from the per-case Pareto front on val, weighted by the cases each is best on."""
     import numpy as np

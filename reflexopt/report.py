@@ -14,7 +14,7 @@ from .agreement import echo_text, echo_warnings, known_summary, second_opinion_t
 from .evaluate import CACHED_LATENCY, CaseResult, EvalReport, constant_text
 from .metrics import collapsed_text
 from .paths import write_text_atomic
-from .pool import lineage, steps_text
+from .pool import held_back_text, lineage, steps_text
 from .promptset import diff_lines
 from .recommend import failure_notes
 from .store import RunStore, read_json, read_jsonl
@@ -271,6 +271,9 @@ def run_report(path: Path, *, refresh_s: int | None = None, nav: str = "", runni
     body.append(f"<h2>Prompt diff{so_far}</h2><div class=card>" + diff_html(base_md, best_md) + "</div>")
     steps = (summary or {}).get("lineage")
     said = f"<p>{escape(steps_text(steps))}</p>" if steps else ""  # with ✓ where a step was a new best
+    kept = (summary or {}).get("held_back")
+    if summary and kept:
+        said += f"<p class=muted>Held back: {escape(held_back_text(kept, summary['best_val']))}.</p>"
     body.append("<h2>Lineage of the best prompt</h2><div class=card>" + said + _lineage(by_id, best_id) + "</div>")
     usage: dict[str, Any] = (summary or {}).get("usage") or next(
         (e["usage"] for e in reversed(events) if e.get("usage")), {})

@@ -911,6 +911,7 @@ def test_a_run_names_the_candidates_a_noisy_judges_gain_bar_held_back(tmp_path: 
     from reflexopt.cli.render import optimize_summary
     from reflexopt.pool import Candidate, State, held_back, select
     from reflexopt.prompt import Prompt
+    from reflexopt.report import write_report
     from reflexopt.store import RunStore
 
     with tarfile.open(ROOT / "docs" / "benchmarks" / "runs" / "judge_third"
@@ -936,3 +937,6 @@ def test_a_run_names_the_candidates_a_noisy_judges_gain_bar_held_back(tmp_path: 
     summary = {**json.loads((run / "summary.json").read_text()), "held_back": kept}  # the run predates the row
     shown = " ".join(str(c) for row in optimize_summary(summary).columns for c in row._cells)
     assert "t4 (induce) 0.786, needed" in shown and "above the best's 0.655 on val" in shown
+    (run / "summary.json").write_text(json.dumps(summary))
+    html = write_report(run, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Held back: t4 (induce) 0.786, needed" in html

@@ -399,13 +399,6 @@ def _gap_markup(const: dict[str, Any], subject: str) -> str:
     return f": {gap}" if const["tuned_p"] < ALPHA else f": [yellow]{gap}[/]"
 
 
-def held_back_text(kept: list[dict[str, Any]], best_val: float) -> str:
-    """The summary's "held back" row: candidates above the best on val that the judge's gain bar kept out."""
-    each = "; ".join(f"{k['id']} ({k['operator']}) {k['val']:.3f}, needed {k['needed']:.3f}" for k in kept)
-    return (f"{each}: above the best's {best_val:.3f} on val by less than the judge's noise explains; a larger "
-            "val split (or eval of their prompts in the run folder's candidates/) can tell")
-
-
 def optimize_summary(r: dict[str, Any]) -> Table:
     from ..verdict import p_text
 
@@ -426,6 +419,8 @@ def optimize_summary(r: dict[str, Any]) -> Table:
 
         t.add_row("steps to the best", "", steps_text(r["lineage"]))
     if r.get("held_back"):
+        from ..pool import held_back_text
+
         t.add_row("held back", "", held_back_text(r["held_back"], r["best_val"]))
     cov = r.get("test_cases")
     if cov:
