@@ -157,6 +157,11 @@ def test_judge_noise_blocks_gains_below_it(dataset: Path, prompt_file: Path, fak
     trials = [d for k, d in events if k == "trial" and d["val"] is not None and d["n_val"] == base_n(events)]
     blocked = [d for d in trials if r.baseline_val < d["val"] < r.baseline_val + base["min_gain"]]
     assert blocked and not any(d["accepted"] for d in blocked)  # a real but noise-sized gain was not taken
+    # and the summary names what the bar held back above the returned prompt, with the score each needed
+    above = [d for d in trials if round(d["val"], 4) > r.best_val and not d["accepted"]]  # best_val is rounded
+    assert above and [k["val"] for k in r.held_back or []] == sorted(
+        (round(d["val"], 4) for d in above), reverse=True)[:5]
+    assert all(k["needed"] > k["val"] for k in r.held_back or [])
 
 
 def test_a_steady_gain_under_the_judges_redraw_noise_is_accepted(dataset: Path, prompt_file: Path,
