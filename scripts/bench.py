@@ -526,17 +526,20 @@ def holdout_constant(s: dict[str, Any], seed: int, metric: str = "contains",
     return None if c is None else float(c["score"])
 
 
-def val_constant(s: dict[str, Any], seed: int, balanced: bool = False) -> float | None:
-    """On a label set: the share of `seed`'s val split held by its most common label, the most any constant answer
-    can score on val (the screen's bar). None on free text."""
+def val_constant(s: dict[str, Any], seeds: list[int], balanced: bool = False) -> dict[int, float] | None:
+    """On a label set, per seed: the share of the seed's val split held by its most common label, the most any
+    constant answer can score on val (the screen's bar). None on free text."""
     sys.path.insert(0, str(ROOT))
     from reflexopt.data import is_categorical, load_dataset, split
 
     cases = load_dataset(ROOT / s["data"])
     if not is_categorical(cases):
         return None
-    val = [c.ideal or "" for c in split(cases, None, seed=seed, balanced=balanced).val]
-    return max(val.count(x) for x in set(val)) / len(val) if val else None
+    out = {}
+    for seed in seeds:
+        val = [c.ideal or "" for c in split(cases, None, seed=seed, balanced=balanced).val]
+        out[seed] = max(val.count(x) for x in set(val)) / len(val)
+    return out
 
 
 def screen(spec: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
@@ -553,9 +556,10 @@ def screen(spec: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
            "|---|---|---|---|---|"]
     for s in spec["sets"]:
         verdicts = []
+        bars = val_constant(s, spec["seeds"], _balanced(spec)) or {}  # the dataset read once per set
         for seed in spec["seeds"]:
             r = next((r for r in rows if r["set"] == s["name"] and r["arm"] == hand and r["seed"] == seed), None)
-            bar = val_constant(s, seed, _balanced(spec))
+            bar = bars.get(seed)
             if r is None or bar is None or r.get("best_val") is None:
                 verdicts.append(None)
                 continue
