@@ -72,11 +72,13 @@ def main() -> None:
                 if c["state"] == "complete" and c["n_val"] >= full]
         for c in cands if args.uncoded else []:
             if c["operator"] == "induce":
-                p = parse_prompt((run / "candidates" / f"{c['id']}.md").read_text(encoding="utf-8"))
+                own = run / "candidates" / f"{c['id']}.md"
+                p = parse_prompt(own.read_text(encoding="utf-8"))
                 path = work / f"{seed}-{c['id']}-uncoded.md"
                 path.write_text(p.with_(text=uncoded(p.text.strip()) + "\n").to_markdown(), encoding="utf-8")
-                todo += [(c, c["id"] + "-uncoded", path)] + ([] if c in [t[0] for t in todo] else
-                                                              [(c, c["id"], run / "candidates" / f"{c['id']}.md")])
+                todo.append((c, c["id"] + "-uncoded", path))
+                if not any(t[0] is c for t in todo[:-1]):  # an induce the run pruned: its own text too
+                    todo.append((c, c["id"], own))
         for c, cid, path in todo:
             for name in ("val", "test"):
                 if (seed, cid, name) in done:
